@@ -1,0 +1,338 @@
+//! Every error type of the crate, one small type per operation, in the style of
+//! crossbeam-channel's `err.rs`: a caller matches on exactly the failures that operation can have.
+//!
+//! This module must stay free of logic: it only names failures and prints them.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why a job did not produce a value.
+///
+/// This is the error a [`Future`](crate::Future) resolves with. It corresponds to the exception
+/// a `concurrent.futures.Future` would raise from `result()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JobError {
+    /// The job panicked; the message is the panic payload if it was a string.
+    ///
+    /// The worker that ran the job survives and goes on with other jobs.
+    Panicked {
+        /// The panic message (`"<non-string panic payload>"` if the payload was not a string).
+        message: String,
+    },
+    /// The job was cancelled before it started, by [`Future::cancel`](crate::Future::cancel),
+    /// by `shutdown(_, cancel_futures = true)`, by `terminate()`, or because a `map` it belonged
+    /// to stopped early.
+    Cancelled,
+    /// The outcome was already taken out of this future by an earlier call.
+    ///
+    /// The outcome of a job is moved out exactly once (it is not required to be `Clone`).
+    AlreadyTaken,
+}
+
+impl JobError {
+    /// Whether the job was cancelled rather than run.
+    ///
+    /// # Examples
+    /// ```
+    /// assert!(stealpool::JobError::Cancelled.is_cancelled());
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, JobError::Cancelled)
+    }
+
+    /// Whether the job panicked.
+    ///
+    /// # Examples
+    /// ```
+    /// let e = stealpool::JobError::Panicked { message: "boom".into() };
+    /// assert!(e.is_panic());
+    /// ```
+    pub fn is_panic(&self) -> bool {
+        matches!(self, JobError::Panicked { .. })
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobError::Panicked { message } => write!(f, "job panicked: {message}"),
+            JobError::Cancelled => f.write_str("job was cancelled"),
+            JobError::AlreadyTaken => f.write_str("the job's outcome was already taken"),
+        }
+    }
+}
+
+impl std::error::Error for JobError {}
+
+/// The error of [`Future::try_result`](crate::Future::try_result).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TryResultError {
+    /// The job has not finished yet.
+    NotReady,
+    /// The job finished without a value.
+    Failed(JobError),
+}
+
+impl TryResultError {
+    /// Whether the job simply has not finished yet.
+    pub fn is_not_ready(&self) -> bool {
+        matches!(self, TryResultError::NotReady)
+    }
+}
+
+impl fmt::Display for TryResultError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryResultError::NotReady => f.write_str("job has not finished yet"),
+            TryResultError::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for TryResultError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TryResultError::NotReady => None,
+            TryResultError::Failed(e) => Some(e),
+        }
+    }
+}
+
+/// The error of [`Future::result_timeout`](crate::Future::result_timeout) and
+/// [`Future::result_deadline`](crate::Future::result_deadline).
+///
+/// A timeout leaves the job running (or queued): only the wait ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResultTimeoutError {
+    /// The time ran out before the job finished.
+    Timeout,
+    /// The job finished without a value.
+    Failed(JobError),
+}
+
+impl ResultTimeoutError {
+    /// Whether the wait timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ResultTimeoutError::Timeout)
+    }
+}
+
+impl fmt::Display for ResultTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResultTimeoutError::Timeout => f.write_str("timed out waiting for the job"),
+            ResultTimeoutError::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ResultTimeoutError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ResultTimeoutError::Timeout => None,
+            ResultTimeoutError::Failed(e) => Some(e),
+        }
+    }
+}
+
+/// A submission that the executor refused; the job is handed back.
+///
+/// The only reason today is that the executor was shut down (`shutdown`, `close` or
+/// `terminate`), like the `RuntimeError` of Python's `submit` after `shutdown`.
+///
+/// # Examples
+/// ```
+/// use stealpool::ThreadPoolExecutor;
+///
+/// let pool = ThreadPoolExecutor::new(1);
+/// pool.shutdown(true, false);
+/// let err = pool.submit(|| 7).unwrap_err();
+/// let job = err.into_inner();
+/// assert_eq!(job(), 7);
+/// ```
+pub struct SubmitError<J> {
+    job: J,
+}
+
+impl<J> SubmitError<J> {
+    pub(crate) fn shutdown(job: J) -> Self {
+        SubmitError { job }
+    }
+
+    /// The job that was not submitted.
+    pub fn into_inner(self) -> J {
+        self.job
+    }
+
+    /// Whether the executor refused the job because it was shut down (always true today).
+    pub fn is_shutdown(&self) -> bool {
+        true
+    }
+}
+
+impl<J> fmt::Debug for SubmitError<J> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubmitError").field("reason", &"executor is shut down").finish_non_exhaustive()
+    }
+}
+
+impl<J> fmt::Display for SubmitError<J> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("cannot submit a job: the executor is shut down")
+    }
+}
+
+impl<J> std::error::Error for SubmitError<J> {}
+
+/// The executor was shut down, so the operation could not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownError;
+
+impl fmt::Display for ShutdownError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the executor is shut down")
+    }
+}
+
+impl std::error::Error for ShutdownError {}
+
+/// An item of a `map` that produced no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapError {
+    pub(crate) index: usize,
+    pub(crate) kind: MapErrorKind,
+}
+
+/// What went wrong with a `map` item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MapErrorKind {
+    /// The job for this item failed.
+    Failed(JobError),
+    /// The overall deadline of the `map` passed before this item's result was ready.
+    Timeout,
+    /// The executor was shut down before this item could be submitted.
+    Shutdown,
+}
+
+impl MapError {
+    /// The position of the item in the input.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &MapErrorKind {
+        &self.kind
+    }
+
+    /// Whether the `map` ran out of time at this item.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, MapErrorKind::Timeout)
+    }
+
+    /// The job's error, if the job itself failed.
+    pub fn job_error(&self) -> Option<&JobError> {
+        match &self.kind {
+            MapErrorKind::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            MapErrorKind::Failed(e) => write!(f, "map item {}: {e}", self.index),
+            MapErrorKind::Timeout => write!(f, "map item {}: deadline passed", self.index),
+            MapErrorKind::Shutdown => write!(f, "map item {}: executor shut down", self.index),
+        }
+    }
+}
+
+impl std::error::Error for MapError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            MapErrorKind::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The time given to [`as_completed`](crate::as_completed) ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeoutError {
+    pub(crate) waited: Duration,
+}
+
+impl fmt::Display for TimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "timed out after {:?}", self.waited)
+    }
+}
+
+impl std::error::Error for TimeoutError {}
+
+/// `join` was called on an executor that is still accepting work.
+///
+/// Like `multiprocessing.Pool.join`, joining is only valid after `close` or `terminate`
+/// (or `shutdown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinError;
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("join called on a running executor: call close() or terminate() first")
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+/// Building a pool failed.
+///
+/// Opaque on purpose (like rayon's `ThreadPoolBuildError`); [`source`](std::error::Error::source)
+/// gives the underlying I/O error when there is one.
+#[derive(Debug)]
+pub struct BuildError {
+    kind: BuildErrorKind,
+}
+
+#[derive(Debug)]
+enum BuildErrorKind {
+    Spawn(std::io::Error),
+    Initializer(String),
+}
+
+impl BuildError {
+    pub(crate) fn spawn(e: std::io::Error) -> Self {
+        BuildError { kind: BuildErrorKind::Spawn(e) }
+    }
+
+    pub(crate) fn initializer(message: String) -> Self {
+        BuildError { kind: BuildErrorKind::Initializer(message) }
+    }
+
+    /// Whether the worker initializer panicked.
+    pub fn is_initializer_failure(&self) -> bool {
+        matches!(self.kind, BuildErrorKind::Initializer(_))
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            BuildErrorKind::Spawn(e) => write!(f, "could not start a worker thread: {e}"),
+            BuildErrorKind::Initializer(m) => write!(f, "worker initializer panicked: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            BuildErrorKind::Spawn(e) => Some(e),
+            BuildErrorKind::Initializer(_) => None,
+        }
+    }
+}

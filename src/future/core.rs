@@ -1,0 +1,297 @@
+//! The shared state behind a [`Future`](super::Future): one per job, shared by the handle and by
+//! whoever runs the job (a worker thread, or later a process pool's dispatcher).
+//!
+//! # States
+//! ```text
+//!   Pending ──start──▶ Running ──complete──▶ Finishing ──▶ Done
+//!      │                                        ▲
+//!      └──────────────cancel────────────────────┘
+//! ```
+//! Exactly one party moves the job out of `Pending` (the `start` or `cancel` that wins the lock),
+//! and that party alone later calls `complete`. `Finishing` is the window in which done
+//! callbacks run on the completing thread with a borrow of the outcome the completer still owns;
+//! only after the last callback returns is the outcome stored and `Done` published, so the
+//! handle's owner can never move the value out while a callback still reads it. `is_done` is
+//! already true during `Finishing` (as in CPython, where callbacks run after the state is
+//! `FINISHED`); the blocking `result*` calls wait for `Done`.
+//!
+//! Callbacks added once `Done` run at once on the caller's thread: the outcome is lent to that
+//! thread (`Slot::Lent`) while they run, and callbacks that arrive meanwhile (from a callback
+//! itself, or from another thread sharing `&Future`) are queued and run by the lender before it
+//! puts the outcome back. Nobody ever waits for a lent outcome, so a callback that adds a callback
+//! to its own future cannot deadlock, and `T` only has to be `Send`.
+//!
+//! No user code ever runs while the mutex is held.
+
+use std::mem;
+use std::task::Waker;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use crate::error::JobError;
+use crate::unwind;
+
+/// A done callback: receives a borrow of the outcome.
+pub(crate) type Callback<T> = Box<dyn FnOnce(Result<&T, &JobError>) + Send>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Pending,
+    Running,
+    Finishing,
+    Done,
+}
+
+/// How a finished job ended, kept after its outcome is moved out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    Value,
+    Failed,
+    Cancelled,
+}
+
+impl Ending {
+    fn of<T>(outcome: &Result<T, JobError>) -> Ending {
+        match outcome {
+            Ok(_) => Ending::Value,
+            Err(JobError::Cancelled) => Ending::Cancelled,
+            Err(_) => Ending::Failed,
+        }
+    }
+}
+
+enum Slot<T> {
+    Empty,
+    Owned(Result<T, JobError>),
+    /// Moved to a thread running late callbacks; it will be put back.
+    Lent,
+    Taken,
+}
+
+struct Inner<T> {
+    phase: Phase,
+    ending: Option<Ending>,
+    /// A copy of the job's error, kept so `error()` works whatever happened to the slot.
+    error: Option<JobError>,
+    slot: Slot<T>,
+    callbacks: Vec<Callback<T>>,
+    waker: Option<Waker>,
+    /// Threads blocked on `cond`; completion skips the notify when there are none.
+    sleepers: usize,
+}
+
+/// The state of one job. See the module docs for the protocol.
+pub(crate) struct Core<T> {
+    inner: Mutex<Inner<T>>,
+    cond: Condvar,
+}
+
+impl<T> Core<T> {
+    pub(crate) fn new() -> Self {
+        Core {
+            inner: Mutex::new(Inner {
+                phase: Phase::Pending,
+                ending: None,
+                error: None,
+                slot: Slot::Empty,
+                callbacks: Vec::new(),
+                waker: None,
+                sleepers: 0,
+            }),
+            cond: Condvar::new(),
+        }
+    }
+
+    /// Moves `Pending` to `Running`. Returns `false` if the job was cancelled or already
+    /// started; the caller must then not run it.
+    #[inline]
+    pub(crate) fn try_start(&self) -> bool {
+        let mut g = self.inner.lock();
+        if g.phase == Phase::Pending {
+            g.phase = Phase::Running;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Cancels a job that has not started. Returns whether the job is (now or already) cancelled.
+    pub(crate) fn cancel(&self) -> bool {
+        let g = self.inner.lock();
+        let phase = g.phase;
+        match phase {
+            Phase::Pending => {
+                self.finish(g, Err(JobError::Cancelled));
+                true
+            }
+            _ => g.ending == Some(Ending::Cancelled),
+        }
+    }
+
+    /// Stores the outcome of a job this caller started, runs the callbacks, wakes the waiters.
+    pub(crate) fn complete(&self, outcome: Result<T, JobError>) {
+        let g = self.inner.lock();
+        debug_assert_eq!(g.phase, Phase::Running, "complete() on a job that is not running");
+        self.finish(g, outcome);
+    }
+
+    fn finish(&self, mut g: MutexGuard<'_, Inner<T>>, outcome: Result<T, JobError>) {
+        g.ending = Some(Ending::of(&outcome));
+        g.error = outcome.as_ref().err().cloned();
+        g.phase = Phase::Finishing;
+        // Callbacks may be added while we run the previous batch; loop until none are left,
+        // so that each runs exactly once and in the order added.
+        while !g.callbacks.is_empty() {
+            let batch = mem::take(&mut g.callbacks);
+            MutexGuard::unlocked(&mut g, || {
+                for cb in batch {
+                    let _ = unwind::catch(|| cb(outcome.as_ref()));
+                }
+            });
+        }
+        g.phase = Phase::Done;
+        g.slot = Slot::Owned(outcome);
+        let waker = g.waker.take();
+        let sleepers = g.sleepers;
+        drop(g);
+        if sleepers > 0 {
+            self.cond.notify_all();
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(self.inner.lock().phase, Phase::Finishing | Phase::Done)
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.inner.lock().phase == Phase::Running
+    }
+
+    pub(crate) fn ending(&self) -> Option<Ending> {
+        self.inner.lock().ending
+    }
+
+    /// The job's error, if it finished with one.
+    pub(crate) fn error(&self) -> Option<JobError> {
+        self.inner.lock().error.clone()
+    }
+
+    /// Adds a callback; runs it now, on this thread, if the job is done.
+    pub(crate) fn add_callback(&self, cb: Callback<T>) {
+        let mut g = self.inner.lock();
+        if g.phase != Phase::Done || matches!(g.slot, Slot::Lent) {
+            // Not done: the completer runs it. Lent: the lender runs it before giving back.
+            g.callbacks.push(cb);
+            return;
+        }
+        let outcome = match mem::replace(&mut g.slot, Slot::Lent) {
+            Slot::Owned(o) => o,
+            other => {
+                g.slot = other;
+                drop(g);
+                let _ = unwind::catch(|| cb(Err(&JobError::AlreadyTaken)));
+                return;
+            }
+        };
+        drop(g);
+        let _ = unwind::catch(|| cb(outcome.as_ref()));
+        let mut g = self.inner.lock();
+        while !g.callbacks.is_empty() {
+            let batch = mem::take(&mut g.callbacks);
+            MutexGuard::unlocked(&mut g, || {
+                for cb in batch {
+                    let _ = unwind::catch(|| cb(outcome.as_ref()));
+                }
+            });
+        }
+        g.slot = Slot::Owned(outcome);
+    }
+
+    /// Blocks until `Done` or the deadline. Returns whether the job is done.
+    pub(crate) fn wait_done(&self, deadline: Option<Instant>) -> bool {
+        let mut g = self.inner.lock();
+        if g.phase == Phase::Done {
+            return true;
+        }
+        g.sleepers += 1;
+        while g.phase != Phase::Done {
+            match deadline {
+                Some(t) => {
+                    if self.cond.wait_until(&mut g, t).timed_out() && g.phase != Phase::Done {
+                        break;
+                    }
+                }
+                None => self.cond.wait(&mut g),
+            }
+        }
+        g.sleepers -= 1;
+        g.phase == Phase::Done
+    }
+
+    /// Moves the outcome out if the job is `Done`; `None` if it is not.
+    ///
+    /// Callers hold the only handle (`&mut Future` or `Future` by value), so no late callback
+    /// can be borrowing the outcome (`Slot::Lent` needs a `&Future` running `add_callback`).
+    pub(crate) fn try_take(&self) -> Option<Result<T, JobError>> {
+        let mut g = self.inner.lock();
+        if g.phase != Phase::Done {
+            return None;
+        }
+        Some(match mem::replace(&mut g.slot, Slot::Taken) {
+            Slot::Owned(o) => o,
+            Slot::Lent => {
+                g.slot = Slot::Lent;
+                Err(JobError::AlreadyTaken)
+            }
+            Slot::Taken | Slot::Empty => Err(JobError::AlreadyTaken),
+        })
+    }
+
+    /// Like `try_take`, but registers `waker` when the job is not done.
+    pub(crate) fn poll_take(&self, waker: &Waker) -> Option<Result<T, JobError>> {
+        {
+            let mut g = self.inner.lock();
+            if g.phase != Phase::Done {
+                match &g.waker {
+                    Some(w) if w.will_wake(waker) => {}
+                    _ => g.waker = Some(waker.clone()),
+                }
+                return None;
+            }
+        }
+        self.try_take()
+    }
+
+    pub(crate) fn describe(&self) -> &'static str {
+        let g = self.inner.lock();
+        match (g.phase, g.ending) {
+            (Phase::Pending, _) => "pending",
+            (Phase::Running, _) => "running",
+            (_, Some(Ending::Cancelled)) => "cancelled",
+            (_, Some(Ending::Failed)) => "failed",
+            _ => "finished",
+        }
+    }
+}
+
+/// What a [`Future`](super::Future) points at: the job's [`Core`] plus, for backends that can,
+/// a way to run a job that has not started on the waiting thread.
+pub(crate) trait Cell<T>: Send + Sync {
+    fn core(&self) -> &Core<T>;
+
+    /// Runs the job here and now if it has not started and the current thread may run it
+    /// (a worker of the pool that owns it). Returns whether it ran.
+    fn run_inline(&self) -> bool {
+        false
+    }
+}
+
+impl<T: Send> Cell<T> for Core<T> {
+    fn core(&self) -> &Core<T> {
+        self
+    }
+}

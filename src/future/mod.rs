@@ -1,0 +1,296 @@
+//! [`Future<T>`]: the handle to one submitted job, with the behaviour of Python's
+//! `concurrent.futures.Future`, plus [`wait`] and [`as_completed`] over many of them.
+//!
+//! | Python                         | stealpool                                   |
+//! |--------------------------------|---------------------------------------------|
+//! | `f.result()`                   | [`Future::result`]                          |
+//! | `f.result(timeout=t)`          | [`Future::result_timeout`] / [`Future::result_deadline`] |
+//! | (none)                         | [`Future::try_result`]                      |
+//! | `f.exception()`                | [`Future::error`] (after [`Future::wait`])  |
+//! | `f.cancel()`                   | [`Future::cancel`]                          |
+//! | `f.cancelled()` / `running()` / `done()` | [`Future::is_cancelled`] / [`Future::is_running`] / [`Future::is_done`] |
+//! | `f.add_done_callback(fn)`      | [`Future::add_done_callback`]               |
+//! | `await asyncio.wrap_future(f)` | `f.await` (any async runtime)               |
+//! | `wait(fs, timeout, return_when)` | [`wait`]                                  |
+//! | `as_completed(fs, timeout)`    | [`as_completed`]                            |
+//!
+//! The outcome of a job (`Result<T, JobError>`) is moved out of the future exactly once, by
+//! value: `T` need not be `Clone`. After that, the `result*` calls return
+//! [`JobError::AlreadyTaken`].
+
+mod core;
+pub(crate) mod wait;
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::error::{JobError, ResultTimeoutError, TryResultError};
+use crate::thread::block_in_place;
+
+pub(crate) use self::core::{Callback, Cell, Core, Ending};
+pub use self::wait::{AsCompleted, ReturnWhen, Wait, as_completed, wait};
+
+/// The handle to a submitted job and, once it finishes, to its outcome.
+///
+/// Returned by [`Submit::submit`](crate::Submit::submit) and the other ways of starting work.
+/// Dropping a `Future` does not cancel its job (as in Python); call [`cancel`](Future::cancel)
+/// for that.
+///
+/// A worker thread of a [`ThreadPoolExecutor`](crate::ThreadPoolExecutor) may wait on futures
+/// of its own pool without deadlocking it, even with one worker: a job that has not started
+/// runs inline on the waiting thread, and while the waiter blocks on a job that is already
+/// running, the pool starts a spare thread if queued work would otherwise have no thread.
+/// The waiting thread itself never picks up unrelated jobs, so a job that holds a lock while it
+/// waits cannot find that lock taken by another job on its own stack.
+///
+/// `Future<T>` implements [`std::future::Future`], so async code can `.await` it on any runtime;
+/// awaiting does not block a thread.
+///
+/// # Examples
+/// ```
+/// use stealpool::ThreadPoolExecutor;
+/// use std::time::Duration;
+///
+/// let pool = ThreadPoolExecutor::new(2);
+/// let mut fut = pool.submit(|| 6 * 7).unwrap();
+/// assert_eq!(fut.result_timeout(Duration::from_secs(10)), Ok(42));
+/// assert!(fut.is_done());
+/// ```
+pub struct Future<T> {
+    cell: Arc<dyn Cell<T>>,
+}
+
+impl<T: Send + 'static> Future<T> {
+    pub(crate) fn from_cell(cell: Arc<dyn Cell<T>>) -> Self {
+        Future { cell }
+    }
+
+    /// A future that is already finished with `outcome`.
+    ///
+    /// Useful in code generic over executors and in tests.
+    ///
+    /// # Examples
+    /// ```
+    /// let f = stealpool::Future::ready(Ok::<_, stealpool::JobError>(5));
+    /// assert!(f.is_done());
+    /// assert_eq!(f.result(), Ok(5));
+    /// ```
+    pub fn ready(outcome: Result<T, JobError>) -> Self {
+        let core = Core::new();
+        if core.try_start() {
+            core.complete(outcome);
+        }
+        Future { cell: Arc::new(core) }
+    }
+}
+
+impl<T> Future<T> {
+    fn core(&self) -> &Core<T> {
+        self.cell.core()
+    }
+
+    /// Blocks until the job has finished, then moves its outcome out.
+    ///
+    /// # Errors
+    /// The [`JobError`] the job ended with: a panic, cancellation, or (later backends) the loss
+    /// of its worker.
+    ///
+    /// # Examples
+    /// ```
+    /// use stealpool::{JobError, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new(1);
+    /// assert_eq!(pool.submit(|| "done").unwrap().result(), Ok("done"));
+    /// let err = pool.submit(|| -> u8 { panic!("bad input") }).unwrap().result().unwrap_err();
+    /// assert_eq!(err, JobError::Panicked { message: "bad input".into() });
+    /// ```
+    pub fn result(mut self) -> Result<T, JobError> {
+        match self.result_inner(None) {
+            Ok(v) => Ok(v),
+            Err(ResultTimeoutError::Failed(e)) => Err(e),
+            // Without a deadline the wait cannot time out.
+            Err(ResultTimeoutError::Timeout) => Err(JobError::AlreadyTaken),
+        }
+    }
+
+    /// Moves the outcome out if the job has finished; never blocks.
+    ///
+    /// # Errors
+    /// [`TryResultError::NotReady`] while the job is pending or running, otherwise
+    /// [`TryResultError::Failed`] with the job's error.
+    ///
+    /// # Examples
+    /// ```
+    /// let mut f = stealpool::Future::ready(Ok::<_, stealpool::JobError>(1));
+    /// assert_eq!(f.try_result(), Ok(1));
+    /// ```
+    pub fn try_result(&mut self) -> Result<T, TryResultError> {
+        match self.core().try_take() {
+            None => Err(TryResultError::NotReady),
+            Some(o) => o.map_err(TryResultError::Failed),
+        }
+    }
+
+    /// Blocks for at most `timeout` for the job to finish, then moves its outcome out.
+    ///
+    /// A timeout leaves the job running; call again to keep waiting.
+    ///
+    /// # Errors
+    /// [`ResultTimeoutError::Timeout`] if the time ran out, otherwise
+    /// [`ResultTimeoutError::Failed`] with the job's error.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use stealpool::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(1);
+    /// let (tx, rx) = std::sync::mpsc::channel::<()>();
+    /// let mut f = pool.submit(move || rx.recv().is_ok()).unwrap();
+    /// assert!(f.result_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
+    /// tx.send(()).unwrap(); // the job was still running; let it finish
+    /// assert_eq!(f.result_timeout(Duration::from_secs(30)), Ok(true));
+    /// ```
+    pub fn result_timeout(&mut self, timeout: Duration) -> Result<T, ResultTimeoutError> {
+        self.result_inner(Some(Instant::now() + timeout))
+    }
+
+    /// Like [`result_timeout`](Future::result_timeout), with a point in time instead of a span.
+    ///
+    /// # Errors
+    /// As [`result_timeout`](Future::result_timeout).
+    pub fn result_deadline(&mut self, deadline: Instant) -> Result<T, ResultTimeoutError> {
+        self.result_inner(Some(deadline))
+    }
+
+    pub(crate) fn result_inner(&mut self, deadline: Option<Instant>) -> Result<T, ResultTimeoutError> {
+        if let Some(o) = self.core().try_take() {
+            return o.map_err(ResultTimeoutError::Failed);
+        }
+        if !self.cell.run_inline() {
+            let core = self.core();
+            block_in_place(|| core.wait_done(deadline));
+        }
+        match self.core().try_take() {
+            Some(o) => o.map_err(ResultTimeoutError::Failed),
+            None => Err(ResultTimeoutError::Timeout),
+        }
+    }
+
+    /// Blocks until the job has finished, without taking its outcome.
+    ///
+    /// Like [`result`](Future::result), this runs a not yet started job inline when called
+    /// from a worker of the job's own pool.
+    pub fn wait(&self) {
+        if !self.cell.run_inline() {
+            block_in_place(|| self.core().wait_done(None));
+        }
+    }
+
+    /// Blocks for at most `timeout` until the job has finished. Returns whether it has.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        self.cell.run_inline() || block_in_place(|| self.core().wait_done(Some(deadline)))
+    }
+
+    /// Cancels the job if it has not started.
+    ///
+    /// Returns `true` if the job is cancelled (now, or by an earlier call), `false` if it is
+    /// running or has finished: a running job is never interrupted. The future then resolves to
+    /// [`JobError::Cancelled`], and its callbacks run on this thread.
+    ///
+    /// # Examples
+    /// ```
+    /// use stealpool::{JobError, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new(1);
+    /// let (tx, rx) = std::sync::mpsc::channel::<()>();
+    /// let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    /// let blocker = pool.submit(move || { started_tx.send(()).unwrap(); rx.recv().unwrap() }).unwrap();
+    /// started_rx.recv().unwrap();           // the only worker is now busy
+    /// let queued = pool.submit(|| 1).unwrap();
+    /// assert!(queued.cancel());
+    /// assert!(!blocker.cancel());           // running jobs are not cancelled
+    /// tx.send(()).unwrap();
+    /// assert_eq!(queued.result(), Err(JobError::Cancelled));
+    /// ```
+    pub fn cancel(&self) -> bool {
+        self.core().cancel()
+    }
+
+    /// Whether the job was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.core().ending() == Some(Ending::Cancelled)
+    }
+
+    /// Whether the job is running now.
+    pub fn is_running(&self) -> bool {
+        self.core().is_running()
+    }
+
+    /// Whether the job has finished or was cancelled.
+    pub fn is_done(&self) -> bool {
+        self.core().is_done()
+    }
+
+    /// The error the job ended with, if it has ended with one; never blocks.
+    ///
+    /// This is Python's `exception()` without the wait: call [`wait`](Future::wait) first to
+    /// block until the job is done. Unlike the `result*` calls it does not take the outcome.
+    pub fn error(&self) -> Option<JobError> {
+        self.core().error()
+    }
+
+    /// Adds a callback that runs once when the job finishes or is cancelled.
+    ///
+    /// Callbacks run in the order added, on the thread that completes the job, before the
+    /// blocking `result*` calls return. One added to a job that is already done runs at once, on
+    /// the calling thread. A panicking callback is caught and ignored: it does not affect the
+    /// job, the future or the other callbacks.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::mpsc;
+    /// use stealpool::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(1);
+    /// let (tx, rx) = mpsc::channel();
+    /// let f = pool.submit(|| 21 * 2).unwrap();
+    /// f.add_done_callback(move |r| tx.send(*r.unwrap()).unwrap());
+    /// assert_eq!(rx.recv().unwrap(), 42);
+    /// ```
+    pub fn add_done_callback<F>(&self, callback: F)
+    where
+        F: FnOnce(Result<&T, &JobError>) + Send + 'static,
+    {
+        self.core().add_callback(Box::new(callback));
+    }
+
+    pub(crate) fn add_boxed_callback(&self, callback: Callback<T>) {
+        self.core().add_callback(callback);
+    }
+
+    pub(crate) fn ending(&self) -> Option<Ending> {
+        self.core().ending()
+    }
+}
+
+impl<T> std::future::Future for Future<T> {
+    type Output = Result<T, JobError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.core().poll_take(cx.waker()) {
+            Some(o) => Poll::Ready(o),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Future<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Future").field("state", &self.cell.core().describe()).finish()
+    }
+}

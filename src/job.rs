@@ -1,0 +1,89 @@
+//! What a job is: a value that can be run once to produce an output.
+//!
+//! Every `FnOnce() -> R` is a [`Job`], so the thread pool runs closures directly. Named job types
+//! (structs implementing `Job`) are how the same work can run on any backend: the process pool
+//! will accept the ones that serialize. [`Call`] and [`Batch`] are the jobs behind
+//! `apply_async` and `map`; they are public because they appear in the bounds of
+//! [`Executor`](crate::Executor)'s methods, and nobody needs to build them by hand.
+
+use crate::error::JobError;
+use crate::unwind;
+
+/// A unit of work: run once, produce an output.
+///
+/// # Examples
+/// ```
+/// use stealpool::{Job, ThreadPoolExecutor, Submit};
+///
+/// struct Square(u64);
+///
+/// impl Job for Square {
+///     type Output = u64;
+///     fn run(self) -> u64 {
+///         self.0 * self.0
+///     }
+/// }
+///
+/// let pool = ThreadPoolExecutor::new(2);
+/// assert_eq!(pool.submit(Square(12)).unwrap().result(), Ok(144));
+/// ```
+pub trait Job {
+    /// What the job produces.
+    type Output;
+
+    /// Runs the job.
+    fn run(self) -> Self::Output;
+}
+
+impl<F, R> Job for F
+where
+    F: FnOnce() -> R,
+{
+    type Output = R;
+
+    #[inline]
+    fn run(self) -> R {
+        self()
+    }
+}
+
+/// The job behind `apply_async(f, args)`: `f(args)`.
+#[derive(Debug, Clone)]
+pub struct Call<F, A> {
+    pub(crate) f: F,
+    pub(crate) args: A,
+}
+
+impl<F, A, R> Job for Call<F, A>
+where
+    F: FnOnce(A) -> R,
+{
+    type Output = R;
+
+    #[inline]
+    fn run(self) -> R {
+        (self.f)(self.args)
+    }
+}
+
+/// The job behind one chunk of a `map`: `f` applied to each item, each outcome kept apart.
+///
+/// Each item runs under its own panic guard, so a panic fails exactly the item that panicked and
+/// the error surfaces at that item's position, not at the start of its chunk.
+#[derive(Debug, Clone)]
+pub struct Batch<F, A> {
+    pub(crate) f: F,
+    pub(crate) items: Vec<A>,
+}
+
+impl<F, A, R> Job for Batch<F, A>
+where
+    F: Fn(A) -> R,
+{
+    type Output = Vec<Result<R, JobError>>;
+
+    fn run(self) -> Self::Output {
+        let f = &self.f;
+        self.items.into_iter().map(|item| unwind::catch(|| f(item))).collect()
+    }
+}

@@ -1,0 +1,78 @@
+//! # stealpool
+//!
+//! What Python's `concurrent.futures` and `multiprocessing` give Python, for Rust: executors
+//! that run jobs and hand back [`Future`]s, behind one [`Executor`] trait.
+//!
+//! - [`ThreadPoolExecutor`]: a work-stealing thread pool. Jobs are closures (or any [`Job`]);
+//!   jobs may submit more jobs and wait for them without deadlocking the pool, even with one
+//!   worker; idle workers sleep.
+//! - [`Future`]: `result` / `try_result` / `result_timeout`, `cancel`, done callbacks, and
+//!   `.await` from any async runtime; [`wait`] and [`as_completed`] over many futures.
+//! - [`Executor`]: `map` (in order, one deadline, cancel on failure or drop), `imap`,
+//!   `imap_unordered`, `apply_async`, `shutdown`, `close` + `join`, `terminate`.
+//!
+//! A job that panics does not take anything down: its future resolves to
+//! [`JobError::Panicked`] with the panic message, and the worker goes on.
+//!
+//! # A tour
+//! ```
+//! use std::time::Duration;
+//! use stealpool::{as_completed, Executor, JobError, ThreadPoolExecutor};
+//!
+//! let pool = ThreadPoolExecutor::new(4);
+//!
+//! // submit + result, as with concurrent.futures
+//! let answer = pool.submit(|| 6 * 7).unwrap();
+//! assert_eq!(answer.result(), Ok(42));
+//!
+//! // a panic is an error value; the pool keeps working
+//! let bad = pool.submit(|| -> u32 { panic!("no such file") }).unwrap();
+//! assert_eq!(bad.result(), Err(JobError::Panicked { message: "no such file".into() }));
+//!
+//! // map keeps input order; imap_unordered yields as jobs finish
+//! let lens: Vec<usize> = pool.map(|s: &str| s.len(), ["a", "bb", "ccc"]).unwrap().map(Result::unwrap).collect();
+//! assert_eq!(lens, [1, 2, 3]);
+//!
+//! // as_completed over several futures, with an overall timeout
+//! let futures: Vec<_> = (1..=3u64).map(|i| pool.submit(move || i * 100).unwrap()).collect();
+//! let mut total = 0;
+//! for f in as_completed(futures, Some(Duration::from_secs(60))) {
+//!     total += f.unwrap().result().unwrap();
+//! }
+//! assert_eq!(total, 600);
+//!
+//! // futures are awaitable from async code, on any runtime
+//! let f = pool.submit(|| "async").unwrap();
+//! assert_eq!(pollster::block_on(f), Ok("async"));
+//!
+//! pool.shutdown(true, false); // or just drop the pool: it waits, like Python's `with`
+//! ```
+//!
+//! # Platform
+//! Linux is the first platform. The thread pool is portable Rust; process-based parts, when
+//! they come, are `cfg(unix)`.
+
+#![deny(missing_docs, missing_debug_implementations)]
+#![warn(unsafe_op_in_unsafe_fn)]
+
+mod error;
+mod executor;
+mod future;
+mod job;
+mod thread;
+mod unwind;
+
+pub use crate::error::{
+    BuildError, JobError, JoinError, MapError, MapErrorKind, ResultTimeoutError, ShutdownError, SubmitError, TimeoutError,
+    TryResultError,
+};
+pub use crate::executor::{Executor, MapIter, MapOptions, Submit};
+pub use crate::future::{AsCompleted, Future, ReturnWhen, Wait, as_completed, wait};
+pub use crate::job::{Batch, Call, Job};
+pub use crate::thread::{ThreadPoolBuilder, ThreadPoolExecutor};
+
+/// The traits needed to use every executor method: `use stealpool::prelude::*;`.
+pub mod prelude {
+    pub use crate::executor::{Executor, Submit};
+    pub use crate::job::Job;
+}
