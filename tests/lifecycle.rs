@@ -1,0 +1,166 @@
+//! shutdown, close + join, terminate, drop, and the builder.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+
+use common::{Gate, HANG};
+use stealpool::{Executor, JobError, ThreadPoolBuilder, ThreadPoolExecutor};
+
+/// A one-worker pool whose worker is held by a job until `gate` opens.
+fn busy_pool(gate: &Gate) -> (ThreadPoolExecutor, stealpool::Future<()>) {
+    let pool = ThreadPoolExecutor::new(1);
+    let (tx, rx) = mpsc::channel();
+    let g = gate.clone();
+    let blocker = pool
+        .submit(move || {
+            tx.send(()).unwrap();
+            g.wait();
+        })
+        .unwrap();
+    rx.recv_timeout(HANG).unwrap();
+    (pool, blocker)
+}
+
+#[test]
+fn submit_after_shutdown_hands_the_job_back() {
+    let pool = ThreadPoolExecutor::new(2);
+    pool.shutdown(true, false);
+    assert!(pool.is_shutdown());
+    let err = pool.submit(|| 41 + 1).unwrap_err();
+    assert!(err.is_shutdown());
+    assert_eq!(err.to_string(), "cannot submit a job: the executor is shut down");
+    assert_eq!((err.into_inner())(), 42);
+    pool.shutdown(true, true); // a second call is harmless
+}
+
+#[test]
+fn shutdown_with_wait_runs_everything_queued() {
+    let gate = Gate::new();
+    let (pool, blocker) = busy_pool(&gate);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let queued: Vec<_> = (0..10)
+        .map(|_| {
+            let c = Arc::clone(&counter);
+            pool.submit(move || c.fetch_add(1, Ordering::SeqCst)).unwrap()
+        })
+        .collect();
+    let opener = {
+        let gate = gate.clone();
+        thread::spawn(move || gate.open())
+    };
+    pool.shutdown(true, false);
+    opener.join().unwrap();
+    assert_eq!(counter.load(Ordering::SeqCst), 10, "shutdown(wait) returned before the queue drained");
+    assert!(queued.into_iter().all(|f| f.is_done()));
+    assert_eq!(blocker.result(), Ok(()));
+}
+
+#[test]
+fn shutdown_with_cancel_futures_cancels_what_has_not_started() {
+    let gate = Gate::new();
+    let (pool, blocker) = busy_pool(&gate);
+    let queued: Vec<_> = (0..10).map(|i| pool.submit(move || i).unwrap()).collect();
+    pool.shutdown(false, true);
+    assert!(queued.iter().all(|f| f.is_cancelled()));
+    assert!(!blocker.is_done(), "the running job is not interrupted");
+    gate.open();
+    assert_eq!(blocker.result(), Ok(()));
+    pool.join().unwrap();
+    for f in queued {
+        assert_eq!(f.result(), Err(JobError::Cancelled));
+    }
+}
+
+#[test]
+fn join_is_only_valid_after_close() {
+    let pool = ThreadPoolExecutor::new(2);
+    assert!(pool.join().is_err());
+    let futures: Vec<_> = (0..50u32).map(|i| pool.submit(move || i * 2).unwrap()).collect();
+    pool.close();
+    assert!(pool.submit(|| 0).is_err());
+    pool.join().unwrap();
+    assert!(futures.iter().all(|f| f.is_done()), "close lets queued work finish");
+    let total: u32 = futures.into_iter().map(|f| f.result().unwrap()).sum();
+    assert_eq!(total, 49 * 50);
+}
+
+#[test]
+fn terminate_cancels_pending_and_lets_running_finish() {
+    let gate = Gate::new();
+    let (pool, blocker) = busy_pool(&gate);
+    let queued: Vec<_> = (0..5).map(|i| pool.submit(move || i).unwrap()).collect();
+    pool.terminate();
+    assert!(queued.iter().all(|f| f.is_cancelled()));
+    assert!(pool.submit(|| 1).is_err());
+    gate.open();
+    pool.join().unwrap();
+    assert_eq!(blocker.result(), Ok(()), "threads cannot be killed: the running job completes");
+}
+
+#[test]
+fn dropping_the_pool_waits_for_submitted_work() {
+    let counter = Arc::new(AtomicUsize::new(0));
+    {
+        let pool = ThreadPoolExecutor::new(2);
+        for _ in 0..100 {
+            let c = Arc::clone(&counter);
+            pool.submit(move || {
+                thread::yield_now();
+                c.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        }
+    }
+    assert_eq!(counter.load(Ordering::SeqCst), 100);
+}
+
+#[test]
+fn dropping_the_last_handle_inside_a_job_does_not_deadlock() {
+    let pool = Arc::new(ThreadPoolExecutor::new(2));
+    let inner = Arc::clone(&pool);
+    let f = pool.submit(move || drop(inner)).unwrap();
+    drop(pool); // the job may now hold the last handle: its drop must not join its own thread
+    f.wait();
+    assert!(f.is_done());
+}
+
+#[test]
+fn builder_settings_apply_to_every_worker() {
+    let inits = Arc::new(AtomicUsize::new(0));
+    let i = Arc::clone(&inits);
+    let pool = ThreadPoolBuilder::new()
+        .num_workers(3)
+        .thread_name("tester")
+        .stack_size(512 * 1024)
+        .initializer(move || {
+            i.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    assert_eq!(pool.max_workers(), 3);
+    assert_eq!(inits.load(Ordering::SeqCst), 3);
+    let name = pool.submit(|| thread::current().name().unwrap().to_owned()).unwrap().result().unwrap();
+    assert!(name.starts_with("tester-"), "{name}");
+    assert!(format!("{:?}", ThreadPoolBuilder::new()).contains("num_workers"));
+}
+
+#[test]
+fn zero_workers_means_one_per_cpu() {
+    assert_eq!(ThreadPoolExecutor::new(0).max_workers(), num_cpus_here());
+    assert_eq!(ThreadPoolBuilder::new().build().unwrap().max_workers(), num_cpus_here());
+}
+
+fn num_cpus_here() -> usize {
+    num_cpus::get()
+}
+
+#[test]
+fn a_panicking_initializer_fails_the_build() {
+    let err = ThreadPoolBuilder::new().num_workers(2).initializer(|| panic!("no database")).build().unwrap_err();
+    assert!(err.is_initializer_failure());
+    assert!(err.to_string().contains("no database"), "{err}");
+}
