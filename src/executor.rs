@@ -436,7 +436,13 @@ pub struct MapIter<'a, R> {
 }
 
 impl<'a, R: Send + 'static> MapIter<'a, R> {
-    fn start<E, F, A, I>(executor: &'a E, f: F, items: I, options: MapOptions, mode: Mode) -> Result<Self, ShutdownError>
+    fn start<E, F, A, I>(
+        executor: &'a E,
+        f: F,
+        items: I,
+        options: MapOptions,
+        mode: Mode,
+    ) -> Result<Self, ShutdownError>
     where
         E: Submit<Batch<F, A>>,
         F: Fn(A) -> R + Clone + 'a,

@@ -63,8 +63,8 @@ mod thread;
 mod unwind;
 
 pub use crate::error::{
-    BuildError, JobError, JoinError, MapError, MapErrorKind, ResultTimeoutError, ShutdownError, SubmitError, TimeoutError,
-    TryResultError,
+    BuildError, JobError, JoinError, MapError, MapErrorKind, ResultTimeoutError, ShutdownError, SubmitError,
+    TimeoutError, TryResultError,
 };
 pub use crate::executor::{Executor, MapIter, MapOptions, Submit};
 pub use crate::future::{AsCompleted, Future, ReturnWhen, Wait, as_completed, wait};

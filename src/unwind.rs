@@ -14,9 +14,8 @@ use crate::error::JobError;
 /// panic: the job's state is dropped with it and the outcome slot only ever receives the error.
 #[inline]
 pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, JobError> {
-    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| JobError::Panicked {
-        message: message(payload.as_ref()),
-    })
+    panic::catch_unwind(AssertUnwindSafe(f))
+        .map_err(|payload| JobError::Panicked { message: message(payload.as_ref()) })
 }
 
 /// The human-readable part of a panic payload.

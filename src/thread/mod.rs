@@ -24,7 +24,9 @@ use crate::job::Job;
 /// lifecycle (`shutdown`, `close`/`join`, `terminate`).
 ///
 /// Jobs submitted from outside go to a global queue; jobs submitted by a job running on a worker
-/// go to that worker's own deque, and idle workers steal. Idle workers sleep without using CPU.
+/// go to that worker's own deque, and idle workers steal. Workers take outside jobs in small
+/// batches, so jobs start roughly, not strictly, in submission order (Python's pool is strictly
+/// FIFO); an idle worker never waits while queued work sits behind a busy one, since it steals. Idle workers sleep without using CPU.
 /// A job may submit more jobs and wait for them, even on a pool of one worker (see [`Future`]).
 ///
 /// **Dropping the pool** behaves like leaving Python's `with ThreadPoolExecutor() as ex:` block:
@@ -183,7 +185,12 @@ impl ThreadPoolBuilder {
     /// The defaults: one worker per CPU, threads named `stealpool-worker-N`, the platform's
     /// stack size, no initializer.
     pub fn new() -> Self {
-        ThreadPoolBuilder { num_workers: 0, thread_name: "stealpool-worker".to_owned(), stack_size: None, initializer: None }
+        ThreadPoolBuilder {
+            num_workers: 0,
+            thread_name: "stealpool-worker".to_owned(),
+            stack_size: None,
+            initializer: None,
+        }
     }
 
     /// The number of worker threads. 0 (the default) means the number of CPUs (`num_cpus::get`).
@@ -220,7 +227,8 @@ impl ThreadPoolBuilder {
     /// already started are stopped.
     pub fn build(self) -> Result<ThreadPoolExecutor, BuildError> {
         let n = if self.num_workers == 0 { num_cpus::get().max(1) } else { self.num_workers };
-        let config = ThreadConfig { name_prefix: self.thread_name, stack_size: self.stack_size, initializer: self.initializer };
+        let config =
+            ThreadConfig { name_prefix: self.thread_name, stack_size: self.stack_size, initializer: self.initializer };
         Ok(ThreadPoolExecutor { registry: Registry::start(n, config)? })
     }
 }

@@ -179,19 +179,20 @@ impl Registry {
         for (index, deque) in deques.into_iter().enumerate() {
             let reg = Arc::clone(&registry);
             let report = report.clone();
-            let spawned = registry.thread_builder(format!("{}-{index}", registry.config.name_prefix)).spawn(move || {
-                let init = reg.run_initializer();
-                let failed = init.is_err();
-                let _ = report.send(init);
-                drop(report);
-                if failed {
-                    reg.sleep.thread_exited();
-                    return;
-                }
-                WORKER.with_borrow_mut(|w| *w = Some(WorkerCtx { registry: Arc::clone(&reg), local: Some(deque) }));
-                reg.worker_loop(index);
-                WORKER.with_borrow_mut(|w| *w = None);
-            });
+            let spawned =
+                registry.thread_builder(format!("{}-{index}", registry.config.name_prefix)).spawn(move || {
+                    let init = reg.run_initializer();
+                    let failed = init.is_err();
+                    let _ = report.send(init);
+                    drop(report);
+                    if failed {
+                        reg.sleep.thread_exited();
+                        return;
+                    }
+                    WORKER.with_borrow_mut(|w| *w = Some(WorkerCtx { registry: Arc::clone(&reg), local: Some(deque) }));
+                    reg.worker_loop(index);
+                    WORKER.with_borrow_mut(|w| *w = None);
+                });
             match spawned {
                 Ok(handle) => registry.threads.lock().push(handle),
                 Err(e) => {
