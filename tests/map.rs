@@ -41,8 +41,12 @@ fn an_endless_input_is_read_lazily() {
     let items = (0u64..).inspect(move |_| {
         r.fetch_add(1, Ordering::SeqCst);
     });
-    let first: Vec<u64> =
-        pool.map_with(|x| x + 1, items, MapOptions::new().buffersize(8)).unwrap().take(100).map(Result::unwrap).collect();
+    let first: Vec<u64> = pool
+        .map_with(|x| x + 1, items, MapOptions::new().buffersize(8))
+        .unwrap()
+        .take(100)
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(first, (1..=100).collect::<Vec<_>>());
     assert!(read.load(Ordering::SeqCst) <= 100 + 8, "read {} items", read.load(Ordering::SeqCst));
 }
@@ -122,7 +126,7 @@ fn dropping_the_iterator_cancels_the_rest() {
 fn imap_goes_on_past_failures() {
     let pool = ThreadPoolExecutor::new(2);
     let out: Vec<Result<u32, usize>> = pool
-        .imap(|i: u32| if i % 3 == 0 { panic!("multiple of three") } else { i }, 0..9)
+        .imap(|i: u32| if i.is_multiple_of(3) { panic!("multiple of three") } else { i }, 0..9)
         .unwrap()
         .map(|r| r.map_err(|e| e.index()))
         .collect();
@@ -150,8 +154,11 @@ fn imap_unordered_yields_in_completion_order() {
 #[test]
 fn imap_unordered_covers_every_item_once() {
     let pool = ThreadPoolExecutor::new(3);
-    let mut out: Vec<u64> =
-        pool.imap_unordered_with(spin, 0..500u64, MapOptions::new().buffersize(3)).unwrap().map(Result::unwrap).collect();
+    let mut out: Vec<u64> = pool
+        .imap_unordered_with(spin, 0..500u64, MapOptions::new().buffersize(3))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     out.sort_unstable();
     let mut want: Vec<u64> = (0..500).map(spin).collect();
     want.sort_unstable();
@@ -185,9 +192,8 @@ fn apply_async_with_callbacks() {
     }
     let (tx, rx) = mpsc::channel();
     let (ok_tx, err_tx) = (tx.clone(), tx);
-    let f = pool
-        .apply_async_with(checked_div, (10, 2), move |v| ok_tx.send(Ok(*v)).unwrap(), |_| unreachable!())
-        .unwrap();
+    let f =
+        pool.apply_async_with(checked_div, (10, 2), move |v| ok_tx.send(Ok(*v)).unwrap(), |_| unreachable!()).unwrap();
     assert_eq!(rx.recv_timeout(HANG).unwrap(), Ok(5));
     assert_eq!(f.result(), Ok(5));
     let f = pool
