@@ -72,13 +72,29 @@ enum Slot<T> {
 struct Inner<T> {
     phase: Phase,
     ending: Option<Ending>,
-    /// A copy of the job's error, kept so `error()` works whatever happened to the slot.
-    error: Option<JobError>,
+    /// Threads blocked on `cond`; completion skips the notify when there are none.
+    sleepers: u32,
     slot: Slot<T>,
+    /// What few jobs need, allocated on first use so the common job stays small (the cell is
+    /// allocated once per job, and under 128 bytes the allocator frees it without a lock).
+    extra: Option<Box<Extra<T>>>,
+}
+
+struct Extra<T> {
     callbacks: Vec<Callback<T>>,
     waker: Option<Waker>,
-    /// Threads blocked on `cond`; completion skips the notify when there are none.
-    sleepers: usize,
+    /// The job's error while the outcome is lent to a thread running late callbacks.
+    lent_error: Option<JobError>,
+}
+
+impl<T> Inner<T> {
+    fn extra(&mut self) -> &mut Extra<T> {
+        self.extra.get_or_insert_with(|| Box::new(Extra { callbacks: Vec::new(), waker: None, lent_error: None }))
+    }
+
+    fn take_callbacks(&mut self) -> Vec<Callback<T>> {
+        self.extra.as_mut().map(|e| mem::take(&mut e.callbacks)).unwrap_or_default()
+    }
 }
 
 /// The state of one job. See the module docs for the protocol.
@@ -93,11 +109,9 @@ impl<T> Core<T> {
             inner: Mutex::new(Inner {
                 phase: Phase::Pending,
                 ending: None,
-                error: None,
-                slot: Slot::Empty,
-                callbacks: Vec::new(),
-                waker: None,
                 sleepers: 0,
+                slot: Slot::Empty,
+                extra: None,
             }),
             cond: Condvar::new(),
         }
@@ -138,21 +152,11 @@ impl<T> Core<T> {
 
     fn finish(&self, mut g: MutexGuard<'_, Inner<T>>, outcome: Result<T, JobError>) {
         g.ending = Some(Ending::of(&outcome));
-        g.error = outcome.as_ref().err().cloned();
         g.phase = Phase::Finishing;
-        // Callbacks may be added while we run the previous batch; loop until none are left,
-        // so that each runs exactly once and in the order added.
-        while !g.callbacks.is_empty() {
-            let batch = mem::take(&mut g.callbacks);
-            MutexGuard::unlocked(&mut g, || {
-                for cb in batch {
-                    let _ = unwind::catch(|| cb(outcome.as_ref()));
-                }
-            });
-        }
+        run_callbacks(&mut g, &outcome);
         g.phase = Phase::Done;
         g.slot = Slot::Owned(outcome);
-        let waker = g.waker.take();
+        let waker = g.extra.as_mut().and_then(|e| e.waker.take());
         let sleepers = g.sleepers;
         drop(g);
         if sleepers > 0 {
@@ -175,9 +179,14 @@ impl<T> Core<T> {
         self.inner.lock().ending
     }
 
-    /// The job's error, if it finished with one.
+    /// The job's error, if it finished with one (and was not taken out).
     pub(crate) fn error(&self) -> Option<JobError> {
-        self.inner.lock().error.clone()
+        let g = self.inner.lock();
+        match &g.slot {
+            Slot::Owned(Err(e)) => Some(e.clone()),
+            Slot::Lent => g.extra.as_ref().and_then(|e| e.lent_error.clone()),
+            _ => None,
+        }
     }
 
     /// Adds a callback; runs it now, on this thread, if the job is done.
@@ -185,7 +194,7 @@ impl<T> Core<T> {
         let mut g = self.inner.lock();
         if g.phase != Phase::Done || matches!(g.slot, Slot::Lent) {
             // Not done: the completer runs it. Lent: the lender runs it before giving back.
-            g.callbacks.push(cb);
+            g.extra().callbacks.push(cb);
             return;
         }
         let outcome = match mem::replace(&mut g.slot, Slot::Lent) {
@@ -197,17 +206,12 @@ impl<T> Core<T> {
                 return;
             }
         };
+        g.extra().lent_error = outcome.as_ref().err().cloned();
         drop(g);
         let _ = unwind::catch(|| cb(outcome.as_ref()));
         let mut g = self.inner.lock();
-        while !g.callbacks.is_empty() {
-            let batch = mem::take(&mut g.callbacks);
-            MutexGuard::unlocked(&mut g, || {
-                for cb in batch {
-                    let _ = unwind::catch(|| cb(outcome.as_ref()));
-                }
-            });
-        }
+        run_callbacks(&mut g, &outcome);
+        g.extra().lent_error = None;
         g.slot = Slot::Owned(outcome);
     }
 
@@ -256,9 +260,10 @@ impl<T> Core<T> {
         {
             let mut g = self.inner.lock();
             if g.phase != Phase::Done {
-                match &g.waker {
+                let slot = &mut g.extra().waker;
+                match slot {
                     Some(w) if w.will_wake(waker) => {}
-                    _ => g.waker = Some(waker.clone()),
+                    _ => *slot = Some(waker.clone()),
                 }
                 return None;
             }
@@ -275,6 +280,22 @@ impl<T> Core<T> {
             (_, Some(Ending::Failed)) => "failed",
             _ => "finished",
         }
+    }
+}
+
+/// Runs the pending callbacks with the lock released, until none are left: callbacks added
+/// while a batch runs join the next batch, so each runs exactly once and in the order added.
+fn run_callbacks<T>(g: &mut MutexGuard<'_, Inner<T>>, outcome: &Result<T, JobError>) {
+    loop {
+        let batch = g.take_callbacks();
+        if batch.is_empty() {
+            return;
+        }
+        MutexGuard::unlocked(g, || {
+            for cb in batch {
+                let _ = unwind::catch(|| cb(outcome.as_ref()));
+            }
+        });
     }
 }
 

@@ -2,10 +2,18 @@
 //! worker threads' main loops, the per-job cells, and the hook that lets a worker block on a
 //! future without starving the pool.
 //!
-//! Queues: one global [`Injector`] for jobs submitted from outside the pool, and one LIFO deque
-//! per regular worker for jobs submitted from inside it (fork-join locality). An idle worker
-//! takes from its own deque, then a batch from the injector, then steals the oldest job of
-//! another worker. Spare threads (see `SLEEP.md`) have no deque: they take from the injector and
+//! Queues: jobs submitted from outside the pool go to the global injector, and jobs submitted
+//! from inside it go to the submitting worker's own LIFO deque (fork-join locality). An idle
+//! worker takes from its own deque, then from the injector, then steals the oldest job of another
+//! worker.
+//!
+//! The global injector is two queues: a preallocated ring ([`ArrayQueue`]) used while the
+//! overflow queue ([`Injector`]) is empty, and the `Injector` for bursts that fill the ring. An
+//! `Injector` allocates a block per 63 jobs on the submitting thread and frees it on the worker
+//! that empties it; with glibc's allocator those cross-thread frees contend for the submitter's
+//! arena lock on every block, which measured as most of the cost of tiny jobs. The ring never
+//! allocates. Once the overflow queue is in use, new jobs go there too until it drains, so the
+//! ring's jobs are always the older ones and nothing in the overflow queue can starve. Spare threads (see `SLEEP.md`) have no deque: they take from the injector and
 //! steal, and what they submit goes to the injector.
 //!
 //! This module never lets a panic from user code unwind through it: jobs and initializers run
@@ -13,11 +21,12 @@
 
 use std::cell::{RefCell, UnsafeCell};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering, fence};
 use std::thread::{self, JoinHandle};
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
-use crossbeam_utils::{Backoff, CachePadded};
+use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::Backoff;
 use parking_lot::Mutex;
 
 use super::sleep::{Sleep, SpareFate, Wake};
@@ -71,6 +80,23 @@ where
         };
         self.core.complete(outcome);
         true
+    }
+}
+
+impl<J: Job + Send> JobCell<J>
+where
+    J::Output: Send,
+{
+    /// Cancels the job and returns it, if it has not started.
+    fn take_back(&self) -> Option<J> {
+        if !self.core.try_start() {
+            return None;
+        }
+        // SAFETY: as in `execute`: `try_start` returned true, so only this thread ever
+        // accesses `job` from now on.
+        let job = unsafe { (*self.job.get()).take() };
+        self.core.complete(Err(crate::JobError::Cancelled));
+        job
     }
 }
 
@@ -134,6 +160,9 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Rounds of `yield_now` a thread without work makes before it parks (see `search`).
+const YIELD_ROUNDS: u32 = 32;
+
 const RUNNING: u8 = 0;
 const CLOSED: u8 = 1;
 const TERMINATED: u8 = 2;
@@ -145,13 +174,15 @@ pub(super) struct ThreadConfig {
     pub(super) initializer: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
+/// Jobs the preallocated ring holds per worker before submissions overflow to the injector.
+const RING_PER_WORKER: usize = 1024;
+
 pub(crate) struct Registry {
+    ring: ArrayQueue<JobRef>,
     injector: Injector<JobRef>,
     stealers: Vec<Stealer<JobRef>>,
     sleep: Sleep,
     lifecycle: AtomicU8,
-    /// Outside submissions in progress; workers do not exit while one may still push.
-    submitting: CachePadded<AtomicUsize>,
     config: ThreadConfig,
     threads: Mutex<Vec<JoinHandle<()>>>,
     spares_started: AtomicUsize,
@@ -164,11 +195,11 @@ impl Registry {
     pub(super) fn start(n: usize, config: ThreadConfig) -> Result<Arc<Registry>, BuildError> {
         let deques: Vec<Worker<JobRef>> = (0..n).map(|_| Worker::new_lifo()).collect();
         let registry = Arc::new(Registry {
+            ring: ArrayQueue::new(RING_PER_WORKER * n.max(1)),
             injector: Injector::new(),
             stealers: deques.iter().map(Worker::stealer).collect(),
             sleep: Sleep::new(n),
             lifecycle: AtomicU8::new(RUNNING),
-            submitting: CachePadded::new(AtomicUsize::new(0)),
             config,
             threads: Mutex::new(Vec::with_capacity(n)),
             spares_started: AtomicUsize::new(0),
@@ -243,53 +274,64 @@ impl Registry {
     /// Schedules a job. From a thread of this pool it goes to that thread's deque and is
     /// accepted until `terminate`; from outside it goes to the injector and is accepted only
     /// while the pool runs.
+    ///
+    /// An outside submission that races with `close` is settled after the push: the submitter
+    /// fences and re-reads the state, while an exiting worker reads the state and then (after a
+    /// fence) the queues, so either the worker sees the job or the submitter sees the pool
+    /// closed. In the latter case the submitter takes its job back by cancelling it, which
+    /// succeeds unless a worker already started it (and then it runs to completion).
     pub(super) fn submit<J>(self: &Arc<Self>, job: J) -> Result<Future<J::Output>, SubmitError<J>>
     where
         J: Job + Send + 'static,
         J::Output: Send + 'static,
     {
-        let inside = current_registry() == Some(self.id());
-        if inside {
-            if self.lifecycle.load(Ordering::Acquire) == TERMINATED {
-                return Err(SubmitError::shutdown(job));
-            }
-        } else {
-            // Announce the submission before checking the state; `shutdown` sets the state
-            // before workers read `submitting`, so a worker never exits under our push.
-            self.submitting.fetch_add(1, Ordering::SeqCst);
-            if self.lifecycle.load(Ordering::SeqCst) != RUNNING {
-                self.submitting.fetch_sub(1, Ordering::SeqCst);
-                return Err(SubmitError::shutdown(job));
-            }
+        let state = self.lifecycle.load(Ordering::Acquire);
+        if state == TERMINATED {
+            return Err(SubmitError::shutdown(job));
         }
         let cell = Arc::new(JobCell { core: Core::new(), job: UnsafeCell::new(Some(job)), registry: self.id() });
-        let future = Future::from_cell(Arc::clone(&cell) as Arc<dyn Cell<J::Output>>);
-        self.push(cell);
-        if !inside {
-            self.submitting.fetch_sub(1, Ordering::SeqCst);
+        let inside = self.push(Arc::clone(&cell) as JobRef);
+        if !inside && (state != RUNNING || self.lifecycle.load(Ordering::SeqCst) != RUNNING) {
+            if let Some(job) = cell.take_back() {
+                return Err(SubmitError::shutdown(job));
+            }
         }
-        Ok(future)
+        Ok(Future::from_cell(cell))
     }
 
+    /// Queues `job`: on this thread's deque if it is a worker of this pool, else on the
+    /// injector; then wakes a thread if needed. Returns whether it was pushed from inside.
     #[inline]
-    fn push(self: &Arc<Self>, job: JobRef) {
-        let job = WORKER.with_borrow(|w| match w {
-            Some(WorkerCtx { registry, local: Some(local) }) if Arc::ptr_eq(registry, self) => {
-                local.push(job);
-                None
-            }
-            _ => Some(job),
+    fn push(self: &Arc<Self>, job: JobRef) -> bool {
+        let outside = WORKER.with_borrow(|w| match w {
+            Some(WorkerCtx { registry, local }) if Arc::ptr_eq(registry, self) => match local {
+                Some(local) => {
+                    local.push(job);
+                    None
+                }
+                None => Some((job, false)),
+            },
+            _ => Some((job, true)),
         });
-        if let Some(job) = job {
-            self.injector.push(job);
-        }
+        let inside = match outside {
+            None => true,
+            Some((job, from_outside)) => {
+                let overflow = if self.injector.is_empty() { self.ring.push(job).err() } else { Some(job) };
+                if let Some(job) = overflow {
+                    self.injector.push(job);
+                }
+                !from_outside
+            }
+        };
+        // `notify_work` issues the `SeqCst` fence that `submit`'s re-check relies on.
         if self.sleep.notify_work() == Wake::SpawnSpare {
             self.spawn_spare();
         }
+        inside
     }
 
     fn find_work(&self, local: Option<&Worker<JobRef>>, start: usize) -> Option<JobRef> {
-        if let Some(job) = local.and_then(Worker::pop) {
+        if let Some(job) = local.and_then(Worker::pop).or_else(|| self.ring.pop()) {
             return Some(job);
         }
         loop {
@@ -317,31 +359,47 @@ impl Registry {
     }
 
     fn has_work(&self) -> bool {
-        !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
+        !self.ring.is_empty() || !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
     }
 
     fn is_terminated(&self) -> bool {
         self.lifecycle.load(Ordering::Acquire) == TERMINATED
     }
 
-    /// Closed, and nothing is queued or about to be: an idle thread may exit.
+    /// Closed, and nothing is queued: an idle thread may exit. See `submit` for the race with
+    /// a submission in flight.
     fn is_drained(&self) -> bool {
-        self.lifecycle.load(Ordering::SeqCst) != RUNNING
-            && self.submitting.load(Ordering::SeqCst) == 0
-            && !self.has_work()
+        if self.lifecycle.load(Ordering::SeqCst) == RUNNING {
+            return false;
+        }
+        fence(Ordering::SeqCst);
+        !self.has_work()
     }
 
     /// Looks for work, spinning briefly before giving up.
+    ///
+    /// Parking and waking costs a futex round trip on both sides, far more than a tiny job, so
+    /// a thread that runs dry first spins (`Backoff`), then yields its core for a number of
+    /// rounds, and only then gives up. Yielding keeps a submitter sharing the core from being
+    /// starved by the spinning.
     fn search(&self, local: Option<&Worker<JobRef>>, start: usize) -> Option<JobRef> {
         let backoff = Backoff::new();
+        let mut yields = 0;
         loop {
             if let Some(job) = self.find_work(local, start) {
                 return Some(job);
             }
-            if backoff.is_completed() || self.is_terminated() {
+            if self.is_terminated() {
                 return None;
             }
-            backoff.snooze();
+            if !backoff.is_completed() {
+                backoff.snooze();
+            } else if yields < YIELD_ROUNDS {
+                yields += 1;
+                thread::yield_now();
+            } else {
+                return None;
+            }
         }
     }
 
@@ -427,6 +485,9 @@ impl Registry {
                 }
             }
         };
+        while let Some(job) = self.ring.pop() {
+            job.cancel();
+        }
         cancel_all(&|| self.injector.steal());
         for stealer in &self.stealers {
             cancel_all(&|| stealer.steal());
