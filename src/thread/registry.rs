@@ -291,10 +291,11 @@ impl Registry {
         }
         let cell = Arc::new(JobCell { core: Core::new(), job: UnsafeCell::new(Some(job)), registry: self.id() });
         let inside = self.push(Arc::clone(&cell) as JobRef);
-        if !inside && (state != RUNNING || self.lifecycle.load(Ordering::SeqCst) != RUNNING) {
-            if let Some(job) = cell.take_back() {
-                return Err(SubmitError::shutdown(job));
-            }
+        if !inside
+            && (state != RUNNING || self.lifecycle.load(Ordering::SeqCst) != RUNNING)
+            && let Some(job) = cell.take_back()
+        {
+            return Err(SubmitError::shutdown(job));
         }
         Ok(Future::from_cell(cell))
     }
