@@ -9,29 +9,15 @@ use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Gate, HANG};
+use common::{Gate, HANG, gated, holding};
 use parking_lot::Mutex;
 use stealpool::{Future, JobError, ResultTimeoutError, ThreadPoolExecutor, TryResultError};
-
-/// A job on a one-worker pool that holds the worker until `gate` opens; returns once it runs.
-fn occupy(pool: &ThreadPoolExecutor, gate: &Gate) -> Future<()> {
-    let (started_tx, started_rx) = mpsc::channel();
-    let gate = gate.clone();
-    let f = pool
-        .submit(move || {
-            started_tx.send(()).unwrap();
-            gate.wait();
-        })
-        .unwrap();
-    started_rx.recv_timeout(HANG).expect("blocker never started");
-    f
-}
 
 #[test]
 fn states_go_pending_running_finished() {
     let pool = ThreadPoolExecutor::new(1);
     let gate = Gate::new();
-    let blocker = occupy(&pool, &gate);
+    let blocker = holding(&pool, &gate, ());
     let queued = pool.submit(|| 5).unwrap();
 
     assert!(blocker.is_running() && !blocker.is_done() && !blocker.is_cancelled());
@@ -49,7 +35,7 @@ fn states_go_pending_running_finished() {
 fn cancel_succeeds_only_while_pending() {
     let pool = ThreadPoolExecutor::new(1);
     let gate = Gate::new();
-    let blocker = occupy(&pool, &gate);
+    let blocker = holding(&pool, &gate, ());
     let ran = Arc::new(Mutex::new(false));
     let flag = Arc::clone(&ran);
     let queued = pool.submit(move || *flag.lock() = true).unwrap();
@@ -72,13 +58,7 @@ fn cancel_succeeds_only_while_pending() {
 fn result_timeout_leaves_the_job_running() {
     let pool = ThreadPoolExecutor::new(1);
     let gate = Gate::new();
-    let g = gate.clone();
-    let mut f = pool
-        .submit(move || {
-            g.wait();
-            "late"
-        })
-        .unwrap();
+    let mut f = gated(&pool, &gate, "late");
     assert_eq!(f.result_timeout(Duration::from_millis(20)), Err(ResultTimeoutError::Timeout));
     assert_eq!(f.result_deadline(Instant::now()), Err(ResultTimeoutError::Timeout));
     assert_eq!(f.try_result(), Err(TryResultError::NotReady));
@@ -118,13 +98,7 @@ fn a_panic_becomes_an_error_and_the_worker_survives() {
 fn callbacks_run_once_in_order_on_the_completing_thread() {
     let pool = ThreadPoolExecutor::builder().num_workers(1).thread_name("cb").build().unwrap();
     let gate = Gate::new();
-    let g = gate.clone();
-    let f = pool
-        .submit(move || {
-            g.wait();
-            10
-        })
-        .unwrap();
+    let f = gated(&pool, &gate, 10);
     let log = Arc::new(Mutex::new(Vec::new()));
     for i in 0..5 {
         let log = Arc::clone(&log);
@@ -158,13 +132,7 @@ fn a_callback_added_when_done_runs_at_once_on_the_caller() {
 fn a_panicking_callback_poisons_nothing() {
     let pool = ThreadPoolExecutor::new(1);
     let gate = Gate::new();
-    let g = gate.clone();
-    let f = pool
-        .submit(move || {
-            g.wait();
-            1
-        })
-        .unwrap();
+    let f = gated(&pool, &gate, 1);
     let calls = Arc::new(Mutex::new(0));
     let c = Arc::clone(&calls);
     f.add_done_callback(|_| panic!("callback bug"));
@@ -183,7 +151,7 @@ fn a_panicking_callback_poisons_nothing() {
 fn callbacks_see_cancellation() {
     let pool = ThreadPoolExecutor::new(1);
     let gate = Gate::new();
-    let _blocker = occupy(&pool, &gate);
+    let _blocker = holding(&pool, &gate, ());
     let queued = pool.submit(|| 1).unwrap();
     let (tx, rx) = mpsc::channel();
     queued.add_done_callback(move |r| tx.send(r.err().cloned()).unwrap());
@@ -196,13 +164,7 @@ fn callbacks_see_cancellation() {
 fn a_future_can_be_awaited() {
     let pool = ThreadPoolExecutor::new(1);
     let gate = Gate::new();
-    let g = gate.clone();
-    let mut f = pool
-        .submit(move || {
-            g.wait();
-            "awaited"
-        })
-        .unwrap();
+    let mut f = gated(&pool, &gate, "awaited");
     // First poll: not ready, the waker is registered.
     let mut cx = Context::from_waker(Waker::noop());
     assert!(std::pin::Pin::new(&mut f).poll(&mut cx).is_pending());

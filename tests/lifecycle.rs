@@ -4,24 +4,15 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::thread;
 
-use common::{Gate, HANG};
+use common::{Gate, holding};
 use stealpool::{Executor, JobError, ThreadPoolBuilder, ThreadPoolExecutor};
 
 /// A one-worker pool whose worker is held by a job until `gate` opens.
 fn busy_pool(gate: &Gate) -> (ThreadPoolExecutor, stealpool::Future<()>) {
     let pool = ThreadPoolExecutor::new(1);
-    let (tx, rx) = mpsc::channel();
-    let g = gate.clone();
-    let blocker = pool
-        .submit(move || {
-            tx.send(()).unwrap();
-            g.wait();
-        })
-        .unwrap();
-    rx.recv_timeout(HANG).unwrap();
+    let blocker = holding(&pool, gate, ());
     (pool, blocker)
 }
 

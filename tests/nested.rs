@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
 
-use common::{Gate, HANG};
+use common::{Gate, HANG, holding};
 use parking_lot::Mutex;
 use stealpool::{Executor, ThreadPoolExecutor};
 
@@ -76,16 +76,7 @@ fn a_blocked_waiter_is_compensated_by_a_spare_thread() {
     let release_x = Gate::new();
 
     // X occupies worker 1 until D opens its gate.
-    let (x_started_tx, x_started_rx) = mpsc::channel();
-    let gx = release_x.clone();
-    let x = pool
-        .submit(move || {
-            x_started_tx.send(()).unwrap();
-            gx.wait();
-            "x"
-        })
-        .unwrap();
-    x_started_rx.recv_timeout(HANG).unwrap();
+    let x = holding(&pool, &release_x, "x");
 
     // A occupies worker 2: takes the lock, then waits on X (running, so it cannot run inline).
     let (a_locked_tx, a_locked_rx) = mpsc::channel();

@@ -4,17 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Gate, HANG};
+use common::{Gate, HANG, gated};
 use stealpool::{ReturnWhen, ThreadPoolExecutor, as_completed, wait};
-
-fn gated(pool: &ThreadPoolExecutor, gate: &Gate, value: u32) -> stealpool::Future<u32> {
-    let gate = gate.clone();
-    pool.submit(move || {
-        gate.wait();
-        value
-    })
-    .unwrap()
-}
 
 #[test]
 fn first_completed_returns_with_the_finished_one() {

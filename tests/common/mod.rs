@@ -35,3 +35,29 @@ impl Gate {
         *self.0.0.lock()
     }
 }
+
+/// Submits a job that waits for `gate`, then returns `value`.
+pub fn gated<T: Send + 'static>(pool: &stealpool::ThreadPoolExecutor, gate: &Gate, value: T) -> stealpool::Future<T> {
+    let gate = gate.clone();
+    pool.submit(move || {
+        gate.wait();
+        value
+    })
+    .unwrap()
+}
+
+/// Like [`gated`], but returns only once the job is running, so that it holds a worker until
+/// `gate` opens.
+pub fn holding<T: Send + 'static>(pool: &stealpool::ThreadPoolExecutor, gate: &Gate, value: T) -> stealpool::Future<T> {
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let gate = gate.clone();
+    let f = pool
+        .submit(move || {
+            started_tx.send(()).unwrap();
+            gate.wait();
+            value
+        })
+        .unwrap();
+    started_rx.recv_timeout(HANG).expect("the holding job never started");
+    f
+}
