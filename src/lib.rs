@@ -76,3 +76,8 @@ pub mod prelude {
     pub use crate::executor::{Executor, Submit};
     pub use crate::job::Job;
 }
+
+/// The README's examples, run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,125 @@
+//! The comparison behind the README's table: every scenario's contenders run in interleaved
+//! rounds (A, B, C, A, B, C, ...), so that all of them see the same phases of a shared, noisy
+//! machine, and each ratio is the median of the per-round ratios.
+//!
+//! Run with `cargo bench --bench compare` (about a minute); it prints a Markdown table.
+//! `COMPARE_QUICK=1` runs one round of each, which is what `cargo test --benches` would want.
+
+mod workloads;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use workloads::*;
+
+/// One contender of a scenario: a name and one timed run returning a checksum.
+type Contender<'a> = (&'static str, Box<dyn Fn() -> u64 + 'a>);
+
+/// Runs `rounds` interleaved rounds; returns each contender's times.
+fn interleave(rounds: usize, expected: u64, contenders: &[Contender<'_>]) -> Vec<Vec<Duration>> {
+    let mut times = vec![Vec::with_capacity(rounds); contenders.len()];
+    for _ in 0..rounds {
+        for (i, (name, run)) in contenders.iter().enumerate() {
+            let started = Instant::now();
+            let checksum = run();
+            times[i].push(started.elapsed());
+            assert_eq!(checksum, expected, "{name} computed the wrong result");
+        }
+    }
+    times
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Prints one table row per contender: median time, and the median over rounds of
+/// (its time / the first contender's time).
+fn report(scenario: &str, contenders: &[Contender<'_>], times: &[Vec<Duration>]) {
+    let base = &times[0];
+    for ((name, _), t) in contenders.iter().zip(times) {
+        let ms = median(t.iter().map(|d| d.as_secs_f64() * 1e3).collect());
+        let ratio = median(t.iter().zip(base).map(|(x, b)| x.as_secs_f64() / b.as_secs_f64()).collect());
+        println!("| {scenario} | {name} | {ms:.2} ms | {ratio:.2} |");
+    }
+}
+
+fn command_output(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map_or_else(|| "unknown".to_owned(), |s| s.trim().to_owned())
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; anything else (such as `cargo test --benches`) gets one
+    // quick round so the harness stays fast.
+    let quick = std::env::var_os("COMPARE_QUICK").is_some() || !std::env::args().any(|a| a == "--bench");
+    let rounds = |full: usize| if quick { 1 } else { full };
+    let cpus = num_cpus::get();
+
+    println!("Interleaved comparison, {cpus} CPUs, {}", command_output("rustc", &["--version"]));
+    println!(
+        "date {}, commit {}",
+        command_output("date", &["-u", "+%Y-%m-%d"]),
+        command_output("git", &["rev-parse", "--short", "HEAD"])
+    );
+    println!();
+    println!("| scenario | contender | median time | time / stealpool (median of rounds) |");
+    println!("|---|---|---|---|");
+
+    let ours = stealpool_pool(cpus);
+    let rayon = rayon_pool(cpus);
+    let tp = threadpool::ThreadPool::new(cpus);
+    let tiny: Vec<Contender<'_>> = vec![
+        ("stealpool submit+result", Box::new(|| run_stealpool(&ours, TINY_JOBS, tiny_job))),
+        ("rayon spawn+channel", Box::new(|| run_rayon_spawn(&rayon, TINY_JOBS, tiny_job))),
+        ("threadpool execute+channel", Box::new(|| run_threadpool(&tp, TINY_JOBS, tiny_job))),
+    ];
+    let times = interleave(rounds(40), run_sequential(TINY_JOBS, tiny_job), &tiny);
+    report("100k tiny jobs", &tiny, &times);
+
+    let ours_arc = Arc::new(stealpool_pool(cpus));
+    let fib_runs: Vec<Contender<'_>> = vec![
+        ("stealpool nested submit+result", Box::new(|| fib_stealpool(&ours_arc))),
+        ("rayon::join", Box::new(|| rayon.install(|| fib_join(FIB_N)))),
+    ];
+    let times = interleave(rounds(60), FIB_EXPECTED, &fib_runs);
+    report("nested fib(32)", &fib_runs, &times);
+
+    let cpu: Vec<Contender<'_>> = vec![
+        ("stealpool", Box::new(|| run_stealpool(&ours, CPU_JOBS, cpu_job))),
+        ("sequential", Box::new(|| run_sequential(CPU_JOBS, cpu_job))),
+        ("rayon", Box::new(|| run_rayon(&rayon, CPU_JOBS, cpu_job))),
+        ("threadpool", Box::new(|| run_threadpool(&tp, CPU_JOBS, cpu_job))),
+    ];
+    let times = interleave(rounds(5), run_sequential(CPU_JOBS, cpu_job), &cpu);
+    report("CPU-bound 64 x 15 ms", &cpu, &times);
+    let speedup = median(times[1].iter().zip(&times[0]).map(|(s, p)| s.as_secs_f64() / p.as_secs_f64()).collect());
+    println!(
+        "| CPU-bound 64 x 15 ms | stealpool speedup over sequential | | {speedup:.2} ({:.2} x {cpus} cores) |",
+        speedup / cpus as f64
+    );
+
+    let io_ours = stealpool_pool(IO_THREADS);
+    let io_rayon = rayon_pool(IO_THREADS);
+    let io_tp = threadpool::ThreadPool::new(IO_THREADS);
+    let io: Vec<Contender<'_>> = vec![
+        ("stealpool", Box::new(|| run_stealpool(&io_ours, IO_JOBS, io_job))),
+        ("rayon", Box::new(|| run_rayon(&io_rayon, IO_JOBS, io_job))),
+        ("threadpool", Box::new(|| run_threadpool(&io_tp, IO_JOBS, io_job))),
+    ];
+    let times = interleave(rounds(10), (0..IO_JOBS).fold(0, u64::wrapping_add), &io);
+    report("IO-bound 512 x 10 ms, 64 threads", &io, &times);
+    let ideal = IO_JOBS as f64 * IO_SLEEP.as_secs_f64() / IO_THREADS as f64;
+    let ours_io = median(times[0].iter().map(Duration::as_secs_f64).collect());
+    println!(
+        "| IO-bound 512 x 10 ms, 64 threads | stealpool vs ideal {:.0} ms | | {:.3} |",
+        ideal * 1e3,
+        ours_io / ideal
+    );
+}
