@@ -35,11 +35,11 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-/// Prints one table row per contender: median time, and the median over rounds of
-/// (its time / the first contender's time).
-fn report(scenario: &str, contenders: &[Contender<'_>], times: &[Vec<Duration>]) {
+/// Prints one table row per contender from index `from` on: median time, and the median over
+/// rounds of (its time / the first contender's time).
+fn report(scenario: &str, contenders: &[Contender<'_>], times: &[Vec<Duration>], from: usize) {
     let base = &times[0];
-    for ((name, _), t) in contenders.iter().zip(times) {
+    for ((name, _), t) in contenders.iter().zip(times).skip(from) {
         let ms = median(t.iter().map(|d| d.as_secs_f64() * 1e3).collect());
         let ratio = median(t.iter().zip(base).map(|(x, b)| x.as_secs_f64() / b.as_secs_f64()).collect());
         println!("| {scenario} | {name} | {ms:.2} ms | {ratio:.2} |");
@@ -81,7 +81,7 @@ fn main() {
         ("threadpool execute+channel", Box::new(|| run_threadpool(&tp, TINY_JOBS, tiny_job))),
     ];
     let times = interleave(rounds(40), run_sequential(TINY_JOBS, tiny_job), &tiny);
-    report("100k tiny jobs", &tiny, &times);
+    report("100k tiny jobs", &tiny, &times, 0);
 
     let ours_arc = Arc::new(stealpool_pool(cpus));
     let fib_runs: Vec<Contender<'_>> = vec![
@@ -89,7 +89,7 @@ fn main() {
         ("rayon::join", Box::new(|| rayon.install(|| fib_join(FIB_N)))),
     ];
     let times = interleave(rounds(60), FIB_EXPECTED, &fib_runs);
-    report("nested fib(32)", &fib_runs, &times);
+    report("nested fib(32)", &fib_runs, &times, 0);
 
     let cpu: Vec<Contender<'_>> = vec![
         ("stealpool", Box::new(|| run_stealpool(&ours, CPU_JOBS, cpu_job))),
@@ -98,7 +98,7 @@ fn main() {
         ("threadpool", Box::new(|| run_threadpool(&tp, CPU_JOBS, cpu_job))),
     ];
     let times = interleave(rounds(5), run_sequential(CPU_JOBS, cpu_job), &cpu);
-    report("CPU-bound 64 x 15 ms", &cpu, &times);
+    report("CPU-bound 64 x 15 ms", &cpu, &times, 0);
     let speedup = median(times[1].iter().zip(&times[0]).map(|(s, p)| s.as_secs_f64() / p.as_secs_f64()).collect());
     println!(
         "| CPU-bound 64 x 15 ms | stealpool speedup over sequential | | {speedup:.2} ({:.2} x {cpus} cores) |",
@@ -114,7 +114,14 @@ fn main() {
         ("threadpool", Box::new(|| run_threadpool(&io_tp, IO_JOBS, io_job))),
     ];
     let times = interleave(rounds(10), (0..IO_JOBS).fold(0, u64::wrapping_add), &io);
-    report("IO-bound 512 x 10 ms, 64 threads", &io, &times);
+    report("IO-bound 512 x 10 ms, 64 threads", &io, &times, 0);
+    // The sequential baseline blocks for 5.12 s per run: a few rounds, against stealpool.
+    let io_seq: Vec<Contender<'_>> = vec![
+        ("stealpool", Box::new(|| run_stealpool(&io_ours, IO_JOBS, io_job))),
+        ("sequential", Box::new(|| run_sequential(IO_JOBS, io_job))),
+    ];
+    let seq_times = interleave(rounds(3), (0..IO_JOBS).fold(0, u64::wrapping_add), &io_seq);
+    report("IO-bound 512 x 10 ms, 64 threads", &io_seq, &seq_times, 1);
     let ideal = IO_JOBS as f64 * IO_SLEEP.as_secs_f64() / IO_THREADS as f64;
     let ours_io = median(times[0].iter().map(Duration::as_secs_f64).collect());
     println!(
