@@ -295,14 +295,19 @@ impl Registry {
         J: Job + Send + 'static,
         J::Output: Send + 'static,
     {
-        let state = self.lifecycle.load(Ordering::Acquire);
-        if state == TERMINATED {
+        let inside = CURRENT.get() == self.id();
+        let refused = match self.lifecycle.load(Ordering::Acquire) {
+            RUNNING => false,
+            TERMINATED => true,
+            _ => !inside, // closed: only jobs running on the pool may still submit
+        };
+        if refused {
             return Err(SubmitError::shutdown(job));
         }
         let cell = Arc::new(JobCell { core: Core::new(), job: UnsafeCell::new(Some(job)), registry: self.id() });
-        let inside = self.push(Arc::clone(&cell) as JobRef);
+        self.push(Arc::clone(&cell) as JobRef, inside);
         if !inside
-            && (state != RUNNING || self.lifecycle.load(Ordering::SeqCst) != RUNNING)
+            && self.lifecycle.load(Ordering::SeqCst) != RUNNING
             && let Some(job) = cell.take_back()
         {
             return Err(SubmitError::shutdown(job));
@@ -310,36 +315,31 @@ impl Registry {
         Ok(Future::from_cell(cell))
     }
 
-    /// Queues `job`: on this thread's deque if it is a worker of this pool, else on the
-    /// injector; then wakes a thread if needed. Returns whether it was pushed from inside.
+    /// Queues `job`: on this thread's deque if `inside` (a thread of this pool) and it has one,
+    /// else on the shared queue; then wakes a thread if needed.
     #[inline]
-    fn push(self: &Arc<Self>, job: JobRef) -> bool {
-        let outside = if CURRENT.get() != self.id() {
-            Some((job, true))
-        } else {
+    fn push(self: &Arc<Self>, job: JobRef, inside: bool) {
+        let job = if inside {
             WORKER.with_borrow(|w| match w.as_ref().and_then(|ctx| ctx.local.as_ref()) {
                 Some(local) => {
                     local.push(job);
                     None
                 }
-                None => Some((job, false)),
+                None => Some(job),
             })
+        } else {
+            Some(job)
         };
-        let inside = match outside {
-            None => true,
-            Some((job, from_outside)) => {
-                let overflow = if self.injector.is_empty() { self.ring.push(job).err() } else { Some(job) };
-                if let Some(job) = overflow {
-                    self.injector.push(job);
-                }
-                !from_outside
+        if let Some(job) = job {
+            let overflow = if self.injector.is_empty() { self.ring.push(job).err() } else { Some(job) };
+            if let Some(job) = overflow {
+                self.injector.push(job);
             }
-        };
+        }
         // `notify_work` issues the `SeqCst` fence that `submit`'s re-check relies on.
         if self.sleep.notify_work() == Wake::SpawnSpare {
             self.spawn_spare();
         }
-        inside
     }
 
     fn find_work(&self, local: Option<&Worker<JobRef>>, start: usize) -> Option<JobRef> {
