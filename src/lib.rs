@@ -55,6 +55,8 @@
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(unsafe_op_in_unsafe_fn)]
 
+#[cfg(unix)]
+pub mod copy;
 mod error;
 mod executor;
 mod future;

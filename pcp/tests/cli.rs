@@ -1,0 +1,298 @@
+//! Drives the built `pcp` on generated trees and compares with `cp -a`, byte for byte and mode
+//! for mode. One test per behaviour.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+fn pcp(args: &[&OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pcp")).args(args).output().expect("run pcp")
+}
+
+fn os<P: AsRef<OsStr> + ?Sized>(p: &P) -> &OsStr {
+    p.as_ref()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// What a tree looks like, entry by entry: type, mode, mtime (ns), contents or link target,
+/// and which entries share an inode.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, PathBuf> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let rel = path.strip_prefix(root).unwrap().to_path_buf();
+        let kind = meta.file_type();
+        let detail = if kind.is_dir() {
+            for e in fs::read_dir(&path).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            format!("dir mode={:o} mtime={}.{:09}", meta.mode() & 0o7777, meta.mtime(), meta.mtime_nsec())
+        } else if kind.is_symlink() {
+            format!("symlink -> {:?}", fs::read_link(&path).unwrap())
+        } else {
+            let link = if meta.nlink() > 1 {
+                let first = inodes.entry(meta.ino()).or_insert_with(|| rel.clone());
+                format!(" hardlink-group={first:?}")
+            } else {
+                String::new()
+            };
+            let contents = fs::read(&path).unwrap();
+            format!(
+                "file mode={:o} mtime={}.{:09} len={} sum={}{link}",
+                meta.mode() & 0o7777,
+                meta.mtime(),
+                meta.mtime_nsec(),
+                contents.len(),
+                contents.iter().fold(0u64, |h, &b| h.wrapping_mul(1_099_511_628_211).wrapping_add(u64::from(b)))
+            )
+        };
+        out.insert(rel, detail);
+    }
+    out
+}
+
+/// A tree with every kind of entry `cp -a` keeps.
+fn sample_tree(root: &Path) {
+    let sub = root.join("a/b/c");
+    fs::create_dir_all(&sub).unwrap();
+    fs::create_dir(root.join("empty")).unwrap();
+    fs::write(root.join("top.txt"), "top level\n").unwrap();
+    fs::write(root.join("a/empty-file"), "").unwrap();
+    fs::write(sub.join("deep.txt"), "deep\n").unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(root.join("a/big.bin"), &big).unwrap();
+    for i in 0..200 {
+        fs::write(root.join(format!("a/b/small-{i:03}")), format!("file {i}\n")).unwrap();
+    }
+    let script = root.join("a/run.sh");
+    fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = root.join("a/secret");
+    fs::write(&secret, "s").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(root.join("a/b"), fs::Permissions::from_mode(0o750)).unwrap();
+    symlink("../top.txt", root.join("a/rel-link")).unwrap();
+    symlink("/nonexistent/target", root.join("a/dangling")).unwrap();
+    fs::hard_link(root.join("top.txt"), root.join("a/b/top-again.txt")).unwrap();
+    let odd = root.join(OsStr::from_bytes(b"caf\xe9 \xff name"));
+    fs::write(&odd, "not utf-8").unwrap();
+    let t = filetime::FileTime::from_unix_time(1_000_000_000, 123_456_789);
+    filetime::set_file_mtime(root.join("a/big.bin"), t).unwrap();
+    filetime::set_file_mtime(root.join("a/b/c"), t).unwrap();
+}
+
+#[test]
+fn archive_copy_is_identical_to_cp_a() {
+    let dir = TempDir::new().unwrap();
+    let src = dir.path().join("src");
+    sample_tree(&src);
+    let (by_cp, by_pcp) = (dir.path().join("by_cp"), dir.path().join("by_pcp"));
+    assert!(Command::new("cp").arg("-a").arg(&src).arg(&by_cp).status().unwrap().success());
+    let out = pcp(&[os("-a"), os(&src), os(&by_pcp)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(snapshot(&by_pcp), snapshot(&by_cp));
+}
+
+#[test]
+fn recursive_copy_without_preserve_matches_cp_r() {
+    let dir = TempDir::new().unwrap();
+    let src = dir.path().join("src");
+    sample_tree(&src);
+    let (by_cp, by_pcp) = (dir.path().join("by_cp"), dir.path().join("by_pcp"));
+    assert!(Command::new("cp").arg("-r").arg(&src).arg(&by_cp).status().unwrap().success());
+    let out = pcp(&[os("-r"), os(&src), os(&by_pcp)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Without -p, times are the copy's own: compare everything else.
+    let strip = |m: BTreeMap<PathBuf, String>| -> Vec<(PathBuf, String)> {
+        m.into_iter()
+            .map(|(k, v)| (k, v.split(' ').filter(|w| !w.starts_with("mtime=")).collect::<Vec<_>>().join(" ")))
+            .collect()
+    };
+    assert_eq!(strip(snapshot(&by_pcp)), strip(snapshot(&by_cp)));
+}
+
+#[test]
+fn destination_naming_follows_cp() {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("f.txt");
+    fs::write(&file, "data").unwrap();
+    // DEST does not exist: the copy is DEST.
+    let as_name = dir.path().join("renamed.txt");
+    assert!(pcp(&[os(&file), os(&as_name)]).status.success());
+    assert_eq!(fs::read_to_string(&as_name).unwrap(), "data");
+    // DEST is a directory: the copy goes inside.
+    let into = dir.path().join("into");
+    fs::create_dir(&into).unwrap();
+    assert!(pcp(&[os(&file), os(&into)]).status.success());
+    assert_eq!(fs::read_to_string(into.join("f.txt")).unwrap(), "data");
+    // -t DIR with several sources.
+    let other = dir.path().join("g.txt");
+    fs::write(&other, "more").unwrap();
+    let t = dir.path().join("t");
+    fs::create_dir(&t).unwrap();
+    assert!(pcp(&[os("-t"), os(&t), os(&file), os(&other)]).status.success());
+    assert_eq!(fs::read_to_string(t.join("g.txt")).unwrap(), "more");
+    // A directory copied onto an existing directory goes inside it, as with cp -r.
+    let tree = dir.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    fs::write(tree.join("x"), "x").unwrap();
+    assert!(pcp(&[os("-r"), os(&tree), os(&into)]).status.success());
+    assert_eq!(fs::read_to_string(into.join("tree/x")).unwrap(), "x");
+}
+
+#[test]
+fn no_clobber_and_update() {
+    let dir = TempDir::new().unwrap();
+    let (src, dst) = (dir.path().join("src.txt"), dir.path().join("dst.txt"));
+    fs::write(&src, "new").unwrap();
+    fs::write(&dst, "old").unwrap();
+    assert!(pcp(&[os("-n"), os(&src), os(&dst)]).status.success());
+    assert_eq!(fs::read_to_string(&dst).unwrap(), "old", "-n must not overwrite");
+
+    // -u: the destination is newer, so it stays; then the source becomes newer.
+    filetime::set_file_mtime(&src, filetime::FileTime::from_unix_time(1_000, 0)).unwrap();
+    filetime::set_file_mtime(&dst, filetime::FileTime::from_unix_time(2_000, 0)).unwrap();
+    assert!(pcp(&[os("-u"), os(&src), os(&dst)]).status.success());
+    assert_eq!(fs::read_to_string(&dst).unwrap(), "old");
+    filetime::set_file_mtime(&src, filetime::FileTime::from_unix_time(3_000, 0)).unwrap();
+    assert!(pcp(&[os("-u"), os(&src), os(&dst)]).status.success());
+    assert_eq!(fs::read_to_string(&dst).unwrap(), "new");
+}
+
+#[test]
+fn bad_arguments_fail_before_any_work() {
+    let dir = TempDir::new().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    fs::write(tree.join("x"), "x").unwrap();
+    let out_dir = dir.path().join("out");
+
+    let missing = pcp(&[os(&dir.path().join("nope")), os(&out_dir)]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("cannot stat"), "{}", stderr(&missing));
+    assert!(!out_dir.exists());
+
+    let no_r = pcp(&[os(&tree), os(&out_dir)]);
+    assert_eq!(no_r.status.code(), Some(1));
+    assert!(stderr(&no_r).contains("use -r"), "{}", stderr(&no_r));
+    assert!(!out_dir.exists(), "nothing may be written after a bad argument");
+
+    let into_itself = pcp(&[os("-r"), os(&tree), os(&tree.join("inner"))]);
+    assert_eq!(into_itself.status.code(), Some(1));
+    assert!(stderr(&into_itself).contains("into itself"), "{}", stderr(&into_itself));
+    assert!(!tree.join("inner").exists());
+
+    let not_dir = pcp(&[os(&tree.join("x")), os(&tree.join("x")), os(&dir.path().join("file-target"))]);
+    assert_eq!(not_dir.status.code(), Some(1));
+    assert!(stderr(&not_dir).contains("is not a directory"), "{}", stderr(&not_dir));
+
+    let no_dest = pcp(&[os(&tree)]);
+    assert_eq!(no_dest.status.code(), Some(1));
+    assert!(stderr(&no_dest).contains("missing destination"), "{}", stderr(&no_dest));
+}
+
+#[test]
+fn a_failure_is_listed_and_the_rest_is_copied() {
+    let dir = TempDir::new().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("blocked")).unwrap();
+    fs::write(src.join("blocked/inner.txt"), "never copied").unwrap();
+    for i in 0..50 {
+        fs::write(src.join(format!("ok-{i}")), format!("{i}")).unwrap();
+    }
+    let dst = dir.path().join("dst");
+    fs::create_dir(&dst).unwrap();
+    // The destination has a file where the source has a directory: that part must fail.
+    let dst_tree = dst.join("src");
+    fs::create_dir(&dst_tree).unwrap();
+    fs::write(dst_tree.join("blocked"), "a file in the way").unwrap();
+
+    let out = pcp(&[os("-r"), os(&src), os(&dst)]);
+    assert_eq!(out.status.code(), Some(1), "a failure must make the exit status non-zero");
+    let err = stderr(&out);
+    assert!(err.contains("1 failure(s)") && err.contains("blocked"), "{err}");
+    for i in 0..50 {
+        assert_eq!(fs::read_to_string(dst_tree.join(format!("ok-{i}"))).unwrap(), format!("{i}"));
+    }
+}
+
+#[test]
+fn no_temporary_files_are_left_behind() {
+    let dir = TempDir::new().unwrap();
+    let src = dir.path().join("src");
+    sample_tree(&src);
+    let dst = dir.path().join("dst");
+    assert!(pcp(&[os("-a"), os("--verify"), os(&src), os(&dst)]).status.success());
+    let leftovers: Vec<_> = snapshot(&dst)
+        .into_keys()
+        .filter(|p| p.file_name().is_some_and(|n| n.as_bytes().starts_with(stealpool::copy::TEMP_PREFIX.as_bytes())))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn fifos_are_skipped_with_a_warning() {
+    let dir = TempDir::new().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("plain"), "p").unwrap();
+    let made = Command::new("mkfifo").arg(src.join("pipe")).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: mkfifo is not available");
+        return;
+    }
+    let dst = dir.path().join("dst");
+    let out = pcp(&[os("-a"), os(&src), os(&dst)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("FIFO not copied"), "{}", stderr(&out));
+    assert!(dst.join("plain").exists() && !dst.join("pipe").exists());
+}
+
+#[test]
+fn an_unreadable_source_is_a_listed_failure() {
+    let dir = TempDir::new().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("readable"), "r").unwrap();
+    let locked = src.join("locked");
+    fs::write(&locked, "l").unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+    if fs::read(&locked).is_ok() {
+        eprintln!("skipped: running as root, which can read a mode-000 file; permission denial cannot be staged");
+        return;
+    }
+    let dst = dir.path().join("dst");
+    let out = pcp(&[os("-r"), os(&src), os(&dst)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("locked") && stderr(&out).contains("ermission denied"), "{}", stderr(&out));
+    assert!(dst.join("readable").exists() && !dst.join("locked").exists());
+}
+
+#[test]
+fn the_process_backend_is_a_clear_error_for_now() {
+    let dir = TempDir::new().unwrap();
+    let f = dir.path().join("f");
+    fs::write(&f, "x").unwrap();
+    let out = pcp(&[os("--backend"), os("process"), os(&f), os(&dir.path().join("g"))]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("process pool"), "{}", stderr(&out));
+}
+
+#[test]
+fn help_shows_examples() {
+    let out = pcp(&[os("--help")]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Examples:") && text.contains("-a, --archive"), "{text}");
+}
