@@ -28,6 +28,124 @@ pub enum JobError {
     ///
     /// The outcome of a job is moved out exactly once (it is not required to be `Clone`).
     AlreadyTaken,
+    /// The worker process running the job died (killed by a signal, `abort()`, a segfault,
+    /// `exit()`). Only the job it was running fails; the pool replaces the worker.
+    WorkerDied {
+        /// The process id of the worker.
+        pid: u32,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// The job ran longer than its time limit; its worker process was killed and replaced.
+    TimedOut {
+        /// The limit it exceeded.
+        limit: Duration,
+    },
+    /// The job's input or its result could not be serialized or deserialized for the trip
+    /// between processes.
+    Serialization {
+        /// What the serializer reported.
+        message: String,
+    },
+    /// The job names code that is not registered in the worker's binary (for a function:
+    /// `stealpool::register_fn!`; for a job type: `stealpool::register_job!`).
+    Unregistered {
+        /// The name (or, for an unregistered function, the Rust type name) of the code.
+        name: String,
+    },
+    /// The pool could not run the job because it cannot keep workers alive (for example the
+    /// worker initializer fails); the pool has shut down.
+    Broken {
+        /// Why the pool broke.
+        reason: String,
+    },
+}
+
+/// How a child process ended: an exit code, or the signal that killed it.
+///
+/// Python shows a signal as a negative exit code (`-9`); here the two cases are apart.
+///
+/// # Examples
+/// ```
+/// use stealpool::ExitStatus;
+///
+/// assert_eq!(ExitStatus::Signaled { signal: 9 }.to_string(), "killed by signal 9 (SIGKILL)");
+/// assert_eq!(ExitStatus::Exited(3).code(), Some(3));
+/// assert!(!ExitStatus::Exited(3).success());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExitStatus {
+    /// The process called `exit` (or returned from `main`) with this code.
+    Exited(i32),
+    /// The process was killed by this signal number.
+    Signaled {
+        /// The signal number (9 for `SIGKILL`, 6 for `SIGABRT`, 11 for `SIGSEGV`, ...).
+        signal: i32,
+    },
+    /// The exit status could not be learned (the process was reaped by someone else).
+    Unknown,
+}
+
+impl ExitStatus {
+    /// The exit code, if the process exited normally.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            ExitStatus::Exited(c) => Some(*c),
+            _ => None,
+        }
+    }
+
+    /// The signal that killed the process, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        match self {
+            ExitStatus::Signaled { signal } => Some(*signal),
+            _ => None,
+        }
+    }
+
+    /// Whether the process exited with code 0.
+    pub fn success(&self) -> bool {
+        *self == ExitStatus::Exited(0)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Exited(c) => write!(f, "exited with code {c}"),
+            ExitStatus::Signaled { signal } => match signal_name(*signal) {
+                Some(name) => write!(f, "killed by signal {signal} ({name})"),
+                None => write!(f, "killed by signal {signal}"),
+            },
+            ExitStatus::Unknown => f.write_str("ended with an unknown status"),
+        }
+    }
+}
+
+/// The usual names of the Linux signals a worker is likely to die of.
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        31 => "SIGSYS",
+        _ => return None,
+    })
 }
 
 impl JobError {
@@ -51,6 +169,24 @@ impl JobError {
     pub fn is_panic(&self) -> bool {
         matches!(self, JobError::Panicked { .. })
     }
+
+    /// Whether the worker process running the job died.
+    ///
+    /// # Examples
+    /// ```
+    /// use stealpool::{ExitStatus, JobError};
+    /// let e = JobError::WorkerDied { pid: 42, status: ExitStatus::Signaled { signal: 9 } };
+    /// assert!(e.is_worker_died());
+    /// assert_eq!(e.to_string(), "worker process 42 died running the job: killed by signal 9 (SIGKILL)");
+    /// ```
+    pub fn is_worker_died(&self) -> bool {
+        matches!(self, JobError::WorkerDied { .. })
+    }
+
+    /// Whether the job ran past its time limit.
+    pub fn is_timed_out(&self) -> bool {
+        matches!(self, JobError::TimedOut { .. })
+    }
 }
 
 impl fmt::Display for JobError {
@@ -59,6 +195,17 @@ impl fmt::Display for JobError {
             JobError::Panicked { message } => write!(f, "job panicked: {message}"),
             JobError::Cancelled => f.write_str("job was cancelled"),
             JobError::AlreadyTaken => f.write_str("the job's outcome was already taken"),
+            JobError::WorkerDied { pid, status } => write!(f, "worker process {pid} died running the job: {status}"),
+            JobError::TimedOut { limit } => {
+                write!(f, "job exceeded its time limit of {limit:?}; its worker process was killed")
+            }
+            JobError::Serialization { message } => write!(f, "job input or result could not be serialized: {message}"),
+            JobError::Unregistered { name } => write!(
+                f,
+                "`{name}` is not registered for worker processes: add `stealpool::register_fn!(...)` for a \
+                 function or `stealpool::register_job!(...)` for a job type"
+            ),
+            JobError::Broken { reason } => write!(f, "the process pool is broken: {reason}"),
         }
     }
 }
@@ -302,6 +449,7 @@ pub struct BuildError {
 enum BuildErrorKind {
     Spawn(std::io::Error),
     Initializer(String),
+    Process(String),
 }
 
 impl BuildError {
@@ -311,6 +459,10 @@ impl BuildError {
 
     pub(crate) fn initializer(message: String) -> Self {
         BuildError { kind: BuildErrorKind::Initializer(message) }
+    }
+
+    pub(crate) fn process(message: String) -> Self {
+        BuildError { kind: BuildErrorKind::Process(message) }
     }
 
     /// Whether the worker initializer panicked.
@@ -324,6 +476,7 @@ impl fmt::Display for BuildError {
         match &self.kind {
             BuildErrorKind::Spawn(e) => write!(f, "could not start a worker thread: {e}"),
             BuildErrorKind::Initializer(m) => write!(f, "worker initializer panicked: {m}"),
+            BuildErrorKind::Process(m) => write!(f, "could not start worker processes: {m}"),
         }
     }
 }
@@ -332,7 +485,7 @@ impl std::error::Error for BuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.kind {
             BuildErrorKind::Spawn(e) => Some(e),
-            BuildErrorKind::Initializer(_) => None,
+            BuildErrorKind::Initializer(_) | BuildErrorKind::Process(_) => None,
         }
     }
 }

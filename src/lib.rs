@@ -61,17 +61,29 @@ mod error;
 mod executor;
 mod future;
 mod job;
+#[cfg(unix)]
+mod process;
 mod thread;
 mod unwind;
 
 pub use crate::error::{
-    BuildError, JobError, JoinError, MapError, MapErrorKind, ResultTimeoutError, ShutdownError, SubmitError,
-    TimeoutError, TryResultError,
+    BuildError, ExitStatus, JobError, JoinError, MapError, MapErrorKind, ResultTimeoutError, ShutdownError,
+    SubmitError, TimeoutError, TryResultError,
 };
 pub use crate::executor::{Executor, MapIter, MapOptions, Submit};
 pub use crate::future::{AsCompleted, Future, ReturnWhen, Wait, as_completed, wait};
 pub use crate::job::{Batch, Call, Job};
+#[cfg(unix)]
+pub use crate::process::{ProcessPoolBuilder, ProcessPoolExecutor, RemoteJob};
 pub use crate::thread::{ThreadPoolBuilder, ThreadPoolExecutor};
+
+/// What the registration macros expand to. Not a public API.
+#[cfg(unix)]
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::process::registry::{REGISTRY, Registration, invoke_fn, invoke_job, type_id_of};
+    pub use linkme;
+}
 
 /// The traits needed to use every executor method: `use stealpool::prelude::*;`.
 pub mod prelude {

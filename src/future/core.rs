@@ -143,6 +143,19 @@ impl<T> Core<T> {
         }
     }
 
+    /// Ends a job that was started (or is still pending) with `outcome`, unless it already
+    /// ended. Returns whether this call ended it. The process pool uses it where a worker's
+    /// death, a time limit or a forced cancel race with the job's own reply.
+    pub(crate) fn finish_if_unfinished(&self, outcome: Result<T, JobError>) -> bool {
+        let g = self.inner.lock();
+        if matches!(g.phase, Phase::Pending | Phase::Running) {
+            self.finish(g, outcome);
+            true
+        } else {
+            false
+        }
+    }
+
     /// Stores the outcome of a job this caller started, runs the callbacks, wakes the waiters.
     pub(crate) fn complete(&self, outcome: Result<T, JobError>) {
         let g = self.inner.lock();
@@ -308,6 +321,12 @@ pub(crate) trait Cell<T>: Send + Sync {
     /// (a worker of the pool that owns it). Returns whether it ran.
     fn run_inline(&self) -> bool {
         false
+    }
+
+    /// Cancels the job even if it is running, where the backend can stop it. Returns whether
+    /// the job is now cancelled.
+    fn force_cancel(&self) -> bool {
+        self.core().cancel()
     }
 }
 

@@ -221,6 +221,23 @@ impl<T> Future<T> {
         self.core().cancel()
     }
 
+    /// Cancels the job even if it is already running, where the backend can stop it.
+    ///
+    /// On a [`ProcessPoolExecutor`](crate::ProcessPoolExecutor) a running job is stopped by
+    /// killing the worker process that runs it (the pool starts a replacement); the future then
+    /// resolves to [`JobError::Cancelled`]. A thread cannot be stopped safely, so on the thread
+    /// pool this is the same as [`cancel`](Future::cancel). Returns whether the job is now
+    /// cancelled.
+    ///
+    /// # Examples
+    /// ```
+    /// let f = stealpool::Future::ready(Ok::<_, stealpool::JobError>(1));
+    /// assert!(!f.force_cancel()); // already finished
+    /// ```
+    pub fn force_cancel(&self) -> bool {
+        self.cell.force_cancel()
+    }
+
     /// Whether the job was cancelled.
     pub fn is_cancelled(&self) -> bool {
         self.core().ending() == Some(Ending::Cancelled)

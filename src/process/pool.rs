@@ -1,0 +1,702 @@
+//! The parent's side of a process pool: the shared task queue, the workers' windows, and
+//! supervision (deaths, time limits, forced cancels, retirement, shutdown).
+//!
+//! One mutex guards the pool's state. Every event (a submission, a reply, a death, a deadline)
+//! takes it, updates the state, hands queued tasks to workers with room in their window
+//! (`pump`), and collects what must happen outside the lock: completing futures (which runs
+//! user callbacks), asking the fork server to kill, starting replacement workers. No user code
+//! and no blocking call ever runs under the lock.
+//!
+//! Threads per worker: a *writer* that moves frames from the worker's outbox into its task
+//! channel (an ipc-channel `send` blocks when the worker lags, so it gets a thread of its own
+//! and nobody else ever blocks on it), and a *link* that reads the worker's replies and, at end
+//! of file, handles its exit. One *supervisor* thread per pool watches time limits, started
+//! only if a limit is ever set.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
+use nix::sys::signal::Signal;
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use crate::error::{BuildError, ExitStatus, JobError};
+use crate::process::protocol::{self, FromWorker, Status};
+use crate::process::zygote::{self, Zygote};
+
+/// Where a task's outcome goes: the future's cell, type-erased.
+pub(crate) trait Sink: Send + Sync {
+    /// Moves the future from pending to running; `false` if it was cancelled meanwhile.
+    fn start(&self) -> bool;
+    /// Completes the future from a worker's reply.
+    fn deliver(&self, status: Status, body: &[u8]);
+    /// Ends the future with `error` unless it already ended.
+    fn fail(&self, error: JobError);
+}
+
+/// A task waiting in the pool's queue.
+pub(crate) struct Task {
+    pub(crate) id: u64,
+    pub(crate) frame: Arc<Vec<u8>>,
+    pub(crate) sink: Arc<dyn Sink>,
+    pub(crate) limit: Option<Duration>,
+    /// Already moved to running (a task given back by a worker that died before reaching it).
+    pub(crate) started: bool,
+}
+
+/// How the pool is configured; fixed at build time.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) workers: usize,
+    pub(crate) max_tasks_per_child: Option<u64>,
+    pub(crate) task_timeout: Option<Duration>,
+    pub(crate) initializer: Option<&'static str>,
+    pub(crate) max_window: usize,
+    pub(crate) name_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    Open,
+    /// No new work; queued work still runs (`close`, `shutdown`).
+    Closed,
+    /// Everything stops (`terminate`).
+    Terminated,
+}
+
+/// Why the pool stopped a worker; decides what its unanswered head task becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Doom {
+    /// Its task ran out of time.
+    TimedOut(Duration),
+    /// Its task was force-cancelled.
+    Cancelled,
+    /// The pool was terminated.
+    Terminated,
+    /// Retired on purpose (task limit, shutdown, failed initializer): an expected exit.
+    Retired,
+}
+
+struct Flight {
+    id: u64,
+    frame: Arc<Vec<u8>>,
+    sink: Arc<dyn Sink>,
+    limit: Option<Duration>,
+    skipped: bool,
+}
+
+struct Worker {
+    id: u64,
+    index: usize,
+    pid: u32,
+    ready: bool,
+    /// `None` once the task channel is being closed.
+    outbox: Option<Sender<Arc<Vec<u8>>>>,
+    /// Sent and not yet answered, in the order the worker runs them.
+    flights: VecDeque<Flight>,
+    assigned: u64,
+    /// When the current head of `flights` (the task the worker is on) became the head.
+    head_since: Instant,
+    doom: Option<Doom>,
+}
+
+impl Worker {
+    /// The task the worker is running (or about to), if any: the first one not skipped, as
+    /// long as only skipped ones are ahead of it.
+    fn running(&self) -> Option<&Flight> {
+        self.flights.iter().find(|f| !f.skipped)
+    }
+
+    fn takes_work(&self, window: usize, max_tasks: Option<u64>) -> bool {
+        self.ready
+            && self.doom.is_none()
+            && self.outbox.is_some()
+            && self.flights.len() < window
+            && max_tasks.is_none_or(|m| self.assigned < m)
+    }
+}
+
+struct State {
+    life: Life,
+    broken: Option<String>,
+    queue: VecDeque<Task>,
+    workers: Vec<Worker>,
+    /// Spawns asked for and not yet registered in `workers`.
+    starting: usize,
+    next_worker: u64,
+    /// Moving average of how long tasks run in workers, in ns (0: not known yet).
+    busy_ewma_ns: u64,
+    /// Workers in a row that died before they were ready.
+    failed_starts: u32,
+    /// What the initializer said when it failed.
+    init_failure: Option<String>,
+    threads: Vec<JoinHandle<()>>,
+    supervisor: bool,
+}
+
+/// What to do once the lock is released.
+#[derive(Default)]
+struct Actions {
+    fail: Vec<(Arc<dyn Sink>, JobError)>,
+    kill: Vec<u32>,
+    spawn: Vec<usize>,
+    wake: bool,
+}
+
+pub(crate) struct Pool {
+    state: Mutex<State>,
+    /// Notified on every change a waiter could care about: join, build, the supervisor.
+    changed: Condvar,
+    config: Config,
+    zygote: Arc<Zygote>,
+    next_task: AtomicU64,
+}
+
+/// Consecutive start-up deaths after which the pool gives up instead of respawning forever.
+const MAX_FAILED_STARTS: u32 = 3;
+
+impl Pool {
+    /// Starts the workers and waits until all are ready.
+    pub(crate) fn start(config: Config) -> Result<Arc<Pool>, BuildError> {
+        let zygote = zygote::get().map_err(|e| BuildError::process(format!("cannot start the fork server: {e}")))?;
+        let n = config.workers;
+        let pool = Arc::new(Pool {
+            state: Mutex::new(State {
+                life: Life::Open,
+                broken: None,
+                queue: VecDeque::new(),
+                workers: Vec::with_capacity(n),
+                starting: n,
+                next_worker: 0,
+                busy_ewma_ns: 0,
+                failed_starts: 0,
+                init_failure: None,
+                threads: Vec::new(),
+                supervisor: false,
+            }),
+            changed: Condvar::new(),
+            config,
+            zygote,
+            next_task: AtomicU64::new(1),
+        });
+        // Ask for every worker first, then collect them: the forks overlap the waiting.
+        let mut pending = Vec::with_capacity(n);
+        for index in 0..n {
+            match pool.zygote.request_spawn(&pool.worker_name(index), pool.config.initializer) {
+                Ok(p) => pending.push((index, p)),
+                Err(e) => {
+                    pool.state.lock().starting -= n - index;
+                    pool.abandon_start();
+                    return Err(BuildError::process(format!("cannot start a worker: {e}")));
+                }
+            }
+        }
+        let mut error = None;
+        for (index, p) in pending {
+            match pool.zygote.wait_spawned(&p) {
+                Ok(pid) => pool.register(index, pid, p.tasks, p.replies),
+                Err(e) => {
+                    pool.state.lock().starting -= 1;
+                    error.get_or_insert(format!("cannot start a worker: {e}"));
+                }
+            }
+        }
+        if let Some(e) = error {
+            pool.abandon_start();
+            return Err(BuildError::process(e));
+        }
+        let mut st = pool.state.lock();
+        while st.broken.is_none() && (st.starting > 0 || st.workers.iter().any(|w| !w.ready)) {
+            pool.changed.wait(&mut st);
+        }
+        if let Some(reason) = st.broken.clone() {
+            let init = st.init_failure.take();
+            drop(st);
+            pool.abandon_start();
+            return Err(match init {
+                Some(message) => BuildError::initializer(message),
+                None => BuildError::process(reason),
+            });
+        }
+        Ok(Arc::clone(&pool))
+    }
+
+    fn abandon_start(self: &Arc<Self>) {
+        self.terminate();
+        self.join();
+    }
+
+    fn worker_name(&self, index: usize) -> String {
+        format!("{}{index}", self.config.name_prefix)
+    }
+
+    pub(crate) fn max_workers(&self) -> usize {
+        self.config.workers
+    }
+
+    pub(crate) fn next_task_id(&self) -> u64 {
+        self.next_task.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn default_limit(&self) -> Option<Duration> {
+        self.config.task_timeout
+    }
+
+    /// The pids of the live workers (for `ps`-style inspection and tests).
+    pub(crate) fn worker_pids(&self) -> Vec<u32> {
+        self.state.lock().workers.iter().map(|w| w.pid).collect()
+    }
+
+    pub(crate) fn fork_server_pid(&self) -> u32 {
+        self.zygote.pid()
+    }
+
+    /// Registers a forked worker and starts its writer and link threads.
+    fn register(self: &Arc<Self>, index: usize, pid: u32, tasks: IpcBytesSender, replies: IpcBytesReceiver) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut st = self.state.lock();
+        st.starting -= 1;
+        let id = st.next_worker;
+        st.next_worker += 1;
+        st.workers.push(Worker {
+            id,
+            index,
+            pid,
+            ready: false,
+            outbox: Some(tx),
+            flights: VecDeque::new(),
+            assigned: 0,
+            head_since: Instant::now(),
+            doom: None,
+        });
+        let writer = spawn_thread(format!("stealpool-tx{index}"), move || write_frames(rx, tasks));
+        let pool = Arc::clone(self);
+        let link = writer.and_then(|w| {
+            st.threads.push(w);
+            spawn_thread(format!("stealpool-rx{index}"), move || pool.link(id, pid, replies))
+        });
+        match link {
+            Ok(l) => st.threads.push(l),
+            Err(e) => {
+                // Without its threads the worker cannot be served: stop it and give up.
+                st.workers.retain(|w| w.id != id);
+                let mut acts = Actions::default();
+                acts.kill.push(pid);
+                Self::break_pool(&mut st, format!("cannot start threads to serve a worker: {e}"), &mut acts);
+                self.settle(&mut st, &mut acts);
+                drop(st);
+                self.changed.notify_all();
+                self.act(acts);
+            }
+        }
+    }
+
+    /// Queues a task. Returns it back if the pool no longer accepts work.
+    pub(crate) fn submit(self: &Arc<Self>, task: Task) -> Result<(), Task> {
+        let mut acts = Actions::default();
+        {
+            let mut st = self.state.lock();
+            if st.life != Life::Open || st.broken.is_some() {
+                return Err(task);
+            }
+            if task.limit.is_some() && !st.supervisor {
+                let pool = Arc::clone(self);
+                if let Ok(h) = spawn_thread("stealpool-supervisor".into(), move || pool.supervise()) {
+                    st.supervisor = true;
+                    st.threads.push(h);
+                }
+            }
+            st.queue.push_back(task);
+            self.pump(&mut st, &mut acts);
+        }
+        self.act(acts);
+        Ok(())
+    }
+
+    /// Hands queued tasks to ready workers with room in their window, least loaded first.
+    fn pump(&self, st: &mut State, acts: &mut Actions) {
+        let window = self.window(st);
+        let max = self.config.max_tasks_per_child;
+        while !st.queue.is_empty() {
+            let Some(w) = st.workers.iter_mut().filter(|w| w.takes_work(window, max)).min_by_key(|w| w.flights.len())
+            else {
+                break;
+            };
+            let Some(task) = st.queue.pop_front() else { break };
+            if !task.started && !task.sink.start() {
+                continue; // cancelled while it waited
+            }
+            if w.flights.is_empty() {
+                w.head_since = Instant::now();
+                acts.wake |= task.limit.is_some();
+            }
+            w.assigned += 1;
+            if let Some(out) = &w.outbox {
+                let _ = out.send(Arc::clone(&task.frame));
+            }
+            w.flights.push_back(Flight {
+                id: task.id,
+                frame: task.frame,
+                sink: task.sink,
+                limit: task.limit,
+                skipped: false,
+            });
+        }
+        self.settle(st, acts);
+    }
+
+    /// Retires workers that are done: those at their task limit, and, once the pool is closed
+    /// and its queue empty, every idle one.
+    fn settle(&self, st: &mut State, acts: &mut Actions) {
+        let draining = st.life != Life::Open && st.queue.is_empty();
+        let max = self.config.max_tasks_per_child;
+        let keep_going = st.life == Life::Open && st.broken.is_none();
+        let mut replacements = 0;
+        for w in st.workers.iter_mut().filter(|w| w.doom.is_none() && w.flights.is_empty()) {
+            let worn_out = max.is_some_and(|m| w.assigned >= m);
+            if worn_out || draining {
+                w.doom = Some(Doom::Retired);
+                w.outbox = None; // the writer ends, the worker reads end of file and exits
+                if worn_out && keep_going {
+                    acts.spawn.push(w.index);
+                    replacements += 1;
+                }
+            }
+        }
+        st.starting += replacements;
+    }
+
+    /// How many tasks a worker may hold: enough to hide the round trip when tasks are short,
+    /// one when they are long, so that work does not wait behind a busy worker.
+    fn window(&self, st: &State) -> usize {
+        let w = match st.busy_ewma_ns {
+            0 => 2,
+            ns if ns < 200_000 => self.config.max_window,
+            ns if ns < 5_000_000 => 2,
+            _ => 1,
+        };
+        w.clamp(1, self.config.max_window.max(1))
+    }
+
+    /// Runs what was collected under the lock.
+    fn act(self: &Arc<Self>, acts: Actions) {
+        if acts.wake {
+            self.changed.notify_all();
+        }
+        for pid in acts.kill {
+            self.zygote.kill(pid, Signal::SIGKILL);
+        }
+        for (sink, error) in acts.fail {
+            sink.fail(error);
+        }
+        for index in acts.spawn {
+            self.respawn(index);
+        }
+    }
+
+    fn respawn(self: &Arc<Self>, index: usize) {
+        let started = self
+            .zygote
+            .request_spawn(&self.worker_name(index), self.config.initializer)
+            .and_then(|p| self.zygote.wait_spawned(&p).map(|pid| (pid, p)));
+        match started {
+            Ok((pid, p)) => self.register(index, pid, p.tasks, p.replies),
+            Err(e) => {
+                let mut acts = Actions::default();
+                {
+                    let mut st = self.state.lock();
+                    st.starting -= 1;
+                    Self::break_pool(&mut st, format!("cannot start a replacement worker: {e}"), &mut acts);
+                    self.settle(&mut st, &mut acts);
+                }
+                self.changed.notify_all();
+                self.act(acts);
+            }
+        }
+    }
+
+    /// Marks the pool broken: it takes no more work and fails what is queued.
+    fn break_pool(st: &mut State, reason: String, acts: &mut Actions) {
+        if st.broken.is_none() {
+            st.broken = Some(reason.clone());
+        }
+        if st.life == Life::Open {
+            st.life = Life::Closed;
+        }
+        for t in st.queue.drain(..) {
+            acts.fail.push((t.sink, JobError::Broken { reason: reason.clone() }));
+        }
+    }
+
+    /// A worker's link thread: reads replies until end of file, then handles the exit.
+    fn link(self: Arc<Self>, worker: u64, pid: u32, replies: IpcBytesReceiver) {
+        while let Ok(frame) = replies.recv() {
+            if !self.on_frame(worker, &frame) {
+                // A reply that makes no sense: the worker is not following the protocol.
+                self.zygote.kill(pid, Signal::SIGKILL);
+            }
+        }
+        let status = self.zygote.wait_exit(pid, Duration::from_secs(5));
+        self.on_exit(worker, pid, status);
+    }
+
+    fn on_frame(self: &Arc<Self>, worker: u64, frame: &[u8]) -> bool {
+        let Ok((header, body)) = protocol::split::<FromWorker<'_>>(frame) else { return false };
+        let mut acts = Actions::default();
+        let mut deliver = None;
+        {
+            let mut st = self.state.lock();
+            let Some(wi) = st.workers.iter().position(|w| w.id == worker) else { return false };
+            match header {
+                FromWorker::Ready { init_error: Some(e), .. } => {
+                    let w = &mut st.workers[wi];
+                    w.doom = Some(Doom::Retired);
+                    w.outbox = None;
+                    st.init_failure = Some(e.to_owned());
+                    Self::break_pool(&mut st, format!("worker initializer failed: {e}"), &mut acts);
+                    self.settle(&mut st, &mut acts);
+                }
+                FromWorker::Ready { init_error: None, .. } => {
+                    st.workers[wi].ready = true;
+                    st.failed_starts = 0;
+                    acts.wake = true;
+                }
+                FromWorker::Done { id, status, busy_ns } => {
+                    let w = &mut st.workers[wi];
+                    if w.flights.front().map(|f| f.id) != Some(id) {
+                        return false;
+                    }
+                    let Some(f) = w.flights.pop_front() else { return false };
+                    w.head_since = Instant::now();
+                    st.busy_ewma_ns =
+                        if st.busy_ewma_ns == 0 { busy_ns.max(1) } else { (st.busy_ewma_ns * 7 + busy_ns) / 8 };
+                    deliver = Some((f.sink, status));
+                    acts.wake = true;
+                }
+                FromWorker::Skipped { id } => {
+                    let w = &mut st.workers[wi];
+                    if w.flights.front().map(|f| (f.id, f.skipped)) != Some((id, true)) {
+                        return false;
+                    }
+                    w.flights.pop_front();
+                    w.head_since = Instant::now();
+                }
+            }
+            self.pump(&mut st, &mut acts);
+        }
+        if let Some((sink, status)) = deliver {
+            sink.deliver(status, body);
+        }
+        self.act(acts);
+        true
+    }
+
+    /// A worker's process is gone (and reaped). Fails the task it was running, gives back the
+    /// ones it had not reached, and starts a replacement if the pool still needs one.
+    fn on_exit(self: &Arc<Self>, worker: u64, pid: u32, status: ExitStatus) {
+        let mut acts = Actions::default();
+        {
+            let mut st = self.state.lock();
+            let Some(wi) = st.workers.iter().position(|w| w.id == worker) else { return };
+            let mut w = st.workers.swap_remove(wi);
+            let running = w.running().map(|f| f.id);
+            let mut unreached = Vec::new();
+            for f in w.flights.drain(..) {
+                if f.skipped {
+                    continue; // already resolved as cancelled
+                }
+                if Some(f.id) == running {
+                    let error = match w.doom {
+                        Some(Doom::TimedOut(limit)) => JobError::TimedOut { limit },
+                        Some(Doom::Cancelled | Doom::Terminated) => JobError::Cancelled,
+                        Some(Doom::Retired) | None => JobError::WorkerDied { pid, status },
+                    };
+                    acts.fail.push((f.sink, error));
+                } else {
+                    unreached.push(f);
+                }
+            }
+            let give_back = st.life != Life::Terminated && st.broken.is_none();
+            for f in unreached.into_iter().rev() {
+                if give_back {
+                    st.queue.push_front(Task { id: f.id, frame: f.frame, sink: f.sink, limit: f.limit, started: true });
+                } else {
+                    let error = st.broken.clone().map_or(JobError::Cancelled, |reason| JobError::Broken { reason });
+                    acts.fail.push((f.sink, error));
+                }
+            }
+            if !w.ready && w.doom.is_none() {
+                st.failed_starts += 1;
+                if st.failed_starts >= MAX_FAILED_STARTS {
+                    let reason =
+                        format!("{MAX_FAILED_STARTS} worker processes in a row died while starting (last: {status})");
+                    Self::break_pool(&mut st, reason, &mut acts);
+                }
+            }
+            let needed = st.broken.is_none()
+                && w.doom != Some(Doom::Retired)
+                && w.doom != Some(Doom::Terminated)
+                && (st.life == Life::Open || !st.queue.is_empty());
+            if needed {
+                st.starting += 1;
+                acts.spawn.push(w.index);
+            }
+            acts.wake = true;
+            self.pump(&mut st, &mut acts);
+        }
+        self.act(acts);
+    }
+
+    /// Stops the job `id` where it is: skipped if it waits in a worker's window, the worker
+    /// killed if it runs, dropped if it is queued. The caller has already resolved its future.
+    pub(crate) fn force_cancel(self: &Arc<Self>, id: u64) {
+        let mut acts = Actions::default();
+        {
+            let mut st = self.state.lock();
+            if let Some(pos) = st.queue.iter().position(|t| t.id == id) {
+                st.queue.remove(pos);
+                return;
+            }
+            for w in st.workers.iter_mut() {
+                let running = w.running().map(|f| f.id);
+                let Some(f) = w.flights.iter_mut().find(|f| f.id == id) else { continue };
+                if Some(id) == running {
+                    if w.doom.is_none() {
+                        w.doom = Some(Doom::Cancelled);
+                        acts.kill.push(w.pid);
+                    }
+                } else if !f.skipped {
+                    f.skipped = true;
+                    if let Some(out) = &w.outbox {
+                        let _ = out.send(Arc::new(protocol::skip_frame(id)));
+                    }
+                }
+                break;
+            }
+        }
+        self.act(acts);
+    }
+
+    /// Watches time limits: kills the worker whose running task is overdue.
+    fn supervise(self: Arc<Self>) {
+        let this = &self;
+        let mut st = self.state.lock();
+        loop {
+            if st.life != Life::Open && st.workers.is_empty() && st.starting == 0 {
+                return;
+            }
+            let now = Instant::now();
+            let mut next: Option<Instant> = None;
+            let mut acts = Actions::default();
+            for w in st.workers.iter_mut().filter(|w| w.doom.is_none()) {
+                let Some((limit, sink)) = w.running().and_then(|f| f.limit.map(|l| (l, Arc::clone(&f.sink)))) else {
+                    continue;
+                };
+                let deadline = w.head_since + limit;
+                if deadline <= now {
+                    w.doom = Some(Doom::TimedOut(limit));
+                    acts.kill.push(w.pid);
+                    acts.fail.push((sink, JobError::TimedOut { limit }));
+                } else {
+                    next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                }
+            }
+            if !acts.kill.is_empty() {
+                MutexGuard::unlocked(&mut st, || this.act(acts));
+                continue;
+            }
+            match next {
+                Some(d) => {
+                    self.changed.wait_until(&mut st, d);
+                }
+                None => self.changed.wait(&mut st),
+            }
+        }
+    }
+
+    /// `shutdown(wait, cancel_futures)` without the wait.
+    pub(crate) fn close(self: &Arc<Self>, cancel_queued: bool) {
+        let mut acts = Actions::default();
+        {
+            let mut st = self.state.lock();
+            if st.life == Life::Open {
+                st.life = Life::Closed;
+            }
+            if cancel_queued {
+                for t in st.queue.drain(..) {
+                    acts.fail.push((t.sink, JobError::Cancelled));
+                }
+            }
+            acts.wake = true;
+            self.settle(&mut st, &mut acts);
+        }
+        self.act(acts);
+    }
+
+    /// Stops everything now: queued tasks are cancelled, workers are killed.
+    pub(crate) fn terminate(self: &Arc<Self>) {
+        let mut acts = Actions::default();
+        {
+            let mut st = self.state.lock();
+            st.life = Life::Terminated;
+            for t in st.queue.drain(..) {
+                acts.fail.push((t.sink, JobError::Cancelled));
+            }
+            for w in st.workers.iter_mut() {
+                if w.doom.is_none() || w.doom == Some(Doom::Retired) {
+                    w.doom = Some(Doom::Terminated);
+                }
+                w.outbox = None;
+                acts.kill.push(w.pid);
+            }
+            acts.wake = true;
+        }
+        self.act(acts);
+    }
+
+    pub(crate) fn is_shutdown(&self) -> bool {
+        let st = self.state.lock();
+        st.life != Life::Open || st.broken.is_some()
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.state.lock().life == Life::Open
+    }
+
+    /// Waits until every worker has exited and been reaped, and the pool's threads have ended.
+    pub(crate) fn join(&self) {
+        let threads = {
+            let mut st = self.state.lock();
+            while !st.workers.is_empty() || st.starting > 0 {
+                self.changed.wait(&mut st);
+            }
+            std::mem::take(&mut st.threads)
+        };
+        let me = std::thread::current().id();
+        for t in threads {
+            // A callback running on one of our own threads may call shutdown(wait): do not
+            // wait for ourselves.
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn spawn_thread(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name).spawn(f)
+}
+
+/// A worker's writer thread: frames from the outbox into the task channel, until the outbox
+/// closes (the worker then reads end of file) or the worker is gone.
+fn write_frames(outbox: Receiver<Arc<Vec<u8>>>, tasks: IpcBytesSender) {
+    for frame in outbox {
+        if tasks.send(&frame).is_err() {
+            return;
+        }
+    }
+}

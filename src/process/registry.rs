@@ -1,0 +1,356 @@
+//! Code that worker processes can run, known by a stable name.
+//!
+//! A job travels to a worker process as a name plus serialized input. The name is the identity
+//! of the code: it is the same in every build of the same source (unlike a code address, which
+//! ASLR moves), so a later backend can send the same job to a worker on another machine that
+//! runs the same program. Registration happens at link time ([`linkme`]), so the table is
+//! complete before `main` and before the fork server starts: nothing has to run first.
+//!
+//! A message that names code the worker does not know is answered with
+//! [`Status::Unregistered`]; nothing is ever called through an address taken from a message.
+//!
+//! This module must never panic on input from a message: bad input is a [`Status`].
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::job::Job;
+use crate::process::protocol::{Mode, Status};
+use crate::unwind;
+
+/// One registered piece of code. Built by [`register_fn!`](crate::register_fn) and
+/// [`register_job!`](crate::register_job); not meant to be built by hand.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Registration {
+    name: &'static str,
+    type_id: fn() -> TypeId,
+    invoke: Invoke,
+    is_function: bool,
+}
+
+/// Runs the code on serialized input, appending the serialized output (or an error message)
+/// to the buffer.
+type Invoke = fn(Mode, &[u8], &mut Vec<u8>) -> Status;
+
+impl Registration {
+    /// A registered function.
+    pub const fn function(name: &'static str, type_id: fn() -> TypeId, invoke: Invoke) -> Self {
+        Registration { name, type_id, invoke, is_function: true }
+    }
+
+    /// A registered job type.
+    pub const fn job(name: &'static str, type_id: fn() -> TypeId, invoke: Invoke) -> Self {
+        Registration { name, type_id, invoke, is_function: false }
+    }
+}
+
+/// Every registration in the binary, gathered by the linker.
+#[doc(hidden)]
+#[linkme::distributed_slice]
+pub static REGISTRY: [Registration];
+
+struct Tables {
+    /// Function type -> name: how the parent names a function it was handed.
+    by_type: HashMap<TypeId, &'static str>,
+    /// Name -> code: how a worker finds what a message names. `None` marks a name that two
+    /// different pieces of code claim, which is refused rather than guessed.
+    by_name: HashMap<&'static str, Option<Invoke>>,
+}
+
+fn tables() -> &'static Tables {
+    static TABLES: OnceLock<Tables> = OnceLock::new();
+    TABLES.get_or_init(|| {
+        let mut by_type = HashMap::new();
+        let mut by_name: HashMap<&'static str, Option<Invoke>> = HashMap::new();
+        let mut owner: HashMap<&'static str, TypeId> = HashMap::new();
+        for r in REGISTRY.iter() {
+            let id = (r.type_id)();
+            if r.is_function {
+                by_type.entry(id).or_insert(r.name);
+            }
+            match owner.get(r.name) {
+                // The same code registered twice under one name: harmless.
+                Some(existing) if *existing == id => {}
+                Some(_) => {
+                    by_name.insert(r.name, None);
+                }
+                None => {
+                    owner.insert(r.name, id);
+                    by_name.insert(r.name, Some(r.invoke));
+                }
+            }
+        }
+        Tables { by_type, by_name }
+    })
+}
+
+/// The registered name of the function type `F`, if it was registered.
+pub(crate) fn name_of_fn<F: 'static>() -> Option<&'static str> {
+    tables().by_type.get(&TypeId::of::<F>()).copied()
+}
+
+/// Runs the code registered under `name`; the worker's side of a task.
+pub(crate) fn invoke(name: &str, mode: Mode, input: &[u8], out: &mut Vec<u8>) -> Status {
+    match tables().by_name.get(name) {
+        Some(Some(invoke)) => invoke(mode, input, out),
+        Some(None) => {
+            out.extend_from_slice(
+                format!("{name} (two different pieces of code are registered under this name)").as_bytes(),
+            );
+            Status::Unregistered
+        }
+        None => {
+            out.extend_from_slice(name.as_bytes());
+            Status::Unregistered
+        }
+    }
+}
+
+/// A function that can run in a worker process: a plain `fn` (or non-capturing closure) whose
+/// arguments deserialize and whose result serializes.
+///
+/// Implemented for functions of zero to four arguments. A function of one argument takes its
+/// input as is (`apply_async(f, x)`, `map(f, xs)`); a function of several takes a tuple
+/// (`starmap(f, [(a, b), ...])`). `Marker` only tells the arities apart.
+#[doc(hidden)]
+pub trait RemoteFn<Marker>: 'static {
+    /// The input, as it travels.
+    type Args: DeserializeOwned;
+    /// The result, as it travels.
+    type Output: Serialize;
+    /// Calls the function.
+    fn call_with(&self, args: Self::Args) -> Self::Output;
+}
+
+impl<F, R> RemoteFn<fn() -> R> for F
+where
+    F: Fn() -> R + 'static,
+    R: Serialize,
+{
+    type Args = ();
+    type Output = R;
+    fn call_with(&self, (): ()) -> R {
+        self()
+    }
+}
+
+impl<F, A, R> RemoteFn<fn(A) -> R> for F
+where
+    F: Fn(A) -> R + 'static,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    type Args = A;
+    type Output = R;
+    fn call_with(&self, a: A) -> R {
+        self(a)
+    }
+}
+
+macro_rules! remote_fn_tuple {
+    ($($a:ident),+) => {
+        impl<F, $($a,)+ R> RemoteFn<fn($($a),+) -> R> for F
+        where
+            F: Fn($($a),+) -> R + 'static,
+            $($a: DeserializeOwned,)+
+            R: Serialize,
+        {
+            type Args = ($($a,)+);
+            type Output = R;
+            #[allow(non_snake_case)]
+            fn call_with(&self, ($($a,)+): ($($a,)+)) -> R {
+                self($($a),+)
+            }
+        }
+    };
+}
+remote_fn_tuple!(A, B);
+remote_fn_tuple!(A, B, C);
+remote_fn_tuple!(A, B, C, D);
+
+/// A job type that can run in a worker process. Implemented by
+/// [`register_job!`](crate::register_job), which also registers it; do not implement it by
+/// hand.
+pub trait RemoteJob:
+    Job<Output: Serialize + DeserializeOwned + Send + 'static> + Serialize + DeserializeOwned + 'static
+{
+    /// The stable name the job type is registered under.
+    const NAME: &'static str;
+}
+
+#[doc(hidden)]
+pub fn type_id_of<T: 'static>(_: &T) -> TypeId {
+    TypeId::of::<T>()
+}
+
+/// The worker's side of a registered function.
+#[doc(hidden)]
+pub fn invoke_fn<F, M>(f: &F, mode: Mode, input: &[u8], out: &mut Vec<u8>) -> Status
+where
+    F: RemoteFn<M>,
+{
+    match mode {
+        Mode::One => {
+            let args = match postcard::from_bytes::<F::Args>(input) {
+                Ok(a) => a,
+                Err(e) => return fail(out, Status::BadInput, &e),
+            };
+            match unwind::catch(|| f.call_with(args)) {
+                Ok(r) => encode(out, &r),
+                Err(e) => fail(out, Status::Panicked, &PanicText(e)),
+            }
+        }
+        Mode::Many => {
+            let items = match postcard::from_bytes::<Vec<F::Args>>(input) {
+                Ok(a) => a,
+                Err(e) => return fail(out, Status::BadInput, &e),
+            };
+            let results: Vec<Result<F::Output, String>> = items
+                .into_iter()
+                .map(|args| unwind::catch(|| f.call_with(args)).map_err(|e| PanicText(e).to_string()))
+                .collect();
+            encode(out, &results)
+        }
+    }
+}
+
+/// The worker's side of a registered job type.
+#[doc(hidden)]
+pub fn invoke_job<J>(mode: Mode, input: &[u8], out: &mut Vec<u8>) -> Status
+where
+    J: Job<Output: Serialize> + DeserializeOwned,
+{
+    if mode != Mode::One {
+        return fail(out, Status::BadInput, &"a job type runs one job per message");
+    }
+    let job = match postcard::from_bytes::<J>(input) {
+        Ok(j) => j,
+        Err(e) => return fail(out, Status::BadInput, &e),
+    };
+    match unwind::catch(|| job.run()) {
+        Ok(r) => encode(out, &r),
+        Err(e) => fail(out, Status::Panicked, &PanicText(e)),
+    }
+}
+
+/// The panic message carried by a [`JobError::Panicked`](crate::JobError::Panicked).
+struct PanicText(crate::JobError);
+
+impl std::fmt::Display for PanicText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            crate::JobError::Panicked { message } => f.write_str(message),
+            other => other.fmt(f),
+        }
+    }
+}
+
+fn encode<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Status {
+    let start = out.len();
+    match postcard::to_extend(value, std::mem::take(out)) {
+        Ok(v) => {
+            *out = v;
+            Status::Ok
+        }
+        Err(e) => {
+            out.truncate(start);
+            fail(out, Status::BadOutput, &e)
+        }
+    }
+}
+
+fn fail(out: &mut Vec<u8>, status: Status, what: &dyn std::fmt::Display) -> Status {
+    use std::io::Write;
+    let _ = write!(out, "{what}");
+    status
+}
+
+/// Registers a function so that process pools can run it: `apply_async(f, x)`, `map(f, xs)`,
+/// `starmap(f, pairs)`, or as a worker initializer.
+///
+/// The function is known to workers by a stable name, by default its module path and name
+/// (`my_crate::jobs::resize`); give one explicitly with `name = "..."` if the function may move.
+/// Put the macro next to the function, at module level or inside a function body. Arguments
+/// must implement `serde::Deserialize`, the result `serde::Serialize`.
+///
+/// # Examples
+/// ```
+/// use stealpool::{Executor, ProcessPoolExecutor};
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// stealpool::register_fn!(square);
+///
+/// let pool = ProcessPoolExecutor::new(2).unwrap();
+/// assert_eq!(pool.apply_async(square, 12).unwrap().result(), Ok(144));
+/// ```
+#[macro_export]
+macro_rules! register_fn {
+    ($f:path) => {
+        $crate::register_fn!($f, name = concat!(module_path!(), "::", stringify!($f)));
+    };
+    ($f:path, name = $name:expr) => {
+        const _: () = {
+            #[$crate::__private::linkme::distributed_slice($crate::__private::REGISTRY)]
+            #[linkme(crate = $crate::__private::linkme)]
+            static REGISTRATION: $crate::__private::Registration = $crate::__private::Registration::function(
+                $name,
+                || $crate::__private::type_id_of(&$f),
+                |mode, input, out| $crate::__private::invoke_fn(&$f, mode, input, out),
+            );
+        };
+    };
+}
+
+/// Registers a job type (a [`Job`](crate::Job) that implements `serde::Serialize` and
+/// `serde::Deserialize`, with a serializable output) so that process pools can `submit` it.
+///
+/// The type is known to workers by a stable name, by default its module path and name; give one
+/// explicitly with `name = "..."`.
+///
+/// # Examples
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use stealpool::{Job, ProcessPoolExecutor};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct WordCount(String);
+///
+/// impl Job for WordCount {
+///     type Output = usize;
+///     fn run(self) -> usize {
+///         self.0.split_whitespace().count()
+///     }
+/// }
+/// stealpool::register_job!(WordCount);
+///
+/// let pool = ProcessPoolExecutor::new(1).unwrap();
+/// let n = pool.submit(WordCount("to be or not to be".into())).unwrap();
+/// assert_eq!(n.result(), Ok(6));
+/// ```
+#[macro_export]
+macro_rules! register_job {
+    ($t:ty) => {
+        $crate::register_job!($t, name = concat!(module_path!(), "::", stringify!($t)));
+    };
+    ($t:ty, name = $name:expr) => {
+        impl $crate::RemoteJob for $t {
+            const NAME: &'static str = $name;
+        }
+        const _: () = {
+            #[$crate::__private::linkme::distributed_slice($crate::__private::REGISTRY)]
+            #[linkme(crate = $crate::__private::linkme)]
+            static REGISTRATION: $crate::__private::Registration = $crate::__private::Registration::job(
+                $name,
+                ::std::any::TypeId::of::<$t>,
+                $crate::__private::invoke_job::<$t>,
+            );
+        };
+    };
+}

@@ -1,0 +1,108 @@
+//! The worker process's main loop: read task frames, run the named code, write reply frames.
+//!
+//! A worker is single-threaded unless its jobs start threads. It runs tasks strictly in the
+//! order they arrive and answers each one before it starts the next; the parent relies on that
+//! order to know which task a dead worker was running (the first one not yet answered).
+//!
+//! This module must never panic on a frame it cannot read: it reports and goes on.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::Write;
+use std::time::Instant;
+
+use ipc_channel::TryRecvError;
+use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
+
+use crate::process::protocol::{self, FromWorker, Mode, Status, ToWorker};
+use crate::process::registry;
+
+/// Serves tasks until the parent closes the task channel (or disappears). Returns the exit code.
+pub(crate) fn serve(tasks: IpcBytesReceiver, replies: IpcBytesSender, initializer: Option<String>) -> i32 {
+    let pid = std::process::id();
+    let mut frame = Vec::with_capacity(256);
+    let init_error = initializer.and_then(|name| {
+        let mut out = Vec::new();
+        match registry::invoke(&name, Mode::One, &[], &mut out) {
+            Status::Ok => None,
+            status => Some(describe(&name, status, &out)),
+        }
+    });
+    protocol::reply_frame(&FromWorker::Ready { pid, init_error: init_error.as_deref() }, &[], &mut frame);
+    if replies.send(&frame).is_err() || init_error.is_some() {
+        return 1;
+    }
+
+    let mut waiting: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut skipped: HashSet<u64> = HashSet::new();
+    let mut open = true;
+    let mut body = Vec::with_capacity(256);
+    loop {
+        if waiting.is_empty() {
+            if !open {
+                return 0;
+            }
+            match tasks.recv() {
+                Ok(f) => take(f, &mut waiting, &mut skipped),
+                Err(_) => return 0, // the parent closed the channel: retire
+            }
+        }
+        // Read whatever else has arrived, without blocking, so that a `Skip` sent after a task
+        // is seen before that task's turn.
+        while open {
+            match tasks.try_recv() {
+                Ok(f) => take(f, &mut waiting, &mut skipped),
+                Err(TryRecvError::Empty) => break,
+                Err(_) => open = false,
+            }
+        }
+        let Some(task) = waiting.pop_front() else { continue };
+        let Ok((ToWorker::Task { id, mode, code }, input)) = protocol::split::<ToWorker<'_>>(&task) else {
+            let _ = writeln!(std::io::stderr(), "stealpool worker {pid}: unreadable task frame dropped");
+            continue;
+        };
+        if skipped.remove(&id) {
+            protocol::reply_frame(&FromWorker::Skipped { id }, &[], &mut frame);
+        } else {
+            body.clear();
+            let started = Instant::now();
+            let status = registry::invoke(code, mode, input, &mut body);
+            let busy_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            protocol::reply_frame(&FromWorker::Done { id, status, busy_ns }, &body, &mut frame);
+            if body.capacity() > 1 << 20 {
+                body = Vec::with_capacity(256); // do not pin a large buffer between tasks
+            }
+        }
+        if replies.send(&frame).is_err() {
+            return 1; // the parent is gone
+        }
+        if frame.capacity() > 1 << 20 {
+            frame = Vec::with_capacity(256);
+        }
+    }
+}
+
+/// Sorts an incoming frame: a skip request is remembered, anything else waits its turn.
+fn take(frame: Vec<u8>, waiting: &mut VecDeque<Vec<u8>>, skipped: &mut HashSet<u64>) {
+    match protocol::split::<ToWorker<'_>>(&frame) {
+        Ok((ToWorker::Skip { id }, _)) => {
+            skipped.insert(id);
+        }
+        _ => waiting.push_back(frame),
+    }
+}
+
+fn describe(name: &str, status: Status, out: &[u8]) -> String {
+    let text = String::from_utf8_lossy(out);
+    match status {
+        Status::Panicked => format!("initializer `{name}` panicked: {text}"),
+        Status::Unregistered => format!("initializer `{text}` is not registered"),
+        _ => format!("initializer `{name}` failed: {text}"),
+    }
+}
+
+/// Ends the worker process: flushes what jobs printed, then exits with `code`.
+pub(crate) fn exit(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(code)
+}
