@@ -4,6 +4,9 @@
 //! Each bench binary uses a subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+#[cfg(unix)]
+pub mod process;
+
 use std::hint::black_box;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;

@@ -1,0 +1,146 @@
+//! The process pool against Python's process pools and raw ipc-channel, in interleaved rounds
+//! (ours, theirs, ours, theirs, ...) on one machine, so every ratio compares runs that saw the
+//! same phase of a shared, noisy machine. Each figure is the median over rounds.
+//!
+//! Run with `cargo bench --bench process_compare` (about a minute; needs `python3`). It prints
+//! the README's process-pool table. `COMPARE_QUICK=1` (or a run without `--bench`, as
+//! `cargo test --benches` does) runs one small round.
+
+mod workloads;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use stealpool::ProcessPoolExecutor;
+use workloads::process::*;
+
+const WORKERS: usize = 2;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Seconds Python took for one run of `scenario`, or `None` without a usable python3.
+fn python(scenario: &str, n: u64, workers: usize) -> Option<f64> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python/process_bench.py");
+    let out = Command::new("python3").args([script, scenario, &n.to_string(), &workers.to_string()]).output().ok()?;
+    if !out.status.success() {
+        eprintln!("python3 {scenario}: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+}
+
+fn timed(f: impl FnOnce() -> u64, expected: u64) -> f64 {
+    let started = Instant::now();
+    let got = f();
+    let s = started.elapsed().as_secs_f64();
+    assert_eq!(got, expected);
+    s
+}
+
+/// Time until a pool of `workers` has run one job, in a fresh process (fork server included).
+fn cold_startup(workers: usize) -> f64 {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env("STEALPOOL_BENCH_COLD_STARTUP", workers.to_string())
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+}
+
+fn main() {
+    serve_raw_peer_if_asked();
+    if let Ok(w) = std::env::var("STEALPOOL_BENCH_COLD_STARTUP") {
+        println!("{}", startup(w.parse().unwrap()).as_secs_f64());
+        return;
+    }
+    let full = std::env::args().any(|a| a == "--bench") && std::env::var_os("COMPARE_QUICK").is_none();
+    let (rounds, small_n, py_small_n, map_n, payload_n) =
+        if full { (5, 50_000u64, 5_000u64, 1_000_000u64, 200u64) } else { (1, 2_000, 200, 20_000, 10) };
+
+    let pool = ProcessPoolExecutor::new(WORKERS).unwrap();
+    let peer = RawPeer::start();
+    let payload = vec![7u8; MIB];
+    let small_expected = |n: u64| (0..n).fold(0u64, |a, i| a.wrapping_add(i + 1));
+
+    // Warm everything once.
+    submit_small(&pool, 100);
+    payloads(&pool, 2, &payload);
+    peer.transfer(2, &payload);
+
+    let mut rows: Vec<(&str, &str, Vec<f64>)> = vec![
+        ("small jobs, submit (tasks/s)", "stealpool apply_async", vec![]),
+        ("small jobs, submit (tasks/s)", "Python ProcessPoolExecutor.submit", vec![]),
+        ("small jobs, submit (tasks/s)", "raw ipc-channel, pipelined", vec![]),
+        ("small jobs, map (tasks/s)", "stealpool map, default chunks", vec![]),
+        ("small jobs, map (tasks/s)", "Python Pool.map, default chunks", vec![]),
+        ("1 MiB payloads (MiB/s)", "stealpool apply_async", vec![]),
+        ("1 MiB payloads (MiB/s)", "raw ipc-channel bytes", vec![]),
+        ("1 MiB payloads (MiB/s)", "Python ProcessPoolExecutor.submit", vec![]),
+        ("start-up, 2 workers (ms)", "stealpool, fork server running", vec![]),
+        ("start-up, 2 workers (ms)", "stealpool, fork server started too", vec![]),
+        ("start-up, 2 workers (ms)", "Python ProcessPoolExecutor, fork", vec![]),
+        ("start-up, 8 workers (ms)", "stealpool, fork server running", vec![]),
+        ("start-up, 8 workers (ms)", "stealpool, fork server started too", vec![]),
+        ("start-up, 8 workers (ms)", "Python ProcessPoolExecutor, fork", vec![]),
+    ];
+    let mut have_python = true;
+    for _ in 0..rounds {
+        let mut push = |i: usize, v: f64| rows[i].2.push(v);
+        push(0, small_n as f64 / timed(|| submit_small(&pool, small_n), small_expected(small_n)));
+        if let Some(s) = python("submit", py_small_n, WORKERS) {
+            push(1, py_small_n as f64 / s);
+        } else {
+            have_python = false;
+        }
+        let small = [0u8; 16];
+        push(2, small_n as f64 / timed(|| peer.transfer(small_n, &small), 16 * small_n));
+        push(3, map_n as f64 / timed(|| map_small(&pool, map_n), small_expected(map_n)));
+        if let Some(s) = python("map", map_n, WORKERS) {
+            push(4, map_n as f64 / s);
+        }
+        let mib = payload_n as f64;
+        push(5, mib / timed(|| payloads(&pool, payload_n, &payload), payload_n * MIB as u64));
+        push(6, mib / timed(|| peer.transfer(payload_n, &payload), payload_n * MIB as u64));
+        if let Some(s) = python("payload", payload_n, WORKERS) {
+            push(7, mib / s);
+        }
+        for (base, workers) in [(8, 2), (11, 8)] {
+            push(base, startup(workers).as_secs_f64() * 1e3);
+            push(base + 1, cold_startup(workers) * 1e3);
+            if let Some(s) = python("startup", 1, workers) {
+                push(base + 2, s * 1e3);
+            }
+        }
+    }
+    if !have_python {
+        println!("(python3 not available: Python rows skipped)");
+    }
+
+    let rustc = Command::new("rustc").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let commit = Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    println!(
+        "process pool, {WORKERS} workers, {rounds} interleaved rounds, medians; {} CPUs; {}; commit {}",
+        num_cpus::get(),
+        rustc.unwrap_or_default(),
+        commit.unwrap_or_default()
+    );
+    println!();
+    println!("| scenario | contender | median | stealpool vs this |");
+    println!("|---|---|---|---|");
+    let medians: Vec<Option<f64>> = rows.iter().map(|(_, _, v)| (!v.is_empty()).then(|| median(v.clone()))).collect();
+    for (i, (scenario, name, _)) in rows.iter().enumerate() {
+        let Some(m) = medians[i] else { continue };
+        // The row of stealpool this row is compared with: the first row of its scenario.
+        let ours = rows.iter().position(|(s, _, _)| s == scenario).and_then(|j| medians[j]).unwrap_or(m);
+        let lower_is_better = scenario.contains("(ms)");
+        let ratio = if lower_is_better { m / ours } else { ours / m };
+        let shown = if scenario.contains("(ms)") { format!("{m:.2} ms") } else { format!("{m:.0}") };
+        let rel = if name.starts_with("stealpool") && ratio == 1.0 { "-".to_owned() } else { format!("{ratio:.2}x") };
+        println!("| {scenario} | {name} | {shown} | {rel} |");
+    }
+    drop(peer);
+    drop(pool);
+    let _ = Duration::ZERO;
+}
