@@ -89,10 +89,8 @@ pub struct RawPeer {
 impl RawPeer {
     pub fn start() -> RawPeer {
         let (server, name) = IpcOneShotServer::<PeerHello>::new().unwrap();
-        let child = std::process::Command::new(std::env::current_exe().unwrap())
-            .env(RAW_PEER_ENV, name)
-            .spawn()
-            .unwrap();
+        let child =
+            std::process::Command::new(std::env::current_exe().unwrap()).env(RAW_PEER_ENV, name).spawn().unwrap();
         let (_, hello) = server.accept().unwrap();
         RawPeer { child, data: hello.data, acks: hello.acks }
     }

@@ -394,7 +394,7 @@ impl ProcessPoolBuilder {
             max_tasks_per_child: None,
             task_timeout: None,
             initializer: None,
-            window: 8,
+            window: 16,
             name_prefix: "stealpool-w".into(),
         }
     }
@@ -429,7 +429,7 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// The most tasks sent ahead to one worker (default 8; the pool uses fewer when tasks are
+    /// The most tasks sent ahead to one worker (default 16; the pool uses fewer when tasks are
     /// long). 1 disables sending ahead.
     pub fn window(mut self, tasks: usize) -> Self {
         self.window = tasks.max(1);

@@ -692,10 +692,42 @@ fn spawn_thread(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Res
 }
 
 /// A worker's writer thread: frames from the outbox into the task channel, until the outbox
-/// closes (the worker then reads end of file) or the worker is gone.
+/// closes (the worker then reads end of file) or the worker is gone. Small frames that queued
+/// up meanwhile go together in one batch message; large ones go alone, without a copy.
 fn write_frames(outbox: Receiver<Arc<Vec<u8>>>, tasks: IpcBytesSender) {
-    for frame in outbox {
-        if tasks.send(&frame).is_err() {
+    let mut batch = Vec::new();
+    let mut carried: Option<Arc<Vec<u8>>> = None;
+    loop {
+        let first = match carried.take() {
+            Some(f) => f,
+            None => match outbox.recv() {
+                Ok(f) => f,
+                Err(_) => return,
+            },
+        };
+        let mut count = 1;
+        if first.len() <= protocol::BATCHABLE {
+            while batch.len() < protocol::BATCH_BYTES {
+                match outbox.try_recv() {
+                    Ok(next) if next.len() <= protocol::BATCHABLE => {
+                        if count == 1 {
+                            protocol::batch_start(&mut batch);
+                            protocol::batch_push(&mut batch, &first);
+                        }
+                        protocol::batch_push(&mut batch, &next);
+                        count += 1;
+                    }
+                    Ok(large) => {
+                        carried = Some(large);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let sent = if count == 1 { tasks.send(&first) } else { tasks.send(&batch) };
+        batch.clear();
+        if sent.is_err() {
             return;
         }
     }

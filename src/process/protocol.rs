@@ -46,6 +46,9 @@ pub(crate) enum ToWorker<'a> {
     /// Do not run task `id` (force-cancelled while it waited in the worker's window); answer
     /// `Skipped` when its turn comes.
     Skip { id: u64 },
+    /// Several small frames in one message, each preceded by its length: the writer coalesces
+    /// what queued up while it was sending, so a burst of small tasks costs one system call.
+    Batch,
 }
 
 /// Worker -> parent, over the worker's reply channel. A `Done` header is followed by the body.
@@ -69,6 +72,40 @@ pub(crate) fn task_frame(id: u64, mode: Mode, code: &str, capacity: usize) -> Ve
 /// A skip frame.
 pub(crate) fn skip_frame(id: u64) -> Vec<u8> {
     postcard::to_stdvec(&ToWorker::Skip { id }).unwrap_or_default()
+}
+
+/// Frames at most this long are coalesced into batches; longer ones travel alone, uncopied.
+pub(crate) const BATCHABLE: usize = 4 << 10;
+
+/// Stop adding to a batch past this size.
+pub(crate) const BATCH_BYTES: usize = 64 << 10;
+
+/// Starts a batch message.
+pub(crate) fn batch_start(buf: &mut Vec<u8>) {
+    buf.clear();
+    if let Ok(v) = postcard::to_extend(&ToWorker::Batch, std::mem::take(buf)) {
+        *buf = v;
+    }
+}
+
+/// Appends one frame to a batch message.
+pub(crate) fn batch_push(buf: &mut Vec<u8>, frame: &[u8]) {
+    if let Ok(v) = postcard::to_extend(&(frame.len() as u64), std::mem::take(buf)) {
+        *buf = v;
+    }
+    buf.extend_from_slice(frame);
+}
+
+/// The frames of a batch message's body (what follows its header). Stops at the first
+/// malformed length.
+pub(crate) fn batch_frames(mut body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (len, rest) = postcard::take_from_bytes::<u64>(body).ok()?;
+        let len = usize::try_from(len).ok().filter(|&l| l <= rest.len())?;
+        let (frame, rest) = rest.split_at(len);
+        body = rest;
+        Some(frame)
+    })
 }
 
 /// A reply frame: the header followed by `body`.
@@ -159,6 +196,22 @@ mod tests {
             other => panic!("unexpected header {other:?}"),
         }
         assert_eq!(postcard::from_bytes::<(u8, u16)>(rest).unwrap(), (1, 2));
+    }
+
+    #[test]
+    fn batch_round_trip() {
+        let a = task_frame(1, Mode::One, "x", 0);
+        let b = skip_frame(2);
+        let mut batch = Vec::new();
+        batch_start(&mut batch);
+        batch_push(&mut batch, &a);
+        batch_push(&mut batch, &b);
+        let (h, body): (ToWorker<'_>, &[u8]) = split(&batch).unwrap();
+        assert!(matches!(h, ToWorker::Batch));
+        let frames: Vec<&[u8]> = batch_frames(body).collect();
+        assert_eq!(frames, [&a[..], &b[..]]);
+        // A truncated batch yields the whole frames only.
+        assert_eq!(batch_frames(&body[..body.len() - 1]).count(), 1);
     }
 
     #[test]

@@ -81,11 +81,22 @@ pub(crate) fn serve(tasks: IpcBytesReceiver, replies: IpcBytesSender, initialize
     }
 }
 
-/// Sorts an incoming frame: a skip request is remembered, anything else waits its turn.
+/// Sorts an incoming message: a skip request is remembered, a batch is unpacked, anything else
+/// waits its turn.
 fn take(frame: Vec<u8>, waiting: &mut VecDeque<Vec<u8>>, skipped: &mut HashSet<u64>) {
     match protocol::split::<ToWorker<'_>>(&frame) {
         Ok((ToWorker::Skip { id }, _)) => {
             skipped.insert(id);
+        }
+        Ok((ToWorker::Batch, body)) => {
+            for inner in protocol::batch_frames(body) {
+                match protocol::split::<ToWorker<'_>>(inner) {
+                    Ok((ToWorker::Skip { id }, _)) => {
+                        skipped.insert(id);
+                    }
+                    _ => waiting.push_back(inner.to_vec()),
+                }
+            }
         }
         _ => waiting.push_back(frame),
     }
