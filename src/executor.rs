@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::error::{JobError, JoinError, MapError, MapErrorKind, ResultTimeoutError, ShutdownError, SubmitError};
 use crate::future::Future;
 use crate::future::wait::Mailbox;
-use crate::job::{Batch, Call, Job};
+use crate::job::{Apply, Batch, Call, Job, Star};
 
 /// What every executor does, whatever the jobs it runs: lifecycle, `apply_async`, the maps.
 ///
@@ -27,6 +27,7 @@ use crate::job::{Batch, Call, Job};
 /// | `ex.map(fn, it, timeout=, chunksize=, buffersize=)` | [`map`](Executor::map), [`map_with`](Executor::map_with) |
 /// | `pool.imap(fn, it)` | [`imap`](Executor::imap) |
 /// | `pool.imap_unordered(fn, it)` | [`imap_unordered`](Executor::imap_unordered) |
+/// | `pool.starmap(fn, pairs)` | [`starmap`](Executor::starmap) |
 /// | `ex.shutdown(wait, cancel_futures=)` | [`shutdown`](Executor::shutdown) |
 /// | `pool.close()`, `pool.join()`, `pool.terminate()` | [`close`](Executor::close), [`join`](Executor::join), [`terminate`](Executor::terminate) |
 ///
@@ -282,6 +283,55 @@ pub trait Executor {
     {
         MapIter::start(self, f, items.into_iter(), options, Mode::Unordered)
     }
+
+    /// Like [`map`](Executor::map) for a function of several arguments, each item a tuple of
+    /// them: `f(a, b)` for every `(a, b)` (`multiprocessing.Pool.starmap`).
+    ///
+    /// # Errors
+    /// [`ShutdownError`] if the executor no longer accepts work.
+    ///
+    /// # Examples
+    /// ```
+    /// use stealpool::{Executor, ThreadPoolExecutor};
+    ///
+    /// fn add(a: u32, b: u32) -> u32 { a + b }
+    ///
+    /// let pool = ThreadPoolExecutor::new(2);
+    /// let sums: Vec<u32> = pool.starmap(add, [(1, 2), (3, 4)]).unwrap().map(Result::unwrap).collect();
+    /// assert_eq!(sums, [3, 7]);
+    /// ```
+    fn starmap<'a, F, A, R, I>(&'a self, f: F, items: I) -> Result<MapIter<'a, R>, ShutdownError>
+    where
+        Self: Submit<Batch<Star<F>, A>> + Sized,
+        Star<F>: Apply<A, Output = R>,
+        F: Clone + 'a,
+        R: Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        self.starmap_with(f, items, MapOptions::new())
+    }
+
+    /// [`starmap`](Executor::starmap) with options.
+    ///
+    /// # Errors
+    /// [`ShutdownError`] if the executor no longer accepts work.
+    fn starmap_with<'a, F, A, R, I>(
+        &'a self,
+        f: F,
+        items: I,
+        options: MapOptions,
+    ) -> Result<MapIter<'a, R>, ShutdownError>
+    where
+        Self: Submit<Batch<Star<F>, A>> + Sized,
+        Star<F>: Apply<A, Output = R>,
+        F: Clone + 'a,
+        R: Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        MapIter::start(self, Star(f), items.into_iter(), options, Mode::Ordered { stop_on_error: true })
+    }
 }
 
 /// Submitting jobs of type `J`: implemented by each executor for the jobs it can run.
@@ -391,7 +441,7 @@ struct Source<'a, E, F, I> {
 impl<'a, E, F, A, R, I> ChunkSource<R> for Source<'a, E, F, I>
 where
     E: Submit<Batch<F, A>>,
-    F: Fn(A) -> R + Clone,
+    F: Apply<A, Output = R> + Clone,
     R: Send + 'static,
     I: Iterator<Item = A>,
 {
@@ -445,7 +495,7 @@ impl<'a, R: Send + 'static> MapIter<'a, R> {
     ) -> Result<Self, ShutdownError>
     where
         E: Submit<Batch<F, A>>,
-        F: Fn(A) -> R + Clone + 'a,
+        F: Apply<A, Output = R> + Clone + 'a,
         I: Iterator<Item = A> + 'a,
     {
         if executor.is_shutdown() {

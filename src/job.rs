@@ -66,6 +66,53 @@ where
     }
 }
 
+/// A function applied to each item of a map: every `Fn(A) -> R`, and, through [`Star`], every
+/// function of two to four arguments applied to tuples (`starmap`).
+pub trait Apply<A> {
+    /// What one application produces.
+    type Output;
+
+    /// Applies the function to one item.
+    fn apply(&self, item: A) -> Self::Output;
+}
+
+impl<F, A, R> Apply<A> for F
+where
+    F: Fn(A) -> R,
+{
+    type Output = R;
+
+    #[inline]
+    fn apply(&self, item: A) -> R {
+        self(item)
+    }
+}
+
+/// A function of several arguments applied to tuples of them: the function behind
+/// [`Executor::starmap`](crate::Executor::starmap), like Python's `Pool.starmap`.
+#[derive(Debug, Clone, Copy)]
+pub struct Star<F>(pub(crate) F);
+
+macro_rules! star_apply {
+    ($($a:ident),+) => {
+        impl<F, $($a,)+ R> Apply<($($a,)+)> for Star<F>
+        where
+            F: Fn($($a),+) -> R,
+        {
+            type Output = R;
+
+            #[inline]
+            #[allow(non_snake_case)]
+            fn apply(&self, ($($a,)+): ($($a,)+)) -> R {
+                (self.0)($($a),+)
+            }
+        }
+    };
+}
+star_apply!(A, B);
+star_apply!(A, B, C);
+star_apply!(A, B, C, D);
+
 /// The job behind one chunk of a `map`: `f` applied to each item, each outcome kept apart.
 ///
 /// Each item runs under its own panic guard, so a panic fails exactly the item that panicked and
@@ -76,14 +123,14 @@ pub struct Batch<F, A> {
     pub(crate) items: Vec<A>,
 }
 
-impl<F, A, R> Job for Batch<F, A>
+impl<F, A> Job for Batch<F, A>
 where
-    F: Fn(A) -> R,
+    F: Apply<A>,
 {
-    type Output = Vec<Result<R, JobError>>;
+    type Output = Vec<Result<F::Output, JobError>>;
 
     fn run(self) -> Self::Output {
         let f = &self.f;
-        self.items.into_iter().map(|item| unwind::catch(|| f(item))).collect()
+        self.items.into_iter().map(|item| unwind::catch(|| f.apply(item))).collect()
     }
 }

@@ -72,7 +72,7 @@ pub use crate::error::{
 };
 pub use crate::executor::{Executor, MapIter, MapOptions, Submit};
 pub use crate::future::{AsCompleted, Future, ReturnWhen, Wait, as_completed, wait};
-pub use crate::job::{Batch, Call, Job};
+pub use crate::job::{Apply, Batch, Call, Job, Star};
 #[cfg(unix)]
 pub use crate::process::{ProcessPoolBuilder, ProcessPoolExecutor, RemoteJob};
 pub use crate::thread::{ThreadPoolBuilder, ThreadPoolExecutor};

@@ -20,6 +20,11 @@ fn square(x: u64) -> u64 {
 }
 stealpool::register_fn!(square);
 
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+stealpool::register_fn!(add);
+
 fn my_pid(_: ()) -> u32 {
     std::process::id()
 }
@@ -224,6 +229,18 @@ fn map_keeps_order_with_default_and_explicit_chunks() {
     let opts = MapOptions::new().chunksize(7);
     let v: Vec<u64> = p.map_with(square, 0..50u64, opts).unwrap().map(Result::unwrap).collect();
     assert_eq!(v, (0..50u64).map(|x| x * x).collect::<Vec<_>>());
+}
+
+#[test]
+fn starmap_unpacks_tuples_in_order() {
+    let p = pool(2);
+    let pairs: Vec<(u64, u64)> = (0..100).map(|i| (i, 2 * i)).collect();
+    let v: Vec<u64> = p.starmap(add, pairs.clone()).unwrap().map(Result::unwrap).collect();
+    assert_eq!(v, pairs.iter().map(|(a, b)| a + b).collect::<Vec<_>>());
+    // The same call on the thread pool.
+    let t = ThreadPoolExecutor::new(2);
+    let w: Vec<u64> = t.starmap(add, pairs).unwrap().map(Result::unwrap).collect();
+    assert_eq!(v, w);
 }
 
 #[test]

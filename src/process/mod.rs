@@ -68,7 +68,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{BuildError, JobError, JoinError, SubmitError};
 use crate::executor::{Executor, Submit};
 use crate::future::{Cell, Core, Ending, Future};
-use crate::job::{Batch, Call};
+use crate::job::{Apply, Batch, Call, Star};
 
 use self::pool::{Config, Pool, Sink, Task};
 use self::protocol::{Mode, Status};
@@ -328,6 +328,30 @@ where
     R: DeserializeOwned + Send + 'static,
 {
     fn submit(&self, batch: Batch<F, A>) -> Result<Future<Vec<Result<R, JobError>>>, SubmitError<Batch<F, A>>> {
+        let limit = self.pool.default_limit();
+        self.send(
+            batch,
+            fn_code::<F>(),
+            Mode::Many,
+            |b, frame| postcard::to_extend(&b.items, frame),
+            decode_many,
+            limit,
+        )
+    }
+}
+
+/// One chunk of `starmap` with a registered function of two to four arguments.
+impl<F, A, R> Submit<Batch<Star<F>, A>> for ProcessPoolExecutor
+where
+    Star<F>: Apply<A, Output = R>,
+    F: 'static,
+    A: Serialize,
+    R: DeserializeOwned + Send + 'static,
+{
+    fn submit(
+        &self,
+        batch: Batch<Star<F>, A>,
+    ) -> Result<Future<Vec<Result<R, JobError>>>, SubmitError<Batch<Star<F>, A>>> {
         let limit = self.pool.default_limit();
         self.send(
             batch,
