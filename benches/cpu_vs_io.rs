@@ -1,4 +1,4 @@
-//! CPU-bound vs IO-bound batches on stealpool, rayon and threadpool.
+//! CPU-bound vs IO-bound batches on stealpool's two pools, rayon and threadpool.
 //!
 //! - `cpu_bound`: 64 jobs of about 15 ms of integer work each, on as many threads as CPUs
 //!   (`num_cpus::get()`), against a plain sequential loop.
@@ -17,6 +17,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use workloads::*;
+
+#[cfg(unix)]
+use workloads::process;
 
 fn cpu_bound(c: &mut Criterion) {
     let threads = num_cpus::get();
@@ -37,6 +40,11 @@ fn cpu_bound(c: &mut Criterion) {
         let pool = stealpool_pool(threads);
         assert_eq!(run_stealpool(&pool, CPU_JOBS, cpu_job), expected);
         group.bench_function("stealpool", |b| b.iter(|| run_stealpool(&pool, CPU_JOBS, cpu_job)));
+    }
+    {
+        let pool = stealpool::ProcessPoolExecutor::new(threads).unwrap();
+        assert_eq!(process::run_process(&pool, CPU_JOBS, cpu_job), expected);
+        group.bench_function("stealpool-process", |b| b.iter(|| process::run_process(&pool, CPU_JOBS, cpu_job)));
     }
     {
         let pool = rayon_pool(threads);
@@ -69,6 +77,11 @@ fn io_bound(c: &mut Criterion) {
         let pool = stealpool_pool(IO_THREADS);
         assert_eq!(run_stealpool(&pool, IO_JOBS, io_job), expected);
         group.bench_function("stealpool", |b| b.iter(|| run_stealpool(&pool, IO_JOBS, io_job)));
+    }
+    {
+        let pool = stealpool::ProcessPoolExecutor::new(IO_THREADS).unwrap();
+        assert_eq!(process::run_process(&pool, IO_JOBS, io_job), expected);
+        group.bench_function("stealpool-process", |b| b.iter(|| process::run_process(&pool, IO_JOBS, io_job)));
     }
     {
         let pool = rayon_pool(IO_THREADS);

@@ -66,7 +66,7 @@ fn main() {
 
     // Warm everything once.
     submit_small(&pool, 100);
-    payloads(&pool, 2, &payload);
+    payloads(&pool, payload_args(2, &payload));
     peer.transfer(2, &payload);
 
     let mut rows: Vec<(&str, &str, Vec<f64>)> = vec![
@@ -101,7 +101,8 @@ fn main() {
             push(4, map_n as f64 / s);
         }
         let mib = payload_n as f64;
-        push(5, mib / timed(|| payloads(&pool, payload_n, &payload), payload_n * MIB as u64));
+        let args = payload_args(payload_n, &payload);
+        push(5, mib / timed(|| payloads(&pool, args), payload_n * MIB as u64));
         push(6, mib / timed(|| peer.transfer(payload_n, &payload), payload_n * MIB as u64));
         if let Some(s) = python("payload", payload_n, WORKERS) {
             push(7, mib / s);

@@ -39,10 +39,15 @@ pub fn map_small(pool: &ProcessPoolExecutor, n: u64) -> u64 {
     pool.map_with(add, pairs, opts).unwrap().map(Result::unwrap).fold(0, u64::wrapping_add)
 }
 
-/// `n` jobs of one 1 MiB argument each.
-pub fn payloads(pool: &ProcessPoolExecutor, n: u64, payload: &[u8]) -> u64 {
-    let futures: Vec<_> =
-        (0..n).map(|_| pool.apply_async(byte_len, serde_bytes::ByteBuf::from(payload.to_vec())).unwrap()).collect();
+/// `n` owned 1 MiB job arguments, made before the timed part (the raw transfer it is compared
+/// with sends a buffer the caller already has, too).
+pub fn payload_args(n: u64, payload: &[u8]) -> Vec<serde_bytes::ByteBuf> {
+    (0..n).map(|_| serde_bytes::ByteBuf::from(payload.to_vec())).collect()
+}
+
+/// One job per argument (1 MiB each); all in flight at once.
+pub fn payloads(pool: &ProcessPoolExecutor, args: Vec<serde_bytes::ByteBuf>) -> u64 {
+    let futures: Vec<_> = args.into_iter().map(|a| pool.apply_async(byte_len, a).unwrap()).collect();
     futures.into_iter().map(|f| f.result().unwrap()).sum()
 }
 
@@ -122,4 +127,17 @@ impl Drop for RawPeer {
         self.data = dead;
         let _ = self.child.wait();
     }
+}
+
+stealpool::register_fn!(super::cpu_job, name = "bench::cpu_job");
+stealpool::register_fn!(super::io_job, name = "bench::io_job");
+
+/// The CPU-bound or IO-bound batch on a process pool: one `apply_async` per job. `f` must be a
+/// registered function item (a plain `fn` pointer has no name a worker could look up).
+pub fn run_process<F: Fn(u64) -> u64 + 'static>(pool: &ProcessPoolExecutor, jobs: u64, f: F) -> u64
+where
+    F: Copy,
+{
+    let futures: Vec<_> = (0..jobs).map(|i| pool.apply_async(f, i).unwrap()).collect();
+    futures.into_iter().map(|f| f.result().unwrap()).fold(0, u64::wrapping_add)
 }

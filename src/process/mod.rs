@@ -141,7 +141,7 @@ impl ProcessPoolExecutor {
         job: J,
         limit: Option<Duration>,
     ) -> Result<Future<J::Output>, SubmitError<J>> {
-        self.send(job, Ok(J::NAME), Mode::One, |job, frame| postcard::to_extend(job, frame), decode_one, limit)
+        self.send(job, Ok(J::NAME), Mode::One, |job, frame| protocol::append(job, frame), decode_one, limit)
     }
 
     /// The process ids of the current workers.
@@ -316,7 +316,7 @@ where
 {
     fn submit(&self, call: Call<F, A>) -> Result<Future<R>, SubmitError<Call<F, A>>> {
         let limit = self.pool.default_limit();
-        self.send(call, fn_code::<F>(), Mode::One, |c, frame| postcard::to_extend(&c.args, frame), decode_one, limit)
+        self.send(call, fn_code::<F>(), Mode::One, |c, frame| protocol::append(&c.args, frame), decode_one, limit)
     }
 }
 
@@ -329,14 +329,7 @@ where
 {
     fn submit(&self, batch: Batch<F, A>) -> Result<Future<Vec<Result<R, JobError>>>, SubmitError<Batch<F, A>>> {
         let limit = self.pool.default_limit();
-        self.send(
-            batch,
-            fn_code::<F>(),
-            Mode::Many,
-            |b, frame| postcard::to_extend(&b.items, frame),
-            decode_many,
-            limit,
-        )
+        self.send(batch, fn_code::<F>(), Mode::Many, |b, frame| protocol::append(&b.items, frame), decode_many, limit)
     }
 }
 
@@ -353,14 +346,7 @@ where
         batch: Batch<Star<F>, A>,
     ) -> Result<Future<Vec<Result<R, JobError>>>, SubmitError<Batch<Star<F>, A>>> {
         let limit = self.pool.default_limit();
-        self.send(
-            batch,
-            fn_code::<F>(),
-            Mode::Many,
-            |b, frame| postcard::to_extend(&b.items, frame),
-            decode_many,
-            limit,
-        )
+        self.send(batch, fn_code::<F>(), Mode::Many, |b, frame| protocol::append(&b.items, frame), decode_many, limit)
     }
 }
 

@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::job::Job;
-use crate::process::protocol::{Mode, Status};
+use crate::process::protocol::{self, Mode, Status};
 use crate::unwind;
 
 /// One registered piece of code. Built by [`register_fn!`](crate::register_fn) and
@@ -252,7 +252,7 @@ impl std::fmt::Display for PanicText {
 
 fn encode<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Status {
     let start = out.len();
-    match postcard::to_extend(value, std::mem::take(out)) {
+    match protocol::append(value, std::mem::take(out)) {
         Ok(v) => {
             *out = v;
             Status::Ok
