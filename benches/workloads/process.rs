@@ -134,10 +134,7 @@ stealpool::register_fn!(super::io_job, name = "bench::io_job");
 
 /// The CPU-bound or IO-bound batch on a process pool: one `apply_async` per job. `f` must be a
 /// registered function item (a plain `fn` pointer has no name a worker could look up).
-pub fn run_process<F: Fn(u64) -> u64 + 'static>(pool: &ProcessPoolExecutor, jobs: u64, f: F) -> u64
-where
-    F: Copy,
-{
+pub fn run_process<F: Fn(u64) -> u64 + Copy + 'static>(pool: &ProcessPoolExecutor, jobs: u64, f: F) -> u64 {
     let futures: Vec<_> = (0..jobs).map(|i| pool.apply_async(f, i).unwrap()).collect();
     futures.into_iter().map(|f| f.result().unwrap()).fold(0, u64::wrapping_add)
 }
