@@ -8,8 +8,12 @@
 //!   worker; idle workers sleep.
 //! - [`Future`]: `result` / `try_result` / `result_timeout`, `cancel`, done callbacks, and
 //!   `.await` from any async runtime; [`wait`] and [`as_completed`] over many futures.
+//! - `ProcessPoolExecutor` (Unix): the same interface on pre-forked, supervised worker
+//!   processes: jobs are registered functions or job types (serde), a worker that dies fails
+//!   only its own job and is replaced, overdue jobs are killed, no worker outlives the program.
+//!   See [`process`].
 //! - [`Executor`]: `map` (in order, one deadline, cancel on failure or drop), `imap`,
-//!   `imap_unordered`, `apply_async`, `shutdown`, `close` + `join`, `terminate`.
+//!   `imap_unordered`, `starmap`, `apply_async`, `shutdown`, `close` + `join`, `terminate`.
 //!
 //! A job that panics does not take anything down: its future resolves to
 //! [`JobError::Panicked`] with the panic message, and the worker goes on.
@@ -49,8 +53,9 @@
 //! ```
 //!
 //! # Platform
-//! Linux is the first platform. The thread pool is portable Rust; process-based parts, when
-//! they come, are `cfg(unix)`.
+//! Linux is the first platform. The thread pool is portable Rust; the process pool
+//! (`ProcessPoolExecutor`, `register_fn!`, `register_job!`) and the copy engine ([`copy`]) are
+//! `cfg(unix)`, and tested on Linux.
 
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(unsafe_op_in_unsafe_fn)]
@@ -62,7 +67,7 @@ mod executor;
 mod future;
 mod job;
 #[cfg(unix)]
-mod process;
+pub mod process;
 mod thread;
 mod unwind;
 

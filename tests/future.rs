@@ -189,3 +189,33 @@ fn ready_futures_and_errors_without_taking() {
 }
 
 use std::future::Future as _;
+
+#[test]
+fn the_error_is_visible_as_soon_as_the_future_is_done() {
+    // A done callback that blocks keeps the future in its "callbacks running" window; `is_done`
+    // is already true there, so `error()` must already report the failure (`wait` relies on it).
+    let pool = ThreadPoolExecutor::new(1);
+    let gate = Gate::new();
+    let start = Gate::new();
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let held = gate.clone();
+    let go = start.clone();
+    let f = pool
+        .submit(move || -> u32 {
+            go.wait();
+            panic!("late")
+        })
+        .unwrap();
+    // Added while the job is held, so the callback runs on the worker, not here.
+    f.add_done_callback(move |_| {
+        entered_tx.send(()).unwrap();
+        held.wait();
+    });
+    start.open();
+    entered_rx.recv_timeout(HANG).expect("the callback runs");
+    assert!(f.is_done());
+    assert_eq!(f.error(), Some(JobError::Panicked { message: "late".into() }));
+    gate.open();
+    f.wait();
+    assert_eq!(f.error(), Some(JobError::Panicked { message: "late".into() }));
+}

@@ -1,5 +1,5 @@
 //! The batch copy engine behind `pcp`: copies files and trees like `cp -r`/`cp -a`, with the
-//! file copies spread over an [`Executor`](crate::Executor). Unix only.
+//! file copies spread over an [`Executor`]. Unix only.
 //!
 //! A copy runs in four steps:
 //! 1. **Plan** ([`plan`]): resolve each source's destination with `cp`'s naming rules and reject

@@ -83,7 +83,8 @@ struct Inner<T> {
 struct Extra<T> {
     callbacks: Vec<Callback<T>>,
     waker: Option<Waker>,
-    /// The job's error while the outcome is lent to a thread running late callbacks.
+    /// The job's error while the outcome is held elsewhere: by the completing thread while
+    /// callbacks run (`Finishing`), or by a thread running late callbacks (`Slot::Lent`).
     lent_error: Option<JobError>,
 }
 
@@ -166,7 +167,16 @@ impl<T> Core<T> {
     fn finish(&self, mut g: MutexGuard<'_, Inner<T>>, outcome: Result<T, JobError>) {
         g.ending = Some(Ending::of(&outcome));
         g.phase = Phase::Finishing;
+        let has_callbacks = g.extra.as_ref().is_some_and(|e| !e.callbacks.is_empty());
+        if has_callbacks && let Err(e) = &outcome {
+            // `is_done` is true from here on, so `error()` must see the error too, while the
+            // callbacks borrow the outcome (a callback is what tells `wait` it is done).
+            g.extra().lent_error = Some(e.clone());
+        }
         run_callbacks(&mut g, &outcome);
+        if let Some(extra) = g.extra.as_mut() {
+            extra.lent_error = None;
+        }
         g.phase = Phase::Done;
         g.slot = Slot::Owned(outcome);
         let waker = g.extra.as_mut().and_then(|e| e.waker.take());
@@ -197,7 +207,7 @@ impl<T> Core<T> {
         let g = self.inner.lock();
         match &g.slot {
             Slot::Owned(Err(e)) => Some(e.clone()),
-            Slot::Lent => g.extra.as_ref().and_then(|e| e.lent_error.clone()),
+            Slot::Lent | Slot::Empty => g.extra.as_ref().and_then(|e| e.lent_error.clone()),
             _ => None,
         }
     }
