@@ -102,6 +102,31 @@ fn print_line(i: u32) -> u32 {
 }
 stealpool::register_fn!(print_line);
 
+fn claims_a_name_a(x: u32) -> u32 {
+    x
+}
+stealpool::register_fn!(claims_a_name_a, name = "tests::shared-name");
+
+fn claims_a_name_b(x: u32) -> u32 {
+    x + 1
+}
+stealpool::register_fn!(claims_a_name_b, name = "tests::shared-name");
+
+/// Succeeds in the first worker that runs it, panics in every later one (a marker file, named
+/// after the fork server, remembers).
+fn init_once_only() {
+    let marker = std::env::temp_dir().join(format!("stealpool-init-once-{}", nix::unistd::getppid()));
+    if std::fs::OpenOptions::new().write(true).create_new(true).open(&marker).is_err() {
+        panic!("the database moved away");
+    }
+}
+stealpool::register_fn!(init_once_only);
+
+fn crash(_: ()) -> u32 {
+    std::process::abort()
+}
+stealpool::register_fn!(crash);
+
 /// A job type, usable on both pools.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Square(u64);
@@ -300,6 +325,17 @@ fn unregistered_code_is_a_clear_error() {
 }
 
 #[test]
+fn a_name_claimed_by_two_functions_is_refused_not_guessed() {
+    let p = pool(1);
+    for err in [
+        p.apply_async(claims_a_name_a, 1).unwrap().result().unwrap_err(),
+        p.apply_async(claims_a_name_b, 1).unwrap().result().unwrap_err(),
+    ] {
+        assert!(matches!(&err, JobError::Unregistered { name } if name.contains("two different")), "{err:?}");
+    }
+}
+
+#[test]
 fn serialization_failures_are_errors_on_the_future() {
     let p = pool(1);
     // postcard does not keep a custom serializer message, only that serialization failed.
@@ -444,6 +480,26 @@ fn a_failing_initializer_fails_the_build_without_respawning() {
     assert!(err.to_string().contains("no database here"), "{err}");
     let err = ProcessPoolBuilder::new().initializer(|| ()).build().unwrap_err();
     assert!(err.to_string().contains("register_fn!"), "{err}");
+}
+
+#[test]
+fn a_replacement_whose_initializer_fails_breaks_the_pool_instead_of_looping() {
+    let p = ProcessPoolBuilder::new().workers(1).initializer(init_once_only).build().unwrap();
+    let marker = std::env::temp_dir().join(format!("stealpool-init-once-{}", p.fork_server_pid()));
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _cleanup = Remove(marker);
+    let crashed = p.apply_async(crash, ()).unwrap();
+    let queued = p.apply_async(square, 3).unwrap();
+    assert!(crashed.result().unwrap_err().is_worker_died());
+    let err = queued.result().unwrap_err();
+    assert!(matches!(&err, JobError::Broken { reason } if reason.contains("database moved away")), "{err:?}");
+    assert!(p.is_shutdown());
+    assert!(p.submit(Square(1)).is_err(), "a broken pool refuses work");
 }
 
 // ----- lifecycle -----------------------------------------------------------------------------
