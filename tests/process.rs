@@ -556,6 +556,27 @@ fn terminate_stops_running_and_queued_jobs_at_once() {
 }
 
 #[test]
+fn shutdown_from_a_done_callback_does_not_wait_for_itself() {
+    let p = std::sync::Arc::new(pool(1));
+    let inner = std::sync::Arc::clone(&p);
+    let (tx, rx) = mpsc::channel();
+    p.apply_async_with(
+        square,
+        2,
+        move |_| {
+            inner.shutdown(true, false);
+            tx.send(()).unwrap();
+        },
+        |_| {},
+    )
+    .unwrap();
+    rx.recv_timeout(Duration::from_secs(30)).expect("shutdown(wait) inside a callback returned");
+    assert!(p.is_shutdown());
+    p.join().unwrap(); // from outside, join really waits
+    assert!(p.worker_pids().is_empty());
+}
+
+#[test]
 fn jobs_that_print_do_not_disturb_the_pool() {
     let p = pool(2);
     let v: Vec<u32> = p.map(print_line, 0..20u32).unwrap().map(Result::unwrap).collect();

@@ -434,6 +434,7 @@ impl Pool {
 
     /// A worker's link thread: reads replies until end of file, then handles the exit.
     fn link(self: Arc<Self>, worker: u64, pid: u32, replies: IpcBytesReceiver) {
+        OWN_POOL.with(|p| p.set(Arc::as_ptr(&self) as usize));
         while let Ok(frame) = replies.recv() {
             if !self.on_frame(worker, &frame) {
                 // A reply that makes no sense: the worker is not following the protocol.
@@ -583,6 +584,7 @@ impl Pool {
 
     /// Watches time limits: kills the worker whose running task is overdue.
     fn supervise(self: Arc<Self>) {
+        OWN_POOL.with(|p| p.set(Arc::as_ptr(&self) as usize));
         let this = &self;
         let mut st = self.state.lock();
         loop {
@@ -668,7 +670,12 @@ impl Pool {
     }
 
     /// Waits until every worker has exited and been reaped, and the pool's threads have ended.
+    /// Called from one of the pool's own threads (a done callback that shuts the pool down),
+    /// it returns at once instead of waiting for itself; the pool still winds down.
     pub(crate) fn join(&self) {
+        if OWN_POOL.with(|p| p.get()) == std::ptr::from_ref(self) as usize {
+            return;
+        }
         let threads = {
             let mut st = self.state.lock();
             while !st.workers.is_empty() || st.starting > 0 {
@@ -676,15 +683,16 @@ impl Pool {
             }
             std::mem::take(&mut st.threads)
         };
-        let me = std::thread::current().id();
         for t in threads {
-            // A callback running on one of our own threads may call shutdown(wait): do not
-            // wait for ourselves.
-            if t.thread().id() != me {
-                let _ = t.join();
-            }
+            let _ = t.join();
         }
     }
+}
+
+thread_local! {
+    /// The pool whose internal thread this is (its address), if any: done callbacks run on a
+    /// pool's link threads, and a callback that shuts the pool down must not wait for itself.
+    static OWN_POOL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 fn spawn_thread(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
