@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use stealpool::ThreadPoolBuilder;
 use stealpool::copy::{self, CopyOptions, EntryKind, Failure, Observer, Target};
+use stealpool::{ProcessPoolBuilder, ThreadPoolBuilder};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -80,7 +80,7 @@ struct Opts {
 enum Backend {
     /// A work-stealing thread pool.
     Thread,
-    /// Worker processes (needs stealpool's process pool, not available yet).
+    /// Supervised worker processes (stealpool's process pool): a crash stays in its worker.
     Process,
 }
 
@@ -161,9 +161,6 @@ fn main() -> ExitCode {
 
 /// Copies; returns whether everything succeeded.
 fn run(opts: &Opts) -> anyhow::Result<bool> {
-    if opts.backend == Backend::Process {
-        anyhow::bail!("--backend process needs stealpool's process pool, which is not built yet; use --backend thread");
-    }
     let options = CopyOptions::from(opts);
     let (sources, target) = match &opts.target_directory {
         Some(dir) => (opts.paths.clone(), Target::IntoDirectory(dir.clone())),
@@ -173,11 +170,19 @@ fn run(opts: &Opts) -> anyhow::Result<bool> {
         },
     };
     let plan = copy::plan(&sources, &target, &options)?;
-    let pool = ThreadPoolBuilder::new().num_workers(opts.jobs).thread_name("pcp").build()?;
     let show_progress = opts.progress || (!opts.no_progress && std::io::stderr().is_terminal());
     let mut observer =
         Report { bar: show_progress.then(progress_bar), verbose: opts.verbose, files: 0, total_files: 0 };
-    let report = copy::copy(&plan, &options, &pool, &mut observer)?;
+    let report = match opts.backend {
+        Backend::Thread => {
+            let pool = ThreadPoolBuilder::new().num_workers(opts.jobs).thread_name("pcp").build()?;
+            copy::copy(&plan, &options, &pool, &mut observer)?
+        }
+        Backend::Process => {
+            let pool = ProcessPoolBuilder::new().workers(opts.jobs).name_prefix("pcp-w").build()?;
+            copy::copy(&plan, &options, &pool, &mut observer)?
+        }
+    };
     if let Some(bar) = &observer.bar {
         bar.finish_and_clear();
     }

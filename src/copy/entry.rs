@@ -17,10 +17,16 @@ use super::{CopyOptions, Failure};
 /// counter and the final name).
 pub const TEMP_PREFIX: &str = ".pcp-tmp-";
 
-/// One regular file to copy: the job a worker runs.
-#[derive(Debug, Clone)]
+/// The longest file name (in bytes) Linux file systems accept.
+const NAME_MAX: usize = 255;
+
+/// One regular file to copy: the job a worker runs (in a thread, or in a worker process: it
+/// serializes, paths as raw bytes so that names that are not UTF-8 travel intact).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FileJob {
+    #[serde(with = "path_bytes")]
     pub(super) source: PathBuf,
+    #[serde(with = "path_bytes")]
     pub(super) destination: PathBuf,
     /// The size seen by the walk, for progress totals.
     pub(super) len: u64,
@@ -28,13 +34,15 @@ pub struct FileJob {
 }
 
 /// What became of a [`FileJob`].
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum FileOutcome {
     /// Copied, with this many bytes.
     Copied {
         /// The source path.
+        #[serde(with = "path_bytes")]
         source: PathBuf,
         /// The destination path.
+        #[serde(with = "path_bytes")]
         destination: PathBuf,
         /// Bytes copied.
         bytes: u64,
@@ -43,6 +51,76 @@ pub enum FileOutcome {
     Unchanged,
     /// Failed; nothing was left under the destination's name.
     Failed(Failure),
+}
+
+/// Paths as their raw bytes (Unix), so that any name survives the trip to a worker process.
+pub(super) mod path_bytes {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(path.as_os_str().as_bytes())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        let bytes = serde_bytes::ByteBuf::deserialize(d)?;
+        Ok(PathBuf::from(OsString::from_vec(bytes.into_vec())))
+    }
+}
+
+/// Every `action` a [`Failure`] can name, so one that crossed from a worker process maps back
+/// to the same `&'static str`.
+const ACTIONS: &[&str] = &[
+    "open",
+    "stat",
+    "create",
+    "copy",
+    "preserve ownership",
+    "preserve mode",
+    "preserve timestamps",
+    "verify",
+    "rename into place",
+    "read symlink",
+    "create symlink",
+    "replace",
+    "create hard link",
+    "create directory",
+    "set mode",
+];
+
+/// A [`Failure`] as it travels between processes.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WireFailure {
+    #[serde(with = "path_bytes")]
+    path: PathBuf,
+    action: String,
+    os_error: Option<i32>,
+    message: String,
+}
+
+impl serde::Serialize for Failure {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireFailure {
+            path: self.path.clone(),
+            action: self.action.to_owned(),
+            os_error: self.error.raw_os_error(),
+            message: self.error.to_string(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Failure {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = WireFailure::deserialize(d)?;
+        let action = ACTIONS.iter().find(|a| **a == w.action).copied().unwrap_or("copy");
+        // An OS error number rebuilds the same error (and message); anything else keeps its text.
+        let error = w.os_error.map_or_else(|| io::Error::other(w.message), io::Error::from_raw_os_error);
+        Ok(Failure { path: w.path, action, error })
+    }
 }
 
 pub(super) fn fail<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> Failure + 'a {
@@ -67,7 +145,11 @@ fn temp_path(destination: &Path) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut name = format!("{TEMP_PREFIX}{}-{n}-", std::process::id()).into_bytes();
     if let Some(file_name) = destination.file_name() {
-        name.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(file_name));
+        // The final name is only there to help a human; keep the whole temporary name within
+        // the 255 bytes a file name may have, or a long final name could not be copied at all.
+        let room = NAME_MAX.saturating_sub(name.len());
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(file_name);
+        name.extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
     let name: &std::ffi::OsStr = std::os::unix::ffi::OsStrExt::from_bytes(&name);
     destination.with_file_name(name)
@@ -272,4 +354,31 @@ pub(super) fn finish_directory(dir: &DirJob, o: &CopyOptions) -> Result<(), Fail
         filetime::set_file_times(path, dir.times.0, dir.times.1).map_err(fail(path, "preserve timestamps"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    use super::*;
+
+    #[test]
+    fn jobs_and_failures_cross_processes_intact() {
+        let odd = PathBuf::from(OsStr::from_bytes(b"/tmp/caf\xe9/x"));
+        let job = FileJob { source: odd.clone(), destination: "/d".into(), len: 7, options: CopyOptions::archive() };
+        let back: FileJob = postcard::from_bytes(&postcard::to_stdvec(&job).unwrap()).unwrap();
+        assert_eq!((back.source, back.len, back.options), (odd.clone(), 7, CopyOptions::archive()));
+
+        let failure = Failure { path: odd.clone(), action: "open", error: io::Error::from_raw_os_error(13) };
+        let outcome = FileOutcome::Failed(failure);
+        let back: FileOutcome = postcard::from_bytes(&postcard::to_stdvec(&outcome).unwrap()).unwrap();
+        let FileOutcome::Failed(f) = back else { panic!("not a failure: {back:?}") };
+        assert_eq!((f.path, f.action), (odd, "open"));
+        assert_eq!(f.error.kind(), io::ErrorKind::PermissionDenied);
+
+        let other = Failure { path: "/p".into(), action: "verify", error: io::Error::other("contents differ") };
+        let back: Failure = postcard::from_bytes(&postcard::to_stdvec(&other).unwrap()).unwrap();
+        assert_eq!((back.action, back.error.to_string()), ("verify", "contents differ".to_owned()));
+    }
 }

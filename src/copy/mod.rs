@@ -29,10 +29,25 @@ use std::path::{Path, PathBuf};
 
 use crate::error::ShutdownError;
 use crate::executor::{Executor, MapOptions, Submit};
-use crate::job::Batch;
+use crate::job::{Apply, Batch};
 
-pub use self::entry::TEMP_PREFIX;
-use self::entry::{FileJob, FileOutcome};
+pub use self::entry::{FileJob, FileOutcome, TEMP_PREFIX};
+
+/// The function the engine maps over the files: copies one [`FileJob`]. A named type (not a
+/// closure) so that a [`ProcessPoolExecutor`](crate::ProcessPoolExecutor) can run it in its
+/// workers, where it is registered as `stealpool::copy::file`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CopyFile;
+
+impl Apply<FileJob> for CopyFile {
+    type Output = FileOutcome;
+
+    fn apply(&self, job: FileJob) -> FileOutcome {
+        entry::copy_file(job)
+    }
+}
+
+crate::register_fn!(entry::copy_file, name = "stealpool::copy::file");
 
 /// What to copy and how, with the meanings of `cp`'s options.
 ///
@@ -41,7 +56,7 @@ use self::entry::{FileJob, FileOutcome};
 /// let archive = stealpool::copy::CopyOptions::archive();
 /// assert!(archive.recursive && archive.preserve_links && !archive.dereference);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CopyOptions {
     /// Copy directories recursively (`-r`/`-R`).
     pub recursive: bool,
@@ -360,16 +375,15 @@ pub fn copy<E>(
     observer: &mut dyn Observer,
 ) -> Result<CopyReport, ShutdownError>
 where
-    E: Executor + Submit<Batch<fn(FileJob) -> FileOutcome, FileJob>>,
+    E: Executor + Submit<Batch<CopyFile, FileJob>>,
 {
     let mut report = CopyReport::default();
     let work = walk::walk(assignments, options, &mut report, observer);
     let total_bytes = work.files.iter().map(|f| f.len).sum();
     observer.planned(work.files.len() as u64, total_bytes);
 
-    let copy_one: fn(FileJob) -> FileOutcome = entry::copy_file;
     let opts = MapOptions::new().chunksize(FILES_PER_CHUNK);
-    for outcome in executor.imap_unordered_with(copy_one, work.files, opts)? {
+    for outcome in crate::executor::imap_unordered_apply(executor, CopyFile, work.files, opts)? {
         match outcome {
             Ok(FileOutcome::Copied { source, destination, bytes }) => {
                 report.files += 1;
