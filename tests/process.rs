@@ -139,6 +139,19 @@ impl Job for Square {
 }
 stealpool::register_job!(Square);
 
+/// A job type that sleeps for its number of milliseconds.
+#[derive(Debug, Serialize, Deserialize)]
+struct Nap(u64);
+
+impl Job for Nap {
+    type Output = u64;
+    fn run(self) -> u64 {
+        std::thread::sleep(Duration::from_millis(self.0));
+        self.0
+    }
+}
+stealpool::register_job!(Nap);
+
 /// An input whose serialization always fails.
 #[derive(Debug, Deserialize)]
 struct Unserializable;
@@ -411,9 +424,17 @@ fn an_overdue_job_is_killed_and_its_worker_replaced() {
 
 #[test]
 fn a_per_job_limit_overrides_the_default() {
+    // No limit for this job, although the pool's default would kill it...
+    let p = ProcessPoolBuilder::new().workers(1).task_timeout(Duration::from_millis(100)).build().unwrap();
+    assert_eq!(p.submit_with_timeout(Nap(400), None).unwrap().result(), Ok(400));
+    // ...and a limit for this one, on a pool without a default.
     let p = pool(1);
-    let f = p.submit_with_timeout(Square(3), Some(Duration::from_secs(30))).unwrap();
-    assert_eq!(f.result(), Ok(9));
+    let limit = Some(Duration::from_millis(100));
+    assert_eq!(
+        p.submit_with_timeout(Nap(60_000), limit).unwrap().result(),
+        Err(JobError::TimedOut { limit: Duration::from_millis(100) })
+    );
+    assert_eq!(p.submit(Nap(1)).unwrap().result(), Ok(1), "the pool goes on");
 }
 
 #[test]
