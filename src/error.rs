@@ -489,3 +489,126 @@ impl std::error::Error for BuildError {
         }
     }
 }
+
+/// Why an operation on a [`Manager`](crate::manager::Manager) object failed.
+///
+/// Each operation documents which of these it can return. Blocking calls never hang on a
+/// manager that is gone: they return [`Disconnected`](ManagerError::Disconnected).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// A bounded queue had no free slot (at once for `try_put`, or until the timeout of
+    /// `put_timeout`), like Python's `queue.Full`.
+    Full,
+    /// The queue had no item (at once for `try_get`, or until the timeout of `get_timeout`),
+    /// like Python's `queue.Empty`.
+    Empty,
+    /// A timed wait (`lock_timeout`, `acquire_timeout`, `Barrier::wait_timeout`) ran out.
+    Timeout,
+    /// A `try_` call would have had to wait.
+    WouldBlock,
+    /// The manager shut down or its process died, or the connection to it broke.
+    Disconnected,
+    /// `Semaphore::release` was called with no permit held: a semaphore never grows past the
+    /// number of permits it was made with.
+    OverReleased,
+    /// The barrier was broken (a party timed out or died while waiting, or it was reset).
+    BrokenBarrier,
+    /// A value could not be serialized, or what arrived did not deserialize as the handle's
+    /// type.
+    Serialization(String),
+}
+
+impl ManagerError {
+    /// Whether a bounded queue was full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, ManagerError::Full)
+    }
+
+    /// Whether a queue was empty.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, ManagerError::Empty)
+    }
+
+    /// Whether a timed wait ran out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ManagerError::Timeout)
+    }
+
+    /// Whether the manager is gone.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, ManagerError::Disconnected)
+    }
+}
+
+impl fmt::Display for ManagerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ManagerError::Full => f.write_str("the queue is full"),
+            ManagerError::Empty => f.write_str("the queue is empty"),
+            ManagerError::Timeout => f.write_str("timed out"),
+            ManagerError::WouldBlock => f.write_str("the operation would block"),
+            ManagerError::Disconnected => f.write_str("the manager is gone (shut down or its process died)"),
+            ManagerError::OverReleased => f.write_str("semaphore released more times than it was acquired"),
+            ManagerError::BrokenBarrier => f.write_str("the barrier is broken"),
+            ManagerError::Serialization(m) => write!(f, "serialization failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ManagerError {}
+
+/// A `put` that did not happen; the item is handed back.
+///
+/// # Examples
+/// ```
+/// use stealpool::manager::Manager;
+///
+/// let manager = Manager::new().unwrap();
+/// let q = manager.bounded_queue::<String>(1).unwrap();
+/// q.put("first".to_string()).unwrap();
+/// let err = q.try_put("second".to_string()).unwrap_err();
+/// assert!(err.is_full());
+/// assert_eq!(err.into_inner(), "second");
+/// ```
+pub struct PutError<T> {
+    pub(crate) item: T,
+    pub(crate) error: ManagerError,
+}
+
+impl<T> PutError<T> {
+    /// The item that was not put.
+    pub fn into_inner(self) -> T {
+        self.item
+    }
+
+    /// Why: [`Full`](ManagerError::Full), [`Disconnected`](ManagerError::Disconnected) or
+    /// [`Serialization`](ManagerError::Serialization).
+    pub fn error(&self) -> &ManagerError {
+        &self.error
+    }
+
+    /// Whether the queue was full.
+    pub fn is_full(&self) -> bool {
+        self.error.is_full()
+    }
+
+    /// Whether the manager is gone.
+    pub fn is_disconnected(&self) -> bool {
+        self.error.is_disconnected()
+    }
+}
+
+impl<T> fmt::Debug for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PutError").field("error", &self.error).finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Display for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "put failed: {}", self.error)
+    }
+}
+
+impl<T> std::error::Error for PutError<T> {}

@@ -67,13 +67,15 @@ mod executor;
 mod future;
 mod job;
 #[cfg(unix)]
+pub mod manager;
+#[cfg(unix)]
 pub mod process;
 mod thread;
 mod unwind;
 
 pub use crate::error::{
-    BuildError, ExitStatus, JobError, JoinError, MapError, MapErrorKind, ResultTimeoutError, ShutdownError,
-    SubmitError, TimeoutError, TryResultError,
+    BuildError, ExitStatus, JobError, JoinError, ManagerError, MapError, MapErrorKind, PutError, ResultTimeoutError,
+    ShutdownError, SubmitError, TimeoutError, TryResultError,
 };
 pub use crate::executor::{Executor, MapIter, MapOptions, Submit};
 pub use crate::future::{AsCompleted, Future, ReturnWhen, Wait, as_completed, wait};

@@ -1,0 +1,280 @@
+//! Shared objects served by a manager: queues, locks, semaphores, events, barriers and maps
+//! that jobs in worker processes, threads and the parent all use (Unix only).
+//!
+//! The counterpart of Python's `multiprocessing.Manager()`. [`Manager::new`] starts the
+//! manager inside the calling process (a thread serving a Linux abstract socket; no program
+//! to run, nothing left on disk). Its methods create objects and return handles. A handle is
+//! plain data: it implements `Clone`, `Serialize` and `Deserialize`, so it travels inside a
+//! job to a worker process, into a [`Process`](crate::process::Process), or to another thread,
+//! and it works the same everywhere.
+//!
+//! Sturdier than Python's manager:
+//! - a process that dies holding a [`Lock`] or a [`Semaphore`] permit releases it; the next
+//!   holder learns of it from [`LockGuard::previous_owner_died`];
+//! - a process killed in the middle of a `put` or `get` neither corrupts a [`Queue`] nor
+//!   loses an item: a request is applied whole or not at all, and an item sent to a getter
+//!   that dies before reading it goes back to the front of the queue;
+//! - once the manager shuts down (or its process dies), every blocked and every later call
+//!   returns [`ManagerError::Disconnected`] instead of hanging.
+//!
+//! Objects live as long as the manager; there is no reference counting across processes.
+//!
+//! # Examples
+//! A writer and a reader job in a process pool, talking through a queue:
+//! ```
+//! use stealpool::manager::{Manager, Queue};
+//! use stealpool::{Executor, ProcessPoolExecutor};
+//!
+//! fn writer(q: Queue<String>) -> usize {
+//!     for word in ["to", "be", "or", "not"] {
+//!         q.put(word.to_string()).unwrap();
+//!     }
+//!     q.put(String::new()).unwrap(); // end marker
+//!     4
+//! }
+//! fn reader(q: Queue<String>) -> Vec<String> {
+//!     std::iter::from_fn(|| Some(q.get().unwrap())).take_while(|w| !w.is_empty()).collect()
+//! }
+//! stealpool::register_fn!(writer);
+//! stealpool::register_fn!(reader);
+//!
+//! let manager = Manager::new().unwrap();
+//! let q = manager.queue::<String>().unwrap();
+//! let pool = ProcessPoolExecutor::new(2).unwrap();
+//! let read = pool.apply_async(reader, q.clone()).unwrap();
+//! let wrote = pool.apply_async(writer, q).unwrap();
+//! assert_eq!(wrote.result(), Ok(4));
+//! assert_eq!(read.result().unwrap(), ["to", "be", "or", "not"]);
+//! ```
+//!
+//! # Why the process pool does not use these queues
+//! The pool's own task queue lives in the parent and pushes tasks to each worker over that
+//! worker's channel: the parent must know which worker holds which task (so that a dead
+//! worker fails exactly its own job) and must bound what each worker holds. A manager queue is
+//! the opposite shape: anyone with a handle pulls from it, and nobody knows who will. Sending
+//! every pool task through the manager would add a round trip per task and lose that
+//! bookkeeping. What the two share is the discipline: frames applied whole or not at all,
+//! and the kernel's end-of-file as the sign that a peer died. See `PROTOCOL.md`.
+
+mod map;
+mod protocol;
+mod queue;
+mod server;
+mod sync;
+mod wire;
+
+use std::fmt;
+use std::io;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+pub use crate::error::{ManagerError, PutError};
+pub use crate::manager::map::Map;
+pub use crate::manager::queue::Queue;
+pub use crate::manager::sync::{Barrier, Event, Lock, LockGuard, Semaphore, SemaphorePermit};
+
+use crate::manager::protocol::{Failure, Kind, Reply, Request, Wait};
+use crate::manager::wire::Address;
+
+/// A server of shared objects, running in this process. See the [module docs](self).
+///
+/// Dropping the manager shuts it down, like leaving Python's `with Manager() as m:` block.
+pub struct Manager {
+    address: Arc<Address>,
+    running: Mutex<Option<(UnixStream, JoinHandle<()>)>>,
+}
+
+impl Manager {
+    /// Starts a manager in this process.
+    ///
+    /// # Errors
+    /// An I/O error if the socket or the server thread cannot be created.
+    ///
+    /// # Examples
+    /// ```
+    /// let manager = stealpool::manager::Manager::new().unwrap();
+    /// let q = manager.queue::<u32>().unwrap();
+    /// q.put(7).unwrap();
+    /// assert_eq!(q.get(), Ok(7));
+    /// ```
+    pub fn new() -> io::Result<Manager> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let address =
+            Address { name: format!("stealpool-manager-{}-{n}", std::process::id()), token: wire::random_token()? };
+        let listener = UnixListener::bind_addr(&address.socket_addr()?)?;
+        let (waker, wakee) = UnixStream::pair()?;
+        let server = server::Server::new(listener, wakee, address.token)?;
+        let thread = std::thread::Builder::new().name("stealpool-manager".into()).spawn(move || server.run())?;
+        Ok(Manager { address: Arc::new(address), running: Mutex::new(Some((waker, thread))) })
+    }
+
+    fn create(&self, kind: Kind) -> Result<Handle, ManagerError> {
+        let handle = Handle { address: Arc::clone(&self.address), id: 0 };
+        match handle.call(&Request::Create(kind))? {
+            Reply::Id(id) => Ok(Handle { id, ..handle }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A new unbounded FIFO queue of `T`, like `Manager().Queue()`.
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] after [`shutdown`](Self::shutdown).
+    pub fn queue<T>(&self) -> Result<Queue<T>, ManagerError> {
+        Ok(Queue::new(self.create(Kind::Queue { maxsize: None })?, None))
+    }
+
+    /// A new FIFO queue of `T` that holds at most `maxsize` items, like
+    /// `Manager().Queue(maxsize)`. `maxsize == 0` means unbounded, as in Python.
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] after [`shutdown`](Self::shutdown).
+    pub fn bounded_queue<T>(&self, maxsize: usize) -> Result<Queue<T>, ManagerError> {
+        let maxsize = (maxsize > 0).then_some(maxsize as u64);
+        Ok(Queue::new(self.create(Kind::Queue { maxsize })?, maxsize))
+    }
+
+    /// A new lock, like `Manager().Lock()`.
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] after [`shutdown`](Self::shutdown).
+    pub fn lock(&self) -> Result<Lock, ManagerError> {
+        Ok(Lock::new(self.create(Kind::Lock)?))
+    }
+
+    /// A new bounded semaphore with `permits` permits, like
+    /// `Manager().BoundedSemaphore(permits)`.
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] after [`shutdown`](Self::shutdown).
+    pub fn semaphore(&self, permits: usize) -> Result<Semaphore, ManagerError> {
+        Ok(Semaphore::new(self.create(Kind::Semaphore { permits: permits as u64 })?))
+    }
+
+    /// A new event, initially not set, like `Manager().Event()`.
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] after [`shutdown`](Self::shutdown).
+    pub fn event(&self) -> Result<Event, ManagerError> {
+        Ok(Event::new(self.create(Kind::Event)?))
+    }
+
+    /// A new barrier for `parties` parties (at least one), like `Manager().Barrier(parties)`.
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] after [`shutdown`](Self::shutdown).
+    pub fn barrier(&self, parties: usize) -> Result<Barrier, ManagerError> {
+        let parties = parties.max(1);
+        Ok(Barrier::new(self.create(Kind::Barrier { parties: parties as u64 })?, parties))
+    }
+
+    /// A new key-value map, like `Manager().dict()`.
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] after [`shutdown`](Self::shutdown).
+    pub fn map<K, V>(&self) -> Result<Map<K, V>, ManagerError> {
+        Ok(Map::new(self.create(Kind::Map)?))
+    }
+
+    /// Stops the manager: every call blocked on one of its objects, in any process, returns
+    /// [`ManagerError::Disconnected`], and so does every later call. Calling it twice is
+    /// harmless.
+    ///
+    /// # Examples
+    /// ```
+    /// use stealpool::manager::{Manager, ManagerError};
+    ///
+    /// let manager = Manager::new().unwrap();
+    /// let q = manager.queue::<u8>().unwrap();
+    /// manager.shutdown();
+    /// assert_eq!(q.get(), Err(ManagerError::Disconnected));
+    /// ```
+    pub fn shutdown(&self) {
+        let running = self.running.lock().take();
+        if let Some((waker, thread)) = running {
+            // Closing our end wakes the server's poll; it returns and drops every socket.
+            drop(waker);
+            let _ = thread.join();
+        }
+        wire::forget(&self.address);
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl fmt::Debug for Manager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manager")
+            .field("name", &self.address.name)
+            .field("running", &self.running.lock().is_some())
+            .finish()
+    }
+}
+
+/// What every object handle holds: where the manager is and which object.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Handle {
+    address: Arc<Address>,
+    id: u64,
+}
+
+impl Handle {
+    fn call(&self, request: &Request) -> Result<Reply, ManagerError> {
+        wire::call(&self.address, request)
+    }
+
+    /// A call whose only good answer is `Done`.
+    fn call_done(&self, request: &Request) -> Result<(), ManagerError> {
+        match self.call(request)? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.address.name, self.id)
+    }
+}
+
+/// The error for a reply that does not answer the request.
+fn unexpected(reply: Reply) -> ManagerError {
+    match reply {
+        Reply::Failed(Failure::Full) => ManagerError::Full,
+        Reply::Failed(Failure::Empty) => ManagerError::Empty,
+        Reply::Failed(Failure::Timeout) => ManagerError::Timeout,
+        Reply::Failed(Failure::WouldBlock) => ManagerError::WouldBlock,
+        Reply::Failed(Failure::OverReleased) => ManagerError::OverReleased,
+        Reply::Failed(Failure::BrokenBarrier) => ManagerError::BrokenBarrier,
+        // Only a handle from a different manager, or a protocol bug, gets here.
+        other => ManagerError::Serialization(format!("unexpected reply from the manager: {other:?}")),
+    }
+}
+
+/// A client-side timeout as the server's wait.
+fn wait_for(timeout: Duration) -> Wait {
+    Wait::Micros(u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<serde_bytes::ByteBuf, ManagerError> {
+    postcard::to_stdvec(value).map(serde_bytes::ByteBuf::from).map_err(|e| ManagerError::Serialization(e.to_string()))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ManagerError> {
+    postcard::from_bytes(bytes).map_err(|e| ManagerError::Serialization(e.to_string()))
+}
+
+#[cfg(test)]
+mod test;

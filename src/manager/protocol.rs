@@ -1,0 +1,216 @@
+//! The manager's wire messages: what a client asks and what the server answers.
+//!
+//! Every message is a frame: a little-endian `u32` length, then the message in postcard. A
+//! connection carries one request at a time: the client writes a request and reads its reply
+//! before it writes the next, except [`Request::Ack`], which has no reply. See `PROTOCOL.md`
+//! beside this file for the conversation and the ordering arguments.
+//!
+//! This module holds message types and framing only; it must never block or touch a socket.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+/// Frames larger than this are refused (a corrupt length must not make the server allocate
+/// gigabytes).
+pub(crate) const MAX_FRAME: usize = 1 << 30;
+
+/// Bytes of the length prefix.
+pub(crate) const HEADER: usize = 4;
+
+/// How long a request may wait on the server for its condition (an item, a free slot, a
+/// permit, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Wait {
+    /// Answer at once.
+    No,
+    /// Wait until the condition holds (or the manager shuts down).
+    Forever,
+    /// Wait at most this many microseconds.
+    Micros(u64),
+}
+
+/// What a shared object is, when it is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Kind {
+    Queue { maxsize: Option<u64> },
+    Lock,
+    Semaphore { permits: u64 },
+    Event,
+    Barrier { parties: u64 },
+    Map,
+}
+
+/// Client -> server.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    /// First frame on every connection: proves the client was given a handle.
+    Hello {
+        token: [u8; 16],
+    },
+    Create(Kind),
+    Put {
+        id: u64,
+        item: ByteBuf,
+        wait: Wait,
+    },
+    Get {
+        id: u64,
+        wait: Wait,
+    },
+    /// The client has read the item of the last reply. No reply. Any later request on the same
+    /// connection says the same.
+    Ack,
+    QueueLen {
+        id: u64,
+    },
+    Acquire {
+        id: u64,
+        wait: Wait,
+    },
+    Release {
+        id: u64,
+    },
+    SetEvent {
+        id: u64,
+        value: bool,
+    },
+    IsSet {
+        id: u64,
+    },
+    WaitEvent {
+        id: u64,
+        wait: Wait,
+    },
+    WaitBarrier {
+        id: u64,
+        wait: Wait,
+    },
+    ResetBarrier {
+        id: u64,
+    },
+    MapInsert {
+        id: u64,
+        key: ByteBuf,
+        value: ByteBuf,
+    },
+    MapGet {
+        id: u64,
+        key: ByteBuf,
+    },
+    MapRemove {
+        id: u64,
+        key: ByteBuf,
+    },
+    MapLen {
+        id: u64,
+    },
+    MapKeys {
+        id: u64,
+    },
+    MapClear {
+        id: u64,
+    },
+}
+
+/// Server -> client.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    Done,
+    Id(u64),
+    Item(ByteBuf),
+    QueueLen {
+        len: u64,
+        full: bool,
+    },
+    /// A lock or permit is now held by the connection that asked.
+    Acquired {
+        owner_died: bool,
+    },
+    Flag(bool),
+    /// Arrival order at a barrier: `0..parties`.
+    Index(u64),
+    Value(Option<ByteBuf>),
+    Count(u64),
+    Keys(Vec<ByteBuf>),
+    Failed(Failure),
+}
+
+/// Why a request did not do what it asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Failure {
+    Full,
+    Empty,
+    Timeout,
+    WouldBlock,
+    OverReleased,
+    NotOwner,
+    BrokenBarrier,
+    NoSuchObject,
+    BadRequest(String),
+}
+
+/// Appends `message` as one frame to `out`.
+pub(crate) fn frame<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    match postcard::serialize_with_flavor(message, Extend(out)) {
+        Ok(()) => {
+            let len = (out.len() - start - HEADER) as u32;
+            out[start..start + HEADER].copy_from_slice(&len.to_le_bytes());
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// A postcard output that appends to a buffer someone else owns, copying byte strings with one
+/// `memcpy`.
+struct Extend<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Extend<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// The length of the frame whose header starts `buf`, once the header is complete.
+pub(crate) fn frame_len(buf: &[u8]) -> Option<usize> {
+    let header: [u8; HEADER] = buf.get(..HEADER)?.try_into().ok()?;
+    Some(u32::from_le_bytes(header) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let mut out = Vec::new();
+        frame(&Request::Put { id: 7, item: ByteBuf::from(vec![1, 2, 3]), wait: Wait::Micros(5) }, &mut out).unwrap();
+        frame(&Request::Ack, &mut out).unwrap();
+        let first = frame_len(&out).unwrap();
+        let req: Request = postcard::from_bytes(&out[HEADER..HEADER + first]).unwrap();
+        assert!(matches!(req, Request::Put { id: 7, ref item, wait: Wait::Micros(5) } if item.as_slice() == [1, 2, 3]));
+        let rest = &out[HEADER + first..];
+        let second = frame_len(rest).unwrap();
+        assert!(matches!(postcard::from_bytes(&rest[HEADER..HEADER + second]).unwrap(), Request::Ack));
+        assert_eq!(frame_len(&[1, 0]), None);
+    }
+}

@@ -1,0 +1,174 @@
+//! [`Queue`]: a FIFO queue served by a manager.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ManagerError, PutError};
+use crate::manager::protocol::{Reply, Request, Wait};
+use crate::manager::{Handle, decode, encode, unexpected, wait_for};
+
+/// A FIFO queue of `T` shared through a [`Manager`](super::Manager): many producers and
+/// consumers, in any processes and threads. Created by
+/// [`Manager::queue`](super::Manager::queue) and
+/// [`Manager::bounded_queue`](super::Manager::bounded_queue).
+///
+/// The handle is cheap to clone and serializable; items travel serialized (postcard), so `T`
+/// implements `Serialize` and `Deserialize`. Blocking calls follow one naming family:
+/// `put` / `try_put` / `put_timeout` and `get` / `try_get` / `get_timeout`.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use stealpool::manager::{Manager, ManagerError};
+///
+/// let manager = Manager::new().unwrap();
+/// let q = manager.bounded_queue::<u32>(2).unwrap();
+/// q.put(1).unwrap();
+/// q.put(2).unwrap();
+/// assert!(q.is_full().unwrap());
+/// assert!(q.put_timeout(3, Duration::from_millis(10)).unwrap_err().is_full());
+/// assert_eq!(q.get(), Ok(1));
+/// assert_eq!(q.try_get(), Ok(2));
+/// assert_eq!(q.try_get(), Err(ManagerError::Empty));
+/// ```
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct Queue<T> {
+    pub(super) handle: Handle,
+    maxsize: Option<u64>,
+    #[serde(skip)]
+    item: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Queue<T> {
+    pub(super) fn new(handle: Handle, maxsize: Option<u64>) -> Self {
+        Queue { handle, maxsize, item: PhantomData }
+    }
+
+    /// The maximum number of items, or `None` for an unbounded queue.
+    pub fn maxsize(&self) -> Option<usize> {
+        self.maxsize.map(|m| m as usize)
+    }
+
+    fn state(&self) -> Result<(u64, bool), ManagerError> {
+        match self.handle.call(&Request::QueueLen { id: self.handle.id })? {
+            Reply::QueueLen { len, full } => Ok((len, full)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The number of items in the queue now (others may change it at any moment).
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] if the manager is gone.
+    pub fn len(&self) -> Result<usize, ManagerError> {
+        Ok(self.state()?.0 as usize)
+    }
+
+    /// Whether the queue holds no item now.
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] if the manager is gone.
+    pub fn is_empty(&self) -> Result<bool, ManagerError> {
+        Ok(self.state()?.0 == 0)
+    }
+
+    /// Whether a bounded queue has no free slot now. An item handed to a getter that has not
+    /// yet confirmed receiving it still takes its slot (it comes back if the getter dies).
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] if the manager is gone.
+    pub fn is_full(&self) -> Result<bool, ManagerError> {
+        Ok(self.state()?.1)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    fn put_with(&self, item: T, wait: Wait) -> Result<(), PutError<T>> {
+        let bytes = match encode(&item) {
+            Ok(b) => b,
+            Err(error) => return Err(PutError { item, error }),
+        };
+        match self.handle.call(&Request::Put { id: self.handle.id, item: bytes, wait }) {
+            Ok(Reply::Done) => Ok(()),
+            Ok(other) => Err(PutError { item, error: unexpected(other) }),
+            Err(error) => Err(PutError { item, error }),
+        }
+    }
+
+    /// Appends `item`, waiting for a free slot if the queue is bounded and full. Once it
+    /// returns `Ok`, the item is in the queue: it survives the death of the putter.
+    ///
+    /// # Errors
+    /// [`Disconnected`](ManagerError::Disconnected) if the manager is gone (also while
+    /// waiting), [`Serialization`](ManagerError::Serialization) if `item` does not serialize.
+    /// The item is handed back in the [`PutError`].
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_with(item, Wait::Forever)
+    }
+
+    /// Appends `item` if there is a free slot now.
+    ///
+    /// # Errors
+    /// As [`put`](Self::put), and [`Full`](ManagerError::Full) if there is no free slot.
+    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_with(item, Wait::No)
+    }
+
+    /// Appends `item`, waiting at most `timeout` for a free slot.
+    ///
+    /// # Errors
+    /// As [`put`](Self::put), and [`Full`](ManagerError::Full) if no slot freed up in time.
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.put_with(item, wait_for(timeout))
+    }
+
+    fn get_with(&self, wait: Wait) -> Result<T, ManagerError> {
+        match self.handle.call(&Request::Get { id: self.handle.id, wait })? {
+            Reply::Item(bytes) => decode(&bytes),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes and returns the oldest item, waiting for one if the queue is empty.
+    ///
+    /// # Errors
+    /// [`Disconnected`](ManagerError::Disconnected) if the manager is gone (also while
+    /// waiting); [`Serialization`](ManagerError::Serialization) if the item does not
+    /// deserialize as `T`.
+    pub fn get(&self) -> Result<T, ManagerError> {
+        self.get_with(Wait::Forever)
+    }
+
+    /// Removes and returns the oldest item if there is one now.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get), and [`Empty`](ManagerError::Empty) if the queue is empty.
+    pub fn try_get(&self) -> Result<T, ManagerError> {
+        self.get_with(Wait::No)
+    }
+
+    /// Removes and returns the oldest item, waiting at most `timeout` for one.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get), and [`Empty`](ManagerError::Empty) if none came in time.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, ManagerError> {
+        self.get_with(wait_for(timeout))
+    }
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue { handle: self.handle.clone(), maxsize: self.maxsize, item: PhantomData }
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue").field("object", &self.handle).field("maxsize", &self.maxsize).finish()
+    }
+}

@@ -1,0 +1,720 @@
+//! The manager's server: one thread, one `poll` loop, every shared object's state.
+//!
+//! All state lives in this thread and is touched by nothing else, so there are no locks to
+//! get wrong: a request is applied whole or not at all, in the order the server reads it. A
+//! request that cannot be answered yet (a `get` on an empty queue, a held lock) parks its
+//! connection in the object's waiter list until the condition holds, its deadline passes, or
+//! the connection closes.
+//!
+//! Robustness rests on one fact: the kernel closes every socket of a process that dies, however
+//! it dies, and the server sees the end of file. Then the server releases what the connection
+//! held (locks and permits, marking the object so the next owner learns of the death), forgets
+//! its parked request (a dead `get` never swallows an item), puts back an item it was sent but
+//! never acknowledged, and breaks a barrier it was waiting at. A request cut off half-way is
+//! never applied, because a request is only read once its whole frame has arrived.
+//!
+//! This module must never block on a client: sockets are non-blocking and unsent replies wait
+//! in a per-connection buffer.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use serde_bytes::ByteBuf;
+
+use crate::manager::protocol::{self, Failure, HEADER, Kind, MAX_FRAME, Reply, Request, Wait};
+use crate::manager::wire;
+
+/// A connection's place in a waiter list: the connection and the number of the request that
+/// parked, so a stale entry (the request timed out, the connection closed) is recognized.
+type Waiter = (u64, u64);
+
+struct Conn {
+    stream: UnixStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// Sent `Hello` with the right token.
+    authenticated: bool,
+    /// A request waiting for its condition.
+    parked: Option<Parked>,
+    /// The item of the last `get` reply, until the client shows it read it.
+    lent: Option<(u64, Vec<u8>)>,
+    /// Numbers parked requests.
+    seq: u64,
+    /// The peer is gone or broke the protocol: cleaned up by [`Server::reap`].
+    dead: bool,
+}
+
+struct Parked {
+    seq: u64,
+    object: u64,
+    op: Op,
+    deadline: Option<Instant>,
+}
+
+enum Op {
+    Get,
+    Put(Vec<u8>),
+    Acquire,
+    WaitEvent,
+    WaitBarrier,
+}
+
+enum Object {
+    Queue(Queue),
+    /// A lock is a semaphore of one permit that only its holder may release.
+    Semaphore(Semaphore),
+    Event {
+        set: bool,
+        waiters: VecDeque<Waiter>,
+    },
+    Barrier(Barrier),
+    Map(BTreeMap<Vec<u8>, Vec<u8>>),
+}
+
+struct Queue {
+    items: VecDeque<Vec<u8>>,
+    maxsize: Option<usize>,
+    /// Items sent to a getter and not yet acknowledged: they still take a slot, because they
+    /// come back if the getter dies.
+    lent: usize,
+    getters: VecDeque<Waiter>,
+    putters: VecDeque<Waiter>,
+}
+
+impl Queue {
+    fn is_full(&self) -> bool {
+        self.maxsize.is_some_and(|m| self.items.len() + self.lent >= m)
+    }
+}
+
+struct Semaphore {
+    available: u64,
+    /// One entry per permit held, naming the connection that holds it.
+    holders: Vec<u64>,
+    lock: bool,
+    /// A holder died: the next acquirer is told (once).
+    owner_died: bool,
+    waiters: VecDeque<Waiter>,
+}
+
+struct Barrier {
+    parties: usize,
+    arrived: VecDeque<Waiter>,
+    broken: bool,
+}
+
+pub(crate) struct Server {
+    listener: UnixListener,
+    waker: UnixStream,
+    token: [u8; 16],
+    conns: HashMap<u64, Conn>,
+    next_conn: u64,
+    objects: HashMap<u64, Object>,
+    next_object: u64,
+}
+
+impl Server {
+    pub(crate) fn new(listener: UnixListener, waker: UnixStream, token: [u8; 16]) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        waker.set_nonblocking(true)?;
+        Ok(Server {
+            listener,
+            waker,
+            token,
+            conns: HashMap::new(),
+            next_conn: 1,
+            objects: HashMap::new(),
+            next_object: 1,
+        })
+    }
+
+    /// Serves until the waker is written to or closed. Dropping the server then closes every
+    /// connection, which every client sees as the manager's end.
+    pub(crate) fn run(mut self) {
+        let mut ids: Vec<u64> = Vec::new();
+        loop {
+            let timeout = match self.next_deadline() {
+                None => PollTimeout::NONE,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    // Round up, so we never wake a hair early and spin.
+                    let ms = left.as_micros().div_ceil(1000);
+                    PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+                }
+            };
+            ids.clear();
+            ids.extend(self.conns.keys().copied());
+            let (ready_listener, ready_waker, ready) = {
+                let mut fds = Vec::with_capacity(ids.len() + 2);
+                fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(self.waker.as_fd(), PollFlags::POLLIN));
+                for id in &ids {
+                    let c = &self.conns[id];
+                    let mut flags = PollFlags::POLLIN;
+                    if !c.output.is_empty() {
+                        flags |= PollFlags::POLLOUT;
+                    }
+                    fds.push(PollFd::new(c.stream.as_fd(), flags));
+                }
+                match nix::poll::poll(&mut fds, timeout) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(_) => return,
+                }
+                let is = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+                let ready: Vec<bool> = fds[2..].iter().map(is).collect();
+                (is(&fds[0]), is(&fds[1]), ready)
+            };
+            if ready_waker {
+                return;
+            }
+            for (i, id) in ids.iter().enumerate() {
+                if ready[i] {
+                    self.service(*id);
+                }
+            }
+            if ready_listener {
+                self.accept();
+            }
+            self.expire(Instant::now());
+            self.reap();
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.conns.values().filter_map(|c| c.parked.as_ref()?.deadline).min()
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    let id = self.next_conn;
+                    self.next_conn += 1;
+                    self.conns.insert(
+                        id,
+                        Conn {
+                            stream,
+                            input: Vec::new(),
+                            output: Vec::new(),
+                            authenticated: false,
+                            parked: None,
+                            lent: None,
+                            seq: 0,
+                            dead: false,
+                        },
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // WouldBlock: all taken. Anything else (out of fds, say): try again next round.
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Reads what a connection sent, serves each complete request, and writes what is owed.
+    fn service(&mut self, id: u64) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let mut eof = false;
+        let mut chunk = [0u8; 64 << 10];
+        loop {
+            match c.stream.read(&mut chunk) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    c.input.extend_from_slice(&chunk[..n]);
+                    if n < chunk.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        let mut consumed = 0;
+        loop {
+            let Some(c) = self.conns.get_mut(&id) else { return };
+            let buf = &c.input[consumed..];
+            let Some(len) = protocol::frame_len(buf) else { break };
+            if len > MAX_FRAME {
+                c.dead = true;
+                break;
+            }
+            if buf.len() < HEADER + len {
+                break;
+            }
+            let request = postcard::from_bytes::<Request>(&buf[HEADER..HEADER + len]);
+            consumed += HEADER + len;
+            match request {
+                Ok(r) => self.handle(id, r),
+                Err(_) => {
+                    c.dead = true;
+                    break;
+                }
+            }
+            if self.conns.get(&id).is_none_or(|c| c.dead) {
+                break;
+            }
+        }
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.input.drain(..consumed);
+            if eof {
+                // What is left is a request cut off by the client's death: never applied.
+                c.dead = true;
+            } else {
+                flush(c);
+            }
+        }
+    }
+
+    fn handle(&mut self, conn: u64, request: Request) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        // Any request after a reply shows the reply was read.
+        if let Some((queue, _)) = c.lent.take() {
+            self.returned_slot(queue);
+        }
+        let c = self.conns.get_mut(&conn).expect("checked above");
+        if !c.authenticated {
+            match request {
+                Request::Hello { token } if wire::same_token(&token, &self.token) => {
+                    c.authenticated = true;
+                    self.reply(conn, &Reply::Done);
+                }
+                _ => c.dead = true,
+            }
+            return;
+        }
+        match request {
+            Request::Hello { .. } => self.reply(conn, &Reply::Done),
+            Request::Ack => {}
+            Request::Create(kind) => {
+                let id = self.next_object;
+                self.next_object += 1;
+                self.objects.insert(id, new_object(kind));
+                self.reply(conn, &Reply::Id(id));
+            }
+            Request::Put { id, item, wait } => self.put(conn, id, item.into_vec(), wait),
+            Request::Get { id, wait } => self.get(conn, id, wait),
+            Request::QueueLen { id } => {
+                let reply = match self.objects.get(&id) {
+                    Some(Object::Queue(q)) => Reply::QueueLen { len: q.items.len() as u64, full: q.is_full() },
+                    _ => Reply::Failed(Failure::NoSuchObject),
+                };
+                self.reply(conn, &reply);
+            }
+            Request::Acquire { id, wait } => self.acquire(conn, id, wait),
+            Request::Release { id } => self.release(conn, id),
+            Request::SetEvent { id, value } => {
+                let woken = match self.objects.get_mut(&id) {
+                    Some(Object::Event { set, waiters }) => {
+                        *set = value;
+                        if value { std::mem::take(waiters) } else { VecDeque::new() }
+                    }
+                    _ => return self.reply(conn, &Reply::Failed(Failure::NoSuchObject)),
+                };
+                for w in woken {
+                    if self.unpark(w).is_some() {
+                        self.reply(w.0, &Reply::Flag(true));
+                    }
+                }
+                self.reply(conn, &Reply::Done);
+            }
+            Request::IsSet { id } => {
+                let reply = match self.objects.get(&id) {
+                    Some(Object::Event { set, .. }) => Reply::Flag(*set),
+                    _ => Reply::Failed(Failure::NoSuchObject),
+                };
+                self.reply(conn, &reply);
+            }
+            Request::WaitEvent { id, wait } => match self.objects.get(&id) {
+                Some(Object::Event { set: true, .. }) => self.reply(conn, &Reply::Flag(true)),
+                Some(Object::Event { .. }) if wait == Wait::No => self.reply(conn, &Reply::Flag(false)),
+                Some(Object::Event { .. }) => self.park(conn, id, Op::WaitEvent, wait),
+                _ => self.reply(conn, &Reply::Failed(Failure::NoSuchObject)),
+            },
+            Request::WaitBarrier { id, wait } => self.wait_barrier(conn, id, wait),
+            Request::ResetBarrier { id } => {
+                if !matches!(self.objects.get(&id), Some(Object::Barrier(_))) {
+                    return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
+                }
+                // Like Python's `reset`: whoever is waiting is told the barrier broke.
+                self.break_barrier(id);
+                if let Some(Object::Barrier(b)) = self.objects.get_mut(&id) {
+                    b.broken = false;
+                }
+                self.reply(conn, &Reply::Done);
+            }
+            Request::MapInsert { id, key, value } => {
+                self.map(conn, id, |m| Reply::Value(m.insert(key.into_vec(), value.into_vec()).map(ByteBuf::from)))
+            }
+            Request::MapGet { id, key } => {
+                self.map(conn, id, |m| Reply::Value(m.get(key.as_slice()).cloned().map(ByteBuf::from)))
+            }
+            Request::MapRemove { id, key } => {
+                self.map(conn, id, |m| Reply::Value(m.remove(key.as_slice()).map(ByteBuf::from)))
+            }
+            Request::MapLen { id } => self.map(conn, id, |m| Reply::Count(m.len() as u64)),
+            Request::MapKeys { id } => {
+                self.map(conn, id, |m| Reply::Keys(m.keys().cloned().map(ByteBuf::from).collect()))
+            }
+            Request::MapClear { id } => self.map(conn, id, |m| {
+                m.clear();
+                Reply::Done
+            }),
+        }
+    }
+
+    fn map(&mut self, conn: u64, id: u64, f: impl FnOnce(&mut BTreeMap<Vec<u8>, Vec<u8>>) -> Reply) {
+        let reply = match self.objects.get_mut(&id) {
+            Some(Object::Map(m)) => f(m),
+            _ => Reply::Failed(Failure::NoSuchObject),
+        };
+        self.reply(conn, &reply);
+    }
+
+    fn put(&mut self, conn: u64, id: u64, item: Vec<u8>, wait: Wait) {
+        let Some(Object::Queue(q)) = self.objects.get_mut(&id) else {
+            return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
+        };
+        if !q.is_full() && q.putters.is_empty() {
+            q.items.push_back(item);
+            self.reply(conn, &Reply::Done);
+            self.serve_queue(id);
+        } else if wait == Wait::No {
+            self.reply(conn, &Reply::Failed(Failure::Full));
+        } else {
+            self.park(conn, id, Op::Put(item), wait);
+        }
+    }
+
+    fn get(&mut self, conn: u64, id: u64, wait: Wait) {
+        let Some(Object::Queue(q)) = self.objects.get_mut(&id) else {
+            return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
+        };
+        if !q.items.is_empty() && q.getters.is_empty() {
+            let item = q.items.pop_front().expect("not empty");
+            self.lend(conn, id, item);
+            self.serve_queue(id);
+        } else if wait == Wait::No {
+            self.reply(conn, &Reply::Failed(Failure::Empty));
+        } else {
+            self.park(conn, id, Op::Get, wait);
+        }
+    }
+
+    /// Sends `item` to `conn` and keeps it until the client shows it has read it.
+    fn lend(&mut self, conn: u64, queue: u64, item: Vec<u8>) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let start = c.output.len();
+        let reply = Reply::Item(ByteBuf::from(item));
+        if protocol::frame(&reply, &mut c.output).is_err() {
+            c.output.truncate(start);
+        }
+        let Reply::Item(item) = reply else { unreachable!() };
+        if let Some(Object::Queue(q)) = self.objects.get_mut(&queue) {
+            q.lent += 1;
+        }
+        c.lent = Some((queue, item.into_vec()));
+        flush(c);
+    }
+
+    /// An item lent from `queue` was acknowledged: its slot is free.
+    fn returned_slot(&mut self, queue: u64) {
+        if let Some(Object::Queue(q)) = self.objects.get_mut(&queue) {
+            q.lent = q.lent.saturating_sub(1);
+            self.serve_queue(queue);
+        }
+    }
+
+    /// Matches parked getters with items and parked putters with free slots, until neither
+    /// can move.
+    fn serve_queue(&mut self, id: u64) {
+        loop {
+            let mut moved = false;
+            loop {
+                let Some(Object::Queue(q)) = self.objects.get_mut(&id) else { return };
+                if q.items.is_empty() {
+                    break;
+                }
+                let Some(w) = q.getters.pop_front() else { break };
+                if self.unpark(w).is_none() {
+                    continue;
+                }
+                let Some(Object::Queue(q)) = self.objects.get_mut(&id) else { return };
+                let item = q.items.pop_front().expect("not empty");
+                self.lend(w.0, id, item);
+                moved = true;
+            }
+            loop {
+                let Some(Object::Queue(q)) = self.objects.get_mut(&id) else { return };
+                if q.is_full() {
+                    break;
+                }
+                let Some(w) = q.putters.pop_front() else { break };
+                let Some(Op::Put(item)) = self.unpark(w) else { continue };
+                let Some(Object::Queue(q)) = self.objects.get_mut(&id) else { return };
+                q.items.push_back(item);
+                self.reply(w.0, &Reply::Done);
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn acquire(&mut self, conn: u64, id: u64, wait: Wait) {
+        let Some(Object::Semaphore(s)) = self.objects.get_mut(&id) else {
+            return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
+        };
+        if s.available > 0 && s.waiters.is_empty() {
+            s.available -= 1;
+            s.holders.push(conn);
+            let owner_died = std::mem::take(&mut s.owner_died);
+            self.reply(conn, &Reply::Acquired { owner_died });
+        } else if wait == Wait::No {
+            self.reply(conn, &Reply::Failed(Failure::WouldBlock));
+        } else {
+            self.park(conn, id, Op::Acquire, wait);
+        }
+    }
+
+    fn release(&mut self, conn: u64, id: u64) {
+        let Some(Object::Semaphore(s)) = self.objects.get_mut(&id) else {
+            return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
+        };
+        let mine = s.holders.iter().position(|h| *h == conn);
+        let which = match (mine, s.lock) {
+            (Some(i), _) => i,
+            (None, true) => return self.reply(conn, &Reply::Failed(Failure::NotOwner)),
+            // A semaphore may be released by anyone: take the oldest permit out.
+            (None, false) if !s.holders.is_empty() => 0,
+            (None, false) => return self.reply(conn, &Reply::Failed(Failure::OverReleased)),
+        };
+        s.holders.remove(which);
+        s.available += 1;
+        self.reply(conn, &Reply::Done);
+        self.serve_semaphore(id);
+    }
+
+    fn serve_semaphore(&mut self, id: u64) {
+        loop {
+            let Some(Object::Semaphore(s)) = self.objects.get_mut(&id) else { return };
+            if s.available == 0 {
+                return;
+            }
+            let Some(w) = s.waiters.pop_front() else { return };
+            if self.unpark(w).is_none() {
+                continue;
+            }
+            let Some(Object::Semaphore(s)) = self.objects.get_mut(&id) else { return };
+            s.available -= 1;
+            s.holders.push(w.0);
+            let owner_died = std::mem::take(&mut s.owner_died);
+            self.reply(w.0, &Reply::Acquired { owner_died });
+        }
+    }
+
+    fn wait_barrier(&mut self, conn: u64, id: u64, wait: Wait) {
+        let Some(Object::Barrier(b)) = self.objects.get_mut(&id) else {
+            return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
+        };
+        if b.broken {
+            return self.reply(conn, &Reply::Failed(Failure::BrokenBarrier));
+        }
+        if b.arrived.len() + 1 < b.parties {
+            if wait == Wait::No {
+                // Not waiting at a barrier that is not full breaks it, as a timeout does.
+                self.break_barrier(id);
+                return self.reply(conn, &Reply::Failed(Failure::Timeout));
+            }
+            return self.park(conn, id, Op::WaitBarrier, wait);
+        }
+        let arrived = std::mem::take(&mut b.arrived);
+        for (index, w) in arrived.into_iter().enumerate() {
+            if self.unpark(w).is_some() {
+                self.reply(w.0, &Reply::Index(index as u64));
+            }
+        }
+        let parties = match self.objects.get(&id) {
+            Some(Object::Barrier(b)) => b.parties,
+            _ => return,
+        };
+        self.reply(conn, &Reply::Index(parties as u64 - 1));
+    }
+
+    /// Breaks a barrier: everyone waiting at it is told.
+    fn break_barrier(&mut self, id: u64) {
+        let Some(Object::Barrier(b)) = self.objects.get_mut(&id) else { return };
+        b.broken = true;
+        for w in std::mem::take(&mut b.arrived) {
+            if self.unpark(w).is_some() {
+                self.reply(w.0, &Reply::Failed(Failure::BrokenBarrier));
+            }
+        }
+    }
+
+    /// Parks `conn`'s request on object `id`.
+    fn park(&mut self, conn: u64, id: u64, op: Op, wait: Wait) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        c.seq += 1;
+        let seq = c.seq;
+        let deadline = match wait {
+            Wait::Micros(us) => Some(Instant::now() + Duration::from_micros(us)),
+            _ => None,
+        };
+        let waiter = (conn, seq);
+        let list = match (self.objects.get_mut(&id), &op) {
+            (Some(Object::Queue(q)), Op::Get) => &mut q.getters,
+            (Some(Object::Queue(q)), Op::Put(_)) => &mut q.putters,
+            (Some(Object::Semaphore(s)), Op::Acquire) => &mut s.waiters,
+            (Some(Object::Event { waiters, .. }), Op::WaitEvent) => waiters,
+            (Some(Object::Barrier(b)), Op::WaitBarrier) => &mut b.arrived,
+            _ => return self.reply(conn, &Reply::Failed(Failure::NoSuchObject)),
+        };
+        list.push_back(waiter);
+        c.parked = Some(Parked { seq, object: id, op, deadline });
+    }
+
+    /// Takes the parked request of a waiter list entry, if the entry is still current.
+    fn unpark(&mut self, (conn, seq): Waiter) -> Option<Op> {
+        let c = self.conns.get_mut(&conn)?;
+        if c.dead || c.parked.as_ref()?.seq != seq {
+            return None;
+        }
+        c.parked.take().map(|p| p.op)
+    }
+
+    /// Answers every parked request whose deadline has passed.
+    fn expire(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.parked.as_ref().and_then(|p| p.deadline).is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in due {
+            let Some(p) = self.conns.get_mut(&conn).and_then(|c| c.parked.take()) else { continue };
+            let reply = match p.op {
+                Op::Get => Reply::Failed(Failure::Empty),
+                Op::Put(_) => Reply::Failed(Failure::Full),
+                Op::Acquire => Reply::Failed(Failure::Timeout),
+                Op::WaitEvent => Reply::Flag(false),
+                Op::WaitBarrier => {
+                    // Python's rule: a wait that times out breaks the barrier for everyone.
+                    self.forget_waiter(p.object, conn);
+                    self.break_barrier(p.object);
+                    Reply::Failed(Failure::Timeout)
+                }
+            };
+            self.reply(conn, &reply);
+        }
+    }
+
+    /// Removes `conn` from a barrier's arrivals (the only waiter list whose length matters).
+    fn forget_waiter(&mut self, object: u64, conn: u64) {
+        if let Some(Object::Barrier(b)) = self.objects.get_mut(&object) {
+            b.arrived.retain(|w| w.0 != conn);
+        }
+    }
+
+    /// Cleans up after connections that closed: see the module docs.
+    fn reap(&mut self) {
+        loop {
+            let Some(&id) = self.conns.iter().find(|(_, c)| c.dead).map(|(id, _)| id) else { return };
+            let c = self.conns.remove(&id).expect("found above");
+            if let Some((queue, item)) = c.lent
+                && let Some(Object::Queue(q)) = self.objects.get_mut(&queue)
+            {
+                // Sent, never read: it goes back where it was, at the front.
+                q.lent = q.lent.saturating_sub(1);
+                q.items.push_front(item);
+                self.serve_queue(queue);
+            }
+            if let Some(p) = c.parked
+                && matches!(p.op, Op::WaitBarrier)
+            {
+                self.forget_waiter(p.object, id);
+                self.break_barrier(p.object);
+            }
+            let held: Vec<u64> = self
+                .objects
+                .iter()
+                .filter(|(_, o)| matches!(o, Object::Semaphore(s) if s.holders.contains(&id)))
+                .map(|(k, _)| *k)
+                .collect();
+            for object in held {
+                if let Some(Object::Semaphore(s)) = self.objects.get_mut(&object) {
+                    let before = s.holders.len();
+                    s.holders.retain(|h| *h != id);
+                    s.available += (before - s.holders.len()) as u64;
+                    s.owner_died = true;
+                }
+                self.serve_semaphore(object);
+            }
+        }
+    }
+
+    fn reply(&mut self, conn: u64, reply: &Reply) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        if protocol::frame(reply, &mut c.output).is_err() {
+            c.dead = true;
+            return;
+        }
+        flush(c);
+    }
+}
+
+/// Writes as much of the connection's pending output as the socket takes now.
+fn flush(c: &mut Conn) {
+    while !c.output.is_empty() && !c.dead {
+        match wire::send(&c.stream, &c.output) {
+            Ok(n) => {
+                c.output.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => c.dead = true,
+        }
+    }
+}
+
+fn new_object(kind: Kind) -> Object {
+    let semaphore = |permits: u64, lock: bool| {
+        Object::Semaphore(Semaphore {
+            available: permits,
+            holders: Vec::new(),
+            lock,
+            owner_died: false,
+            waiters: VecDeque::new(),
+        })
+    };
+    match kind {
+        Kind::Queue { maxsize } => Object::Queue(Queue {
+            items: VecDeque::new(),
+            maxsize: maxsize.map(|m| m as usize),
+            lent: 0,
+            getters: VecDeque::new(),
+            putters: VecDeque::new(),
+        }),
+        Kind::Lock => semaphore(1, true),
+        Kind::Semaphore { permits } => semaphore(permits, false),
+        Kind::Event => Object::Event { set: false, waiters: VecDeque::new() },
+        Kind::Barrier { parties } => {
+            Object::Barrier(Barrier { parties: parties.max(1) as usize, arrived: VecDeque::new(), broken: false })
+        }
+        Kind::Map => Object::Map(BTreeMap::new()),
+    }
+}

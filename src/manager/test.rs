@@ -1,0 +1,367 @@
+//! White-box tests of the manager, in one process: threads as clients, and raw sockets for
+//! clients that misbehave or die half-way.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use super::protocol::{self, HEADER, Reply, Request, Wait};
+use super::*;
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// A client that speaks the protocol by hand, to die at chosen moments.
+struct Raw(UnixStream);
+
+impl Raw {
+    fn connect(manager: &Manager) -> Raw {
+        let mut raw = Raw(UnixStream::connect_addr(&manager.address.socket_addr().unwrap()).unwrap());
+        assert!(matches!(raw.call(&Request::Hello { token: manager.address.token }), Reply::Done));
+        raw
+    }
+
+    fn send(&mut self, request: &Request) {
+        let mut buf = Vec::new();
+        protocol::frame(request, &mut buf).unwrap();
+        self.0.write_all(&buf).unwrap();
+    }
+
+    fn call(&mut self, request: &Request) -> Reply {
+        self.send(request);
+        let mut header = [0; HEADER];
+        self.0.read_exact(&mut header).unwrap();
+        let mut body = vec![0; u32::from_le_bytes(header) as usize];
+        self.0.read_exact(&mut body).unwrap();
+        postcard::from_bytes(&body).unwrap()
+    }
+}
+
+#[test]
+fn queue_is_fifo_across_many_producers_and_consumers() {
+    let manager = Manager::new().unwrap();
+    let q = manager.bounded_queue::<(u32, u32)>(8).unwrap();
+    let producers: Vec<_> = (0..4)
+        .map(|p| {
+            let q = q.clone();
+            thread::spawn(move || (0..300).for_each(|i| q.put((p, i)).unwrap()))
+        })
+        .collect();
+    let consumers: Vec<_> = (0..3)
+        .map(|_| {
+            let q = q.clone();
+            thread::spawn(move || {
+                let mut got = Vec::new();
+                while let Ok(item) = q.get_timeout(Duration::from_millis(500)) {
+                    got.push(item);
+                }
+                got
+            })
+        })
+        .collect();
+    producers.into_iter().for_each(|p| p.join().unwrap());
+    let mut all: Vec<(u32, u32)> = Vec::new();
+    for c in consumers {
+        let got = c.join().unwrap();
+        // Each consumer sees each producer's items in the order they were put.
+        for p in 0..4 {
+            let seq: Vec<u32> = got.iter().filter(|(from, _)| *from == p).map(|(_, i)| *i).collect();
+            assert!(seq.windows(2).all(|w| w[0] < w[1]), "out of order: {seq:?}");
+        }
+        all.extend(got);
+    }
+    all.sort_unstable();
+    let expected: Vec<(u32, u32)> = (0..4).flat_map(|p| (0..300).map(move |i| (p, i))).collect();
+    assert_eq!(all, expected, "every item exactly once");
+}
+
+#[test]
+fn bounded_queue_blocks_put_until_a_get() {
+    let manager = Manager::new().unwrap();
+    let q = manager.bounded_queue::<u32>(1).unwrap();
+    q.put(1).unwrap();
+    assert!(q.is_full().unwrap());
+    let (done_tx, done_rx) = mpsc::channel();
+    let putter = {
+        let q = q.clone();
+        thread::spawn(move || {
+            q.put(2).unwrap();
+            done_tx.send(()).unwrap();
+        })
+    };
+    // The queue is full, so the put cannot have finished yet.
+    assert!(done_rx.recv_timeout(Duration::from_millis(100)).is_err());
+    assert_eq!(q.get(), Ok(1));
+    done_rx.recv_timeout(LONG).unwrap();
+    putter.join().unwrap();
+    assert_eq!(q.len(), Ok(1));
+    assert_eq!(q.get(), Ok(2));
+    assert_eq!(q.is_empty(), Ok(true));
+}
+
+#[test]
+fn queue_errors_are_distinct() {
+    let manager = Manager::new().unwrap();
+    let q = manager.bounded_queue::<String>(1).unwrap();
+    assert_eq!(q.maxsize(), Some(1));
+    assert_eq!(q.try_get(), Err(ManagerError::Empty));
+    assert_eq!(q.get_timeout(Duration::from_millis(20)), Err(ManagerError::Empty));
+    q.try_put("a".into()).unwrap();
+    let full = q.try_put("b".into()).unwrap_err();
+    assert!(full.is_full());
+    assert_eq!(full.into_inner(), "b");
+    let full = q.put_timeout("c".into(), Duration::from_millis(20)).unwrap_err();
+    assert_eq!(full.error(), &ManagerError::Full);
+    // A handle of the wrong type is a serialization error, not a panic.
+    let wrong: Queue<Vec<u64>> = postcard::from_bytes(&postcard::to_stdvec(&q).unwrap()).unwrap();
+    assert!(matches!(wrong.try_get(), Ok(_) | Err(ManagerError::Serialization(_))));
+    manager.shutdown();
+    assert!(q.try_put("d".into()).unwrap_err().is_disconnected());
+    assert_eq!(q.len(), Err(ManagerError::Disconnected));
+}
+
+#[test]
+fn lock_excludes_and_times_out() {
+    let manager = Manager::new().unwrap();
+    let lock = manager.lock().unwrap();
+    let count = manager.map::<String, u64>().unwrap();
+    count.insert("n".into(), 0).unwrap();
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (lock, count) = (lock.clone(), count.clone());
+            thread::spawn(move || {
+                for _ in 0..50 {
+                    let _guard = lock.lock().unwrap();
+                    let n = count.get(&"n".into()).unwrap().unwrap();
+                    count.insert("n".into(), n + 1).unwrap();
+                }
+            })
+        })
+        .collect();
+    workers.into_iter().for_each(|w| w.join().unwrap());
+    assert_eq!(count.get(&"n".into()), Ok(Some(200)), "no update lost");
+
+    let guard = lock.lock().unwrap();
+    assert_eq!(lock.try_lock().unwrap_err(), ManagerError::WouldBlock);
+    assert_eq!(lock.lock_timeout(Duration::from_millis(20)).unwrap_err(), ManagerError::Timeout);
+    guard.unlock().unwrap();
+    assert!(!lock.lock_timeout(LONG).unwrap().previous_owner_died());
+}
+
+#[test]
+fn a_dead_holder_releases_the_lock_and_the_next_owner_is_told() {
+    let manager = Manager::new().unwrap();
+    let lock = manager.lock().unwrap();
+    let mut raw = Raw::connect(&manager);
+    assert!(matches!(raw.call(&Request::Acquire { id: lock.handle.id, wait: Wait::No }), Reply::Acquired { .. }));
+    assert_eq!(lock.try_lock().unwrap_err(), ManagerError::WouldBlock);
+    drop(raw); // the holder "dies": the kernel closes its socket
+    let guard = lock.lock_timeout(LONG).unwrap();
+    assert!(guard.previous_owner_died());
+    drop(guard);
+    assert!(!lock.lock().unwrap().previous_owner_died(), "told once");
+}
+
+#[test]
+fn semaphore_is_bounded_and_recovers_permits_of_the_dead() {
+    let manager = Manager::new().unwrap();
+    let sem = manager.semaphore(2).unwrap();
+    assert_eq!(sem.release(), Err(ManagerError::OverReleased));
+    let mut raw = Raw::connect(&manager);
+    assert!(matches!(raw.call(&Request::Acquire { id: sem.handle.id, wait: Wait::No }), Reply::Acquired { .. }));
+    let mine = sem.acquire().unwrap();
+    assert_eq!(sem.acquire_timeout(Duration::from_millis(20)).unwrap_err(), ManagerError::Timeout);
+    drop(raw);
+    let back = sem.acquire_timeout(LONG).unwrap();
+    assert!(back.previous_owner_died());
+    drop(mine);
+    back.forget();
+    sem.release().unwrap();
+    assert_eq!(sem.release(), Err(ManagerError::OverReleased));
+}
+
+#[test]
+fn event_and_barrier() {
+    let manager = Manager::new().unwrap();
+    let event = manager.event().unwrap();
+    assert_eq!(event.is_set(), Ok(false));
+    assert_eq!(event.wait_timeout(Duration::from_millis(10)), Ok(false));
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let e = event.clone();
+            thread::spawn(move || e.wait())
+        })
+        .collect();
+    event.set().unwrap();
+    waiters.into_iter().for_each(|w| w.join().unwrap().unwrap());
+    assert_eq!(event.wait_timeout(Duration::ZERO), Ok(true));
+    event.clear().unwrap();
+    assert_eq!(event.is_set(), Ok(false));
+
+    let barrier = manager.barrier(3).unwrap();
+    assert_eq!(barrier.parties(), 3);
+    let parties: Vec<_> = (0..3)
+        .map(|_| {
+            let b = barrier.clone();
+            thread::spawn(move || b.wait_timeout(LONG))
+        })
+        .collect();
+    let mut indices: Vec<usize> = parties.into_iter().map(|p| p.join().unwrap().unwrap()).collect();
+    indices.sort_unstable();
+    assert_eq!(indices, [0, 1, 2]);
+
+    // A party that times out breaks the barrier for the others, until reset.
+    let other = {
+        let b = barrier.clone();
+        thread::spawn(move || b.wait())
+    };
+    assert_eq!(barrier.wait_timeout(Duration::from_millis(50)), Err(ManagerError::Timeout));
+    assert_eq!(other.join().unwrap(), Err(ManagerError::BrokenBarrier));
+    assert_eq!(barrier.wait(), Err(ManagerError::BrokenBarrier));
+    barrier.reset().unwrap();
+    let b = barrier.clone();
+    let t = thread::spawn(move || b.wait_timeout(LONG));
+    let b = barrier.clone();
+    let u = thread::spawn(move || b.wait_timeout(LONG));
+    assert!(barrier.wait_timeout(LONG).is_ok());
+    assert!(t.join().unwrap().is_ok() && u.join().unwrap().is_ok());
+}
+
+#[test]
+fn map_operations() {
+    let manager = Manager::new().unwrap();
+    let m = manager.map::<u32, String>().unwrap();
+    assert_eq!(m.insert(2, "two".into()), Ok(None));
+    assert_eq!(m.insert(1, "one".into()), Ok(None));
+    assert_eq!(m.contains_key(&1), Ok(true));
+    assert_eq!(
+        m.keys().map(|mut k| {
+            k.sort_unstable();
+            k
+        }),
+        Ok(vec![1, 2])
+    );
+    m.clear().unwrap();
+    assert_eq!(m.len(), Ok(0));
+    assert_eq!(m.get(&1), Ok(None));
+}
+
+#[test]
+fn shutdown_wakes_every_blocked_call() {
+    let manager = Manager::new().unwrap();
+    let q = manager.queue::<u8>().unwrap();
+    let lock = manager.lock().unwrap();
+    let event = manager.event().unwrap();
+    let held = lock.lock().unwrap();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let blocked: Vec<thread::JoinHandle<ManagerError>> = vec![
+        {
+            let (q, tx) = (q.clone(), ready_tx.clone());
+            thread::spawn(move || {
+                tx.send(()).unwrap();
+                q.get().unwrap_err()
+            })
+        },
+        {
+            let (lock, tx) = (lock.clone(), ready_tx.clone());
+            thread::spawn(move || {
+                tx.send(()).unwrap();
+                lock.lock().unwrap_err()
+            })
+        },
+        {
+            let (event, tx) = (event.clone(), ready_tx);
+            thread::spawn(move || {
+                tx.send(()).unwrap();
+                event.wait().unwrap_err()
+            })
+        },
+    ];
+    for _ in 0..3 {
+        ready_rx.recv().unwrap();
+    }
+    // Whether or not each thread has reached the server yet, it must end Disconnected.
+    manager.shutdown();
+    manager.shutdown(); // harmless twice
+    for t in blocked {
+        assert_eq!(t.join().unwrap(), ManagerError::Disconnected);
+    }
+    assert_eq!(held.unlock(), Err(ManagerError::Disconnected));
+    assert_eq!(q.try_get(), Err(ManagerError::Disconnected));
+    assert_eq!(event.set(), Err(ManagerError::Disconnected));
+    assert!(manager.queue::<u8>().unwrap_err().is_disconnected());
+}
+
+#[test]
+fn a_request_cut_off_half_way_is_never_applied() {
+    let manager = Manager::new().unwrap();
+    let q = manager.queue::<u32>().unwrap();
+    let mut raw = Raw::connect(&manager);
+    let mut frame = Vec::new();
+    protocol::frame(&Request::Put { id: q.handle.id, item: encode(&7u32).unwrap(), wait: Wait::No }, &mut frame)
+        .unwrap();
+    raw.0.write_all(&frame[..frame.len() - 1]).unwrap();
+    drop(raw);
+    q.put(8).unwrap();
+    assert_eq!(q.get(), Ok(8));
+    assert_eq!(q.try_get(), Err(ManagerError::Empty));
+}
+
+#[test]
+fn an_item_sent_to_a_getter_that_dies_unread_goes_back_to_the_front() {
+    let manager = Manager::new().unwrap();
+    let q = manager.bounded_queue::<u32>(2).unwrap();
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    let mut raw = Raw::connect(&manager);
+    assert!(matches!(raw.call(&Request::Get { id: q.handle.id, wait: Wait::No }), Reply::Item(_)));
+    // Lent, not acknowledged: it still takes its slot.
+    assert_eq!(q.len(), Ok(1));
+    assert!(q.is_full().unwrap());
+    drop(raw);
+    // The server sees the end of file in the round that answers our next request (the close
+    // came first) and cleans up at the end of that round; the round after sees the result.
+    q.len().unwrap();
+    assert_eq!(q.len(), Ok(2));
+    assert_eq!(q.get(), Ok(1), "the unread item is back, first");
+    assert_eq!(q.get(), Ok(2));
+
+    // Once acknowledged, it is the getter's: its death changes nothing.
+    q.put(3).unwrap();
+    let mut raw = Raw::connect(&manager);
+    assert!(matches!(raw.call(&Request::Get { id: q.handle.id, wait: Wait::No }), Reply::Item(_)));
+    raw.send(&Request::Ack);
+    assert!(matches!(raw.call(&Request::QueueLen { id: q.handle.id }), Reply::QueueLen { len: 0, full: false }));
+    drop(raw);
+    assert_eq!(q.get_timeout(Duration::from_millis(50)), Err(ManagerError::Empty));
+}
+
+#[test]
+fn a_dead_waiter_never_swallows_an_item() {
+    let manager = Manager::new().unwrap();
+    let q = manager.queue::<u32>().unwrap();
+    let mut raw = Raw::connect(&manager);
+    raw.send(&Request::Get { id: q.handle.id, wait: Wait::Forever });
+    // Make sure the server has parked it before it dies. Our bytes are in the server's socket
+    // before the next request is sent, so the loop round that answers that request sees them
+    // too (and may serve them after it); the round answering a second request starts after
+    // that one ended.
+    q.len().unwrap();
+    q.len().unwrap();
+    drop(raw);
+    q.put(5).unwrap();
+    assert_eq!(q.get_timeout(LONG), Ok(5));
+}
+
+#[test]
+fn a_client_without_the_token_is_refused() {
+    let manager = Manager::new().unwrap();
+    let mut stream = UnixStream::connect_addr(&manager.address.socket_addr().unwrap()).unwrap();
+    let mut buf = Vec::new();
+    protocol::frame(&Request::Hello { token: [0; 16] }, &mut buf).unwrap();
+    protocol::frame(&Request::Create(protocol::Kind::Event), &mut buf).unwrap();
+    stream.write_all(&buf).unwrap();
+    let mut reply = Vec::new();
+    assert_eq!(stream.read_to_end(&mut reply).unwrap(), 0, "closed without a word");
+}

@@ -1,0 +1,178 @@
+//! The client's side of the manager's sockets: addresses, connections, and the per-process
+//! pool of idle connections.
+//!
+//! A handle (a `Queue`, a `Lock`, ...) is plain data: the manager's address, a secret token,
+//! and an object id. Whoever holds one, in whatever process, connects on first use; idle
+//! connections are kept per process and reused. A connection carries one request at a time;
+//! a thread blocked in `get` holds its own connection, others take other connections.
+//!
+//! This module must never let a broken connection back into the pool.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixStream};
+use std::sync::Arc;
+
+use nix::sys::socket::MsgFlags;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ManagerError;
+use crate::manager::protocol::{self, HEADER, MAX_FRAME, Reply, Request};
+
+/// Where a manager listens (a Linux abstract socket name, so nothing is left on disk when it
+/// dies) and the token a client must show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Address {
+    pub(crate) name: String,
+    pub(crate) token: [u8; 16],
+}
+
+impl Address {
+    pub(crate) fn socket_addr(&self) -> io::Result<SocketAddr> {
+        SocketAddr::from_abstract_name(self.name.as_bytes())
+    }
+}
+
+/// Writes with `MSG_NOSIGNAL`: a peer that is gone is an error, never a `SIGPIPE` that could
+/// kill a program which restored the default disposition.
+pub(crate) fn send(stream: &UnixStream, buf: &[u8]) -> io::Result<usize> {
+    nix::sys::socket::send(stream.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL).map_err(io::Error::from)
+}
+
+fn send_all(stream: &UnixStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match send(stream, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Compares tokens without stopping at the first difference.
+pub(crate) fn same_token(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// 16 bytes from the kernel's random source.
+pub(crate) fn random_token() -> io::Result<[u8; 16]> {
+    let mut token = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut token)?;
+    Ok(token)
+}
+
+/// One connection to a manager.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn open(address: &Address) -> Result<Conn, ManagerError> {
+        let addr = address.socket_addr().map_err(|_| ManagerError::Disconnected)?;
+        let stream = UnixStream::connect_addr(&addr).map_err(|_| ManagerError::Disconnected)?;
+        let mut conn = Conn { stream, buf: Vec::with_capacity(256) };
+        match conn.call(&Request::Hello { token: address.token })? {
+            Reply::Done => Ok(conn),
+            _ => Err(ManagerError::Disconnected),
+        }
+    }
+
+    /// Sends a request and reads its reply. `Err(Disconnected)` means this connection is
+    /// finished; any other error leaves it usable.
+    pub(crate) fn call(&mut self, request: &Request) -> Result<Reply, ManagerError> {
+        self.buf.clear();
+        protocol::frame(request, &mut self.buf).map_err(|e| ManagerError::Serialization(e.to_string()))?;
+        send_all(&self.stream, &self.buf).map_err(|_| ManagerError::Disconnected)?;
+        let mut header = [0u8; HEADER];
+        (&self.stream).read_exact(&mut header).map_err(|_| ManagerError::Disconnected)?;
+        let len = u32::from_le_bytes(header) as usize;
+        if len > MAX_FRAME {
+            return Err(ManagerError::Disconnected);
+        }
+        self.buf.clear();
+        self.buf.resize(len, 0);
+        (&self.stream).read_exact(&mut self.buf).map_err(|_| ManagerError::Disconnected)?;
+        let reply: Reply = postcard::from_bytes(&self.buf).map_err(|_| ManagerError::Disconnected)?;
+        if matches!(reply, Reply::Item(_)) {
+            // Tell the server the item arrived, so it stops holding it for us. If we die
+            // before this, the server puts the item back: nobody in this process saw it.
+            self.buf.clear();
+            let _ = protocol::frame(&Request::Ack, &mut self.buf);
+            let _ = send_all(&self.stream, &self.buf);
+        }
+        if self.buf.capacity() > 1 << 20 {
+            self.buf = Vec::with_capacity(256);
+        }
+        Ok(reply)
+    }
+}
+
+/// Idle connections of this process, by manager name. The pid guards against a process that
+/// was forked with the pool filled: a child must not share its parent's sockets.
+static IDLE: Mutex<Option<Idle>> = Mutex::new(None);
+
+struct Idle {
+    pid: u32,
+    by_manager: HashMap<String, Vec<Conn>>,
+}
+
+/// At most this many idle connections are kept per manager.
+const MAX_IDLE: usize = 64;
+
+/// An idle connection to `address`, or a new one.
+pub(crate) fn take(address: &Address) -> Result<Conn, ManagerError> {
+    let pid = std::process::id();
+    let reused = {
+        let mut idle = IDLE.lock();
+        match idle.as_mut() {
+            Some(i) if i.pid == pid => i.by_manager.get_mut(&address.name).and_then(Vec::pop),
+            _ => {
+                // Filled by the process we were forked from: those sockets are shared with
+                // it, and our frames would interleave with its own. Drop our copies (which
+                // does not close the parent's).
+                *idle = Some(Idle { pid, by_manager: HashMap::new() });
+                None
+            }
+        }
+    };
+    match reused {
+        Some(c) => Ok(c),
+        None => Conn::open(address),
+    }
+}
+
+/// Returns a healthy connection to the pool.
+pub(crate) fn give_back(address: &Address, conn: Conn) {
+    let mut idle = IDLE.lock();
+    if let Some(i) = idle.as_mut()
+        && i.pid == std::process::id()
+    {
+        let list = i.by_manager.entry(address.name.clone()).or_default();
+        if list.len() < MAX_IDLE {
+            list.push(conn);
+        }
+    }
+}
+
+/// Closes this process's idle connections to a manager that is shutting down.
+pub(crate) fn forget(address: &Address) {
+    if let Some(i) = IDLE.lock().as_mut() {
+        i.by_manager.remove(&address.name);
+    }
+}
+
+/// Runs one request on a pooled connection.
+pub(crate) fn call(address: &Arc<Address>, request: &Request) -> Result<Reply, ManagerError> {
+    let mut conn = take(address)?;
+    let reply = conn.call(request);
+    if !matches!(reply, Err(ManagerError::Disconnected)) {
+        give_back(address, conn);
+    }
+    reply
+}
