@@ -612,3 +612,80 @@ impl<T> fmt::Display for PutError<T> {
 }
 
 impl<T> std::error::Error for PutError<T> {}
+
+/// Why a [`Process`](crate::process::Process) could not be started.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ProcessError {
+    /// The function is not registered with [`register_fn!`](crate::register_fn).
+    Unregistered {
+        /// The function's Rust type name.
+        name: String,
+    },
+    /// The arguments do not serialize.
+    Serialization {
+        /// What the serializer reported.
+        message: String,
+    },
+    /// The fork server or the fork failed.
+    Spawn(std::io::Error),
+}
+
+impl fmt::Display for ProcessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProcessError::Unregistered { name } => {
+                write!(f, "`{name}` is not registered (use stealpool::register_fn!)")
+            }
+            ProcessError::Serialization { message } => write!(f, "the arguments do not serialize: {message}"),
+            ProcessError::Spawn(e) => write!(f, "could not start the process: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ProcessError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ProcessError::Spawn(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why a [`pipe`](crate::pipe) operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PipeError {
+    /// The other end is gone (dropped, or its process ended): nothing more will arrive, and
+    /// nothing sent would be read. Python raises `EOFError` here.
+    Eof,
+    /// `try_recv`: nothing has arrived yet.
+    Empty,
+    /// `recv_timeout`: nothing arrived in time.
+    Timeout,
+    /// The message did not serialize, or what arrived did not deserialize as the pipe's type.
+    Serialization(String),
+    /// The operating system refused (out of file descriptors, for one).
+    Io(String),
+}
+
+impl PipeError {
+    /// Whether the other end is gone.
+    pub fn is_eof(&self) -> bool {
+        matches!(self, PipeError::Eof)
+    }
+}
+
+impl fmt::Display for PipeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PipeError::Eof => f.write_str("end of file: the other end of the pipe is gone"),
+            PipeError::Empty => f.write_str("nothing has arrived yet"),
+            PipeError::Timeout => f.write_str("nothing arrived in time"),
+            PipeError::Serialization(m) => write!(f, "serialization failed: {m}"),
+            PipeError::Io(m) => write!(f, "pipe I/O failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for PipeError {}

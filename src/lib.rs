@@ -69,26 +69,28 @@ mod job;
 #[cfg(unix)]
 pub mod manager;
 #[cfg(unix)]
+pub mod pipe;
+#[cfg(unix)]
 pub mod process;
 mod thread;
 mod unwind;
 
 pub use crate::error::{
-    BuildError, ExitStatus, JobError, JoinError, ManagerError, MapError, MapErrorKind, PutError, ResultTimeoutError,
-    ShutdownError, SubmitError, TimeoutError, TryResultError,
+    BuildError, ExitStatus, JobError, JoinError, ManagerError, MapError, MapErrorKind, PipeError, ProcessError,
+    PutError, ResultTimeoutError, ShutdownError, SubmitError, TimeoutError, TryResultError,
 };
 pub use crate::executor::{Executor, MapIter, MapOptions, Submit};
 pub use crate::future::{AsCompleted, Future, ReturnWhen, Wait, as_completed, wait};
 pub use crate::job::{Apply, Batch, Call, Job, Star};
 #[cfg(unix)]
-pub use crate::process::{ProcessPoolBuilder, ProcessPoolExecutor, RemoteJob};
+pub use crate::process::{Process, ProcessBuilder, ProcessPoolBuilder, ProcessPoolExecutor, RemoteJob};
 pub use crate::thread::{ThreadPoolBuilder, ThreadPoolExecutor};
 
 /// What the registration macros expand to. Not a public API.
 #[cfg(unix)]
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::process::registry::{REGISTRY, Registration, invoke_fn, invoke_job, type_id_of};
+    pub use crate::process::registry::{REGISTRY, Registration, invoke_fn, invoke_job, start_fn, type_id_of};
     pub use linkme;
 }
 

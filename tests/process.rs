@@ -382,6 +382,21 @@ fn kill_running_job(p: &ProcessPoolExecutor, signal: nix::sys::signal::Signal) -
 }
 
 #[test]
+fn sigterm_to_one_worker_ends_that_worker_only() {
+    // Regression: workers used to inherit the fork server's SIGTERM handler, which kills every
+    // child the server knew of at the fork: the victim's siblings.
+    let p = pool(3);
+    let before = wait_for_workers(&p, 3);
+    let (err, victim) = kill_running_job(&p, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(err, JobError::WorkerDied { pid: victim, status: ExitStatus::Signaled { signal: 15 } });
+    for pid in before.iter().filter(|pid| **pid != victim) {
+        assert!(alive(*pid), "sibling {pid} of the terminated worker {victim} must live on");
+    }
+    let after = wait_for_workers(&p, 3);
+    assert_eq!(after.iter().filter(|pid| before.contains(pid)).count(), 2, "{before:?} -> {after:?}");
+}
+
+#[test]
 fn a_killed_worker_fails_only_its_job_and_is_replaced() {
     let p = pool(2);
     let others: Vec<Future<u64>> = (0..20).map(|i| p.apply_async(sleep_ms, i % 3).unwrap()).collect();

@@ -52,6 +52,7 @@
 //! assert_eq!(lens, [0, 1, 7, 2, 5, 8, 16, 3, 19, 6]);
 //! ```
 
+mod child;
 mod pool;
 pub(crate) mod protocol;
 pub(crate) mod registry;
@@ -70,6 +71,7 @@ use crate::executor::{Executor, Submit};
 use crate::future::{Cell, Core, Ending, Future};
 use crate::job::{Apply, Batch, Call, Star};
 
+pub use self::child::{Process, ProcessBuilder};
 use self::pool::{Config, Pool, Sink, Task};
 use self::protocol::{Mode, Status};
 pub use self::registry::RemoteJob;

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
+use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender, OpaqueIpcReceiver};
 use serde::{Deserialize, Serialize};
 
 /// How a task's input is laid out.
@@ -155,7 +155,10 @@ pub(crate) fn split<'a, H: Deserialize<'a>>(frame: &'a [u8]) -> Result<(H, &'a [
 pub(crate) enum ZygoteRequest {
     /// Fork a worker that reads tasks from `tasks` and writes replies to `replies`.
     Spawn { token: u64, name: String, tasks: IpcBytesReceiver, replies: IpcBytesSender, initializer: Option<String> },
-    /// Send `signal` to worker `pid`, if it is still a live child of the fork server.
+    /// Fork a child that runs the function registered as `code` once, with the arguments that
+    /// arrive on `args`, and exits (a [`Process`](crate::process::Process)).
+    Run { token: u64, name: String, code: String, args: OpaqueIpcReceiver, die_with_parent: bool },
+    /// Send `signal` to child `pid`, if it is still a live child of the fork server.
     Kill { pid: i32, signal: i32 },
 }
 

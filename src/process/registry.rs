@@ -15,6 +15,7 @@ use std::any::TypeId;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use ipc_channel::ipc::OpaqueIpcReceiver;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -30,22 +31,26 @@ pub struct Registration {
     name: &'static str,
     type_id: fn() -> TypeId,
     invoke: Invoke,
-    is_function: bool,
+    /// For a function: runs it once in a [`Process`](crate::process::Process).
+    start: Option<Start>,
 }
 
 /// Runs the code on serialized input, appending the serialized output (or an error message)
 /// to the buffer.
 type Invoke = fn(Mode, &[u8], &mut Vec<u8>) -> Status;
 
+/// Receives the arguments from the channel, runs the code, and returns the exit code.
+type Start = fn(OpaqueIpcReceiver) -> i32;
+
 impl Registration {
     /// A registered function.
-    pub const fn function(name: &'static str, type_id: fn() -> TypeId, invoke: Invoke) -> Self {
-        Registration { name, type_id, invoke, is_function: true }
+    pub const fn function(name: &'static str, type_id: fn() -> TypeId, invoke: Invoke, start: Start) -> Self {
+        Registration { name, type_id, invoke, start: Some(start) }
     }
 
     /// A registered job type.
     pub const fn job(name: &'static str, type_id: fn() -> TypeId, invoke: Invoke) -> Self {
-        Registration { name, type_id, invoke, is_function: false }
+        Registration { name, type_id, invoke, start: None }
     }
 }
 
@@ -59,18 +64,18 @@ struct Tables {
     by_type: HashMap<TypeId, &'static str>,
     /// Name -> code: how a worker finds what a message names. `None` marks a name that two
     /// different pieces of code claim, which is refused rather than guessed.
-    by_name: HashMap<&'static str, Option<Invoke>>,
+    by_name: HashMap<&'static str, Option<&'static Registration>>,
 }
 
 fn tables() -> &'static Tables {
     static TABLES: OnceLock<Tables> = OnceLock::new();
     TABLES.get_or_init(|| {
         let mut by_type = HashMap::new();
-        let mut by_name: HashMap<&'static str, Option<Invoke>> = HashMap::new();
+        let mut by_name: HashMap<&'static str, Option<&'static Registration>> = HashMap::new();
         let mut owner: HashMap<&'static str, TypeId> = HashMap::new();
         for r in REGISTRY.iter() {
             let id = (r.type_id)();
-            if r.is_function {
+            if r.start.is_some() {
                 by_type.entry(id).or_insert(r.name);
             }
             match owner.get(r.name) {
@@ -81,7 +86,7 @@ fn tables() -> &'static Tables {
                 }
                 None => {
                     owner.insert(r.name, id);
-                    by_name.insert(r.name, Some(r.invoke));
+                    by_name.insert(r.name, Some(r));
                 }
             }
         }
@@ -97,7 +102,7 @@ pub(crate) fn name_of_fn<F: 'static>() -> Option<&'static str> {
 /// Runs the code registered under `name`; the worker's side of a task.
 pub(crate) fn invoke(name: &str, mode: Mode, input: &[u8], out: &mut Vec<u8>) -> Status {
     match tables().by_name.get(name) {
-        Some(Some(invoke)) => invoke(mode, input, out),
+        Some(Some(r)) => (r.invoke)(mode, input, out),
         Some(None) => {
             out.extend_from_slice(
                 format!("{name} (two different pieces of code are registered under this name)").as_bytes(),
@@ -107,6 +112,19 @@ pub(crate) fn invoke(name: &str, mode: Mode, input: &[u8], out: &mut Vec<u8>) ->
         None => {
             out.extend_from_slice(name.as_bytes());
             Status::Unregistered
+        }
+    }
+}
+
+/// Runs the function registered as `name` once, as the body of a child process: the exit code
+/// is 0 if it returned, 1 if it panicked (the panic message went to stderr), 2 if its
+/// arguments did not arrive.
+pub(crate) fn start(name: &str, args: OpaqueIpcReceiver) -> i32 {
+    match tables().by_name.get(name).copied().flatten().and_then(|r| r.start) {
+        Some(start) => start(args),
+        None => {
+            eprintln!("stealpool: no function is registered as `{name}`");
+            2
         }
     }
 }
@@ -238,6 +256,58 @@ where
     }
 }
 
+/// The child's side of a [`Process`](crate::process::Process): receive the arguments, call.
+#[doc(hidden)]
+pub fn start_fn<F, M>(f: &F, args: OpaqueIpcReceiver) -> i32
+where
+    F: RemoteFn<M>,
+{
+    let args = match args.to::<Incoming<F::Args>>().recv() {
+        Ok(Incoming(a)) => a,
+        Err(e) => {
+            eprintln!("stealpool process {}: the arguments did not arrive: {e:?}", std::process::id());
+            return 2;
+        }
+    };
+    // The panic hook has already printed the message to stderr, as Python prints a traceback.
+    match unwind::catch(|| f.call_with(args)) {
+        Ok(_) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// What the parent sends to a [`Process`](crate::process::Process): the arguments, through an
+/// ipc-channel so that channels inside them (a [`Connection`](crate::pipe::Connection)) travel
+/// as file descriptors. ipc-channel wants both directions of serde on each side; each side
+/// only ever goes one way, and the two wrappers have the same wire form.
+pub(crate) struct Outgoing<A>(pub(crate) A);
+
+struct Incoming<A>(A);
+
+impl<A: Serialize> Serialize for Outgoing<A> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de, A> serde::Deserialize<'de> for Outgoing<A> {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("process arguments are only sent by the parent"))
+    }
+}
+
+impl<A> Serialize for Incoming<A> {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("process arguments are only received by the child"))
+    }
+}
+
+impl<'de, A: DeserializeOwned> serde::Deserialize<'de> for Incoming<A> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        A::deserialize(d).map(Incoming)
+    }
+}
+
 /// The panic message carried by a [`JobError::Panicked`](crate::JobError::Panicked).
 struct PanicText(crate::JobError);
 
@@ -303,6 +373,7 @@ macro_rules! register_fn {
                 $name,
                 || $crate::__private::type_id_of(&$f),
                 |mode, input, out| $crate::__private::invoke_fn(&$f, mode, input, out),
+                |args| $crate::__private::start_fn(&$f, args),
             );
         };
     };

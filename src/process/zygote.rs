@@ -27,7 +27,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcSender};
+use ipc_channel::ipc::{
+    self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcSender, OpaqueIpcReceiver,
+};
 use nix::libc;
 use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
 use parking_lot::{Condvar, Mutex};
@@ -35,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ExitStatus;
 use crate::process::protocol::{REPORT_LEN, Report, SPAWN_TIMEOUT, ZygoteRequest};
-use crate::process::worker;
+use crate::process::{registry, worker};
 
 /// Set in the fork server's environment: the name of the parent's one-shot ipc server.
 const ENV_SERVER: &str = "STEALPOOL_FORK_SERVER";
@@ -69,6 +71,8 @@ struct Table {
     next_token: u64,
     spawned: HashMap<u64, Result<u32, i32>>,
     exits: HashMap<u32, ExitStatus>,
+    /// Children whose exit nobody will ask about.
+    unwanted: std::collections::HashSet<u32>,
 }
 
 /// A spawn request that was sent; [`Zygote::wait_spawned`] turns it into a pid.
@@ -196,10 +200,14 @@ impl Zygote {
                 t.spawned.insert(token, Err(errno));
             }
             Report::Exited { pid, code } => {
-                t.exits.insert(pid as u32, ExitStatus::Exited(code));
+                if !t.unwanted.remove(&(pid as u32)) {
+                    t.exits.insert(pid as u32, ExitStatus::Exited(code));
+                }
             }
             Report::Signaled { pid, signal } => {
-                t.exits.insert(pid as u32, ExitStatus::Signaled { signal });
+                if !t.unwanted.remove(&(pid as u32)) {
+                    t.exits.insert(pid as u32, ExitStatus::Signaled { signal });
+                }
             }
         }
         drop(t);
@@ -221,14 +229,7 @@ impl Zygote {
     pub(crate) fn request_spawn(&self, name: &str, initializer: Option<&str>) -> io::Result<Pending> {
         let (tasks_tx, tasks_rx) = ipc::bytes_channel()?;
         let (replies_tx, replies_rx) = ipc::bytes_channel()?;
-        let token = {
-            let mut t = self.table.lock();
-            if !t.alive {
-                return Err(io::Error::other("the fork server has exited"));
-            }
-            t.next_token += 1;
-            t.next_token
-        };
+        let token = self.next_token()?;
         let request = ZygoteRequest::Spawn {
             token,
             name: name.to_owned(),
@@ -236,19 +237,50 @@ impl Zygote {
             replies: replies_tx,
             initializer: initializer.map(str::to_owned),
         };
-        match self.requests.lock().as_ref() {
-            Some(tx) => tx.send(request).map_err(|e| io::Error::other(format!("fork server unreachable: {e:?}")))?,
-            None => return Err(io::Error::other("the process is exiting")),
-        }
+        self.send(request)?;
         Ok(Pending { token, tasks: tasks_tx, replies: replies_rx })
+    }
+
+    fn next_token(&self) -> io::Result<u64> {
+        let mut t = self.table.lock();
+        if !t.alive {
+            return Err(io::Error::other("the fork server has exited"));
+        }
+        t.next_token += 1;
+        Ok(t.next_token)
+    }
+
+    fn send(&self, request: ZygoteRequest) -> io::Result<()> {
+        match self.requests.lock().as_ref() {
+            Some(tx) => tx.send(request).map_err(|e| io::Error::other(format!("fork server unreachable: {e:?}"))),
+            None => Err(io::Error::other("the process is exiting")),
+        }
+    }
+
+    /// Asks for a child that runs the function registered as `code` once, with arguments that
+    /// the caller then sends on the other end of `args`; returns its pid.
+    pub(crate) fn run(
+        &self,
+        name: &str,
+        code: &str,
+        args: OpaqueIpcReceiver,
+        die_with_parent: bool,
+    ) -> io::Result<u32> {
+        let token = self.next_token()?;
+        self.send(ZygoteRequest::Run { token, name: name.to_owned(), code: code.to_owned(), args, die_with_parent })?;
+        self.wait_token(token)
     }
 
     /// Waits for the pid of a requested worker.
     pub(crate) fn wait_spawned(&self, pending: &Pending) -> io::Result<u32> {
+        self.wait_token(pending.token)
+    }
+
+    fn wait_token(&self, token: u64) -> io::Result<u32> {
         let deadline = Instant::now() + SPAWN_TIMEOUT;
         let mut t = self.table.lock();
         loop {
-            if let Some(r) = t.spawned.remove(&pending.token) {
+            if let Some(r) = t.spawned.remove(&token) {
                 return r.map_err(io::Error::from_raw_os_error);
             }
             if !t.alive {
@@ -264,6 +296,39 @@ impl Zygote {
     pub(crate) fn kill(&self, pid: u32, signal: Signal) {
         if let Some(tx) = self.requests.lock().as_ref() {
             let _ = tx.send(ZygoteRequest::Kill { pid: pid as i32, signal: signal as i32 });
+        }
+    }
+
+    /// The exit status of child `pid`, waiting until `deadline` (`None`: as long as it takes).
+    /// `None` if it is still running at the deadline; [`ExitStatus::Unknown`] if the fork
+    /// server died first (it reaps nothing more). Unlike [`wait_exit`](Self::wait_exit), the
+    /// status stays recorded, so asking twice gives the same answer.
+    pub(crate) fn exit_status(&self, pid: u32, deadline: Option<Instant>) -> Option<ExitStatus> {
+        let mut t = self.table.lock();
+        loop {
+            if let Some(s) = t.exits.get(&pid) {
+                return Some(*s);
+            }
+            if !t.alive {
+                return Some(ExitStatus::Unknown);
+            }
+            match deadline {
+                None => self.cond.wait(&mut t),
+                Some(d) => {
+                    if self.cond.wait_until(&mut t, d).timed_out() {
+                        return t.exits.get(&pid).copied();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops keeping the exit status of `pid` (its `Process` is gone): drops it now if it is
+    /// recorded, or when it arrives.
+    pub(crate) fn forget_exit(&self, pid: u32) {
+        let mut t = self.table.lock();
+        if t.exits.remove(&pid).is_none() {
+            t.unwanted.insert(pid);
         }
     }
 
@@ -319,22 +384,24 @@ static REPORT_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// The server's live children. Touched by the main loop only while `SIGCHLD` is blocked, and
 /// by the `SIGCHLD` handler otherwise, so the two never interleave; atomics keep each slot
-/// whole. A fixed array, because the handler may not allocate.
+/// whole. A fixed array, because the handler may not allocate. A child that must outlive the
+/// server is marked with [`DETACHED`] (pids stay below 2^22 on Linux).
 static LIVE: [AtomicI32; MAX_LIVE] = [const { AtomicI32::new(0) }; MAX_LIVE];
 const MAX_LIVE: usize = 4096;
+const DETACHED: i32 = 1 << 30;
 
-fn live_insert(pid: i32) -> bool {
-    LIVE.iter().any(|slot| slot.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst).is_ok())
+fn live_insert(entry: i32) -> bool {
+    LIVE.iter().any(|slot| slot.compare_exchange(0, entry, Ordering::SeqCst, Ordering::SeqCst).is_ok())
 }
 
 fn live_remove(pid: i32) {
-    if let Some(slot) = LIVE.iter().find(|s| s.load(Ordering::SeqCst) == pid) {
+    if let Some(slot) = LIVE.iter().find(|s| s.load(Ordering::SeqCst) & !DETACHED == pid) {
         slot.store(0, Ordering::SeqCst);
     }
 }
 
 fn live_contains(pid: i32) -> bool {
-    pid > 0 && LIVE.iter().any(|s| s.load(Ordering::SeqCst) == pid)
+    pid > 0 && LIVE.iter().any(|s| s.load(Ordering::SeqCst) & !DETACHED == pid)
 }
 
 fn serve(server_name: String) -> io::Result<()> {
@@ -387,6 +454,19 @@ fn serve(server_name: String) -> io::Result<()> {
     unsafe { signal::sigaction(Signal::SIGCHLD, &action) }?;
 
     let me = nix::unistd::getpid();
+    let own_name = nix::sys::prctl::get_name().ok();
+    // The child's name is set by the server before the fork (and put back after), so the child
+    // has it from its first instant: whoever learns the pid from the spawn report sees it.
+    let name_next = |name: &str| {
+        if let Ok(comm) = CString::new(name) {
+            let _ = nix::sys::prctl::set_name(&comm);
+        }
+    };
+    let name_back = || {
+        if let Some(own) = &own_name {
+            let _ = nix::sys::prctl::set_name(own);
+        }
+    };
     loop {
         let request = match requests.recv() {
             Ok(r) => r,
@@ -400,27 +480,46 @@ fn serve(server_name: String) -> io::Result<()> {
         match request {
             ZygoteRequest::Spawn { token, name, tasks, replies, initializer } => {
                 let old = block(&chld)?;
+                name_next(&name);
                 // SAFETY: this process has exactly one thread (checked above, and the server
                 // never starts one), so no lock can be held by another thread at the fork.
-                match unsafe { nix::unistd::fork() } {
+                let fork = unsafe { nix::unistd::fork() };
+                if !matches!(fork, Ok(nix::unistd::ForkResult::Child)) {
+                    name_back();
+                }
+                match fork {
                     Ok(nix::unistd::ForkResult::Child) => {
                         worker_child(me, &name, tasks, replies, initializer, requests, &old)
                     }
-                    Ok(nix::unistd::ForkResult::Parent { child }) => {
-                        let report = if live_insert(child.as_raw()) {
-                            Report::Spawned { token, pid: child.as_raw() }
-                        } else {
-                            // Too many children to track: do not keep one we could not reap
-                            // safely later.
-                            let _ = signal::kill(child, Signal::SIGKILL);
-                            Report::SpawnFailed { token, errno: libc::EAGAIN }
-                        };
-                        write_report(report);
-                    }
+                    Ok(nix::unistd::ForkResult::Parent { child }) => forked(token, child, 0),
                     Err(e) => write_report(Report::SpawnFailed { token, errno: e as i32 }),
                 }
                 drop(tasks);
                 drop(replies);
+                signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
+            }
+            ZygoteRequest::Run { token, name, code, args, die_with_parent } => {
+                let old = block(&chld)?;
+                name_next(&name);
+                // SAFETY: as for `Spawn` above: one thread, so no lock is held at the fork.
+                let fork = unsafe { nix::unistd::fork() };
+                if !matches!(fork, Ok(nix::unistd::ForkResult::Child)) {
+                    name_back();
+                }
+                match fork {
+                    Ok(nix::unistd::ForkResult::Child) => {
+                        let code = match become_child(me, &name, requests, &old, die_with_parent) {
+                            Ok(()) => registry::start(&code, args),
+                            Err(()) => 0,
+                        };
+                        worker::exit(code)
+                    }
+                    Ok(nix::unistd::ForkResult::Parent { child }) => {
+                        forked(token, child, if die_with_parent { 0 } else { DETACHED })
+                    }
+                    Err(e) => write_report(Report::SpawnFailed { token, errno: e as i32 }),
+                }
+                drop(args);
                 signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
             }
             ZygoteRequest::Kill { pid, signal: sig } => {
@@ -438,6 +537,57 @@ fn serve(server_name: String) -> io::Result<()> {
     }
 }
 
+/// In the fork server, after a fork: record the child (with `flags`) and report it.
+fn forked(token: u64, child: nix::unistd::Pid, flags: i32) {
+    let report = if live_insert(child.as_raw() | flags) {
+        Report::Spawned { token, pid: child.as_raw() }
+    } else {
+        // Too many children to track: do not keep one we could not reap safely later.
+        let _ = signal::kill(child, Signal::SIGKILL);
+        Report::SpawnFailed { token, errno: libc::EAGAIN }
+    };
+    write_report(report);
+}
+
+/// In the fork server's child: undo the server's arrangements (its SIGCHLD handler, its signal
+/// mask, its channels), take the name, and die with the server unless `die_with_parent` is
+/// off. `Err` if the server is already gone and the child should simply stop.
+fn become_child(
+    server: nix::unistd::Pid,
+    name: &str,
+    requests: IpcReceiver<ZygoteRequest>,
+    old_mask: &SigSet,
+    die_with_parent: bool,
+) -> Result<(), ()> {
+    // SAFETY: restoring the default disposition is always sound.
+    let _ = unsafe { signal::signal(Signal::SIGCHLD, SigHandler::SigDfl) };
+    // The server ignores SIGPIPE and handles SIGTERM; a child gets the defaults back, except
+    // that Rust programs ignore SIGPIPE (as `main` would have arranged).
+    // SAFETY: restoring the default disposition is always sound.
+    let _ = unsafe { signal::signal(Signal::SIGTERM, SigHandler::SigDfl) };
+    let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None);
+    drop(requests);
+    let report = REPORT_FD.swap(-1, Ordering::SeqCst);
+    if report >= 0 {
+        // SAFETY: the fd was ours (dup'ed in `serve`) and nothing else owns it in this process.
+        drop(unsafe { OwnedFd::from_raw_fd(report) });
+    }
+    // Die with the server (which dies with the pool's process); if it is already gone, stop.
+    if die_with_parent && (nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || nix::unistd::getppid() != server)
+    {
+        return Err(());
+    }
+    // Leave the server's SIGCHLD-blocking and its LIVE table to the server: the child starts
+    // with no children of its own.
+    for slot in LIVE.iter() {
+        slot.store(0, Ordering::SeqCst);
+    }
+    if let Ok(comm) = CString::new(name) {
+        let _ = nix::sys::prctl::set_name(&comm);
+    }
+    Ok(())
+}
+
 /// In the fork server's child: become a worker. Never returns.
 fn worker_child(
     server: nix::unistd::Pid,
@@ -448,22 +598,8 @@ fn worker_child(
     requests: IpcReceiver<ZygoteRequest>,
     old_mask: &SigSet,
 ) -> ! {
-    // Undo the server's arrangements: its SIGCHLD handler, its signal mask, its channels.
-    // SAFETY: restoring the default disposition is always sound.
-    let _ = unsafe { signal::signal(Signal::SIGCHLD, SigHandler::SigDfl) };
-    let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None);
-    drop(requests);
-    let report = REPORT_FD.swap(-1, Ordering::SeqCst);
-    if report >= 0 {
-        // SAFETY: the fd was ours (dup'ed in `serve`) and nothing else owns it in this process.
-        drop(unsafe { OwnedFd::from_raw_fd(report) });
-    }
-    // Die with the server (which dies with the pool's process); if it is already gone, stop.
-    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || nix::unistd::getppid() != server {
+    if become_child(server, name, requests, old_mask, true).is_err() {
         std::process::exit(0);
-    }
-    if let Ok(comm) = CString::new(name) {
-        let _ = nix::sys::prctl::set_name(&comm);
     }
     // A worker receives and drops a buffer per task; by default glibc serves large ones with
     // fresh mmaps and trims freed memory at once, so every large payload would be faulted in
@@ -512,7 +648,10 @@ extern "C" fn on_sigterm(_: libc::c_int) {
 fn end_workers_and_exit() -> ! {
     for slot in LIVE.iter() {
         let pid = slot.load(Ordering::SeqCst);
-        if pid > 0 {
+        if pid & DETACHED != 0 {
+            // Asked to outlive us: leave it running, to be reaped by init (or a subreaper).
+            slot.store(0, Ordering::SeqCst);
+        } else if pid > 0 {
             // SAFETY: kill is async-signal-safe; `pid` is our unreaped child.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
