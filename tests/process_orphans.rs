@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
+use stealpool::process::Process;
 use stealpool::{Executor, ProcessPoolExecutor};
 
 const HELPER_ENV: &str = "STEALPOOL_ORPHAN_HELPER";
@@ -30,8 +31,11 @@ fn helper_builds_a_pool_and_waits() {
     assert!(std::env::var_os(HELPER_ENV).is_some(), "run only as a helper");
     let pool = ProcessPoolExecutor::new(3).unwrap();
     let _busy = pool.apply_async(sleep_ms, 600_000).unwrap();
-    let pids: Vec<String> = pool.worker_pids().iter().map(u32::to_string).collect();
-    println!("PIDS {} {}", pool.fork_server_pid(), pids.join(" "));
+    let attached = Process::spawn(sleep_ms, 600_000).unwrap();
+    let detached = Process::builder().die_with_parent(false).spawn(sleep_ms, 600_000).unwrap();
+    let mut pids: Vec<String> = pool.worker_pids().iter().map(u32::to_string).collect();
+    pids.push(attached.pid().to_string());
+    println!("PIDS {} {} DETACHED {}", pool.fork_server_pid(), pids.join(" "), detached.pid());
     loop {
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -93,13 +97,33 @@ fn parent_killed_by_sigkill_takes_its_workers_along() {
         let _ = tx.send(line);
     });
     let line = rx.recv_timeout(Duration::from_secs(60)).ok().flatten().expect("the helper reports its pids");
-    let pids: Vec<u32> = line.split_whitespace().skip(1).map(|p| p.parse().unwrap()).collect();
-    assert_eq!(pids.len(), 4, "fork server and three workers: {line}");
+    let (pids, detached) = line.split_once(" DETACHED ").expect("both lists");
+    let pids: Vec<u32> = pids.split_whitespace().skip(1).map(|p| p.parse().unwrap()).collect();
+    let detached: u32 = detached.trim().parse().unwrap();
+    let _detached = KillOnDrop(detached);
+    assert_eq!(pids.len(), 5, "fork server, three workers and a process: {line}");
 
     kill(Pid::from_raw(helper.0.id() as i32), Signal::SIGKILL).unwrap();
     let _ = helper.0.wait();
     let killed = Instant::now();
     let gone = reap_orphans(Duration::from_secs(3), &pids);
     assert!(gone, "still there {:?} after the parent was killed", killed.elapsed());
-    eprintln!("fork server and workers gone {:?} after the parent was killed", killed.elapsed());
+    eprintln!("fork server, workers and process gone {:?} after the parent was killed", killed.elapsed());
+    // The process started with die_with_parent(false) lives on (now our child: we are the
+    // subreaper); `KillOnDrop` ends it.
+    assert!(std::path::Path::new(&format!("/proc/{detached}")).exists(), "the detached process lives on");
+    let stat = std::fs::read_to_string(format!("/proc/{detached}/stat")).unwrap();
+    assert!(!stat.rsplit(')').next().unwrap().trim_start().starts_with('Z'), "and is not a zombie: {stat}");
+}
+
+/// Kills and reaps the detached process we were handed, also when the test fails.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let pid = Pid::from_raw(self.0 as i32);
+        if kill(pid, Signal::SIGKILL).is_ok() {
+            let _ = waitpid(pid, None);
+        }
+    }
 }
