@@ -57,6 +57,7 @@
 //! and the kernel's end-of-file as the sign that a peer died. See `PROTOCOL.md`.
 
 mod map;
+mod prefetch;
 mod protocol;
 mod queue;
 mod server;

@@ -2,7 +2,7 @@
 //!
 //! Every message is a frame: a little-endian `u32` length, then the message in postcard. A
 //! connection carries one request at a time: the client writes a request and reads its reply
-//! before it writes the next, except [`Request::Ack`], which has no reply. See `PROTOCOL.md`
+//! before it writes the next, except the few marked "no reply" (`PutNoReply`, `Ack`, `Return`). See `PROTOCOL.md`
 //! beside this file for the conversation and the ordering arguments.
 //!
 //! This module holds message types and framing only; it must never block or touch a socket.
@@ -53,13 +53,27 @@ pub(crate) enum Request {
         item: ByteBuf,
         wait: Wait,
     },
+    /// A put to an unbounded queue, which cannot fail: no reply. Once the client's write
+    /// returned, the frame is in the server's socket and will be applied, whatever happens to
+    /// the client.
+    PutNoReply {
+        id: u64,
+        item: ByteBuf,
+    },
+    /// Lend up to `max` items (at least one, waiting as `wait` says) to this connection.
     Get {
         id: u64,
         wait: Wait,
+        max: u32,
     },
-    /// The client has read the item of the last reply. No reply. Any later request on the same
-    /// connection says the same.
-    Ack,
+    /// The `n` oldest items lent to this connection were handed to the program: they are
+    /// gone for good. No reply.
+    Ack {
+        n: u32,
+    },
+    /// Every item lent to this connection and not acknowledged goes back to the front of its
+    /// queue, in order. No reply.
+    Return,
     QueueLen {
         id: u64,
     },
@@ -117,7 +131,7 @@ pub(crate) enum Request {
 pub(crate) enum Reply {
     Done,
     Id(u64),
-    Item(ByteBuf),
+    Items(Vec<ByteBuf>),
     QueueLen {
         len: u64,
         full: bool,
@@ -204,13 +218,13 @@ mod tests {
     fn frames_round_trip() {
         let mut out = Vec::new();
         frame(&Request::Put { id: 7, item: ByteBuf::from(vec![1, 2, 3]), wait: Wait::Micros(5) }, &mut out).unwrap();
-        frame(&Request::Ack, &mut out).unwrap();
+        frame(&Request::Ack { n: 1 }, &mut out).unwrap();
         let first = frame_len(&out).unwrap();
         let req: Request = postcard::from_bytes(&out[HEADER..HEADER + first]).unwrap();
         assert!(matches!(req, Request::Put { id: 7, ref item, wait: Wait::Micros(5) } if item.as_slice() == [1, 2, 3]));
         let rest = &out[HEADER + first..];
         let second = frame_len(rest).unwrap();
-        assert!(matches!(postcard::from_bytes(&rest[HEADER..HEADER + second]).unwrap(), Request::Ack));
+        assert!(matches!(postcard::from_bytes(&rest[HEADER..HEADER + second]).unwrap(), Request::Ack { n: 1 }));
         assert_eq!(frame_len(&[1, 0]), None);
     }
 }

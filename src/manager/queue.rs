@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ManagerError, PutError};
 use crate::manager::protocol::{Reply, Request, Wait};
-use crate::manager::{Handle, decode, encode, unexpected, wait_for};
+use crate::manager::wire;
+use crate::manager::{Handle, decode, encode, prefetch, unexpected, wait_for};
 
 /// A FIFO queue of `T` shared through a [`Manager`](super::Manager): many producers and
 /// consumers, in any processes and threads. Created by
@@ -93,6 +94,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             Ok(b) => b,
             Err(error) => return Err(PutError { item, error }),
         };
+        if self.maxsize.is_none() {
+            // An unbounded queue always takes the item: do not wait for the server to say so.
+            let sent = wire::send_only(&self.handle.address, &Request::PutNoReply { id: self.handle.id, item: bytes });
+            return sent.map_err(|error| PutError { item, error });
+        }
         match self.handle.call(&Request::Put { id: self.handle.id, item: bytes, wait }) {
             Ok(Reply::Done) => Ok(()),
             Ok(other) => Err(PutError { item, error: unexpected(other) }),
@@ -128,10 +134,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn get_with(&self, wait: Wait) -> Result<T, ManagerError> {
-        match self.handle.call(&Request::Get { id: self.handle.id, wait })? {
-            Reply::Item(bytes) => decode(&bytes),
-            other => Err(unexpected(other)),
-        }
+        decode(&prefetch::get(&self.handle, wait)?)
     }
 
     /// Removes and returns the oldest item, waiting for one if the queue is empty.

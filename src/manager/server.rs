@@ -40,8 +40,8 @@ struct Conn {
     authenticated: bool,
     /// A request waiting for its condition.
     parked: Option<Parked>,
-    /// The item of the last `get` reply, until the client shows it read it.
-    lent: Option<(u64, Vec<u8>)>,
+    /// Items sent to this client and not yet acknowledged (queue, item), oldest first.
+    lent: VecDeque<(u64, Vec<u8>)>,
     /// Numbers parked requests.
     seq: u64,
     /// The peer is gone or broke the protocol: cleaned up by [`Server::reap`].
@@ -56,7 +56,7 @@ struct Parked {
 }
 
 enum Op {
-    Get,
+    Get { max: u32 },
     Put(Vec<u8>),
     Acquire,
     WaitEvent,
@@ -81,6 +81,10 @@ struct Queue {
     /// Items sent to a getter and not yet acknowledged: they still take a slot, because they
     /// come back if the getter dies.
     lent: usize,
+    /// How many of them each connection holds. While one holds any, the others are not served:
+    /// its items come before the queue's front, and handing out later ones first would break
+    /// FIFO order for whoever got them.
+    lent_by: HashMap<u64, usize>,
     getters: VecDeque<Waiter>,
     putters: VecDeque<Waiter>,
 }
@@ -88,6 +92,27 @@ struct Queue {
 impl Queue {
     fn is_full(&self) -> bool {
         self.maxsize.is_some_and(|m| self.items.len() + self.lent >= m)
+    }
+
+    /// Whether a connection other than `conn` holds lent items of this queue.
+    fn lent_elsewhere(&self, conn: u64) -> bool {
+        self.lent_by.keys().any(|c| *c != conn)
+    }
+
+    fn lent_to(&mut self, conn: u64, n: usize) {
+        self.lent += n;
+        *self.lent_by.entry(conn).or_default() += n;
+    }
+
+    /// `n` items lent to `conn` were acknowledged or given back.
+    fn unlent(&mut self, conn: u64, n: usize) {
+        self.lent = self.lent.saturating_sub(n);
+        if let Some(held) = self.lent_by.get_mut(&conn) {
+            *held = held.saturating_sub(n);
+            if *held == 0 {
+                self.lent_by.remove(&conn);
+            }
+        }
     }
 }
 
@@ -115,7 +140,12 @@ pub(crate) struct Server {
     next_conn: u64,
     objects: HashMap<u64, Object>,
     next_object: u64,
+    /// Inside [`Server::drain_others`] (which does not nest).
+    draining: bool,
 }
+
+/// A batch of lent items stops growing once it holds this many bytes.
+const LEND_BYTES: usize = 1 << 20;
 
 impl Server {
     pub(crate) fn new(listener: UnixListener, waker: UnixStream, token: [u8; 16]) -> io::Result<Self> {
@@ -129,6 +159,7 @@ impl Server {
             next_conn: 1,
             objects: HashMap::new(),
             next_object: 1,
+            draining: false,
         })
     }
 
@@ -205,7 +236,7 @@ impl Server {
                             output: Vec::new(),
                             authenticated: false,
                             parked: None,
-                            lent: None,
+                            lent: VecDeque::new(),
                             seq: 0,
                             dead: false,
                         },
@@ -281,11 +312,6 @@ impl Server {
 
     fn handle(&mut self, conn: u64, request: Request) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
-        // Any request after a reply shows the reply was read.
-        if let Some((queue, _)) = c.lent.take() {
-            self.returned_slot(queue);
-        }
-        let c = self.conns.get_mut(&conn).expect("checked above");
         if !c.authenticated {
             match request {
                 Request::Hello { token } if wire::same_token(&token, &self.token) => {
@@ -298,7 +324,26 @@ impl Server {
         }
         match request {
             Request::Hello { .. } => self.reply(conn, &Reply::Done),
-            Request::Ack => {}
+            Request::Ack { n } => {
+                for _ in 0..n {
+                    let Some(c) = self.conns.get_mut(&conn) else { return };
+                    let Some((queue, _)) = c.lent.pop_front() else { break };
+                    self.returned_slot(conn, queue);
+                }
+            }
+            Request::Return => self.give_back_lent(conn),
+            Request::PutNoReply { id, item } => match self.objects.get_mut(&id) {
+                Some(Object::Queue(q)) if q.maxsize.is_none() => {
+                    q.items.push_back(item.into_vec());
+                    self.serve_queue(id);
+                }
+                // Only for unbounded queues; anything else is a broken client.
+                _ => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.dead = true;
+                    }
+                }
+            },
             Request::Create(kind) => {
                 let id = self.next_object;
                 self.next_object += 1;
@@ -306,8 +351,14 @@ impl Server {
                 self.reply(conn, &Reply::Id(id));
             }
             Request::Put { id, item, wait } => self.put(conn, id, item.into_vec(), wait),
-            Request::Get { id, wait } => self.get(conn, id, wait),
+            Request::Get { id, wait, max } => {
+                if wait == Wait::No {
+                    self.drain_others(conn);
+                }
+                self.get(conn, id, wait, max)
+            }
             Request::QueueLen { id } => {
+                self.drain_others(conn);
                 let reply = match self.objects.get(&id) {
                     Some(Object::Queue(q)) => Reply::QueueLen { len: q.items.len() as u64, full: q.is_full() },
                     _ => Reply::Failed(Failure::NoSuchObject),
@@ -399,41 +450,84 @@ impl Server {
         }
     }
 
-    fn get(&mut self, conn: u64, id: u64, wait: Wait) {
+    fn get(&mut self, conn: u64, id: u64, wait: Wait, max: u32) {
         let Some(Object::Queue(q)) = self.objects.get_mut(&id) else {
             return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
         };
-        if !q.items.is_empty() && q.getters.is_empty() {
-            let item = q.items.pop_front().expect("not empty");
-            self.lend(conn, id, item);
+        if !q.items.is_empty() && q.getters.is_empty() && !q.lent_elsewhere(conn) {
+            self.lend(conn, id, max);
             self.serve_queue(id);
         } else if wait == Wait::No {
             self.reply(conn, &Reply::Failed(Failure::Empty));
         } else {
-            self.park(conn, id, Op::Get, wait);
+            self.park(conn, id, Op::Get { max }, wait);
         }
     }
 
-    /// Sends `item` to `conn` and keeps it until the client shows it has read it.
-    fn lend(&mut self, conn: u64, queue: u64, item: Vec<u8>) {
+    /// Sends up to `max` items of `queue` (at least one; the queue is not empty) to `conn`,
+    /// and keeps each until the client acknowledges it. A batch stops at [`LEND_BYTES`].
+    fn lend(&mut self, conn: u64, queue: u64, max: u32) {
+        let Some(Object::Queue(q)) = self.objects.get_mut(&queue) else { return };
         let Some(c) = self.conns.get_mut(&conn) else { return };
+        let mut items = Vec::new();
+        let mut bytes = 0;
+        while items.len() < max.max(1) as usize && (items.is_empty() || bytes < LEND_BYTES) {
+            let Some(item) = q.items.pop_front() else { break };
+            bytes += item.len();
+            items.push(ByteBuf::from(item));
+        }
+        q.lent_to(conn, items.len());
+        let reply = Reply::Items(items);
         let start = c.output.len();
-        let reply = Reply::Item(ByteBuf::from(item));
         if protocol::frame(&reply, &mut c.output).is_err() {
             c.output.truncate(start);
+            c.dead = true;
         }
-        let Reply::Item(item) = reply else { unreachable!() };
-        if let Some(Object::Queue(q)) = self.objects.get_mut(&queue) {
-            q.lent += 1;
-        }
-        c.lent = Some((queue, item.into_vec()));
+        let Reply::Items(items) = reply else { unreachable!() };
+        c.lent.extend(items.into_iter().map(|i| (queue, i.into_vec())));
         flush(c);
     }
 
+    /// Puts every item lent to `conn` back at the front of its queue, in the order they were
+    /// taken.
+    fn give_back_lent(&mut self, conn: u64) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let lent = std::mem::take(&mut c.lent);
+        let mut queues = Vec::new();
+        for (queue, item) in lent.into_iter().rev() {
+            if let Some(Object::Queue(q)) = self.objects.get_mut(&queue) {
+                q.unlent(conn, 1);
+                q.items.push_front(item);
+                if !queues.contains(&queue) {
+                    queues.push(queue);
+                }
+            }
+        }
+        for queue in queues {
+            self.serve_queue(queue);
+        }
+    }
+
+    /// Reads and serves what every other connection has already sent, before `conn`'s request
+    /// observes a queue (its length, or that it is empty). A put is sent without waiting for
+    /// an answer; this makes every put whose write returned before the observer sent its
+    /// request visible to it, whichever connection or process it came from.
+    fn drain_others(&mut self, conn: u64) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        let others: Vec<u64> = self.conns.keys().copied().filter(|id| *id != conn).collect();
+        for id in others {
+            self.service(id);
+        }
+        self.draining = false;
+    }
+
     /// An item lent from `queue` was acknowledged: its slot is free.
-    fn returned_slot(&mut self, queue: u64) {
+    fn returned_slot(&mut self, conn: u64, queue: u64) {
         if let Some(Object::Queue(q)) = self.objects.get_mut(&queue) {
-            q.lent = q.lent.saturating_sub(1);
+            q.unlent(conn, 1);
             self.serve_queue(queue);
         }
     }
@@ -448,13 +542,19 @@ impl Server {
                 if q.items.is_empty() {
                     break;
                 }
-                let Some(w) = q.getters.pop_front() else { break };
-                if self.unpark(w).is_none() {
-                    continue;
-                }
+                let Some(&w) = q.getters.front() else { break };
+                let current =
+                    self.conns.get(&w.0).is_some_and(|c| !c.dead && c.parked.as_ref().is_some_and(|p| p.seq == w.1));
                 let Some(Object::Queue(q)) = self.objects.get_mut(&id) else { return };
-                let item = q.items.pop_front().expect("not empty");
-                self.lend(w.0, id, item);
+                if current && q.lent_elsewhere(w.0) {
+                    // Items ahead of the front are out with someone else; wait for them.
+                    break;
+                }
+                q.getters.pop_front();
+                // Several getters waiting: one item each, in turn. One alone: a batch.
+                let alone = q.getters.is_empty();
+                let Some(Op::Get { max }) = self.unpark(w) else { continue };
+                self.lend(w.0, id, if alone { max } else { 1 });
                 moved = true;
             }
             loop {
@@ -577,7 +677,7 @@ impl Server {
         };
         let waiter = (conn, seq);
         let list = match (self.objects.get_mut(&id), &op) {
-            (Some(Object::Queue(q)), Op::Get) => &mut q.getters,
+            (Some(Object::Queue(q)), Op::Get { .. }) => &mut q.getters,
             (Some(Object::Queue(q)), Op::Put(_)) => &mut q.putters,
             (Some(Object::Semaphore(s)), Op::Acquire) => &mut s.waiters,
             (Some(Object::Event { waiters, .. }), Op::WaitEvent) => waiters,
@@ -606,9 +706,14 @@ impl Server {
             .map(|(id, _)| *id)
             .collect();
         for conn in due {
+            if self.conns.get(&conn).and_then(|c| c.parked.as_ref()).is_some_and(|p| matches!(p.op, Op::Get { .. })) {
+                // Before saying "empty", take in the puts already sent (see `drain_others`);
+                // they may answer this very request.
+                self.drain_others(conn);
+            }
             let Some(p) = self.conns.get_mut(&conn).and_then(|c| c.parked.take()) else { continue };
             let reply = match p.op {
-                Op::Get => Reply::Failed(Failure::Empty),
+                Op::Get { .. } => Reply::Failed(Failure::Empty),
                 Op::Put(_) => Reply::Failed(Failure::Full),
                 Op::Acquire => Reply::Failed(Failure::Timeout),
                 Op::WaitEvent => Reply::Flag(false),
@@ -634,15 +739,9 @@ impl Server {
     fn reap(&mut self) {
         loop {
             let Some(&id) = self.conns.iter().find(|(_, c)| c.dead).map(|(id, _)| id) else { return };
+            // Sent, never handed to the program: back where they were, at the front.
+            self.give_back_lent(id);
             let c = self.conns.remove(&id).expect("found above");
-            if let Some((queue, item)) = c.lent
-                && let Some(Object::Queue(q)) = self.objects.get_mut(&queue)
-            {
-                // Sent, never read: it goes back where it was, at the front.
-                q.lent = q.lent.saturating_sub(1);
-                q.items.push_front(item);
-                self.serve_queue(queue);
-            }
             if let Some(p) = c.parked
                 && matches!(p.op, Op::WaitBarrier)
             {
@@ -706,6 +805,7 @@ fn new_object(kind: Kind) -> Object {
             items: VecDeque::new(),
             maxsize: maxsize.map(|m| m as usize),
             lent: 0,
+            lent_by: HashMap::new(),
             getters: VecDeque::new(),
             putters: VecDeque::new(),
         }),

@@ -309,32 +309,76 @@ fn a_request_cut_off_half_way_is_never_applied() {
 }
 
 #[test]
-fn an_item_sent_to_a_getter_that_dies_unread_goes_back_to_the_front() {
+fn items_lent_to_a_getter_that_dies_unacknowledged_go_back_to_the_front() {
     let manager = Manager::new().unwrap();
-    let q = manager.bounded_queue::<u32>(2).unwrap();
-    q.put(1).unwrap();
-    q.put(2).unwrap();
+    let q = manager.bounded_queue::<u32>(3).unwrap();
+    for i in 1..=3 {
+        q.put(i).unwrap();
+    }
     let mut raw = Raw::connect(&manager);
-    assert!(matches!(raw.call(&Request::Get { id: q.handle.id, wait: Wait::No }), Reply::Item(_)));
-    // Lent, not acknowledged: it still takes its slot.
+    let Reply::Items(items) = raw.call(&Request::Get { id: q.handle.id, wait: Wait::No, max: 2 }) else {
+        panic!("items expected")
+    };
+    assert_eq!(items.len(), 2);
+    // Lent, not acknowledged: they still take their slots.
     assert_eq!(q.len(), Ok(1));
     assert!(q.is_full().unwrap());
     drop(raw);
     // The server sees the end of file in the round that answers our next request (the close
     // came first) and cleans up at the end of that round; the round after sees the result.
     q.len().unwrap();
-    assert_eq!(q.len(), Ok(2));
-    assert_eq!(q.get(), Ok(1), "the unread item is back, first");
-    assert_eq!(q.get(), Ok(2));
+    assert_eq!(q.len(), Ok(3));
+    assert_eq!((q.get(), q.get(), q.get()), (Ok(1), Ok(2), Ok(3)), "back at the front, in order");
 
-    // Once acknowledged, it is the getter's: its death changes nothing.
-    q.put(3).unwrap();
+    // Once acknowledged, an item is the getter's: its death changes nothing.
+    q.put(4).unwrap();
+    q.put(5).unwrap();
     let mut raw = Raw::connect(&manager);
-    assert!(matches!(raw.call(&Request::Get { id: q.handle.id, wait: Wait::No }), Reply::Item(_)));
-    raw.send(&Request::Ack);
-    assert!(matches!(raw.call(&Request::QueueLen { id: q.handle.id }), Reply::QueueLen { len: 0, full: false }));
+    assert!(matches!(raw.call(&Request::Get { id: q.handle.id, wait: Wait::No, max: 2 }), Reply::Items(_)));
+    raw.send(&Request::Ack { n: 1 });
     drop(raw);
-    assert_eq!(q.get_timeout(Duration::from_millis(50)), Err(ManagerError::Empty));
+    q.len().unwrap();
+    assert_eq!(q.get_timeout(LONG), Ok(5), "only the unacknowledged item came back");
+    assert_eq!(q.try_get(), Err(ManagerError::Empty));
+}
+
+#[test]
+fn a_reader_that_stops_draining_gives_back_what_it_read_ahead() {
+    let manager = Manager::new().unwrap();
+    let q = manager.queue::<u32>().unwrap();
+    for i in 0..200 {
+        q.put(i).unwrap();
+    }
+    // Drain fast up to an end marker: read-ahead kicks in and takes more than that.
+    while q.get().unwrap() != 99 {}
+    // Another process (a raw client here) gets the rest, in order, once the read-ahead is
+    // given back, although this process keeps its handle: it waits for the items ahead of
+    // the queue's front instead of being handed later ones first.
+    let mut other = Raw::connect(&manager);
+    let Reply::Items(items) = other.call(&Request::Get { id: q.handle.id, wait: Wait::Micros(30_000_000), max: 200 })
+    else {
+        panic!("items expected")
+    };
+    let got: Vec<u32> = items.iter().map(|i| decode(i).unwrap()).collect();
+    other.send(&Request::Ack { n: got.len() as u32 });
+    assert_eq!(got, (100..200).collect::<Vec<_>>(), "the rest, in order, starting right after the marker");
+}
+
+#[test]
+fn a_put_is_visible_to_whoever_looks_after_it_returned() {
+    // Puts to an unbounded queue are not answered; a later look from another connection must
+    // still see them.
+    let manager = Manager::new().unwrap();
+    let q = manager.queue::<u32>().unwrap();
+    for round in 0..200 {
+        let writer = {
+            let q = q.clone();
+            thread::spawn(move || q.put(round).unwrap())
+        };
+        writer.join().unwrap();
+        assert_eq!(q.len(), Ok(1), "round {round}");
+        assert_eq!(q.try_get(), Ok(round));
+    }
 }
 
 #[test]
@@ -342,7 +386,7 @@ fn a_dead_waiter_never_swallows_an_item() {
     let manager = Manager::new().unwrap();
     let q = manager.queue::<u32>().unwrap();
     let mut raw = Raw::connect(&manager);
-    raw.send(&Request::Get { id: q.handle.id, wait: Wait::Forever });
+    raw.send(&Request::Get { id: q.handle.id, wait: Wait::Forever, max: 1 });
     // Make sure the server has parked it before it dies. Our bytes are in the server's socket
     // before the next request is sent, so the loop round that answers that request sees them
     // too (and may serve them after it); the round answering a second request starts after

@@ -99,17 +99,24 @@ impl Conn {
         self.buf.resize(len, 0);
         (&self.stream).read_exact(&mut self.buf).map_err(|_| ManagerError::Disconnected)?;
         let reply: Reply = postcard::from_bytes(&self.buf).map_err(|_| ManagerError::Disconnected)?;
-        if matches!(reply, Reply::Item(_)) {
-            // Tell the server the item arrived, so it stops holding it for us. If we die
-            // before this, the server puts the item back: nobody in this process saw it.
-            self.buf.clear();
-            let _ = protocol::frame(&Request::Ack, &mut self.buf);
-            let _ = send_all(&self.stream, &self.buf);
-        }
+        self.trim();
+        Ok(reply)
+    }
+
+    /// Sends a request that has no reply.
+    pub(crate) fn send_only(&mut self, request: &Request) -> Result<(), ManagerError> {
+        self.buf.clear();
+        protocol::frame(request, &mut self.buf).map_err(|e| ManagerError::Serialization(e.to_string()))?;
+        send_all(&self.stream, &self.buf).map_err(|_| ManagerError::Disconnected)?;
+        self.trim();
+        Ok(())
+    }
+
+    /// Does not keep a large buffer between requests.
+    fn trim(&mut self) {
         if self.buf.capacity() > 1 << 20 {
             self.buf = Vec::with_capacity(256);
         }
-        Ok(reply)
     }
 }
 
@@ -165,6 +172,16 @@ pub(crate) fn forget(address: &Address) {
     if let Some(i) = IDLE.lock().as_mut() {
         i.by_manager.remove(&address.name);
     }
+}
+
+/// Sends a request that has no reply on a pooled connection.
+pub(crate) fn send_only(address: &Arc<Address>, request: &Request) -> Result<(), ManagerError> {
+    let mut conn = take(address)?;
+    let sent = conn.send_only(request);
+    if !matches!(sent, Err(ManagerError::Disconnected)) {
+        give_back(address, conn);
+    }
+    sent
 }
 
 /// Runs one request on a pooled connection.

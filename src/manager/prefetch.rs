@@ -1,0 +1,178 @@
+//! Read-ahead for queue consumers: a process that drains a queue fast gets items in batches,
+//! so that it does not pay a round trip to the manager for every item.
+//!
+//! Each process keeps one buffer per queue, with a connection of its own. When the buffer is
+//! empty, `get` asks the server for a batch; the batch grows (1, 2, 4, ... up to 64 items,
+//! and at most 1 MiB) only while the program calls `get` again within [`FAST`] of the last
+//! one, so a consumer that does real work per item takes one item at a time and never sits
+//! on items another consumer could run.
+//!
+//! The items of a batch stay *lent* to the buffer's connection: the server keeps a copy. Each
+//! item is acknowledged just before `get` returns it, so an item leaves the server for good
+//! only when the program has it; if the process dies, what it had not yet taken goes back to
+//! the front of the queue. Items left in a buffer that the program stopped draining are given
+//! back by a background thread after [`IDLE`] (a reader that stopped at its end marker must
+//! not keep the marker meant for another reader).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use serde_bytes::ByteBuf;
+
+use crate::error::ManagerError;
+use crate::manager::protocol::{Reply, Request, Wait};
+use crate::manager::wire::{self, Conn};
+use crate::manager::{Handle, unexpected};
+
+/// A `get` that follows the previous one within this time counts as draining.
+const FAST: Duration = Duration::from_micros(200);
+/// Items untouched this long in a buffer go back to the queue.
+const IDLE: Duration = Duration::from_millis(2);
+const MAX_BATCH: u32 = 64;
+
+struct Buffer {
+    conn: Option<Conn>,
+    items: VecDeque<ByteBuf>,
+    batch: u32,
+    last_get: Option<Instant>,
+}
+
+type Shared = Arc<Mutex<Buffer>>;
+
+/// This process's buffers, by (manager, queue); the pid spots a forked copy.
+static BUFFERS: Mutex<Option<Buffers>> = Mutex::new(None);
+
+struct Buffers {
+    pid: u32,
+    by_queue: HashMap<(String, u64), Shared>,
+}
+
+fn buffer(handle: &Handle) -> Shared {
+    let pid = std::process::id();
+    let mut all = BUFFERS.lock();
+    if all.as_ref().is_none_or(|b| b.pid != pid) {
+        *all = Some(Buffers { pid, by_queue: HashMap::new() });
+    }
+    let all = all.as_mut().expect("set above");
+    let key = (handle.address.name.clone(), handle.id);
+    Arc::clone(all.by_queue.entry(key).or_insert_with(|| {
+        Arc::new(Mutex::new(Buffer { conn: None, items: VecDeque::new(), batch: 1, last_get: None }))
+    }))
+}
+
+/// Takes the next item of the queue for the program.
+pub(super) fn get(handle: &Handle, wait: Wait) -> Result<ByteBuf, ManagerError> {
+    let started = Instant::now();
+    let shared = buffer(handle);
+    // Another thread of this process may be waiting for the queue with the buffer locked; we
+    // queue up behind it, within our own time limit.
+    let mut b = match wait {
+        Wait::Forever => shared.lock(),
+        Wait::No => shared.try_lock().ok_or(ManagerError::Empty)?,
+        Wait::Micros(us) => shared.try_lock_for(Duration::from_micros(us)).ok_or(ManagerError::Empty)?,
+    };
+    if b.items.is_empty() {
+        let draining = b.last_get.is_some_and(|t| t.elapsed() < FAST);
+        b.batch = if draining { (b.batch * 2).min(MAX_BATCH) } else { 1 };
+        let wait = match wait {
+            Wait::Micros(us) => {
+                Wait::Micros(us.saturating_sub(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)))
+            }
+            w => w,
+        };
+        let mut conn = match b.conn.take() {
+            Some(c) => c,
+            None => wire::take(&handle.address)?,
+        };
+        let reply = conn.call(&Request::Get { id: handle.id, wait, max: b.batch });
+        if !matches!(reply, Err(ManagerError::Disconnected)) {
+            b.conn = Some(conn);
+        }
+        match reply? {
+            Reply::Items(items) if !items.is_empty() => b.items.extend(items),
+            other => return Err(unexpected(other)),
+        }
+    }
+    let item = b.items.pop_front().expect("filled above");
+    // Acknowledge before handing it over: from here on the item is the program's.
+    let conn = b.conn.as_mut().expect("kept above");
+    if let Err(e) = conn.send_only(&Request::Ack { n: 1 }) {
+        b.conn = None;
+        b.items.clear();
+        return Err(e);
+    }
+    b.last_get = Some(Instant::now());
+    if !b.items.is_empty() {
+        returner::watch(&shared);
+    }
+    Ok(item)
+}
+
+/// The background thread that gives back what buffers stopped using.
+mod returner {
+    use super::*;
+
+    struct Watch {
+        pid: u32,
+        buffers: Vec<Weak<Mutex<Buffer>>>,
+        running: bool,
+    }
+
+    static WATCH: Mutex<Option<Watch>> = Mutex::new(None);
+    static WAKE: Condvar = Condvar::new();
+
+    /// Makes sure a buffer that holds items is looked at.
+    pub(super) fn watch(buffer: &Shared) {
+        let pid = std::process::id();
+        let mut w = WATCH.lock();
+        if w.as_ref().is_none_or(|w| w.pid != pid) {
+            *w = Some(Watch { pid, buffers: Vec::new(), running: false });
+        }
+        let w = w.as_mut().expect("set above");
+        if !w.buffers.iter().any(|b| b.as_ptr() == Arc::as_ptr(buffer)) {
+            w.buffers.push(Arc::downgrade(buffer));
+        }
+        if !w.running {
+            w.running = std::thread::Builder::new().name("stealpool-readahead".into()).spawn(run).is_ok();
+        }
+        WAKE.notify_one();
+    }
+
+    /// Sleeps while no buffer holds items; otherwise looks every [`IDLE`] and gives back the
+    /// items of buffers untouched for that long.
+    fn run() {
+        let mut w = WATCH.lock();
+        loop {
+            let Some(watch) = w.as_mut() else { return };
+            if watch.buffers.is_empty() {
+                WAKE.wait(&mut w);
+                continue;
+            }
+            drop(w);
+            std::thread::sleep(IDLE);
+            w = WATCH.lock();
+            let Some(watch) = w.as_mut() else { return };
+            watch.buffers.retain(|weak| {
+                let Some(shared) = weak.upgrade() else { return false };
+                // Busy (a `get` in progress): it is in use, look again later.
+                let Some(mut b) = shared.try_lock() else { return true };
+                if b.items.is_empty() {
+                    return false;
+                }
+                if b.last_get.is_some_and(|t| t.elapsed() < IDLE) {
+                    return true;
+                }
+                b.items.clear();
+                b.batch = 1;
+                if let Some(conn) = b.conn.as_mut()
+                    && conn.send_only(&Request::Return).is_err()
+                {
+                    b.conn = None;
+                }
+                false
+            });
+        }
+    }
+}
