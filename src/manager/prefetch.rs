@@ -23,7 +23,7 @@ use serde_bytes::ByteBuf;
 
 use crate::error::ManagerError;
 use crate::manager::protocol::{Reply, Request, Wait};
-use crate::manager::wire::{self, Conn};
+use crate::manager::wire::{self, Address, Conn};
 use crate::manager::{Handle, unexpected};
 
 /// A `get` that follows the previous one within this time counts as draining.
@@ -86,13 +86,21 @@ pub(super) fn get(handle: &Handle, wait: Wait) -> Result<ByteBuf, ManagerError> 
             Some(c) => c,
             None => wire::take(&handle.address)?,
         };
-        let reply = conn.call(&Request::Get { id: handle.id, wait, max: b.batch });
-        if !matches!(reply, Err(ManagerError::Disconnected)) {
-            b.conn = Some(conn);
-        }
-        match reply? {
-            Reply::Items(items) if !items.is_empty() => b.items.extend(items),
-            other => return Err(unexpected(other)),
+        match conn.call(&Request::Get { id: handle.id, wait, max: b.batch }) {
+            Ok(Reply::Items(items)) if !items.is_empty() => {
+                b.items.extend(items);
+                b.conn = Some(conn);
+            }
+            Ok(other) => {
+                wire::give_back(&handle.address, conn);
+                return Err(unexpected(other));
+            }
+            Err(e) => {
+                if !e.is_disconnected() {
+                    wire::give_back(&handle.address, conn);
+                }
+                return Err(e);
+            }
         }
     }
     let item = b.items.pop_front().expect("filled above");
@@ -104,8 +112,14 @@ pub(super) fn get(handle: &Handle, wait: Wait) -> Result<ByteBuf, ManagerError> 
         return Err(e);
     }
     b.last_get = Some(Instant::now());
-    if !b.items.is_empty() {
-        returner::watch(&shared);
+    if b.items.is_empty() {
+        // Nothing lent any more: the connection goes back to the pool, so that a process
+        // that reads many queues does not keep a socket per queue.
+        if let Some(conn) = b.conn.take() {
+            wire::give_back(&handle.address, conn);
+        }
+    } else {
+        returner::watch(&shared, &handle.address);
     }
     Ok(item)
 }
@@ -116,7 +130,7 @@ mod returner {
 
     struct Watch {
         pid: u32,
-        buffers: Vec<Weak<Mutex<Buffer>>>,
+        buffers: Vec<(Weak<Mutex<Buffer>>, Arc<Address>)>,
         running: bool,
     }
 
@@ -124,15 +138,15 @@ mod returner {
     static WAKE: Condvar = Condvar::new();
 
     /// Makes sure a buffer that holds items is looked at.
-    pub(super) fn watch(buffer: &Shared) {
+    pub(super) fn watch(buffer: &Shared, address: &Arc<Address>) {
         let pid = std::process::id();
         let mut w = WATCH.lock();
         if w.as_ref().is_none_or(|w| w.pid != pid) {
             *w = Some(Watch { pid, buffers: Vec::new(), running: false });
         }
         let w = w.as_mut().expect("set above");
-        if !w.buffers.iter().any(|b| b.as_ptr() == Arc::as_ptr(buffer)) {
-            w.buffers.push(Arc::downgrade(buffer));
+        if !w.buffers.iter().any(|(b, _)| b.as_ptr() == Arc::as_ptr(buffer)) {
+            w.buffers.push((Arc::downgrade(buffer), Arc::clone(address)));
         }
         if !w.running {
             w.running = std::thread::Builder::new().name("stealpool-readahead".into()).spawn(run).is_ok();
@@ -154,7 +168,7 @@ mod returner {
             std::thread::sleep(IDLE);
             w = WATCH.lock();
             let Some(watch) = w.as_mut() else { return };
-            watch.buffers.retain(|weak| {
+            watch.buffers.retain(|(weak, address)| {
                 let Some(shared) = weak.upgrade() else { return false };
                 // Busy (a `get` in progress): it is in use, look again later.
                 let Some(mut b) = shared.try_lock() else { return true };
@@ -166,10 +180,10 @@ mod returner {
                 }
                 b.items.clear();
                 b.batch = 1;
-                if let Some(conn) = b.conn.as_mut()
-                    && conn.send_only(&Request::Return).is_err()
+                if let Some(mut conn) = b.conn.take()
+                    && conn.send_only(&Request::Return).is_ok()
                 {
-                    b.conn = None;
+                    wire::give_back(address, conn);
                 }
                 false
             });
