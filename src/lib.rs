@@ -12,6 +12,10 @@
 //!   processes: jobs are registered functions or job types (serde), a worker that dies fails
 //!   only its own job and is replaced, overdue jobs are killed, no worker outlives the program.
 //!   See [`process`].
+//! - [`manager`] (Unix): `multiprocessing.Manager()`: queues, locks, semaphores, events,
+//!   barriers and maps shared by processes and threads, sturdier than Python's (a holder that
+//!   dies releases its lock; an item is never lost to a dying getter).
+//! - [`Process`] and [`pipe`] (Unix): one function in a child process, and pipes to talk to it.
 //! - [`Executor`]: `map` (in order, one deadline, cancel on failure or drop), `imap`,
 //!   `imap_unordered`, `starmap`, `apply_async`, `shutdown`, `close` + `join`, `terminate`.
 //!
@@ -54,8 +58,9 @@
 //!
 //! # Platform
 //! Linux is the first platform. The thread pool is portable Rust; the process pool
-//! (`ProcessPoolExecutor`, `register_fn!`, `register_job!`) and the copy engine ([`copy`]) are
-//! `cfg(unix)`, and tested on Linux.
+//! (`ProcessPoolExecutor`, `register_fn!`, `register_job!`), [`Process`], [`pipe`], the
+//! [`manager`] and the copy engine ([`copy`]) are `cfg(unix)`, and tested on Linux (the manager
+//! uses a Linux abstract socket).
 
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(unsafe_op_in_unsafe_fn)]

@@ -21,6 +21,13 @@ use crate::manager::{Handle, decode, encode, prefetch, unexpected, wait_for};
 /// implements `Serialize` and `Deserialize`. Blocking calls follow one naming family:
 /// `put` / `try_put` / `put_timeout` and `get` / `try_get` / `get_timeout`.
 ///
+/// Items are handed out in the order they were put, to every consumer. A process that calls
+/// `get` in a tight loop reads ahead in batches (acknowledging each item as it returns it, so
+/// an item it never returned goes back to the queue if it dies); other consumers wait while it
+/// holds read-ahead items, which it gives back 2 ms after it stops calling `get`. A `put` to
+/// an unbounded queue returns without a round trip to the manager; the item is visible to
+/// every later `get`, `try_get` or `len`, from any process.
+///
 /// # Examples
 /// ```
 /// use std::time::Duration;
@@ -62,7 +69,8 @@ impl<T> Queue<T> {
         }
     }
 
-    /// The number of items in the queue now (others may change it at any moment).
+    /// The number of items in the queue now (others may change it at any moment). Items
+    /// another process has read ahead are not counted.
     ///
     /// # Errors
     /// [`ManagerError::Disconnected`] if the manager is gone.

@@ -252,28 +252,16 @@ impl Server {
     /// Reads what a connection sent, serves each complete request, and writes what is owed.
     fn service(&mut self, id: u64) {
         let Some(c) = self.conns.get_mut(&id) else { return };
-        let mut eof = false;
-        let mut chunk = [0u8; 64 << 10];
-        loop {
-            match c.stream.read(&mut chunk) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    c.input.extend_from_slice(&chunk[..n]);
-                    if n < chunk.len() {
-                        break;
-                    }
-                }
+        // Reads straight into the connection's buffer until the socket is empty (`WouldBlock`,
+        // with what was read kept) or closed (`Ok`).
+        let eof = loop {
+            match (&c.stream).read_to_end(&mut c.input) {
+                Ok(_) => break true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    eof = true;
-                    break;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Err(_) => break true,
             }
-        }
+        };
         let mut consumed = 0;
         loop {
             let Some(c) = self.conns.get_mut(&id) else { return };
