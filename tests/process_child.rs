@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use stealpool::manager::{Lock, Manager, ManagerError, Queue};
+use stealpool::manager::{Lock, Manager, ManagerError, Queue, Semaphore};
 use stealpool::pipe::{self, Connection, Receiver};
 use stealpool::process::Process;
 use stealpool::{Executor, ExitStatus, JobError, PipeError, ProcessError, ProcessPoolExecutor};
@@ -159,6 +159,34 @@ fn a_process_killed_holding_the_lock_releases_it_and_the_next_owner_knows() {
     assert_eq!(p.join(), ExitStatus::Signaled { signal: 9 });
     let guard = lock.lock_timeout(LONG).unwrap();
     assert!(guard.previous_owner_died());
+}
+
+fn hold_permits_forever(room: Semaphore, held: Queue<u32>) {
+    let _a = room.acquire().unwrap();
+    let _b = room.acquire().unwrap();
+    held.put(std::process::id()).unwrap();
+    sleeps_forever();
+}
+stealpool::register_fn!(hold_permits_forever);
+
+#[test]
+fn a_process_killed_holding_permits_gives_them_back() {
+    let manager = Manager::new().unwrap();
+    let room = manager.semaphore(3).unwrap();
+    let held = manager.queue::<u32>().unwrap();
+    let p = Process::spawn(hold_permits_forever, (room.clone(), held.clone())).unwrap();
+    let _reap = Reap(&p);
+    assert_eq!(held.get_timeout(LONG), Ok(p.pid()));
+    let mine = room.try_acquire().unwrap();
+    assert_eq!(room.try_acquire().unwrap_err(), ManagerError::WouldBlock, "two of three are held");
+    p.kill();
+    assert_eq!(p.join(), ExitStatus::Signaled { signal: 9 });
+    let a = room.acquire_timeout(LONG).unwrap();
+    let b = room.acquire_timeout(LONG).unwrap();
+    assert!(a.previous_owner_died(), "the first to get a dead holder's permit is told");
+    assert!(!b.previous_owner_died(), "once");
+    drop((mine, a, b));
+    assert_eq!(room.release(), Err(ManagerError::OverReleased), "never more than three");
 }
 
 fn get_one(q: Queue<u32>, started: Queue<u32>) {
