@@ -31,6 +31,8 @@ const FAST: Duration = Duration::from_micros(200);
 /// Items untouched this long in a buffer go back to the queue.
 const IDLE: Duration = Duration::from_millis(2);
 const MAX_BATCH: u32 = 64;
+/// The number of buffers at which unused ones are forgotten.
+const SWEEP_AT: usize = 256;
 
 struct Buffer {
     conn: Option<Conn>,
@@ -56,6 +58,13 @@ fn buffer(handle: &Handle) -> Shared {
         *all = Some(Buffers { pid, by_queue: HashMap::new() });
     }
     let all = all.as_mut().expect("set above");
+    if all.by_queue.len() >= SWEEP_AT {
+        // A process that reads many queues: forget the buffers that hold nothing and that
+        // nobody is using (they only remember how fast their queue was read).
+        all.by_queue.retain(|_, b| {
+            Arc::strong_count(b) > 1 || b.try_lock().is_none_or(|b| !b.items.is_empty() || b.conn.is_some())
+        });
+    }
     let key = (handle.address.name.clone(), handle.id);
     Arc::clone(all.by_queue.entry(key).or_insert_with(|| {
         Arc::new(Mutex::new(Buffer { conn: None, items: VecDeque::new(), batch: 1, last_get: None }))
@@ -189,4 +198,10 @@ mod returner {
             });
         }
     }
+}
+
+/// How many read-ahead buffers this process keeps (for tests).
+#[cfg(test)]
+pub(super) fn buffer_count() -> usize {
+    BUFFERS.lock().as_ref().map_or(0, |b| b.by_queue.len())
 }

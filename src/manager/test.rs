@@ -409,3 +409,16 @@ fn a_client_without_the_token_is_refused() {
     let mut reply = Vec::new();
     assert_eq!(stream.read_to_end(&mut reply).unwrap(), 0, "closed without a word");
 }
+
+#[test]
+fn reading_many_queues_keeps_no_state_per_queue() {
+    let manager = Manager::new().unwrap();
+    for i in 0..400u32 {
+        let q = manager.queue::<u32>().unwrap();
+        q.put(i).unwrap();
+        assert_eq!(q.get(), Ok(i));
+    }
+    // Buffers of other tests running in parallel may be counted too; 400 drained queues must
+    // not all be remembered.
+    assert!(super::prefetch::buffer_count() < 400, "{}", super::prefetch::buffer_count());
+}
