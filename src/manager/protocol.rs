@@ -10,6 +10,8 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::process::protocol::Extend;
+
 /// Frames larger than this are refused (a corrupt length must not make the server allocate
 /// gigabytes).
 pub(crate) const MAX_FRAME: usize = 1 << 30;
@@ -177,30 +179,6 @@ pub(crate) fn frame<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<(), 
             out.truncate(start);
             Err(e)
         }
-    }
-}
-
-/// A postcard output that appends to a buffer someone else owns, copying byte strings with one
-/// `memcpy`.
-struct Extend<'a>(&'a mut Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for Extend<'_> {
-    type Output = ();
-
-    #[inline]
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.push(data);
-        Ok(())
-    }
-
-    #[inline]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
     }
 }
 

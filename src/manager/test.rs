@@ -113,9 +113,10 @@ fn queue_errors_are_distinct() {
     assert_eq!(full.into_inner(), "b");
     let full = q.put_timeout("c".into(), Duration::from_millis(20)).unwrap_err();
     assert_eq!(full.error(), &ManagerError::Full);
-    // A handle of the wrong type is a serialization error, not a panic.
-    let wrong: Queue<Vec<u64>> = postcard::from_bytes(&postcard::to_stdvec(&q).unwrap()).unwrap();
-    assert!(matches!(wrong.try_get(), Ok(_) | Err(ManagerError::Serialization(_))));
+    // A handle of the wrong type is a serialization error, not a panic ("a" is two bytes;
+    // four integers need at least four).
+    let wrong: Queue<[u64; 4]> = postcard::from_bytes(&postcard::to_stdvec(&q).unwrap()).unwrap();
+    assert!(matches!(wrong.try_get(), Err(ManagerError::Serialization(_))));
     manager.shutdown();
     assert!(q.try_put("d".into()).unwrap_err().is_disconnected());
     assert_eq!(q.len(), Err(ManagerError::Disconnected));
@@ -226,6 +227,24 @@ fn event_and_barrier() {
     let u = thread::spawn(move || b.wait_timeout(LONG));
     assert!(barrier.wait_timeout(LONG).is_ok());
     assert!(t.join().unwrap().is_ok() && u.join().unwrap().is_ok());
+}
+
+#[test]
+fn a_party_dying_at_a_barrier_breaks_it() {
+    let manager = Manager::new().unwrap();
+    let barrier = manager.barrier(3).unwrap();
+    let mut raw = Raw::connect(&manager);
+    raw.send(&Request::WaitBarrier { id: barrier.handle.id, wait: Wait::Forever });
+    // Two round trips: the server has parked the raw party (see `a_dead_waiter_never_...`).
+    manager.event().unwrap();
+    manager.event().unwrap();
+    let other = {
+        let b = barrier.clone();
+        thread::spawn(move || b.wait_timeout(LONG))
+    };
+    drop(raw);
+    assert_eq!(other.join().unwrap(), Err(ManagerError::BrokenBarrier));
+    assert_eq!(barrier.wait(), Err(ManagerError::BrokenBarrier), "broken until reset");
 }
 
 #[test]

@@ -64,14 +64,17 @@ pub(crate) enum FromWorker<'a> {
 
 /// Serializes `value` at the end of `buf` (postcard's own `to_extend` copies byte by byte;
 /// this copies byte strings with one `memcpy`, which matters for large payloads).
-pub(crate) fn append<T: Serialize + ?Sized>(value: &T, buf: Vec<u8>) -> postcard::Result<Vec<u8>> {
-    postcard::serialize_with_flavor(value, Append(buf))
+pub(crate) fn append<T: Serialize + ?Sized>(value: &T, mut buf: Vec<u8>) -> postcard::Result<Vec<u8>> {
+    postcard::serialize_with_flavor(value, Extend(&mut buf))?;
+    Ok(buf)
 }
 
-struct Append(Vec<u8>);
+/// A postcard output that appends to a buffer the caller keeps (on an error, what was
+/// appended stays; callers truncate).
+pub(crate) struct Extend<'a>(pub(crate) &'a mut Vec<u8>);
 
-impl postcard::ser_flavors::Flavor for Append {
-    type Output = Vec<u8>;
+impl postcard::ser_flavors::Flavor for Extend<'_> {
+    type Output = ();
 
     #[inline]
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
@@ -85,8 +88,8 @@ impl postcard::ser_flavors::Flavor for Append {
         Ok(())
     }
 
-    fn finalize(self) -> postcard::Result<Vec<u8>> {
-        Ok(self.0)
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 

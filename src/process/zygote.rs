@@ -457,15 +457,19 @@ fn serve(server_name: String) -> io::Result<()> {
     let own_name = nix::sys::prctl::get_name().ok();
     // The child's name is set by the server before the fork (and put back after), so the child
     // has it from its first instant: whoever learns the pid from the spawn report sees it.
-    let name_next = |name: &str| {
+    let fork_named = |name: &str| {
         if let Ok(comm) = CString::new(name) {
             let _ = nix::sys::prctl::set_name(&comm);
         }
-    };
-    let name_back = || {
-        if let Some(own) = &own_name {
+        // SAFETY: this process has exactly one thread (checked above, and the server never
+        // starts one), so no lock can be held by another thread at the fork.
+        let fork = unsafe { nix::unistd::fork() };
+        if !matches!(fork, Ok(nix::unistd::ForkResult::Child))
+            && let Some(own) = &own_name
+        {
             let _ = nix::sys::prctl::set_name(own);
         }
+        fork
     };
     loop {
         let request = match requests.recv() {
@@ -480,14 +484,7 @@ fn serve(server_name: String) -> io::Result<()> {
         match request {
             ZygoteRequest::Spawn { token, name, tasks, replies, initializer } => {
                 let old = block(&chld)?;
-                name_next(&name);
-                // SAFETY: this process has exactly one thread (checked above, and the server
-                // never starts one), so no lock can be held by another thread at the fork.
-                let fork = unsafe { nix::unistd::fork() };
-                if !matches!(fork, Ok(nix::unistd::ForkResult::Child)) {
-                    name_back();
-                }
-                match fork {
+                match fork_named(&name) {
                     Ok(nix::unistd::ForkResult::Child) => {
                         worker_child(me, &name, tasks, replies, initializer, requests, &old)
                     }
@@ -500,13 +497,7 @@ fn serve(server_name: String) -> io::Result<()> {
             }
             ZygoteRequest::Run { token, name, code, args, die_with_parent } => {
                 let old = block(&chld)?;
-                name_next(&name);
-                // SAFETY: as for `Spawn` above: one thread, so no lock is held at the fork.
-                let fork = unsafe { nix::unistd::fork() };
-                if !matches!(fork, Ok(nix::unistd::ForkResult::Child)) {
-                    name_back();
-                }
-                match fork {
+                match fork_named(&name) {
                     Ok(nix::unistd::ForkResult::Child) => {
                         let code = match become_child(me, &name, requests, &old, die_with_parent) {
                             Ok(()) => registry::start(&code, args),
