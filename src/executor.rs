@@ -334,24 +334,6 @@ pub trait Executor {
     }
 }
 
-/// `imap_unordered_with` for any [`Apply`] function (named function objects, which the public
-/// methods' `Fn` bound cannot take without costing closures their type inference).
-pub(crate) fn imap_unordered_apply<'a, E, F, A, R, I>(
-    executor: &'a E,
-    f: F,
-    items: I,
-    options: MapOptions,
-) -> Result<MapIter<'a, R>, ShutdownError>
-where
-    E: Submit<Batch<F, A>>,
-    F: Apply<A, Output = R> + Clone + 'a,
-    R: Send + 'static,
-    I: IntoIterator<Item = A>,
-    I::IntoIter: 'a,
-{
-    MapIter::start(executor, f, items.into_iter(), options, Mode::Unordered)
-}
-
 /// Submitting jobs of type `J`: implemented by each executor for the jobs it can run.
 ///
 /// The thread pool accepts every `J: Job + Send + 'static` (every `FnOnce() -> R + Send`

@@ -20,8 +20,12 @@ Examples:
   pcp -r src/ docs/ /tmp/out           copy two trees into an existing directory
   pcp -t /tmp/out -v a.txt b.txt       copy files into a directory, listing each
   pcp -a -j 16 --verify big/ /mnt/x    16 workers, re-read every copy and compare
+  pcp --parents -p src/a/f.txt /tmp/o  makes /tmp/o/src/a/f.txt (src, src/a copied as dirs)
+  pcp -a --backend process big/ /mnt/x copy in worker processes: a crash stays in its worker
 
-Temporary files are named .pcp-tmp-*; a file only appears under its final name complete.
+Temporary files are named .pcp-tmp-<pid>-*; a file only appears under its final name
+complete, and a later run into the same directories removes the leftovers of a killed one.
+FIFOs, sockets and device nodes inside a tree are recreated (devices need root), as by cp -R.
 Exit status: 0 if everything was copied, 1 if anything failed (all failures are listed).";
 
 #[derive(Debug, Parser)]
@@ -74,6 +78,9 @@ struct Opts {
     /// Re-read each copied file and compare it with its source.
     #[arg(long)]
     verify: bool,
+    /// Append each source's path to the target directory (a/b/f into DIR is DIR/a/b/f).
+    #[arg(long)]
+    parents: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -95,6 +102,7 @@ impl From<&Opts> for CopyOptions {
         c.no_clobber = o.no_clobber;
         c.update = o.update;
         c.verify = o.verify;
+        c.parents = o.parents;
         c
     }
 }
@@ -107,16 +115,30 @@ struct Report {
     total_files: u64,
 }
 
-impl Observer for Report {
-    fn planned(&mut self, files: u64, bytes: u64) {
-        self.total_files = files;
+impl Report {
+    fn show_files(&self) {
         if let Some(bar) = &self.bar {
-            bar.set_length(bytes);
-            bar.set_message(format!("0/{files} files"));
+            bar.set_message(format!("{}/{} files", self.files, self.total_files));
+        }
+    }
+}
+
+impl Observer for Report {
+    fn found(&mut self, files: u64, bytes: u64) {
+        self.total_files += files;
+        if let Some(bar) = &self.bar {
+            bar.inc_length(bytes);
+        }
+        self.show_files();
+    }
+
+    fn progressed(&mut self, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(bytes);
         }
     }
 
-    fn copied(&mut self, kind: EntryKind, source: &Path, destination: &Path, bytes: u64) {
+    fn copied(&mut self, kind: EntryKind, source: &Path, destination: &Path) {
         if self.verbose {
             let line = format!("'{}' -> '{}'", source.display(), destination.display());
             match &self.bar {
@@ -124,10 +146,9 @@ impl Observer for Report {
                 None => println!("{line}"),
             }
         }
-        if let Some(bar) = &self.bar {
-            self.files += u64::from(kind == EntryKind::File);
-            bar.inc(bytes);
-            bar.set_message(format!("{}/{} files", self.files, self.total_files));
+        if kind == EntryKind::File {
+            self.files += 1;
+            self.show_files();
         }
     }
 

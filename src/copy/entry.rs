@@ -7,11 +7,12 @@
 
 use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{CopyOptions, Failure};
+use super::{CopyOptions, Failure, data};
 
 /// The start of every temporary file name this engine creates (followed by the process id, a
 /// counter and the final name).
@@ -19,39 +20,6 @@ pub const TEMP_PREFIX: &str = ".pcp-tmp-";
 
 /// The longest file name (in bytes) Linux file systems accept.
 const NAME_MAX: usize = 255;
-
-/// One regular file to copy: the job a worker runs (in a thread, or in a worker process: it
-/// serializes, paths as raw bytes so that names that are not UTF-8 travel intact).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct FileJob {
-    #[serde(with = "path_bytes")]
-    pub(super) source: PathBuf,
-    #[serde(with = "path_bytes")]
-    pub(super) destination: PathBuf,
-    /// The size seen by the walk, for progress totals.
-    pub(super) len: u64,
-    pub(super) options: CopyOptions,
-}
-
-/// What became of a [`FileJob`].
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub enum FileOutcome {
-    /// Copied, with this many bytes.
-    Copied {
-        /// The source path.
-        #[serde(with = "path_bytes")]
-        source: PathBuf,
-        /// The destination path.
-        #[serde(with = "path_bytes")]
-        destination: PathBuf,
-        /// Bytes copied.
-        bytes: u64,
-    },
-    /// Left alone (`no_clobber`, or `update` with a destination at least as new).
-    Unchanged,
-    /// Failed; nothing was left under the destination's name.
-    Failed(Failure),
-}
 
 /// Paths as their raw bytes (Unix), so that any name survives the trip to a worker process.
 pub(super) mod path_bytes {
@@ -89,6 +57,9 @@ const ACTIONS: &[&str] = &[
     "create hard link",
     "create directory",
     "set mode",
+    "create special file",
+    "read directory",
+    "copy job",
 ];
 
 /// A [`Failure`] as it travels between processes.
@@ -155,64 +126,229 @@ fn temp_path(destination: &Path) -> PathBuf {
     destination.with_file_name(name)
 }
 
-/// Copies one regular file (the function the workers run).
-pub fn copy_file(job: FileJob) -> FileOutcome {
-    match copy_file_inner(&job) {
-        Ok(Some(bytes)) => FileOutcome::Copied { source: job.source, destination: job.destination, bytes },
-        Ok(None) => FileOutcome::Unchanged,
-        Err(failure) => FileOutcome::Failed(failure),
+/// One regular file to copy whole, on a worker (in a thread or a worker process: it serializes,
+/// paths as raw bytes so that names that are not UTF-8 travel intact).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct FileJob {
+    #[serde(with = "path_bytes")]
+    pub(super) source: PathBuf,
+    #[serde(with = "path_bytes")]
+    pub(super) destination: PathBuf,
+    /// The size the walk saw (progress totals, and whether to split the file).
+    pub(super) len: u64,
+    /// Follow the source if it is a symlink (`-L`, or a symlink named on the command line).
+    pub(super) follow: bool,
+    /// The destination directory existed before this run, so the name may already be taken;
+    /// in a directory this run created, it cannot be, and the check is skipped.
+    pub(super) check_existing: bool,
+    /// The device of the destination directory: a reflink is only tried on the same device.
+    pub(super) dst_dev: u64,
+}
+
+/// What became of a [`FileJob`] (or of a split file's last step).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(super) enum FileOutcome {
+    /// Copied, with this many bytes.
+    Copied(u64),
+    /// Left alone (`no_clobber`, or `update` with a destination at least as new).
+    Unchanged,
+    /// Failed; nothing was left under the destination's name.
+    Failed(Failure),
+}
+
+impl From<Result<Option<u64>, Failure>> for FileOutcome {
+    fn from(result: Result<Option<u64>, Failure>) -> Self {
+        match result {
+            Ok(Some(bytes)) => FileOutcome::Copied(bytes),
+            Ok(None) => FileOutcome::Unchanged,
+            Err(failure) => FileOutcome::Failed(failure),
+        }
     }
 }
 
-fn copy_file_inner(job: &FileJob) -> Result<Option<u64>, Failure> {
-    let (src_path, dst_path, o) = (&job.source, &job.destination, &job.options);
-    let mut src = File::open(src_path).map_err(fail(src_path, "open"))?;
-    let meta = src.metadata().map_err(fail(src_path, "stat"))?;
+/// Copies one regular file whole: into a temporary name, then renamed into place.
+pub(super) fn copy_file(job: &FileJob, o: &CopyOptions) -> FileOutcome {
+    copy_whole(job, o).into()
+}
+
+fn copy_whole(job: &FileJob, o: &CopyOptions) -> Result<Option<u64>, Failure> {
+    let (src, meta) = open_source(&job.source, job.follow)?;
+    if job.check_existing && keep_existing(&job.destination, &meta, o)? {
+        return Ok(None);
+    }
+    let (temp, out) = create_temp(&job.destination, &meta, o)?;
+    let mut guard = TempFile { path: Some(&temp) };
+    let bytes = if data::reflink(&src, meta.dev(), &out, job.dst_dev) {
+        meta.len()
+    } else {
+        let sparse = data::may_be_sparse(&meta);
+        let end = data::copy_range(&src, &out, 0, None, sparse).map_err(fail(&job.source, "copy"))?;
+        if sparse {
+            // A hole at the end has no data extent to copy; the length brings it back.
+            out.set_len(end).map_err(fail(&job.destination, "copy"))?;
+        }
+        end
+    };
+    seal(out, &temp, &job.source, &job.destination, &meta, o)?;
+    guard.path = None;
+    Ok(Some(bytes))
+}
+
+/// A large file, once its temporary copy exists: either already complete (reflinked) or
+/// sized and waiting for its ranges.
+#[derive(Debug)]
+pub(super) enum Prepared {
+    /// `no_clobber` / `update` left the destination alone.
+    Unchanged,
+    /// The temporary file shares the source's extents; only [`finish_split`] is left.
+    Cloned(PathBuf),
+    /// The temporary file has the source's length (all hole); copy `len` bytes into it.
+    Ranges { temp: PathBuf, len: u64 },
+}
+
+/// First step of a file copied in ranges by several workers: checks the destination and makes
+/// the temporary file. Cheap (no data moves), so the caller runs it inline.
+pub(super) fn prepare_split(job: &FileJob, o: &CopyOptions) -> Result<Prepared, Failure> {
+    let (src, meta) = open_source(&job.source, job.follow)?;
+    if job.check_existing && keep_existing(&job.destination, &meta, o)? {
+        return Ok(Prepared::Unchanged);
+    }
+    let (temp, out) = create_temp(&job.destination, &meta, o)?;
+    let mut guard = TempFile { path: Some(&temp) };
+    let prepared = if data::reflink(&src, meta.dev(), &out, job.dst_dev) {
+        Prepared::Cloned(temp.clone())
+    } else {
+        out.set_len(meta.len()).map_err(fail(&job.destination, "create"))?;
+        Prepared::Ranges { temp: temp.clone(), len: meta.len() }
+    };
+    guard.path = None;
+    Ok(prepared)
+}
+
+/// One range of a split file.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct RangeJob {
+    #[serde(with = "path_bytes")]
+    pub(super) source: PathBuf,
+    #[serde(with = "path_bytes")]
+    pub(super) temp: PathBuf,
+    pub(super) start: u64,
+    pub(super) end: u64,
+    pub(super) follow: bool,
+}
+
+/// Copies one range of a split file into its temporary file, at the same offsets.
+pub(super) fn copy_piece(job: &RangeJob) -> Result<u64, Failure> {
+    let (src, meta) = open_source(&job.source, job.follow)?;
+    let out = OpenOptions::new().write(true).open(&job.temp).map_err(fail(&job.temp, "open"))?;
+    data::copy_range(&src, &out, job.start, Some(job.end), data::may_be_sparse(&meta))
+        .map_err(fail(&job.source, "copy"))?;
+    Ok(job.end - job.start)
+}
+
+/// The last step of a split file, once every range is in: attributes, verify, rename.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct FinishJob {
+    #[serde(with = "path_bytes")]
+    pub(super) source: PathBuf,
+    #[serde(with = "path_bytes")]
+    pub(super) destination: PathBuf,
+    #[serde(with = "path_bytes")]
+    pub(super) temp: PathBuf,
+    pub(super) follow: bool,
+    /// Bytes the file has (reported when it is done).
+    pub(super) len: u64,
+}
+
+/// Seals a split file: its temporary copy is complete (or failed, in which case the caller
+/// removes it with [`discard`]).
+pub(super) fn finish_split(job: &FinishJob, o: &CopyOptions) -> FileOutcome {
+    let mut guard = TempFile { path: Some(&job.temp) };
+    let result = (|| {
+        let (_, meta) = open_source(&job.source, job.follow)?;
+        let out = OpenOptions::new().write(true).open(&job.temp).map_err(fail(&job.temp, "open"))?;
+        seal(out, &job.temp, &job.source, &job.destination, &meta, o)?;
+        Ok(Some(job.len))
+    })();
+    if result.is_ok() {
+        guard.path = None;
+    }
+    result.into()
+}
+
+/// Removes the temporary file of a split copy that failed.
+pub(super) fn discard(temp: &Path) {
+    let _ = fs::remove_file(temp);
+}
+
+/// Opens a source file for reading; refuses anything that is no longer a regular file (it was
+/// replaced since the walk) and, unless following, a symlink.
+fn open_source(path: &Path, follow: bool) -> Result<(File, fs::Metadata), Failure> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    if !follow {
+        options.custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits());
+    }
+    let src = options.open(path).map_err(fail(path, "open"))?;
+    let meta = src.metadata().map_err(fail(path, "stat"))?;
     if !meta.is_file() {
         let error = io::Error::other("no longer a regular file");
-        return Err(Failure { path: src_path.clone(), action: "open", error });
+        return Err(Failure { path: path.to_path_buf(), action: "open", error });
     }
-    if let Ok(existing) = fs::symlink_metadata(dst_path) {
-        if existing.is_dir() {
-            let error = io::Error::other("cannot overwrite a directory with a file");
-            return Err(Failure { path: dst_path.clone(), action: "create", error });
-        }
-        if o.no_clobber || (o.update && existing.modified().ok() >= meta.modified().ok()) {
-            return Ok(None);
-        }
-    }
+    Ok((src, meta))
+}
 
-    let temp = temp_path(dst_path);
-    let mode = meta.mode() & 0o7777;
-    // Without -p the kernel applies the umask to the source's bits, as for `cp`.
-    let create_mode = if o.preserve_mode { 0o600 } else { mode & 0o777 };
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(create_mode)
-        .open(&temp)
-        .map_err(fail(dst_path, "create"))?;
-    let mut guard = TempFile { path: Some(&temp) };
-    // On Linux, std copies File to File with copy_file_range (falling back to read/write).
-    let bytes = io::copy(&mut src, &mut out).map_err(fail(src_path, "copy"))?;
+/// Whether an existing destination is to be left alone (`-n`, `-u`); an error if it is a
+/// directory, which a file never replaces.
+fn keep_existing(destination: &Path, source: &fs::Metadata, o: &CopyOptions) -> Result<bool, Failure> {
+    match fs::symlink_metadata(destination) {
+        Ok(existing) if existing.is_dir() => {
+            let error = io::Error::other("cannot overwrite a directory with a file");
+            Err(Failure { path: destination.to_path_buf(), action: "create", error })
+        }
+        Ok(existing) => Ok(o.no_clobber || (o.update && existing.modified().ok() >= source.modified().ok())),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Creates the temporary file a copy is written to, beside its final name.
+fn create_temp(destination: &Path, source: &fs::Metadata, o: &CopyOptions) -> Result<(PathBuf, File), Failure> {
+    let temp = temp_path(destination);
+    // Without -p the kernel applies the umask to the source's bits, as for `cp`. With -p the
+    // file stays private until its final mode is set.
+    let mode = if o.preserve_mode { 0o600 } else { source.mode() & 0o777 };
+    let out =
+        OpenOptions::new().write(true).create_new(true).mode(mode).open(&temp).map_err(fail(destination, "create"))?;
+    Ok((temp, out))
+}
+
+/// Gives a complete temporary copy the source's attributes, checks it if asked, and renames it
+/// into place.
+fn seal(
+    out: File,
+    temp: &Path,
+    source: &Path,
+    destination: &Path,
+    meta: &fs::Metadata,
+    o: &CopyOptions,
+) -> Result<(), Failure> {
     if o.preserve_ownership {
         // Ownership first: chown clears set-user-ID bits that chmod then restores.
         ignore_eperm(std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid())))
-            .map_err(fail(dst_path, "preserve ownership"))?;
+            .map_err(fail(destination, "preserve ownership"))?;
     }
     if o.preserve_mode {
-        out.set_permissions(Permissions::from_mode(mode)).map_err(fail(dst_path, "preserve mode"))?;
+        out.set_permissions(Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(fail(destination, "preserve mode"))?;
     }
     if o.preserve_timestamps {
-        out.set_times(file_times(&meta)).map_err(fail(dst_path, "preserve timestamps"))?;
+        out.set_times(file_times(meta)).map_err(fail(destination, "preserve timestamps"))?;
     }
     drop(out);
     if o.verify {
-        verify(src_path, &temp).map_err(fail(dst_path, "verify"))?;
+        verify(source, temp).map_err(fail(destination, "verify"))?;
     }
-    fs::rename(&temp, dst_path).map_err(fail(dst_path, "rename into place"))?;
-    guard.path = None;
-    Ok(Some(bytes))
+    fs::rename(temp, destination).map_err(fail(destination, "rename into place"))
 }
 
 fn file_times(meta: &fs::Metadata) -> FileTimes {
@@ -261,29 +397,78 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Makes `destination` a symlink with the same target as `source`.
-pub(super) fn make_symlink(source: &Path, destination: &Path, o: &CopyOptions) -> Result<bool, Failure> {
-    let target = fs::read_link(source).map_err(fail(source, "read symlink"))?;
-    if let Ok(existing) = fs::symlink_metadata(destination) {
-        if o.no_clobber {
-            return Ok(false);
-        }
-        if existing.is_dir() {
-            let error = io::Error::other("cannot overwrite a directory with a symlink");
-            return Err(Failure { path: destination.to_path_buf(), action: "create symlink", error });
-        }
-        fs::remove_file(destination).map_err(fail(destination, "replace"))?;
+/// Makes room for a new non-regular entry at `destination`: `Ok(false)` means leave the
+/// existing one (`no_clobber`); a directory is never replaced.
+fn clear_destination(destination: &Path, o: &CopyOptions, action: &'static str) -> Result<bool, Failure> {
+    let Ok(existing) = fs::symlink_metadata(destination) else { return Ok(true) };
+    if o.no_clobber {
+        return Ok(false);
     }
-    std::os::unix::fs::symlink(&target, destination).map_err(fail(destination, "create symlink"))?;
-    let meta = fs::symlink_metadata(source).map_err(fail(source, "stat"))?;
+    if existing.is_dir() {
+        let error = io::Error::other("cannot overwrite a directory");
+        return Err(Failure { path: destination.to_path_buf(), action, error });
+    }
+    fs::remove_file(destination).map_err(fail(destination, "replace"))?;
+    Ok(true)
+}
+
+/// Sets ownership and times of an entry that is not followed (a symlink or special file).
+fn preserve_unfollowed(destination: &Path, meta: &fs::Metadata, o: &CopyOptions) -> Result<(), Failure> {
     if o.preserve_ownership {
         ignore_eperm(std::os::unix::fs::lchown(destination, Some(meta.uid()), Some(meta.gid())))
             .map_err(fail(destination, "preserve ownership"))?;
     }
     if o.preserve_timestamps {
-        let (atime, mtime) = filetimes(&meta);
+        let (atime, mtime) = filetimes(meta);
         filetime::set_symlink_file_times(destination, atime, mtime)
             .map_err(fail(destination, "preserve timestamps"))?;
+    }
+    Ok(())
+}
+
+/// Makes `destination` a symlink with the same target as `source` (whose `lstat` is `meta`).
+/// Returns `Ok(false)` if an existing entry was left alone.
+pub(super) fn make_symlink(
+    source: &Path,
+    destination: &Path,
+    meta: &fs::Metadata,
+    check_existing: bool,
+    o: &CopyOptions,
+) -> Result<bool, Failure> {
+    let target = fs::read_link(source).map_err(fail(source, "read symlink"))?;
+    if check_existing && !clear_destination(destination, o, "create symlink")? {
+        return Ok(false);
+    }
+    std::os::unix::fs::symlink(&target, destination).map_err(fail(destination, "create symlink"))?;
+    preserve_unfollowed(destination, meta, o)?;
+    Ok(true)
+}
+
+/// Recreates a FIFO, socket or device node, as `cp -R` does (devices need privilege; without
+/// it the failure is reported like any other).
+pub(super) fn make_special(
+    destination: &Path,
+    meta: &fs::Metadata,
+    check_existing: bool,
+    o: &CopyOptions,
+) -> Result<bool, Failure> {
+    use nix::sys::stat::{Mode, SFlag};
+    if check_existing && !clear_destination(destination, o, "create special file")? {
+        return Ok(false);
+    }
+    let perm = Mode::from_bits_truncate(meta.mode() & 0o7777);
+    let kind = SFlag::from_bits_truncate(meta.mode() & SFlag::S_IFMT.bits());
+    let made = if kind == SFlag::S_IFIFO {
+        nix::unistd::mkfifo(destination, perm)
+    } else {
+        nix::sys::stat::mknod(destination, kind, perm, meta.rdev())
+    };
+    made.map_err(|e| fail(destination, "create special file")(e.into()))?;
+    preserve_unfollowed(destination, meta, o)?;
+    if o.preserve_mode {
+        // mknod applied the umask; -p wants the source's bits.
+        fs::set_permissions(destination, Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(fail(destination, "preserve mode"))?;
     }
     Ok(true)
 }
@@ -303,41 +488,48 @@ pub(super) fn hard_link(first: &Path, destination: &Path, o: &CopyOptions) -> Re
     fs::hard_link(first, destination).map_err(fail(destination, "create hard link"))
 }
 
-/// A directory made by the walk, whose mode and times are set at the end.
-#[derive(Debug)]
-pub(super) struct DirJob {
-    pub(super) destination: PathBuf,
-    pub(super) mode: u32,
-    pub(super) uid: u32,
-    pub(super) gid: u32,
-    pub(super) times: (filetime::FileTime, filetime::FileTime),
+/// What a copied directory keeps of its source: applied at the end, once everything inside is
+/// in place (creating entries changes a directory's times).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(super) struct DirMeta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    atime: (i64, u32),
+    mtime: (i64, u32),
 }
 
-impl DirJob {
-    pub(super) fn new(destination: PathBuf, meta: &fs::Metadata) -> Self {
-        DirJob { destination, mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid(), times: filetimes(meta) }
+impl DirMeta {
+    pub(super) fn new(meta: &fs::Metadata) -> Self {
+        let (a, m) = filetimes(meta);
+        DirMeta {
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            atime: (a.unix_seconds(), a.nanoseconds()),
+            mtime: (m.unix_seconds(), m.nanoseconds()),
+        }
     }
 }
 
 /// Creates a destination directory, writable by us whatever the source's mode (the final mode
-/// is set by [`finish_directory`]). An existing directory is reused.
-pub(super) fn create_directory(dir: &DirJob) -> Result<(), Failure> {
-    match fs::symlink_metadata(&dir.destination) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => {
-            let error = io::Error::other("cannot overwrite a non-directory with a directory");
-            Err(Failure { path: dir.destination.clone(), action: "create directory", error })
-        }
-        Err(_) => fs::DirBuilder::new()
-            .mode(dir.mode | 0o700)
-            .create(&dir.destination)
-            .map_err(fail(&dir.destination, "create directory")),
+/// is set by [`finish_directory`]). An existing directory is reused: returns whether it existed.
+pub(super) fn create_directory(destination: &Path, meta: &DirMeta) -> Result<bool, Failure> {
+    match fs::DirBuilder::new().mode(meta.mode | 0o700).create(destination) {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match fs::metadata(destination) {
+            Ok(m) if m.is_dir() => Ok(true),
+            _ => {
+                let error = io::Error::other("cannot overwrite a non-directory with a directory");
+                Err(Failure { path: destination.to_path_buf(), action: "create directory", error })
+            }
+        },
+        Err(e) => Err(fail(destination, "create directory")(e)),
     }
 }
 
 /// Sets a copied directory's ownership, mode and times, once everything inside is in place.
-pub(super) fn finish_directory(dir: &DirJob, o: &CopyOptions) -> Result<(), Failure> {
-    let path = &dir.destination;
+pub(super) fn finish_directory(path: &Path, dir: &DirMeta, o: &CopyOptions) -> Result<(), Failure> {
     if o.preserve_ownership {
         ignore_eperm(std::os::unix::fs::chown(path, Some(dir.uid), Some(dir.gid)))
             .map_err(fail(path, "preserve ownership"))?;
@@ -351,9 +543,28 @@ pub(super) fn finish_directory(dir: &DirJob, o: &CopyOptions) -> Result<(), Fail
     };
     fs::set_permissions(path, Permissions::from_mode(mode)).map_err(fail(path, "set mode"))?;
     if o.preserve_timestamps {
-        filetime::set_file_times(path, dir.times.0, dir.times.1).map_err(fail(path, "preserve timestamps"))?;
+        let time = |(s, ns): (i64, u32)| filetime::FileTime::from_unix_time(s, ns);
+        filetime::set_file_times(path, time(dir.atime), time(dir.mtime)).map_err(fail(path, "preserve timestamps"))?;
     }
     Ok(())
+}
+
+/// Removes the temporary files that a killed run left in `dir`: those whose process is gone.
+/// (A live process's files are left alone: it may be another `pcp` writing here right now.)
+/// Returns how many were removed.
+pub(super) fn remove_stale_temps(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.as_bytes().strip_prefix(TEMP_PREFIX.as_bytes()) else { continue };
+        let pid = rest.iter().take_while(|b| b.is_ascii_digit()).fold(0i64, |n, b| n * 10 + i64::from(b - b'0'));
+        let Ok(pid) = i32::try_from(pid) else { continue };
+        if pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH) {
+            removed += usize::from(fs::remove_file(entry.path()).is_ok());
+        }
+    }
+    removed
 }
 
 #[cfg(test)]
@@ -366,9 +577,16 @@ mod tests {
     #[test]
     fn jobs_and_failures_cross_processes_intact() {
         let odd = PathBuf::from(OsStr::from_bytes(b"/tmp/caf\xe9/x"));
-        let job = FileJob { source: odd.clone(), destination: "/d".into(), len: 7, options: CopyOptions::archive() };
+        let job = FileJob {
+            source: odd.clone(),
+            destination: "/d".into(),
+            len: 7,
+            follow: false,
+            check_existing: true,
+            dst_dev: 3,
+        };
         let back: FileJob = postcard::from_bytes(&postcard::to_stdvec(&job).unwrap()).unwrap();
-        assert_eq!((back.source, back.len, back.options), (odd.clone(), 7, CopyOptions::archive()));
+        assert_eq!((back.source, back.len, back.dst_dev), (odd.clone(), 7, 3));
 
         let failure = Failure { path: odd.clone(), action: "open", error: io::Error::from_raw_os_error(13) };
         let outcome = FileOutcome::Failed(failure);

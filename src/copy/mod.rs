@@ -1,17 +1,21 @@
 //! The batch copy engine behind `pcp`: copies files and trees like `cp -r`/`cp -a`, with the
 //! file copies spread over an [`Executor`]. Unix only.
 //!
-//! A copy runs in four steps:
+//! A copy runs in three steps:
 //! 1. **Plan** ([`plan`]): resolve each source's destination with `cp`'s naming rules and reject
 //!    bad arguments (missing source, directory without `recursive`, a directory into itself)
 //!    before anything is written.
-//! 2. **Walk** (`walk.rs`): walk the sources, create the destination directories, and list the
-//!    files, symlinks and hard links to make.
-//! 3. **Copy**: regular files are copied on the executor in chunks (`imap_unordered`), each into
-//!    a temporary name in its destination directory and then renamed into place, so a final name
-//!    never holds a half-written file. Symlinks are made on the calling thread.
-//! 4. **Finish**: hard links (which need their first copy in place), then directory modes and
-//!    times, deepest first (creating entries changes a directory's times).
+//! 2. **Run**: the calling thread coordinates; every piece of work is a [`Task`] on the
+//!    executor. A directory is one scan task (make its copy, list it; `scan.rs`), so the walk
+//!    runs on every worker at once and copies start while it goes on. Regular files go out in
+//!    batches (many small files per task, so per-task cost does not dominate); a large file is
+//!    split into ranges that several workers copy into one temporary file (`data.rs`: reflink,
+//!    `copy_file_range`, holes kept). Every file is written under a temporary name in its
+//!    destination directory and renamed into place once complete, so a final name never holds
+//!    a half-written file.
+//! 3. **Finish** (on the calling thread): hard links (which need their first copy in place),
+//!    then directory modes and times, deepest first (creating entries changes a directory's
+//!    times).
 //!
 //! One failure never stops the rest: every failure is collected, with its path and reason, in
 //! the [`CopyReport`].
@@ -19,8 +23,11 @@
 //! This module must never leave a partially written file under its final name, and never
 //! follow a symlink in a source tree unless asked to (`dereference`).
 
+mod data;
 mod entry;
-mod walk;
+mod run;
+mod scan;
+mod task;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -28,26 +35,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::ShutdownError;
-use crate::executor::{Executor, MapOptions, Submit};
-use crate::job::{Apply, Batch};
+use crate::executor::{Executor, Submit};
 
-pub use self::entry::{FileJob, FileOutcome, TEMP_PREFIX};
-
-/// The function the engine maps over the files: copies one [`FileJob`]. A named type (not a
-/// closure) so that a [`ProcessPoolExecutor`](crate::ProcessPoolExecutor) can run it in its
-/// workers, where it is registered as `stealpool::copy::file`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CopyFile;
-
-impl Apply<FileJob> for CopyFile {
-    type Output = FileOutcome;
-
-    fn apply(&self, job: FileJob) -> FileOutcome {
-        entry::copy_file(job)
-    }
-}
-
-crate::register_fn!(entry::copy_file, name = "stealpool::copy::file");
+pub use self::entry::TEMP_PREFIX;
+pub use self::task::{Task, TaskOutcome};
 
 /// What to copy and how, with the meanings of `cp`'s options.
 ///
@@ -79,6 +70,10 @@ pub struct CopyOptions {
     pub update: bool,
     /// Re-read each copied file and compare it with its source (`--verify`).
     pub verify: bool,
+    /// Append each source's path, as given, to the target directory (`--parents`): `a/b/f`
+    /// into `out` becomes `out/a/b/f`, with `out/a` and `out/a/b` made as copies of `a` and
+    /// `a/b`.
+    pub parents: bool,
 }
 
 impl CopyOptions {
@@ -121,6 +116,9 @@ pub struct Assignment {
     pub source: PathBuf,
     /// Its destination path.
     pub destination: PathBuf,
+    /// Directories to make first, outermost first, each as a copy of a source directory
+    /// (`--parents`; empty otherwise): (source directory, its destination).
+    pub parents: Vec<(PathBuf, PathBuf)>,
 }
 
 /// An argument error found before any work starts.
@@ -138,6 +136,7 @@ enum PlanErrorKind {
     IntoItself(PathBuf),
     NotADirectory,
     DirectoryOverFile,
+    ParentsOutside,
 }
 
 impl fmt::Display for PlanError {
@@ -155,6 +154,9 @@ impl fmt::Display for PlanError {
             PlanErrorKind::NotADirectory => write!(f, "target '{p}' is not a directory"),
             PlanErrorKind::DirectoryOverFile => {
                 write!(f, "cannot overwrite non-directory '{p}' with a directory")
+            }
+            PlanErrorKind::ParentsOutside => {
+                write!(f, "with --parents, '{p}' would be copied outside the target ('..' is refused)")
             }
         }
     }
@@ -194,7 +196,7 @@ fn plan_error(path: &Path, kind: PlanErrorKind) -> PlanError {
 /// ```
 pub fn plan(sources: &[PathBuf], target: &Target, options: &CopyOptions) -> Result<Vec<Assignment>, PlanError> {
     let (dest, must_be_dir) = match target {
-        Target::Auto(d) => (d, sources.len() > 1),
+        Target::Auto(d) => (d, sources.len() > 1 || options.parents),
         Target::IntoDirectory(d) => (d, true),
     };
     if sources.is_empty() {
@@ -213,14 +215,16 @@ pub fn plan(sources: &[PathBuf], target: &Target, options: &CopyOptions) -> Resu
         if meta.is_dir() && !options.recursive {
             return Err(plan_error(source, PlanErrorKind::DirectoryWithoutRecursive));
         }
-        let destination = if dest_is_dir {
+        let (destination, parents) = if options.parents {
+            parents_destination(source, dest)?
+        } else if dest_is_dir {
             match source.file_name() {
-                Some(name) => dest.join(name),
+                Some(name) => (dest.join(name), Vec::new()),
                 // `.` or `..`: cp merges the directory's contents into the target.
-                None => dest.clone(),
+                None => (dest.clone(), Vec::new()),
             }
         } else {
-            dest.clone()
+            (dest.clone(), Vec::new())
         };
         if meta.is_dir() {
             if std::fs::symlink_metadata(&destination).is_ok_and(|m| !m.is_dir()) {
@@ -230,9 +234,31 @@ pub fn plan(sources: &[PathBuf], target: &Target, options: &CopyOptions) -> Resu
                 return Err(plan_error(source, PlanErrorKind::IntoItself(destination)));
             }
         }
-        out.push(Assignment { source: source.clone(), destination });
+        out.push(Assignment { source: source.clone(), destination, parents });
     }
     Ok(out)
+}
+
+/// `--parents`: the source's path appended to the target, and the directories on the way.
+fn parents_destination(source: &Path, dest: &Path) -> Result<(PathBuf, Vec<(PathBuf, PathBuf)>), PlanError> {
+    use std::path::Component;
+    let components: Vec<Component<'_>> = source.components().collect();
+    let (mut src, mut dst) = (PathBuf::new(), dest.to_path_buf());
+    let mut parents = Vec::new();
+    for (i, component) in components.iter().enumerate() {
+        src.push(component);
+        match component {
+            Component::Normal(name) => {
+                dst.push(name);
+                if i + 1 < components.len() {
+                    parents.push((src.clone(), dst.clone()));
+                }
+            }
+            Component::ParentDir => return Err(plan_error(source, PlanErrorKind::ParentsOutside)),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    Ok((dst, parents))
 }
 
 /// Whether `path` (which may not exist yet) is `dir` or lies inside it.
@@ -275,7 +301,8 @@ impl fmt::Display for Failure {
     }
 }
 
-/// Something skipped on purpose (not a failure), such as a FIFO or socket.
+/// Something skipped on purpose (not a failure): a FIFO, socket or device named on the command
+/// line without `recursive` (`cp` would read from it, which can block forever).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
     /// The source path.
@@ -295,9 +322,11 @@ pub struct CopyReport {
     pub directories: u64,
     /// Symlinks made.
     pub symlinks: u64,
+    /// FIFOs, sockets and device nodes made.
+    pub specials: u64,
     /// Hard links made.
     pub hard_links: u64,
-    /// Files left alone because of `no_clobber` or `update`.
+    /// Entries left alone because of `no_clobber` or `update`.
     pub unchanged: u64,
     /// Special files not copied.
     pub skipped: Vec<Skipped>,
@@ -313,24 +342,31 @@ impl CopyReport {
 }
 
 /// What kind of entry an [`Observer`] is told about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EntryKind {
     /// A regular file's contents were copied.
     File,
+    /// A directory was made (or an existing one reused).
+    Directory,
     /// A symlink was made.
     Symlink,
+    /// A FIFO, socket or device node was made.
+    Special,
     /// A hard link to an already copied file was made.
     HardLink,
 }
 
 /// Progress events, for a progress bar or a verbose listing.
 ///
-/// Calls come from the thread that called [`copy`].
+/// Calls come from the thread that called [`copy`]. The walk runs alongside the copies, so
+/// [`found`](Observer::found) keeps being called while bytes are being copied.
 pub trait Observer {
-    /// The walk is done: this many regular files and bytes will be copied.
-    fn planned(&mut self, _files: u64, _bytes: u64) {}
-    /// One entry was made (`bytes` is 0 except for files).
-    fn copied(&mut self, _kind: EntryKind, _source: &Path, _destination: &Path, _bytes: u64) {}
+    /// The walk found this many more regular files and bytes to copy.
+    fn found(&mut self, _files: u64, _bytes: u64) {}
+    /// This many more bytes were copied (or left alone: `no_clobber`, `update`).
+    fn progressed(&mut self, _bytes: u64) {}
+    /// One entry is complete.
+    fn copied(&mut self, _kind: EntryKind, _source: &Path, _destination: &Path) {}
     /// One path failed.
     fn failed(&mut self, _failure: &Failure) {}
 }
@@ -341,14 +377,11 @@ pub struct Quiet;
 
 impl Observer for Quiet {}
 
-/// Files per job when copying many small files: enough to amortize the per-job cost, few
-/// enough to keep every worker busy until the end.
-const FILES_PER_CHUNK: usize = 16;
-
-/// Copies `assignments` (from [`plan`]) with the file copies running on `executor`.
+/// Copies `assignments` (from [`plan`]) with the work running on `executor`.
 ///
 /// # Errors
-/// [`ShutdownError`] if the executor is shut down. Every other failure is in the report.
+/// [`ShutdownError`] if the executor is shut down while the copy runs (files in flight are
+/// finished or cleaned up first). Every other failure is in the report.
 ///
 /// # Examples
 /// ```
@@ -375,45 +408,14 @@ pub fn copy<E>(
     observer: &mut dyn Observer,
 ) -> Result<CopyReport, ShutdownError>
 where
-    E: Executor + Submit<Batch<CopyFile, FileJob>>,
+    E: Executor + Submit<Task>,
 {
-    let mut report = CopyReport::default();
-    let work = walk::walk(assignments, options, &mut report, observer);
-    let total_bytes = work.files.iter().map(|f| f.len).sum();
-    observer.planned(work.files.len() as u64, total_bytes);
-
-    let opts = MapOptions::new().chunksize(FILES_PER_CHUNK);
-    for outcome in crate::executor::imap_unordered_apply(executor, CopyFile, work.files, opts)? {
-        match outcome {
-            Ok(FileOutcome::Copied { source, destination, bytes }) => {
-                report.files += 1;
-                report.bytes += bytes;
-                observer.copied(EntryKind::File, &source, &destination, bytes);
-            }
-            Ok(FileOutcome::Unchanged) => report.unchanged += 1,
-            Ok(FileOutcome::Failed(failure)) => record(&mut report, observer, failure),
-            Err(e) => {
-                let error = io::Error::other(e.to_string());
-                record(&mut report, observer, Failure { path: PathBuf::new(), action: "copy job", error });
-            }
-        }
+    let mut run = run::Run::new(executor, options, observer);
+    for assignment in assignments {
+        run.start(assignment);
     }
-    for link in work.hard_links {
-        match entry::hard_link(&link.first_destination, &link.destination, options) {
-            Ok(()) => {
-                report.hard_links += 1;
-                observer.copied(EntryKind::HardLink, &link.source, &link.destination, 0);
-            }
-            Err(failure) => record(&mut report, observer, failure),
-        }
-    }
-    // Deepest first: setting a directory's times must come after everything inside it.
-    for dir in work.directories.iter().rev() {
-        if let Err(failure) = entry::finish_directory(dir, options) {
-            record(&mut report, observer, failure);
-        }
-    }
-    Ok(report)
+    run.drive()?;
+    Ok(run.finish())
 }
 
 fn record(report: &mut CopyReport, observer: &mut dyn Observer, failure: Failure) {

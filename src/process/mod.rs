@@ -352,22 +352,6 @@ where
     }
 }
 
-/// A chunk of the copy engine's files ([`crate::copy`]), run by the registered
-/// `stealpool::copy::file`.
-impl Submit<Batch<crate::copy::CopyFile, crate::copy::FileJob>> for ProcessPoolExecutor {
-    fn submit(
-        &self,
-        batch: Batch<crate::copy::CopyFile, crate::copy::FileJob>,
-    ) -> Result<
-        Future<Vec<Result<crate::copy::FileOutcome, JobError>>>,
-        SubmitError<Batch<crate::copy::CopyFile, crate::copy::FileJob>>,
-    > {
-        let limit = self.pool.default_limit();
-        let code = Ok("stealpool::copy::file");
-        self.send(batch, code, Mode::Many, |b, frame| protocol::append(&b.items, frame), decode_many, limit)
-    }
-}
-
 impl Drop for ProcessPoolExecutor {
     fn drop(&mut self) {
         self.shutdown(true, false);

@@ -1,0 +1,234 @@
+//! Moving a regular file's bytes: reflink (FICLONE) where the file system shares extents,
+//! `copy_file_range` (the kernel copies, page cache to page cache), and plain `pread`/`pwrite`
+//! where neither works; holes found with `SEEK_DATA`/`SEEK_HOLE` stay holes.
+//!
+//! Every function here works at explicit offsets and never moves a file position, so several
+//! workers can fill different ranges of one file at once. Nothing here ever decides where a
+//! file goes or what it is called; that is `entry.rs`.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
+
+use nix::errno::Errno;
+use nix::unistd::Whence;
+use parking_lot::Mutex;
+
+// FICLONE = _IOW(0x94, 9, int): make the destination share the source's extents.
+nix::ioctl_write_int!(ficlone, 0x94, 9);
+
+/// The most `copy_file_range` is asked for at once: large enough to keep the syscalls few,
+/// small enough that a huge file does not pin one call for seconds.
+const CHUNK: u64 = 1 << 30;
+
+/// Buffer size of the `pread`/`pwrite` fallback.
+const FALLBACK_BUFFER: usize = 256 * 1024;
+
+/// Whether a file may have holes worth keeping: it occupies fewer blocks than its length needs.
+/// (A file with data inlined in its inode also qualifies; the hole search then costs two
+/// `lseek`s and finds one extent.)
+pub(super) fn may_be_sparse(meta: &std::fs::Metadata) -> bool {
+    meta.blocks().saturating_mul(512) < meta.len()
+}
+
+/// Device pairs (source, destination) on which FICLONE failed: asked once per pair per process,
+/// not once per file.
+static NO_REFLINK: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+
+/// Makes `dst` (empty, writable) share all of `src`'s extents. Returns `false`, having changed
+/// nothing, when the file systems cannot (different devices, or no reflink support).
+pub(super) fn reflink(src: &File, src_dev: u64, dst: &File, dst_dev: u64) -> bool {
+    if src_dev != dst_dev || NO_REFLINK.lock().contains(&(src_dev, dst_dev)) {
+        return false;
+    }
+    // SAFETY: FICLONE reads one int argument, the source descriptor, passed by value; both
+    // descriptors are open for the whole call because `src` and `dst` are borrowed.
+    match unsafe { ficlone(dst.as_raw_fd(), src.as_raw_fd() as nix::sys::ioctl::ioctl_param_type) } {
+        Ok(_) => true,
+        Err(_) => {
+            // EOPNOTSUPP / EINVAL / EXDEV / ENOTTY: this pair cannot clone; do not ask again.
+            // (A transient error also lands here; the copy just takes the slower path.)
+            let mut no = NO_REFLINK.lock();
+            if !no.contains(&(src_dev, dst_dev)) {
+                no.push((src_dev, dst_dev));
+            }
+            false
+        }
+    }
+}
+
+/// Copies the bytes of `src` from `start` up to `end` (or up to its end of file, when `end` is
+/// `None`) into `dst` at the same offsets. With `sparse`, only the data extents are copied, so
+/// the holes of the source stay holes in `dst`, which must then be (or be made) as long as the
+/// source. Returns the end offset reached: `end` itself, or the end of the file.
+///
+/// # Errors
+/// The first I/O error; `UnexpectedEof` if the source ended before a given `end` (it shrank
+/// while being copied).
+pub(super) fn copy_range(src: &File, dst: &File, start: u64, end: Option<u64>, sparse: bool) -> io::Result<u64> {
+    if !sparse {
+        return copy_extent(src, dst, start, end);
+    }
+    let mut pos = start;
+    loop {
+        if end.is_some_and(|end| pos >= end) {
+            return Ok(pos);
+        }
+        let data = match nix::unistd::lseek(src, to_off(pos)?, Whence::SeekData) {
+            Ok(data) => data as u64,
+            // No data after `pos`: the rest is a hole up to the end of the file.
+            Err(Errno::ENXIO) => return finish_at_eof(src, pos, end),
+            Err(e) => return Err(e.into()),
+        };
+        let hole = nix::unistd::lseek(src, to_off(data)?, Whence::SeekHole).map_err(io::Error::from)? as u64;
+        let stop = end.map_or(hole, |end| hole.min(end));
+        if data >= stop {
+            return finish_at_eof(src, data.max(pos), end);
+        }
+        let reached = copy_extent(src, dst, data, Some(stop))?;
+        pos = reached;
+    }
+}
+
+/// Where a hole search ran off the data: fine if the file really ends there (or past `end`).
+fn finish_at_eof(src: &File, pos: u64, end: Option<u64>) -> io::Result<u64> {
+    let len = src.metadata()?.len();
+    match end {
+        Some(end) if len < end => Err(shrank()),
+        Some(end) => Ok(end),
+        None => Ok(len.max(pos)),
+    }
+}
+
+fn shrank() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while it was being copied")
+}
+
+fn to_off(pos: u64) -> io::Result<i64> {
+    i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// Copies `[start, end)` (or `[start, EOF)`) with `copy_file_range`, falling back to
+/// `pread`/`pwrite` where the kernel cannot (across file systems on old kernels, special files).
+fn copy_extent(src: &File, dst: &File, start: u64, end: Option<u64>) -> io::Result<u64> {
+    let mut off_in = to_off(start)?;
+    let mut off_out = off_in;
+    loop {
+        let pos = off_in as u64;
+        let want = match end {
+            Some(end) if pos >= end => return Ok(pos),
+            Some(end) => (end - pos).min(CHUNK),
+            None => CHUNK,
+        };
+        match nix::fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want as usize) {
+            Ok(0) if end.is_some() => return Err(shrank()),
+            Ok(0) => return Ok(pos),
+            Ok(_) => {}
+            Err(Errno::EINTR) => {}
+            Err(Errno::EXDEV | Errno::ENOSYS | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::EPERM) => {
+                return read_write(src, dst, pos, end);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The portable path: read and write through a buffer, at explicit offsets.
+fn read_write(src: &File, dst: &File, start: u64, end: Option<u64>) -> io::Result<u64> {
+    let mut buf = vec![0u8; FALLBACK_BUFFER];
+    let mut pos = start;
+    loop {
+        let want = match end {
+            Some(end) if pos >= end => return Ok(pos),
+            Some(end) => (end - pos).min(buf.len() as u64) as usize,
+            None => buf.len(),
+        };
+        let n = match src.read_at(&mut buf[..want], pos) {
+            Ok(0) if end.is_some() => return Err(shrank()),
+            Ok(0) => return Ok(pos),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        dst.write_all_at(&buf[..n], pos)?;
+        pos += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Seek, SeekFrom, Write};
+
+    use super::*;
+
+    fn sparse_file(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
+        let path = dir.join("sparse");
+        let mut f = File::create(&path).unwrap();
+        let mut expect = vec![0u8; 8 << 20];
+        // Data at 1 MiB and at 6 MiB; holes elsewhere, including the last 1 MiB.
+        for (at, byte) in [(1u64 << 20, 0xabu8), (6 << 20, 0xcd)] {
+            f.seek(SeekFrom::Start(at)).unwrap();
+            f.write_all(&vec![byte; 100_000]).unwrap();
+            expect[at as usize..at as usize + 100_000].fill(byte);
+        }
+        f.set_len(8 << 20).unwrap();
+        (path, expect)
+    }
+
+    #[test]
+    fn holes_stay_holes_and_contents_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, expect) = sparse_file(dir.path());
+        let src = File::open(&path).unwrap();
+        let meta = src.metadata().unwrap();
+        assert!(may_be_sparse(&meta), "the test file system keeps holes");
+        let out_path = dir.path().join("out");
+        let dst = File::create(&out_path).unwrap();
+        assert_eq!(copy_range(&src, &dst, 0, None, true).unwrap(), 8 << 20);
+        dst.set_len(8 << 20).unwrap();
+        assert_eq!(std::fs::read(&out_path).unwrap(), expect);
+        let out_meta = dst.metadata().unwrap();
+        assert!(out_meta.blocks() * 512 < 1 << 20, "copy allocated {} blocks", out_meta.blocks());
+    }
+
+    #[test]
+    fn ranges_filled_separately_make_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3_000_001u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(dir.path().join("src"), &data).unwrap();
+        let src = File::open(dir.path().join("src")).unwrap();
+        let dst = File::create(dir.path().join("dst")).unwrap();
+        dst.set_len(data.len() as u64).unwrap();
+        // Out of order, as workers would finish them.
+        for (a, b) in [(2_000_000, 3_000_001), (0, 1_000_000), (1_000_000, 2_000_000)] {
+            assert_eq!(copy_range(&src, &dst, a, Some(b), false).unwrap(), b);
+            assert_eq!(read_write(&src, &dst, a, Some(b)).unwrap(), b);
+        }
+        assert_eq!(std::fs::read(dir.path().join("dst")).unwrap(), data);
+    }
+
+    #[test]
+    fn a_range_past_the_end_is_an_error_not_a_short_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("src"), [7u8; 1000]).unwrap();
+        let src = File::open(dir.path().join("src")).unwrap();
+        let dst = File::create(dir.path().join("dst")).unwrap();
+        for sparse in [false, true] {
+            let e = copy_range(&src, &dst, 0, Some(5000), sparse).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        }
+        let e = read_write(&src, &dst, 0, Some(5000)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn reflink_is_refused_cleanly_across_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("src"), b"x").unwrap();
+        let src = File::open(dir.path().join("src")).unwrap();
+        let dst = File::create(dir.path().join("dst")).unwrap();
+        assert!(!reflink(&src, 1, &dst, 2));
+        assert_eq!(dst.metadata().unwrap().len(), 0);
+    }
+}

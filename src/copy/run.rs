@@ -1,0 +1,522 @@
+//! The coordinator: runs on the thread that called [`copy`](super::copy), hands [`Task`]s to
+//! the executor and folds their outcomes into the report.
+//!
+//! It keeps at most `TASKS_PER_WORKER` tasks per worker in flight; the rest waits here, scans
+//! first (they find more work and finish the totals early), then batches and file ranges. A
+//! batch of small files is sent when it is full, or, half full, whenever a worker would
+//! otherwise be idle, so that batching never starves the pool. Tasks report completion through
+//! a done callback that sends the task's id over a channel; the coordinator then takes the
+//! (already finished) future's result. It never blocks on one particular task.
+//!
+//! State that must be kept in one place lives only here: which inodes were seen (hard links),
+//! which directories to finish, and the split files whose ranges are still out.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::entry::{self, DirMeta, FileJob, FileOutcome, FinishJob, Prepared, RangeJob};
+use super::scan::{Listing, ScanJob};
+use super::task::{Outcome, Task, TaskOutcome, Work};
+use super::{Assignment, CopyOptions, CopyReport, EntryKind, Failure, Observer, Skipped, record};
+use crate::error::{JobError, ShutdownError};
+use crate::executor::{Executor, Submit};
+use crate::future::Future;
+
+/// Tasks in flight per worker: enough to hide a process pool's round trip, few enough that
+/// small files still gather into batches here rather than in the pool's queue.
+const TASKS_PER_WORKER: usize = 4;
+/// Most files in one batch.
+const FILES_PER_TASK: usize = 64;
+/// Most bytes in one batch: a batch of mid-sized files should not hold one worker for long.
+const BYTES_PER_TASK: u64 = 16 << 20;
+/// Files this large are split into ranges of [`RANGE`] copied by several workers at once.
+const SPLIT_AT: u64 = 64 << 20;
+const RANGE: u64 = 32 << 20;
+
+/// What the coordinator remembers about a task in flight.
+enum Pending {
+    Scan(ScanCtx),
+    Files(Vec<FileJob>),
+    Range(u64),
+    Finish(u64),
+}
+
+/// A directory being scanned.
+struct ScanCtx {
+    job: ScanJob,
+    /// With `dereference`: (device, inode) of the directory and its ancestors, so that a
+    /// symlink back up the tree is caught instead of copied forever.
+    ancestors: Vec<(u64, u64)>,
+}
+
+/// A file copied in ranges.
+struct Split {
+    source: PathBuf,
+    destination: PathBuf,
+    temp: PathBuf,
+    follow: bool,
+    len: u64,
+    /// Ranges not back yet.
+    remaining: usize,
+    /// Bytes reported to the observer so far.
+    progressed: u64,
+    /// The first range that failed.
+    failure: Option<Failure>,
+}
+
+/// A hard link to make once the file it points at has been copied.
+struct HardLink {
+    source: PathBuf,
+    destination: PathBuf,
+    /// The destination of the first path seen with the same (device, inode).
+    first: PathBuf,
+}
+
+pub(super) struct Run<'a, E> {
+    executor: &'a E,
+    options: &'a CopyOptions,
+    observer: &'a mut dyn Observer,
+    report: CopyReport,
+    done_tx: Sender<u64>,
+    done_rx: Receiver<u64>,
+    next_id: u64,
+    in_flight: HashMap<u64, (Future<TaskOutcome>, Pending)>,
+    limit: usize,
+    /// Scans waiting to be sent (taken last in, first out: depth first, which keeps this short).
+    scans: Vec<ScanCtx>,
+    /// Full batches, ranges and finishing steps waiting to be sent.
+    queued: VecDeque<(Work, Pending)>,
+    batch: Vec<FileJob>,
+    batch_bytes: u64,
+    inodes: HashMap<(u64, u64), PathBuf>,
+    hard_links: Vec<HardLink>,
+    /// Directories to finish: (destination, what to apply).
+    directories: Vec<(PathBuf, DirMeta)>,
+    splits: HashMap<u64, Split>,
+    split_workers: bool,
+}
+
+impl<'a, E> Run<'a, E>
+where
+    E: Executor + Submit<Task>,
+{
+    pub(super) fn new(executor: &'a E, options: &'a CopyOptions, observer: &'a mut dyn Observer) -> Self {
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let workers = executor.max_workers().max(1);
+        Run {
+            executor,
+            options,
+            observer,
+            report: CopyReport::default(),
+            done_tx,
+            done_rx,
+            next_id: 0,
+            in_flight: HashMap::new(),
+            limit: workers * TASKS_PER_WORKER,
+            scans: Vec::new(),
+            queued: VecDeque::new(),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            inodes: HashMap::new(),
+            hard_links: Vec::new(),
+            directories: Vec::new(),
+            splits: HashMap::new(),
+            split_workers: workers > 1,
+        }
+    }
+
+    fn fail(&mut self, failure: Failure) {
+        record(&mut self.report, self.observer, failure);
+    }
+
+    /// Starts one source named on the command line.
+    pub(super) fn start(&mut self, assignment: &Assignment) {
+        let o = self.options;
+        for (source, destination) in &assignment.parents {
+            self.make_parent(source, destination);
+        }
+        let (source, destination) = (&assignment.source, &assignment.destination);
+        // cp follows a symlink named on the command line unless recursing (without -L).
+        let follow = o.dereference || !o.recursive;
+        let meta = if follow { fs::metadata(source) } else { fs::symlink_metadata(source) };
+        let meta = match meta {
+            Ok(meta) => meta,
+            Err(e) => return self.fail(entry::fail(source, "stat")(e)),
+        };
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            let ancestors = if o.dereference { vec![(meta.dev(), meta.ino())] } else { Vec::new() };
+            let job = ScanJob { source: source.clone(), destination: destination.clone(), meta: DirMeta::new(&meta) };
+            self.scans.push(ScanCtx { job, ancestors });
+        } else if kind.is_file() {
+            let parent = match destination.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let dst_dev = fs::metadata(parent).map_or(0, |m| m.dev());
+            let job = FileJob {
+                source: source.clone(),
+                destination: destination.clone(),
+                len: meta.len(),
+                follow,
+                check_existing: true,
+                dst_dev,
+            };
+            self.observer.found(1, meta.len());
+            self.add_file(job, (meta.nlink() > 1).then(|| (meta.dev(), meta.ino())));
+        } else if kind.is_symlink() {
+            let made = entry::make_symlink(source, destination, &meta, true, o);
+            self.made(made, EntryKind::Symlink, source, destination);
+        } else if o.recursive {
+            let made = entry::make_special(destination, &meta, true, o);
+            self.made(made, EntryKind::Special, source, destination);
+        } else {
+            let reason = "special file not copied without -r";
+            self.report.skipped.push(Skipped { path: source.clone(), reason });
+        }
+    }
+
+    /// `--parents`: makes one directory on the way to a source, as a copy of `source`.
+    fn make_parent(&mut self, source: &Path, destination: &Path) {
+        let meta = match fs::metadata(source) {
+            Ok(meta) => DirMeta::new(&meta),
+            Err(e) => return self.fail(entry::fail(source, "stat")(e)),
+        };
+        match entry::create_directory(destination, &meta) {
+            // An existing directory on the way is used as it is, as cp does.
+            Ok(true) => {}
+            Ok(false) => self.directories.push((destination.to_path_buf(), meta)),
+            Err(failure) => self.fail(failure),
+        }
+    }
+
+    fn made(&mut self, made: Result<bool, Failure>, kind: EntryKind, source: &Path, destination: &Path) {
+        match made {
+            Ok(true) => {
+                match kind {
+                    EntryKind::Special => self.report.specials += 1,
+                    _ => self.report.symlinks += 1,
+                }
+                self.observer.copied(kind, source, destination);
+            }
+            Ok(false) => self.report.unchanged += 1,
+            Err(failure) => self.fail(failure),
+        }
+    }
+
+    /// Hands out work and folds in outcomes until nothing is left.
+    pub(super) fn drive(&mut self) -> Result<(), ShutdownError> {
+        loop {
+            if let Err(e) = self.fill() {
+                self.abandon();
+                return Err(e);
+            }
+            if self.in_flight.is_empty() {
+                return Ok(());
+            }
+            // We hold a sender, so this never reports disconnection; each id arrives once.
+            let Ok(id) = self.done_rx.recv() else { return Ok(()) };
+            if let Some((future, pending)) = self.in_flight.remove(&id) {
+                let outcome = future.result();
+                self.absorb(outcome, pending);
+            }
+        }
+    }
+
+    /// Sends waiting work while there is room in flight.
+    fn fill(&mut self) -> Result<(), ShutdownError> {
+        while self.in_flight.len() < self.limit {
+            let (work, pending) = if let Some(ctx) = self.scans.pop() {
+                (Work::Scan(ctx.job.clone()), Pending::Scan(ctx))
+            } else if let Some(next) = self.queued.pop_front() {
+                next
+            } else if !self.batch.is_empty() {
+                self.take_batch()
+            } else {
+                break;
+            };
+            self.submit(work, pending)?;
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self, work: Work, pending: Pending) -> Result<(), ShutdownError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let task = Task { options: self.options.clone(), work };
+        let future = self.executor.submit(task).map_err(|_| ShutdownError)?;
+        let done = self.done_tx.clone();
+        future.add_done_callback(move |_| {
+            let _ = done.send(id);
+        });
+        self.in_flight.insert(id, (future, pending));
+        Ok(())
+    }
+
+    /// The executor refused work: wait for what is in flight, then drop everything else,
+    /// including the temporary files of split copies.
+    fn abandon(&mut self) {
+        for (_, (future, _)) in self.in_flight.drain() {
+            future.wait();
+        }
+        for split in self.splits.values() {
+            entry::discard(&split.temp);
+        }
+        self.splits.clear();
+    }
+
+    fn take_batch(&mut self) -> (Work, Pending) {
+        self.batch_bytes = 0;
+        let jobs = std::mem::take(&mut self.batch);
+        (Work::Files(jobs.clone()), Pending::Files(jobs))
+    }
+
+    fn add_file(&mut self, job: FileJob, link: Option<(u64, u64)>) {
+        if let Some(key) = link.filter(|_| self.options.preserve_links) {
+            if let Some(first) = self.inodes.get(&key) {
+                let first = first.clone();
+                self.hard_links.push(HardLink { source: job.source, destination: job.destination, first });
+                return;
+            }
+            self.inodes.insert(key, job.destination.clone());
+        }
+        if job.len >= SPLIT_AT && self.split_workers {
+            return self.split(job);
+        }
+        self.batch_bytes += job.len;
+        self.batch.push(job);
+        if self.batch.len() >= FILES_PER_TASK || self.batch_bytes >= BYTES_PER_TASK {
+            let next = self.take_batch();
+            self.queued.push_back(next);
+        }
+    }
+
+    /// Starts a large file: its temporary copy is made here, its ranges go to the workers.
+    fn split(&mut self, job: FileJob) {
+        let (temp, len, ranges) = match entry::prepare_split(&job, self.options) {
+            Err(failure) => return self.fail(failure),
+            Ok(Prepared::Unchanged) => {
+                self.report.unchanged += 1;
+                return self.observer.progressed(job.len);
+            }
+            Ok(Prepared::Cloned(temp)) => (temp, job.len, 0),
+            Ok(Prepared::Ranges { temp, len }) => (temp, len, len.div_ceil(RANGE) as usize),
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        for i in 0..ranges as u64 {
+            let start = i * RANGE;
+            let range = RangeJob {
+                source: job.source.clone(),
+                temp: temp.clone(),
+                start,
+                end: (start + RANGE).min(len),
+                follow: job.follow,
+            };
+            self.queued.push_back((Work::Range(range), Pending::Range(id)));
+        }
+        let split = Split {
+            source: job.source,
+            destination: job.destination,
+            temp,
+            follow: job.follow,
+            len,
+            remaining: ranges,
+            progressed: 0,
+            failure: None,
+        };
+        if ranges == 0 {
+            self.queue_finish(id, &split);
+        }
+        self.splits.insert(id, split);
+    }
+
+    fn queue_finish(&mut self, id: u64, split: &Split) {
+        let job = FinishJob {
+            source: split.source.clone(),
+            destination: split.destination.clone(),
+            temp: split.temp.clone(),
+            follow: split.follow,
+            len: split.len,
+        };
+        // First in line: the file is otherwise done, and its temporary file takes up space.
+        self.queued.push_front((Work::Finish(job), Pending::Finish(id)));
+    }
+
+    fn absorb(&mut self, outcome: Result<TaskOutcome, JobError>, pending: Pending) {
+        match (outcome, pending) {
+            (Ok(TaskOutcome(Outcome::Scanned(listing))), Pending::Scan(ctx)) => self.listing(ctx, listing),
+            (Ok(TaskOutcome(Outcome::Files(outcomes))), Pending::Files(jobs)) if outcomes.len() == jobs.len() => {
+                for (job, outcome) in jobs.iter().zip(outcomes) {
+                    self.file_done(job, outcome);
+                }
+            }
+            (Ok(TaskOutcome(Outcome::Range(result))), Pending::Range(id)) => self.range_done(id, result),
+            (Ok(TaskOutcome(Outcome::Finished(outcome))), Pending::Finish(id)) => self.finish_done(id, outcome),
+            (outcome, pending) => {
+                // A task that panicked, or whose worker process died (or, impossibly, an
+                // outcome that does not match its task): everything it covered failed.
+                let reason = match outcome {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "the task returned an unexpected outcome".to_owned(),
+                };
+                self.task_failed(pending, &reason);
+            }
+        }
+    }
+
+    fn task_failed(&mut self, pending: Pending, reason: &str) {
+        let failure =
+            |path: &Path| Failure { path: path.to_path_buf(), action: "copy job", error: io::Error::other(reason) };
+        match pending {
+            Pending::Scan(ctx) => self.fail(failure(&ctx.job.source)),
+            Pending::Files(jobs) => {
+                for job in &jobs {
+                    self.fail(failure(&job.source));
+                }
+            }
+            Pending::Range(id) => {
+                let source = self.splits.get(&id).map(|s| s.source.clone()).unwrap_or_default();
+                self.range_done(id, Err(failure(&source)));
+            }
+            Pending::Finish(id) => {
+                if let Some(split) = self.splits.remove(&id) {
+                    entry::discard(&split.temp);
+                    self.fail(failure(&split.source));
+                }
+            }
+        }
+    }
+
+    fn listing(&mut self, ctx: ScanCtx, listing: Listing) {
+        for failure in listing.failures {
+            self.fail(failure);
+        }
+        self.report.unchanged += listing.unchanged;
+        let ScanJob { source, destination, meta } = ctx.job;
+        for (name, kind) in &listing.made {
+            let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name);
+            self.made(Ok(true), *kind, &source.join(name), &destination.join(name));
+        }
+        if !listing.created {
+            return;
+        }
+        self.report.directories += 1;
+        self.observer.copied(EntryKind::Directory, &source, &destination);
+        for dir in &listing.subdirs {
+            let Some(meta) = dir.dir else { continue };
+            let child = source.join(dir.name());
+            let mut ancestors = Vec::new();
+            if self.options.dereference {
+                if ctx.ancestors.contains(&(dir.dev, dir.ino)) {
+                    let error = io::Error::other("a symlink leads back to a directory above it (loop not followed)");
+                    self.fail(Failure { path: child, action: "read directory", error });
+                    continue;
+                }
+                ancestors = ctx.ancestors.clone();
+                ancestors.push((dir.dev, dir.ino));
+            }
+            let job = ScanJob { source: child, destination: destination.join(dir.name()), meta };
+            self.scans.push(ScanCtx { job, ancestors });
+        }
+        let (files, bytes) = (listing.files.len() as u64, listing.files.iter().map(|f| f.len).sum());
+        self.observer.found(files, bytes);
+        for file in &listing.files {
+            let job = FileJob {
+                source: source.join(file.name()),
+                destination: destination.join(file.name()),
+                len: file.len,
+                follow: self.options.dereference,
+                check_existing: listing.existed,
+                dst_dev: listing.dst_dev,
+            };
+            self.add_file(job, (file.nlink > 1).then_some((file.dev, file.ino)));
+        }
+        self.directories.push((destination, meta));
+    }
+
+    fn file_done(&mut self, job: &FileJob, outcome: FileOutcome) {
+        match outcome {
+            FileOutcome::Copied(bytes) => {
+                self.report.files += 1;
+                self.report.bytes += bytes;
+                self.observer.progressed(bytes);
+                self.observer.copied(EntryKind::File, &job.source, &job.destination);
+            }
+            FileOutcome::Unchanged => {
+                self.report.unchanged += 1;
+                self.observer.progressed(job.len);
+            }
+            FileOutcome::Failed(failure) => self.fail(failure),
+        }
+    }
+
+    fn range_done(&mut self, id: u64, result: Result<u64, Failure>) {
+        let Some(split) = self.splits.get_mut(&id) else { return };
+        match result {
+            Ok(bytes) => {
+                split.progressed += bytes;
+                self.observer.progressed(bytes);
+            }
+            Err(failure) => {
+                split.failure.get_or_insert(failure);
+            }
+        }
+        split.remaining = split.remaining.saturating_sub(1);
+        if split.remaining > 0 {
+            return;
+        }
+        if split.failure.is_some() {
+            let Some(mut split) = self.splits.remove(&id) else { return };
+            entry::discard(&split.temp);
+            if let Some(failure) = split.failure.take() {
+                self.fail(failure);
+            }
+        } else if let Some(split) = self.splits.remove(&id) {
+            self.queue_finish(id, &split);
+            self.splits.insert(id, split);
+        }
+    }
+
+    fn finish_done(&mut self, id: u64, outcome: FileOutcome) {
+        let Some(split) = self.splits.remove(&id) else { return };
+        match outcome {
+            FileOutcome::Copied(bytes) => {
+                self.report.files += 1;
+                self.report.bytes += bytes;
+                // A reflinked file had no ranges: its bytes count now.
+                self.observer.progressed(bytes.saturating_sub(split.progressed));
+                self.observer.copied(EntryKind::File, &split.source, &split.destination);
+            }
+            FileOutcome::Unchanged => self.report.unchanged += 1,
+            FileOutcome::Failed(failure) => self.fail(failure),
+        }
+    }
+
+    /// Hard links, then directories deepest first; returns the report.
+    pub(super) fn finish(mut self) -> CopyReport {
+        for link in std::mem::take(&mut self.hard_links) {
+            match entry::hard_link(&link.first, &link.destination, self.options) {
+                Ok(()) => {
+                    self.report.hard_links += 1;
+                    self.observer.copied(EntryKind::HardLink, &link.source, &link.destination);
+                }
+                Err(failure) => self.fail(failure),
+            }
+        }
+        let mut directories = std::mem::take(&mut self.directories);
+        // Deepest first: setting a directory's times must come after everything inside it.
+        directories.sort_by_key(|(path, _)| std::cmp::Reverse(path.components().count()));
+        for (path, meta) in &directories {
+            if let Err(failure) = entry::finish_directory(path, meta, self.options) {
+                self.fail(failure);
+            }
+        }
+        self.report
+    }
+}

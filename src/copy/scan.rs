@@ -1,0 +1,136 @@
+//! Listing one source directory, on a worker: the walk is spread over the executor one
+//! directory per task, so a wide or deep tree is read by every worker at once.
+//!
+//! A scan first makes the directory's copy (so that everything the listing leads to has a place
+//! to go), then reads the source directory once. Symlinks and special files are made on the
+//! spot (they are one syscall or two, not worth another task); regular files and
+//! subdirectories go back to the coordinator, which dedups hard links, batches the files and
+//! schedules the subdirectories. A scan never follows a symlink unless `dereference` is set.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use super::entry::{self, DirMeta, fail, path_bytes};
+use super::{CopyOptions, EntryKind, Failure};
+
+/// Copy the directory `source` to `destination` and list what is inside.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct ScanJob {
+    #[serde(with = "path_bytes")]
+    pub(super) source: PathBuf,
+    #[serde(with = "path_bytes")]
+    pub(super) destination: PathBuf,
+    pub(super) meta: DirMeta,
+}
+
+/// One entry found by a scan that the coordinator handles (a regular file or a directory).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(super) struct Found {
+    #[serde(with = "serde_bytes")]
+    pub(super) name: Vec<u8>,
+    pub(super) len: u64,
+    pub(super) nlink: u64,
+    pub(super) dev: u64,
+    pub(super) ino: u64,
+    /// For a directory: what its copy keeps.
+    pub(super) dir: Option<DirMeta>,
+}
+
+impl Found {
+    fn new(name: &std::ffi::OsStr, meta: &fs::Metadata) -> Self {
+        Found {
+            name: name.as_bytes().to_vec(),
+            len: meta.len(),
+            nlink: meta.nlink(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            dir: meta.is_dir().then(|| DirMeta::new(meta)),
+        }
+    }
+
+    pub(super) fn name(&self) -> &std::ffi::OsStr {
+        std::ffi::OsStr::from_bytes(&self.name)
+    }
+}
+
+/// What a scan did and found.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(super) struct Listing {
+    /// The destination directory is there (made now, or reused); when false the scan stopped
+    /// at once and `failures` says why.
+    pub(super) created: bool,
+    /// The destination directory existed before this run.
+    pub(super) existed: bool,
+    /// The destination directory's device.
+    pub(super) dst_dev: u64,
+    pub(super) subdirs: Vec<Found>,
+    pub(super) files: Vec<Found>,
+    /// Symlinks and special files made, by name.
+    pub(super) made: Vec<(serde_bytes::ByteBuf, EntryKind)>,
+    /// Entries left alone (`no_clobber`).
+    pub(super) unchanged: u64,
+    pub(super) failures: Vec<Failure>,
+}
+
+/// Runs a [`ScanJob`] (on a worker).
+pub(super) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
+    let mut out = Listing::default();
+    match entry::create_directory(&job.destination, &job.meta) {
+        Ok(existed) => (out.created, out.existed) = (true, existed),
+        Err(failure) => {
+            out.failures.push(failure);
+            return out;
+        }
+    }
+    if out.existed {
+        // A re-run after a killed run: its temporary files go now.
+        entry::remove_stale_temps(&job.destination);
+    }
+    out.dst_dev = fs::metadata(&job.destination).map_or(0, |m| m.dev());
+    let entries = match fs::read_dir(&job.source) {
+        Ok(entries) => entries,
+        Err(e) => {
+            out.failures.push(fail(&job.source, "read directory")(e));
+            return out;
+        }
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                out.failures.push(fail(&job.source, "read directory")(e));
+                continue;
+            }
+        };
+        let name = entry.file_name();
+        let meta = if o.dereference { fs::metadata(entry.path()) } else { entry.metadata() };
+        let meta = match meta {
+            Ok(meta) => meta,
+            Err(e) => {
+                out.failures.push(fail(&entry.path(), "stat")(e));
+                continue;
+            }
+        };
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            out.subdirs.push(Found::new(&name, &meta));
+        } else if kind.is_file() {
+            out.files.push(Found::new(&name, &meta));
+        } else {
+            let destination = job.destination.join(&name);
+            let made = if kind.is_symlink() {
+                entry::make_symlink(&entry.path(), &destination, &meta, out.existed, o).map(|m| (m, EntryKind::Symlink))
+            } else {
+                entry::make_special(&destination, &meta, out.existed, o).map(|m| (m, EntryKind::Special))
+            };
+            match made {
+                Ok((true, kind)) => out.made.push((serde_bytes::ByteBuf::from(name.as_bytes()), kind)),
+                Ok((false, _)) => out.unchanged += 1,
+                Err(failure) => out.failures.push(failure),
+            }
+        }
+    }
+    out
+}
