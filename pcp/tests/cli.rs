@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -40,6 +40,9 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
             format!("dir mode={:o} mtime={}.{:09}", meta.mode() & 0o7777, meta.mtime(), meta.mtime_nsec())
         } else if kind.is_symlink() {
             format!("symlink -> {:?}", fs::read_link(&path).unwrap())
+        } else if kind.is_fifo() || kind.is_socket() {
+            let what = if kind.is_fifo() { "fifo" } else { "socket" };
+            format!("{what} mode={:o} mtime={}.{:09}", meta.mode() & 0o7777, meta.mtime(), meta.mtime_nsec())
         } else {
             let link = if meta.nlink() > 1 {
                 let first = inodes.entry(meta.ino()).or_insert_with(|| rel.clone());
@@ -149,6 +152,12 @@ fn destination_naming_follows_cp() {
     fs::write(tree.join("x"), "x").unwrap();
     assert!(pcp(&[os("-r"), os(&tree), os(&into)]).status.success());
     assert_eq!(fs::read_to_string(into.join("tree/x")).unwrap(), "x");
+    // `tree/.` onto an existing directory merges the contents, as with cp -r.
+    let merged = dir.path().join("merged");
+    fs::create_dir(&merged).unwrap();
+    assert!(pcp(&[os("-r"), os(&tree.join(".")), os(&merged)]).status.success());
+    assert_eq!(fs::read_to_string(merged.join("x")).unwrap(), "x");
+    assert!(!merged.join("tree").exists());
 }
 
 #[test]
@@ -242,21 +251,34 @@ fn no_temporary_files_are_left_behind() {
 }
 
 #[test]
-fn fifos_are_skipped_with_a_warning() {
+fn fifos_and_sockets_are_recreated_as_by_cp_a() {
     let dir = TempDir::new().unwrap();
     let src = dir.path().join("src");
     fs::create_dir(&src).unwrap();
     fs::write(src.join("plain"), "p").unwrap();
-    let made = Command::new("mkfifo").arg(src.join("pipe")).status();
-    if !made.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: mkfifo is not available");
-        return;
+    nix::unistd::mkfifo(&src.join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o640)).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
+    let (by_cp, by_pcp) = (dir.path().join("by_cp"), dir.path().join("by_pcp"));
+    assert!(Command::new("cp").arg("-a").arg(&src).arg(&by_cp).status().unwrap().success());
+    for backend in ["thread", "process"] {
+        let _ = fs::remove_dir_all(&by_pcp);
+        let out = pcp(&[os("--backend"), os(backend), os("-a"), os(&src), os(&by_pcp)]);
+        assert!(out.status.success(), "{backend}: {}", stderr(&out));
+        assert_eq!(snapshot(&by_pcp), snapshot(&by_cp), "{backend}");
     }
-    let dst = dir.path().join("dst");
-    let out = pcp(&[os("-a"), os(&src), os(&dst)]);
+    drop(listener);
+}
+
+#[test]
+fn a_fifo_named_without_r_is_skipped_with_a_warning_not_read() {
+    let dir = TempDir::new().unwrap();
+    let fifo = dir.path().join("pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Reading the FIFO would block forever: pcp must not open it.
+    let out = pcp(&[os(&fifo), os(&dir.path().join("copy"))]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("FIFO not copied"), "{}", stderr(&out));
-    assert!(dst.join("plain").exists() && !dst.join("pipe").exists());
+    assert!(stderr(&out).contains("special file not copied without -r"), "{}", stderr(&out));
+    assert!(!dir.path().join("copy").exists());
 }
 
 /// A mode-000 source next to a readable one: the copy goes on, the failure is listed with its
@@ -324,4 +346,217 @@ fn help_shows_examples() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Examples:") && text.contains("-a, --archive"), "{text}");
+}
+
+/// Bytes that do not repeat in any short period, so a range copied to the wrong offset shows.
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_large_file_is_split_across_workers_and_comes_out_whole() {
+    let dir = TempDir::new().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    // Above the engine's split size (64 MiB) and not a multiple of its range size.
+    let data = pseudo_random((100 << 20) + 12_345, 7);
+    fs::write(src.join("big.bin"), &data).unwrap();
+    fs::write(src.join("small.txt"), "small").unwrap();
+    let (by_cp, by_pcp) = (dir.path().join("by_cp"), dir.path().join("by_pcp"));
+    assert!(Command::new("cp").arg("-a").arg(&src).arg(&by_cp).status().unwrap().success());
+    for backend in ["thread", "process"] {
+        let _ = fs::remove_dir_all(&by_pcp);
+        let out =
+            pcp(&[os("--backend"), os(backend), os("-j"), os("3"), os("-a"), os("--verify"), os(&src), os(&by_pcp)]);
+        assert!(out.status.success(), "{backend}: {}", stderr(&out));
+        assert_eq!(snapshot(&by_pcp), snapshot(&by_cp), "{backend}");
+    }
+}
+
+#[test]
+fn sparse_files_stay_sparse() {
+    let dir = TempDir::new().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    // One small sparse file (copied whole) and one large one (copied in ranges), each with
+    // data islands, a hole at the start and a hole at the end.
+    for (name, len) in [("small-sparse", 5u64 << 20), ("large-sparse", 200 << 20)] {
+        let f = fs::File::create(src.join(name)).unwrap();
+        for (i, at) in [len / 5, len / 2, len * 4 / 5].into_iter().enumerate() {
+            std::os::unix::fs::FileExt::write_all_at(&f, &pseudo_random(70_000, i as u64 + 1), at).unwrap();
+        }
+        f.set_len(len).unwrap();
+    }
+    let allocated = fs::metadata(src.join("large-sparse")).unwrap().blocks() * 512;
+    if allocated >= 1 << 20 {
+        eprintln!("skipped: this file system does not keep holes ({allocated} bytes allocated)");
+        return;
+    }
+    for backend in ["thread", "process"] {
+        let dst = dir.path().join(backend);
+        let out = pcp(&[os("--backend"), os(backend), os("-j"), os("2"), os("-a"), os(&src), os(&dst)]);
+        assert!(out.status.success(), "{backend}: {}", stderr(&out));
+        for name in ["small-sparse", "large-sparse"] {
+            let (a, b) = (src.join(name), dst.join(name));
+            assert!(fs::read(&a).unwrap() == fs::read(&b).unwrap(), "{backend}: {name} differs");
+            let (sa, sb) = (fs::metadata(&a).unwrap(), fs::metadata(&b).unwrap());
+            assert_eq!(sa.len(), sb.len());
+            assert!(
+                sb.blocks() <= sa.blocks() + 64,
+                "{backend}: {name}: {} blocks, source {}",
+                sb.blocks(),
+                sa.blocks()
+            );
+        }
+    }
+}
+
+#[test]
+fn parents_appends_the_source_path_under_the_target() {
+    let dir = TempDir::new().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(tree.join("a/b")).unwrap();
+    fs::write(tree.join("a/b/f.txt"), "f").unwrap();
+    fs::set_permissions(tree.join("a"), fs::Permissions::from_mode(0o751)).unwrap();
+    let out_dir = dir.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    let by_cp = dir.path().join("by_cp");
+    fs::create_dir(&by_cp).unwrap();
+    // Relative sources, as people type them: run both from inside `tree`.
+    let cp = Command::new("cp").current_dir(&tree).args(["-a", "--parents", "a/b/f.txt"]).arg(&by_cp).status();
+    assert!(cp.unwrap().success());
+    let out = Command::new(env!("CARGO_BIN_EXE_pcp"))
+        .current_dir(&tree)
+        .args(["-a", "--parents", "a/b/f.txt"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(out_dir.join("a/b/f.txt")).unwrap(), "f");
+    // The two targets were made at different moments; everything under them must match.
+    let below = |root: &Path| {
+        let mut s = snapshot(root);
+        s.remove(Path::new(""));
+        s
+    };
+    assert_eq!(below(&out_dir), below(&by_cp));
+
+    let file_target = dir.path().join("file-target");
+    fs::write(&file_target, "x").unwrap();
+    let refused = pcp(&[os("--parents"), os(&tree.join("a/b/f.txt")), os(&file_target)]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("is not a directory"), "{}", stderr(&refused));
+    let up = Command::new(env!("CARGO_BIN_EXE_pcp"))
+        .current_dir(tree.join("a"))
+        .args(["--parents", "../a/b/f.txt"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(up.status.code(), Some(1));
+    assert!(stderr(&up).contains("outside the target"), "{}", stderr(&up));
+}
+
+/// Polls until `dir` holds a file whose name starts with the temporary prefix, or `child`
+/// exits. Returns the temporary file's path.
+fn wait_for_temp(dir: &Path, child: &mut std::process::Child) -> Option<PathBuf> {
+    loop {
+        if let Ok(entries) = fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_name().as_bytes().starts_with(stealpool::copy::TEMP_PREFIX.as_bytes()) {
+                    return Some(e.path());
+                }
+            }
+        }
+        if child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_killed_run_leaves_no_partial_final_file_and_the_next_run_cleans_up() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = TempDir::new().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    // One worker copies one 192 MiB file in one go: its temporary file exists for a while.
+    let data = pseudo_random(192 << 20, 3);
+    fs::write(src.join("big.bin"), &data).unwrap();
+    fs::write(src.join("small.txt"), "small").unwrap();
+    for backend in ["thread", "process"] {
+        // Both runs copy `src` into the existing directory `target`, as `target/src`.
+        let target = dir.path().join(backend);
+        fs::create_dir(&target).unwrap();
+        let dst = target.join("src");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pcp"))
+            .args(["--backend", backend, "-j", "1", "-a"])
+            .arg(&src)
+            .arg(&target)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let temp = wait_for_temp(&dst, &mut child);
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        let temp = temp.unwrap_or_else(|| panic!("{backend}: pcp finished before a temporary file was seen"));
+        assert_eq!(status.signal(), Some(9), "{backend}");
+        // Whatever was there when it died: the final name is absent or complete.
+        if let Ok(copied) = fs::read(dst.join("big.bin")) {
+            assert!(copied == data, "{backend}: a partial file under its final name");
+        }
+        // The temporary file's name carries the pid of the process that wrote it (a worker,
+        // with the process backend): wait until it is gone too, as a later run would find it.
+        let pid: i32 = temp.file_name().unwrap().to_str().unwrap()[stealpool::copy::TEMP_PREFIX.len()..]
+            .split('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            std::thread::yield_now();
+        }
+
+        let again = pcp(&[os("--backend"), os(backend), os("-a"), os(&src), os(&target)]);
+        assert!(again.status.success(), "{backend}: {}", stderr(&again));
+        let leftovers: Vec<_> = fs::read_dir(&dst)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().as_bytes().starts_with(stealpool::copy::TEMP_PREFIX.as_bytes()))
+            .map(|e| e.path())
+            .collect();
+        assert!(leftovers.is_empty(), "{backend}: {leftovers:?}");
+        assert!(fs::read(dst.join("big.bin")).unwrap() == data, "{backend}");
+    }
+}
+
+#[test]
+fn stale_temporary_files_are_removed_and_live_ones_kept() {
+    let dir = TempDir::new().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), "f").unwrap();
+    let dst = dir.path().join("dst");
+    fs::create_dir_all(dst.join("src")).unwrap();
+    // A process that has exited and been reaped: its pid names a dead writer.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let temp = |pid: u32| dst.join("src").join(format!("{}{pid}-0-f", stealpool::copy::TEMP_PREFIX));
+    fs::write(temp(dead_pid), "left by a killed run").unwrap();
+    // This test process is alive: a file named as if it were being written by it must stay.
+    fs::write(temp(std::process::id()), "in progress elsewhere").unwrap();
+    let out = pcp(&[os("-a"), os(&src), os(&dst)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!temp(dead_pid).exists(), "a dead run's temporary file was left");
+    assert!(temp(std::process::id()).exists(), "a live writer's temporary file was removed");
+    assert_eq!(fs::read_to_string(dst.join("src/f")).unwrap(), "f");
 }

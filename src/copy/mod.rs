@@ -219,8 +219,9 @@ pub fn plan(sources: &[PathBuf], target: &Target, options: &CopyOptions) -> Resu
             parents_destination(source, dest)?
         } else if dest_is_dir {
             match source.file_name() {
+                // `dir/.`, `.` or `..`: cp merges the directory's contents into the target.
+                Some(_) if ends_in_dot(source) => (dest.clone(), Vec::new()),
                 Some(name) => (dest.join(name), Vec::new()),
-                // `.` or `..`: cp merges the directory's contents into the target.
                 None => (dest.clone(), Vec::new()),
             }
         } else {
@@ -237,6 +238,14 @@ pub fn plan(sources: &[PathBuf], target: &Target, options: &CopyOptions) -> Resu
         out.push(Assignment { source: source.clone(), destination, parents });
     }
     Ok(out)
+}
+
+/// Whether a path ends in a `.` component (`dir/.`), which `Path` normalizes away but which
+/// tells `cp` to copy the directory's contents rather than the directory.
+fn ends_in_dot(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let raw = path.as_os_str().as_bytes();
+    raw == b"." || raw.ends_with(b"/.")
 }
 
 /// `--parents`: the source's path appended to the target, and the directories on the way.
