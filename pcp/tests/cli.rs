@@ -281,33 +281,6 @@ fn a_fifo_named_without_r_is_skipped_with_a_warning_not_read() {
     assert!(!dir.path().join("copy").exists());
 }
 
-/// A mode-000 source next to a readable one: the copy goes on, the failure is listed with its
-/// path, action and OS reason (for the process backend, after crossing from a worker), exit 1.
-fn unreadable_source_is_a_listed_failure(backend: &str) {
-    let dir = TempDir::new().unwrap();
-    let src = dir.path().join("src");
-    fs::create_dir(&src).unwrap();
-    fs::write(src.join("readable"), "r").unwrap();
-    let locked = src.join("locked");
-    fs::write(&locked, "l").unwrap();
-    fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
-    if fs::read(&locked).is_ok() {
-        eprintln!("skipped: running as root, which can read a mode-000 file; permission denial cannot be staged");
-        return;
-    }
-    let dst = dir.path().join("dst");
-    let out = pcp(&[os("--backend"), os(backend), os("-r"), os(&src), os(&dst)]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(err.contains("locked") && err.contains("open") && err.contains("ermission denied"), "{err}");
-    assert!(dst.join("readable").exists() && !dst.join("locked").exists());
-}
-
-#[test]
-fn an_unreadable_source_is_a_listed_failure() {
-    unreadable_source_is_a_listed_failure("thread");
-}
-
 #[test]
 fn the_process_backend_gives_the_same_tree_as_cp_a() {
     let dir = TempDir::new().unwrap();
@@ -318,11 +291,6 @@ fn the_process_backend_gives_the_same_tree_as_cp_a() {
     let out = pcp(&[os("--backend"), os("process"), os("-j"), os("2"), os("-a"), os(&src), os(&by_pcp)]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(snapshot(&by_pcp), snapshot(&by_cp));
-}
-
-#[test]
-fn the_process_backend_reports_failures_from_its_workers() {
-    unreadable_source_is_a_listed_failure("process");
 }
 
 #[test]
@@ -559,4 +527,123 @@ fn stale_temporary_files_are_removed_and_live_ones_kept() {
     assert!(!temp(dead_pid).exists(), "a dead run's temporary file was left");
     assert!(temp(std::process::id()).exists(), "a live writer's temporary file was removed");
     assert_eq!(fs::read_to_string(dst.join("src/f")).unwrap(), "f");
+}
+
+/// Runs pcp as an unprivileged user: as `nobody` through `setpriv` when the tests run as
+/// root (root reads and writes through any mode bits), directly otherwise. `None` (with the
+/// reason printed) if that is impossible here.
+fn pcp_unprivileged(args: &[&OsStr], root: &Path) -> Option<Output> {
+    let me = fs::metadata(root).unwrap().uid();
+    if me != 0 {
+        return Some(pcp(args));
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipped: running as root without setpriv; permission denial cannot be staged");
+        return None;
+    }
+    // Let `nobody` reach the tree: the temporary directory is private to root.
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_pcp")])
+        .args(args)
+        .output()
+        .unwrap();
+    Some(out)
+}
+
+#[test]
+fn permission_errors_on_either_side_are_listed_and_the_rest_is_copied() {
+    let dir = TempDir::new().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("closed-dir")).unwrap();
+    fs::create_dir_all(src.join("open-dir")).unwrap();
+    fs::write(src.join("closed-dir/inside"), "i").unwrap();
+    fs::write(src.join("locked-file"), "l").unwrap();
+    fs::write(src.join("open-dir/fine"), "f").unwrap();
+    fs::write(src.join("fine"), "f").unwrap();
+    for p in ["", "open-dir", "open-dir/fine", "fine", "closed-dir/inside"] {
+        let mode = if p.ends_with("fine") || p.ends_with("inside") { 0o644 } else { 0o755 };
+        fs::set_permissions(src.join(p), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    fs::set_permissions(src.join("locked-file"), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::set_permissions(src.join("closed-dir"), fs::Permissions::from_mode(0o000)).unwrap();
+    // The destination already has `open-dir`, read-only: nothing can be created in it.
+    let target = dir.path().join("target");
+    fs::create_dir_all(target.join("src/open-dir")).unwrap();
+    for p in [&target, &target.join("src")] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    fs::set_permissions(target.join("src/open-dir"), fs::Permissions::from_mode(0o555)).unwrap();
+    for backend in ["thread", "process"] {
+        let Some(out) = pcp_unprivileged(&[os("--backend"), os(backend), os("-r"), os(&src), os(&target)], dir.path())
+        else {
+            return;
+        };
+        assert_eq!(out.status.code(), Some(1), "{backend}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("3 failure(s)"), "{backend}: {err}");
+        for (path, action) in [("locked-file", "open"), ("closed-dir", "read directory"), ("open-dir/fine", "create")] {
+            let line = err.lines().find(|l| l.contains(path) && l.contains(action));
+            assert!(line.is_some_and(|l| l.contains("ermission denied")), "{backend}: no '{path}: {action}' in {err}");
+        }
+        assert_eq!(fs::read_to_string(target.join("src/fine")).unwrap(), "f", "{backend}");
+        assert!(!target.join("src/locked-file").exists() && !target.join("src/open-dir/fine").exists());
+        fs::remove_file(target.join("src/fine")).unwrap();
+    }
+}
+
+/// A small tmpfs, mounted for one test and always unmounted.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(path: PathBuf, size: &str) -> Option<SmallDisk> {
+        fs::create_dir(&path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ok.then_some(SmallDisk(path))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_files_that_do_not_fit_and_leaves_no_partial_files() {
+    let dir = TempDir::new().unwrap();
+    let Some(disk) = SmallDisk::mount(dir.path().join("disk"), "2m") else {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root); a full disk cannot be staged");
+        return;
+    };
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let big = pseudo_random(3 << 20, 5);
+    fs::write(src.join("too-big.bin"), &big).unwrap();
+    for i in 0..20 {
+        fs::write(src.join(format!("small-{i:02}")), format!("{i}")).unwrap();
+    }
+    for backend in ["thread", "process"] {
+        let target = disk.0.join(backend);
+        let out = pcp(&[os("--backend"), os(backend), os("-a"), os(&src), os(&target)]);
+        assert_eq!(out.status.code(), Some(1), "{backend}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("too-big.bin") && err.contains("No space left on device"), "{backend}: {err}");
+        assert!(!target.join("too-big.bin").exists(), "{backend}: a partial file under its final name");
+        for i in 0..20 {
+            assert_eq!(fs::read_to_string(target.join(format!("small-{i:02}"))).unwrap(), i.to_string());
+        }
+        let temps: Vec<_> = fs::read_dir(&target)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().as_bytes().starts_with(stealpool::copy::TEMP_PREFIX.as_bytes()))
+            .collect();
+        assert!(temps.is_empty(), "{backend}: {temps:?}");
+        fs::remove_dir_all(&target).unwrap();
+    }
+    drop(disk);
 }

@@ -529,19 +529,21 @@ pub(super) fn create_directory(destination: &Path, meta: &DirMeta) -> Result<boo
 }
 
 /// Sets a copied directory's ownership, mode and times, once everything inside is in place.
-pub(super) fn finish_directory(path: &Path, dir: &DirMeta, o: &CopyOptions) -> Result<(), Failure> {
+/// Without `preserve_mode`, a directory that `existed` before the run keeps its mode, as with
+/// `cp -r`.
+pub(super) fn finish_directory(path: &Path, dir: &DirMeta, existed: bool, o: &CopyOptions) -> Result<(), Failure> {
     if o.preserve_ownership {
         ignore_eperm(std::os::unix::fs::chown(path, Some(dir.uid), Some(dir.gid)))
             .map_err(fail(path, "preserve ownership"))?;
     }
-    let mode = if o.preserve_mode {
-        dir.mode
-    } else {
+    if o.preserve_mode {
+        fs::set_permissions(path, Permissions::from_mode(dir.mode)).map_err(fail(path, "set mode"))?;
+    } else if !existed && dir.mode & 0o700 != 0o700 {
         // Take back the owner bits added so we could fill the directory.
         let current = fs::metadata(path).map_err(fail(path, "stat"))?.mode() & 0o7777;
-        current & !(0o700 & !dir.mode)
-    };
-    fs::set_permissions(path, Permissions::from_mode(mode)).map_err(fail(path, "set mode"))?;
+        let mode = current & !(0o700 & !dir.mode);
+        fs::set_permissions(path, Permissions::from_mode(mode)).map_err(fail(path, "set mode"))?;
+    }
     if o.preserve_timestamps {
         let time = |(s, ns): (i64, u32)| filetime::FileTime::from_unix_time(s, ns);
         filetime::set_file_times(path, time(dir.atime), time(dir.mtime)).map_err(fail(path, "preserve timestamps"))?;

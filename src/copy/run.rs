@@ -95,8 +95,8 @@ pub(super) struct Run<'a, E> {
     batch_bytes: u64,
     inodes: HashMap<(u64, u64), PathBuf>,
     hard_links: Vec<HardLink>,
-    /// Directories to finish: (destination, what to apply).
-    directories: Vec<(PathBuf, DirMeta)>,
+    /// Directories to finish: (destination, what to apply, whether it existed before).
+    directories: Vec<(PathBuf, DirMeta, bool)>,
     splits: HashMap<u64, Split>,
     split_workers: bool,
 }
@@ -167,8 +167,7 @@ where
                 check_existing: true,
                 dst_dev,
             };
-            self.observer.found(1, meta.len());
-            self.add_file(job, (meta.nlink() > 1).then(|| (meta.dev(), meta.ino())));
+            self.add_files([(job, (meta.nlink() > 1).then(|| (meta.dev(), meta.ino())))]);
         } else if kind.is_symlink() {
             let made = entry::make_symlink(source, destination, &meta, true, o);
             self.made(made, EntryKind::Symlink, source, destination);
@@ -190,7 +189,7 @@ where
         match entry::create_directory(destination, &meta) {
             // An existing directory on the way is used as it is, as cp does.
             Ok(true) => {}
-            Ok(false) => self.directories.push((destination.to_path_buf(), meta)),
+            Ok(false) => self.directories.push((destination.to_path_buf(), meta, false)),
             Err(failure) => self.fail(failure),
         }
     }
@@ -276,23 +275,33 @@ where
         (Work::Files(jobs.clone()), Pending::Files(jobs))
     }
 
-    fn add_file(&mut self, job: FileJob, link: Option<(u64, u64)>) {
-        if let Some(key) = link.filter(|_| self.options.preserve_links) {
-            if let Some(first) = self.inodes.get(&key) {
-                let first = first.clone();
-                self.hard_links.push(HardLink { source: job.source, destination: job.destination, first });
-                return;
+    /// Files found by the walk: hard links to files already seen are kept for the end; the
+    /// rest are counted for the observer, then batched or split.
+    fn add_files(&mut self, found: impl IntoIterator<Item = (FileJob, Option<(u64, u64)>)>) {
+        let mut jobs = Vec::new();
+        for (job, link) in found {
+            if let Some(key) = link.filter(|_| self.options.preserve_links) {
+                if let Some(first) = self.inodes.get(&key) {
+                    let first = first.clone();
+                    self.hard_links.push(HardLink { source: job.source, destination: job.destination, first });
+                    continue;
+                }
+                self.inodes.insert(key, job.destination.clone());
             }
-            self.inodes.insert(key, job.destination.clone());
+            jobs.push(job);
         }
-        if job.len >= SPLIT_AT && self.split_workers {
-            return self.split(job);
-        }
-        self.batch_bytes += job.len;
-        self.batch.push(job);
-        if self.batch.len() >= FILES_PER_TASK || self.batch_bytes >= BYTES_PER_TASK {
-            let next = self.take_batch();
-            self.queued.push_back(next);
+        self.observer.found(jobs.len() as u64, jobs.iter().map(|j| j.len).sum());
+        for job in jobs {
+            if job.len >= SPLIT_AT && self.split_workers {
+                self.split(job);
+                continue;
+            }
+            self.batch_bytes += job.len;
+            self.batch.push(job);
+            if self.batch.len() >= FILES_PER_TASK || self.batch_bytes >= BYTES_PER_TASK {
+                let next = self.take_batch();
+                self.queued.push_back(next);
+            }
         }
     }
 
@@ -424,9 +433,7 @@ where
             let job = ScanJob { source: child, destination: destination.join(dir.name()), meta };
             self.scans.push(ScanCtx { job, ancestors });
         }
-        let (files, bytes) = (listing.files.len() as u64, listing.files.iter().map(|f| f.len).sum());
-        self.observer.found(files, bytes);
-        for file in &listing.files {
+        let found = listing.files.iter().map(|file| {
             let job = FileJob {
                 source: source.join(file.name()),
                 destination: destination.join(file.name()),
@@ -435,9 +442,11 @@ where
                 check_existing: listing.existed,
                 dst_dev: listing.dst_dev,
             };
-            self.add_file(job, (file.nlink > 1).then_some((file.dev, file.ino)));
-        }
-        self.directories.push((destination, meta));
+            (job, (file.nlink > 1).then_some((file.dev, file.ino)))
+        });
+        let found: Vec<_> = found.collect();
+        self.add_files(found);
+        self.directories.push((destination, meta, listing.existed));
     }
 
     fn file_done(&mut self, job: &FileJob, outcome: FileOutcome) {
@@ -511,9 +520,9 @@ where
         }
         let mut directories = std::mem::take(&mut self.directories);
         // Deepest first: setting a directory's times must come after everything inside it.
-        directories.sort_by_key(|(path, _)| std::cmp::Reverse(path.components().count()));
-        for (path, meta) in &directories {
-            if let Err(failure) = entry::finish_directory(path, meta, self.options) {
+        directories.sort_by_key(|(path, ..)| std::cmp::Reverse(path.components().count()));
+        for (path, meta, existed) in &directories {
+            if let Err(failure) = entry::finish_directory(path, meta, *existed, self.options) {
                 self.fail(failure);
             }
         }

@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Wall-time comparison of pcp against cp -a, rsync -a, xcp and fcp on two corpora.
+
+Run through `benches/pcp/run.sh`, which builds pcp and installs the other contenders.
+
+Corpora (built once under the work directory, reused by later runs):
+  small  many small files in a real tree: the Rust toolchain's HTML documentation
+         (tens of thousands of files), or, without it, the cargo registry sources;
+  large  a few large files (4 x 256 MiB of incompressible bytes).
+
+For each corpus, every contender copies the source into a fresh destination, `rounds` times,
+in an order that rotates each round; the destination is removed and `sync` run between runs
+(neither is timed); the page cache is warm (a warm-up copy runs first). After every run the
+output tree is compared with the source: contents and file types for every contender, and
+modes and modification times (ns) for the contenders that keep them (cp -a, rsync -a, pcp -a).
+
+Writes results.json and results.md to the work directory and, if matplotlib is available,
+the plot given with --plot.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import stat
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def manifest(root, with_meta):
+    """Relative path -> (type, size, content digest[, mode, mtime_ns]) for a whole tree."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                entry = ("link", os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                entry = ("dir",)
+            elif stat.S_ISREG(st.st_mode):
+                h = hashlib.blake2b(digest_size=16)
+                with open(path, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        h.update(chunk)
+                entry = ("file", st.st_size, h.hexdigest())
+            else:
+                entry = ("special", stat.S_IFMT(st.st_mode))
+            if with_meta and not stat.S_ISLNK(st.st_mode):
+                # Directory times are checked too: cp -a keeps them.
+                entry += (stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+            out[rel] = entry
+    return out
+
+
+def build_small(dest):
+    sysroot = subprocess.run(["rustc", "--print", "sysroot"], capture_output=True, text=True).stdout.strip()
+    candidates = [
+        Path(sysroot) / "share/doc/rust/html",
+        Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo")) / "registry/src",
+    ]
+    for c in candidates:
+        if c.is_dir():
+            print(f"small corpus: a copy of {c}", flush=True)
+            subprocess.run(["cp", "-a", str(c), str(dest)], check=True)
+            return str(c)
+    sys.exit("no tree to build the small-file corpus from (rust docs or cargo registry)")
+
+
+def build_large(dest, files, mib):
+    dest.mkdir(parents=True)
+    for i in range(files):
+        with open(dest / f"large-{i}.bin", "wb") as f:
+            for _ in range(mib):
+                f.write(os.urandom(1 << 20))
+    return f"{files} x {mib} MiB of random bytes"
+
+
+def contenders(pcp, tools, jobs):
+    """name -> (argv builder (src, dst) -> list, keeps modes and times)."""
+    c = {
+        "cp -a": (lambda s, d: ["cp", "-a", s, d], True),
+    }
+    if shutil.which("rsync"):
+        c["rsync -a"] = (lambda s, d: ["rsync", "-a", s + "/", d + "/"], True)
+    xcp = tools / "xcp"
+    if xcp.exists():
+        c["xcp -r"] = (lambda s, d: [str(xcp), "-r", "-w", "0", "--no-progress", s, d], False)
+    fcp = tools / "fcp"
+    if fcp.exists():
+        c["fcp"] = (lambda s, d: [str(fcp), s, d], False)
+    j = ["-j", str(jobs)] if jobs else []
+    c["pcp -a (thread)"] = (lambda s, d: [pcp, "-a", "--no-progress", *j, s, d], True)
+    c["pcp -a (process)"] = (lambda s, d: [pcp, "-a", "--no-progress", "--backend", "process", *j, s, d], True)
+    return c
+
+
+def clear(path):
+    if os.path.lexists(path):
+        shutil.rmtree(path)
+    subprocess.run(["sync"], check=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", default="target/pcp-bench")
+    ap.add_argument("--pcp", default="target/release/pcp")
+    ap.add_argument("--tools", default="target/pcp-bench/tools/bin")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--jobs", type=int, default=0, help="pcp -j (0: pcp's default, one per CPU)")
+    ap.add_argument("--large-files", type=int, default=4)
+    ap.add_argument("--large-mib", type=int, default=256)
+    ap.add_argument("--corpus", action="append", choices=["small", "large"])
+    ap.add_argument("--plot", default="docs/pcp-bench.png")
+    ap.add_argument("--skipped", default="", help="notes on contenders that could not be installed")
+    args = ap.parse_args()
+
+    work = Path(args.work).resolve()
+    corpora = args.corpus or ["small", "large"]
+    tools = Path(args.tools).resolve()
+    cands = contenders(str(Path(args.pcp).resolve()), tools, args.jobs)
+    results = {"machine": {}, "corpora": {}, "skipped": [s for s in args.skipped.split(";") if s]}
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "filesystem": subprocess.run(["stat", "-f", "-c", "%T", str(work)], capture_output=True, text=True).stdout.strip(),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "rounds": args.rounds,
+    }
+    for name in corpora:
+        src = work / f"corpus-{name}"
+        if not src.exists():
+            origin = build_small(src) if name == "small" else build_large(src, args.large_files, args.large_mib)
+            (work / f"corpus-{name}.origin").write_text(origin)
+        origin = (work / f"corpus-{name}.origin").read_text()
+        files = sum(len(f) for _, _, f in os.walk(src))
+        size = sum(os.lstat(os.path.join(d, f)).st_size for d, _, fs in os.walk(src) for f in fs)
+        print(f"== {name}: {files} files, {size / 2**20:.0f} MiB ({origin})", flush=True)
+        expect_full = manifest(src, True)
+        expect_plain = {k: v[:3] if v[0] == "file" else v[:2] if v[0] == "link" else v[:1] for k, v in expect_full.items()}
+        dst = str(work / "out")
+        times = {c: [] for c in cands}
+        mismatches = {c: 0 for c in cands}
+        # Warm-up: the source into the page cache, and each tool's binary too.
+        for c, (argv, _) in cands.items():
+            clear(dst)
+            subprocess.run(argv(str(src), dst), check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        order = list(cands)
+        for r in range(args.rounds):
+            for c in order[r % len(order):] + order[: r % len(order)]:
+                argv, keeps_meta = cands[c]
+                clear(dst)
+                t0 = time.perf_counter()
+                p = subprocess.run(argv(str(src), dst), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                elapsed = time.perf_counter() - t0
+                if p.returncode != 0:
+                    print(f"   {c}: exit {p.returncode}: {p.stderr.decode(errors='replace')[:300]}", flush=True)
+                got = manifest(dst, keeps_meta)
+                if keeps_meta:
+                    ok = got == expect_full
+                else:
+                    ok = {k: v[:3] if v[0] == "file" else v[:2] if v[0] == "link" else v[:1] for k, v in got.items()} == expect_plain
+                mismatches[c] += 0 if ok and p.returncode == 0 else 1
+                times[c].append(elapsed)
+                print(f"   round {r + 1} {c:18} {elapsed:7.3f} s {'ok' if ok else 'OUTPUT DIFFERS'}", flush=True)
+        clear(dst)
+        med = {c: statistics.median(t) for c, t in times.items()}
+        others = [c for c in cands if not c.startswith("pcp")]
+        fastest_other = min(others, key=lambda c: med[c])
+        results["corpora"][name] = {
+            "files": files,
+            "mib": round(size / 2**20),
+            "origin": origin,
+            "median_s": med,
+            "runs_s": times,
+            "mismatched_runs": mismatches,
+            "fastest_other": fastest_other,
+        }
+    (work / "results.json").write_text(json.dumps(results, indent=2))
+    md = render(results)
+    (work / "results.md").write_text(md)
+    print(md)
+    plot(results, args.plot)
+
+
+def render(results):
+    m = results["machine"]
+    lines = [
+        f"{m['cpus']} CPUs, Linux {m['kernel']}, {m['filesystem']}, commit {m['commit']}, "
+        f"median of {m['rounds']} runs, page cache warm.",
+        "",
+    ]
+    for name, r in results["corpora"].items():
+        med, fo = r["median_s"], r["fastest_other"]
+        lines += [
+            f"**{name} files**: {r['files']} files, {r['mib']} MiB ({r['origin']})",
+            "",
+            "| contender | median wall time | speed vs cp -a | speed vs fastest other ("
+            + fo + ") | output matched source |",
+            "|---|---|---|---|---|",
+        ]
+        for c, t in sorted(med.items(), key=lambda kv: kv[1]):
+            runs = len(r["runs_s"][c])
+            ok = runs - r["mismatched_runs"][c]
+            lines.append(
+                f"| {c} | {t:.3f} s | {med['cp -a'] / t:.2f}x | {med[fo] / t:.2f}x | {ok}/{runs} |"
+            )
+        lines.append("")
+    for s in results["skipped"]:
+        lines.append(f"Skipped: {s}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot", flush=True)
+        return
+    corpora = list(results["corpora"].items())
+    fig, axes = plt.subplots(1, len(corpora), figsize=(6 * len(corpora), 3.8))
+    if len(corpora) == 1:
+        axes = [axes]
+    for ax, (name, r) in zip(axes, corpora):
+        med = sorted(r["median_s"].items(), key=lambda kv: kv[1], reverse=True)
+        names = [c for c, _ in med]
+        vals = [t for _, t in med]
+        colors = ["#d95f02" if c.startswith("pcp") else "#7570b3" for c in names]
+        ax.barh(names, vals, color=colors)
+        ax.set_xlabel("median wall time (s), lower is better")
+        ax.set_title(f"{name} files: {r['files']} files, {r['mib']} MiB")
+        for y, v in enumerate(vals):
+            ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
+    m = results["machine"]
+    fig.suptitle(f"pcp vs other copiers ({m['cpus']} CPUs, {m['filesystem']}, warm cache, commit {m['commit']})")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

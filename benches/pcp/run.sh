@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# pcp against cp -a, rsync -a, xcp and fcp: builds pcp, installs what is missing, runs
+# benches/pcp/compare.py (options are passed on, e.g. --rounds 3 --corpus small).
+# Results: target/pcp-bench/results.{md,json}; plot: docs/pcp-bench.png.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+work=target/pcp-bench
+mkdir -p "$work"
+skipped=""
+
+cargo build --release -p pcp || exit 1
+
+for tool in xcp fcp; do
+  if [ ! -x "$work/tools/bin/$tool" ]; then
+    echo "installing $tool with cargo install"
+    cargo install --locked --root "$work/tools" "$tool" >"$work/$tool-install.log" 2>&1 \
+      || skipped="$skipped$tool: cargo install failed (see $work/$tool-install.log);"
+  fi
+done
+if ! command -v rsync >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y rsync >"$work/rsync-install.log" 2>&1 || true
+  fi
+  command -v rsync >/dev/null 2>&1 || skipped="${skipped}rsync: not installed and could not be installed;"
+fi
+
+python=python3
+if [ ! -x "$work/venv/bin/python" ]; then
+  python3 -m venv "$work/venv" && "$work/venv/bin/pip" install -q matplotlib >"$work/pip.log" 2>&1 || true
+fi
+[ -x "$work/venv/bin/python" ] && python="$work/venv/bin/python"
+
+exec "$python" benches/pcp/compare.py --skipped "$skipped" "$@"

@@ -1,0 +1,169 @@
+//! The copy engine (`stealpool::copy`) used as a library: what happens when the tree changes
+//! under it, when its executor shuts down mid-copy, and when `-L` meets a symlink loop.
+#![cfg(unix)]
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use stealpool::ThreadPoolExecutor;
+use stealpool::copy::{self, CopyOptions, CopyReport, EntryKind, Failure, Observer, Target};
+
+fn tree_with_files(root: &Path, n: usize) {
+    fs::create_dir_all(root.join("sub")).unwrap();
+    for i in 0..n {
+        fs::write(root.join("sub").join(format!("f{i:03}")), format!("{i}")).unwrap();
+    }
+}
+
+fn temps_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else if e.file_name().as_bytes().starts_with(copy::TEMP_PREFIX.as_bytes()) {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+fn run(src: &Path, dest: &Path, options: &CopyOptions, observer: &mut dyn Observer) -> CopyReport {
+    let plan = copy::plan(&[src.to_path_buf()], &Target::Auto(dest.to_path_buf()), options).unwrap();
+    let pool = ThreadPoolExecutor::new(2);
+    copy::copy(&plan, options, &pool, observer).unwrap()
+}
+
+/// Deletes one file as soon as the walk reports it, before any worker can copy it.
+struct Vanish {
+    victim: PathBuf,
+    done: bool,
+}
+
+impl Observer for Vanish {
+    fn found(&mut self, files: u64, _bytes: u64) {
+        if files > 0 && !self.done {
+            fs::remove_file(&self.victim).unwrap();
+            self.done = true;
+        }
+    }
+}
+
+#[test]
+fn a_file_that_vanishes_after_the_walk_is_a_listed_failure_and_the_rest_is_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    tree_with_files(&src, 40);
+    let victim = src.join("sub/f007");
+    let dest = dir.path().join("dest");
+    let mut observer = Vanish { victim: victim.clone(), done: false };
+    let report = run(&src, &dest, &CopyOptions::archive(), &mut observer);
+    assert!(observer.done, "the walk never reported the files");
+    assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+    let failure = &report.failures[0];
+    assert_eq!((failure.path.as_path(), failure.action), (victim.as_path(), "open"));
+    assert_eq!(failure.error.kind(), std::io::ErrorKind::NotFound);
+    assert_eq!(report.files, 39);
+    assert!(!dest.join("sub/f007").exists());
+    assert_eq!(fs::read_to_string(dest.join("sub/f039")).unwrap(), "39");
+    assert!(temps_under(&dest).is_empty());
+}
+
+/// Shuts the pool down as soon as the first file is found.
+struct ShutDown<'a> {
+    pool: &'a ThreadPoolExecutor,
+}
+
+impl Observer for ShutDown<'_> {
+    fn found(&mut self, _files: u64, _bytes: u64) {
+        self.pool.shutdown(true, true);
+    }
+}
+
+#[test]
+fn an_executor_shut_down_mid_copy_ends_the_copy_with_an_error_and_no_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    tree_with_files(&src, 300);
+    let dest = dir.path().join("dest");
+    let options = CopyOptions::archive();
+    let plan = copy::plan(&[src], &Target::Auto(dest.clone()), &options).unwrap();
+    let pool = ThreadPoolExecutor::new(2);
+    let result = copy::copy(&plan, &options, &pool, &mut ShutDown { pool: &pool });
+    assert!(result.is_err(), "the copy went on after its executor shut down");
+    assert!(temps_under(&dest).is_empty());
+    // Whatever did get copied is complete.
+    for e in fs::read_dir(dest.join("sub")).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let n: usize = name.to_str().unwrap()[1..].parse().unwrap();
+        assert_eq!(fs::read_to_string(e.path()).unwrap(), n.to_string());
+    }
+}
+
+#[test]
+fn dereferencing_a_symlink_loop_reports_it_instead_of_recursing_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    tree_with_files(&src, 3);
+    symlink("..", src.join("sub/up")).unwrap();
+    let dest = dir.path().join("dest");
+    let options = CopyOptions { dereference: true, ..CopyOptions::archive() };
+    let report = run(&src, &dest, &options, &mut copy::Quiet);
+    assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+    assert!(report.failures[0].path.ends_with("sub/up"), "{}", report.failures[0]);
+    assert!(report.failures[0].to_string().contains("loop"), "{}", report.failures[0]);
+    assert_eq!(fs::read_to_string(dest.join("sub/f002")).unwrap(), "2");
+}
+
+/// Counts what the observer is told, to check it against the report.
+#[derive(Default)]
+struct Tally {
+    found: (u64, u64),
+    progressed: u64,
+    copied: Vec<EntryKind>,
+    failed: usize,
+}
+
+impl Observer for Tally {
+    fn found(&mut self, files: u64, bytes: u64) {
+        self.found.0 += files;
+        self.found.1 += bytes;
+    }
+    fn progressed(&mut self, bytes: u64) {
+        self.progressed += bytes;
+    }
+    fn copied(&mut self, kind: EntryKind, _: &Path, _: &Path) {
+        self.copied.push(kind);
+    }
+    fn failed(&mut self, _: &Failure) {
+        self.failed += 1;
+    }
+}
+
+#[test]
+fn the_observer_hears_every_entry_and_every_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    tree_with_files(&src, 10);
+    fs::write(src.join("big"), vec![1u8; 3 << 20]).unwrap();
+    symlink("big", src.join("link")).unwrap();
+    fs::hard_link(src.join("big"), src.join("big-again")).unwrap();
+    let dest = dir.path().join("dest");
+    let mut tally = Tally::default();
+    let report = run(&src, &dest, &CopyOptions::archive(), &mut tally);
+    assert!(report.is_success(), "{:?}", report.failures);
+    let count = |k| tally.copied.iter().filter(|&&c| c == k).count() as u64;
+    assert_eq!((report.files, report.directories, report.symlinks, report.hard_links), (11, 2, 1, 1));
+    assert_eq!(
+        (count(EntryKind::File), count(EntryKind::Directory), count(EntryKind::Symlink), count(EntryKind::HardLink)),
+        (11, 2, 1, 1)
+    );
+    let bytes = (3 << 20) + (0..10).map(|i: u64| i.to_string().len() as u64).sum::<u64>();
+    assert_eq!(tally.found, (11, bytes));
+    assert_eq!((tally.progressed, report.bytes), (bytes, bytes));
+    assert_eq!(tally.failed, 0);
+}
