@@ -432,15 +432,16 @@ fn parents_appends_the_source_path_under_the_target() {
     assert!(stderr(&up).contains("outside the target"), "{}", stderr(&up));
 }
 
-/// Polls until `dir` holds a file whose name starts with the temporary prefix, or `child`
-/// exits. Returns the temporary file's path.
-fn wait_for_temp(dir: &Path, child: &mut std::process::Child) -> Option<PathBuf> {
+fn is_temp(name: &OsStr) -> bool {
+    name.as_bytes().starts_with(stealpool::copy::TEMP_PREFIX.as_bytes())
+}
+
+/// Polls until `dir` holds an entry that `wanted` accepts, or `child` exits.
+fn wait_for_entry(dir: &Path, child: &mut std::process::Child, wanted: impl Fn(&OsStr) -> bool) -> Option<PathBuf> {
     loop {
         if let Ok(entries) = fs::read_dir(dir) {
-            for e in entries.flatten() {
-                if e.file_name().as_bytes().starts_with(stealpool::copy::TEMP_PREFIX.as_bytes()) {
-                    return Some(e.path());
-                }
+            if let Some(e) = entries.flatten().find(|e| wanted(&e.file_name())) {
+                return Some(e.path());
             }
         }
         if child.try_wait().unwrap().is_some() {
@@ -450,13 +451,23 @@ fn wait_for_temp(dir: &Path, child: &mut std::process::Child) -> Option<PathBuf>
     }
 }
 
+fn spawn_pcp(args: &[&OsStr]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_pcp")).args(args).stderr(std::process::Stdio::null()).spawn().unwrap()
+}
+
+/// The pid a temporary file's name carries (its writer: pcp, or one of its worker processes).
+fn temp_writer(temp: &Path) -> i32 {
+    let name = temp.file_name().unwrap().to_str().unwrap();
+    name[stealpool::copy::TEMP_PREFIX.len()..].split('-').next().unwrap().parse().unwrap()
+}
+
 #[test]
-fn a_killed_run_leaves_no_partial_final_file_and_the_next_run_cleans_up() {
+fn a_run_killed_while_splitting_a_large_file_leaves_no_partial_file_and_the_next_run_cleans_up() {
     use std::os::unix::process::ExitStatusExt;
     let dir = TempDir::new().unwrap();
     let src = dir.path().join("src");
     fs::create_dir(&src).unwrap();
-    // One worker copies one 192 MiB file in one go: its temporary file exists for a while.
+    // Large enough to be split into ranges, written by two workers into a named temporary file.
     let data = pseudo_random(192 << 20, 3);
     fs::write(src.join("big.bin"), &data).unwrap();
     fs::write(src.join("small.txt"), "small").unwrap();
@@ -465,44 +476,55 @@ fn a_killed_run_leaves_no_partial_final_file_and_the_next_run_cleans_up() {
         let target = dir.path().join(backend);
         fs::create_dir(&target).unwrap();
         let dst = target.join("src");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pcp"))
-            .args(["--backend", backend, "-j", "1", "-a"])
-            .arg(&src)
-            .arg(&target)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let temp = wait_for_temp(&dst, &mut child);
+        let mut child = spawn_pcp(&[os("--backend"), os(backend), os("-j"), os("2"), os("-a"), os(&src), os(&target)]);
+        let temp = wait_for_entry(&dst, &mut child, is_temp);
         child.kill().unwrap();
         let status = child.wait().unwrap();
         let temp = temp.unwrap_or_else(|| panic!("{backend}: pcp finished before a temporary file was seen"));
         assert_eq!(status.signal(), Some(9), "{backend}");
-        // Whatever was there when it died: the final name is absent or complete.
-        if let Ok(copied) = fs::read(dst.join("big.bin")) {
-            assert!(copied == data, "{backend}: a partial file under its final name");
-        }
-        // The temporary file's name carries the pid of the process that wrote it (a worker,
-        // with the process backend): wait until it is gone too, as a later run would find it.
-        let pid: i32 = temp.file_name().unwrap().to_str().unwrap()[stealpool::copy::TEMP_PREFIX.len()..]
-            .split('-')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        assert!(!dst.join("big.bin").exists(), "{backend}: a split file appeared before its ranges were in");
+        // A later run must find the writer gone, as it would after a real crash.
+        let pid = temp_writer(&temp);
         while Path::new(&format!("/proc/{pid}")).exists() {
             std::thread::yield_now();
         }
 
         let again = pcp(&[os("--backend"), os(backend), os("-a"), os(&src), os(&target)]);
         assert!(again.status.success(), "{backend}: {}", stderr(&again));
-        let leftovers: Vec<_> = fs::read_dir(&dst)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().as_bytes().starts_with(stealpool::copy::TEMP_PREFIX.as_bytes()))
-            .map(|e| e.path())
-            .collect();
+        let leftovers: Vec<_> = fs::read_dir(&dst).unwrap().flatten().filter(|e| is_temp(&e.file_name())).collect();
         assert!(leftovers.is_empty(), "{backend}: {leftovers:?}");
         assert!(fs::read(dst.join("big.bin")).unwrap() == data, "{backend}");
+    }
+}
+
+#[test]
+fn a_run_killed_among_many_files_leaves_only_complete_files_and_no_temporary_names() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = TempDir::new().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let files: Vec<Vec<u8>> = (0..600).map(|i| pseudo_random(256 << 10, i + 1)).collect();
+    for (i, f) in files.iter().enumerate() {
+        fs::write(src.join(format!("f{i:03}")), f).unwrap();
+    }
+    for backend in ["thread", "process"] {
+        let dst = dir.path().join(backend);
+        let mut child = spawn_pcp(&[os("--backend"), os(backend), os("-j"), os("1"), os("-a"), os(&src), os(&dst)]);
+        let first = wait_for_entry(&dst, &mut child, |n| !is_temp(n));
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert!(first.is_some(), "{backend}: pcp ended before copying anything");
+        assert_eq!(status.signal(), Some(9), "{backend}: pcp finished before it could be killed");
+        // Files are written unnamed (O_TMPFILE) where the file system allows: a killed run
+        // leaves only complete files under their final names.
+        for e in fs::read_dir(&dst).unwrap().flatten() {
+            let name = e.file_name();
+            if is_temp(&name) {
+                continue; // a file system without O_TMPFILE: clearly named, cleaned next run
+            }
+            let i: usize = name.to_str().unwrap()[1..].parse().unwrap();
+            assert!(fs::read(e.path()).unwrap() == files[i], "{backend}: {name:?} is not complete");
+        }
     }
 }
 

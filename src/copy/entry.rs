@@ -6,11 +6,15 @@
 //! temporary names start with [`TEMP_PREFIX`], so leftovers of a killed run are easy to find.
 
 use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
-use std::io::{self, Read};
+use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
 
 use super::{CopyOptions, Failure, data};
 
@@ -176,22 +180,18 @@ fn copy_whole(job: &FileJob, o: &CopyOptions) -> Result<Option<u64>, Failure> {
     if job.check_existing && keep_existing(&job.destination, &meta, o)? {
         return Ok(None);
     }
-    let (temp, out) = create_temp(&job.destination, &meta, o)?;
-    let mut guard = TempFile { path: Some(&temp) };
-    let bytes = if data::reflink(&src, meta.dev(), &out, job.dst_dev) {
-        meta.len()
-    } else {
+    let staged = Staged::create(&job.destination, job.dst_dev, creation_mode(&meta))
+        .map_err(fail(&job.destination, "create"))?;
+    let len = meta.len();
+    if !data::reflink(&src, meta.dev(), &staged.file, job.dst_dev) && len > 0 {
         let sparse = data::may_be_sparse(&meta);
-        let end = data::copy_range(&src, &out, 0, None, sparse).map_err(fail(&job.source, "copy"))?;
+        data::copy_range(&src, &staged.file, 0, Some(len), sparse).map_err(fail(&job.source, "copy"))?;
         if sparse {
             // A hole at the end has no data extent to copy; the length brings it back.
-            out.set_len(end).map_err(fail(&job.destination, "copy"))?;
+            staged.file.set_len(len).map_err(fail(&job.destination, "copy"))?;
         }
-        end
-    };
-    seal(out, &temp, &job.source, &job.destination, &meta, o)?;
-    guard.path = None;
-    Ok(Some(bytes))
+    }
+    Ok(seal(staged, &src, &meta, &job.destination, o)?.then_some(len))
 }
 
 /// A large file, once its temporary copy exists: either already complete (reflinked) or
@@ -213,7 +213,13 @@ pub(super) fn prepare_split(job: &FileJob, o: &CopyOptions) -> Result<Prepared, 
     if job.check_existing && keep_existing(&job.destination, &meta, o)? {
         return Ok(Prepared::Unchanged);
     }
-    let (temp, out) = create_temp(&job.destination, &meta, o)?;
+    let temp = temp_path(&job.destination);
+    let out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(creation_mode(&meta))
+        .open(&temp)
+        .map_err(fail(&job.destination, "create"))?;
     let mut guard = TempFile { path: Some(&temp) };
     let prepared = if data::reflink(&src, meta.dev(), &out, job.dst_dev) {
         Prepared::Cloned(temp.clone())
@@ -263,15 +269,14 @@ pub(super) struct FinishJob {
 /// Seals a split file: its temporary copy is complete (or failed, in which case the caller
 /// removes it with [`discard`]).
 pub(super) fn finish_split(job: &FinishJob, o: &CopyOptions) -> FileOutcome {
-    let mut guard = TempFile { path: Some(&job.temp) };
     let result = (|| {
-        let (_, meta) = open_source(&job.source, job.follow)?;
-        let out = OpenOptions::new().write(true).open(&job.temp).map_err(fail(&job.temp, "open"))?;
-        seal(out, &job.temp, &job.source, &job.destination, &meta, o)?;
-        Ok(Some(job.len))
+        let file = OpenOptions::new().read(true).write(true).open(&job.temp);
+        let staged = Staged { file: file.map_err(fail(&job.temp, "open"))?, temp: Some(job.temp.clone()) };
+        let (src, meta) = open_source(&job.source, job.follow)?;
+        Ok(seal(staged, &src, &meta, &job.destination, o)?.then_some(job.len))
     })();
-    if result.is_ok() {
-        guard.path = None;
+    if result.is_err() {
+        discard(&job.temp);
     }
     result.into()
 }
@@ -311,44 +316,142 @@ fn keep_existing(destination: &Path, source: &fs::Metadata, o: &CopyOptions) -> 
     }
 }
 
-/// Creates the temporary file a copy is written to, beside its final name.
-fn create_temp(destination: &Path, source: &fs::Metadata, o: &CopyOptions) -> Result<(PathBuf, File), Failure> {
-    let temp = temp_path(destination);
-    // Without -p the kernel applies the umask to the source's bits, as for `cp`. With -p the
-    // file stays private until its final mode is set.
-    let mode = if o.preserve_mode { 0o600 } else { source.mode() & 0o777 };
-    let out =
-        OpenOptions::new().write(true).create_new(true).mode(mode).open(&temp).map_err(fail(destination, "create"))?;
-    Ok((temp, out))
+/// The mode a copy is created with. Without -p the kernel applies the umask to the source's
+/// bits, as for `cp`; with -p the final bits are set by [`seal`] unless the umask lets these
+/// through already.
+fn creation_mode(source: &fs::Metadata) -> u32 {
+    source.mode() & 0o777
 }
 
-/// Gives a complete temporary copy the source's attributes, checks it if asked, and renames it
-/// into place.
-fn seal(
-    out: File,
-    temp: &Path,
-    source: &Path,
-    destination: &Path,
-    meta: &fs::Metadata,
-    o: &CopyOptions,
-) -> Result<(), Failure> {
+/// The process's umask, read once (from /proc: asking the kernel for it means changing it,
+/// which would race with other threads creating files).
+fn umask() -> Option<u32> {
+    static UMASK: OnceLock<Option<u32>> = OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
+}
+
+/// Devices whose file systems refused `O_TMPFILE`: asked once per device per process.
+static NO_TMPFILE: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+/// Whether `linkat(AT_EMPTY_PATH)` was refused (it needs `CAP_DAC_READ_SEARCH`); the
+/// `/proc/self/fd` route is then taken at once.
+static NO_EMPTY_PATH_LINK: AtomicBool = AtomicBool::new(false);
+
+/// A copy being written: an unnamed file (`O_TMPFILE`) in the destination directory where the
+/// file system has them, else a file with a temporary name there. Either way it gets its final
+/// name only once complete ([`Staged::publish`]); dropped before that, it leaves nothing
+/// behind (an unnamed file vanishes with its descriptor, a named one is removed).
+struct Staged {
+    file: File,
+    /// The temporary name, for a named file.
+    temp: Option<PathBuf>,
+}
+
+impl Staged {
+    fn create(destination: &Path, dst_dev: u64, mode: u32) -> io::Result<Staged> {
+        if !NO_TMPFILE.lock().contains(&dst_dev) {
+            let dir = match destination.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let unnamed = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(nix::fcntl::OFlag::O_TMPFILE.bits())
+                .mode(mode)
+                .open(dir);
+            match unnamed {
+                Ok(file) => return Ok(Staged { file, temp: None }),
+                // No O_TMPFILE on this file system (or kernel): named temporary files instead.
+                Err(e) if matches!(e.raw_os_error(), Some(n) if [nix::libc::EOPNOTSUPP, nix::libc::EISDIR, nix::libc::EINVAL].contains(&n)) =>
+                {
+                    NO_TMPFILE.lock().push(dst_dev);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let temp = temp_path(destination);
+        let file = OpenOptions::new().read(true).write(true).create_new(true).mode(mode).open(&temp)?;
+        Ok(Staged { file, temp: Some(temp) })
+    }
+
+    /// Gives the complete copy its final name, replacing what is there unless `no_clobber`.
+    /// Returns `false` if the name was taken (since the check) and left alone.
+    fn publish(mut self, destination: &Path, no_clobber: bool) -> io::Result<bool> {
+        if let Some(temp) = self.temp.take() {
+            return fs::rename(&temp, destination).map(|()| true).inspect_err(|_| {
+                let _ = fs::remove_file(&temp);
+            });
+        }
+        match link_unnamed(&self.file, destination) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && no_clobber => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // Replacing a file: link under a temporary name, then rename over it, so the
+                // old file stays whole until the new one takes its place.
+                let temp = temp_path(destination);
+                link_unnamed(&self.file, &temp)?;
+                fs::rename(&temp, destination).inspect_err(|_| {
+                    let _ = fs::remove_file(&temp);
+                })?;
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(temp) = &self.temp {
+            let _ = fs::remove_file(temp);
+        }
+    }
+}
+
+/// Gives an unnamed (`O_TMPFILE`) file the name `to`.
+fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
+    use nix::fcntl::{AT_FDCWD, AtFlags};
+    if !NO_EMPTY_PATH_LINK.load(Ordering::Relaxed) {
+        match nix::unistd::linkat(file, "", AT_FDCWD, to, AtFlags::AT_EMPTY_PATH) {
+            Ok(()) => return Ok(()),
+            // ENOENT: no CAP_DAC_READ_SEARCH (or no AT_EMPTY_PATH support).
+            Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EPERM) => {
+                NO_EMPTY_PATH_LINK.store(true, Ordering::Relaxed)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    nix::unistd::linkat(AT_FDCWD, proc_path.as_str(), AT_FDCWD, to, AtFlags::AT_SYMLINK_FOLLOW).map_err(io::Error::from)
+}
+
+/// Gives a complete copy the source's attributes, checks it against the source if asked, and
+/// publishes it under its final name. Returns `false` if `no_clobber` found the name taken.
+fn seal(staged: Staged, src: &File, meta: &fs::Metadata, destination: &Path, o: &CopyOptions) -> Result<bool, Failure> {
+    let out = &staged.file;
+    let mode = meta.mode() & 0o7777;
     if o.preserve_ownership {
         // Ownership first: chown clears set-user-ID bits that chmod then restores.
-        ignore_eperm(std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid())))
+        ignore_eperm(std::os::unix::fs::fchown(out, Some(meta.uid()), Some(meta.gid())))
             .map_err(fail(destination, "preserve ownership"))?;
     }
-    if o.preserve_mode {
-        out.set_permissions(Permissions::from_mode(meta.mode() & 0o7777))
-            .map_err(fail(destination, "preserve mode"))?;
+    // The file was created with the source's bits less the umask: only -p with bits the umask
+    // took, or with set-id and sticky bits (which creation never sets), needs a chmod.
+    let created = umask().map(|u| mode & 0o777 & !u);
+    if o.preserve_mode && created != Some(mode) {
+        out.set_permissions(Permissions::from_mode(mode)).map_err(fail(destination, "preserve mode"))?;
     }
     if o.preserve_timestamps {
         out.set_times(file_times(meta)).map_err(fail(destination, "preserve timestamps"))?;
     }
-    drop(out);
     if o.verify {
-        verify(source, temp).map_err(fail(destination, "verify"))?;
+        verify(src, out).map_err(fail(destination, "verify"))?;
     }
-    fs::rename(temp, destination).map_err(fail(destination, "rename into place"))
+    staged.publish(destination, o.no_clobber).map_err(fail(destination, "rename into place"))
 }
 
 fn file_times(meta: &fs::Metadata) -> FileTimes {
@@ -370,28 +473,31 @@ fn ignore_eperm(result: io::Result<()>) -> io::Result<()> {
     }
 }
 
-/// Re-reads both files and compares them.
-fn verify(a: &Path, b: &Path) -> io::Result<()> {
-    let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
+/// Re-reads both files from the start and compares them.
+fn verify(a: &File, b: &File) -> io::Result<()> {
     let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    let mut pos = 0u64;
     loop {
-        let n = read_full(&mut fa, &mut ba)?;
-        let m = read_full(&mut fb, &mut bb)?;
+        let n = read_full(a, &mut ba, pos)?;
+        let m = read_full(b, &mut bb, pos)?;
         if n != m || ba[..n] != bb[..m] {
             return Err(io::Error::other("the copy differs from the source"));
         }
         if n == 0 {
             return Ok(());
         }
+        pos += n as u64;
     }
 }
 
-fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+fn read_full(f: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
-        match f.read(&mut buf[filled..])? {
-            0 => break,
-            n => filled += n,
+        match f.read_at(&mut buf[filled..], pos + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(filled)
