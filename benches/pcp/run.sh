@@ -30,4 +30,21 @@ if [ ! -x "$work/venv/bin/python" ]; then
 fi
 [ -x "$work/venv/bin/python" ] && python="$work/venv/bin/python"
 
-exec "$python" benches/pcp/compare.py --skipped "$skipped" "$@"
+# A fresh journaled ext4 in a loop-mounted image (root only): every run starts from the same
+# file system state (see compare.py's notes). Otherwise the work directory is used as it is.
+fs="$work/fs"
+if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null 2>&1 && [ -z "${PCP_BENCH_NO_LOOP:-}" ]; then
+  mountpoint -q "$fs" && umount "$fs"
+  rm -f "$work/ext4.img"
+  truncate -s 12G "$work/ext4.img"
+  mkfs.ext4 -q -F "$work/ext4.img"
+  mkdir -p "$fs"
+  if mount -o loop "$work/ext4.img" "$fs"; then
+    trap 'umount "$fs"; rm -f "$work/ext4.img"' EXIT
+    "$python" benches/pcp/compare.py --work "$fs" --results "$work" \
+      --fs-note "fresh ext4 (journal) in a loop-mounted image" --skipped "$skipped" "$@"
+    exit $?
+  fi
+  echo "could not mount a loop file system; using $work as it is"
+fi
+"$python" benches/pcp/compare.py --keep-small-outputs --settle 120 --settle-always --skipped "$skipped" "$@"

@@ -147,6 +147,21 @@ pub(super) struct FileJob {
     pub(super) check_existing: bool,
     /// The device of the destination directory: a reflink is only tried on the same device.
     pub(super) dst_dev: u64,
+    /// The destination directory's group if it is set-group-ID (new files get that group).
+    pub(super) dst_group: Option<u32>,
+}
+
+/// The user and group that files this process creates belong to (read once per task).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Owner {
+    uid: u32,
+    gid: u32,
+}
+
+impl Owner {
+    pub(super) fn current() -> Self {
+        Owner { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() }
+    }
 }
 
 /// What became of a [`FileJob`] (or of a split file's last step).
@@ -170,12 +185,12 @@ impl From<Result<Option<u64>, Failure>> for FileOutcome {
     }
 }
 
-/// Copies one regular file whole: into a temporary name, then renamed into place.
-pub(super) fn copy_file(job: &FileJob, o: &CopyOptions) -> FileOutcome {
-    copy_whole(job, o).into()
+/// Copies one regular file whole, unnamed or under a temporary name until complete.
+pub(super) fn copy_file(job: &FileJob, o: &CopyOptions, owner: Owner) -> FileOutcome {
+    copy_whole(job, o, owner).into()
 }
 
-fn copy_whole(job: &FileJob, o: &CopyOptions) -> Result<Option<u64>, Failure> {
+fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner) -> Result<Option<u64>, Failure> {
     let (src, meta) = open_source(&job.source, job.follow)?;
     if job.check_existing && keep_existing(&job.destination, &meta, o)? {
         return Ok(None);
@@ -191,7 +206,8 @@ fn copy_whole(job: &FileJob, o: &CopyOptions) -> Result<Option<u64>, Failure> {
             staged.file.set_len(len).map_err(fail(&job.destination, "copy"))?;
         }
     }
-    Ok(seal(staged, &src, &meta, &job.destination, o)?.then_some(len))
+    let created = (owner.uid, job.dst_group.unwrap_or(owner.gid));
+    Ok(seal(staged, &src, &meta, &job.destination, Some(created), o)?.then_some(len))
 }
 
 /// A large file, once its temporary copy exists: either already complete (reflinked) or
@@ -273,7 +289,7 @@ pub(super) fn finish_split(job: &FinishJob, o: &CopyOptions) -> FileOutcome {
         let file = OpenOptions::new().read(true).write(true).open(&job.temp);
         let staged = Staged { file: file.map_err(fail(&job.temp, "open"))?, temp: Some(job.temp.clone()) };
         let (src, meta) = open_source(&job.source, job.follow)?;
-        Ok(seal(staged, &src, &meta, &job.destination, o)?.then_some(job.len))
+        Ok(seal(staged, &src, &meta, &job.destination, None, o)?.then_some(job.len))
     })();
     if result.is_err() {
         discard(&job.temp);
@@ -430,19 +446,28 @@ fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
 }
 
 /// Gives a complete copy the source's attributes, checks it against the source if asked, and
-/// publishes it under its final name. Returns `false` if `no_clobber` found the name taken.
-fn seal(staged: Staged, src: &File, meta: &fs::Metadata, destination: &Path, o: &CopyOptions) -> Result<bool, Failure> {
+/// publishes it under its final name. `created` is the owner and group the copy was created
+/// with, when known: no chown is needed if they already match. Returns `false` if
+/// `no_clobber` found the name taken.
+fn seal(
+    staged: Staged,
+    src: &File,
+    meta: &fs::Metadata,
+    destination: &Path,
+    created: Option<(u32, u32)>,
+    o: &CopyOptions,
+) -> Result<bool, Failure> {
     let out = &staged.file;
     let mode = meta.mode() & 0o7777;
-    if o.preserve_ownership {
+    if o.preserve_ownership && created != Some((meta.uid(), meta.gid())) {
         // Ownership first: chown clears set-user-ID bits that chmod then restores.
         ignore_eperm(std::os::unix::fs::fchown(out, Some(meta.uid()), Some(meta.gid())))
             .map_err(fail(destination, "preserve ownership"))?;
     }
     // The file was created with the source's bits less the umask: only -p with bits the umask
     // took, or with set-id and sticky bits (which creation never sets), needs a chmod.
-    let created = umask().map(|u| mode & 0o777 & !u);
-    if o.preserve_mode && created != Some(mode) {
+    let bits = umask().map(|u| mode & 0o777 & !u);
+    if o.preserve_mode && bits != Some(mode) {
         out.set_permissions(Permissions::from_mode(mode)).map_err(fail(destination, "preserve mode"))?;
     }
     if o.preserve_timestamps {
@@ -692,6 +717,7 @@ mod tests {
             follow: false,
             check_existing: true,
             dst_dev: 3,
+            dst_group: Some(5),
         };
         let back: FileJob = postcard::from_bytes(&postcard::to_stdvec(&job).unwrap()).unwrap();
         assert_eq!((back.source, back.len, back.dst_dev), (odd.clone(), 7, 3));

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::entry::{self, DirMeta, FileJob, FileOutcome, FinishJob, Prepared, RangeJob};
-use super::scan::{Listing, ScanJob};
+use super::scan::{self, Listing, ScanJob};
 use super::task::{Outcome, Task, TaskOutcome, Work};
 use super::{Assignment, CopyOptions, CopyReport, EntryKind, Failure, Observer, Skipped, record};
 use crate::error::{JobError, ShutdownError};
@@ -61,6 +61,8 @@ struct Split {
     temp: PathBuf,
     follow: bool,
     len: u64,
+    /// Start of the next range to send.
+    next: u64,
     /// Ranges not back yet.
     remaining: usize,
     /// Bytes reported to the observer so far.
@@ -98,6 +100,10 @@ pub(super) struct Run<'a, E> {
     /// Directories to finish: (destination, what to apply, whether it existed before).
     directories: Vec<(PathBuf, DirMeta, bool)>,
     splits: HashMap<u64, Split>,
+    /// Split files with ranges still to send, taken in turn: concurrent ranges then mostly
+    /// belong to different files, because writes to one file are serialized by the kernel
+    /// (the inode lock), while writes to different files run in parallel.
+    range_turns: VecDeque<u64>,
     split_workers: bool,
 }
 
@@ -126,6 +132,7 @@ where
             hard_links: Vec::new(),
             directories: Vec::new(),
             splits: HashMap::new(),
+            range_turns: VecDeque::new(),
             split_workers: workers > 1,
         }
     }
@@ -158,7 +165,7 @@ where
                 Some(p) if !p.as_os_str().is_empty() => p,
                 _ => Path::new("."),
             };
-            let dst_dev = fs::metadata(parent).map_or(0, |m| m.dev());
+            let (dst_dev, dst_group) = scan::destination_dir(parent);
             let job = FileJob {
                 source: source.clone(),
                 destination: destination.clone(),
@@ -166,6 +173,7 @@ where
                 follow,
                 check_existing: true,
                 dst_dev,
+                dst_group,
             };
             self.add_files([(job, (meta.nlink() > 1).then(|| (meta.dev(), meta.ino())))]);
         } else if kind.is_symlink() {
@@ -234,6 +242,8 @@ where
                 (Work::Scan(ctx.job.clone()), Pending::Scan(ctx))
             } else if let Some(next) = self.queued.pop_front() {
                 next
+            } else if let Some(range) = self.next_range() {
+                range
             } else if !self.batch.is_empty() {
                 self.take_batch()
             } else {
@@ -267,6 +277,19 @@ where
             entry::discard(&split.temp);
         }
         self.splits.clear();
+    }
+
+    /// The next range of the split file whose turn it is.
+    fn next_range(&mut self) -> Option<(Work, Pending)> {
+        let id = self.range_turns.pop_front()?;
+        let split = self.splits.get_mut(&id)?;
+        let (start, end) = (split.next, (split.next + RANGE).min(split.len));
+        split.next = end;
+        let job = RangeJob { source: split.source.clone(), temp: split.temp.clone(), start, end, follow: split.follow };
+        if end < split.len {
+            self.range_turns.push_back(id);
+        }
+        Some((Work::Range(job), Pending::Range(id)))
     }
 
     fn take_batch(&mut self) -> (Work, Pending) {
@@ -318,29 +341,21 @@ where
         };
         let id = self.next_id;
         self.next_id += 1;
-        for i in 0..ranges as u64 {
-            let start = i * RANGE;
-            let range = RangeJob {
-                source: job.source.clone(),
-                temp: temp.clone(),
-                start,
-                end: (start + RANGE).min(len),
-                follow: job.follow,
-            };
-            self.queued.push_back((Work::Range(range), Pending::Range(id)));
-        }
         let split = Split {
             source: job.source,
             destination: job.destination,
             temp,
             follow: job.follow,
             len,
+            next: 0,
             remaining: ranges,
             progressed: 0,
             failure: None,
         };
         if ranges == 0 {
             self.queue_finish(id, &split);
+        } else {
+            self.range_turns.push_back(id);
         }
         self.splits.insert(id, split);
     }
@@ -441,6 +456,7 @@ where
                 follow: self.options.dereference,
                 check_existing: listing.existed,
                 dst_dev: listing.dst_dev,
+                dst_group: listing.dst_group,
             };
             (job, (file.nlink > 1).then_some((file.dev, file.ino)))
         });

@@ -65,6 +65,8 @@ pub(super) struct Listing {
     pub(super) existed: bool,
     /// The destination directory's device.
     pub(super) dst_dev: u64,
+    /// The destination directory's group if it is set-group-ID.
+    pub(super) dst_group: Option<u32>,
     pub(super) subdirs: Vec<Found>,
     pub(super) files: Vec<Found>,
     /// Symlinks and special files made, by name.
@@ -72,6 +74,14 @@ pub(super) struct Listing {
     /// Entries left alone (`no_clobber`).
     pub(super) unchanged: u64,
     pub(super) failures: Vec<Failure>,
+}
+
+/// A destination directory's device, and its group if new entries inherit it (set-group-ID).
+pub(super) fn destination_dir(dir: &std::path::Path) -> (u64, Option<u32>) {
+    match fs::metadata(dir) {
+        Ok(m) => (m.dev(), (m.mode() & 0o2000 != 0).then_some(m.gid())),
+        Err(_) => (0, None),
+    }
 }
 
 /// Runs a [`ScanJob`] (on a worker).
@@ -88,7 +98,7 @@ pub(super) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
         // A re-run after a killed run: its temporary files go now.
         entry::remove_stale_temps(&job.destination);
     }
-    out.dst_dev = fs::metadata(&job.destination).map_or(0, |m| m.dev());
+    (out.dst_dev, out.dst_group) = destination_dir(&job.destination);
     let entries = match fs::read_dir(&job.source) {
         Ok(entries) => entries,
         Err(e) => {

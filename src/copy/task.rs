@@ -42,7 +42,10 @@ impl Job for Task {
         let o = &self.options;
         TaskOutcome(match self.work {
             Work::Scan(job) => Outcome::Scanned(scan::scan(&job, o)),
-            Work::Files(jobs) => Outcome::Files(jobs.iter().map(|job| entry::copy_file(job, o)).collect()),
+            Work::Files(jobs) => {
+                let owner = entry::Owner::current();
+                Outcome::Files(jobs.iter().map(|job| entry::copy_file(job, o, owner)).collect())
+            }
             Work::Range(job) => Outcome::Range(entry::copy_piece(&job)),
             Work::Finish(job) => Outcome::Finished(entry::finish_split(&job, o)),
         })

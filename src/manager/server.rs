@@ -35,7 +35,10 @@ type Waiter = (u64, u64);
 struct Conn {
     stream: UnixStream,
     input: Vec<u8>,
+    /// Replies not yet written; `output[..sent]` already went out (kept until the rest does,
+    /// so a large lent batch is not shifted in memory after every partial write).
     output: Vec<u8>,
+    sent: usize,
     /// Sent `Hello` with the right token.
     authenticated: bool,
     /// A request waiting for its condition.
@@ -186,7 +189,7 @@ impl Server {
                 for id in &ids {
                     let c = &self.conns[id];
                     let mut flags = PollFlags::POLLIN;
-                    if !c.output.is_empty() {
+                    if c.sent < c.output.len() {
                         flags |= PollFlags::POLLOUT;
                     }
                     fds.push(PollFd::new(c.stream.as_fd(), flags));
@@ -234,6 +237,7 @@ impl Server {
                             stream,
                             input: Vec::new(),
                             output: Vec::new(),
+                            sent: 0,
                             authenticated: false,
                             parked: None,
                             lent: VecDeque::new(),
@@ -766,15 +770,22 @@ impl Server {
 
 /// Writes as much of the connection's pending output as the socket takes now.
 fn flush(c: &mut Conn) {
-    while !c.output.is_empty() && !c.dead {
-        match wire::send(&c.stream, &c.output) {
-            Ok(n) => {
-                c.output.drain(..n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+    while c.sent < c.output.len() && !c.dead {
+        match wire::send(&c.stream, &c.output[c.sent..]) {
+            Ok(n) => c.sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => c.dead = true,
         }
+    }
+    if c.sent == c.output.len() {
+        c.output.clear();
+        c.sent = 0;
+    } else if c.sent > c.output.len() / 2 {
+        // Mostly written: move the rest down once, so the buffer does not grow forever
+        // behind a slow reader (amortized: each byte moves at most once per halving).
+        c.output.drain(..c.sent);
+        c.sent = 0;
     }
 }
 
