@@ -96,7 +96,7 @@ mod bench {
 
         group.bench_function("sequential-std", |b| b.iter(|| sequential(&src, &outputs.fresh())));
         let run = |pool: &dyn Fn(&[copy::Assignment]) -> copy::CopyReport| {
-            let plan = copy::plan(&[src.clone()], &Target::Auto(outputs.fresh()), &options).unwrap();
+            let plan = copy::plan(std::slice::from_ref(&src), &Target::Auto(outputs.fresh()), &options).unwrap();
             let report = pool(&plan);
             assert!(report.is_success(), "{:?}", report.failures);
         };
