@@ -439,10 +439,10 @@ fn is_temp(name: &OsStr) -> bool {
 /// Polls until `dir` holds an entry that `wanted` accepts, or `child` exits.
 fn wait_for_entry(dir: &Path, child: &mut std::process::Child, wanted: impl Fn(&OsStr) -> bool) -> Option<PathBuf> {
     loop {
-        if let Ok(entries) = fs::read_dir(dir) {
-            if let Some(e) = entries.flatten().find(|e| wanted(&e.file_name())) {
-                return Some(e.path());
-            }
+        if let Ok(entries) = fs::read_dir(dir)
+            && let Some(e) = entries.flatten().find(|e| wanted(&e.file_name()))
+        {
+            return Some(e.path());
         }
         if child.try_wait().unwrap().is_some() {
             return None;
