@@ -107,6 +107,8 @@ def contenders(pcp, tools, jobs):
     j = ["-j", str(jobs)] if jobs else []
     c["pcp -a (thread)"] = (lambda s, d: [pcp, "-a", "--no-progress", *j, s, d], True)
     c["pcp -a (process)"] = (lambda s, d: [pcp, "-a", "--no-progress", "--backend", "process", *j, s, d], True)
+    # Like for like with xcp -r and fcp, which keep neither times nor ownership.
+    c["pcp -r (thread)"] = (lambda s, d: [pcp, "-r", "--no-progress", *j, s, d], False)
     return c
 
 

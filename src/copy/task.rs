@@ -44,7 +44,8 @@ impl Job for Task {
             Work::Scan(job) => Outcome::Scanned(scan::scan(&job, o)),
             Work::Files(jobs) => {
                 let owner = entry::Owner::current();
-                Outcome::Files(jobs.iter().map(|job| entry::copy_file(job, o, owner)).collect())
+                let mut dirs = entry::Dirs::default();
+                Outcome::Files(jobs.iter().map(|job| entry::copy_file(job, o, owner, &mut dirs)).collect())
             }
             Work::Range(job) => Outcome::Range(entry::copy_piece(&job)),
             Work::Finish(job) => Outcome::Finished(entry::finish_split(&job, o)),
