@@ -243,10 +243,7 @@ fn no_temporary_files_are_left_behind() {
     sample_tree(&src);
     let dst = dir.path().join("dst");
     assert!(pcp(&[os("-a"), os("--verify"), os(&src), os(&dst)]).status.success());
-    let leftovers: Vec<_> = snapshot(&dst)
-        .into_keys()
-        .filter(|p| p.file_name().is_some_and(|n| n.as_bytes().starts_with(stealpool::copy::TEMP_PREFIX.as_bytes())))
-        .collect();
+    let leftovers: Vec<_> = snapshot(&dst).into_keys().filter(|p| p.file_name().is_some_and(is_temp)).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -659,11 +656,7 @@ fn a_full_disk_fails_the_files_that_do_not_fit_and_leaves_no_partial_files() {
         for i in 0..20 {
             assert_eq!(fs::read_to_string(target.join(format!("small-{i:02}"))).unwrap(), i.to_string());
         }
-        let temps: Vec<_> = fs::read_dir(&target)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().as_bytes().starts_with(stealpool::copy::TEMP_PREFIX.as_bytes()))
-            .collect();
+        let temps: Vec<_> = fs::read_dir(&target).unwrap().flatten().filter(|e| is_temp(&e.file_name())).collect();
         assert!(temps.is_empty(), "{backend}: {temps:?}");
         fs::remove_dir_all(&target).unwrap();
     }

@@ -58,47 +58,35 @@ pub(super) fn reflink(src: &File, src_dev: u64, dst: &File, dst_dev: u64) -> boo
     }
 }
 
-/// Copies the bytes of `src` from `start` up to `end` (or up to its end of file, when `end` is
-/// `None`) into `dst` at the same offsets. With `sparse`, only the data extents are copied, so
-/// the holes of the source stay holes in `dst`, which must then be (or be made) as long as the
-/// source. Returns the end offset reached: `end` itself, or the end of the file.
+/// Copies the bytes `[start, end)` of `src` into `dst` at the same offsets. With `sparse`, only
+/// the data extents are copied, so the holes of the source stay holes in `dst`, which must then
+/// be (or be made) as long as the source. Returns `end`.
 ///
 /// # Errors
-/// The first I/O error; `UnexpectedEof` if the source ended before a given `end` (it shrank
-/// while being copied).
-pub(super) fn copy_range(src: &File, dst: &File, start: u64, end: Option<u64>, sparse: bool) -> io::Result<u64> {
+/// The first I/O error; `UnexpectedEof` if the source ends before `end` (it shrank while being
+/// copied).
+pub(super) fn copy_range(src: &File, dst: &File, start: u64, end: u64, sparse: bool) -> io::Result<u64> {
     if !sparse {
         return copy_extent(src, dst, start, end);
     }
     let mut pos = start;
-    loop {
-        if end.is_some_and(|end| pos >= end) {
-            return Ok(pos);
-        }
+    while pos < end {
         let data = match nix::unistd::lseek(src, to_off(pos)?, Whence::SeekData) {
             Ok(data) => data as u64,
-            // No data after `pos`: the rest is a hole up to the end of the file.
-            Err(Errno::ENXIO) => return finish_at_eof(src, pos, end),
+            // No data after `pos`: the rest is a hole, if the file still reaches `end`.
+            Err(Errno::ENXIO) => break,
             Err(e) => return Err(e.into()),
         };
-        let hole = nix::unistd::lseek(src, to_off(data)?, Whence::SeekHole).map_err(io::Error::from)? as u64;
-        let stop = end.map_or(hole, |end| hole.min(end));
-        if data >= stop {
-            return finish_at_eof(src, data.max(pos), end);
+        if data >= end {
+            break;
         }
-        let reached = copy_extent(src, dst, data, Some(stop))?;
-        pos = reached;
+        let hole = nix::unistd::lseek(src, to_off(data)?, Whence::SeekHole).map_err(io::Error::from)? as u64;
+        pos = copy_extent(src, dst, data, hole.min(end))?;
     }
-}
-
-/// Where a hole search ran off the data: fine if the file really ends there (or past `end`).
-fn finish_at_eof(src: &File, pos: u64, end: Option<u64>) -> io::Result<u64> {
-    let len = src.metadata()?.len();
-    match end {
-        Some(end) if len < end => Err(shrank()),
-        Some(end) => Ok(end),
-        None => Ok(len.max(pos)),
+    if src.metadata()?.len() < end {
+        return Err(shrank());
     }
+    Ok(end)
 }
 
 fn shrank() -> io::Error {
@@ -109,51 +97,42 @@ fn to_off(pos: u64) -> io::Result<i64> {
     i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
-/// Copies `[start, end)` (or `[start, EOF)`) with `copy_file_range`, falling back to
-/// `pread`/`pwrite` where the kernel cannot (across file systems on old kernels, special files).
-fn copy_extent(src: &File, dst: &File, start: u64, end: Option<u64>) -> io::Result<u64> {
+/// Copies `[start, end)` with `copy_file_range`, falling back to `pread`/`pwrite` where the
+/// kernel cannot (across file systems on old kernels, special files).
+fn copy_extent(src: &File, dst: &File, start: u64, end: u64) -> io::Result<u64> {
     let mut off_in = to_off(start)?;
     let mut off_out = off_in;
-    loop {
-        let pos = off_in as u64;
-        let want = match end {
-            Some(end) if pos >= end => return Ok(pos),
-            Some(end) => (end - pos).min(CHUNK),
-            None => CHUNK,
-        };
-        match nix::fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want as usize) {
-            Ok(0) if end.is_some() => return Err(shrank()),
-            Ok(0) => return Ok(pos),
-            Ok(_) => {}
-            Err(Errno::EINTR) => {}
+    while (off_in as u64) < end {
+        let want = (end - off_in as u64).min(CHUNK) as usize;
+        match nix::fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
+            Ok(0) => return Err(shrank()),
+            Ok(_) | Err(Errno::EINTR) => {}
             Err(Errno::EXDEV | Errno::ENOSYS | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::EPERM) => {
-                return read_write(src, dst, pos, end);
+                return read_write(src, dst, off_in as u64, end);
             }
             Err(e) => return Err(e.into()),
         }
     }
+    Ok(end)
 }
 
 /// The portable path: read and write through a buffer, at explicit offsets.
-fn read_write(src: &File, dst: &File, start: u64, end: Option<u64>) -> io::Result<u64> {
-    let mut buf = vec![0u8; FALLBACK_BUFFER];
+fn read_write(src: &File, dst: &File, start: u64, end: u64) -> io::Result<u64> {
+    let mut buf = vec![0u8; FALLBACK_BUFFER.min((end - start) as usize)];
     let mut pos = start;
-    loop {
-        let want = match end {
-            Some(end) if pos >= end => return Ok(pos),
-            Some(end) => (end - pos).min(buf.len() as u64) as usize,
-            None => buf.len(),
-        };
-        let n = match src.read_at(&mut buf[..want], pos) {
-            Ok(0) if end.is_some() => return Err(shrank()),
-            Ok(0) => return Ok(pos),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+    while pos < end {
+        let want = (end - pos).min(buf.len() as u64) as usize;
+        match src.read_at(&mut buf[..want], pos) {
+            Ok(0) => return Err(shrank()),
+            Ok(n) => {
+                dst.write_all_at(&buf[..n], pos)?;
+                pos += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
-        };
-        dst.write_all_at(&buf[..n], pos)?;
-        pos += n as u64;
+        }
     }
+    Ok(end)
 }
 
 #[cfg(test)]
@@ -185,7 +164,7 @@ mod tests {
         assert!(may_be_sparse(&meta), "the test file system keeps holes");
         let out_path = dir.path().join("out");
         let dst = File::create(&out_path).unwrap();
-        assert_eq!(copy_range(&src, &dst, 0, None, true).unwrap(), 8 << 20);
+        assert_eq!(copy_range(&src, &dst, 0, 8 << 20, true).unwrap(), 8 << 20);
         dst.set_len(8 << 20).unwrap();
         assert_eq!(std::fs::read(&out_path).unwrap(), expect);
         let out_meta = dst.metadata().unwrap();
@@ -202,8 +181,8 @@ mod tests {
         dst.set_len(data.len() as u64).unwrap();
         // Out of order, as workers would finish them.
         for (a, b) in [(2_000_000, 3_000_001), (0, 1_000_000), (1_000_000, 2_000_000)] {
-            assert_eq!(copy_range(&src, &dst, a, Some(b), false).unwrap(), b);
-            assert_eq!(read_write(&src, &dst, a, Some(b)).unwrap(), b);
+            assert_eq!(copy_range(&src, &dst, a, b, false).unwrap(), b);
+            assert_eq!(read_write(&src, &dst, a, b).unwrap(), b);
         }
         assert_eq!(std::fs::read(dir.path().join("dst")).unwrap(), data);
     }
@@ -215,10 +194,10 @@ mod tests {
         let src = File::open(dir.path().join("src")).unwrap();
         let dst = File::create(dir.path().join("dst")).unwrap();
         for sparse in [false, true] {
-            let e = copy_range(&src, &dst, 0, Some(5000), sparse).unwrap_err();
+            let e = copy_range(&src, &dst, 0, 5000, sparse).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         }
-        let e = read_write(&src, &dst, 0, Some(5000)).unwrap_err();
+        let e = read_write(&src, &dst, 0, 5000).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 

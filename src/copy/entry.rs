@@ -203,7 +203,7 @@ fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> 
     let len = meta.len();
     if !data::reflink(&src, meta.dev(), &staged.file, job.dst_dev) && len > 0 {
         let sparse = data::may_be_sparse(&meta);
-        data::copy_range(&src, &staged.file, 0, Some(len), sparse).map_err(fail(&job.source, "copy"))?;
+        data::copy_range(&src, &staged.file, 0, len, sparse).map_err(fail(&job.source, "copy"))?;
         if sparse {
             // A hole at the end has no data extent to copy; the length brings it back.
             staged.file.set_len(len).map_err(fail(&job.destination, "copy"))?;
@@ -266,8 +266,7 @@ pub(super) struct RangeJob {
 pub(super) fn copy_piece(job: &RangeJob) -> Result<u64, Failure> {
     let (src, meta) = open_source(&job.source, job.follow)?;
     let out = OpenOptions::new().write(true).open(&job.temp).map_err(fail(&job.temp, "open"))?;
-    data::copy_range(&src, &out, job.start, Some(job.end), data::may_be_sparse(&meta))
-        .map_err(fail(&job.source, "copy"))?;
+    data::copy_range(&src, &out, job.start, job.end, data::may_be_sparse(&meta)).map_err(fail(&job.source, "copy"))?;
     Ok(job.end - job.start)
 }
 

@@ -352,15 +352,16 @@ where
             progressed: 0,
             failure: None,
         };
+        self.splits.insert(id, split);
         if ranges == 0 {
-            self.queue_finish(id, &split);
+            self.queue_finish(id);
         } else {
             self.range_turns.push_back(id);
         }
-        self.splits.insert(id, split);
     }
 
-    fn queue_finish(&mut self, id: u64, split: &Split) {
+    fn queue_finish(&mut self, id: u64) {
+        let Some(split) = self.splits.get(&id) else { return };
         let job = FinishJob {
             source: split.source.clone(),
             destination: split.destination.clone(),
@@ -502,9 +503,8 @@ where
             if let Some(failure) = split.failure.take() {
                 self.fail(failure);
             }
-        } else if let Some(split) = self.splits.remove(&id) {
-            self.queue_finish(id, &split);
-            self.splits.insert(id, split);
+        } else {
+            self.queue_finish(id);
         }
     }
 
