@@ -38,7 +38,13 @@ fn produce_big((q, n): (Queue<ByteBuf>, u64)) -> u64 {
 stealpool::register_fn!(produce_big);
 
 fn consume_big((q, n): (Queue<ByteBuf>, u64)) -> u64 {
-    (0..n).map(|_| q.get().unwrap().len() as u64).sum()
+    (0..n)
+        .map(|_| {
+            let item = q.get().unwrap();
+            assert!(item.first() == Some(&7) && item.last() == Some(&7), "the item arrived whole");
+            item.len() as u64
+        })
+        .sum()
 }
 stealpool::register_fn!(consume_big);
 

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use serde_bytes::ByteBuf;
+
 use stealpool::manager::{Lock, Manager, ManagerError, Queue, Semaphore};
 use stealpool::pipe::{self, Connection, Receiver};
 use stealpool::process::Process;
@@ -251,4 +253,38 @@ fn many_producers_and_consumers_across_processes() {
     assert_eq!(put, (0..1200).sum::<u64>());
     assert_eq!(got, put, "every item exactly once");
     assert_eq!(q.is_empty(), Ok(true));
+}
+
+/// An item whose bytes tell which it is.
+fn numbered(index: u32) -> ByteBuf {
+    ByteBuf::from((0..64 << 10).map(|b: usize| (index as usize * 31 + b) as u8).collect::<Vec<u8>>())
+}
+
+fn put_large_and_hang(q: Queue<ByteBuf>, done: Queue<u32>) {
+    (0..40).for_each(|i| q.put(numbered(i)).unwrap());
+    done.put(0).unwrap();
+    sleeps_forever();
+}
+stealpool::register_fn!(put_large_and_hang);
+
+#[test]
+fn large_items_put_by_a_process_that_was_then_killed_arrive_intact() {
+    // 64 KiB items travel through the manager's shared memory: the producer's death must not
+    // take them (or the memory they are in) with it.
+    let manager = Manager::new().unwrap();
+    let q = manager.queue::<ByteBuf>().unwrap();
+    let done = manager.queue::<u32>().unwrap();
+    let p = Process::spawn(put_large_and_hang, (q.clone(), done.clone())).unwrap();
+    let _reap = Reap(&p);
+    done.get_timeout(LONG).unwrap();
+    p.kill();
+    assert_eq!(p.join(), ExitStatus::Signaled { signal: 9 });
+    for i in 0..40 {
+        assert!(q.get_timeout(LONG).unwrap() == numbered(i), "item {i} arrived whole and in order");
+    }
+    // Its chunk was given up: more large items still go through.
+    for i in 40..200 {
+        q.put(numbered(i)).unwrap();
+        assert!(q.get_timeout(LONG).unwrap() == numbered(i));
+    }
 }

@@ -56,9 +56,11 @@
 //! bookkeeping. What the two share is the discipline: frames applied whole or not at all,
 //! and the kernel's end-of-file as the sign that a peer died. See `PROTOCOL.md`.
 
+mod arena;
 mod map;
 mod prefetch;
 mod protocol;
+mod putter;
 mod queue;
 mod server;
 mod sync;
@@ -205,6 +207,8 @@ impl Manager {
             let _ = thread.join();
         }
         wire::forget(&self.address);
+        putter::forget(&self.address);
+        arena::forget(&self.address);
     }
 }
 

@@ -19,10 +19,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use serde_bytes::ByteBuf;
-
 use crate::error::ManagerError;
-use crate::manager::protocol::{Reply, Request, Wait};
+use crate::manager::arena::{self, Mapping, Span};
+use crate::manager::protocol::{Lent, Reply, Request, Wait};
 use crate::manager::wire::{self, Address, Conn};
 use crate::manager::{Handle, unexpected};
 
@@ -36,7 +35,10 @@ const SWEEP_AT: usize = 256;
 
 struct Buffer {
     conn: Option<Conn>,
-    items: VecDeque<ByteBuf>,
+    items: VecDeque<Lent>,
+    /// This process's mapping of the manager's arena, for items lent by position; `None` if
+    /// there is none (then the server sends every item inline).
+    mapping: Option<Option<Arc<Mapping>>>,
     batch: u32,
     last_get: Option<Instant>,
 }
@@ -67,12 +69,17 @@ fn buffer(handle: &Handle) -> Shared {
     }
     let key = (handle.address.name.clone(), handle.id);
     Arc::clone(all.by_queue.entry(key).or_insert_with(|| {
-        Arc::new(Mutex::new(Buffer { conn: None, items: VecDeque::new(), batch: 1, last_get: None }))
+        Arc::new(Mutex::new(Buffer { conn: None, items: VecDeque::new(), mapping: None, batch: 1, last_get: None }))
     }))
 }
 
-/// Takes the next item of the queue for the program.
-pub(super) fn get(handle: &Handle, wait: Wait) -> Result<ByteBuf, ManagerError> {
+/// Takes the next item of the queue for the program, as `decode` makes it of the item's
+/// bytes.
+pub(super) fn get<T>(
+    handle: &Handle,
+    wait: Wait,
+    decode: impl FnOnce(&[u8]) -> Result<T, ManagerError>,
+) -> Result<T, ManagerError> {
     let started = Instant::now();
     let shared = buffer(handle);
     // Another thread of this process may be waiting for the queue with the buffer locked; we
@@ -91,11 +98,12 @@ pub(super) fn get(handle: &Handle, wait: Wait) -> Result<ByteBuf, ManagerError> 
             }
             w => w,
         };
+        let mapping = b.mapping.get_or_insert_with(|| arena::mapping(&handle.address)).clone();
         let mut conn = match b.conn.take() {
             Some(c) => c,
             None => wire::take(&handle.address)?,
         };
-        match conn.call(&Request::Get { id: handle.id, wait, max: b.batch }) {
+        match conn.call(&Request::Get { id: handle.id, wait, max: b.batch, shared: mapping.is_some() }) {
             Ok(Reply::Items(items)) if !items.is_empty() => {
                 b.items.extend(items);
                 b.conn = Some(conn);
@@ -112,8 +120,17 @@ pub(super) fn get(handle: &Handle, wait: Wait) -> Result<ByteBuf, ManagerError> 
             }
         }
     }
-    let item = b.items.pop_front().expect("filled above");
-    // Acknowledge before handing it over: from here on the item is the program's.
+    let item = match b.items.pop_front().expect("filled above") {
+        Lent::Inline(bytes) => decode(&bytes),
+        Lent::Shared { at, len } => match (Span::from_at(at, len), b.mapping.clone().flatten()) {
+            // SAFETY: the item is lent to us and not yet acknowledged: its writer is done
+            // with it and the server does not reuse its chunk (see `arena.rs`).
+            (Some(span), Some(mapping)) => decode(unsafe { mapping.bytes(span) }),
+            _ => Err(ManagerError::Serialization(format!("the manager lent an item outside its arena ({at}, {len})"))),
+        },
+    };
+    // Acknowledge before handing it over: from here on the item is the program's (also an
+    // item that did not deserialize: it would not the next time either).
     let conn = b.conn.as_mut().expect("kept above");
     if let Err(e) = conn.send_only(&Request::Ack { n: 1 }) {
         b.conn = None;
@@ -130,7 +147,7 @@ pub(super) fn get(handle: &Handle, wait: Wait) -> Result<ByteBuf, ManagerError> 
     } else {
         returner::watch(&shared, &handle.address);
     }
-    Ok(item)
+    item
 }
 
 /// The background thread that gives back what buffers stopped using.

@@ -2,8 +2,9 @@
 //!
 //! Every message is a frame: a little-endian `u32` length, then the message in postcard. A
 //! connection carries one request at a time: the client writes a request and reads its reply
-//! before it writes the next, except the few marked "no reply" (`PutNoReply`, `Ack`, `Return`). See `PROTOCOL.md`
-//! beside this file for the conversation and the ordering arguments.
+//! before it writes the next, except the few marked "no reply" (`PutNoReply`, `PutShared`,
+//! `Ack`, `Return`). See `PROTOCOL.md` beside this file for the conversation and the ordering
+//! arguments.
 //!
 //! This module holds message types and framing only; it must never block or touch a socket.
 
@@ -62,11 +63,27 @@ pub(crate) enum Request {
         id: u64,
         item: ByteBuf,
     },
+    /// A put to an unbounded queue of an item the client wrote into its arena chunk
+    /// (`arena.rs`), `len` bytes at offset `at` of the arena. No reply.
+    PutShared {
+        id: u64,
+        at: u64,
+        len: u32,
+    },
+    /// Send this process the arena's memfd: the reply is `Done` with the fd attached
+    /// (`SCM_RIGHTS`), or `Failed` if the manager has no arena.
+    Arena,
+    /// Give up the arena chunk `retire` (if this connection holds it) and grant another.
+    Chunk {
+        retire: Option<u32>,
+    },
     /// Lend up to `max` items (at least one, waiting as `wait` says) to this connection.
+    /// `shared`: the client has mapped the arena, so items in it may be lent by position.
     Get {
         id: u64,
         wait: Wait,
         max: u32,
+        shared: bool,
     },
     /// The `n` oldest items lent to this connection were handed to the program: they are
     /// gone for good. No reply.
@@ -133,7 +150,9 @@ pub(crate) enum Request {
 pub(crate) enum Reply {
     Done,
     Id(u64),
-    Items(Vec<ByteBuf>),
+    Items(Vec<Lent>),
+    /// A granted arena chunk, or `None` while the arena is full.
+    Chunk(Option<u32>),
     QueueLen {
         len: u64,
         full: bool,
@@ -149,6 +168,13 @@ pub(crate) enum Reply {
     Count(u64),
     Keys(Vec<ByteBuf>),
     Failed(Failure),
+}
+
+/// An item lent to a client: its bytes, or where they lie in the arena.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Lent {
+    Inline(ByteBuf),
+    Shared { at: u64, len: u32 },
 }
 
 /// Why a request did not do what it asked.

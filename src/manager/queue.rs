@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ManagerError, PutError};
 use crate::manager::protocol::{Reply, Request, Wait};
-use crate::manager::wire;
+use crate::manager::putter;
 use crate::manager::{Handle, decode, encode, prefetch, unexpected, wait_for};
 
 /// A FIFO queue of `T` shared through a [`Manager`](super::Manager): many producers and
@@ -98,15 +98,14 @@ impl<T> Queue<T> {
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn put_with(&self, item: T, wait: Wait) -> Result<(), PutError<T>> {
+        if self.maxsize.is_none() {
+            // An unbounded queue always takes the item: do not wait for the server to say so.
+            return putter::put(&self.handle.address, self.handle.id, &item).map_err(|error| PutError { item, error });
+        }
         let bytes = match encode(&item) {
             Ok(b) => b,
             Err(error) => return Err(PutError { item, error }),
         };
-        if self.maxsize.is_none() {
-            // An unbounded queue always takes the item: do not wait for the server to say so.
-            let sent = wire::send_only(&self.handle.address, &Request::PutNoReply { id: self.handle.id, item: bytes });
-            return sent.map_err(|error| PutError { item, error });
-        }
         match self.handle.call(&Request::Put { id: self.handle.id, item: bytes, wait }) {
             Ok(Reply::Done) => Ok(()),
             Ok(other) => Err(PutError { item, error: unexpected(other) }),
@@ -142,7 +141,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn get_with(&self, wait: Wait) -> Result<T, ManagerError> {
-        decode(&prefetch::get(&self.handle, wait)?)
+        prefetch::get(&self.handle, wait, decode)
     }
 
     /// Removes and returns the oldest item, waiting for one if the queue is empty.

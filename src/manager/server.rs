@@ -18,14 +18,17 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read};
-use std::os::fd::AsFd;
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{ControlMessage, MsgFlags};
 use serde_bytes::ByteBuf;
 
-use crate::manager::protocol::{self, Failure, HEADER, Kind, MAX_FRAME, Reply, Request, Wait};
+use crate::manager::arena::{Arena, Span};
+use crate::manager::protocol::{self, Failure, HEADER, Kind, Lent, MAX_FRAME, Reply, Request, Wait};
 use crate::manager::wire;
 
 /// A connection's place in a waiter list: the connection and the number of the request that
@@ -44,7 +47,7 @@ struct Conn {
     /// A request waiting for its condition.
     parked: Option<Parked>,
     /// Items sent to this client and not yet acknowledged (queue, item), oldest first.
-    lent: VecDeque<(u64, Vec<u8>)>,
+    lent: VecDeque<(u64, Item)>,
     /// Numbers parked requests.
     seq: u64,
     /// The peer is gone or broke the protocol: cleaned up by [`Server::reap`].
@@ -58,8 +61,14 @@ struct Parked {
     deadline: Option<Instant>,
 }
 
+/// A queued item: its bytes, or where a client wrote them in the arena.
+enum Item {
+    Inline(Vec<u8>),
+    Shared(Span),
+}
+
 enum Op {
-    Get { max: u32 },
+    Get { max: u32, shared: bool },
     Put(Vec<u8>),
     Acquire,
     WaitEvent,
@@ -79,7 +88,7 @@ enum Object {
 }
 
 struct Queue {
-    items: VecDeque<Vec<u8>>,
+    items: VecDeque<Item>,
     maxsize: Option<usize>,
     /// Items sent to a getter and not yet acknowledged: they still take a slot, because they
     /// come back if the getter dies.
@@ -145,6 +154,8 @@ pub(crate) struct Server {
     next_object: u64,
     /// Inside [`Server::drain_others`] (which does not nest).
     draining: bool,
+    /// The shared-memory lane for large items (`arena.rs`); `None` if it could not be made.
+    arena: Option<Arena>,
 }
 
 /// A batch of lent items stops growing once it holds this many bytes.
@@ -163,6 +174,7 @@ impl Server {
             objects: HashMap::new(),
             next_object: 1,
             draining: false,
+            arena: Arena::new().ok(),
         })
     }
 
@@ -319,23 +331,40 @@ impl Server {
             Request::Ack { n } => {
                 for _ in 0..n {
                     let Some(c) = self.conns.get_mut(&conn) else { return };
-                    let Some((queue, _)) = c.lent.pop_front() else { break };
+                    let Some((queue, item)) = c.lent.pop_front() else { break };
+                    if let (Item::Shared(span), Some(arena)) = (item, self.arena.as_mut()) {
+                        arena.release(span);
+                    }
                     self.returned_slot(conn, queue);
                 }
             }
             Request::Return => self.give_back_lent(conn),
             Request::PutNoReply { id, item } => match self.objects.get_mut(&id) {
                 Some(Object::Queue(q)) if q.maxsize.is_none() => {
-                    q.items.push_back(item.into_vec());
+                    q.items.push_back(Item::Inline(item.into_vec()));
                     self.serve_queue(id);
                 }
                 // Only for unbounded queues; anything else is a broken client.
-                _ => {
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        c.dead = true;
-                    }
-                }
+                _ => self.broken(conn),
             },
+            Request::PutShared { id, at, len } => {
+                let unbounded = matches!(self.objects.get(&id), Some(Object::Queue(q)) if q.maxsize.is_none());
+                let span = Span::from_at(at, len).filter(|_| unbounded);
+                // Only for unbounded queues, in a chunk this connection holds.
+                let taken = span.filter(|span| self.arena.as_mut().is_some_and(|a| a.put(conn, *span)));
+                match (taken, self.objects.get_mut(&id)) {
+                    (Some(span), Some(Object::Queue(q))) => {
+                        q.items.push_back(Item::Shared(span));
+                        self.serve_queue(id);
+                    }
+                    _ => self.broken(conn),
+                }
+            }
+            Request::Arena => self.send_arena(conn),
+            Request::Chunk { retire } => {
+                let granted = self.arena.as_mut().and_then(|a| a.grant(conn, retire));
+                self.reply(conn, &Reply::Chunk(granted));
+            }
             Request::Create(kind) => {
                 let id = self.next_object;
                 self.next_object += 1;
@@ -343,11 +372,11 @@ impl Server {
                 self.reply(conn, &Reply::Id(id));
             }
             Request::Put { id, item, wait } => self.put(conn, id, item.into_vec(), wait),
-            Request::Get { id, wait, max } => {
+            Request::Get { id, wait, max, shared } => {
                 if wait == Wait::No {
                     self.drain_others(conn);
                 }
-                self.get(conn, id, wait, max)
+                self.get(conn, id, wait, max, shared)
             }
             Request::QueueLen { id } => {
                 self.drain_others(conn);
@@ -432,7 +461,7 @@ impl Server {
             return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
         };
         if !q.is_full() && q.putters.is_empty() {
-            q.items.push_back(item);
+            q.items.push_back(Item::Inline(item));
             self.reply(conn, &Reply::Done);
             self.serve_queue(id);
         } else if wait == Wait::No {
@@ -442,31 +471,44 @@ impl Server {
         }
     }
 
-    fn get(&mut self, conn: u64, id: u64, wait: Wait, max: u32) {
+    fn get(&mut self, conn: u64, id: u64, wait: Wait, max: u32, shared: bool) {
         let Some(Object::Queue(q)) = self.objects.get_mut(&id) else {
             return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
         };
         if !q.items.is_empty() && q.getters.is_empty() && !q.lent_elsewhere(conn) {
-            self.lend(conn, id, max);
+            self.lend(conn, id, max, shared);
             self.serve_queue(id);
         } else if wait == Wait::No {
             self.reply(conn, &Reply::Failed(Failure::Empty));
         } else {
-            self.park(conn, id, Op::Get { max }, wait);
+            self.park(conn, id, Op::Get { max, shared }, wait);
         }
     }
 
     /// Sends up to `max` items of `queue` (at least one; the queue is not empty) to `conn`,
     /// and keeps each until the client acknowledges it. A batch stops at [`LEND_BYTES`].
-    fn lend(&mut self, conn: u64, queue: u64, max: u32) {
+    /// Items in the arena go by position if the client mapped it (`shared`), else as a copy.
+    fn lend(&mut self, conn: u64, queue: u64, max: u32, shared: bool) {
         let Some(Object::Queue(q)) = self.objects.get_mut(&queue) else { return };
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let mut items = Vec::new();
         let mut bytes = 0;
         while items.len() < max.max(1) as usize && (items.is_empty() || bytes < LEND_BYTES) {
             let Some(item) = q.items.pop_front() else { break };
-            bytes += item.len();
-            items.push(ByteBuf::from(item));
+            items.push(match item {
+                Item::Inline(item) => {
+                    bytes += item.len();
+                    Lent::Inline(ByteBuf::from(item))
+                }
+                Item::Shared(span) if shared => Lent::Shared { at: span.at(), len: span.len },
+                Item::Shared(span) => {
+                    let arena = self.arena.as_mut().expect("shared items come from the arena");
+                    let copy = arena.copy(span);
+                    arena.release(span);
+                    bytes += copy.len();
+                    Lent::Inline(ByteBuf::from(copy))
+                }
+            });
         }
         q.lent_to(conn, items.len());
         let reply = Reply::Items(items);
@@ -476,7 +518,13 @@ impl Server {
             c.dead = true;
         }
         let Reply::Items(items) = reply else { unreachable!() };
-        c.lent.extend(items.into_iter().map(|i| (queue, i.into_vec())));
+        c.lent.extend(items.into_iter().map(|i| {
+            let item = match i {
+                Lent::Inline(bytes) => Item::Inline(bytes.into_vec()),
+                Lent::Shared { at, len } => Item::Shared(Span::from_at(at, len).expect("made from a span above")),
+            };
+            (queue, item)
+        }));
         flush(c);
     }
 
@@ -545,8 +593,8 @@ impl Server {
                 q.getters.pop_front();
                 // Several getters waiting: one item each, in turn. One alone: a batch.
                 let alone = q.getters.is_empty();
-                let Some(Op::Get { max }) = self.unpark(w) else { continue };
-                self.lend(w.0, id, if alone { max } else { 1 });
+                let Some(Op::Get { max, shared }) = self.unpark(w) else { continue };
+                self.lend(w.0, id, if alone { max } else { 1 }, shared);
                 moved = true;
             }
             loop {
@@ -557,7 +605,7 @@ impl Server {
                 let Some(w) = q.putters.pop_front() else { break };
                 let Some(Op::Put(item)) = self.unpark(w) else { continue };
                 let Some(Object::Queue(q)) = self.objects.get_mut(&id) else { return };
-                q.items.push_back(item);
+                q.items.push_back(Item::Inline(item));
                 self.reply(w.0, &Reply::Done);
                 moved = true;
             }
@@ -733,6 +781,9 @@ impl Server {
             let Some(&id) = self.conns.iter().find(|(_, c)| c.dead).map(|(id, _)| id) else { return };
             // Sent, never handed to the program: back where they were, at the front.
             self.give_back_lent(id);
+            if let Some(arena) = self.arena.as_mut() {
+                arena.closed(id);
+            }
             let c = self.conns.remove(&id).expect("found above");
             if let Some(p) = c.parked
                 && matches!(p.op, Op::WaitBarrier)
@@ -756,6 +807,44 @@ impl Server {
                 self.serve_semaphore(object);
             }
         }
+    }
+
+    /// Marks a connection that broke the protocol.
+    fn broken(&mut self, conn: u64) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.dead = true;
+        }
+    }
+
+    /// Answers `Arena` with the memfd attached to the reply's first byte. If that cannot be
+    /// done (no arena; earlier output still pending; the socket refuses), the reply goes
+    /// without it, and the client takes the inline path.
+    fn send_arena(&mut self, conn: u64) {
+        let Some(arena) = self.arena.as_ref() else {
+            return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
+        };
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let mut frame = Vec::new();
+        if protocol::frame(&Reply::Done, &mut frame).is_err() || c.sent < c.output.len() {
+            return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
+        }
+        let fds = [arena.fd().as_raw_fd()];
+        let sent = loop {
+            match nix::sys::socket::sendmsg::<()>(
+                c.stream.as_raw_fd(),
+                &[IoSlice::new(&frame)],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+                None,
+            ) {
+                Ok(n) => break n,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => break 0,
+                Err(_) => return self.broken(conn),
+            }
+        };
+        c.output.extend_from_slice(&frame[sent..]);
+        flush(c);
     }
 
     fn reply(&mut self, conn: u64, reply: &Reply) {

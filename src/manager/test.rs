@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use super::protocol::{self, HEADER, Reply, Request, Wait};
+use super::protocol::{self, HEADER, Lent, Reply, Request, Wait};
 use super::*;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -335,7 +335,7 @@ fn items_lent_to_a_getter_that_dies_unacknowledged_go_back_to_the_front() {
         q.put(i).unwrap();
     }
     let mut raw = Raw::connect(&manager);
-    let Reply::Items(items) = raw.call(&Request::Get { id: q.handle.id, wait: Wait::No, max: 2 }) else {
+    let Reply::Items(items) = raw.call(&Request::Get { id: q.handle.id, wait: Wait::No, max: 2, shared: false }) else {
         panic!("items expected")
     };
     assert_eq!(items.len(), 2);
@@ -353,7 +353,7 @@ fn items_lent_to_a_getter_that_dies_unacknowledged_go_back_to_the_front() {
     q.put(4).unwrap();
     q.put(5).unwrap();
     let mut raw = Raw::connect(&manager);
-    assert!(matches!(raw.call(&Request::Get { id: q.handle.id, wait: Wait::No, max: 2 }), Reply::Items(_)));
+    assert!(matches!(raw.call(&Request::Get { id: q.handle.id, wait: Wait::No, max: 2, shared: false }), Reply::Items(_)));
     raw.send(&Request::Ack { n: 1 });
     drop(raw);
     q.len().unwrap();
@@ -374,11 +374,17 @@ fn a_reader_that_stops_draining_gives_back_what_it_read_ahead() {
     // given back, although this process keeps its handle: it waits for the items ahead of
     // the queue's front instead of being handed later ones first.
     let mut other = Raw::connect(&manager);
-    let Reply::Items(items) = other.call(&Request::Get { id: q.handle.id, wait: Wait::Micros(30_000_000), max: 200 })
+    let Reply::Items(items) = other.call(&Request::Get { id: q.handle.id, wait: Wait::Micros(30_000_000), max: 200, shared: false })
     else {
         panic!("items expected")
     };
-    let got: Vec<u32> = items.iter().map(|i| decode(i).unwrap()).collect();
+    let got: Vec<u32> = items
+        .iter()
+        .map(|i| match i {
+            Lent::Inline(bytes) => decode(bytes).unwrap(),
+            Lent::Shared { .. } => panic!("small items go inline"),
+        })
+        .collect();
     other.send(&Request::Ack { n: got.len() as u32 });
     assert_eq!(got, (100..200).collect::<Vec<_>>(), "the rest, in order, starting right after the marker");
 }
@@ -405,7 +411,7 @@ fn a_dead_waiter_never_swallows_an_item() {
     let manager = Manager::new().unwrap();
     let q = manager.queue::<u32>().unwrap();
     let mut raw = Raw::connect(&manager);
-    raw.send(&Request::Get { id: q.handle.id, wait: Wait::Forever, max: 1 });
+    raw.send(&Request::Get { id: q.handle.id, wait: Wait::Forever, max: 1, shared: false });
     // Make sure the server has parked it before it dies. Our bytes are in the server's socket
     // before the next request is sent, so the loop round that answers that request sees them
     // too (and may serve them after it); the round answering a second request starts after
@@ -440,4 +446,125 @@ fn reading_many_queues_keeps_no_state_per_queue() {
     // Buffers of other tests running in parallel may be counted too; 400 drained queues must
     // not all be remembered.
     assert!(super::prefetch::buffer_count() < 400, "{}", super::prefetch::buffer_count());
+}
+
+/// An item whose bytes tell which it is: `n` bytes, each derived from `index`.
+fn numbered(index: u32, n: usize) -> serde_bytes::ByteBuf {
+    serde_bytes::ByteBuf::from((0..n).map(|b| (index as usize * 31 + b) as u8).collect::<Vec<u8>>())
+}
+
+fn assert_numbered(item: &[u8], index: u32, n: usize) {
+    assert_eq!(item.len(), n, "item {index}: length");
+    assert!(item.iter().enumerate().all(|(b, v)| *v == (index as usize * 31 + b) as u8), "item {index}: bytes");
+}
+
+/// Sizes on both sides of the arena's limits (4 KiB and 1 MiB), cycled through.
+const SIZES: [usize; 7] = [3, 4 << 10, 64 << 10, 300 << 10, (1 << 20) - 16, 1 << 20, 100];
+
+#[test]
+fn large_and_small_items_keep_their_order_and_bytes() {
+    let manager = Manager::new().unwrap();
+    let q = manager.queue::<serde_bytes::ByteBuf>().unwrap();
+    let consumer = {
+        let q = q.clone();
+        thread::spawn(move || {
+            for i in 0..400u32 {
+                assert_numbered(&q.get_timeout(LONG).unwrap(), i, SIZES[i as usize % SIZES.len()]);
+            }
+        })
+    };
+    for i in 0..400u32 {
+        q.put(numbered(i, SIZES[i as usize % SIZES.len()])).unwrap();
+    }
+    consumer.join().unwrap();
+    assert_eq!(q.try_get(), Err(ManagerError::Empty));
+}
+
+/// A large item put now: lent by position to a client that mapped the arena.
+fn is_lent_by_position(manager: &Manager, q: &Queue<serde_bytes::ByteBuf>) -> bool {
+    q.put(numbered(7, 64 << 10)).unwrap();
+    let mut raw = Raw::connect(manager);
+    let Reply::Items(items) = raw.call(&Request::Get { id: q.handle.id, wait: Wait::Micros(60_000_000), max: 1, shared: true })
+    else {
+        panic!("items expected")
+    };
+    raw.send(&Request::Ack { n: 1 });
+    matches!(items[..], [Lent::Shared { .. }])
+}
+
+#[test]
+fn arena_chunks_are_used_again_once_their_items_are_taken() {
+    let manager = Manager::new().unwrap();
+    let q = manager.queue::<serde_bytes::ByteBuf>().unwrap();
+    assert!(is_lent_by_position(&manager, &q), "a 64 KiB item goes through the arena");
+    // Twice the arena's size, ten items at a time: only works without falling back to the
+    // sockets if chunks come back once their items were acknowledged.
+    for round in 0..200u32 {
+        for i in 0..10 {
+            q.put(numbered(round * 10 + i, 64 << 10)).unwrap();
+        }
+        for i in 0..10 {
+            assert_numbered(&q.get().unwrap(), round * 10 + i, 64 << 10);
+        }
+    }
+    assert!(is_lent_by_position(&manager, &q), "the arena still has free chunks");
+}
+
+#[test]
+fn a_full_arena_sends_items_inline_and_loses_none() {
+    let manager = Manager::new().unwrap();
+    let q = manager.queue::<serde_bytes::ByteBuf>().unwrap();
+    // 100 MiB with nobody reading: more than the arena holds.
+    for i in 0..200u32 {
+        q.put(numbered(i, 512 << 10)).unwrap();
+    }
+    assert_eq!(q.len(), Ok(200));
+    for i in 0..200u32 {
+        assert_numbered(&q.get().unwrap(), i, 512 << 10);
+    }
+}
+
+#[test]
+fn arena_items_lent_to_a_getter_that_dies_go_back_intact() {
+    let manager = Manager::new().unwrap();
+    let q = manager.queue::<serde_bytes::ByteBuf>().unwrap();
+    for i in 0..3 {
+        q.put(numbered(i, 64 << 10)).unwrap();
+    }
+    let mut raw = Raw::connect(&manager);
+    let Reply::Items(items) = raw.call(&Request::Get { id: q.handle.id, wait: Wait::No, max: 2, shared: true }) else {
+        panic!("items expected")
+    };
+    assert!(matches!(items[..], [Lent::Shared { .. }, Lent::Shared { .. }]));
+    drop(raw);
+    q.len().unwrap();
+    for i in 0..3 {
+        assert_numbered(&q.get_timeout(LONG).unwrap(), i, 64 << 10);
+    }
+}
+
+#[test]
+fn a_client_without_the_arena_gets_copies() {
+    let manager = Manager::new().unwrap();
+    let q = manager.queue::<serde_bytes::ByteBuf>().unwrap();
+    q.put(numbered(5, 64 << 10)).unwrap();
+    let mut raw = Raw::connect(&manager);
+    let Reply::Items(items) = raw.call(&Request::Get { id: q.handle.id, wait: Wait::No, max: 1, shared: false }) else {
+        panic!("items expected")
+    };
+    raw.send(&Request::Ack { n: 1 });
+    let [Lent::Inline(bytes)] = &items[..] else { panic!("an inline copy expected, got {items:?}") };
+    assert_numbered(&decode::<serde_bytes::ByteBuf>(bytes).unwrap(), 5, 64 << 10);
+    assert!(is_lent_by_position(&manager, &q), "its chunk was not lost");
+}
+
+#[test]
+fn a_put_into_a_chunk_the_client_does_not_hold_is_refused() {
+    let manager = Manager::new().unwrap();
+    let q = manager.queue::<u32>().unwrap();
+    let mut raw = Raw::connect(&manager);
+    raw.send(&Request::PutShared { id: q.handle.id, at: 0, len: 16 });
+    let mut byte = [0u8; 1];
+    assert_eq!(raw.0.read(&mut byte).unwrap(), 0, "the server closed the connection");
+    assert_eq!(q.len(), Ok(0));
 }

@@ -9,13 +9,13 @@
 //! This module must never let a broken connection back into the pool.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::io::{self, IoSliceMut, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
 use std::sync::Arc;
 
-use nix::sys::socket::MsgFlags;
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
@@ -86,11 +86,43 @@ impl Conn {
     /// Sends a request and reads its reply. `Err(Disconnected)` means this connection is
     /// finished; any other error leaves it usable.
     pub(crate) fn call(&mut self, request: &Request) -> Result<Reply, ManagerError> {
-        self.buf.clear();
-        protocol::frame(request, &mut self.buf).map_err(|e| ManagerError::Serialization(e.to_string()))?;
-        send_all(&self.stream, &self.buf).map_err(|_| ManagerError::Disconnected)?;
+        self.send_only(request)?;
         let mut header = [0u8; HEADER];
         (&self.stream).read_exact(&mut header).map_err(|_| ManagerError::Disconnected)?;
+        self.read_reply(header)
+    }
+
+    /// As [`call`](Self::call), for a reply that may carry a file descriptor (`SCM_RIGHTS`).
+    pub(crate) fn call_with_fd(&mut self, request: &Request) -> Result<(Reply, Option<OwnedFd>), ManagerError> {
+        self.send_only(request)?;
+        let mut header = [0u8; HEADER];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let (got, fd) = loop {
+            let mut iov = [IoSliceMut::new(&mut header)];
+            match recvmsg::<()>(self.stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+                Ok(msg) => {
+                    let fd = msg.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
+                        ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                        _ => None,
+                    });
+                    break (msg.bytes, fd);
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return Err(ManagerError::Disconnected),
+            }
+        };
+        // SAFETY: the kernel just installed this descriptor in our table for this message
+        // (`SCM_RIGHTS`); nothing else knows of it, so we are its only owner.
+        let fd = fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        if got == 0 {
+            return Err(ManagerError::Disconnected);
+        }
+        (&self.stream).read_exact(&mut header[got..]).map_err(|_| ManagerError::Disconnected)?;
+        Ok((self.read_reply(header)?, fd))
+    }
+
+    /// Reads the rest of a reply whose header was read.
+    fn read_reply(&mut self, header: [u8; HEADER]) -> Result<Reply, ManagerError> {
         let len = u32::from_le_bytes(header) as usize;
         if len > MAX_FRAME {
             return Err(ManagerError::Disconnected);
@@ -172,16 +204,6 @@ pub(crate) fn forget(address: &Address) {
     if let Some(i) = IDLE.lock().as_mut() {
         i.by_manager.remove(&address.name);
     }
-}
-
-/// Sends a request that has no reply on a pooled connection.
-pub(crate) fn send_only(address: &Arc<Address>, request: &Request) -> Result<(), ManagerError> {
-    let mut conn = take(address)?;
-    let sent = conn.send_only(request);
-    if !matches!(sent, Err(ManagerError::Disconnected)) {
-        give_back(address, conn);
-    }
-    sent
 }
 
 /// Runs one request on a pooled connection.

@@ -1,0 +1,242 @@
+//! The shared-memory lane for large queue items.
+//!
+//! Through the sockets, a 64 KiB item is copied four times by the kernel (producer to
+//! server, server to consumer) and several more times in user space. Instead, the server
+//! owns one memfd, the *arena* ([`CHUNKS`] chunks of [`CHUNK`] bytes), that a client process
+//! maps once, after receiving it over its socket (`SCM_RIGHTS`). A producing process is
+//! granted a chunk, serializes items straight into it and tells the server only where each
+//! one is (`PutShared`); the server lends that position to a consumer, which deserializes
+//! straight out of its mapping. The payload is copied twice in all, both times in user
+//! space, and the server never touches it.
+//!
+//! Who may touch which bytes (this is what makes the unsynchronized accesses sound):
+//! - a chunk is granted to one connection at a time: a process's put connection
+//!   (`putter.rs`), on which it also sends its `PutShared` frames, so the server sees every
+//!   put into a chunk before the chunk is given up. Only that process writes the chunk, and
+//!   only past the items it already sent;
+//! - an item's bytes are read only while the item is lent to the reader (between the `Get`
+//!   reply and its `Ack`), or by the server while it holds the item;
+//! - the server grants a chunk again only once its holder gave it up (asked for another, or
+//!   its connection closed) and every item in it was acknowledged.
+//!
+//! A process that dies half-way through writing an item never sent its position: nothing
+//! refers to those bytes, and its chunk is given up when the kernel closes its connection.
+//!
+//! The lane carries puts to unbounded queues of items from [`SHARED_MIN`] to [`CHUNK`]
+//! bytes. Everything else goes inline through the sockets, and so does everything while the
+//! arena is full or when it cannot be made or mapped: the lane is a shortcut, never a
+//! requirement. Clients are trusted as far as the token says: a process holding it could
+//! scribble on items in the arena, as it could put garbage into a queue.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use memmap2::{MmapOptions, MmapRaw};
+use parking_lot::Mutex;
+
+use crate::manager::protocol::{Reply, Request};
+use crate::manager::wire::{self, Address};
+
+/// Bytes per chunk: the largest item the lane carries.
+pub(crate) const CHUNK: usize = 1 << 20;
+/// Chunks in an arena (64 MiB, allocated by the kernel only as pages are first written).
+pub(crate) const CHUNKS: usize = 64;
+/// Smaller items go inline: for them the sockets cost no more than the lane's bookkeeping.
+pub(crate) const SHARED_MIN: usize = 4 << 10;
+
+/// Where an item lies in the arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub(crate) chunk: u32,
+    pub(crate) offset: u32,
+    pub(crate) len: u32,
+}
+
+impl Span {
+    /// The offset from the start of the arena.
+    pub(crate) fn at(self) -> u64 {
+        self.chunk as u64 * CHUNK as u64 + self.offset as u64
+    }
+
+    /// The span at `at`, if it lies within one chunk.
+    pub(crate) fn from_at(at: u64, len: u32) -> Option<Span> {
+        let chunk = u32::try_from(at / CHUNK as u64).ok()?;
+        let offset = (at % CHUNK as u64) as u32;
+        ((chunk as usize) < CHUNKS && offset as usize + len as usize <= CHUNK).then_some(Span { chunk, offset, len })
+    }
+}
+
+/// One process's mapping of an arena.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    raw: MmapRaw,
+}
+
+impl Mapping {
+    fn new(file: &File) -> std::io::Result<Mapping> {
+        Ok(Mapping { raw: MmapOptions::new().len(CHUNKS * CHUNK).map_raw(file)? })
+    }
+
+    /// The bytes of `span`.
+    ///
+    /// # Safety
+    /// The caller holds `span` as a reader under the rules of the module docs: nobody writes
+    /// those bytes for as long as the returned slice lives.
+    pub(crate) unsafe fn bytes(&self, span: Span) -> &[u8] {
+        let start = span.at() as usize;
+        assert!(start + span.len as usize <= self.raw.len(), "span outside the arena");
+        // SAFETY: the range lies inside the mapping (checked above), which lives as long as
+        // `self`; the caller guarantees that nobody writes it meanwhile.
+        unsafe { std::slice::from_raw_parts(self.raw.as_ptr().add(start), span.len as usize) }
+    }
+
+    /// The writable bytes of `span`.
+    ///
+    /// # Safety
+    /// The caller's process holds `span`'s chunk and has not sent the position of any item in
+    /// `span`: nobody else reads or writes those bytes while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn bytes_mut(&self, span: Span) -> &mut [u8] {
+        let start = span.at() as usize;
+        assert!(start + span.len as usize <= self.raw.len(), "span outside the arena");
+        // SAFETY: inside the mapping (checked above); the caller guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.raw.as_mut_ptr().add(start), span.len as usize) }
+    }
+}
+
+/// The server's side: the memfd and who holds which chunk.
+pub(crate) struct Arena {
+    file: File,
+    mapping: Mapping,
+    chunks: Vec<Chunk>,
+    /// Chunks nobody holds and nothing lives in; the most recently freed last, so the pages
+    /// that are already allocated and warm are used again first.
+    free: Vec<u32>,
+}
+
+#[derive(Clone, Copy)]
+struct Chunk {
+    /// The connection writing into it.
+    holder: Option<u64>,
+    /// Items in it that are not yet acknowledged.
+    live: u32,
+}
+
+impl Arena {
+    pub(crate) fn new() -> std::io::Result<Arena> {
+        let fd: OwnedFd = nix::sys::memfd::memfd_create(c"stealpool-manager-arena", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
+        let file = File::from(fd);
+        file.set_len((CHUNKS * CHUNK) as u64)?;
+        let mapping = Mapping::new(&file)?;
+        Ok(Arena {
+            file,
+            mapping,
+            chunks: vec![Chunk { holder: None, live: 0 }; CHUNKS],
+            free: (0..CHUNKS as u32).rev().collect(),
+        })
+    }
+
+    /// The memfd, to be sent to a client.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// `conn` gives up `retire` (if it holds it) and is granted a free chunk, if there is one.
+    pub(crate) fn grant(&mut self, conn: u64, retire: Option<u32>) -> Option<u32> {
+        if let Some(old) = retire
+            && self.chunks.get(old as usize).is_some_and(|c| c.holder == Some(conn))
+        {
+            self.give_up(old);
+        }
+        let chunk = self.free.pop()?;
+        self.chunks[chunk as usize].holder = Some(conn);
+        Some(chunk)
+    }
+
+    /// Takes in an item `conn` wrote: its span must lie in a chunk `conn` holds.
+    pub(crate) fn put(&mut self, conn: u64, span: Span) -> bool {
+        match self.chunks.get_mut(span.chunk as usize) {
+            Some(c) if c.holder == Some(conn) && span.offset as usize + span.len as usize <= CHUNK => {
+                c.live += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// An item is gone for good (acknowledged, or copied out inline).
+    pub(crate) fn release(&mut self, span: Span) {
+        let c = &mut self.chunks[span.chunk as usize];
+        c.live = c.live.saturating_sub(1);
+        if c.live == 0 && c.holder.is_none() {
+            self.free.push(span.chunk);
+        }
+    }
+
+    /// `conn` closed: it writes no more.
+    pub(crate) fn closed(&mut self, conn: u64) {
+        for chunk in 0..CHUNKS as u32 {
+            if self.chunks[chunk as usize].holder == Some(conn) {
+                self.give_up(chunk);
+            }
+        }
+    }
+
+    fn give_up(&mut self, chunk: u32) {
+        let c = &mut self.chunks[chunk as usize];
+        c.holder = None;
+        if c.live == 0 {
+            self.free.push(chunk);
+        }
+    }
+
+    /// A copy of an item the server holds (for a client that has no mapping).
+    pub(crate) fn copy(&self, span: Span) -> Vec<u8> {
+        // SAFETY: the server holds the item (it is queued, not lent), so its putter has sent
+        // its position and writes there no more, and the chunk cannot be granted again
+        // before the item is released.
+        unsafe { self.mapping.bytes(span) }.to_vec()
+    }
+}
+
+/// This process's mappings, by manager name (`None`: the manager has no arena, or it could
+/// not be mapped here). The pid spots a forked copy.
+static MAPPINGS: Mutex<Option<(u32, HashMap<String, Option<Arc<Mapping>>>)>> = Mutex::new(None);
+
+/// This process's mapping of `address`'s arena, asking the server for it the first time.
+pub(crate) fn mapping(address: &Address) -> Option<Arc<Mapping>> {
+    let pid = std::process::id();
+    let mut all = MAPPINGS.lock();
+    if all.as_ref().is_none_or(|(p, _)| *p != pid) {
+        *all = Some((pid, HashMap::new()));
+    }
+    let (_, by_manager) = all.as_mut().expect("set above");
+    if let Some(known) = by_manager.get(&address.name) {
+        return known.clone();
+    }
+    let mut conn = wire::take(address).ok()?;
+    let mapped = match conn.call_with_fd(&Request::Arena) {
+        Ok((Reply::Done, Some(fd))) => {
+            wire::give_back(address, conn);
+            Mapping::new(&File::from(fd)).ok().map(Arc::new)
+        }
+        Ok(_) => {
+            wire::give_back(address, conn);
+            None
+        }
+        // The manager is gone: nothing to remember.
+        Err(_) => return None,
+    };
+    by_manager.insert(address.name.clone(), mapped.clone());
+    mapped
+}
+
+/// Unmaps this process's view of a manager that shut down (read-ahead buffers may keep it a
+/// little longer).
+pub(crate) fn forget(address: &Address) {
+    if let Some((_, by_manager)) = MAPPINGS.lock().as_mut() {
+        by_manager.remove(&address.name);
+    }
+}
