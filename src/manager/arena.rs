@@ -34,10 +34,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
-use parking_lot::Mutex;
 
 use crate::manager::protocol::{Reply, Request};
-use crate::manager::wire::{self, Address};
+use crate::manager::wire::{self, Address, PerProcess};
 
 /// Bytes per chunk: the largest item the lane carries.
 pub(crate) const CHUNK: usize = 1 << 20;
@@ -126,7 +125,8 @@ struct Chunk {
 
 impl Arena {
     pub(crate) fn new() -> std::io::Result<Arena> {
-        let fd: OwnedFd = nix::sys::memfd::memfd_create(c"stealpool-manager-arena", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
+        let fd: OwnedFd =
+            nix::sys::memfd::memfd_create(c"stealpool-manager-arena", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
         let file = File::from(fd);
         file.set_len((CHUNKS * CHUNK) as u64)?;
         let mapping = Mapping::new(&file)?;
@@ -202,41 +202,34 @@ impl Arena {
 }
 
 /// This process's mappings, by manager name (`None`: the manager has no arena, or it could
-/// not be mapped here). The pid spots a forked copy.
-static MAPPINGS: Mutex<Option<(u32, HashMap<String, Option<Arc<Mapping>>>)>> = Mutex::new(None);
+/// not be mapped here).
+static MAPPINGS: PerProcess<HashMap<String, Option<Arc<Mapping>>>> = PerProcess::new();
 
 /// This process's mapping of `address`'s arena, asking the server for it the first time.
 pub(crate) fn mapping(address: &Address) -> Option<Arc<Mapping>> {
-    let pid = std::process::id();
-    let mut all = MAPPINGS.lock();
-    if all.as_ref().is_none_or(|(p, _)| *p != pid) {
-        *all = Some((pid, HashMap::new()));
-    }
-    let (_, by_manager) = all.as_mut().expect("set above");
-    if let Some(known) = by_manager.get(&address.name) {
-        return known.clone();
-    }
-    let mut conn = wire::take(address).ok()?;
-    let mapped = match conn.call_with_fd(&Request::Arena) {
-        Ok((Reply::Done, Some(fd))) => {
-            wire::give_back(address, conn);
-            Mapping::new(&File::from(fd)).ok().map(Arc::new)
+    MAPPINGS.with(|by_manager| {
+        if let Some(known) = by_manager.get(&address.name) {
+            return known.clone();
         }
-        Ok(_) => {
-            wire::give_back(address, conn);
-            None
-        }
-        // The manager is gone: nothing to remember.
-        Err(_) => return None,
-    };
-    by_manager.insert(address.name.clone(), mapped.clone());
-    mapped
+        let mut conn = wire::take(address).ok()?;
+        let mapped = match conn.call_with_fd(&Request::Arena) {
+            Ok((reply, fd)) => {
+                wire::give_back(address, conn);
+                match (reply, fd) {
+                    (Reply::Done, Some(fd)) => Mapping::new(&File::from(fd)).ok().map(Arc::new),
+                    _ => None,
+                }
+            }
+            // The manager is gone: nothing to remember.
+            Err(_) => return None,
+        };
+        by_manager.insert(address.name.clone(), mapped.clone());
+        mapped
+    })
 }
 
 /// Unmaps this process's view of a manager that shut down (read-ahead buffers may keep it a
 /// little longer).
 pub(crate) fn forget(address: &Address) {
-    if let Some((_, by_manager)) = MAPPINGS.lock().as_mut() {
-        by_manager.remove(&address.name);
-    }
+    MAPPINGS.with(|by_manager| by_manager.remove(&address.name));
 }

@@ -18,12 +18,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
 use crate::error::ManagerError;
 use crate::manager::arena::{self, Mapping, Span};
 use crate::manager::protocol::{Lent, Reply, Request, Wait};
-use crate::manager::wire::{self, Address, Conn};
+use crate::manager::wire::{self, Address, Conn, PerProcess};
 use crate::manager::{Handle, unexpected};
+use parking_lot::{Condvar, Mutex};
 
 /// A `get` that follows the previous one within this time counts as draining.
 const FAST: Duration = Duration::from_micros(200);
@@ -45,32 +45,23 @@ struct Buffer {
 
 type Shared = Arc<Mutex<Buffer>>;
 
-/// This process's buffers, by (manager, queue); the pid spots a forked copy.
-static BUFFERS: Mutex<Option<Buffers>> = Mutex::new(None);
-
-struct Buffers {
-    pid: u32,
-    by_queue: HashMap<(String, u64), Shared>,
-}
+/// This process's buffers, by (manager, queue).
+static BUFFERS: PerProcess<HashMap<(String, u64), Shared>> = PerProcess::new();
 
 fn buffer(handle: &Handle) -> Shared {
-    let pid = std::process::id();
-    let mut all = BUFFERS.lock();
-    if all.as_ref().is_none_or(|b| b.pid != pid) {
-        *all = Some(Buffers { pid, by_queue: HashMap::new() });
-    }
-    let all = all.as_mut().expect("set above");
-    if all.by_queue.len() >= SWEEP_AT {
-        // A process that reads many queues: forget the buffers that hold nothing and that
-        // nobody is using (they only remember how fast their queue was read).
-        all.by_queue.retain(|_, b| {
-            Arc::strong_count(b) > 1 || b.try_lock().is_none_or(|b| !b.items.is_empty() || b.conn.is_some())
-        });
-    }
-    let key = (handle.address.name.clone(), handle.id);
-    Arc::clone(all.by_queue.entry(key).or_insert_with(|| {
-        Arc::new(Mutex::new(Buffer { conn: None, items: VecDeque::new(), mapping: None, batch: 1, last_get: None }))
-    }))
+    BUFFERS.with(|by_queue| {
+        if by_queue.len() >= SWEEP_AT {
+            // A process that reads many queues: forget the buffers that hold nothing and that
+            // nobody is using (they only remember how fast their queue was read).
+            by_queue.retain(|_, b| {
+                Arc::strong_count(b) > 1 || b.try_lock().is_none_or(|b| !b.items.is_empty() || b.conn.is_some())
+            });
+        }
+        let key = (handle.address.name.clone(), handle.id);
+        Arc::clone(by_queue.entry(key).or_insert_with(|| {
+            Arc::new(Mutex::new(Buffer { conn: None, items: VecDeque::new(), mapping: None, batch: 1, last_get: None }))
+        }))
+    })
 }
 
 /// Takes the next item of the queue for the program, as `decode` makes it of the item's
@@ -220,5 +211,5 @@ mod returner {
 /// How many read-ahead buffers this process keeps (for tests).
 #[cfg(test)]
 pub(super) fn buffer_count() -> usize {
-    BUFFERS.lock().as_ref().map_or(0, |b| b.by_queue.len())
+    BUFFERS.with(|by_queue| by_queue.len())
 }

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::error::ManagerError;
 use crate::manager::arena::{self, CHUNK, Mapping, SHARED_MIN, Span};
 use crate::manager::protocol::{Reply, Request};
-use crate::manager::wire::{self, Address, Conn};
+use crate::manager::wire::{self, Address, Conn, PerProcess};
 
 /// Items start at multiples of this in a chunk, so two items never share a cache line.
 const ALIGN: usize = 64;
@@ -37,38 +37,23 @@ struct Putter {
     refused: Option<Instant>,
 }
 
-type Putters = HashMap<String, Arc<Mutex<Putter>>>;
-
-/// This process's putters, by manager name; the pid spots a forked copy.
-static PUTTERS: Mutex<Option<(u32, Putters)>> = Mutex::new(None);
+/// This process's putters, by manager name.
+static PUTTERS: PerProcess<HashMap<String, Arc<Mutex<Putter>>>> = PerProcess::new();
 
 fn putter(address: &Address) -> Result<Arc<Mutex<Putter>>, ManagerError> {
-    let pid = std::process::id();
-    {
-        let mut all = PUTTERS.lock();
-        if all.as_ref().is_none_or(|(p, _)| *p != pid) {
-            // A forked copy of the parent's putters: their connections and chunks are the
-            // parent's. Dropping our copies closes nothing of the parent's.
-            *all = Some((pid, HashMap::new()));
-        }
-        if let Some(p) = all.as_ref().and_then(|(_, p)| p.get(&address.name)) {
-            return Ok(Arc::clone(p));
-        }
+    if let Some(p) = PUTTERS.with(|putters| putters.get(&address.name).cloned()) {
+        return Ok(p);
     }
     let mapping = arena::mapping(address);
     let conn = wire::take(address)?;
     let made = Arc::new(Mutex::new(Putter { conn, mapping, chunk: None, refused: None }));
-    let mut all = PUTTERS.lock();
-    let (_, putters) = all.as_mut().expect("set above");
-    Ok(Arc::clone(putters.entry(address.name.clone()).or_insert(made)))
+    Ok(PUTTERS.with(|putters| Arc::clone(putters.entry(address.name.clone()).or_insert(made))))
 }
 
 /// Forgets this process's putter for a manager (its connection broke, or the manager shut
 /// down).
 pub(crate) fn forget(address: &Address) {
-    if let Some((_, putters)) = PUTTERS.lock().as_mut() {
-        putters.remove(&address.name);
-    }
+    PUTTERS.with(|putters| putters.remove(&address.name));
 }
 
 /// Puts `item` into unbounded queue `queue`. Returns once the request is in the manager's
@@ -96,7 +81,8 @@ impl Putter {
             // given up only through it), and `used` is past every item whose position it
             // sent: nobody else touches these bytes until we send their position below.
             let bytes = unsafe { mapping.bytes_mut(room) };
-            let written = postcard::to_slice(item, bytes).map_err(|e| ManagerError::Serialization(e.to_string()))?.len();
+            let written =
+                postcard::to_slice(item, bytes).map_err(|e| ManagerError::Serialization(e.to_string()))?.len();
             self.chunk = Some((chunk, (used + written).next_multiple_of(ALIGN)));
             let at = Span { len: written as u32, ..room }.at();
             return self.conn.send_only(&Request::PutShared { id: queue, at, len: written as u32 });

@@ -26,7 +26,10 @@ use crate::manager::{Handle, decode, encode, prefetch, unexpected, wait_for};
 /// an item it never returned goes back to the queue if it dies); other consumers wait while it
 /// holds read-ahead items, which it gives back 2 ms after it stops calling `get`. A `put` to
 /// an unbounded queue returns without a round trip to the manager; the item is visible to
-/// every later `get`, `try_get` or `len`, from any process.
+/// every later `get`, `try_get` or `len`, from any process. Such an item of 4 KiB to 1 MiB
+/// (serialized) is written straight into memory the manager shares with every process that
+/// uses it, and read straight out of it by the getter; only its position goes through the
+/// manager. Puts to bounded queues, and other sizes, travel through the manager's socket.
 ///
 /// # Examples
 /// ```

@@ -17,8 +17,8 @@
 //! in a per-connection buffer.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::{self, Read};
 use std::io::IoSlice;
+use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};

@@ -353,7 +353,10 @@ fn items_lent_to_a_getter_that_dies_unacknowledged_go_back_to_the_front() {
     q.put(4).unwrap();
     q.put(5).unwrap();
     let mut raw = Raw::connect(&manager);
-    assert!(matches!(raw.call(&Request::Get { id: q.handle.id, wait: Wait::No, max: 2, shared: false }), Reply::Items(_)));
+    assert!(matches!(
+        raw.call(&Request::Get { id: q.handle.id, wait: Wait::No, max: 2, shared: false }),
+        Reply::Items(_)
+    ));
     raw.send(&Request::Ack { n: 1 });
     drop(raw);
     q.len().unwrap();
@@ -374,7 +377,8 @@ fn a_reader_that_stops_draining_gives_back_what_it_read_ahead() {
     // given back, although this process keeps its handle: it waits for the items ahead of
     // the queue's front instead of being handed later ones first.
     let mut other = Raw::connect(&manager);
-    let Reply::Items(items) = other.call(&Request::Get { id: q.handle.id, wait: Wait::Micros(30_000_000), max: 200, shared: false })
+    let Reply::Items(items) =
+        other.call(&Request::Get { id: q.handle.id, wait: Wait::Micros(30_000_000), max: 200, shared: false })
     else {
         panic!("items expected")
     };
@@ -484,7 +488,8 @@ fn large_and_small_items_keep_their_order_and_bytes() {
 fn is_lent_by_position(manager: &Manager, q: &Queue<serde_bytes::ByteBuf>) -> bool {
     q.put(numbered(7, 64 << 10)).unwrap();
     let mut raw = Raw::connect(manager);
-    let Reply::Items(items) = raw.call(&Request::Get { id: q.handle.id, wait: Wait::Micros(60_000_000), max: 1, shared: true })
+    let Reply::Items(items) =
+        raw.call(&Request::Get { id: q.handle.id, wait: Wait::Micros(60_000_000), max: 1, shared: true })
     else {
         panic!("items expected")
     };

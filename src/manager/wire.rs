@@ -152,35 +152,39 @@ impl Conn {
     }
 }
 
-/// Idle connections of this process, by manager name. The pid guards against a process that
-/// was forked with the pool filled: a child must not share its parent's sockets.
-static IDLE: Mutex<Option<Idle>> = Mutex::new(None);
-
-struct Idle {
-    pid: u32,
-    by_manager: HashMap<String, Vec<Conn>>,
+/// State that belongs to one process. A child forked while it was filled must not use its
+/// parent's copy (sockets shared with the parent, whose frames would interleave with ours;
+/// arena chunks the parent writes into): the pid recorded with the state tells, and the child
+/// starts afresh. Dropping the stale copy closes nothing of the parent's.
+pub(crate) struct PerProcess<T> {
+    state: Mutex<Option<(u32, T)>>,
 }
+
+impl<T: Default> PerProcess<T> {
+    pub(crate) const fn new() -> Self {
+        PerProcess { state: Mutex::new(None) }
+    }
+
+    /// Runs `f` on this process's state (under a lock: keep it short).
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let pid = std::process::id();
+        let mut state = self.state.lock();
+        if state.as_ref().is_none_or(|(p, _)| *p != pid) {
+            *state = Some((pid, T::default()));
+        }
+        f(&mut state.as_mut().expect("set above").1)
+    }
+}
+
+/// Idle connections of this process, by manager name.
+static IDLE: PerProcess<HashMap<String, Vec<Conn>>> = PerProcess::new();
 
 /// At most this many idle connections are kept per manager.
 const MAX_IDLE: usize = 64;
 
 /// An idle connection to `address`, or a new one.
 pub(crate) fn take(address: &Address) -> Result<Conn, ManagerError> {
-    let pid = std::process::id();
-    let reused = {
-        let mut idle = IDLE.lock();
-        match idle.as_mut() {
-            Some(i) if i.pid == pid => i.by_manager.get_mut(&address.name).and_then(Vec::pop),
-            _ => {
-                // Filled by the process we were forked from: those sockets are shared with
-                // it, and our frames would interleave with its own. Drop our copies (which
-                // does not close the parent's).
-                *idle = Some(Idle { pid, by_manager: HashMap::new() });
-                None
-            }
-        }
-    };
-    match reused {
+    match IDLE.with(|idle| idle.get_mut(&address.name).and_then(Vec::pop)) {
         Some(c) => Ok(c),
         None => Conn::open(address),
     }
@@ -188,22 +192,17 @@ pub(crate) fn take(address: &Address) -> Result<Conn, ManagerError> {
 
 /// Returns a healthy connection to the pool.
 pub(crate) fn give_back(address: &Address, conn: Conn) {
-    let mut idle = IDLE.lock();
-    if let Some(i) = idle.as_mut()
-        && i.pid == std::process::id()
-    {
-        let list = i.by_manager.entry(address.name.clone()).or_default();
+    IDLE.with(|idle| {
+        let list = idle.entry(address.name.clone()).or_default();
         if list.len() < MAX_IDLE {
             list.push(conn);
         }
-    }
+    });
 }
 
 /// Closes this process's idle connections to a manager that is shutting down.
 pub(crate) fn forget(address: &Address) {
-    if let Some(i) = IDLE.lock().as_mut() {
-        i.by_manager.remove(&address.name);
-    }
+    IDLE.with(|idle| idle.remove(&address.name));
 }
 
 /// Runs one request on a pooled connection.
