@@ -469,10 +469,12 @@ fn a_run_killed_while_splitting_a_large_file_leaves_no_partial_file_and_the_next
     fs::write(src.join("big.bin"), &data).unwrap();
     fs::write(src.join("small.txt"), "small").unwrap();
     for backend in ["thread", "process"] {
-        // Both runs copy `src` into the existing directory `target`, as `target/src`.
+        // Both runs copy `src` into the existing directory `target`, as `target/src`, which
+        // exists too: files are written beside their final names (a new directory would be
+        // built under a temporary name as a whole, see the next tests).
         let target = dir.path().join(backend);
-        fs::create_dir(&target).unwrap();
         let dst = target.join("src");
+        fs::create_dir_all(&dst).unwrap();
         let mut child = spawn_pcp(&[os("--backend"), os(backend), os("-j"), os("2"), os("-a"), os(&src), os(&target)]);
         let temp = wait_for_entry(&dst, &mut child, is_temp);
         child.kill().unwrap();
@@ -505,8 +507,13 @@ fn a_run_killed_among_many_files_leaves_only_complete_files_and_no_temporary_nam
         fs::write(src.join(format!("f{i:03}")), f).unwrap();
     }
     for backend in ["thread", "process"] {
+        // Into an existing directory (merged, as `src/.` says): each file is staged alone.
         let dst = dir.path().join(backend);
-        let mut child = spawn_pcp(&[os("--backend"), os(backend), os("-j"), os("1"), os("-a"), os(&src), os(&dst)]);
+        fs::create_dir(&dst).unwrap();
+        let mut merged = src.clone().into_os_string();
+        merged.push("/.");
+        let mut child =
+            spawn_pcp(&[os("--backend"), os(backend), os("-j"), os("1"), os("-a"), os(&merged), os(&dst)]);
         let first = wait_for_entry(&dst, &mut child, |n| !is_temp(n));
         child.kill().unwrap();
         let status = child.wait().unwrap();
@@ -523,6 +530,67 @@ fn a_run_killed_among_many_files_leaves_only_complete_files_and_no_temporary_nam
             assert!(fs::read(e.path()).unwrap() == files[i], "{backend}: {name:?} is not complete");
         }
     }
+}
+
+#[test]
+fn a_new_directory_appears_only_once_complete_even_if_pcp_is_killed() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = TempDir::new().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..400 {
+        fs::write(src.join("sub").join(format!("f{i:03}")), pseudo_random(256 << 10, i + 7)).unwrap();
+    }
+    for backend in ["thread", "process"] {
+        let parent = dir.path().join(backend);
+        fs::create_dir(&parent).unwrap();
+        let dst = parent.join("copy");
+        let mut child = spawn_pcp(&[os("--backend"), os(backend), os("-j"), os("1"), os("-a"), os(&src), os(&dst)]);
+        // The copy is built beside its destination, under a temporary name; wait until files
+        // are going into it.
+        let staging = loop {
+            let found = wait_for_entry(&parent, &mut child, is_temp);
+            let Some(staging) = found else { panic!("{backend}: pcp ended before a staging directory was seen") };
+            if fs::read_dir(staging.join("sub")).is_ok_and(|mut d| d.next().is_some()) {
+                break staging;
+            }
+            assert!(child.try_wait().unwrap().is_none(), "{backend}: pcp finished before it could be killed");
+            std::thread::yield_now();
+        };
+        child.kill().unwrap();
+        assert_eq!(child.wait().unwrap().signal(), Some(9), "{backend}: pcp finished before it could be killed");
+        assert!(!dst.exists(), "{backend}: the destination appeared before the copy was complete");
+        assert!(staging.is_dir(), "{backend}: the partial copy is clearly named: {staging:?}");
+
+        let again = pcp(&[os("--backend"), os(backend), os("-a"), os(&src), os(&dst)]);
+        assert!(again.status.success(), "{backend}: {}", stderr(&again));
+        assert!(!staging.exists(), "{backend}: the killed run's staging directory was removed");
+        let left: Vec<_> = fs::read_dir(&parent).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left, [OsStr::new("copy")], "{backend}");
+        assert_eq!(snapshot(&dst), snapshot(&src), "{backend}");
+    }
+}
+
+#[test]
+fn a_destination_that_appears_during_the_copy_is_not_replaced() {
+    let dir = TempDir::new().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), "f").unwrap();
+    let dst = dir.path().join("dst");
+    // Two sources with the same name into one new directory: the second finds the first's
+    // copy in place (cp refuses this too).
+    let other = dir.path().join("other");
+    fs::create_dir_all(other.join("src")).unwrap();
+    fs::write(other.join("src/g"), "g").unwrap();
+    fs::create_dir(&dst).unwrap();
+    let out = pcp(&[os("-r"), os(&src), os(&other.join("src")), os(&dst)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("the copy is left at"), "{err}");
+    let copies: Vec<_> = fs::read_dir(&dst).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(copies.len(), 2, "one copy in place, the other under its clearly named temporary name: {copies:?}");
+    assert!(copies.iter().any(|n| n == "src") && copies.iter().any(|n| is_temp(n)), "{copies:?}");
 }
 
 #[test]

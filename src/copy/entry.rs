@@ -1,9 +1,12 @@
 //! Making one destination entry: a regular file (on a worker), a symlink, a hard link, and the
 //! final touches on a directory.
 //!
-//! A regular file is always written under a temporary name in its destination directory and
-//! renamed into place only once complete, so its final name never holds a partial copy. The
-//! temporary names start with [`TEMP_PREFIX`], so leftovers of a killed run are easy to find.
+//! A regular file's final path never holds a partial copy. In a directory that already
+//! existed, the file is written unnamed (`O_TMPFILE`) or under a temporary name and linked or
+//! renamed into place once complete. In a directory this run makes, the whole directory is
+//! built under a temporary name and renamed into place once complete (`run.rs`), so its files
+//! are written under their own names at once. Temporary names start with [`TEMP_PREFIX`], so
+//! leftovers of a killed run are easy to find.
 
 use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
 use std::io;
@@ -21,8 +24,8 @@ use parking_lot::Mutex;
 
 use super::{CopyOptions, Failure, data};
 
-/// The start of every temporary file name this engine creates (followed by the process id, a
-/// counter and the final name).
+/// The start of every temporary file or directory name this engine creates (followed by the
+/// process id, a counter and the final name).
 pub const TEMP_PREFIX: &str = ".pcp-tmp-";
 
 /// The longest file name (in bytes) Linux file systems accept.
@@ -118,7 +121,8 @@ impl Drop for TempFile<'_> {
     }
 }
 
-fn temp_path(destination: &Path) -> PathBuf {
+/// A temporary name for `destination`, in the same directory.
+pub(super) fn temp_path(destination: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut name = format!("{TEMP_PREFIX}{}-{n}-", std::process::id()).into_bytes();
@@ -152,6 +156,9 @@ pub(super) struct FileJob {
     pub(super) dst_dev: u64,
     /// The destination directory's group if it is set-group-ID (new files get that group).
     pub(super) dst_group: Option<u32>,
+    /// The destination directory is inside one this run builds under a temporary name: the
+    /// file is written under its own name at once (nobody sees it before it is complete).
+    pub(super) in_staging: bool,
 }
 
 /// The user and group that files this process creates belong to (read once per task).
@@ -198,8 +205,13 @@ fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> 
     if job.check_existing && keep_existing(&job.destination, &meta, o)? {
         return Ok(None);
     }
-    let staged = Staged::create(dirs, &job.destination, job.dst_dev, creation_mode(&meta))
-        .map_err(fail(&job.destination, "create"))?;
+    let mode = creation_mode(&meta);
+    let staged = if job.in_staging {
+        Staged::in_place(dirs, &job.destination, mode)
+    } else {
+        Staged::create(dirs, &job.destination, job.dst_dev, mode)
+    };
+    let staged = staged.map_err(fail(&job.destination, "create"))?;
     let len = meta.len();
     if !data::reflink(&src, meta.dev(), &staged.file, job.dst_dev) && len > 0 {
         let sparse = data::may_be_sparse(&meta);
@@ -289,7 +301,7 @@ pub(super) struct FinishJob {
 pub(super) fn finish_split(job: &FinishJob, o: &CopyOptions) -> FileOutcome {
     let result = (|| {
         let file = OpenOptions::new().read(true).write(true).open(&job.temp);
-        let staged = Staged { file: file.map_err(fail(&job.temp, "open"))?, temp: Some(job.temp.clone()) };
+        let staged = Staged { file: file.map_err(fail(&job.temp, "open"))?, name: Naming::Temp(job.temp.clone()) };
         let (src, meta) = open_source(&job.source, job.follow)?;
         Ok(seal(staged, &mut Dirs::default(), &src, &meta, &job.destination, None, o)?.then_some(job.len))
     })();
@@ -397,13 +409,23 @@ static NO_TMPFILE: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 static NO_EMPTY_PATH_LINK: AtomicBool = AtomicBool::new(false);
 
 /// A copy being written: an unnamed file (`O_TMPFILE`) in the destination directory where the
-/// file system has them, else a file with a temporary name there. Either way it gets its final
-/// name only once complete ([`Staged::publish`]); dropped before that, it leaves nothing
-/// behind (an unnamed file vanishes with its descriptor, a named one is removed).
+/// file system has them, else a file with a temporary name there, or, inside a directory still
+/// under its temporary name, the file itself. Either way it gets its final name only once
+/// complete ([`Staged::publish`]); dropped before that, it leaves nothing behind (an unnamed
+/// file vanishes with its descriptor, a named one is removed).
 struct Staged {
     file: File,
-    /// The temporary name, for a named file.
-    temp: Option<PathBuf>,
+    name: Naming,
+}
+
+#[derive(Debug)]
+enum Naming {
+    Unnamed,
+    Temp(PathBuf),
+    /// Under its final name in a staging directory; removed if dropped unpublished.
+    InPlace(PathBuf),
+    /// Published.
+    Done,
 }
 
 impl Staged {
@@ -412,7 +434,7 @@ impl Staged {
             let dir = dir_of(&mut dirs.dst, destination)?;
             let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
             match nix::fcntl::openat(dir, ".", flags, Mode::from_bits_truncate(mode)) {
-                Ok(fd) => return Ok(Staged { file: File::from(fd), temp: None }),
+                Ok(fd) => return Ok(Staged { file: File::from(fd), name: Naming::Unnamed }),
                 // No O_TMPFILE on this file system (or kernel): named temporary files instead.
                 Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => NO_TMPFILE.lock().push(dst_dev),
                 Err(e) => return Err(e.into()),
@@ -420,16 +442,29 @@ impl Staged {
         }
         let temp = temp_path(destination);
         let file = OpenOptions::new().read(true).write(true).create_new(true).mode(mode).open(&temp)?;
-        Ok(Staged { file, temp: Some(temp) })
+        Ok(Staged { file, name: Naming::Temp(temp) })
+    }
+
+    /// Creates the file under its own name, in a directory nobody sees yet.
+    fn in_place(dirs: &mut Dirs, destination: &Path, mode: u32) -> io::Result<Staged> {
+        let Some(name) = destination.file_name() else { return Err(io::Error::from(io::ErrorKind::InvalidInput)) };
+        let dir = dir_of(&mut dirs.dst, destination)?;
+        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(dir, name, flags, Mode::from_bits_truncate(mode))?;
+        Ok(Staged { file: File::from(fd), name: Naming::InPlace(destination.to_path_buf()) })
     }
 
     /// Gives the complete copy its final name, replacing what is there unless `no_clobber`.
     /// Returns `false` if the name was taken (since the check) and left alone.
     fn publish(mut self, dirs: &mut Dirs, destination: &Path, no_clobber: bool) -> io::Result<bool> {
-        if let Some(temp) = self.temp.take() {
-            return fs::rename(&temp, destination).map(|()| true).inspect_err(|_| {
-                let _ = fs::remove_file(&temp);
-            });
+        match std::mem::replace(&mut self.name, Naming::Done) {
+            Naming::Done | Naming::InPlace(_) => return Ok(true),
+            Naming::Temp(temp) => {
+                return fs::rename(&temp, destination).map(|()| true).inspect_err(|_| {
+                    let _ = fs::remove_file(&temp);
+                });
+            }
+            Naming::Unnamed => {}
         }
         match link_unnamed(&self.file, dirs, destination) {
             Ok(()) => Ok(true),
@@ -451,8 +486,8 @@ impl Staged {
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        if let Some(temp) = &self.temp {
-            let _ = fs::remove_file(temp);
+        if let Naming::Temp(path) | Naming::InPlace(path) = &self.name {
+            let _ = fs::remove_file(path);
         }
     }
 }
@@ -712,9 +747,37 @@ pub(super) fn finish_directory(path: &Path, dir: &DirMeta, existed: bool, o: &Co
     Ok(())
 }
 
-/// Removes the temporary files that a killed run left in `dir`: those whose process is gone.
-/// (A live process's files are left alone: it may be another `pcp` writing here right now.)
-/// Returns how many were removed.
+/// Gives a directory built under the temporary name `temp` its final name, unless something
+/// took that name meanwhile (then the copy stays at `temp`, and the error says so).
+pub(super) fn publish_directory(temp: &Path, destination: &Path) -> Result<(), Failure> {
+    rename_no_replace(temp, destination).map_err(|e| Failure {
+        path: destination.to_path_buf(),
+        action: "rename into place",
+        error: io::Error::new(e.kind(), format!("{e}; the copy is left at {}", temp.display())),
+    })
+}
+
+/// Renames `from` to `to`, failing if `to` exists.
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::fcntl::{AT_FDCWD, RenameFlags};
+        match nix::fcntl::renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => return Ok(()),
+            // The file system does not take the flag: check, then rename.
+            Err(Errno::EINVAL | Errno::ENOSYS) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if fs::symlink_metadata(to).is_ok() {
+        return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+    }
+    fs::rename(from, to)
+}
+
+/// Removes the temporary files and directories that a killed run left in `dir`: those whose
+/// process is gone. (A live process's are left alone: it may be another `pcp` writing here
+/// right now.) Returns how many were removed.
 pub(super) fn remove_stale_temps(dir: &Path) -> usize {
     let Ok(entries) = fs::read_dir(dir) else { return 0 };
     let mut removed = 0;
@@ -724,7 +787,11 @@ pub(super) fn remove_stale_temps(dir: &Path) -> usize {
         let pid = rest.iter().take_while(|b| b.is_ascii_digit()).fold(0i64, |n, b| n * 10 + i64::from(b - b'0'));
         let Ok(pid) = i32::try_from(pid) else { continue };
         if pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH) {
-            removed += usize::from(fs::remove_file(entry.path()).is_ok());
+            let gone = match entry.file_type() {
+                Ok(t) if t.is_dir() => fs::remove_dir_all(entry.path()),
+                _ => fs::remove_file(entry.path()),
+            };
+            removed += usize::from(gone.is_ok());
         }
     }
     removed
@@ -748,9 +815,10 @@ mod tests {
             check_existing: true,
             dst_dev: 3,
             dst_group: Some(5),
+            in_staging: true,
         };
         let back: FileJob = postcard::from_bytes(&postcard::to_stdvec(&job).unwrap()).unwrap();
-        assert_eq!((back.source, back.len, back.dst_dev), (odd.clone(), 7, 3));
+        assert_eq!((back.source, back.len, back.dst_dev, back.in_staging), (odd.clone(), 7, 3, true));
 
         let failure = Failure { path: odd.clone(), action: "open", error: io::Error::from_raw_os_error(13) };
         let outcome = FileOutcome::Failed(failure);

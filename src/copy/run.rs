@@ -10,7 +10,15 @@
 //!
 //! State that must be kept in one place lives only here: which inodes were seen (hard links),
 //! which directories to finish, and the split files whose ranges are still out.
+//!
+//! A directory named on the command line whose destination does not exist yet is *staged*:
+//! built under a temporary name beside its destination (`.pcp-tmp-<pid>-<n>-<name>`) and
+//! renamed into place once everything inside is finished. Nobody sees its files before then,
+//! so they are written under their own names at once, with no temporary name or unnamed file
+//! per file; a killed run leaves only the clearly named staging directory, which the next run
+//! into the same place removes. Observers and failures are shown the final paths.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::io;
@@ -71,6 +79,22 @@ struct Split {
     failure: Option<Failure>,
 }
 
+/// A directory built under a temporary name (see the module docs).
+struct Staging {
+    temp: PathBuf,
+    destination: PathBuf,
+}
+
+/// The path a user should see for `path`: inside a staging directory, the path it will have.
+fn shown<'p>(stagings: &[Staging], path: &'p Path) -> Cow<'p, Path> {
+    for s in stagings {
+        if let Ok(rest) = path.strip_prefix(&s.temp) {
+            return Cow::Owned(if rest.as_os_str().is_empty() { s.destination.clone() } else { s.destination.join(rest) });
+        }
+    }
+    Cow::Borrowed(path)
+}
+
 /// A hard link to make once the file it points at has been copied.
 struct HardLink {
     source: PathBuf,
@@ -105,6 +129,7 @@ pub(super) struct Run<'a, E> {
     /// (the inode lock), while writes to different files run in parallel.
     range_turns: VecDeque<u64>,
     split_workers: bool,
+    stagings: Vec<Staging>,
 }
 
 impl<'a, E> Run<'a, E>
@@ -134,10 +159,14 @@ where
             splits: HashMap::new(),
             range_turns: VecDeque::new(),
             split_workers: workers > 1,
+            stagings: Vec::new(),
         }
     }
 
-    fn fail(&mut self, failure: Failure) {
+    fn fail(&mut self, mut failure: Failure) {
+        if let Cow::Owned(path) = shown(&self.stagings, &failure.path) {
+            failure.path = path;
+        }
         record(&mut self.report, self.observer, failure);
     }
 
@@ -158,7 +187,20 @@ where
         let kind = meta.file_type();
         if kind.is_dir() {
             let ancestors = if o.dereference { vec![(meta.dev(), meta.ino())] } else { Vec::new() };
-            let job = ScanJob { source: source.clone(), destination: destination.clone(), meta: DirMeta::new(&meta) };
+            let meta = DirMeta::new(&meta);
+            let job = match fs::symlink_metadata(destination) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // A new directory: staged (see the module docs). Clear what a killed run
+                    // left beside it first.
+                    let temp = entry::temp_path(destination);
+                    if let Some(parent) = temp.parent() {
+                        entry::remove_stale_temps(if parent.as_os_str().is_empty() { Path::new(".") } else { parent });
+                    }
+                    self.stagings.push(Staging { temp: temp.clone(), destination: destination.clone() });
+                    ScanJob { source: source.clone(), destination: temp, meta, in_staging: true }
+                }
+                _ => ScanJob { source: source.clone(), destination: destination.clone(), meta, in_staging: false },
+            };
             self.scans.push(ScanCtx { job, ancestors });
         } else if kind.is_file() {
             let parent = match destination.parent() {
@@ -174,6 +216,7 @@ where
                 check_existing: true,
                 dst_dev,
                 dst_group,
+                in_staging: false,
             };
             self.add_files([(job, (meta.nlink() > 1).then(|| (meta.dev(), meta.ino())))]);
         } else if kind.is_symlink() {
@@ -209,7 +252,7 @@ where
                     EntryKind::Special => self.report.specials += 1,
                     _ => self.report.symlinks += 1,
                 }
-                self.observer.copied(kind, source, destination);
+                self.observer.copied(kind, source, &shown(&self.stagings, destination));
             }
             Ok(false) => self.report.unchanged += 1,
             Err(failure) => self.fail(failure),
@@ -277,6 +320,10 @@ where
             entry::discard(&split.temp);
         }
         self.splits.clear();
+        // A directory that was never finished does not appear at all.
+        for staging in self.stagings.drain(..) {
+            let _ = fs::remove_dir_all(&staging.temp);
+        }
     }
 
     /// The next range of the split file whose turn it is.
@@ -423,7 +470,7 @@ where
             self.fail(failure);
         }
         self.report.unchanged += listing.unchanged;
-        let ScanJob { source, destination, meta } = ctx.job;
+        let ScanJob { source, destination, meta, in_staging } = ctx.job;
         for (name, kind) in &listing.made {
             let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name);
             self.made(Ok(true), *kind, &source.join(name), &destination.join(name));
@@ -432,7 +479,7 @@ where
             return;
         }
         self.report.directories += 1;
-        self.observer.copied(EntryKind::Directory, &source, &destination);
+        self.observer.copied(EntryKind::Directory, &source, &shown(&self.stagings, &destination));
         for dir in &listing.subdirs {
             let Some(meta) = dir.dir else { continue };
             let child = source.join(dir.name());
@@ -446,7 +493,7 @@ where
                 ancestors = ctx.ancestors.clone();
                 ancestors.push((dir.dev, dir.ino));
             }
-            let job = ScanJob { source: child, destination: destination.join(dir.name()), meta };
+            let job = ScanJob { source: child, destination: destination.join(dir.name()), meta, in_staging };
             self.scans.push(ScanCtx { job, ancestors });
         }
         let found = listing.files.iter().map(|file| {
@@ -458,6 +505,7 @@ where
                 check_existing: listing.existed,
                 dst_dev: listing.dst_dev,
                 dst_group: listing.dst_group,
+                in_staging,
             };
             (job, (file.nlink > 1).then_some((file.dev, file.ino)))
         });
@@ -472,7 +520,7 @@ where
                 self.report.files += 1;
                 self.report.bytes += bytes;
                 self.observer.progressed(bytes);
-                self.observer.copied(EntryKind::File, &job.source, &job.destination);
+                self.observer.copied(EntryKind::File, &job.source, &shown(&self.stagings, &job.destination));
             }
             FileOutcome::Unchanged => {
                 self.report.unchanged += 1;
@@ -516,30 +564,38 @@ where
                 self.report.bytes += bytes;
                 // A reflinked file had no ranges: its bytes count now.
                 self.observer.progressed(bytes.saturating_sub(split.progressed));
-                self.observer.copied(EntryKind::File, &split.source, &split.destination);
+                self.observer.copied(EntryKind::File, &split.source, &shown(&self.stagings, &split.destination));
             }
             FileOutcome::Unchanged => self.report.unchanged += 1,
             FileOutcome::Failed(failure) => self.fail(failure),
         }
     }
 
-    /// Hard links, then directories deepest first; returns the report.
+    /// Hard links, then directories deepest first, each staged one renamed into place once
+    /// finished; returns the report.
     pub(super) fn finish(mut self) -> CopyReport {
         for link in std::mem::take(&mut self.hard_links) {
             match entry::hard_link(&link.first, &link.destination, self.options) {
                 Ok(()) => {
                     self.report.hard_links += 1;
-                    self.observer.copied(EntryKind::HardLink, &link.source, &link.destination);
+                    self.observer.copied(EntryKind::HardLink, &link.source, &shown(&self.stagings, &link.destination));
                 }
                 Err(failure) => self.fail(failure),
             }
         }
         let mut directories = std::mem::take(&mut self.directories);
-        // Deepest first: setting a directory's times must come after everything inside it.
+        // Deepest first: setting a directory's times must come after everything inside it,
+        // and renaming a staged directory (which changes its parent's times) before its parent.
         directories.sort_by_key(|(path, ..)| std::cmp::Reverse(path.components().count()));
         for (path, meta, existed) in &directories {
             if let Err(failure) = entry::finish_directory(path, meta, *existed, self.options) {
                 self.fail(failure);
+            }
+            if let Some(i) = self.stagings.iter().position(|s| &s.temp == path) {
+                let staging = self.stagings.remove(i);
+                if let Err(failure) = entry::publish_directory(&staging.temp, &staging.destination) {
+                    self.fail(failure);
+                }
             }
         }
         self.report

@@ -23,6 +23,8 @@ pub(super) struct ScanJob {
     #[serde(with = "path_bytes")]
     pub(super) destination: PathBuf,
     pub(super) meta: DirMeta,
+    /// The destination is (inside) a directory this run builds under a temporary name.
+    pub(super) in_staging: bool,
 }
 
 /// One entry found by a scan that the coordinator handles (a regular file or a directory).
