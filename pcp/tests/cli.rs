@@ -512,8 +512,7 @@ fn a_run_killed_among_many_files_leaves_only_complete_files_and_no_temporary_nam
         fs::create_dir(&dst).unwrap();
         let mut merged = src.clone().into_os_string();
         merged.push("/.");
-        let mut child =
-            spawn_pcp(&[os("--backend"), os(backend), os("-j"), os("1"), os("-a"), os(&merged), os(&dst)]);
+        let mut child = spawn_pcp(&[os("--backend"), os(backend), os("-j"), os("1"), os("-a"), os(&merged), os(&dst)]);
         let first = wait_for_entry(&dst, &mut child, |n| !is_temp(n));
         child.kill().unwrap();
         let status = child.wait().unwrap();

@@ -24,6 +24,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -49,7 +50,7 @@ const RANGE: u64 = 32 << 20;
 /// What the coordinator remembers about a task in flight.
 enum Pending {
     Scan(ScanCtx),
-    Files(Vec<FileJob>),
+    Files(Arc<[FileJob]>),
     Range(u64),
     Finish(u64),
 }
@@ -79,6 +80,11 @@ struct Split {
     failure: Option<Failure>,
 }
 
+fn files_task(jobs: Vec<FileJob>) -> (Work, Pending) {
+    let jobs: Arc<[FileJob]> = jobs.into();
+    (Work::Files(Arc::clone(&jobs)), Pending::Files(jobs))
+}
+
 /// A directory built under a temporary name (see the module docs).
 struct Staging {
     temp: PathBuf,
@@ -89,7 +95,11 @@ struct Staging {
 fn shown<'p>(stagings: &[Staging], path: &'p Path) -> Cow<'p, Path> {
     for s in stagings {
         if let Ok(rest) = path.strip_prefix(&s.temp) {
-            return Cow::Owned(if rest.as_os_str().is_empty() { s.destination.clone() } else { s.destination.join(rest) });
+            return Cow::Owned(if rest.as_os_str().is_empty() {
+                s.destination.clone()
+            } else {
+                s.destination.join(rest)
+            });
         }
     }
     Cow::Borrowed(path)
@@ -115,8 +125,12 @@ pub(super) struct Run<'a, E> {
     limit: usize,
     /// Scans waiting to be sent (taken last in, first out: depth first, which keeps this short).
     scans: Vec<ScanCtx>,
-    /// Full batches, ranges and finishing steps waiting to be sent.
+    /// Finishing steps of split files waiting to be sent.
     queued: VecDeque<(Work, Pending)>,
+    /// Full batches waiting to be sent, grouped by the listing (directory) they came from and
+    /// taken from the groups in turn: workers creating files in one directory at the same time
+    /// queue up on its lock in the kernel, workers in different directories do not.
+    ready: VecDeque<VecDeque<Vec<FileJob>>>,
     batch: Vec<FileJob>,
     batch_bytes: u64,
     inodes: HashMap<(u64, u64), PathBuf>,
@@ -151,6 +165,7 @@ where
             limit: workers * TASKS_PER_WORKER,
             scans: Vec::new(),
             queued: VecDeque::new(),
+            ready: VecDeque::new(),
             batch: Vec::new(),
             batch_bytes: 0,
             inodes: HashMap::new(),
@@ -285,10 +300,16 @@ where
                 (Work::Scan(ctx.job.clone()), Pending::Scan(ctx))
             } else if let Some(next) = self.queued.pop_front() {
                 next
+            } else if let Some(mut group) = self.ready.pop_front() {
+                let jobs = group.pop_front().expect("groups are never empty");
+                if !group.is_empty() {
+                    self.ready.push_back(group);
+                }
+                files_task(jobs)
             } else if let Some(range) = self.next_range() {
                 range
             } else if !self.batch.is_empty() {
-                self.take_batch()
+                files_task(self.take_batch())
             } else {
                 break;
             };
@@ -339,10 +360,9 @@ where
         Some((Work::Range(job), Pending::Range(id)))
     }
 
-    fn take_batch(&mut self) -> (Work, Pending) {
+    fn take_batch(&mut self) -> Vec<FileJob> {
         self.batch_bytes = 0;
-        let jobs = std::mem::take(&mut self.batch);
-        (Work::Files(jobs.clone()), Pending::Files(jobs))
+        std::mem::take(&mut self.batch)
     }
 
     /// Files found by the walk: hard links to files already seen are kept for the end; the
@@ -361,6 +381,7 @@ where
             jobs.push(job);
         }
         self.observer.found(jobs.len() as u64, jobs.iter().map(|j| j.len).sum());
+        let mut full = VecDeque::new();
         for job in jobs {
             if job.len >= SPLIT_AT && self.split_workers {
                 self.split(job);
@@ -369,9 +390,11 @@ where
             self.batch_bytes += job.len;
             self.batch.push(job);
             if self.batch.len() >= FILES_PER_TASK || self.batch_bytes >= BYTES_PER_TASK {
-                let next = self.take_batch();
-                self.queued.push_back(next);
+                full.push_back(self.take_batch());
             }
+        }
+        if !full.is_empty() {
+            self.ready.push_back(full);
         }
     }
 
@@ -448,7 +471,7 @@ where
         match pending {
             Pending::Scan(ctx) => self.fail(failure(&ctx.job.source)),
             Pending::Files(jobs) => {
-                for job in &jobs {
+                for job in jobs.iter() {
                     self.fail(failure(&job.source));
                 }
             }

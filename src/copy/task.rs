@@ -1,6 +1,8 @@
 //! The one job type the engine hands to an executor, so that a thread pool and a process pool
 //! run exactly the same code (the process pool knows it as `stealpool::copy::Task`).
 
+use std::sync::Arc;
+
 use super::entry::{self, FileJob, FileOutcome, FinishJob, RangeJob};
 use super::scan::{self, Listing, ScanJob};
 use super::{CopyOptions, Failure};
@@ -18,7 +20,8 @@ pub struct Task {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) enum Work {
     Scan(ScanJob),
-    Files(Vec<FileJob>),
+    /// Shared with the coordinator, which reports on the same files when the outcomes come.
+    Files(Arc<[FileJob]>),
     Range(RangeJob),
     Finish(FinishJob),
 }
