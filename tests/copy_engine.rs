@@ -22,10 +22,10 @@ fn temps_under(root: &Path) -> Vec<PathBuf> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else if e.file_name().as_bytes().starts_with(copy::TEMP_PREFIX.as_bytes()) {
+            if e.file_name().as_bytes().starts_with(copy::TEMP_PREFIX.as_bytes()) {
                 out.push(e.path());
+            } else if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
             }
         }
     }
@@ -89,15 +89,28 @@ fn an_executor_shut_down_mid_copy_ends_the_copy_with_an_error_and_no_temporary_f
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     tree_with_files(&src, 300);
-    let dest = dir.path().join("dest");
     let options = CopyOptions::archive();
-    let plan = copy::plan(&[src], &Target::Auto(dest.clone()), &options).unwrap();
+
+    // A new destination was being built under a temporary name: it never appears, and its
+    // staging directory is gone.
+    let fresh = dir.path().join("fresh");
+    let plan = copy::plan(std::slice::from_ref(&src), &Target::Auto(fresh.clone()), &options).unwrap();
     let pool = ThreadPoolExecutor::new(2);
     let result = copy::copy(&plan, &options, &pool, &mut ShutDown { pool: &pool });
     assert!(result.is_err(), "the copy went on after its executor shut down");
-    assert!(temps_under(&dest).is_empty());
-    // Whatever did get copied is complete.
-    for e in fs::read_dir(dest.join("sub")).into_iter().flatten().flatten() {
+    assert!(!fresh.exists(), "an unfinished new tree appeared under its final name");
+    assert!(temps_under(dir.path()).is_empty(), "{:?}", temps_under(dir.path()));
+
+    // Into an existing destination: whatever did get copied is complete.
+    let existing = dir.path().join("existing");
+    fs::create_dir_all(existing.join("sub")).unwrap();
+    let mut merge = src.clone().into_os_string();
+    merge.push("/.");
+    let plan = copy::plan(&[merge.into()], &Target::Auto(existing.clone()), &options).unwrap();
+    let pool = ThreadPoolExecutor::new(2);
+    assert!(copy::copy(&plan, &options, &pool, &mut ShutDown { pool: &pool }).is_err());
+    assert!(temps_under(dir.path()).is_empty(), "{:?}", temps_under(dir.path()));
+    for e in fs::read_dir(existing.join("sub")).into_iter().flatten().flatten() {
         let name = e.file_name();
         let n: usize = name.to_str().unwrap()[1..].parse().unwrap();
         assert_eq!(fs::read_to_string(e.path()).unwrap(), n.to_string());
@@ -125,6 +138,7 @@ struct Tally {
     found: (u64, u64),
     progressed: u64,
     copied: Vec<EntryKind>,
+    destinations: Vec<PathBuf>,
     failed: usize,
 }
 
@@ -136,8 +150,9 @@ impl Observer for Tally {
     fn progressed(&mut self, bytes: u64) {
         self.progressed += bytes;
     }
-    fn copied(&mut self, kind: EntryKind, _: &Path, _: &Path) {
+    fn copied(&mut self, kind: EntryKind, _: &Path, destination: &Path) {
         self.copied.push(kind);
+        self.destinations.push(destination.to_path_buf());
     }
     fn failed(&mut self, _: &Failure) {
         self.failed += 1;
@@ -166,4 +181,8 @@ fn the_observer_hears_every_entry_and_every_byte() {
     assert_eq!(tally.found, (11, bytes));
     assert_eq!((tally.progressed, report.bytes), (bytes, bytes));
     assert_eq!(tally.failed, 0);
+    // The new tree was built under a temporary name; the observer is told the final paths.
+    for d in &tally.destinations {
+        assert!(d.starts_with(&dest) && fs::symlink_metadata(d).is_ok(), "{d:?} is not a path of the copy");
+    }
 }

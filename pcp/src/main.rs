@@ -23,8 +23,9 @@ Examples:
   pcp --parents -p src/a/f.txt /tmp/o  makes /tmp/o/src/a/f.txt (src, src/a copied as dirs)
   pcp -a --backend process big/ /mnt/x copy in worker processes: a crash stays in its worker
 
-Temporary files are named .pcp-tmp-<pid>-*; a file only appears under its final name
-complete, and a later run into the same directories removes the leftovers of a killed one.
+A new directory is built as .pcp-tmp-<pid>-*-<name> beside its destination and renamed into
+place once complete; in existing directories, files get their final names only once
+complete. A later run into the same places removes the leftovers of a killed one.
 FIFOs, sockets and device nodes inside a tree are recreated (devices need root), as by cp -R.
 Exit status: 0 if everything was copied, 1 if anything failed (all failures are listed).";
 

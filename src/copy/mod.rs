@@ -10,12 +10,15 @@
 //!    runs on every worker at once and copies start while it goes on. Regular files go out in
 //!    batches (many small files per task, so per-task cost does not dominate); a large file is
 //!    split into ranges that several workers copy into one temporary file (`data.rs`: reflink,
-//!    `copy_file_range`, holes kept). Every file is written under a temporary name in its
-//!    destination directory and renamed into place once complete, so a final name never holds
-//!    a half-written file.
+//!    `copy_file_range`, holes kept). A final path never holds a half-written file: a
+//!    directory the run creates is built under a temporary name and renamed into place once
+//!    finished (`run.rs`), and a file written into an existing directory gets its final name
+//!    only once complete (`entry.rs`).
+//!    Full batches are taken from their directories in turn, so workers rarely wait for each
+//!    other on one directory's lock in the kernel.
 //! 3. **Finish** (on the calling thread): hard links (which need their first copy in place),
 //!    then directory modes and times, deepest first (creating entries changes a directory's
-//!    times).
+//!    times), renaming each staged directory into place right after its own.
 //!
 //! One failure never stops the rest: every failure is collected, with its path and reason, in
 //! the [`CopyReport`].
