@@ -571,7 +571,7 @@ fn a_new_directory_appears_only_once_complete_even_if_pcp_is_killed() {
 }
 
 #[test]
-fn a_destination_that_appears_during_the_copy_is_not_replaced() {
+fn a_staged_copy_whose_name_was_taken_meanwhile_stays_under_its_temporary_name() {
     let dir = TempDir::new().unwrap();
     let src = dir.path().join("src");
     fs::create_dir(&src).unwrap();

@@ -18,12 +18,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use parking_lot::{Condvar, Mutex};
+
 use crate::error::ManagerError;
 use crate::manager::arena::{self, Mapping, Span};
 use crate::manager::protocol::{Lent, Reply, Request, Wait};
 use crate::manager::wire::{self, Address, Conn, PerProcess};
 use crate::manager::{Handle, unexpected};
-use parking_lot::{Condvar, Mutex};
 
 /// A `get` that follows the previous one within this time counts as draining.
 const FAST: Duration = Duration::from_micros(200);
