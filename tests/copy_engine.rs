@@ -135,20 +135,28 @@ fn dereferencing_a_symlink_loop_reports_it_instead_of_recursing_forever() {
 /// Counts what the observer is told, to check it against the report.
 #[derive(Default)]
 struct Tally {
+    /// What `wants_totals` answers.
+    totals: bool,
     found: (u64, u64),
     progressed: u64,
+    /// The most bytes one `progressed` call reported.
+    largest_step: u64,
     copied: Vec<EntryKind>,
     destinations: Vec<PathBuf>,
     failed: usize,
 }
 
 impl Observer for Tally {
+    fn wants_totals(&self) -> bool {
+        self.totals
+    }
     fn found(&mut self, files: u64, bytes: u64) {
         self.found.0 += files;
         self.found.1 += bytes;
     }
     fn progressed(&mut self, bytes: u64) {
         self.progressed += bytes;
+        self.largest_step = self.largest_step.max(bytes);
     }
     fn copied(&mut self, kind: EntryKind, _: &Path, destination: &Path) {
         self.copied.push(kind);
@@ -168,7 +176,7 @@ fn the_observer_hears_every_entry_and_every_byte() {
     symlink("big", src.join("link")).unwrap();
     fs::hard_link(src.join("big"), src.join("big-again")).unwrap();
     let dest = dir.path().join("dest");
-    let mut tally = Tally::default();
+    let mut tally = Tally { totals: true, ..Tally::default() };
     let report = run(&src, &dest, &CopyOptions::archive(), &mut tally);
     assert!(report.is_success(), "{:?}", report.failures);
     let count = |k| tally.copied.iter().filter(|&&c| c == k).count() as u64;
@@ -185,4 +193,41 @@ fn the_observer_hears_every_entry_and_every_byte() {
     for d in &tally.destinations {
         assert!(d.starts_with(&dest) && fs::symlink_metadata(d).is_ok(), "{d:?} is not a path of the copy");
     }
+}
+
+/// Without totals the walk reads no file's size or links: the workers find out as they open
+/// each file and hand back what the coordinator must decide (another name of a file already
+/// copied, a file to split, the rest of a batch past its share of bytes).
+#[test]
+fn without_totals_hard_links_large_files_and_heavy_batches_are_still_handled() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::create_dir_all(src.join("b")).unwrap();
+    fs::write(src.join("a/shared"), "one inode, three names").unwrap();
+    fs::hard_link(src.join("a/shared"), src.join("b/again")).unwrap();
+    fs::hard_link(src.join("a/shared"), src.join("b/and-again")).unwrap();
+    // Above the split size (64 MiB): copied in ranges, each reported on its own.
+    let big: Vec<u8> = (0..(65u32 << 20) + 7).map(|i| (i % 251) as u8).collect();
+    fs::write(src.join("big"), &big).unwrap();
+    // Twelve 3 MiB files in one directory: one batch by count, past a task's share of bytes.
+    for i in 0..12u8 {
+        fs::write(src.join("a").join(format!("mid{i}")), vec![i; 3 << 20]).unwrap();
+    }
+    let dest = dir.path().join("dest");
+    let mut tally = Tally::default();
+    let report = run(&src, &dest, &CopyOptions::archive(), &mut tally);
+    assert!(report.is_success(), "{:?}", report.failures);
+    assert_eq!(tally.found, (0, 0), "found is only called for an observer that wants totals");
+    assert_eq!((report.files, report.hard_links), (14, 2));
+    let inode = |p: &str| fs::metadata(dest.join(p)).unwrap().ino();
+    assert_eq!((inode("b/again"), inode("b/and-again")), (inode("a/shared"), inode("a/shared")));
+    assert_eq!(fs::read_to_string(dest.join("b/again")).unwrap(), "one inode, three names");
+    assert!(fs::read(dest.join("big")).unwrap() == big, "the split file differs");
+    assert!(tally.largest_step <= 32 << 20, "the large file was not split: {} bytes at once", tally.largest_step);
+    for i in 0..12u8 {
+        assert!(fs::read(dest.join("a").join(format!("mid{i}"))).unwrap() == vec![i; 3 << 20], "mid{i}");
+    }
+    assert_eq!((tally.progressed, report.bytes), (report.bytes, big.len() as u64 + 22 + 12 * (3 << 20)));
 }

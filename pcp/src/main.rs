@@ -125,6 +125,11 @@ impl Report {
 }
 
 impl Observer for Report {
+    /// Totals cost a `stat` per file in the walk: only worth it when a bar shows them.
+    fn wants_totals(&self) -> bool {
+        self.bar.is_some()
+    }
+
     fn found(&mut self, files: u64, bytes: u64) {
         self.total_files += files;
         if let Some(bar) = &self.bar {

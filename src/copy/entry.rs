@@ -22,6 +22,7 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use parking_lot::Mutex;
 
+use super::run::SPLIT_AT;
 use super::{CopyOptions, Failure, data};
 
 /// The start of every temporary file or directory name this engine creates (followed by the
@@ -145,8 +146,14 @@ pub(super) struct FileJob {
     pub(super) source: PathBuf,
     #[serde(with = "path_bytes")]
     pub(super) destination: PathBuf,
-    /// The size the walk saw (progress totals, and whether to split the file).
-    pub(super) len: u64,
+    /// The size the walk saw, if it looked (progress totals, and whether to split the file).
+    pub(super) len: Option<u64>,
+    /// Nobody checked yet whether the file has other names: if it does (and links are kept),
+    /// hand it back ([`Back::HardLinked`]) instead of copying it, so that it is copied once.
+    pub(super) hand_back_links: bool,
+    /// Nobody checked the size yet: a file of [`SPLIT_AT`] bytes or more is handed back
+    /// ([`Back::Large`]) to be copied in ranges by several workers.
+    pub(super) hand_back_large: bool,
     /// Follow the source if it is a symlink (`-L`, or a symlink named on the command line).
     pub(super) follow: bool,
     /// The destination directory existed before this run, so the name may already be taken;
@@ -183,6 +190,19 @@ pub(super) enum FileOutcome {
     Unchanged,
     /// Failed; nothing was left under the destination's name.
     Failed(Failure),
+    /// Not copied: the coordinator has to decide (nothing was written).
+    Back(Back),
+}
+
+/// Why a file went back to the coordinator uncopied.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(super) enum Back {
+    /// The task had copied its share of bytes before it came to this file.
+    NotRun,
+    /// The file has other names (hard links), one of which may be copied already.
+    HardLinked { dev: u64, ino: u64, len: u64 },
+    /// The file is large enough to be split.
+    Large { len: u64 },
 }
 
 impl From<Result<Option<u64>, Failure>> for FileOutcome {
@@ -195,15 +215,22 @@ impl From<Result<Option<u64>, Failure>> for FileOutcome {
     }
 }
 
-/// Copies one regular file whole, unnamed or under a temporary name until complete.
+/// Copies one regular file whole, unnamed or under a temporary name until complete, or hands
+/// it back (see [`FileJob`]).
 pub(super) fn copy_file(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> FileOutcome {
-    copy_whole(job, o, owner, dirs).into()
+    copy_whole(job, o, owner, dirs).unwrap_or_else(FileOutcome::Failed)
 }
 
-fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> Result<Option<u64>, Failure> {
+fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> Result<FileOutcome, Failure> {
     let (src, meta) = open_source_in(dirs, &job.source, job.follow)?;
+    if job.hand_back_links && o.preserve_links && meta.nlink() > 1 {
+        return Ok(FileOutcome::Back(Back::HardLinked { dev: meta.dev(), ino: meta.ino(), len: meta.len() }));
+    }
+    if job.hand_back_large && meta.len() >= SPLIT_AT {
+        return Ok(FileOutcome::Back(Back::Large { len: meta.len() }));
+    }
     if job.check_existing && keep_existing(&job.destination, &meta, o)? {
-        return Ok(None);
+        return Ok(FileOutcome::Unchanged);
     }
     let mode = creation_mode(&meta);
     let staged = if job.in_staging {
@@ -222,7 +249,8 @@ fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> 
         }
     }
     let created = (owner.uid, job.dst_group.unwrap_or(owner.gid));
-    Ok(seal(staged, dirs, &src, &meta, &job.destination, Some(created), o)?.then_some(len))
+    let sealed = seal(staged, dirs, &src, &meta, &job.destination, Some(created), o)?;
+    Ok(if sealed { FileOutcome::Copied(len) } else { FileOutcome::Unchanged })
 }
 
 /// A large file, once its temporary copy exists: either already complete (reflinked) or
@@ -810,7 +838,9 @@ mod tests {
         let job = FileJob {
             source: odd.clone(),
             destination: "/d".into(),
-            len: 7,
+            len: Some(7),
+            hand_back_links: true,
+            hand_back_large: false,
             follow: false,
             check_existing: true,
             dst_dev: 3,
@@ -818,7 +848,7 @@ mod tests {
             in_staging: true,
         };
         let back: FileJob = postcard::from_bytes(&postcard::to_stdvec(&job).unwrap()).unwrap();
-        assert_eq!((back.source, back.len, back.dst_dev, back.in_staging), (odd.clone(), 7, 3, true));
+        assert_eq!((back.source, back.len, back.dst_dev, back.in_staging), (odd.clone(), Some(7), 3, true));
 
         let failure = Failure { path: odd.clone(), action: "open", error: io::Error::from_raw_os_error(13) };
         let outcome = FileOutcome::Failed(failure);

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::entry::{self, DirMeta, FileJob, FileOutcome, FinishJob, Prepared, RangeJob};
+use super::entry::{self, Back, DirMeta, FileJob, FileOutcome, FinishJob, Prepared, RangeJob};
 use super::scan::{self, Listing, ScanJob};
 use super::task::{Outcome, Task, TaskOutcome, Work};
 use super::{Assignment, CopyOptions, CopyReport, EntryKind, Failure, Observer, Skipped, record};
@@ -42,9 +42,11 @@ const TASKS_PER_WORKER: usize = 4;
 /// Most files in one batch.
 const FILES_PER_TASK: usize = 64;
 /// Most bytes in one batch: a batch of mid-sized files should not hold one worker for long.
-const BYTES_PER_TASK: u64 = 16 << 20;
+/// Where sizes are not known up front, the worker enforces it (the rest of its batch comes
+/// back uncopied).
+pub(super) const BYTES_PER_TASK: u64 = 16 << 20;
 /// Files this large are split into ranges of [`RANGE`] copied by several workers at once.
-const SPLIT_AT: u64 = 64 << 20;
+pub(super) const SPLIT_AT: u64 = 64 << 20;
 const RANGE: u64 = 32 << 20;
 
 /// What the coordinator remembers about a task in flight.
@@ -144,6 +146,8 @@ pub(super) struct Run<'a, E> {
     range_turns: VecDeque<u64>,
     split_workers: bool,
     stagings: Vec<Staging>,
+    /// The observer wants totals up front, so the walk reads every file's size.
+    totals: bool,
 }
 
 impl<'a, E> Run<'a, E>
@@ -153,6 +157,7 @@ where
     pub(super) fn new(executor: &'a E, options: &'a CopyOptions, observer: &'a mut dyn Observer) -> Self {
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let workers = executor.max_workers().max(1);
+        let totals = observer.wants_totals();
         Run {
             executor,
             options,
@@ -175,6 +180,7 @@ where
             range_turns: VecDeque::new(),
             split_workers: workers > 1,
             stagings: Vec::new(),
+            totals,
         }
     }
 
@@ -212,9 +218,21 @@ where
                         entry::remove_stale_temps(if parent.as_os_str().is_empty() { Path::new(".") } else { parent });
                     }
                     self.stagings.push(Staging { temp: temp.clone(), destination: destination.clone() });
-                    ScanJob { source: source.clone(), destination: temp, meta, in_staging: true }
+                    ScanJob {
+                        source: source.clone(),
+                        destination: temp,
+                        meta,
+                        in_staging: true,
+                        stat_files: self.totals,
+                    }
                 }
-                _ => ScanJob { source: source.clone(), destination: destination.clone(), meta, in_staging: false },
+                _ => ScanJob {
+                    source: source.clone(),
+                    destination: destination.clone(),
+                    meta,
+                    in_staging: false,
+                    stat_files: self.totals,
+                },
             };
             self.scans.push(ScanCtx { job, ancestors });
         } else if kind.is_file() {
@@ -226,14 +244,16 @@ where
             let job = FileJob {
                 source: source.clone(),
                 destination: destination.clone(),
-                len: meta.len(),
+                len: Some(meta.len()),
+                hand_back_links: false,
+                hand_back_large: false,
                 follow,
                 check_existing: true,
                 dst_dev,
                 dst_group,
                 in_staging: false,
             };
-            self.add_files([(job, (meta.nlink() > 1).then(|| (meta.dev(), meta.ino())))]);
+            self.add_found(vec![(job, scan::Stat::new(&meta).link_key())]);
         } else if kind.is_symlink() {
             let made = entry::make_symlink(source, destination, &meta, true, o);
             self.made(made, EntryKind::Symlink, source, destination);
@@ -365,29 +385,38 @@ where
         std::mem::take(&mut self.batch)
     }
 
-    /// Files found by the walk: hard links to files already seen are kept for the end; the
-    /// rest are counted for the observer, then batched or split.
-    fn add_files(&mut self, found: impl IntoIterator<Item = (FileJob, Option<(u64, u64)>)>) {
-        let mut jobs = Vec::new();
-        for (job, link) in found {
-            if let Some(key) = link.filter(|_| self.options.preserve_links) {
-                if let Some(first) = self.inodes.get(&key) {
-                    let first = first.clone();
-                    self.hard_links.push(HardLink { source: job.source, destination: job.destination, first });
-                    continue;
-                }
-                self.inodes.insert(key, job.destination.clone());
-            }
-            jobs.push(job);
+    /// Files found by the walk, each with the (device, inode) to dedup on if it has other
+    /// names: see [`Run::queue_files`].
+    fn add_found(&mut self, found: Vec<(FileJob, Option<(u64, u64)>)>) {
+        let jobs: Vec<FileJob> = found.into_iter().filter_map(|(job, link)| self.dedup(job, link)).collect();
+        if self.totals {
+            self.observer.found(jobs.len() as u64, jobs.iter().filter_map(|j| j.len).sum());
         }
-        self.observer.found(jobs.len() as u64, jobs.iter().map(|j| j.len).sum());
+        self.queue_files(jobs);
+    }
+
+    /// A file with other names (`link`) is copied once: the first path seen is copied, the
+    /// others are kept (returning `None`) to become hard links at the end.
+    fn dedup(&mut self, job: FileJob, link: Option<(u64, u64)>) -> Option<FileJob> {
+        let Some(key) = link.filter(|_| self.options.preserve_links) else { return Some(job) };
+        if let Some(first) = self.inodes.get(&key) {
+            let first = first.clone();
+            self.hard_links.push(HardLink { source: job.source, destination: job.destination, first });
+            return None;
+        }
+        self.inodes.insert(key, job.destination.clone());
+        Some(job)
+    }
+
+    /// Files to copy: large ones (of a known size) are split, the rest batched.
+    fn queue_files(&mut self, jobs: Vec<FileJob>) {
         let mut full = VecDeque::new();
         for job in jobs {
-            if job.len >= SPLIT_AT && self.split_workers {
-                self.split(job);
+            if let Some(len) = job.len.filter(|&len| len >= SPLIT_AT && self.split_workers) {
+                self.split(job, len);
                 continue;
             }
-            self.batch_bytes += job.len;
+            self.batch_bytes += job.len.unwrap_or(0);
             self.batch.push(job);
             if self.batch.len() >= FILES_PER_TASK || self.batch_bytes >= BYTES_PER_TASK {
                 full.push_back(self.take_batch());
@@ -398,15 +427,16 @@ where
         }
     }
 
-    /// Starts a large file: its temporary copy is made here, its ranges go to the workers.
-    fn split(&mut self, job: FileJob) {
+    /// Starts a large file (of `len` bytes): its temporary copy is made here, its ranges go to
+    /// the workers.
+    fn split(&mut self, job: FileJob, len: u64) {
         let (temp, len, ranges) = match entry::prepare_split(&job, self.options) {
             Err(failure) => return self.fail(failure),
             Ok(Prepared::Unchanged) => {
                 self.report.unchanged += 1;
-                return self.observer.progressed(job.len);
+                return self.observer.progressed(len);
             }
-            Ok(Prepared::Cloned(temp)) => (temp, job.len, 0),
+            Ok(Prepared::Cloned(temp)) => (temp, len, 0),
             Ok(Prepared::Ranges { temp, len }) => (temp, len, len.div_ceil(RANGE) as usize),
         };
         let id = self.next_id;
@@ -447,8 +477,16 @@ where
         match (outcome, pending) {
             (Ok(TaskOutcome(Outcome::Scanned(listing))), Pending::Scan(ctx)) => self.listing(ctx, listing),
             (Ok(TaskOutcome(Outcome::Files(outcomes))), Pending::Files(jobs)) if outcomes.len() == jobs.len() => {
+                let mut not_run = Vec::new();
                 for (job, outcome) in jobs.iter().zip(outcomes) {
-                    self.file_done(job, outcome);
+                    match outcome {
+                        FileOutcome::Back(Back::NotRun) => not_run.push(job.clone()),
+                        outcome => self.file_done(job, outcome),
+                    }
+                }
+                if !not_run.is_empty() {
+                    // Next out: these were due already.
+                    self.ready.push_front(VecDeque::from([not_run]));
                 }
             }
             (Ok(TaskOutcome(Outcome::Range(result))), Pending::Range(id)) => self.range_done(id, result),
@@ -493,7 +531,7 @@ where
             self.fail(failure);
         }
         self.report.unchanged += listing.unchanged;
-        let ScanJob { source, destination, meta, in_staging } = ctx.job;
+        let ScanJob { source, destination, meta, in_staging, .. } = ctx.job;
         for (name, kind) in &listing.made {
             let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name);
             self.made(Ok(true), *kind, &source.join(name), &destination.join(name));
@@ -504,36 +542,41 @@ where
         self.report.directories += 1;
         self.observer.copied(EntryKind::Directory, &source, &shown(&self.stagings, &destination));
         for dir in &listing.subdirs {
-            let Some(meta) = dir.dir else { continue };
+            let (Some(meta), Some(stat)) = (dir.dir, dir.stat) else { continue };
             let child = source.join(dir.name());
             let mut ancestors = Vec::new();
             if self.options.dereference {
-                if ctx.ancestors.contains(&(dir.dev, dir.ino)) {
+                if ctx.ancestors.contains(&(stat.dev, stat.ino)) {
                     let error = io::Error::other("a symlink leads back to a directory above it (loop not followed)");
                     self.fail(Failure { path: child, action: "read directory", error });
                     continue;
                 }
                 ancestors = ctx.ancestors.clone();
-                ancestors.push((dir.dev, dir.ino));
+                ancestors.push((stat.dev, stat.ino));
             }
-            let job = ScanJob { source: child, destination: destination.join(dir.name()), meta, in_staging };
+            let destination = destination.join(dir.name());
+            let job = ScanJob { source: child, destination, meta, in_staging, stat_files: self.totals };
             self.scans.push(ScanCtx { job, ancestors });
         }
         let found = listing.files.iter().map(|file| {
+            // A file the scan did not stat is checked by its worker, which hands it back if
+            // it has to be deduplicated or split.
             let job = FileJob {
                 source: source.join(file.name()),
                 destination: destination.join(file.name()),
-                len: file.len,
+                len: file.stat.map(|s| s.len),
+                hand_back_links: file.stat.is_none(),
+                hand_back_large: file.stat.is_none() && self.split_workers,
                 follow: self.options.dereference,
                 check_existing: listing.existed,
                 dst_dev: listing.dst_dev,
                 dst_group: listing.dst_group,
                 in_staging,
             };
-            (job, (file.nlink > 1).then_some((file.dev, file.ino)))
+            (job, file.stat.and_then(|s| s.link_key()))
         });
         let found: Vec<_> = found.collect();
-        self.add_files(found);
+        self.add_found(found);
         self.directories.push((destination, meta, listing.existed));
     }
 
@@ -547,9 +590,28 @@ where
             }
             FileOutcome::Unchanged => {
                 self.report.unchanged += 1;
-                self.observer.progressed(job.len);
+                self.observer.progressed(job.len.unwrap_or(0));
             }
             FileOutcome::Failed(failure) => self.fail(failure),
+            FileOutcome::Back(back) => self.handed_back(job.clone(), back),
+        }
+    }
+
+    /// A file its worker did not copy (see [`Back`]); its size is known now.
+    fn handed_back(&mut self, mut job: FileJob, back: Back) {
+        (job.hand_back_links, job.hand_back_large) = (false, false);
+        match back {
+            Back::NotRun => self.queue_files(vec![job]),
+            Back::HardLinked { dev, ino, len } => {
+                job.len = Some(len);
+                if let Some(job) = self.dedup(job, Some((dev, ino))) {
+                    self.queue_files(vec![job]);
+                }
+            }
+            Back::Large { len } => {
+                job.len = Some(len);
+                self.split(job, len);
+            }
         }
     }
 
@@ -591,6 +653,12 @@ where
             }
             FileOutcome::Unchanged => self.report.unchanged += 1,
             FileOutcome::Failed(failure) => self.fail(failure),
+            // A finishing step never hands its file back.
+            FileOutcome::Back(_) => {
+                entry::discard(&split.temp);
+                let error = io::Error::other("the task returned an unexpected outcome");
+                self.fail(Failure { path: split.source, action: "copy job", error });
+            }
         }
     }
 

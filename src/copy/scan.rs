@@ -6,6 +6,11 @@
 //! spot (they are one syscall or two, not worth another task); regular files and
 //! subdirectories go back to the coordinator, which dedups hard links, batches the files and
 //! schedules the subdirectories. A scan never follows a symlink unless `dereference` is set.
+//!
+//! A regular file is known by its directory entry's type alone unless [`ScanJob::stat_files`]
+//! asks for its size and links (only an observer that wants totals up front needs them): the
+//! `stat` per file was a twentieth of a small-file copy's time, and the worker that copies the
+//! file reads the same facts from the open file anyway (see `entry.rs`, `Back`).
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -25,6 +30,8 @@ pub(super) struct ScanJob {
     pub(super) meta: DirMeta,
     /// The destination is (inside) a directory this run builds under a temporary name.
     pub(super) in_staging: bool,
+    /// Read each regular file's size and links now (for totals up front).
+    pub(super) stat_files: bool,
 }
 
 /// One entry found by a scan that the coordinator handles (a regular file or a directory).
@@ -32,22 +39,37 @@ pub(super) struct ScanJob {
 pub(super) struct Found {
     #[serde(with = "serde_bytes")]
     pub(super) name: Vec<u8>,
+    /// Always there for a directory; for a file only if the scan was asked to `stat_files`.
+    pub(super) stat: Option<Stat>,
+    /// For a directory: what its copy keeps.
+    pub(super) dir: Option<DirMeta>,
+}
+
+/// What the coordinator needs of an entry's `stat`.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(super) struct Stat {
     pub(super) len: u64,
     pub(super) nlink: u64,
     pub(super) dev: u64,
     pub(super) ino: u64,
-    /// For a directory: what its copy keeps.
-    pub(super) dir: Option<DirMeta>,
+}
+
+impl Stat {
+    pub(super) fn new(meta: &fs::Metadata) -> Self {
+        Stat { len: meta.len(), nlink: meta.nlink(), dev: meta.dev(), ino: meta.ino() }
+    }
+
+    /// The (device, inode) to dedup on, if other paths may lead to the same file.
+    pub(super) fn link_key(&self) -> Option<(u64, u64)> {
+        (self.nlink > 1).then_some((self.dev, self.ino))
+    }
 }
 
 impl Found {
     fn new(name: &std::ffi::OsStr, meta: &fs::Metadata) -> Self {
         Found {
             name: name.as_bytes().to_vec(),
-            len: meta.len(),
-            nlink: meta.nlink(),
-            dev: meta.dev(),
-            ino: meta.ino(),
+            stat: Some(Stat::new(meta)),
             dir: meta.is_dir().then(|| DirMeta::new(meta)),
         }
     }
@@ -117,6 +139,19 @@ pub(super) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
             }
         };
         let name = entry.file_name();
+        // The entry's type comes with the listing (std stats only where the file system does
+        // not say); a regular file needs nothing more unless totals are wanted.
+        match entry.file_type() {
+            Ok(kind) if kind.is_file() && !job.stat_files => {
+                out.files.push(Found { name: name.as_bytes().to_vec(), stat: None, dir: None });
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                out.failures.push(fail(&entry.path(), "stat")(e));
+                continue;
+            }
+        }
         let meta = if o.dereference { fs::metadata(entry.path()) } else { entry.metadata() };
         let meta = match meta {
             Ok(meta) => meta,

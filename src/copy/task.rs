@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use super::entry::{self, FileJob, FileOutcome, FinishJob, RangeJob};
+use super::entry::{self, Back, FileJob, FileOutcome, FinishJob, RangeJob};
+use super::run::BYTES_PER_TASK;
 use super::scan::{self, Listing, ScanJob};
 use super::{CopyOptions, Failure};
 use crate::job::Job;
@@ -48,7 +49,20 @@ impl Job for Task {
             Work::Files(jobs) => {
                 let owner = entry::Owner::current();
                 let mut dirs = entry::Dirs::default();
-                Outcome::Files(jobs.iter().map(|job| entry::copy_file(job, o, owner, &mut dirs)).collect())
+                // Sizes may be unknown when the batch was made: once this task has copied its
+                // share of bytes, the rest goes back, so no worker holds many large files.
+                let mut copied = 0;
+                let outcomes = jobs.iter().map(|job| {
+                    if copied >= BYTES_PER_TASK {
+                        return FileOutcome::Back(Back::NotRun);
+                    }
+                    let outcome = entry::copy_file(job, o, owner, &mut dirs);
+                    if let FileOutcome::Copied(bytes) = outcome {
+                        copied += bytes;
+                    }
+                    outcome
+                });
+                Outcome::Files(outcomes.collect())
             }
             Work::Range(job) => Outcome::Range(entry::copy_piece(&job)),
             Work::Finish(job) => Outcome::Finished(entry::finish_split(&job, o)),
@@ -57,3 +71,48 @@ impl Job for Task {
 }
 
 crate::register_job!(Task, name = "stealpool::copy::Task");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_stops_after_its_share_of_bytes_and_hands_back_the_rest_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        std::fs::create_dir(&src).unwrap();
+        std::fs::create_dir(&dst).unwrap();
+        let jobs: Vec<FileJob> = (0..4)
+            .map(|i| {
+                let name = format!("f{i}");
+                // 10 MiB of hole each: the byte count is what matters, not the copying.
+                std::fs::File::create(src.join(&name)).unwrap().set_len(10 << 20).unwrap();
+                FileJob {
+                    source: src.join(&name),
+                    destination: dst.join(&name),
+                    len: None,
+                    hand_back_links: false,
+                    hand_back_large: false,
+                    follow: false,
+                    check_existing: true,
+                    dst_dev: 0,
+                    dst_group: None,
+                    in_staging: false,
+                }
+            })
+            .collect();
+        let task = Task { options: CopyOptions::default(), work: Work::Files(jobs.into()) };
+        let TaskOutcome(Outcome::Files(outcomes)) = task.run() else { panic!("not a batch outcome") };
+        let summary: Vec<String> = outcomes
+            .iter()
+            .map(|o| match o {
+                FileOutcome::Copied(n) => format!("copied {n}"),
+                FileOutcome::Back(Back::NotRun) => "not run".to_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        // 16 MiB per task: the second file crosses it, the last two wait for another task.
+        assert_eq!(summary, ["copied 10485760", "copied 10485760", "not run", "not run"]);
+        assert!(!dst.join("f2").exists() && !dst.join("f3").exists());
+    }
+}
