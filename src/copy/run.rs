@@ -95,13 +95,15 @@ struct Staging {
 
 /// The path a user should see for `path`: inside a staging directory, the path it will have.
 fn shown<'p>(stagings: &[Staging], path: &'p Path) -> Cow<'p, Path> {
+    use std::os::unix::ffi::OsStrExt;
+    // Paths under a staging directory are built by joining onto it, so comparing bytes is
+    // exact (and cheap: this runs for every entry).
+    let bytes = path.as_os_str().as_bytes();
     for s in stagings {
-        if let Ok(rest) = path.strip_prefix(&s.temp) {
-            return Cow::Owned(if rest.as_os_str().is_empty() {
-                s.destination.clone()
-            } else {
-                s.destination.join(rest)
-            });
+        match bytes.strip_prefix(s.temp.as_os_str().as_bytes()) {
+            Some([]) => return Cow::Owned(s.destination.clone()),
+            Some([b'/', rest @ ..]) => return Cow::Owned(s.destination.join(std::ffi::OsStr::from_bytes(rest))),
+            _ => {}
         }
     }
     Cow::Borrowed(path)
