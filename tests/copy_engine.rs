@@ -231,3 +231,31 @@ fn without_totals_hard_links_large_files_and_heavy_batches_are_still_handled() {
     }
     assert_eq!((tally.progressed, report.bytes), (report.bytes, big.len() as u64 + 22 + 12 * (3 << 20)));
 }
+
+/// Many directories of one depth are finished by the workers together: each still ends with
+/// its source's mode and times, and the tree's top gets its own after them.
+#[test]
+fn many_sibling_directories_each_keep_their_mode_and_times() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let stamp = |i: i64| filetime::FileTime::from_unix_time(1_600_000_000 + i * 1000, (i as u32) * 7);
+    for i in 0..70i64 {
+        let d = src.join(format!("d{i:02}"));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("f"), format!("{i}")).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(if i % 2 == 0 { 0o750 } else { 0o705 })).unwrap();
+        filetime::set_file_times(&d, stamp(i), stamp(i)).unwrap();
+    }
+    filetime::set_file_times(&src, stamp(99), stamp(99)).unwrap();
+    let dest = dir.path().join("dest");
+    let report = run(&src, &dest, &CopyOptions::archive(), &mut copy::Quiet);
+    assert!(report.is_success(), "{:?}", report.failures);
+    for i in 0..70i64 {
+        let meta = fs::metadata(dest.join(format!("d{i:02}"))).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, if i % 2 == 0 { 0o750 } else { 0o705 }, "d{i:02}");
+        assert_eq!(filetime::FileTime::from_last_modification_time(&meta), stamp(i), "d{i:02}");
+    }
+    let top = fs::metadata(&dest).unwrap();
+    assert_eq!(filetime::FileTime::from_last_modification_time(&top), stamp(99));
+}

@@ -752,10 +752,21 @@ pub(super) fn create_directory(destination: &Path, meta: &DirMeta) -> Result<boo
     }
 }
 
+/// A copied directory to finish once everything inside is in place.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct DirFinish {
+    #[serde(with = "path_bytes")]
+    pub(super) path: PathBuf,
+    pub(super) meta: DirMeta,
+    /// It existed before this run.
+    pub(super) existed: bool,
+}
+
 /// Sets a copied directory's ownership, mode and times, once everything inside is in place.
 /// Without `preserve_mode`, a directory that `existed` before the run keeps its mode, as with
 /// `cp -r`.
-pub(super) fn finish_directory(path: &Path, dir: &DirMeta, existed: bool, o: &CopyOptions) -> Result<(), Failure> {
+pub(super) fn finish_directory(job: &DirFinish, o: &CopyOptions) -> Result<(), Failure> {
+    let (path, dir, existed) = (job.path.as_path(), &job.meta, job.existed);
     if o.preserve_ownership {
         ignore_eperm(std::os::unix::fs::chown(path, Some(dir.uid), Some(dir.gid)))
             .map_err(fail(path, "preserve ownership"))?;

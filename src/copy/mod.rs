@@ -16,9 +16,15 @@
 //!    only once complete (`entry.rs`).
 //!    Full batches are taken from their directories in turn, so workers rarely wait for each
 //!    other on one directory's lock in the kernel.
-//! 3. **Finish** (on the calling thread): hard links (which need their first copy in place),
-//!    then directory modes and times, deepest first (creating entries changes a directory's
-//!    times), renaming each staged directory into place right after its own.
+//! 3. **Finish**: hard links (which need their first copy in place), then directory modes
+//!    and times, deepest first (creating entries changes a directory's times), the
+//!    directories of one depth shared among the workers, each staged directory renamed into
+//!    place right after its own.
+//!
+//! The walk reads each directory's entries and their types; it reads a regular file's size
+//! and links only if the [`Observer`] wants totals up front. Otherwise the worker that opens
+//! the file finds out, and hands back to the coordinator a file with other names (copied
+//! once, the other names become hard links) or one large enough to split.
 //!
 //! One failure never stops the rest: every failure is collected, with its path and reason, in
 //! the [`CopyReport`].

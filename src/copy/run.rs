@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::entry::{self, Back, DirMeta, FileJob, FileOutcome, FinishJob, Prepared, RangeJob};
+use super::entry::{self, Back, DirFinish, DirMeta, FileJob, FileOutcome, FinishJob, Prepared, RangeJob};
 use super::scan::{self, Listing, ScanJob};
 use super::task::{Outcome, Task, TaskOutcome, Work};
 use super::{Assignment, CopyOptions, CopyReport, EntryKind, Failure, Observer, Skipped, record};
@@ -48,6 +48,9 @@ pub(super) const BYTES_PER_TASK: u64 = 16 << 20;
 /// Files this large are split into ranges of [`RANGE`] copied by several workers at once.
 pub(super) const SPLIT_AT: u64 = 64 << 20;
 const RANGE: u64 = 32 << 20;
+/// Fewer directories of one depth than this are finished on the coordinator; more are shared
+/// among the workers (a directory takes three quick calls; a task's round trip is dearer).
+const DIRS_WORTH_SHARING: usize = 32;
 
 /// What the coordinator remembers about a task in flight.
 enum Pending {
@@ -139,8 +142,8 @@ pub(super) struct Run<'a, E> {
     batch_bytes: u64,
     inodes: HashMap<(u64, u64), PathBuf>,
     hard_links: Vec<HardLink>,
-    /// Directories to finish: (destination, what to apply, whether it existed before).
-    directories: Vec<(PathBuf, DirMeta, bool)>,
+    /// Directories to finish once everything is copied.
+    directories: Vec<DirFinish>,
     splits: HashMap<u64, Split>,
     /// Split files with ranges still to send, taken in turn: concurrent ranges then mostly
     /// belong to different files, because writes to one file are serialized by the kernel
@@ -277,7 +280,7 @@ where
         match entry::create_directory(destination, &meta) {
             // An existing directory on the way is used as it is, as cp does.
             Ok(true) => {}
-            Ok(false) => self.directories.push((destination.to_path_buf(), meta, false)),
+            Ok(false) => self.directories.push(DirFinish { path: destination.to_path_buf(), meta, existed: false }),
             Err(failure) => self.fail(failure),
         }
     }
@@ -579,7 +582,7 @@ where
         });
         let found: Vec<_> = found.collect();
         self.add_found(found);
-        self.directories.push((destination, meta, listing.existed));
+        self.directories.push(DirFinish { path: destination, meta, existed: listing.existed });
     }
 
     fn file_done(&mut self, job: &FileJob, outcome: FileOutcome) {
@@ -679,18 +682,51 @@ where
         let mut directories = std::mem::take(&mut self.directories);
         // Deepest first: setting a directory's times must come after everything inside it,
         // and renaming a staged directory (which changes its parent's times) before its parent.
-        directories.sort_by_key(|(path, ..)| std::cmp::Reverse(path.components().count()));
-        for (path, meta, existed) in &directories {
-            if let Err(failure) = entry::finish_directory(path, meta, *existed, self.options) {
-                self.fail(failure);
-            }
-            if let Some(i) = self.stagings.iter().position(|s| &s.temp == path) {
-                let staging = self.stagings.remove(i);
-                if let Err(failure) = entry::publish_directory(&staging.temp, &staging.destination) {
-                    self.fail(failure);
+        // Directories of one depth do not contain each other: they are finished together.
+        let depth = |d: &DirFinish| d.path.components().count();
+        directories.sort_by_key(|d| std::cmp::Reverse(depth(d)));
+        for level in directories.chunk_by(|a, b| depth(a) == depth(b)) {
+            self.finish_directories(level);
+            for dir in level {
+                if let Some(i) = self.stagings.iter().position(|s| s.temp == dir.path) {
+                    let staging = self.stagings.remove(i);
+                    if let Err(failure) = entry::publish_directory(&staging.temp, &staging.destination) {
+                        self.fail(failure);
+                    }
                 }
             }
         }
         self.report
+    }
+
+    /// Finishes directories none of which contains another: shared among the workers when
+    /// there are enough to be worth a task each, else here.
+    fn finish_directories(&mut self, dirs: &[DirFinish]) {
+        let o = self.options;
+        let here = |dirs: &[DirFinish]| -> Vec<Failure> {
+            dirs.iter().filter_map(|d| entry::finish_directory(d, o).err()).collect()
+        };
+        let workers = self.executor.max_workers();
+        if dirs.len() < DIRS_WORTH_SHARING || workers < 2 {
+            return here(dirs).into_iter().for_each(|f| self.fail(f));
+        }
+        let mut failures = Vec::new();
+        let mut futures = Vec::new();
+        for chunk in dirs.chunks(dirs.len().div_ceil(workers)) {
+            let task = Task { options: o.clone(), work: Work::Directories(chunk.to_vec()) };
+            match self.executor.submit(task) {
+                Ok(future) => futures.push((future, chunk)),
+                Err(_) => failures.extend(here(chunk)),
+            }
+        }
+        for (future, chunk) in futures {
+            match future.result() {
+                Ok(TaskOutcome(Outcome::Directories(failed))) => failures.extend(failed),
+                // The task panicked or its worker died: do those here (every step can be
+                // repeated safely).
+                _ => failures.extend(here(chunk)),
+            }
+        }
+        failures.into_iter().for_each(|f| self.fail(f));
     }
 }

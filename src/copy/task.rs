@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use super::entry::{self, Back, FileJob, FileOutcome, FinishJob, RangeJob};
+use super::entry::{self, Back, DirFinish, FileJob, FileOutcome, FinishJob, RangeJob};
 use super::run::BYTES_PER_TASK;
 use super::scan::{self, Listing, ScanJob};
 use super::{CopyOptions, Failure};
 use crate::job::Job;
 
 /// One piece of a copy's work: a directory to scan, a batch of files, one range of a large
-/// file, or a large file's last step. Made only by [`copy`](super::copy); public because an
+/// file, a large file's last step, or directories to finish. Made only by [`copy`](super::copy); public because an
 /// executor's `Submit<Task>` bound names it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Task {
@@ -25,6 +25,8 @@ pub(super) enum Work {
     Files(Arc<[FileJob]>),
     Range(RangeJob),
     Finish(FinishJob),
+    /// Directories of one depth, whose contents are all in place.
+    Directories(Vec<DirFinish>),
 }
 
 /// What a [`Task`] produced; read only by [`copy`](super::copy).
@@ -37,6 +39,7 @@ pub(super) enum Outcome {
     Files(Vec<FileOutcome>),
     Range(Result<u64, Failure>),
     Finished(FileOutcome),
+    Directories(Vec<Failure>),
 }
 
 impl Job for Task {
@@ -66,6 +69,9 @@ impl Job for Task {
             }
             Work::Range(job) => Outcome::Range(entry::copy_piece(&job)),
             Work::Finish(job) => Outcome::Finished(entry::finish_split(&job, o)),
+            Work::Directories(dirs) => {
+                Outcome::Directories(dirs.iter().filter_map(|d| entry::finish_directory(d, o).err()).collect())
+            }
         })
     }
 }
