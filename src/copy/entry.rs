@@ -242,6 +242,9 @@ fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> 
     let len = meta.len();
     if !data::reflink(&src, meta.dev(), &staged.file, job.dst_dev) && len > 0 {
         let sparse = data::may_be_sparse(&meta);
+        if !sparse && len >= data::PREALLOCATE_FROM {
+            data::preallocate(&staged.file, len).map_err(fail(&job.destination, "copy"))?;
+        }
         data::copy_range(&src, &staged.file, 0, len, sparse).map_err(fail(&job.source, "copy"))?;
         if sparse {
             // A hole at the end has no data extent to copy; the length brings it back.
@@ -283,7 +286,10 @@ pub(super) fn prepare_split(job: &FileJob, o: &CopyOptions) -> Result<Prepared, 
     let prepared = if data::reflink(&src, meta.dev(), &out, job.dst_dev) {
         Prepared::Cloned(temp.clone())
     } else {
-        out.set_len(meta.len()).map_err(fail(&job.destination, "create"))?;
+        let sparse = data::may_be_sparse(&meta);
+        if sparse || !data::preallocate(&out, meta.len()).map_err(fail(&job.destination, "create"))? {
+            out.set_len(meta.len()).map_err(fail(&job.destination, "create"))?;
+        }
         Prepared::Ranges { temp: temp.clone(), len: meta.len() }
     };
     guard.path = None;
