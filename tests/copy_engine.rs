@@ -259,3 +259,21 @@ fn many_sibling_directories_each_keep_their_mode_and_times() {
     let top = fs::metadata(&dest).unwrap();
     assert_eq!(filetime::FileTime::from_last_modification_time(&top), stamp(99));
 }
+
+/// A file left alone (`-n`) counts as progress with its size, even when the walk read no sizes.
+#[test]
+fn files_left_alone_count_as_progress_without_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    tree_with_files(&src, 5);
+    fs::write(src.join("sub/larger"), vec![7u8; 100_000]).unwrap();
+    let dest = dir.path().join("dest");
+    assert!(run(&src, &dest, &CopyOptions::archive(), &mut copy::Quiet).is_success());
+    let mut tally = Tally::default();
+    let options = CopyOptions { no_clobber: true, ..CopyOptions::archive() };
+    // `src/.`: the contents of `src` into `dest` again, as `cp -n src/. dest` would.
+    let report = run(&src.join("."), &dest, &options, &mut tally);
+    assert!(report.is_success(), "{:?}", report.failures);
+    assert_eq!((report.files, report.unchanged), (0, 6));
+    assert_eq!(tally.progressed, 100_000 + 5);
+}

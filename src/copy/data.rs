@@ -67,15 +67,20 @@ pub(super) const PREALLOCATE_FROM: u64 = 128 << 10;
 /// Gives the empty file `dst` all `len` bytes' blocks at once (`fallocate`): the writes that
 /// follow then fill blocks already allocated instead of reserving space page by page (on
 /// ext4, a sixth less kernel time for large files), and the file gets one contiguous
-/// allocation. Returns `false`, having changed nothing, where the file system cannot; one
-/// that can but has no room says so now (`ENOSPC`), before any byte is copied. Only for
-/// files without holes (it would fill them).
+/// allocation. Only for files without holes (it would fill them).
+///
+/// Returns `false` where the file system cannot, and also on `ENOSPC`: a compressing file
+/// system reserves the full length, so a copy that would fit may not preallocate; a disk
+/// that is really full fails the copy itself, as without preallocation.
 pub(super) fn preallocate(dst: &File, len: u64) -> io::Result<bool> {
     let len = to_off(len)?;
-    match nix::fcntl::fallocate(dst, nix::fcntl::FallocateFlags::empty(), 0, len) {
-        Ok(()) => Ok(true),
-        Err(Errno::EOPNOTSUPP | Errno::ENOSYS | Errno::EINVAL) => Ok(false),
-        Err(e) => Err(e.into()),
+    loop {
+        match nix::fcntl::fallocate(dst, nix::fcntl::FallocateFlags::empty(), 0, len) {
+            Ok(()) => return Ok(true),
+            Err(Errno::EINTR) => {}
+            Err(Errno::EOPNOTSUPP | Errno::ENOSYS | Errno::EINVAL | Errno::ENOSPC) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

@@ -146,7 +146,8 @@ pub(super) struct FileJob {
     pub(super) source: PathBuf,
     #[serde(with = "path_bytes")]
     pub(super) destination: PathBuf,
-    /// The size the walk saw, if it looked (progress totals, and whether to split the file).
+    /// The size, if known (progress totals, and whether to split the file): as the walk saw
+    /// it, or as the worker found it when it handed the file back.
     pub(super) len: Option<u64>,
     /// Nobody checked yet whether the file has other names: if it does (and links are kept),
     /// hand it back ([`Back::HardLinked`]) instead of copying it, so that it is copied once.
@@ -186,8 +187,9 @@ impl Owner {
 pub(super) enum FileOutcome {
     /// Copied, with this many bytes.
     Copied(u64),
-    /// Left alone (`no_clobber`, or `update` with a destination at least as new).
-    Unchanged,
+    /// Left alone (`no_clobber`, or `update` with a destination at least as new); the
+    /// source's size, for progress.
+    Unchanged(u64),
     /// Failed; nothing was left under the destination's name.
     Failed(Failure),
     /// Not copied: the coordinator has to decide (nothing was written).
@@ -205,13 +207,10 @@ pub(super) enum Back {
     Large { len: u64 },
 }
 
-impl From<Result<Option<u64>, Failure>> for FileOutcome {
-    fn from(result: Result<Option<u64>, Failure>) -> Self {
-        match result {
-            Ok(Some(bytes)) => FileOutcome::Copied(bytes),
-            Ok(None) => FileOutcome::Unchanged,
-            Err(failure) => FileOutcome::Failed(failure),
-        }
+impl FileOutcome {
+    /// After [`seal`]: copied, or left alone because `no_clobber` found the name taken.
+    fn sealed(sealed: bool, len: u64) -> Self {
+        if sealed { FileOutcome::Copied(len) } else { FileOutcome::Unchanged(len) }
     }
 }
 
@@ -230,7 +229,7 @@ fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> 
         return Ok(FileOutcome::Back(Back::Large { len: meta.len() }));
     }
     if job.check_existing && keep_existing(&job.destination, &meta, o)? {
-        return Ok(FileOutcome::Unchanged);
+        return Ok(FileOutcome::Unchanged(meta.len()));
     }
     let mode = creation_mode(&meta);
     let staged = if job.in_staging {
@@ -253,7 +252,7 @@ fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> 
     }
     let created = (owner.uid, job.dst_group.unwrap_or(owner.gid));
     let sealed = seal(staged, dirs, &src, &meta, &job.destination, Some(created), o)?;
-    Ok(if sealed { FileOutcome::Copied(len) } else { FileOutcome::Unchanged })
+    Ok(FileOutcome::sealed(sealed, len))
 }
 
 /// A large file, once its temporary copy exists: either already complete (reflinked) or
@@ -337,12 +336,13 @@ pub(super) fn finish_split(job: &FinishJob, o: &CopyOptions) -> FileOutcome {
         let file = OpenOptions::new().read(true).write(true).open(&job.temp);
         let staged = Staged { file: file.map_err(fail(&job.temp, "open"))?, name: Naming::Temp(job.temp.clone()) };
         let (src, meta) = open_source(&job.source, job.follow)?;
-        Ok(seal(staged, &mut Dirs::default(), &src, &meta, &job.destination, None, o)?.then_some(job.len))
+        let sealed = seal(staged, &mut Dirs::default(), &src, &meta, &job.destination, None, o)?;
+        Ok(FileOutcome::sealed(sealed, job.len))
     })();
-    if result.is_err() {
+    result.unwrap_or_else(|failure| {
         discard(&job.temp);
-    }
-    result.into()
+        FileOutcome::Failed(failure)
+    })
 }
 
 /// Removes the temporary file of a split copy that failed.

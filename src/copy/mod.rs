@@ -17,9 +17,9 @@
 //!    Full batches are taken from their directories in turn, so workers rarely wait for each
 //!    other on one directory's lock in the kernel.
 //! 3. **Finish**: hard links (which need their first copy in place), then directory modes
-//!    and times, deepest first (creating entries changes a directory's times), the
-//!    directories of one depth shared among the workers, each staged directory renamed into
-//!    place right after its own.
+//!    and times, deepest first (creating entries changes a directory's times), a depth with
+//!    many directories shared among the workers, each staged directory renamed into place
+//!    right after its own.
 //!
 //! The walk reads each directory's entries and their types; it reads a regular file's size
 //! and links only if the [`Observer`] wants totals up front. Otherwise the worker that opens

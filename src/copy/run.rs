@@ -489,9 +489,12 @@ where
                         outcome => self.file_done(job, outcome),
                     }
                 }
-                if !not_run.is_empty() {
-                    // Next out: these were due already.
-                    self.ready.push_front(VecDeque::from([not_run]));
+                // Next out (they were due already), spread over the workers: their sizes are
+                // still unknown, and one batch would keep them all on one worker in turn.
+                let per_batch = not_run.len().div_ceil(self.executor.max_workers().max(1)).max(1);
+                let mut parts: Vec<Vec<FileJob>> = not_run.chunks(per_batch).map(<[FileJob]>::to_vec).collect();
+                while let Some(part) = parts.pop() {
+                    self.ready.push_front(VecDeque::from([part]));
                 }
             }
             (Ok(TaskOutcome(Outcome::Range(result))), Pending::Range(id)) => self.range_done(id, result),
@@ -593,9 +596,9 @@ where
                 self.observer.progressed(bytes);
                 self.observer.copied(EntryKind::File, &job.source, &shown(&self.stagings, &job.destination));
             }
-            FileOutcome::Unchanged => {
+            FileOutcome::Unchanged(bytes) => {
                 self.report.unchanged += 1;
-                self.observer.progressed(job.len.unwrap_or(0));
+                self.observer.progressed(bytes);
             }
             FileOutcome::Failed(failure) => self.fail(failure),
             FileOutcome::Back(back) => self.handed_back(job.clone(), back),
@@ -656,7 +659,7 @@ where
                 self.observer.progressed(bytes.saturating_sub(split.progressed));
                 self.observer.copied(EntryKind::File, &split.source, &shown(&self.stagings, &split.destination));
             }
-            FileOutcome::Unchanged => self.report.unchanged += 1,
+            FileOutcome::Unchanged(_) => self.report.unchanged += 1,
             FileOutcome::Failed(failure) => self.fail(failure),
             // A finishing step never hands its file back.
             FileOutcome::Back(_) => {
@@ -728,5 +731,46 @@ where
             }
         }
         failures.into_iter().for_each(|f| self.fail(f));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ThreadPoolExecutor;
+
+    fn job(i: usize) -> FileJob {
+        FileJob {
+            source: format!("/src/f{i}").into(),
+            destination: format!("/dst/f{i}").into(),
+            len: None,
+            hand_back_links: false,
+            hand_back_large: false,
+            follow: false,
+            check_existing: false,
+            dst_dev: 0,
+            dst_group: None,
+            in_staging: false,
+        }
+    }
+
+    /// Files a batch handed back uncopied have unknown sizes: they go out again spread over the
+    /// workers, not as one batch that only one worker at a time could take.
+    #[test]
+    fn files_a_batch_hands_back_are_spread_over_the_workers() {
+        let pool = ThreadPoolExecutor::new(2);
+        let options = CopyOptions::default();
+        let mut quiet = super::super::Quiet;
+        let mut run = Run::new(&pool, &options, &mut quiet);
+        let jobs: Arc<[FileJob]> = (0..9).map(job).collect::<Vec<_>>().into();
+        let outcomes = (0..9)
+            .map(|i| if i < 2 { FileOutcome::Copied(8 << 20) } else { FileOutcome::Back(Back::NotRun) })
+            .collect();
+        run.absorb(Ok(TaskOutcome(Outcome::Files(outcomes))), Pending::Files(jobs));
+        let sizes: Vec<usize> = run.ready.iter().map(|group| group.iter().map(Vec::len).sum()).collect();
+        assert_eq!(sizes, [4, 3], "one batch per worker, next out");
+        let first = &run.ready[0][0][0];
+        assert_eq!(first.source, Path::new("/src/f2"), "in their order");
+        assert_eq!(run.report.files, 2);
     }
 }

@@ -10,8 +10,8 @@ use super::{CopyOptions, Failure};
 use crate::job::Job;
 
 /// One piece of a copy's work: a directory to scan, a batch of files, one range of a large
-/// file, a large file's last step, or directories to finish. Made only by [`copy`](super::copy); public because an
-/// executor's `Submit<Task>` bound names it.
+/// file, a large file's last step, or directories to finish. Made only by
+/// [`copy`](super::copy); public because an executor's `Submit<Task>` bound names it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Task {
     pub(super) options: CopyOptions,
