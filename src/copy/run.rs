@@ -489,13 +489,7 @@ where
                         outcome => self.file_done(job, outcome),
                     }
                 }
-                // Next out (they were due already), spread over the workers: their sizes are
-                // still unknown, and one batch would keep them all on one worker in turn.
-                let per_batch = not_run.len().div_ceil(self.executor.max_workers().max(1)).max(1);
-                let mut parts: Vec<Vec<FileJob>> = not_run.chunks(per_batch).map(<[FileJob]>::to_vec).collect();
-                while let Some(part) = parts.pop() {
-                    self.ready.push_front(VecDeque::from([part]));
-                }
+                self.requeue(not_run);
             }
             (Ok(TaskOutcome(Outcome::Range(result))), Pending::Range(id)) => self.range_done(id, result),
             (Ok(TaskOutcome(Outcome::Finished(outcome))), Pending::Finish(id)) => self.finish_done(id, outcome),
@@ -605,21 +599,32 @@ where
         }
     }
 
-    /// A file its worker did not copy (see [`Back`]); its size is known now.
-    fn handed_back(&mut self, mut job: FileJob, back: Back) {
-        (job.hand_back_links, job.hand_back_large) = (false, false);
+    /// Files a batch handed back uncopied: next out (they were due already), spread over the
+    /// workers, since their sizes are still unknown and one batch would keep them all on one
+    /// worker in turn.
+    fn requeue(&mut self, mut jobs: Vec<FileJob>) {
+        let per_batch = jobs.len().div_ceil(self.executor.max_workers().max(1)).max(1);
+        // The last part first, each pushed in front of the one after it, so they go out in order.
+        while !jobs.is_empty() {
+            let part = jobs.split_off((jobs.len() - 1) / per_batch * per_batch);
+            self.ready.push_front(VecDeque::from([part]));
+        }
+    }
+
+    /// A file its worker did not copy (see [`Back`]); its size is known now unless the batch
+    /// simply did not come to it.
+    fn handed_back(&mut self, job: FileJob, back: Back) {
+        // The worker checked links and size: it must not hand the file back again.
+        let checked = |len| FileJob { len: Some(len), hand_back_links: false, hand_back_large: false, ..job.clone() };
         match back {
-            Back::NotRun => self.queue_files(vec![job]),
+            // Nothing was checked: it goes out again as it came.
+            Back::NotRun => self.requeue(vec![job]),
             Back::HardLinked { dev, ino, len } => {
-                job.len = Some(len);
-                if let Some(job) = self.dedup(job, Some((dev, ino))) {
+                if let Some(job) = self.dedup(checked(len), Some((dev, ino))) {
                     self.queue_files(vec![job]);
                 }
             }
-            Back::Large { len } => {
-                job.len = Some(len);
-                self.split(job, len);
-            }
+            Back::Large { len } => self.split(checked(len), len),
         }
     }
 
@@ -687,7 +692,7 @@ where
         // and renaming a staged directory (which changes its parent's times) before its parent.
         // Directories of one depth do not contain each other: they are finished together.
         let depth = |d: &DirFinish| d.path.components().count();
-        directories.sort_by_key(|d| std::cmp::Reverse(depth(d)));
+        directories.sort_by_cached_key(|d| std::cmp::Reverse(depth(d)));
         for level in directories.chunk_by(|a, b| depth(a) == depth(b)) {
             self.finish_directories(level);
             for dir in level {
@@ -744,8 +749,8 @@ mod tests {
             source: format!("/src/f{i}").into(),
             destination: format!("/dst/f{i}").into(),
             len: None,
-            hand_back_links: false,
-            hand_back_large: false,
+            hand_back_links: true,
+            hand_back_large: true,
             follow: false,
             check_existing: false,
             dst_dev: 0,
@@ -771,6 +776,7 @@ mod tests {
         assert_eq!(sizes, [4, 3], "one batch per worker, next out");
         let first = &run.ready[0][0][0];
         assert_eq!(first.source, Path::new("/src/f2"), "in their order");
+        assert!(first.hand_back_links && first.hand_back_large, "nothing was checked: the checks are still due");
         assert_eq!(run.report.files, 2);
     }
 }
