@@ -10,6 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::deadline;
 use crate::error::{JobError, JoinError, MapError, MapErrorKind, ResultTimeoutError, ShutdownError, SubmitError};
 use crate::future::Future;
 use crate::future::wait::Mailbox;
@@ -510,7 +511,7 @@ impl<'a, R: Send + 'static> MapIter<'a, R> {
             source: Some(Box::new(Source { executor, f, items, chunksize, next_index: 0 })),
             mode,
             window: options.buffersize.unwrap_or(4 * workers),
-            deadline: options.timeout.map(|d| Instant::now() + d),
+            deadline: deadline::after_opt(options.timeout),
             queue: VecDeque::new(),
             slots: Vec::new(),
             free_slots: Vec::new(),

@@ -67,6 +67,7 @@
 
 #[cfg(unix)]
 pub mod copy;
+mod deadline;
 mod error;
 mod executor;
 mod future;

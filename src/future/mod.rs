@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::deadline;
 use crate::error::{JobError, ResultTimeoutError, TryResultError};
 use crate::thread::block_in_place;
 
@@ -155,7 +156,7 @@ impl<T> Future<T> {
     /// assert_eq!(f.result_timeout(Duration::from_secs(30)), Ok(true));
     /// ```
     pub fn result_timeout(&mut self, timeout: Duration) -> Result<T, ResultTimeoutError> {
-        self.result_inner(Some(Instant::now() + timeout))
+        self.result_inner(deadline::after(timeout))
     }
 
     /// Like [`result_timeout`](Future::result_timeout), with a point in time instead of a span.
@@ -192,8 +193,8 @@ impl<T> Future<T> {
 
     /// Blocks for at most `timeout` until the job has finished. Returns whether it has.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        self.cell.run_inline() || block_in_place(|| self.core().wait_done(Some(deadline)))
+        let deadline = deadline::after(timeout);
+        self.cell.run_inline() || block_in_place(|| self.core().wait_done(deadline))
     }
 
     /// Cancels the job if it has not started.

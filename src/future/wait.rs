@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::{Ending, Future};
+use crate::deadline;
 use crate::error::TimeoutError;
 use crate::thread::block_in_place;
 
@@ -107,7 +108,7 @@ where
     T: Send + 'static,
     I: IntoIterator<Item = Future<T>>,
 {
-    let deadline = timeout.map(|d| Instant::now() + d);
+    let deadline = deadline::after_opt(timeout);
     let futures: Vec<Future<T>> = futures.into_iter().collect();
     let mut done = 0;
     let mut failed = false;
@@ -186,7 +187,7 @@ where
         ready,
         mailbox,
         started,
-        deadline: timeout.map(|d| started + d),
+        deadline: timeout.and_then(|d| started.checked_add(d)),
         timed_out: false,
     }
 }

@@ -13,6 +13,7 @@ use nix::sys::signal::Signal;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::deadline;
 use crate::error::{ExitStatus, ProcessError};
 use crate::process::registry::{self, Outgoing, RemoteFn};
 use crate::process::zygote::{self, Zygote};
@@ -174,7 +175,7 @@ impl Process {
 
     /// Waits at most `timeout` for the child to end; `None` if it is still running.
     pub fn join_timeout(&self, timeout: Duration) -> Option<ExitStatus> {
-        self.status_until(Some(Instant::now() + timeout))
+        self.status_until(deadline::after(timeout))
     }
 
     /// How the child ended, or `None` while it runs (Python's `exitcode`).
