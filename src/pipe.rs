@@ -34,7 +34,7 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use ipc_channel::{IpcError, TryRecvError};
@@ -180,11 +180,24 @@ impl<T: Serialize + DeserializeOwned> Receiver<T> {
     ///
     /// # Errors
     /// As [`recv`](Self::recv), and [`PipeError::Timeout`] if nothing arrived in time.
+    ///
+    /// Any timeout is accepted: one too large to add to now waits as long as it takes, like
+    /// [`recv`](Self::recv). The wait is never cut short: ipc-channel polls in whole
+    /// milliseconds, so the remaining time is rounded up and the deadline checked again.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, PipeError> {
-        self.rx.try_recv_timeout(timeout).map_err(|e| match e {
-            TryRecvError::Empty => PipeError::Timeout,
-            TryRecvError::IpcError(e) => ipc_error(e),
-        })
+        let Some(deadline) = crate::deadline::after(timeout) else { return self.recv() };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = Duration::from_millis(u64::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX));
+            match self.rx.try_recv_timeout(ms) {
+                Ok(message) => return Ok(message),
+                Err(TryRecvError::Empty) if Instant::now() >= deadline => return Err(PipeError::Timeout),
+                Err(TryRecvError::Empty) => continue,
+                // A signal handler ran during the wait: wait again for what is left.
+                Err(TryRecvError::IpcError(IpcError::Io(e))) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(TryRecvError::IpcError(e)) => return Err(ipc_error(e)),
+            }
+        }
     }
 }
 

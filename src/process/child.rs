@@ -106,13 +106,21 @@ impl ProcessBuilder {
         let _ = f;
         let code = registry::name_of_fn::<F>()
             .ok_or_else(|| ProcessError::Unregistered { name: std::any::type_name::<F>().to_owned() })?;
-        let zygote = zygote::get().map_err(ProcessError::Spawn)?;
-        let (tx, rx) = ipc::channel::<Outgoing<F::Args>>().map_err(ProcessError::Spawn)?;
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let name = self
             .name
             .unwrap_or_else(|| format!("stealpool-p{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
-        let pid = zygote.run(&name, code, rx.to_opaque(), self.die_with_parent).map_err(ProcessError::Spawn)?;
+        // A fork server found dead on the way (killed, say) is replaced, once.
+        let mut retried = false;
+        let (zygote, pid, tx) = loop {
+            let zygote = zygote::get().map_err(ProcessError::Spawn)?;
+            let (tx, rx) = ipc::channel::<Outgoing<F::Args>>().map_err(ProcessError::Spawn)?;
+            match zygote.run(&name, code, rx.to_opaque(), self.die_with_parent) {
+                Ok(pid) => break (zygote, pid, tx),
+                Err(_) if !retried && !zygote.is_usable() => retried = true,
+                Err(e) => return Err(ProcessError::Spawn(e)),
+            }
+        };
         let process = Process { pid, name, zygote, status: Mutex::new(None) };
         // Not serialized before the child starts: serializing pipe ends outside an ipc-channel
         // send would leave their descriptors behind in ipc-channel's per-thread state.
@@ -168,12 +176,14 @@ impl Process {
     /// Waits for the child to end and returns how it ended.
     ///
     /// [`ExitStatus::Unknown`] only if the fork server itself was killed, which takes the
-    /// child with it.
+    /// child with it, or if this is called in a process forked from the one that started the
+    /// child (only that one hears of its end).
     pub fn join(&self) -> ExitStatus {
         self.status_until(None).unwrap_or(ExitStatus::Unknown)
     }
 
-    /// Waits at most `timeout` for the child to end; `None` if it is still running.
+    /// Waits at most `timeout` for the child to end; `None` if it is still running. Any
+    /// timeout is accepted: one too large to add to now waits as long as [`join`](Self::join).
     pub fn join_timeout(&self, timeout: Duration) -> Option<ExitStatus> {
         self.status_until(deadline::after(timeout))
     }

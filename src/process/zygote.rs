@@ -12,17 +12,26 @@
 //! The server forks workers on request, reaps them (it is their parent) and reports each
 //! spawn and each exit status to the parent over a pipe. Only the server can kill a worker
 //! safely: it alone knows whether a pid is still its unreaped child, so kills go through it
-//! and a recycled pid is never signalled. See `PROTOCOL.md` for the conversation.
+//! and a recycled pid is never signalled. See `PROTOCOL.md` for the conversation, and its
+//! last section for what the server trusts and who can reach it.
+//!
+//! A server that dies (killed, say) is replaced on the next request: [`get`] starts a new one,
+//! and [`request_spawn`] / [`Pending::wait`] retry once on the successor. Each worker keeps the
+//! handle of the server that forked it, because only that one can kill or reap it. A handle
+//! belongs to the process that started the server: in a process forked from it, [`get`] starts
+//! a server of its own and the inherited handle refuses to be used.
 //!
 //! This module must never let the server start a thread, and must never run code between
-//! `fork` and the worker's own loop that could take a lock another thread might hold.
+//! `fork` and the child's own loop that could take a lock another thread might hold, or that
+//! could run one of the server's signal handlers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::process::{Command, Stdio};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
@@ -35,117 +44,180 @@ use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
+use crate::deadline;
 use crate::error::ExitStatus;
 use crate::process::protocol::{REPORT_LEN, Report, SPAWN_TIMEOUT, ZygoteRequest};
 use crate::process::{registry, worker};
 
-/// Set in the fork server's environment: the name of the parent's one-shot ipc server.
+/// Set in the fork server's environment (to `1`): become the server.
 const ENV_SERVER: &str = "STEALPOOL_FORK_SERVER";
 /// Set alongside: the parent's pid, so a stray copy of the variable in an unrelated child
 /// does not turn that child into a server.
 const ENV_PARENT: &str = "STEALPOOL_FORK_SERVER_PARENT";
 
-/// The fork server's first message to the parent.
+/// The parent's one message on the bootstrap connection: the server's end of its request
+/// channel.
 #[derive(Debug, Serialize, Deserialize)]
-enum Bootstrap {
-    Ready { requests: IpcSender<ZygoteRequest> },
-    Failed { reason: String },
+struct Hello {
+    requests: IpcReceiver<ZygoteRequest>,
+}
+
+/// Start-up records, written by the server on the report pipe before any [`Report`] (same
+/// size, kinds that reports never use): where to connect, or that it will not serve.
+const BOOT_LISTENING: u32 = 0x100;
+const BOOT_FAILED: u32 = 0x101;
+
+fn boot_record(kind: u32, value: i32) -> [u8; REPORT_LEN] {
+    let mut b = [0u8; REPORT_LEN];
+    b[0..4].copy_from_slice(&kind.to_le_bytes());
+    b[4..8].copy_from_slice(&value.to_le_bytes());
+    b
+}
+
+fn read_boot_record(b: &[u8; REPORT_LEN]) -> (u32, i32) {
+    (u32::from_le_bytes([b[0], b[1], b[2], b[3]]), i32::from_le_bytes([b[4], b[5], b[6], b[7]]))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Parent side
 // ---------------------------------------------------------------------------------------------
 
-/// The parent's handle on the fork server.
+/// The parent's handle on one fork server.
 pub(crate) struct Zygote {
     pid: u32,
+    /// The process that started the server; no other may use this handle.
+    owner: u32,
     /// `None` once the process is exiting (see [`at_exit`]).
     requests: Mutex<Option<IpcSender<ZygoteRequest>>>,
     table: Mutex<Table>,
     cond: Condvar,
 }
 
+/// What the parent knows from the server's reports. Every entry is there because the parent
+/// asked for something (a token) or was told of a child it had asked for (a pid), so a server
+/// cannot make it grow beyond what the parent requested; a report that fits nothing is garbage
+/// and the server is treated as dead.
 #[derive(Default)]
 struct Table {
     alive: bool,
     next_token: u64,
+    /// Tokens of requests not yet answered.
+    asked: HashSet<u64>,
     spawned: HashMap<u64, Result<u32, i32>>,
+    /// Children reported spawned whose exit has not been reported yet.
+    children: HashSet<u32>,
     exits: HashMap<u32, ExitStatus>,
     /// Children whose exit nobody will ask about.
-    unwanted: std::collections::HashSet<u32>,
+    unwanted: HashSet<u32>,
 }
 
-/// A spawn request that was sent; [`Zygote::wait_spawned`] turns it into a pid.
+/// A spawn request that was sent; [`Pending::wait`] turns it into a worker.
+#[allow(dead_code)] // transitional: the pool uses it from the next commit
 pub(crate) struct Pending {
+    zygote: Arc<Zygote>,
     token: u64,
+    name: String,
+    initializer: Option<String>,
+    pub(crate) tasks: IpcBytesSender,
+    pub(crate) replies: IpcBytesReceiver,
+}
+
+/// A forked worker: the server that forked it (the one to ask to kill and reap it), its pid,
+/// and the parent's ends of its task and reply channels.
+#[allow(dead_code)] // transitional: the pool uses it from the next commit
+pub(crate) struct Spawned {
+    pub(crate) zygote: Arc<Zygote>,
+    pub(crate) pid: u32,
     pub(crate) tasks: IpcBytesSender,
     pub(crate) replies: IpcBytesReceiver,
 }
 
 static CURRENT: Mutex<Option<Arc<Zygote>>> = Mutex::new(None);
 
-/// The process's fork server, started on first use and restarted if it died.
+/// The process's fork server, started on first use and restarted if it died (or if the one
+/// recorded belongs to the process this one was forked from).
 pub(crate) fn get() -> io::Result<Arc<Zygote>> {
     let mut current = CURRENT.lock();
     if let Some(z) = current.as_ref()
-        && z.table.lock().alive
+        && z.is_usable()
     {
         return Ok(Arc::clone(z));
     }
+    // Dropping an inherited handle closes only this process's copies of its descriptors.
     let z = start()?;
     *current = Some(Arc::clone(&z));
     Ok(z)
 }
 
+/// Asks the current fork server for a worker named `name` (as `ps` shows it); returns at once.
+/// If the server turns out to be dead, asks its successor.
+#[allow(dead_code)] // transitional: the pool uses it from the next commit
+pub(crate) fn request_spawn(name: &str, initializer: Option<&str>) -> io::Result<Pending> {
+    let z = get()?;
+    match Zygote::ask_spawn(&z, name, initializer) {
+        Err(_) if !z.is_usable() => Zygote::ask_spawn(&get()?, name, initializer),
+        r => r,
+    }
+}
+
+#[allow(dead_code)] // transitional: the pool uses it from the next commit
+impl Pending {
+    /// Waits for the worker's pid. If the server died before it answered, the request goes to
+    /// a new server, once.
+    pub(crate) fn wait(self) -> io::Result<Spawned> {
+        match self.zygote.wait_token(self.token) {
+            Ok(pid) => Ok(Spawned { zygote: self.zygote, pid, tasks: self.tasks, replies: self.replies }),
+            Err(_) if !self.zygote.is_usable() => {
+                let again = Zygote::ask_spawn(&get()?, &self.name, self.initializer.as_deref())?;
+                let pid = again.zygote.wait_token(again.token)?;
+                Ok(Spawned { zygote: again.zygote, pid, tasks: again.tasks, replies: again.replies })
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 fn start() -> io::Result<Arc<Zygote>> {
     let exe = std::env::current_exe()?;
-    let (server, name) = IpcOneShotServer::<Bootstrap>::new()?;
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let mut command = Command::new(exe);
     command
-        .env(ENV_SERVER, &name)
+        .env(ENV_SERVER, "1")
         .env(ENV_PARENT, std::process::id().to_string())
         // The report pipe rides in as stdin; the server moves it aside at once.
         .stdin(Stdio::from(report_write));
-    let table = Mutex::new(Table { alive: true, ..Table::default() });
-    let (spawned_tx, spawned_rx) = std::sync::mpsc::channel();
-    // The server is spawned from a thread that lives as long as the process, because
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    // The server is spawned from a thread that lives as long as the server, because
     // PR_SET_PDEATHSIG fires when the *thread* that forked the child exits (a test thread,
-    // say), not only when the process does.
-    let zygote_slot: Arc<Mutex<Option<Arc<Zygote>>>> = Arc::new(Mutex::new(None));
-    let slot = Arc::clone(&zygote_slot);
+    // say), not only when the process does. The thread owns the `Child`, so the server stays
+    // unreaped (its pid cannot be recycled) until the thread has marked it dead.
     std::thread::Builder::new().name("stealpool-forkserver".into()).spawn(move || {
         let mut child = match command.spawn() {
             Ok(c) => c,
             Err(e) => {
-                let _ = spawned_tx.send(Err(e));
+                let _ = started_tx.send(Err(e));
                 return;
             }
         };
         drop(command); // closes our copy of the pipe's write end
-        let _ = spawned_tx.send(Ok(child.id()));
         let mut reports = File::from(report_read);
-        read_reports(&mut reports, &slot);
-        // End of file: the server is gone. Reap it, and fail whoever waits on it.
-        let _ = child.wait();
-        match slot.lock().as_ref() {
-            Some(z) => z.mark_dead(),
-            None => {
-                // Still bootstrapping: unblock the accept below.
-                if let Ok(tx) = IpcSender::<Bootstrap>::connect(name) {
-                    let _ = tx.send(Bootstrap::Failed { reason: "the fork server exited during start-up".into() });
-                }
+        let zygote = match bootstrap(&child, &mut reports) {
+            Ok(z) => Arc::new(z),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = started_tx.send(Err(e));
+                return;
             }
-        }
+        };
+        let _ = started_tx.send(Ok(Arc::clone(&zygote)));
+        zygote.read_reports(&mut reports);
+        // End of file (the server is gone) or garbage (it is treated as gone): make sure it
+        // is, fail whoever waits on it, then reap it.
+        zygote.end();
+        let _ = child.wait();
     })?;
-    let pid = spawned_rx.recv().map_err(|_| io::Error::other("fork server thread ended"))??;
-    let (_, hello) = server.accept().map_err(|e| io::Error::other(format!("fork server did not start: {e:?}")))?;
-    let requests = match hello {
-        Bootstrap::Ready { requests } => requests,
-        Bootstrap::Failed { reason } => return Err(io::Error::other(format!("fork server did not start: {reason}"))),
-    };
-    let z = Arc::new(Zygote { pid, requests: Mutex::new(Some(requests)), table, cond: Condvar::new() });
-    *zygote_slot.lock() = Some(Arc::clone(&z));
+    let z = started_rx.recv().map_err(|_| io::Error::other("the fork-server thread ended"))??;
     static REGISTER_AT_EXIT: std::sync::Once = std::sync::Once::new();
     REGISTER_AT_EXIT.call_once(|| {
         // SAFETY: `at_exit` is an `extern "C" fn()` that stays valid for the life of the process.
@@ -154,15 +226,60 @@ fn start() -> io::Result<Arc<Zygote>> {
     Ok(z)
 }
 
+/// The parent's half of the start-up: read where the server listens, connect there and hand
+/// it its request channel.
+fn bootstrap(child: &Child, reports: &mut File) -> io::Result<Zygote> {
+    let pid = child.id();
+    let failed = |what: &str| io::Error::other(format!("the fork server did not start: {what}"));
+    let deadline = Instant::now() + SPAWN_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the fork server did not start in time"));
+        }
+        let ms = u16::try_from(left.as_millis().clamp(1, 1000)).unwrap_or(1000);
+        let mut fds = [nix::poll::PollFd::new(reports.as_fd(), nix::poll::PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut buf = [0u8; REPORT_LEN];
+    reports.read_exact(&mut buf).map_err(|_| failed("it exited during start-up"))?;
+    let fd = match read_boot_record(&buf) {
+        (BOOT_LISTENING, fd) if fd >= 0 => fd,
+        (BOOT_FAILED, _) => return Err(failed("it refused to serve (its reason is on stderr)")),
+        _ => return Err(failed("it sent garbage")),
+    };
+    // The endpoint has no name in any directory: it is reachable only through the server's
+    // own descriptor table, by its user (see PROTOCOL.md). `pid` is our unreaped child, so
+    // it cannot name another process.
+    let (requests, server_end) = ipc::channel::<ZygoteRequest>()?;
+    let hello = IpcSender::<Hello>::connect(format!("/proc/{pid}/fd/{fd}"))?;
+    hello.send(Hello { requests: server_end }).map_err(|e| failed(&format!("{e:?}")))?;
+    Ok(Zygote {
+        pid,
+        owner: std::process::id(),
+        requests: Mutex::new(Some(requests)),
+        table: Mutex::new(Table { alive: true, ..Table::default() }),
+        cond: Condvar::new(),
+    })
+}
+
 /// Runs when the program exits normally: closes the request channel, so the fork server kills
 /// and reaps its workers and exits, and reaps the server. Without this, the server would be
 /// left to init to reap, and a container's init often does not.
 extern "C" fn at_exit() {
     let Some(current) = CURRENT.try_lock_for(Duration::from_millis(100)) else { return };
     let Some(z) = current.as_ref() else { return };
+    if z.owner != std::process::id() {
+        return; // inherited from the process we were forked from: not ours to stop
+    }
     let Some(mut requests) = z.requests.try_lock_for(Duration::from_millis(100)) else { return };
     drop(requests.take());
-    let pid = nix::unistd::Pid::from_raw(z.pid as i32);
+    let Ok(raw) = i32::try_from(z.pid) else { return };
+    let pid = nix::unistd::Pid::from_raw(raw);
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
         match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
@@ -173,50 +290,66 @@ extern "C" fn at_exit() {
     }
 }
 
-fn read_reports(reports: &mut File, slot: &Mutex<Option<Arc<Zygote>>>) {
-    let mut buf = [0u8; REPORT_LEN];
-    while reports.read_exact(&mut buf).is_ok() {
-        let Some(report) = Report::decode(&buf) else { continue };
-        // The slot is filled right after the bootstrap; nothing is reported before a spawn
-        // request, and none can be sent before then.
-        let z = loop {
-            if let Some(z) = slot.lock().as_ref() {
-                break Arc::clone(z);
-            }
-            std::thread::yield_now();
-        };
-        z.record(report);
-    }
-}
-
 impl Zygote {
-    fn record(&self, report: Report) {
-        let mut t = self.table.lock();
-        match report {
-            Report::Spawned { token, pid } => {
-                t.spawned.insert(token, Ok(pid as u32));
-            }
-            Report::SpawnFailed { token, errno } => {
-                t.spawned.insert(token, Err(errno));
-            }
-            Report::Exited { pid, code } => {
-                if !t.unwanted.remove(&(pid as u32)) {
-                    t.exits.insert(pid as u32, ExitStatus::Exited(code));
-                }
-            }
-            Report::Signaled { pid, signal } => {
-                if !t.unwanted.remove(&(pid as u32)) {
-                    t.exits.insert(pid as u32, ExitStatus::Signaled { signal });
-                }
+    /// Reads reports until end of file or the first one that makes no sense.
+    fn read_reports(&self, reports: &mut File) {
+        let mut buf = [0u8; REPORT_LEN];
+        while reports.read_exact(&mut buf).is_ok() {
+            if !Report::decode(&buf).is_some_and(|r| self.record(r)) {
+                return;
             }
         }
+    }
+
+    /// Records a report; `false` if it is garbage (answers nothing that was asked).
+    fn record(&self, report: Report) -> bool {
+        let mut t = self.table.lock();
+        let ok = match report {
+            Report::Spawned { token, pid } => match u32::try_from(pid) {
+                Ok(pid) if pid > 0 && t.asked.remove(&token) && t.children.insert(pid) => {
+                    t.spawned.insert(token, Ok(pid));
+                    true
+                }
+                _ => false,
+            },
+            Report::SpawnFailed { token, errno } => {
+                let known = t.asked.remove(&token);
+                if known {
+                    t.spawned.insert(token, Err(if errno > 0 { errno } else { libc::EIO }));
+                }
+                known
+            }
+            Report::Exited { pid, code } => t.exited(pid, ExitStatus::Exited(code)),
+            Report::Signaled { pid, signal } => t.exited(pid, ExitStatus::Signaled { signal }),
+        };
+        drop(t);
+        self.cond.notify_all();
+        ok
+    }
+
+    /// Marks the server dead, killing it first if it still runs (it is unreaped until the
+    /// fork-server thread has called this, so its pid is still its own), and wakes everyone
+    /// who waits on it.
+    fn end(&self) {
+        let mut t = self.table.lock();
+        if t.alive
+            && let Ok(pid) = i32::try_from(self.pid)
+        {
+            let _ = signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        t.alive = false;
         drop(t);
         self.cond.notify_all();
     }
 
-    fn mark_dead(&self) {
-        self.table.lock().alive = false;
-        self.cond.notify_all();
+    /// Whether this handle can still be used: the server runs, and this is the process that
+    /// started it.
+    pub(crate) fn is_usable(&self) -> bool {
+        self.is_mine() && self.table.lock().alive
+    }
+
+    fn is_mine(&self) -> bool {
+        self.owner == std::process::id()
     }
 
     /// The fork server's pid.
@@ -224,12 +357,12 @@ impl Zygote {
         self.pid
     }
 
-    /// Asks for a worker named `name` (as `ps` shows it). Returns at once; the channels are the
-    /// parent's ends of the worker's task and reply channels.
-    pub(crate) fn request_spawn(&self, name: &str, initializer: Option<&str>) -> io::Result<Pending> {
+    /// Asks `z` for a worker named `name`. Returns at once with the parent's ends of the
+    /// worker's task and reply channels.
+    fn ask_spawn(z: &Arc<Zygote>, name: &str, initializer: Option<&str>) -> io::Result<Pending> {
         let (tasks_tx, tasks_rx) = ipc::bytes_channel()?;
         let (replies_tx, replies_rx) = ipc::bytes_channel()?;
-        let token = self.next_token()?;
+        let token = z.next_token()?;
         let request = ZygoteRequest::Spawn {
             token,
             name: name.to_owned(),
@@ -237,24 +370,50 @@ impl Zygote {
             replies: replies_tx,
             initializer: initializer.map(str::to_owned),
         };
-        self.send(request)?;
-        Ok(Pending { token, tasks: tasks_tx, replies: replies_rx })
+        z.send(token, request)?;
+        Ok(Pending {
+            zygote: Arc::clone(z),
+            token,
+            name: name.to_owned(),
+            initializer: initializer.map(str::to_owned),
+            tasks: tasks_tx,
+            replies: replies_rx,
+        })
+    }
+
+    /// Transitional: as [`request_spawn`] on this server only.
+    pub(crate) fn request_spawn(self: &Arc<Self>, name: &str, initializer: Option<&str>) -> io::Result<Pending> {
+        Zygote::ask_spawn(self, name, initializer)
+    }
+
+    /// Transitional: waits for the pid of a requested worker, without retrying elsewhere.
+    pub(crate) fn wait_spawned(&self, pending: &Pending) -> io::Result<u32> {
+        self.wait_token(pending.token)
     }
 
     fn next_token(&self) -> io::Result<u64> {
+        if !self.is_mine() {
+            return Err(io::Error::other("the fork server belongs to the process this one was forked from"));
+        }
         let mut t = self.table.lock();
         if !t.alive {
             return Err(io::Error::other("the fork server has exited"));
         }
-        t.next_token += 1;
-        Ok(t.next_token)
+        t.next_token = t.next_token.wrapping_add(1);
+        let token = t.next_token;
+        t.asked.insert(token);
+        Ok(token)
     }
 
-    fn send(&self, request: ZygoteRequest) -> io::Result<()> {
-        match self.requests.lock().as_ref() {
+    fn send(&self, token: u64, request: ZygoteRequest) -> io::Result<()> {
+        let sent = match self.requests.lock().as_ref() {
             Some(tx) => tx.send(request).map_err(|e| io::Error::other(format!("fork server unreachable: {e:?}"))),
             None => Err(io::Error::other("the process is exiting")),
+        };
+        if sent.is_err() {
+            self.table.lock().asked.remove(&token);
         }
+        sent
     }
 
     /// Asks for a child that runs the function registered as `code` once, with arguments that
@@ -267,15 +426,13 @@ impl Zygote {
         die_with_parent: bool,
     ) -> io::Result<u32> {
         let token = self.next_token()?;
-        self.send(ZygoteRequest::Run { token, name: name.to_owned(), code: code.to_owned(), args, die_with_parent })?;
+        let request = ZygoteRequest::Run { token, name: name.to_owned(), code: code.to_owned(), args, die_with_parent };
+        self.send(token, request)?;
         self.wait_token(token)
     }
 
-    /// Waits for the pid of a requested worker.
-    pub(crate) fn wait_spawned(&self, pending: &Pending) -> io::Result<u32> {
-        self.wait_token(pending.token)
-    }
-
+    /// Waits for the answer to request `token`. A server that does not answer in
+    /// [`SPAWN_TIMEOUT`] is killed and treated as dead.
     fn wait_token(&self, token: u64) -> io::Result<u32> {
         let deadline = Instant::now() + SPAWN_TIMEOUT;
         let mut t = self.table.lock();
@@ -284,9 +441,12 @@ impl Zygote {
                 return r.map_err(io::Error::from_raw_os_error);
             }
             if !t.alive {
+                t.asked.remove(&token);
                 return Err(io::Error::other("the fork server has exited"));
             }
-            if self.cond.wait_until(&mut t, deadline).timed_out() {
+            if self.cond.wait_until(&mut t, deadline).timed_out() && !t.spawned.contains_key(&token) {
+                drop(t);
+                self.end();
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "the fork server did not answer"));
             }
         }
@@ -294,29 +454,37 @@ impl Zygote {
 
     /// Has the server send `signal` to `pid`, if `pid` is still its unreaped child.
     pub(crate) fn kill(&self, pid: u32, signal: Signal) {
+        if !self.is_mine() || !self.table.lock().children.contains(&pid) {
+            return;
+        }
+        let Ok(raw) = i32::try_from(pid) else { return };
         if let Some(tx) = self.requests.lock().as_ref() {
-            let _ = tx.send(ZygoteRequest::Kill { pid: pid as i32, signal: signal as i32 });
+            let _ = tx.send(ZygoteRequest::Kill { pid: raw, signal: signal as i32 });
         }
     }
 
     /// The exit status of child `pid`, waiting until `deadline` (`None`: as long as it takes).
     /// `None` if it is still running at the deadline; [`ExitStatus::Unknown`] if the fork
-    /// server died first (it reaps nothing more). Unlike [`wait_exit`](Self::wait_exit), the
-    /// status stays recorded, so asking twice gives the same answer.
+    /// server died first (it reaps nothing more: its workers die with it, by
+    /// `PR_SET_PDEATHSIG`, and are reaped by init) or `pid` is not a child it told of. The
+    /// status is handed out once: the caller keeps it.
     pub(crate) fn exit_status(&self, pid: u32, deadline: Option<Instant>) -> Option<ExitStatus> {
+        if !self.is_mine() {
+            return Some(ExitStatus::Unknown);
+        }
         let mut t = self.table.lock();
         loop {
-            if let Some(s) = t.exits.get(&pid) {
-                return Some(*s);
+            if let Some(s) = t.exits.remove(&pid) {
+                return Some(s);
             }
-            if !t.alive {
+            if !t.alive || !t.children.contains(&pid) {
                 return Some(ExitStatus::Unknown);
             }
             match deadline {
                 None => self.cond.wait(&mut t),
                 Some(d) => {
                     if self.cond.wait_until(&mut t, d).timed_out() {
-                        return t.exits.get(&pid).copied();
+                        return t.exits.remove(&pid);
                     }
                 }
             }
@@ -327,26 +495,29 @@ impl Zygote {
     /// recorded, or when it arrives.
     pub(crate) fn forget_exit(&self, pid: u32) {
         let mut t = self.table.lock();
-        if t.exits.remove(&pid).is_none() {
+        if t.exits.remove(&pid).is_none() && t.children.contains(&pid) {
             t.unwanted.insert(pid);
         }
     }
 
-    /// Waits (at most `timeout`) for the exit status of worker `pid`, which the server reports
-    /// once it has reaped it.
+    /// Waits (at most `timeout`, any value) for the exit status of worker `pid`, which the
+    /// server reports once it has reaped it; [`ExitStatus::Unknown`] at the deadline.
     pub(crate) fn wait_exit(&self, pid: u32, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        let mut t = self.table.lock();
-        loop {
-            if let Some(s) = t.exits.remove(&pid) {
-                return s;
-            }
-            // A dead server reaps nothing more; its workers die with it (PR_SET_PDEATHSIG)
-            // and are reaped by init.
-            if !t.alive || self.cond.wait_until(&mut t, deadline).timed_out() {
-                return t.exits.remove(&pid).unwrap_or(ExitStatus::Unknown);
-            }
+        self.exit_status(pid, deadline::after(timeout)).unwrap_or(ExitStatus::Unknown)
+    }
+}
+
+impl Table {
+    /// Records the exit of child `pid`; `false` if `pid` is not a child we were told of.
+    fn exited(&mut self, pid: i32, status: ExitStatus) -> bool {
+        let Ok(pid) = u32::try_from(pid) else { return false };
+        if !self.children.remove(&pid) {
+            return false;
         }
+        if !self.unwanted.remove(&pid) {
+            self.exits.insert(pid, status);
+        }
+        true
     }
 }
 
@@ -358,7 +529,9 @@ impl Zygote {
 /// looks at one environment variable and returns.
 #[ctor::ctor(unsafe)]
 fn become_fork_server_if_asked() {
-    let Some(name) = std::env::var_os(ENV_SERVER) else { return };
+    if std::env::var_os(ENV_SERVER).is_none() {
+        return;
+    }
     let parent = std::env::var(ENV_PARENT).ok().and_then(|p| p.parse::<i32>().ok());
     if parent != Some(nix::unistd::getppid().as_raw()) {
         return; // a stray copy of the variable: this is not our fork server
@@ -369,7 +542,7 @@ fn become_fork_server_if_asked() {
         std::env::remove_var(ENV_SERVER);
         std::env::remove_var(ENV_PARENT);
     }
-    let code = match serve(name.to_string_lossy().into_owned()) {
+    let code = match serve() {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("stealpool fork server: {e}");
@@ -382,8 +555,8 @@ fn become_fork_server_if_asked() {
 /// The fd the server writes reports to (its former stdin).
 static REPORT_FD: AtomicI32 = AtomicI32::new(-1);
 
-/// The server's live children. Touched by the main loop only while `SIGCHLD` is blocked, and
-/// by the `SIGCHLD` handler otherwise, so the two never interleave; atomics keep each slot
+/// The server's live children. Touched by the main loop only while every signal is blocked,
+/// and by the `SIGCHLD` handler otherwise, so the two never interleave; atomics keep each slot
 /// whole. A fixed array, because the handler may not allocate. A child that must outlive the
 /// server is marked with [`DETACHED`] (pids stay below 2^22 on Linux).
 static LIVE: [AtomicI32; MAX_LIVE] = [const { AtomicI32::new(0) }; MAX_LIVE];
@@ -394,9 +567,14 @@ fn live_insert(entry: i32) -> bool {
     LIVE.iter().any(|slot| slot.compare_exchange(0, entry, Ordering::SeqCst, Ordering::SeqCst).is_ok())
 }
 
-fn live_remove(pid: i32) {
-    if let Some(slot) = LIVE.iter().find(|s| s.load(Ordering::SeqCst) & !DETACHED == pid) {
-        slot.store(0, Ordering::SeqCst);
+/// Removes `pid`; `false` if it was not a live child.
+fn live_remove(pid: i32) -> bool {
+    match LIVE.iter().find(|s| s.load(Ordering::SeqCst) & !DETACHED == pid) {
+        Some(slot) => {
+            slot.store(0, Ordering::SeqCst);
+            true
+        }
+        None => false,
     }
 }
 
@@ -404,7 +582,7 @@ fn live_contains(pid: i32) -> bool {
     pid > 0 && LIVE.iter().any(|s| s.load(Ordering::SeqCst) & !DETACHED == pid)
 }
 
-fn serve(server_name: String) -> io::Result<()> {
+fn serve() -> io::Result<()> {
     // Move the report pipe off fd 0 and give fd 0 /dev/null, so workers do not inherit it
     // as their stdin (multiprocessing does the same).
     let report = nix::fcntl::fcntl(std::io::stdin(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))?;
@@ -422,7 +600,6 @@ fn serve(server_name: String) -> io::Result<()> {
     // reads atomics.
     unsafe { signal::sigaction(Signal::SIGTERM, &term) }?;
 
-    let bootstrap = IpcSender::<Bootstrap>::connect(server_name)?;
     let ppid = nix::unistd::getppid();
     // If the parent dies, we get SIGTERM and take our workers with us (on_sigterm); its end
     // of the request channel closing does the same (below).
@@ -432,18 +609,14 @@ fn serve(server_name: String) -> io::Result<()> {
     }
     let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1);
     if threads != 1 {
-        let reason = format!(
+        write_record(&boot_record(BOOT_FAILED, 0));
+        return Err(io::Error::other(format!(
             "the program starts {threads} threads before main (in a constructor); forking workers from it \
              would not be safe"
-        );
-        let _ = bootstrap.send(Bootstrap::Failed { reason: reason.clone() });
-        return Err(io::Error::other(reason));
+        )));
     }
-    let (requests_tx, requests) = ipc::channel::<ZygoteRequest>()?;
-    bootstrap.send(Bootstrap::Ready { requests: requests_tx }).map_err(|e| io::Error::other(format!("{e:?}")))?;
-    drop(bootstrap);
+    let requests = take_parents_hello()?;
 
-    let chld = SigSet::from(Signal::SIGCHLD);
     let action = signal::SigAction::new(
         SigHandler::Handler(on_sigchld),
         signal::SaFlags::SA_RESTART | signal::SaFlags::SA_NOCLDSTOP,
@@ -471,35 +644,39 @@ fn serve(server_name: String) -> io::Result<()> {
         }
         fork
     };
+    let all = SigSet::all();
     loop {
         let request = match requests.recv() {
             Ok(r) => r,
             // The parent is gone or exiting (or sent garbage, which only a broken parent
             // would): stop, and take the workers along.
             Err(_) => {
-                let _ = block(&SigSet::all());
+                let _ = block(&all);
                 end_workers_and_exit();
             }
         };
+        // Every signal stays blocked from here to the end of the request: in the server, so
+        // that the SIGCHLD handler cannot reap a child between the fork and its report, or
+        // between the live-set check and a kill; and in a new child until it has dropped
+        // everything of the server's (a SIGTERM there would otherwise run the server's
+        // handler, which kills every worker it knows of: the child's siblings).
+        let old = block(&all)?;
         match request {
             ZygoteRequest::Spawn { token, name, tasks, replies, initializer } => {
-                let old = block(&chld)?;
                 match fork_named(&name) {
                     Ok(nix::unistd::ForkResult::Child) => {
-                        worker_child(me, &name, tasks, replies, initializer, requests, &old)
+                        worker_child(me, &name, tasks, replies, initializer, requests)
                     }
                     Ok(nix::unistd::ForkResult::Parent { child }) => forked(token, child, 0),
                     Err(e) => write_report(Report::SpawnFailed { token, errno: e as i32 }),
                 }
                 drop(tasks);
                 drop(replies);
-                signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
             }
             ZygoteRequest::Run { token, name, code, args, die_with_parent } => {
-                let old = block(&chld)?;
                 match fork_named(&name) {
                     Ok(nix::unistd::ForkResult::Child) => {
-                        let code = match become_child(me, &name, requests, &old, die_with_parent) {
+                        let code = match become_child(me, &name, requests, die_with_parent) {
                             Ok(()) => registry::start(&code, args),
                             Err(()) => 0,
                         };
@@ -511,10 +688,8 @@ fn serve(server_name: String) -> io::Result<()> {
                     Err(e) => write_report(Report::SpawnFailed { token, errno: e as i32 }),
                 }
                 drop(args);
-                signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
             }
             ZygoteRequest::Kill { pid, signal: sig } => {
-                let old = block(&chld)?;
                 // With SIGCHLD blocked the handler cannot reap `pid` between the check and the
                 // kill, so the pid is still our child and cannot have been recycled.
                 if live_contains(pid)
@@ -522,10 +697,55 @@ fn serve(server_name: String) -> io::Result<()> {
                 {
                     let _ = signal::kill(nix::unistd::Pid::from_raw(pid), sig);
                 }
-                signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
             }
         }
+        signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
     }
+}
+
+/// Opens the start-up endpoint, tells the parent where it is, and takes the parent's hello:
+/// the server's end of its request channel.
+///
+/// The endpoint is an ipc-channel one-shot server, which binds a Unix socket in a fresh
+/// directory under the temporary directory. Made with umask 077, both are 0700 whatever the
+/// program's umask. With every signal blocked, the socket is opened with `O_PATH` and its name
+/// and directory removed at once: from then on it can be reached only through
+/// `/proc/<server>/fd/<n>`, which only its user (and root) may resolve, and nothing is left in
+/// any directory if either process dies later. Only a `SIGKILL` of the server during those few
+/// system calls could leave the empty directory behind.
+fn take_parents_hello() -> io::Result<IpcReceiver<ZygoteRequest>> {
+    let old = block(&SigSet::all())?;
+    let endpoint = open_endpoint();
+    signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
+    let (server, path_fd) = endpoint?;
+    write_record(&boot_record(BOOT_LISTENING, path_fd.as_raw_fd()));
+    // A watchdog: if the parent never connects (it is stuck, or killed without our death
+    // signal reaching us), SIGALRM's default action ends this process.
+    let secs = u32::try_from(SPAWN_TIMEOUT.as_secs()).unwrap_or(u32::MAX).max(1);
+    // SAFETY: alarm only arms a timer; SIGALRM has its default disposition here.
+    unsafe { libc::alarm(secs) };
+    let accepted = server.accept();
+    // SAFETY: as above; 0 disarms it.
+    unsafe { libc::alarm(0) };
+    drop(path_fd);
+    let (_connection, hello) = accepted.map_err(|e| io::Error::other(format!("no hello from the parent: {e:?}")))?;
+    Ok(hello.requests)
+}
+
+/// The listening one-shot server and an `O_PATH` descriptor of its socket, whose name is gone.
+fn open_endpoint() -> io::Result<(IpcOneShotServer<Hello>, OwnedFd)> {
+    let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let made = IpcOneShotServer::<Hello>::new();
+    nix::sys::stat::umask(umask);
+    let (server, name) = made?;
+    let path = Path::new(&name);
+    let opened =
+        nix::fcntl::open(path, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty());
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
+    Ok((server, opened?))
 }
 
 /// In the fork server, after a fork: record the child (with `flags`) and report it.
@@ -533,50 +753,59 @@ fn forked(token: u64, child: nix::unistd::Pid, flags: i32) {
     let report = if live_insert(child.as_raw() | flags) {
         Report::Spawned { token, pid: child.as_raw() }
     } else {
-        // Too many children to track: do not keep one we could not reap safely later.
+        // Too many children to track: do not keep one we could not reap safely later. Its
+        // exit is not reported (it is not in the live set).
         let _ = signal::kill(child, Signal::SIGKILL);
         Report::SpawnFailed { token, errno: libc::EAGAIN }
     };
     write_report(report);
 }
 
-/// In the fork server's child: undo the server's arrangements (its SIGCHLD handler, its signal
-/// mask, its channels), take the name, and die with the server unless `die_with_parent` is
-/// off. `Err` if the server is already gone and the child should simply stop.
+/// In the fork server's child, with every signal blocked: undo the server's arrangements
+/// (every signal handler, its channels, its table of children), take the name, die with the
+/// server unless `die_with_parent` is off, and only then unblock every signal. `Err` if the
+/// server is already gone and the child should simply stop.
 fn become_child(
     server: nix::unistd::Pid,
     name: &str,
     requests: IpcReceiver<ZygoteRequest>,
-    old_mask: &SigSet,
     die_with_parent: bool,
 ) -> Result<(), ()> {
-    // SAFETY: restoring the default disposition is always sound.
-    let _ = unsafe { signal::signal(Signal::SIGCHLD, SigHandler::SigDfl) };
-    // The server ignores SIGPIPE and handles SIGTERM; a child gets the defaults back, except
-    // that Rust programs ignore SIGPIPE (as `main` would have arranged).
-    // SAFETY: restoring the default disposition is always sound.
-    let _ = unsafe { signal::signal(Signal::SIGTERM, SigHandler::SigDfl) };
-    let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None);
+    reset_signal_dispositions();
     drop(requests);
     let report = REPORT_FD.swap(-1, Ordering::SeqCst);
     if report >= 0 {
         // SAFETY: the fd was ours (dup'ed in `serve`) and nothing else owns it in this process.
         drop(unsafe { OwnedFd::from_raw_fd(report) });
     }
-    // Die with the server (which dies with the pool's process); if it is already gone, stop.
-    if die_with_parent && (nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || nix::unistd::getppid() != server)
-    {
-        return Err(());
-    }
-    // Leave the server's SIGCHLD-blocking and its LIVE table to the server: the child starts
-    // with no children of its own.
+    // The server's children are not ours: forget them, so nothing here can signal them.
     for slot in LIVE.iter() {
         slot.store(0, Ordering::SeqCst);
     }
     if let Ok(comm) = CString::new(name) {
         let _ = nix::sys::prctl::set_name(&comm);
     }
+    // Die with the server (which dies with the pool's process); if it is already gone, stop.
+    if die_with_parent && (nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || nix::unistd::getppid() != server)
+    {
+        return Err(());
+    }
+    let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     Ok(())
+}
+
+/// Gives every signal its default disposition, except that `SIGPIPE` is ignored, as in any
+/// Rust program after `main`'s set-up.
+fn reset_signal_dispositions() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        let disposition = if sig == libc::SIGPIPE { libc::SIG_IGN } else { libc::SIG_DFL };
+        // SAFETY: setting a default or ignored disposition runs no code of ours; the numbers
+        // the C library keeps for itself (32, 33) just fail with EINVAL.
+        unsafe { libc::signal(sig, disposition) };
+    }
 }
 
 /// In the fork server's child: become a worker. Never returns.
@@ -587,9 +816,8 @@ fn worker_child(
     replies: IpcBytesSender,
     initializer: Option<String>,
     requests: IpcReceiver<ZygoteRequest>,
-    old_mask: &SigSet,
 ) -> ! {
-    if become_child(server, name, requests, old_mask, true).is_err() {
+    if become_child(server, name, requests, true).is_err() {
         std::process::exit(0);
     }
     // A worker receives and drops a buffer per task; by default glibc serves large ones with
@@ -613,15 +841,20 @@ fn block(set: &SigSet) -> nix::Result<SigSet> {
 }
 
 fn write_report(report: Report) {
+    write_record(&report.encode());
+}
+
+/// Writes one record whole to the report pipe (async-signal-safe: the `SIGCHLD` handler
+/// calls it).
+fn write_record(bytes: &[u8; REPORT_LEN]) {
     let fd: RawFd = REPORT_FD.load(Ordering::SeqCst);
-    let bytes = report.encode();
     let mut done = 0;
     while done < bytes.len() {
         // SAFETY: `fd` is the server's report pipe, open for the server's lifetime; the buffer
         // is valid for the length passed.
         let n = unsafe { libc::write(fd, bytes[done..].as_ptr().cast(), bytes.len() - done) };
         if n > 0 {
-            done += n as usize;
+            done += n.unsigned_abs();
         } else if n < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
             continue;
         } else {
@@ -668,7 +901,9 @@ extern "C" fn on_sigchld(_: libc::c_int) {
         if pid <= 0 {
             break;
         }
-        live_remove(pid);
+        if !live_remove(pid) {
+            continue; // a child we never reported (see `forked`)
+        }
         let report = if libc::WIFEXITED(status) {
             Report::Exited { pid, code: libc::WEXITSTATUS(status) }
         } else if libc::WIFSIGNALED(status) {
