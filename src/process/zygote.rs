@@ -532,9 +532,13 @@ fn become_fork_server_if_asked() {
     if std::env::var_os(ENV_SERVER).is_none() {
         return;
     }
-    let parent = std::env::var(ENV_PARENT).ok().and_then(|p| p.parse::<i32>().ok());
-    if parent != Some(nix::unistd::getppid().as_raw()) {
+    let Some(parent) = std::env::var(ENV_PARENT).ok().and_then(|p| p.parse::<i32>().ok()) else {
         return; // a stray copy of the variable: this is not our fork server
+    };
+    if parent != nix::unistd::getppid().as_raw() {
+        // The parent died before we got here (we were re-parented): nobody wants a server,
+        // and running `main` instead would start the user's program a second time.
+        std::process::exit(0);
     }
     // SAFETY: this runs in a constructor before `main`; the process has one thread, so no
     // other thread can be reading the environment while we change it.
@@ -745,7 +749,15 @@ fn open_endpoint() -> io::Result<(IpcOneShotServer<Hello>, OwnedFd)> {
     if let Some(dir) = path.parent() {
         let _ = std::fs::remove_dir(dir);
     }
-    Ok((server, opened?))
+    let fd = opened?;
+    // What was opened must be our own socket: in a temporary directory without the sticky
+    // bit, another user could have renamed our directory away and put a socket of theirs at
+    // the same path before the open.
+    let st = nix::sys::stat::fstat(&fd)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK || st.st_uid != nix::unistd::geteuid().as_raw() {
+        return Err(io::Error::other("the start-up socket was replaced by someone else's"));
+    }
+    Ok((server, fd))
 }
 
 /// In the fork server, after a fork: record the child (with `flags`) and report it.
