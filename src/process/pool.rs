@@ -26,7 +26,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{BuildError, ExitStatus, JobError};
 use crate::process::protocol::{self, FromWorker, Status};
-use crate::process::zygote::{self, Zygote};
+use crate::process::zygote::{self, Pending, Spawned, Zygote};
 
 /// Where a task's outcome goes: the future's cell, type-erased.
 pub(crate) trait Sink: Send + Sync {
@@ -93,6 +93,9 @@ struct Worker {
     id: u64,
     index: usize,
     pid: u32,
+    /// The fork server that forked it: the only one that can kill and reap it (the pool's
+    /// later workers may come from a successor, if this one dies).
+    zygote: Arc<Zygote>,
     ready: bool,
     /// `None` once the task channel is being closed.
     outbox: Option<Sender<Arc<Vec<u8>>>>,
@@ -142,7 +145,7 @@ struct State {
 #[derive(Default)]
 struct Actions {
     fail: Vec<(Arc<dyn Sink>, JobError)>,
-    kill: Vec<u32>,
+    kill: Vec<(Arc<Zygote>, u32)>,
     spawn: Vec<usize>,
     wake: bool,
 }
@@ -152,7 +155,6 @@ pub(crate) struct Pool {
     /// Notified on every change a waiter could care about: join, build, the supervisor.
     changed: Condvar,
     config: Config,
-    zygote: Arc<Zygote>,
     next_task: AtomicU64,
 }
 
@@ -162,7 +164,7 @@ const MAX_FAILED_STARTS: u32 = 3;
 impl Pool {
     /// Starts the workers and waits until all are ready.
     pub(crate) fn start(config: Config) -> Result<Arc<Pool>, BuildError> {
-        let zygote = zygote::get().map_err(|e| BuildError::process(format!("cannot start the fork server: {e}")))?;
+        zygote::get().map_err(|e| BuildError::process(format!("cannot start the fork server: {e}")))?;
         let n = config.workers;
         let pool = Arc::new(Pool {
             state: Mutex::new(State {
@@ -180,13 +182,12 @@ impl Pool {
             }),
             changed: Condvar::new(),
             config,
-            zygote,
             next_task: AtomicU64::new(1),
         });
         // Ask for every worker first, then collect them: the forks overlap the waiting.
         let mut pending = Vec::with_capacity(n);
         for index in 0..n {
-            match pool.zygote.request_spawn(&pool.worker_name(index), pool.config.initializer) {
+            match zygote::request_spawn(&pool.worker_name(index), pool.config.initializer) {
                 Ok(p) => pending.push((index, p)),
                 Err(e) => {
                     pool.state.lock().starting -= n - index;
@@ -197,8 +198,8 @@ impl Pool {
         }
         let mut error = None;
         for (index, p) in pending {
-            match pool.zygote.wait_spawned(&p) {
-                Ok(pid) => pool.register(index, pid, p.tasks, p.replies),
+            match p.wait() {
+                Ok(spawned) => pool.register(index, spawned),
                 Err(e) => {
                     pool.state.lock().starting -= 1;
                     error.get_or_insert(format!("cannot start a worker: {e}"));
@@ -251,12 +252,14 @@ impl Pool {
         self.state.lock().workers.iter().map(|w| w.pid).collect()
     }
 
+    /// The pid of the fork server new workers come from (started anew if it died).
     pub(crate) fn fork_server_pid(&self) -> u32 {
-        self.zygote.pid()
+        zygote::get().map_or(0, |z| z.pid())
     }
 
     /// Registers a forked worker and starts its writer and link threads.
-    fn register(self: &Arc<Self>, index: usize, pid: u32, tasks: IpcBytesSender, replies: IpcBytesReceiver) {
+    fn register(self: &Arc<Self>, index: usize, spawned: Spawned) {
+        let Spawned { zygote, pid, tasks, replies } = spawned;
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut st = self.state.lock();
         st.starting -= 1;
@@ -266,6 +269,7 @@ impl Pool {
             id,
             index,
             pid,
+            zygote: Arc::clone(&zygote),
             ready: false,
             outbox: Some(tx),
             flights: VecDeque::new(),
@@ -277,7 +281,10 @@ impl Pool {
         let pool = Arc::clone(self);
         let link = writer.and_then(|w| {
             st.threads.push(w);
-            spawn_thread(format!("stealpool-rx{index}"), move || pool.link(id, pid, replies))
+            spawn_thread(format!("stealpool-rx{index}"), {
+                let zygote = Arc::clone(&zygote);
+                move || pool.link(id, zygote, pid, replies)
+            })
         });
         match link {
             Ok(l) => st.threads.push(l),
@@ -285,7 +292,7 @@ impl Pool {
                 // Without its threads the worker cannot be served: stop it and give up.
                 st.workers.retain(|w| w.id != id);
                 let mut acts = Actions::default();
-                acts.kill.push(pid);
+                acts.kill.push((zygote, pid));
                 Self::break_pool(&mut st, format!("cannot start threads to serve a worker: {e}"), &mut acts);
                 self.settle(&mut st, &mut acts);
                 drop(st);
@@ -387,8 +394,8 @@ impl Pool {
         if acts.wake {
             self.changed.notify_all();
         }
-        for pid in acts.kill {
-            self.zygote.kill(pid, Signal::SIGKILL);
+        for (zygote, pid) in acts.kill {
+            zygote.kill(pid, Signal::SIGKILL);
         }
         for (sink, error) in acts.fail {
             sink.fail(error);
@@ -399,12 +406,9 @@ impl Pool {
     }
 
     fn respawn(self: &Arc<Self>, index: usize) {
-        let started = self
-            .zygote
-            .request_spawn(&self.worker_name(index), self.config.initializer)
-            .and_then(|p| self.zygote.wait_spawned(&p).map(|pid| (pid, p)));
+        let started = zygote::request_spawn(&self.worker_name(index), self.config.initializer).and_then(Pending::wait);
         match started {
-            Ok((pid, p)) => self.register(index, pid, p.tasks, p.replies),
+            Ok(spawned) => self.register(index, spawned),
             Err(e) => {
                 let mut acts = Actions::default();
                 {
@@ -433,15 +437,15 @@ impl Pool {
     }
 
     /// A worker's link thread: reads replies until end of file, then handles the exit.
-    fn link(self: Arc<Self>, worker: u64, pid: u32, replies: IpcBytesReceiver) {
+    fn link(self: Arc<Self>, worker: u64, zygote: Arc<Zygote>, pid: u32, replies: IpcBytesReceiver) {
         OWN_POOL.with(|p| p.set(Arc::as_ptr(&self) as usize));
         while let Ok(frame) = replies.recv() {
             if !self.on_frame(worker, &frame) {
                 // A reply that makes no sense: the worker is not following the protocol.
-                self.zygote.kill(pid, Signal::SIGKILL);
+                zygote.kill(pid, Signal::SIGKILL);
             }
         }
-        let status = self.zygote.wait_exit(pid, Duration::from_secs(5));
+        let status = zygote.wait_exit(pid, Duration::from_secs(5));
         self.on_exit(worker, pid, status);
     }
 
@@ -530,7 +534,8 @@ impl Pool {
                     acts.fail.push((f.sink, error));
                 }
             }
-            if !w.ready && w.doom.is_none() {
+            // A worker that died with its fork server did not fail to start.
+            if !w.ready && w.doom.is_none() && w.zygote.is_usable() {
                 st.failed_starts += 1;
                 if st.failed_starts >= MAX_FAILED_STARTS {
                     let reason =
@@ -568,7 +573,7 @@ impl Pool {
                 if Some(id) == running {
                     if w.doom.is_none() {
                         w.doom = Some(Doom::Cancelled);
-                        acts.kill.push(w.pid);
+                        acts.kill.push((Arc::clone(&w.zygote), w.pid));
                     }
                 } else if !f.skipped {
                     f.skipped = true;
@@ -601,7 +606,7 @@ impl Pool {
                 let deadline = w.head_since + limit;
                 if deadline <= now {
                     w.doom = Some(Doom::TimedOut(limit));
-                    acts.kill.push(w.pid);
+                    acts.kill.push((Arc::clone(&w.zygote), w.pid));
                     acts.fail.push((sink, JobError::TimedOut { limit }));
                 } else {
                     next = Some(next.map_or(deadline, |n| n.min(deadline)));
@@ -653,7 +658,7 @@ impl Pool {
                     w.doom = Some(Doom::Terminated);
                 }
                 w.outbox = None;
-                acts.kill.push(w.pid);
+                acts.kill.push((Arc::clone(&w.zygote), w.pid));
             }
             acts.wake = true;
         }

@@ -112,19 +112,17 @@ struct Table {
 }
 
 /// A spawn request that was sent; [`Pending::wait`] turns it into a worker.
-#[allow(dead_code)] // transitional: the pool uses it from the next commit
 pub(crate) struct Pending {
     zygote: Arc<Zygote>,
     token: u64,
     name: String,
     initializer: Option<String>,
-    pub(crate) tasks: IpcBytesSender,
-    pub(crate) replies: IpcBytesReceiver,
+    tasks: IpcBytesSender,
+    replies: IpcBytesReceiver,
 }
 
 /// A forked worker: the server that forked it (the one to ask to kill and reap it), its pid,
 /// and the parent's ends of its task and reply channels.
-#[allow(dead_code)] // transitional: the pool uses it from the next commit
 pub(crate) struct Spawned {
     pub(crate) zygote: Arc<Zygote>,
     pub(crate) pid: u32,
@@ -151,7 +149,6 @@ pub(crate) fn get() -> io::Result<Arc<Zygote>> {
 
 /// Asks the current fork server for a worker named `name` (as `ps` shows it); returns at once.
 /// If the server turns out to be dead, asks its successor.
-#[allow(dead_code)] // transitional: the pool uses it from the next commit
 pub(crate) fn request_spawn(name: &str, initializer: Option<&str>) -> io::Result<Pending> {
     let z = get()?;
     match Zygote::ask_spawn(&z, name, initializer) {
@@ -160,7 +157,6 @@ pub(crate) fn request_spawn(name: &str, initializer: Option<&str>) -> io::Result
     }
 }
 
-#[allow(dead_code)] // transitional: the pool uses it from the next commit
 impl Pending {
     /// Waits for the worker's pid. If the server died before it answered, the request goes to
     /// a new server, once.
@@ -379,16 +375,6 @@ impl Zygote {
             tasks: tasks_tx,
             replies: replies_rx,
         })
-    }
-
-    /// Transitional: as [`request_spawn`] on this server only.
-    pub(crate) fn request_spawn(self: &Arc<Self>, name: &str, initializer: Option<&str>) -> io::Result<Pending> {
-        Zygote::ask_spawn(self, name, initializer)
-    }
-
-    /// Transitional: waits for the pid of a requested worker, without retrying elsewhere.
-    pub(crate) fn wait_spawned(&self, pending: &Pending) -> io::Result<u32> {
-        self.wait_token(pending.token)
     }
 
     fn next_token(&self) -> io::Result<u64> {
