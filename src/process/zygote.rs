@@ -400,6 +400,9 @@ impl Zygote {
         };
         if sent.is_err() {
             self.table.lock().asked.remove(&token);
+            // Its end of the channel is closed: the server is gone or going, even if its
+            // report pipe has not ended yet. Say so now, so that callers move on to a new one.
+            self.end();
         }
         sent
     }
