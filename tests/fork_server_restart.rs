@@ -28,6 +28,20 @@ fn nap(ms: u64) -> u64 {
 }
 stealpool::register_fn!(nap);
 
+/// Where the calling process's descriptors lead.
+fn fd_targets(_: ()) -> Vec<String> {
+    targets_of("/proc/self/fd")
+}
+stealpool::register_fn!(fd_targets);
+
+fn targets_of(dir: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
 fn sleeps_forever() {
     loop {
         std::thread::sleep(Duration::from_secs(1));
@@ -85,6 +99,15 @@ fn a_pool_outlives_its_fork_server() {
     let sleeper = Process::spawn(sleeps_forever, ()).unwrap();
     let old = pool.fork_server_pid();
     let old_workers = pool.worker_pids();
+    // A descriptor left open without close-on-exec when the next server starts: neither it nor
+    // its workers may inherit it.
+    let tmp = tempfile::tempdir().unwrap();
+    let leaked_path = tmp.path().join("leaked");
+    std::fs::write(&leaked_path, b"").unwrap();
+    let leaked_c = std::ffi::CString::new(leaked_path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string; the descriptor is closed below.
+    let leaked = unsafe { nix::libc::open(leaked_c.as_ptr(), nix::libc::O_RDONLY) };
+    assert!(leaked >= 0);
     kill_fork_server(old);
 
     match running.result_timeout(LONG) {
@@ -104,6 +127,12 @@ fn a_pool_outlives_its_fork_server() {
     assert_eq!(out, (0..50).map(|x| x * 2).collect::<Vec<_>>(), "the pool goes on");
     let new = pool.fork_server_pid();
     assert_ne!(new, old, "on a new fork server");
+    let leaked_name = leaked_path.display().to_string();
+    assert!(!targets_of(&format!("/proc/{new}/fd")).contains(&leaked_name), "the new server inherited a stray fd");
+    let in_worker = pool.apply_async(fd_targets, ()).unwrap().result().unwrap();
+    assert!(!in_worker.contains(&leaked_name), "a worker inherited a stray fd: {in_worker:?}");
+    // SAFETY: ours, opened above.
+    unsafe { nix::libc::close(leaked) };
     let p = Process::spawn(nap, 1).unwrap();
     assert_eq!(p.join_timeout(LONG), Some(ExitStatus::Exited(0)), "processes start from the new server too");
 }

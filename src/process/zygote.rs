@@ -30,6 +30,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -182,6 +183,17 @@ fn start() -> io::Result<Arc<Zygote>> {
         .env(ENV_PARENT, std::process::id().to_string())
         // The report pipe rides in as stdin; the server moves it aside at once.
         .stdin(Stdio::from(report_write));
+    // Nothing else of ours rides in: a descriptor some code left open without close-on-exec
+    // would otherwise live on in the server and in every worker (keeping a pipe's write end
+    // open there, say, so that its reader never sees end of file).
+    // SAFETY: the closure runs in the forked child before exec and makes only async-signal-safe
+    // system calls (close_range, getrlimit, fcntl).
+    unsafe {
+        command.pre_exec(|| {
+            close_on_exec_from(3);
+            Ok(())
+        })
+    };
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     // The server is spawned from a thread that lives as long as the server, because
     // PR_SET_PDEATHSIG fires when the *thread* that forked the child exits (a test thread,
@@ -220,6 +232,27 @@ fn start() -> io::Result<Arc<Zygote>> {
         unsafe { libc::atexit(at_exit) };
     });
     Ok(z)
+}
+
+/// Marks every descriptor from `first` up close-on-exec. Async-signal-safe (it runs between
+/// fork and exec).
+fn close_on_exec_from(first: libc::c_uint) {
+    // SAFETY: close_range takes plain integers and touches only this process's descriptors.
+    if unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC) } == 0 {
+        return;
+    }
+    // Kernels before 5.11: one by one, up to the descriptor limit (bounded, in case it is huge).
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid out-pointer.
+    let end = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur.min(1 << 20)
+    } else {
+        1 << 16
+    };
+    for fd in libc::c_int::try_from(first).unwrap_or(3)..libc::c_int::try_from(end).unwrap_or(1 << 16) {
+        // SAFETY: F_SETFD on a descriptor number that may not be open just fails with EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
 }
 
 /// The parent's half of the start-up: read where the server listens, connect there and hand
