@@ -175,9 +175,13 @@ impl Pending {
 }
 
 fn start() -> io::Result<Arc<Zygote>> {
-    let exe = std::env::current_exe()?;
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let mut command = Command::new(exe);
+    // The very file this process runs, even if its path now names another (an upgrade
+    // installed meanwhile: a server started later must know the same registered code), or none.
+    let mut command = Command::new("/proc/self/exe");
+    if let Some(arg0) = std::env::args_os().next() {
+        command.arg0(arg0);
+    }
     command
         .env(ENV_SERVER, "1")
         .env(ENV_PARENT, std::process::id().to_string())
@@ -655,6 +659,12 @@ fn serve() -> io::Result<()> {
     unsafe { signal::sigaction(Signal::SIGCHLD, &action) }?;
 
     let me = nix::unistd::getpid();
+    // Started as `/proc/self/exe`, the kernel named us `exe`: take the program's name back.
+    if let Some(name) = std::env::args_os().next().as_deref().map(Path::new).and_then(Path::file_name)
+        && let Ok(name) = CString::new(name.as_encoded_bytes().iter().copied().take(15).collect::<Vec<u8>>())
+    {
+        let _ = nix::sys::prctl::set_name(&name);
+    }
     let own_name = nix::sys::prctl::get_name().ok();
     // The child's name is set by the server before the fork (and put back after), so the child
     // has it from its first instant: whoever learns the pid from the spawn report sees it.
