@@ -53,6 +53,16 @@ pub enum JobError {
         /// The name (or, for an unregistered function, the Rust type name) of the code.
         name: String,
     },
+    /// The worker process running the job broke the pool's protocol (it wrote something to its
+    /// reply channel that is not a well-formed reply: garbage, an impossible length, attached
+    /// file descriptors, a reply to another task). The pool killed and replaced it; only the job
+    /// it was running fails.
+    ProtocolViolation {
+        /// The process id of the worker.
+        pid: u32,
+        /// What was wrong with what it sent.
+        reason: String,
+    },
     /// The pool could not run the job because it cannot keep workers alive (for example the
     /// worker initializer fails); the pool has shut down.
     Broken {
@@ -205,6 +215,9 @@ impl fmt::Display for JobError {
                 "`{name}` is not registered for worker processes: add `stealpool::register_fn!(...)` for a \
                  function or `stealpool::register_job!(...)` for a job type"
             ),
+            JobError::ProtocolViolation { pid, reason } => {
+                write!(f, "worker process {pid} broke the pool's protocol ({reason}); it was killed and replaced")
+            }
             JobError::Broken { reason } => write!(f, "the process pool is broken: {reason}"),
         }
     }

@@ -56,6 +56,7 @@ mod child;
 mod pool;
 pub(crate) mod protocol;
 pub(crate) mod registry;
+mod wire;
 mod worker;
 mod zygote;
 
@@ -188,6 +189,11 @@ impl ProcessPoolExecutor {
             Ok(f) => f,
             Err(e) => return Ok(Future::ready(Err(JobError::Serialization { message: e.to_string() }))),
         };
+        if frame.len() > wire::MAX_FRAME {
+            let message =
+                format!("the input takes {} bytes, more than the {} a task may carry", frame.len(), wire::MAX_FRAME);
+            return Ok(Future::ready(Err(JobError::Serialization { message })));
+        }
         let cell = Arc::new(ProcCell { core: Core::new(), decode, pool: Arc::downgrade(&self.pool), id });
         let task = Task { id, frame: Arc::new(frame), sink: cell.clone(), limit, started: false };
         match self.pool.submit(task) {
@@ -260,7 +266,16 @@ impl<T: Send> Sink for ProcCell<T> {
     }
 
     fn deliver(&self, status: Status, body: &[u8]) {
-        self.core.finish_if_unfinished((self.decode)(status, body));
+        // The result's `Deserialize` is user code: a panic in it fails this future only (it
+        // runs on the pool's reply reader, which must go on).
+        let outcome = crate::unwind::catch(|| (self.decode)(status, body)).unwrap_or_else(|e| {
+            let message = match e {
+                JobError::Panicked { message } => message,
+                other => other.to_string(),
+            };
+            Err(JobError::Serialization { message: format!("reading the result panicked: {message}") })
+        });
+        self.core.finish_if_unfinished(outcome);
     }
 
     fn fail(&self, error: JobError) {

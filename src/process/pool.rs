@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::os::fd::{AsFd, OwnedFd};
+
 use crossbeam_channel::{Receiver, Sender};
 use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use nix::sys::signal::Signal;
@@ -26,6 +28,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{BuildError, ExitStatus, JobError};
 use crate::process::protocol::{self, FromWorker, Status};
+use crate::process::wire::{self, Reader, Wait, WireError};
 use crate::process::zygote::{self, Zygote};
 
 /// Where a task's outcome goes: the future's cell, type-erased.
@@ -69,8 +72,10 @@ enum Life {
 }
 
 /// Why the pool stopped a worker; decides what its unanswered head task becomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Doom {
+    /// It broke the protocol (garbage on its reply channel); the text says how.
+    Faulty(String),
     /// Its task ran out of time.
     TimedOut(Duration),
     /// Its task was force-cancelled.
@@ -257,8 +262,14 @@ impl Pool {
 
     /// Registers a forked worker and starts its writer and link threads.
     fn register(self: &Arc<Self>, index: usize, pid: u32, tasks: IpcBytesSender, replies: IpcBytesReceiver) {
+        let sockets = wire::take_socket(tasks).and_then(|t| Ok((t, wire::take_socket(replies)?)));
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut st = self.state.lock();
+        // Threads of workers gone by now have ended or are about to: join them, so that their
+        // stacks are given back (an unjoined thread keeps its stack mapped).
+        let (ended, live): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut st.threads).into_iter().partition(|t| t.is_finished());
+        st.threads = live;
         st.starting -= 1;
         let id = st.next_worker;
         st.next_worker += 1;
@@ -273,11 +284,18 @@ impl Pool {
             head_since: Instant::now(),
             doom: None,
         });
-        let writer = spawn_thread(format!("stealpool-tx{index}"), move || write_frames(rx, tasks));
-        let pool = Arc::clone(self);
-        let link = writer.and_then(|w| {
-            st.threads.push(w);
-            spawn_thread(format!("stealpool-rx{index}"), move || pool.link(id, pid, replies))
+        let link = sockets.and_then(|(tasks, replies)| {
+            let pool = Arc::clone(self);
+            let writer = spawn_thread(format!("stealpool-tx{index}"), move || {
+                let _watch = Watch::new(&pool, "writer");
+                write_frames(rx, tasks)
+            })?;
+            st.threads.push(writer);
+            let pool = Arc::clone(self);
+            spawn_thread(format!("stealpool-rx{index}"), move || {
+                let _watch = Watch { pool: &pool, role: "reply reader", worker: Some((id, pid)) };
+                pool.link(id, pid, replies)
+            })
         });
         match link {
             Ok(l) => st.threads.push(l),
@@ -291,7 +309,12 @@ impl Pool {
                 drop(st);
                 self.changed.notify_all();
                 self.act(acts);
+                return;
             }
+        }
+        drop(st);
+        for t in ended {
+            let _ = t.join();
         }
     }
 
@@ -305,7 +328,10 @@ impl Pool {
             }
             if task.limit.is_some() && !st.supervisor {
                 let pool = Arc::clone(self);
-                if let Ok(h) = spawn_thread("stealpool-supervisor".into(), move || pool.supervise()) {
+                if let Ok(h) = spawn_thread("stealpool-supervisor".into(), move || {
+                    let _watch = Watch::new(&pool, "supervisor");
+                    pool.supervise()
+                }) {
                     st.supervisor = true;
                     st.threads.push(h);
                 }
@@ -354,7 +380,10 @@ impl Pool {
     fn settle(&self, st: &mut State, acts: &mut Actions) {
         let draining = st.life != Life::Open && st.queue.is_empty();
         let max = self.config.max_tasks_per_child;
-        let keep_going = st.life == Life::Open && st.broken.is_none();
+        // A closed pool still replaces workers while queued tasks wait for one (CPython's
+        // gh-119592: with a task limit, `shutdown(wait=True)` stranded the queue).
+        let keep_going =
+            st.broken.is_none() && (st.life == Life::Open || (st.life == Life::Closed && !st.queue.is_empty()));
         let mut replacements = 0;
         for w in st.workers.iter_mut().filter(|w| w.doom.is_none() && w.flights.is_empty()) {
             let worn_out = max.is_some_and(|m| w.assigned >= m);
@@ -432,26 +461,59 @@ impl Pool {
         }
     }
 
-    /// A worker's link thread: reads replies until end of file, then handles the exit.
-    fn link(self: Arc<Self>, worker: u64, pid: u32, replies: IpcBytesReceiver) {
-        OWN_POOL.with(|p| p.set(Arc::as_ptr(&self) as usize));
-        while let Ok(frame) = replies.recv() {
-            if !self.on_frame(worker, &frame) {
-                // A reply that makes no sense: the worker is not following the protocol.
-                self.zygote.kill(pid, Signal::SIGKILL);
-            }
+    /// A worker's link thread: reads replies until end of file, then handles the exit. A reply
+    /// that breaks the framing or makes no sense means the worker is not following the
+    /// protocol: it is killed (and replaced, as for any death) and nothing more is read from it.
+    fn link(self: &Arc<Self>, worker: u64, pid: u32, replies: OwnedFd) {
+        OWN_POOL.with(|p| p.set(Arc::as_ptr(self) as usize));
+        let mut replies = Reader::new(replies, wire::MAX_FRAME);
+        loop {
+            let fault = match replies.recv(Wait::Yes) {
+                Ok(Some(frame)) => match self.on_frame(worker, frame) {
+                    Ok(()) => continue,
+                    Err(fault) => fault,
+                },
+                Ok(None) => continue,
+                Err(WireError::Closed) => break,
+                Err(WireError::Io(e)) => format!("reading its replies failed: {e}"),
+                Err(WireError::Violation(why)) => why,
+            };
+            self.fault(worker, pid, fault);
+            break;
         }
+        drop(replies);
         let status = self.zygote.wait_exit(pid, Duration::from_secs(5));
         self.on_exit(worker, pid, status);
     }
 
-    fn on_frame(self: &Arc<Self>, worker: u64, frame: &[u8]) -> bool {
-        let Ok((header, body)) = protocol::split::<FromWorker<'_>>(frame) else { return false };
+    /// Worker `worker` broke the protocol: doom it (unless already doomed) and kill it.
+    fn fault(self: &Arc<Self>, worker: u64, pid: u32, why: String) {
+        {
+            let mut st = self.state.lock();
+            if let Some(w) = st.workers.iter_mut().find(|w| w.id == worker)
+                && w.doom.is_none()
+            {
+                w.doom = Some(Doom::Faulty(why));
+                w.outbox = None;
+            }
+        }
+        self.zygote.kill(pid, Signal::SIGKILL);
+    }
+
+    /// Handles one reply. `Err` says how it breaks the protocol.
+    fn on_frame(self: &Arc<Self>, worker: u64, frame: &[u8]) -> Result<(), String> {
+        let (header, body) = protocol::split::<FromWorker<'_>>(frame)
+            .map_err(|e| format!("an unreadable reply header ({e}) in a frame of {} bytes", frame.len()))?;
         let mut acts = Actions::default();
         let mut deliver = None;
         {
             let mut st = self.state.lock();
-            let Some(wi) = st.workers.iter().position(|w| w.id == worker) else { return false };
+            let Some(wi) = st.workers.iter().position(|w| w.id == worker) else {
+                return Err("a reply from a worker the pool no longer serves".into());
+            };
+            if matches!(header, FromWorker::Ready { .. }) && st.workers[wi].ready {
+                return Err("a second `Ready`".into());
+            }
             match header {
                 FromWorker::Ready { init_error: Some(e), .. } => {
                     let w = &mut st.workers[wi];
@@ -468,20 +530,28 @@ impl Pool {
                 }
                 FromWorker::Done { id, status, busy_ns } => {
                     let w = &mut st.workers[wi];
-                    if w.flights.front().map(|f| f.id) != Some(id) {
-                        return false;
+                    let head = w.flights.front().map(|f| (f.id, f.skipped));
+                    if head != Some((id, false)) {
+                        return Err(format!("`Done` for task {id}, but its next task is {head:?}"));
                     }
-                    let Some(f) = w.flights.pop_front() else { return false };
+                    let Some(f) = w.flights.pop_front() else { return Err("`Done` with no task".into()) };
                     w.head_since = Instant::now();
-                    st.busy_ewma_ns =
-                        if st.busy_ewma_ns == 0 { busy_ns.max(1) } else { (st.busy_ewma_ns * 7 + busy_ns) / 8 };
+                    // The worker's figure is not trusted in arithmetic: an hour at most, and
+                    // saturating sums.
+                    let busy_ns = busy_ns.min(3_600_000_000_000);
+                    st.busy_ewma_ns = if st.busy_ewma_ns == 0 {
+                        busy_ns.max(1)
+                    } else {
+                        st.busy_ewma_ns.saturating_mul(7).saturating_add(busy_ns) / 8
+                    };
                     deliver = Some((f.sink, status));
                     acts.wake = true;
                 }
                 FromWorker::Skipped { id } => {
                     let w = &mut st.workers[wi];
-                    if w.flights.front().map(|f| (f.id, f.skipped)) != Some((id, true)) {
-                        return false;
+                    let head = w.flights.front().map(|f| (f.id, f.skipped));
+                    if head != Some((id, true)) {
+                        return Err(format!("`Skipped` for task {id}, but its next task is {head:?}"));
                     }
                     w.flights.pop_front();
                     w.head_since = Instant::now();
@@ -493,7 +563,7 @@ impl Pool {
             sink.deliver(status, body);
         }
         self.act(acts);
-        true
+        Ok(())
     }
 
     /// A worker's process is gone (and reaped). Fails the task it was running, gives back the
@@ -511,8 +581,9 @@ impl Pool {
                     continue; // already resolved as cancelled
                 }
                 if Some(f.id) == running {
-                    let error = match w.doom {
-                        Some(Doom::TimedOut(limit)) => JobError::TimedOut { limit },
+                    let error = match &w.doom {
+                        Some(Doom::Faulty(reason)) => JobError::ProtocolViolation { pid, reason: reason.clone() },
+                        Some(Doom::TimedOut(limit)) => JobError::TimedOut { limit: *limit },
                         Some(Doom::Cancelled | Doom::Terminated) => JobError::Cancelled,
                         Some(Doom::Retired) | None => JobError::WorkerDied { pid, status },
                     };
@@ -583,9 +654,9 @@ impl Pool {
     }
 
     /// Watches time limits: kills the worker whose running task is overdue.
-    fn supervise(self: Arc<Self>) {
-        OWN_POOL.with(|p| p.set(Arc::as_ptr(&self) as usize));
-        let this = &self;
+    fn supervise(self: &Arc<Self>) {
+        OWN_POOL.with(|p| p.set(Arc::as_ptr(self) as usize));
+        let this = self;
         let mut st = self.state.lock();
         loop {
             if st.life != Life::Open && st.workers.is_empty() && st.starting == 0 {
@@ -598,7 +669,8 @@ impl Pool {
                 let Some((limit, sink)) = w.running().and_then(|f| f.limit.map(|l| (l, Arc::clone(&f.sink)))) else {
                     continue;
                 };
-                let deadline = w.head_since + limit;
+                // A limit too large to add means no limit (Duration::MAX from a caller).
+                let Some(deadline) = w.head_since.checked_add(limit) else { continue };
                 if deadline <= now {
                     w.doom = Some(Doom::TimedOut(limit));
                     acts.kill.push(w.pid);
@@ -676,15 +748,74 @@ impl Pool {
         if OWN_POOL.with(|p| p.get()) == std::ptr::from_ref(self) as usize {
             return;
         }
-        let threads = {
+        let (threads, stranded) = {
             let mut st = self.state.lock();
             while !st.workers.is_empty() || st.starting > 0 {
                 self.changed.wait(&mut st);
             }
-            std::mem::take(&mut st.threads)
+            // With no worker left and none coming, nothing would ever run what is still queued:
+            // fail it rather than leave futures that never resolve.
+            let stranded: Vec<_> = st.queue.drain(..).collect();
+            (std::mem::take(&mut st.threads), stranded)
         };
+        for t in stranded {
+            t.sink.fail(JobError::Broken { reason: "the pool has no workers left to run it".into() });
+        }
         for t in threads {
             let _ = t.join();
+        }
+    }
+
+    /// An internal thread (`role`) panicked: without it the pool cannot keep its promises (a
+    /// dead supervisor enforces no time limits, a dead reply reader delivers nothing), so it
+    /// breaks loudly: every queued and running task fails with [`JobError::Broken`], every
+    /// worker is killed, and no more work is accepted.
+    fn internal_panic(self: &Arc<Self>, role: &str, worker: Option<(u64, u32)>) {
+        let reason = format!("an internal thread of the pool ({role}) panicked");
+        let mut acts = Actions::default();
+        {
+            let mut st = self.state.lock();
+            Self::break_pool(&mut st, reason.clone(), &mut acts);
+            st.life = Life::Terminated;
+            for w in st.workers.iter_mut() {
+                for f in w.flights.drain(..).filter(|f| !f.skipped) {
+                    acts.fail.push((f.sink, JobError::Broken { reason: reason.clone() }));
+                }
+                w.doom = Some(Doom::Terminated);
+                w.outbox = None;
+                acts.kill.push(w.pid);
+            }
+            // A dead reply reader will never report its worker's exit: forget the worker here.
+            if let Some((id, pid)) = worker {
+                st.workers.retain(|w| w.id != id);
+                self.zygote.forget_exit(pid);
+            }
+            acts.wake = true;
+        }
+        self.changed.notify_all();
+        self.act(acts);
+    }
+}
+
+/// Held by each internal thread of a pool: if the thread unwinds, the pool breaks loudly
+/// ([`Pool::internal_panic`]) instead of carrying on without it.
+struct Watch<'a> {
+    pool: &'a Arc<Pool>,
+    role: &'static str,
+    /// The worker a reply reader serves: its id and pid.
+    worker: Option<(u64, u32)>,
+}
+
+impl<'a> Watch<'a> {
+    fn new(pool: &'a Arc<Pool>, role: &'static str) -> Self {
+        Watch { pool, role, worker: None }
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.pool.internal_panic(self.role, self.worker);
         }
     }
 }
@@ -702,7 +833,7 @@ fn spawn_thread(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Res
 /// A worker's writer thread: frames from the outbox into the task channel, until the outbox
 /// closes (the worker then reads end of file) or the worker is gone. Small frames that queued
 /// up meanwhile go together in one batch message; large ones go alone, without a copy.
-fn write_frames(outbox: Receiver<Arc<Vec<u8>>>, tasks: IpcBytesSender) {
+fn write_frames(outbox: Receiver<Arc<Vec<u8>>>, tasks: OwnedFd) {
     let mut batch = Vec::new();
     let mut carried: Option<Arc<Vec<u8>>> = None;
     loop {
@@ -733,7 +864,7 @@ fn write_frames(outbox: Receiver<Arc<Vec<u8>>>, tasks: IpcBytesSender) {
                 }
             }
         }
-        let sent = if count == 1 { tasks.send(&first) } else { tasks.send(&batch) };
+        let sent = wire::send(tasks.as_fd(), if count == 1 { &first } else { &batch });
         batch.clear();
         if sent.is_err() {
             return;
