@@ -56,6 +56,7 @@ mod child;
 mod pool;
 pub(crate) mod protocol;
 pub(crate) mod registry;
+mod slot;
 mod wire;
 mod worker;
 mod zygote;

@@ -28,6 +28,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{BuildError, ExitStatus, JobError};
 use crate::process::protocol::{self, FromWorker, Status};
+use crate::process::slot::{self, CONDEMNED, Slot};
 use crate::process::wire::{self, Reader, Wait, WireError};
 use crate::process::zygote::{self, Zygote};
 
@@ -107,6 +108,8 @@ struct Worker {
     /// When the current head of `flights` (the task the worker is on) became the head.
     head_since: Instant,
     doom: Option<Doom>,
+    /// Shared with the worker: which task it runs (see `slot.rs`).
+    slot: Slot,
 }
 
 impl Worker {
@@ -114,6 +117,21 @@ impl Worker {
     /// long as only skipped ones are ahead of it.
     fn running(&self) -> Option<&Flight> {
         self.flights.iter().find(|f| !f.skipped)
+    }
+
+    /// The task a dead worker was running: the one its slot names, if that is one it could
+    /// have been running (one up to the first not skipped: a task cancelled in the instant it
+    /// began may have run all the same), else the first not skipped.
+    fn running_at_death(&self) -> Option<u64> {
+        let said = self.slot.running().0 & !CONDEMNED;
+        let mut could = Vec::new();
+        for f in &self.flights {
+            could.push(f.id);
+            if !f.skipped {
+                break;
+            }
+        }
+        if said != 0 && could.contains(&said) { Some(said) } else { self.running().map(|f| f.id) }
     }
 
     fn takes_work(&self, window: usize, max_tasks: Option<u64>) -> bool {
@@ -262,7 +280,6 @@ impl Pool {
 
     /// Registers a forked worker and starts its writer and link threads.
     fn register(self: &Arc<Self>, index: usize, pid: u32, tasks: IpcBytesSender, replies: IpcBytesReceiver) {
-        let sockets = wire::take_socket(tasks).and_then(|t| Ok((t, wire::take_socket(replies)?)));
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut st = self.state.lock();
         // Threads of workers gone by now have ended or are about to: join them, so that their
@@ -273,38 +290,42 @@ impl Pool {
         st.starting -= 1;
         let id = st.next_worker;
         st.next_worker += 1;
-        st.workers.push(Worker {
-            id,
-            index,
-            pid,
-            ready: false,
-            outbox: Some(tx),
-            flights: VecDeque::new(),
-            assigned: 0,
-            head_since: Instant::now(),
-            doom: None,
-        });
-        let link = sockets.and_then(|(tasks, replies)| {
+        let started = (|| {
+            let (tasks, replies) = (wire::take_socket(tasks)?, wire::take_socket(replies)?);
+            let (slot, slot_fd) = Slot::create()?;
             let pool = Arc::clone(self);
             let writer = spawn_thread(format!("stealpool-tx{index}"), move || {
                 let _watch = Watch::new(&pool, "writer");
-                write_frames(rx, tasks)
+                write_frames(rx, tasks, slot_fd)
             })?;
             st.threads.push(writer);
             let pool = Arc::clone(self);
-            spawn_thread(format!("stealpool-rx{index}"), move || {
+            let link = spawn_thread(format!("stealpool-rx{index}"), move || {
                 let _watch = Watch { pool: &pool, role: "reply reader", worker: Some((id, pid)) };
                 pool.link(id, pid, replies)
-            })
-        });
-        match link {
-            Ok(l) => st.threads.push(l),
+            })?;
+            st.threads.push(link);
+            std::io::Result::Ok(slot)
+        })();
+        match started {
+            Ok(slot) => st.workers.push(Worker {
+                id,
+                index,
+                pid,
+                ready: false,
+                outbox: Some(tx),
+                flights: VecDeque::new(),
+                assigned: 0,
+                head_since: Instant::now(),
+                doom: None,
+                slot,
+            }),
             Err(e) => {
                 // Without its threads the worker cannot be served: stop it and give up.
-                st.workers.retain(|w| w.id != id);
+                self.zygote.forget_exit(pid);
                 let mut acts = Actions::default();
                 acts.kill.push(pid);
-                Self::break_pool(&mut st, format!("cannot start threads to serve a worker: {e}"), &mut acts);
+                Self::break_pool(&mut st, format!("cannot set up the channels of a worker: {e}"), &mut acts);
                 self.settle(&mut st, &mut acts);
                 drop(st);
                 self.changed.notify_all();
@@ -530,8 +551,10 @@ impl Pool {
                 }
                 FromWorker::Done { id, status, busy_ns } => {
                     let w = &mut st.workers[wi];
-                    let head = w.flights.front().map(|f| (f.id, f.skipped));
-                    if head != Some((id, false)) {
+                    // A skipped head may still answer `Done`: cancelled in the instant it began,
+                    // it ran all the same (its future is resolved already; the result is dropped).
+                    let head = w.flights.front().map(|f| f.id);
+                    if head != Some(id) {
                         return Err(format!("`Done` for task {id}, but its next task is {head:?}"));
                     }
                     let Some(f) = w.flights.pop_front() else { return Err("`Done` with no task".into()) };
@@ -574,10 +597,10 @@ impl Pool {
             let mut st = self.state.lock();
             let Some(wi) = st.workers.iter().position(|w| w.id == worker) else { return };
             let mut w = st.workers.swap_remove(wi);
-            let running = w.running().map(|f| f.id);
+            let running = w.running_at_death();
             let mut unreached = Vec::new();
             for f in w.flights.drain(..) {
-                if f.skipped {
+                if Some(f.id) != running && f.skipped {
                     continue; // already resolved as cancelled
                 }
                 if Some(f.id) == running {
@@ -638,8 +661,18 @@ impl Pool {
                 let Some(f) = w.flights.iter_mut().find(|f| f.id == id) else { continue };
                 if Some(id) == running {
                     if w.doom.is_none() {
-                        w.doom = Some(Doom::Cancelled);
-                        acts.kill.push(w.pid);
+                        if w.slot.condemn(id) {
+                            // Inside it right now, and it cannot start another: kill.
+                            w.doom = Some(Doom::Cancelled);
+                            acts.kill.push(w.pid);
+                        } else if !f.skipped {
+                            // Not inside it: ended (its reply is on the way; the result will be
+                            // dropped) or not begun, which a skip prevents if it arrives in time.
+                            f.skipped = true;
+                            if let Some(out) = &w.outbox {
+                                let _ = out.send(Arc::new(protocol::skip_frame(id)));
+                            }
+                        }
                     }
                 } else if !f.skipped {
                     f.skipped = true;
@@ -656,6 +689,10 @@ impl Pool {
     /// Watches time limits: kills the worker whose running task is overdue.
     fn supervise(self: &Arc<Self>) {
         OWN_POOL.with(|p| p.set(Arc::as_ptr(self) as usize));
+        #[cfg(test)]
+        if self.config.name_prefix == tests::PANIC_PREFIX {
+            panic!("a supervisor panic, injected by a test");
+        }
         let this = self;
         let mut st = self.state.lock();
         loop {
@@ -663,20 +700,63 @@ impl Pool {
                 return;
             }
             let now = Instant::now();
+            let now_ns = slot::now_ns();
             let mut next: Option<Instant> = None;
+            let mut wake = |at: Option<Instant>| {
+                if let Some(at) = at {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+            };
             let mut acts = Actions::default();
             for w in st.workers.iter_mut().filter(|w| w.doom.is_none()) {
-                let Some((limit, sink)) = w.running().and_then(|f| f.limit.map(|l| (l, Arc::clone(&f.sink)))) else {
+                let Some((id, limit, sink)) = w.running().and_then(|f| f.limit.map(|l| (f.id, l, Arc::clone(&f.sink))))
+                else {
                     continue;
                 };
-                // A limit too large to add means no limit (Duration::MAX from a caller).
+                // By the pool's clock, from when the task became the head (no earlier than the
+                // worker began it, for a worker whose reply reader keeps up). A limit too large
+                // to add means no limit (Duration::MAX from a caller).
                 let Some(deadline) = w.head_since.checked_add(limit) else { continue };
-                if deadline <= now {
+                let (said, since) = w.slot.running();
+                let overdue = if said == id {
+                    // Inside it, by the worker's own account: judge by when it began it.
+                    let ran = Duration::from_nanos(now_ns.saturating_sub(since));
+                    match limit.checked_sub(ran) {
+                        Some(left) if !left.is_zero() => {
+                            wake(now.checked_add(left));
+                            false
+                        }
+                        _ => true,
+                    }
+                } else {
+                    false
+                };
+                // Whatever the slot says, a task stays the head for no longer than twice its
+                // limit and a second by the pool's clock, unless the worker is visibly on a
+                // later task (then the reply is on the way): a worker that does not keep its
+                // slot cannot escape a limit.
+                let backstop = deadline.checked_add(limit.saturating_add(Duration::from_secs(1)));
+                let moved_on = said != id && w.flights.iter().any(|f| f.id == said);
+                let kill = if overdue {
+                    // It ended just now if this fails: its reply is coming, look again soon.
+                    w.slot.condemn(id)
+                } else {
+                    !moved_on && backstop.is_some_and(|b| b <= now)
+                };
+                if kill {
                     w.doom = Some(Doom::TimedOut(limit));
                     acts.kill.push(w.pid);
                     acts.fail.push((sink, JobError::TimedOut { limit }));
-                } else {
-                    next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                    continue;
+                }
+                if overdue || (said != id && deadline <= now) {
+                    // Ended and not yet read, or not yet begun: look again in a moment.
+                    wake(now.checked_add(Duration::from_millis(1)));
+                } else if said != id {
+                    wake(Some(deadline));
+                }
+                if !moved_on {
+                    wake(backstop);
                 }
             }
             if !acts.kill.is_empty() {
@@ -833,7 +913,12 @@ fn spawn_thread(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Res
 /// A worker's writer thread: frames from the outbox into the task channel, until the outbox
 /// closes (the worker then reads end of file) or the worker is gone. Small frames that queued
 /// up meanwhile go together in one batch message; large ones go alone, without a copy.
-fn write_frames(outbox: Receiver<Arc<Vec<u8>>>, tasks: OwnedFd) {
+fn write_frames(outbox: Receiver<Arc<Vec<u8>>>, tasks: OwnedFd, slot: OwnedFd) {
+    // The first frame, empty, carries the worker's slot.
+    if wire::send_parts(tasks.as_fd(), &[], Some(slot.as_fd())).is_err() {
+        return;
+    }
+    drop(slot);
     let mut batch = Vec::new();
     let mut carried: Option<Arc<Vec<u8>>> = None;
     loop {
@@ -869,5 +954,43 @@ fn write_frames(outbox: Receiver<Arc<Vec<u8>>>, tasks: OwnedFd) {
         if sent.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use crate::{Executor, JobError, ProcessPoolBuilder};
+
+    /// A pool whose workers carry this name prefix gets a supervisor that panics at once.
+    pub(crate) const PANIC_PREFIX: &str = "stealpool-panic";
+
+    fn nap(ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+    crate::register_fn!(nap);
+
+    #[test]
+    fn a_panicking_supervisor_breaks_the_pool_loudly() {
+        let p = ProcessPoolBuilder::new()
+            .workers(1)
+            .name_prefix(PANIC_PREFIX)
+            .task_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let pid = p.worker_pids()[0];
+        // The first job with a limit starts the supervisor, which panics: the job fails loudly
+        // instead of running on without a time limit.
+        let err = p.apply_async(nap, 60_000).unwrap().result().unwrap_err();
+        assert!(matches!(&err, JobError::Broken { reason } if reason.contains("supervisor")), "{err:?}");
+        assert!(p.is_shutdown());
+        assert!(p.apply_async(nap, 1).is_err(), "a broken pool refuses work");
+        p.join().unwrap();
+        assert!(p.worker_pids().is_empty());
+        // SAFETY: kill with signal 0 only checks whether the pid exists.
+        let gone = unsafe { nix::libc::kill(pid as i32, 0) } != 0;
+        assert!(gone, "the worker was killed and reaped");
     }
 }

@@ -216,6 +216,12 @@ impl Reader {
         Reader { fd, buf: Vec::new(), limit: limit.min(MAX_FRAME) }
     }
 
+    /// The socket.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
     /// The next frame. With [`Wait::No`], `Ok(None)` if no frame has begun; once one has, the
     /// rest is waited for.
     pub(crate) fn recv(&mut self, wait: Wait) -> Result<Option<&[u8]>, WireError> {
@@ -328,7 +334,6 @@ fn recv_record(fd: RawFd, buf: &mut Vec<u8>, max: usize, flags: libc::c_int) -> 
 /// Receives the first frame on a fresh socket together with the one descriptor the parent
 /// attaches to it (the worker's side of the start-up handshake). The frame must fit in one
 /// record.
-#[allow(dead_code)] // the start-up handshake uses it
 pub(crate) fn recv_with_fd(fd: BorrowedFd<'_>) -> Result<(Vec<u8>, Option<OwnedFd>), WireError> {
     let record = record_size();
     let mut buf = vec![0u8; record];
