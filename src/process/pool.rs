@@ -28,7 +28,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{BuildError, ExitStatus, JobError};
 use crate::process::protocol::{self, FromWorker, Status};
-use crate::process::slot::{self, CONDEMNED, Slot};
+use crate::process::slot::{self, CONDEMNED, ENDED, Slot};
 use crate::process::wire::{self, Reader, Wait, WireError};
 use crate::process::zygote::{self, Zygote};
 
@@ -119,11 +119,14 @@ impl Worker {
         self.flights.iter().find(|f| !f.skipped)
     }
 
-    /// The task a dead worker was running: the one its slot names, if that is one it could
-    /// have been running (one up to the first not skipped: a task cancelled in the instant it
-    /// began may have run all the same), else the first not skipped.
+    /// The task a dead worker was running, by its slot: the one the slot names, if it is one
+    /// the worker could have begun (up to the first not skipped: a task cancelled in the
+    /// instant it began may have run all the same); none if the slot says the worker had begun
+    /// nothing since its last answer. A slot that makes no sense blames the first task not
+    /// answered, as if there were no slot.
     fn running_at_death(&self) -> Option<u64> {
-        let said = self.slot.running().0 & !CONDEMNED;
+        let word = self.slot.running().0;
+        let said = word & !(CONDEMNED | ENDED);
         let mut could = Vec::new();
         for f in &self.flights {
             could.push(f.id);
@@ -131,7 +134,13 @@ impl Worker {
                 break;
             }
         }
-        if said != 0 && could.contains(&said) { Some(said) } else { self.running().map(|f| f.id) }
+        if said != 0 && could.contains(&said) {
+            Some(said)
+        } else if word == 0 || (word & ENDED != 0 && !self.flights.iter().any(|f| f.id == said)) {
+            None
+        } else {
+            self.running().map(|f| f.id)
+        }
     }
 
     fn takes_work(&self, window: usize, max_tasks: Option<u64>) -> bool {
@@ -736,7 +745,8 @@ impl Pool {
                 // later task (then the reply is on the way): a worker that does not keep its
                 // slot cannot escape a limit.
                 let backstop = deadline.checked_add(limit.saturating_add(Duration::from_secs(1)));
-                let moved_on = said != id && w.flights.iter().any(|f| f.id == said);
+                let plain = said & !ENDED;
+                let moved_on = plain != id && w.flights.iter().any(|f| f.id == plain);
                 let kill = if overdue {
                     // It ended just now if this fails: its reply is coming, look again soon.
                     w.slot.condemn(id)

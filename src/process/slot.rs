@@ -7,13 +7,17 @@
 //! compare-and-swap on the slot's word:
 //!
 //! - The worker stores the task's start (`CLOCK_MONOTONIC`, ns) and then its id before running
-//!   it, and afterwards swaps the id back to 0; only if that swap succeeds does it send the
-//!   reply and go on.
+//!   it, and afterwards swaps the id for `id | ENDED`; only if that swap succeeds does it send
+//!   the reply and go on.
 //! - The pool condemns task `id` by swapping `id` for `id | CONDEMNED`. If that succeeds, the
 //!   worker is still inside that task and will never reply to it or start another: the kill
 //!   that follows hits exactly that task (a worker that finishes it first sees the mark and
 //!   exits). If it fails, the task has ended (its reply is on the way) or not begun, and nobody
 //!   is killed.
+//!
+//! The word also tells, after a worker died, whether it had begun the first task it had not
+//! answered (the word names it) or not (the word names an answered task as ended, or is 0):
+//! only a task that began fails with the worker; one that did not goes back to the queue.
 //!
 //! The memory is a sealed memfd (it cannot shrink, so the pool never faults on it), mapped by
 //! both sides; the pool reads it only with atomic operations and trusts nothing in it beyond
@@ -29,8 +33,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::libc;
 
-/// The bit that marks a task id as condemned. Task ids stay below it (they count up from 1).
+/// The bit that marks a task id as condemned. Task ids stay below both flags (they count up
+/// from 1).
 pub(crate) const CONDEMNED: u64 = 1 << 63;
+
+/// The bit that marks a task id as ended (its reply is being sent).
+pub(crate) const ENDED: u64 = 1 << 62;
 
 const LEN: usize = 4096;
 
@@ -114,7 +122,7 @@ impl Slot {
     /// In the worker: task `id` ended. `false` if the pool condemned it meanwhile: the worker
     /// must then neither reply nor start anything else.
     pub(crate) fn end(&self, id: u64) -> bool {
-        self.word().compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        self.word().compare_exchange(id, id | ENDED, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
     /// In the pool: the task the worker says it runs (0: none) and when it started it (ns on
@@ -126,7 +134,7 @@ impl Slot {
 
     /// In the pool: condemns task `id` if the worker is inside it right now.
     pub(crate) fn condemn(&self, id: u64) -> bool {
-        id & CONDEMNED == 0
+        id & (CONDEMNED | ENDED) == 0
             && self.word().compare_exchange(id, id | CONDEMNED, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 }
@@ -159,9 +167,11 @@ mod tests {
         assert_eq!(pool.running().0, 5);
         assert!(pool.running().1 <= now_ns());
         assert!(pool.condemn(5));
+        assert_eq!(pool.running().0, 5 | CONDEMNED);
         assert!(!worker.end(5), "the worker sees it was condemned");
         worker.begin(6, now_ns());
         assert!(worker.end(6));
+        assert_eq!(pool.running().0, 6 | ENDED);
         assert!(!pool.condemn(6), "ended before the decision: not killed");
         // Sealed: the worker cannot shrink it under the pool.
         // SAFETY: ftruncate on our own descriptor.
