@@ -311,3 +311,46 @@ fn a_large_result_and_a_large_input_travel_whole() {
     let want: u64 = big.iter().map(|&x| u64::from(x)).sum();
     assert_eq!(p.apply_async(byte_sum, big).unwrap().result(), Ok(want));
 }
+
+/// Inside a worker: writes a few records of seeded random bytes (some with a plausible length
+/// in front) to the worker's channels, then exits.
+fn write_random_garbage(seed: u64) -> u32 {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let sockets = seqpacket_sockets();
+    for _ in 0..=(next() % 3) {
+        let len = 1 + (next() % 300) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if next() % 2 == 0 && len > 8 {
+            bytes[..8].copy_from_slice(&((len - 8) as u64).to_le_bytes());
+        }
+        for &fd in &sockets {
+            packet(fd, &bytes, &[]);
+        }
+    }
+    std::process::exit(0)
+}
+stealpool::register_fn!(write_random_garbage);
+
+/// The live half of the protocol fuzzing: seeded random garbage from a worker is always a
+/// protocol violation of that worker alone, while the pool goes on serving everyone else.
+/// `STEALPOOL_FUZZ_LIVE=<n>` runs more seeds.
+#[test]
+fn random_garbage_from_workers_never_stops_the_pool() {
+    let seeds: u64 = std::env::var("STEALPOOL_FUZZ_LIVE").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let p = ProcessPoolBuilder::new().workers(2).build().unwrap();
+    let others: Vec<_> = (0..300u64).map(|i| p.apply_async(square, i).unwrap()).collect();
+    for seed in 0..seeds {
+        let err = p.apply_async(write_random_garbage, 0x9e37_79b9_7f4a_7c15 ^ seed).unwrap().result().unwrap_err();
+        assert!(matches!(err, JobError::ProtocolViolation { .. }), "seed {seed}: {err:?}");
+    }
+    for (i, f) in others.into_iter().enumerate() {
+        assert_eq!(f.result(), Ok((i * i) as u64));
+    }
+    assert_eq!(p.apply_async(square, 9).unwrap().result(), Ok(81));
+}

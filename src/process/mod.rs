@@ -53,6 +53,8 @@
 //! ```
 
 mod child;
+#[cfg(test)]
+mod fuzz;
 mod pool;
 pub(crate) mod protocol;
 pub(crate) mod registry;

@@ -158,6 +158,16 @@ fn take((frame, start): (Vec<u8>, usize), waiting: &mut VecDeque<(Vec<u8>, usize
     }
 }
 
+/// Sorts `frame` as the worker would and decodes what it queued (for the protocol fuzzer).
+#[cfg(test)]
+pub(crate) fn sort_for_fuzzing(frame: &[u8]) {
+    let (mut waiting, mut skipped) = (VecDeque::new(), HashSet::new());
+    take((frame.to_vec(), 0), &mut waiting, &mut skipped);
+    for (f, start) in waiting {
+        let _ = protocol::split::<ToWorker<'_>>(&f[start..]);
+    }
+}
+
 /// The task channel ended: the parent closed it (retire, exit code 0) or broke the framing,
 /// which only a broken parent would (said on stderr). Returns the exit code.
 fn closed(pid: u32, e: &WireError) -> i32 {
