@@ -8,10 +8,16 @@
 //! and no blocking call ever runs under the lock.
 //!
 //! Threads per worker: a *writer* that moves frames from the worker's outbox into its task
-//! channel (an ipc-channel `send` blocks when the worker lags, so it gets a thread of its own
-//! and nobody else ever blocks on it), and a *link* that reads the worker's replies and, at end
-//! of file, handles its exit. One *supervisor* thread per pool watches time limits, started
-//! only if a limit is ever set.
+//! socket (a `send` blocks when the worker lags, so it gets a thread of its own and nobody else
+//! ever blocks on it; it fails at once when the worker dies), and a *link* that reads the
+//! worker's replies (`wire.rs`: nothing in them is trusted) and, at end of file, handles its
+//! exit. One *supervisor* thread per pool watches time limits, started only if a limit is ever
+//! set; it decides through each worker's slot (`slot.rs`), so that a kill hits exactly the task
+//! it is meant for. Each of these threads holds a [`Watch`]: if one panics, the pool breaks
+//! loudly instead of carrying on without it.
+//!
+//! This module must never trust a number or a message from a worker (see "What the parent
+//! trusts" in `PROTOCOL.md`), nor run user code under the lock.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -121,10 +121,17 @@ pub(crate) fn send(fd: BorrowedFd<'_>, frame: &[u8]) -> io::Result<()> {
     send_parts(fd, &[frame], None)
 }
 
-/// [`send`] for a frame made of `parts` (written as if concatenated), with `pass` attached to
-/// its first record as `SCM_RIGHTS` (only the parent does this, and only towards a worker).
+/// At most this many parts make one frame in [`send_parts`].
+pub(crate) const MAX_PARTS: usize = 7;
+
+/// [`send`] for a frame made of `parts` (at most [`MAX_PARTS`], written as if concatenated),
+/// with `pass` attached to its first record as `SCM_RIGHTS` (only the parent does this, and
+/// only towards a worker).
 pub(crate) fn send_parts(fd: BorrowedFd<'_>, parts: &[&[u8]], pass: Option<BorrowedFd<'_>>) -> io::Result<()> {
     let total: usize = parts.iter().map(|p| p.len()).fold(0, usize::saturating_add);
+    if parts.len() > MAX_PARTS {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many parts for one frame"));
+    }
     if total > MAX_FRAME {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("a frame of {total} bytes is too long")));
     }
@@ -133,17 +140,21 @@ pub(crate) fn send_parts(fd: BorrowedFd<'_>, parts: &[&[u8]], pass: Option<Borro
     let (mut part, mut offset) = (0, 0); // where the next unsent byte is
     let mut first = true;
     loop {
-        let mut iov: Vec<libc::iovec> = Vec::with_capacity(parts.len() + 1);
+        let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        let mut iov = [empty; MAX_PARTS + 1];
+        let mut used = 0;
         let mut room = record;
         if first {
-            iov.push(libc::iovec { iov_base: header.as_ptr() as *mut libc::c_void, iov_len: LEN });
+            iov[0] = libc::iovec { iov_base: header.as_ptr() as *mut libc::c_void, iov_len: LEN };
+            used = 1;
             room -= LEN;
         }
         let (mut p, mut o) = (part, offset);
         while room > 0 && p < parts.len() {
             let take = (parts[p].len() - o).min(room);
             if take > 0 {
-                iov.push(libc::iovec { iov_base: parts[p][o..].as_ptr() as *mut libc::c_void, iov_len: take });
+                iov[used] = libc::iovec { iov_base: parts[p][o..].as_ptr() as *mut libc::c_void, iov_len: take };
+                used += 1;
             }
             room -= take;
             o += take;
@@ -156,7 +167,7 @@ pub(crate) fn send_parts(fd: BorrowedFd<'_>, parts: &[&[u8]], pass: Option<Borro
         // SAFETY: an all-zero msghdr is a valid empty message header.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = iov.len() as _;
+        msg.msg_iovlen = used as _;
         if let (true, Some(pass)) = (first, pass) {
             // SAFETY: CMSG_SPACE is a pure size computation.
             let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
