@@ -354,3 +354,20 @@ fn random_garbage_from_workers_never_stops_the_pool() {
     }
     assert_eq!(p.apply_async(square, 9).unwrap().result(), Ok(81));
 }
+
+/// An initializer that writes garbage where `Ready` should come.
+fn init_writes_garbage() {
+    for fd in seqpacket_sockets() {
+        packet(fd, &framed(&[0xee; 12]), &[]);
+    }
+    std::thread::sleep(Duration::from_secs(30));
+}
+stealpool::register_fn!(init_writes_garbage);
+
+#[test]
+fn workers_that_always_send_garbage_at_start_break_the_build_instead_of_respawning_for_ever() {
+    let started = std::time::Instant::now();
+    let err = ProcessPoolBuilder::new().workers(1).initializer(init_writes_garbage).build().unwrap_err();
+    assert!(err.to_string().contains("in a row"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}

@@ -639,7 +639,9 @@ impl Pool {
                     acts.fail.push((f.sink, error));
                 }
             }
-            if !w.ready && w.doom.is_none() {
+            // A worker that broke the protocol before `Ready` failed to start as well: one that
+            // always does so must not be respawned for ever.
+            if !w.ready && matches!(w.doom, None | Some(Doom::Faulty(_))) {
                 st.failed_starts += 1;
                 if st.failed_starts >= MAX_FAILED_STARTS {
                     let reason =
