@@ -371,3 +371,32 @@ fn workers_that_always_send_garbage_at_start_break_the_build_instead_of_respawni
     assert!(err.to_string().contains("in a row"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+/// A forced cancel stops only the job it is meant for: the others (running next on the same
+/// worker, or waiting in its window) all finish, whatever the moment of the cancel.
+#[test]
+fn a_forced_cancel_kills_only_the_job_it_is_meant_for() {
+    let p = ProcessPoolBuilder::new().workers(2).build().unwrap();
+    let fs: Vec<_> =
+        (0..3_000u64).map(|i| p.apply_async(sleep_us, if i % 50 == 0 { 20_000 } else { 100 }).unwrap()).collect();
+    let mut cancelled = Vec::new();
+    for (i, f) in fs.iter().enumerate() {
+        if (i % 50 == 0 || i % 37 == 0) && f.force_cancel() {
+            cancelled.push(i);
+        }
+    }
+    for (i, f) in fs.into_iter().enumerate() {
+        match f.result() {
+            Err(JobError::Cancelled) => assert!(cancelled.contains(&i), "job {i} was cancelled but nobody asked"),
+            Ok(_) => assert!(!cancelled.contains(&i), "job {i} was cancelled but resolved Ok"),
+            Err(e) => panic!("job {i}: {e}"),
+        }
+    }
+    assert_eq!(p.apply_async(square, 3).unwrap().result(), Ok(9));
+}
+
+fn sleep_us(us: u64) -> u64 {
+    std::thread::sleep(Duration::from_micros(us));
+    us
+}
+stealpool::register_fn!(sleep_us);
