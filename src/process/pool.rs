@@ -20,12 +20,11 @@
 //! trusts" in `PROTOCOL.md`), nor run user code under the lock.
 
 use std::collections::VecDeque;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use std::os::fd::{AsFd, OwnedFd};
 
 use crossbeam_channel::{Receiver, Sender};
 use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
