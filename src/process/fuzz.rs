@@ -156,7 +156,7 @@ fn the_framing_reader_survives_mutated_records() {
             match reader.recv(Wait::Yes) {
                 Ok(Some(frame)) => decode_all(frame),
                 Ok(None) => unreachable!("a waiting read returns a frame or an error"),
-                Err(WireError::Violation(_) | WireError::Closed) => break,
+                Err(WireError::Violation(_) | WireError::Truncated(_) | WireError::Closed) => break,
                 Err(WireError::Io(e)) => panic!("unexpected {e}"),
             }
         }

@@ -509,7 +509,9 @@ impl Pool {
                     Err(fault) => fault,
                 },
                 Ok(None) => continue,
-                Err(WireError::Closed) => break,
+                // End of file, also inside a frame: the worker died (or closed its end), which
+                // its exit status tells.
+                Err(WireError::Closed | WireError::Truncated(_)) => break,
                 Err(WireError::Io(e)) => format!("reading its replies failed: {e}"),
                 Err(WireError::Violation(why)) => why,
             };
@@ -517,7 +519,12 @@ impl Pool {
             break;
         }
         drop(replies);
-        let status = self.zygote.wait_exit(pid, Duration::from_secs(5));
+        let mut status = self.zygote.wait_exit(pid, Duration::from_secs(5));
+        if status == ExitStatus::Unknown {
+            // Still alive after closing its reply channel: it can no longer be served.
+            self.zygote.kill(pid, Signal::SIGKILL);
+            status = self.zygote.wait_exit(pid, Duration::from_secs(5));
+        }
         self.on_exit(worker, pid, status);
     }
 

@@ -18,8 +18,8 @@
 //!   most [`record_size`] bytes until the length is reached.
 //! - A reader refuses (as a protocol violation) a length above [`MAX_FRAME`], a record longer than
 //!   what is left of its frame or than a record may be, a first record shorter than the length
-//!   field, attached descriptors (it offers the kernel no room for them, so they are closed
-//!   unseen) and end of file inside a frame. It reserves at most [`FIRST_RESERVE`] before the
+//!   field and attached descriptors (it offers the kernel no room for them, so they are closed
+//!   unseen). End of file inside a frame is told apart: a peer that died while sending. It reserves at most [`FIRST_RESERVE`] before the
 //!   bytes arrive and grows with fallible reservations, so memory follows the bytes actually sent.
 //! - A writer sends with `MSG_NOSIGNAL`; a reader that died makes it fail with `EPIPE` at once,
 //!   since nothing else holds the other end.
@@ -60,6 +60,8 @@ pub(crate) enum WireError {
     Io(io::Error),
     /// The peer broke the framing; the text says how.
     Violation(String),
+    /// End of file inside a frame: the peer died (or closed its end) while sending it.
+    Truncated(String),
 }
 
 impl fmt::Display for WireError {
@@ -67,7 +69,7 @@ impl fmt::Display for WireError {
         match self {
             WireError::Closed => f.write_str("end of file"),
             WireError::Io(e) => write!(f, "{e}"),
-            WireError::Violation(why) => f.write_str(why),
+            WireError::Violation(why) | WireError::Truncated(why) => f.write_str(why),
         }
     }
 }
@@ -275,7 +277,7 @@ impl Reader {
             reserve(&mut self.buf, want)?;
             match recv_record(self.fd.as_raw_fd(), &mut self.buf, want, 0)? {
                 Some(0) | None => {
-                    return Err(WireError::Violation(format!(
+                    return Err(WireError::Truncated(format!(
                         "end of file after {} of a frame's {total} bytes",
                         self.buf.len() - LEN
                     )));
@@ -479,7 +481,7 @@ mod tests {
         // End of file inside a frame.
         raw(&tx, &[&100u64.to_le_bytes()[..], b"ab"]);
         drop(tx);
-        assert!(matches!(r.recv(Wait::Yes), Err(WireError::Violation(_))));
+        assert!(matches!(r.recv(Wait::Yes), Err(WireError::Truncated(_))));
         assert!(matches!(r.recv(Wait::Yes), Err(WireError::Closed)));
     }
 

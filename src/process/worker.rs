@@ -168,8 +168,8 @@ pub(crate) fn sort_for_fuzzing(frame: &[u8]) {
     }
 }
 
-/// The task channel ended: the parent closed it (retire, exit code 0) or broke the framing,
-/// which only a broken parent would (said on stderr). Returns the exit code.
+/// The task channel ended: the parent closed it (retire, exit code 0), died while sending, or
+/// broke the framing, which only a broken parent would (said on stderr). Returns the exit code.
 fn closed(pid: u32, e: &WireError) -> i32 {
     match e {
         WireError::Closed => 0,
