@@ -501,6 +501,10 @@ impl Pool {
     /// protocol: it is killed (and replaced, as for any death) and nothing more is read from it.
     fn link(self: &Arc<Self>, worker: u64, pid: u32, replies: OwnedFd) {
         OWN_POOL.with(|p| p.set(Arc::as_ptr(self) as usize));
+        #[cfg(test)]
+        if self.config.name_prefix == tests::PANIC_LINK_PREFIX {
+            panic!("a reply reader panic, injected by a test");
+        }
         let mut replies = Reader::new(replies, wire::MAX_FRAME);
         loop {
             let fault = match replies.recv(Wait::Yes) {
@@ -990,6 +994,9 @@ pub(crate) mod tests {
     /// A pool whose workers carry this name prefix gets a supervisor that panics at once.
     pub(crate) const PANIC_PREFIX: &str = "stealpool-panic";
 
+    /// A pool whose workers carry this name prefix gets reply readers that panic at once.
+    pub(crate) const PANIC_LINK_PREFIX: &str = "stealpool-panrx";
+
     fn nap(ms: u64) -> u64 {
         std::thread::sleep(Duration::from_millis(ms));
         ms
@@ -1016,5 +1023,30 @@ pub(crate) mod tests {
         // SAFETY: kill with signal 0 only checks whether the pid exists.
         let gone = unsafe { nix::libc::kill(pid as i32, 0) } != 0;
         assert!(gone, "the worker was killed and reaped");
+    }
+
+    #[test]
+    fn a_panicking_reply_reader_breaks_the_pool_loudly_and_leaves_no_worker() {
+        let started = std::time::Instant::now();
+        let err = ProcessPoolBuilder::new().workers(2).name_prefix(PANIC_LINK_PREFIX).build().unwrap_err();
+        assert!(err.to_string().contains("reply reader"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(20), "build returned promptly");
+        // Its workers were killed and reaped (names are cut to 15 bytes).
+        let ours = || {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+                .filter(|e| {
+                    std::fs::read_to_string(e.path().join("comm"))
+                        .is_ok_and(|c| c.starts_with(&PANIC_LINK_PREFIX[..15]))
+                })
+                .count()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while ours() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(ours(), 0, "no worker of the broken pool is left");
     }
 }
