@@ -378,7 +378,8 @@ pub(crate) fn recv_with_fd(fd: BorrowedFd<'_>) -> Result<(Vec<u8>, Option<OwnedF
         while !h.is_null() {
             if (*h).cmsg_level == libc::SOL_SOCKET && (*h).cmsg_type == libc::SCM_RIGHTS {
                 let data = libc::CMSG_DATA(h).cast::<RawFd>();
-                let count = ((*h).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
+                let count =
+                    ((*h).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
                 for i in 0..count {
                     let fd = data.add(i).read_unaligned();
                     // The kernel installed these descriptors for us: each is ours to own.
