@@ -416,3 +416,14 @@ fn sleep_us(us: u64) -> u64 {
     us
 }
 stealpool::register_fn!(sleep_us);
+
+/// A slow done callback holds up the reply reader; the next job's reply waits unread. That job
+/// ended in time and must not be reported `TimedOut` however long the callback takes.
+#[test]
+fn a_slow_done_callback_does_not_time_out_the_next_job() {
+    let p = ProcessPoolBuilder::new().workers(1).window(2).task_timeout(Duration::from_millis(50)).build().unwrap();
+    let slow = p.apply_async_with(sleep_ms, 1, |_| std::thread::sleep(Duration::from_millis(1_500)), |_| {}).unwrap();
+    let next = p.apply_async(sleep_ms, 1).unwrap();
+    assert_eq!(slow.result(), Ok(1));
+    assert_eq!(next.result(), Ok(1));
+}

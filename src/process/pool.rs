@@ -759,14 +759,16 @@ impl Pool {
                     false
                 };
                 // Whatever the slot says, a task stays the head for no longer than twice its
-                // limit and a second by the pool's clock, unless the worker is visibly on a
-                // later task (then the reply is on the way): a worker that does not keep its
-                // slot cannot escape a limit.
+                // limit and a second by the pool's clock, unless the worker visibly ended it or
+                // is on a later task (then the reply is on the way, and its arrival wakes us: a
+                // slow done callback on the reply reader must not turn a finished task into a
+                // timed-out one): a worker that does not keep its slot cannot escape a limit.
                 let backstop = deadline.checked_add(limit.saturating_add(Duration::from_secs(1)));
                 let plain = said & !ENDED;
-                let moved_on = plain != id && w.flights.iter().any(|f| f.id == plain);
+                let ended = said == id | ENDED;
+                let moved_on = ended || (plain != id && w.flights.iter().any(|f| f.id == plain));
                 let kill = if overdue {
-                    // It ended just now if this fails: its reply is coming, look again soon.
+                    // It ended just now if this fails: its reply is coming.
                     w.slot.condemn(id)
                 } else {
                     !moved_on && backstop.is_some_and(|b| b <= now)
@@ -777,13 +779,13 @@ impl Pool {
                     acts.fail.push((sink, JobError::TimedOut { limit }));
                     continue;
                 }
-                if overdue || (said != id && deadline <= now) {
-                    // Ended and not yet read, or not yet begun: look again in a moment.
-                    wake(now.checked_add(Duration::from_millis(1)));
-                } else if said != id {
-                    wake(Some(deadline));
-                }
                 if !moved_on {
+                    if overdue || (said != id && deadline <= now) {
+                        // Not begun yet (or the slot makes no sense): look again in a moment.
+                        wake(now.checked_add(Duration::from_millis(1)));
+                    } else if said != id {
+                        wake(Some(deadline));
+                    }
                     wake(backstop);
                 }
             }
