@@ -313,11 +313,24 @@ impl std::error::Error for ResultTimeoutError {
 /// ```
 pub struct SubmitError<J> {
     job: J,
+    /// Why the pool broke, if it shut down because it broke.
+    broken: Option<String>,
 }
 
 impl<J> SubmitError<J> {
     pub(crate) fn shutdown(job: J) -> Self {
-        SubmitError { job }
+        SubmitError { job, broken: None }
+    }
+
+    pub(crate) fn broken(job: J, reason: String) -> Self {
+        SubmitError { job, broken: Some(reason) }
+    }
+
+    /// Why the pool refused the job, if it shut down because it broke (a process pool that
+    /// cannot keep workers alive, or one of whose internal threads failed); `None` after an
+    /// ordinary shutdown.
+    pub fn broken_reason(&self) -> Option<&str> {
+        self.broken.as_deref()
     }
 
     /// The job that was not submitted.
@@ -333,13 +346,17 @@ impl<J> SubmitError<J> {
 
 impl<J> fmt::Debug for SubmitError<J> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SubmitError").field("reason", &"executor is shut down").finish_non_exhaustive()
+        let reason = self.broken.as_deref().unwrap_or("executor is shut down");
+        f.debug_struct("SubmitError").field("reason", &reason).finish_non_exhaustive()
     }
 }
 
 impl<J> fmt::Display for SubmitError<J> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("cannot submit a job: the executor is shut down")
+        match &self.broken {
+            Some(reason) => write!(f, "cannot submit a job: the process pool is broken: {reason}"),
+            None => f.write_str("cannot submit a job: the executor is shut down"),
+        }
     }
 }
 

@@ -181,7 +181,7 @@ impl ProcessPoolExecutor {
         T: Send + 'static,
     {
         if !self.pool.is_open() {
-            return Err(SubmitError::shutdown(job));
+            return Err(self.refused(job));
         }
         let code = match code {
             Ok(name) => name,
@@ -201,7 +201,15 @@ impl ProcessPoolExecutor {
         let task = Task { id, frame: Arc::new(frame), sink: cell.clone(), limit, started: false };
         match self.pool.submit(task) {
             Ok(()) => Ok(Future::from_cell(cell)),
-            Err(_) => Err(SubmitError::shutdown(job)),
+            Err(_) => Err(self.refused(job)),
+        }
+    }
+
+    /// The refusal of `job` by a pool that no longer takes work: says why if it broke.
+    fn refused<J>(&self, job: J) -> SubmitError<J> {
+        match self.pool.broken_reason() {
+            Some(reason) => SubmitError::broken(job, reason),
+            None => SubmitError::shutdown(job),
         }
     }
 }

@@ -847,6 +847,11 @@ impl Pool {
         st.life != Life::Open || st.broken.is_some()
     }
 
+    /// Why the pool broke, if it did.
+    pub(crate) fn broken_reason(&self) -> Option<String> {
+        self.state.lock().broken.clone()
+    }
+
     pub(crate) fn is_open(&self) -> bool {
         self.state.lock().life == Life::Open
     }
@@ -1019,7 +1024,9 @@ pub(crate) mod tests {
         let err = p.apply_async(nap, 60_000).unwrap().result().unwrap_err();
         assert!(matches!(&err, JobError::Broken { reason } if reason.contains("supervisor")), "{err:?}");
         assert!(p.is_shutdown());
-        assert!(p.apply_async(nap, 1).is_err(), "a broken pool refuses work");
+        let refused = p.apply_async(nap, 1).unwrap_err();
+        assert!(refused.broken_reason().is_some_and(|r| r.contains("supervisor")), "{refused}");
+        assert!(refused.to_string().contains("broken"), "{refused}");
         p.join().unwrap();
         assert!(p.worker_pids().is_empty());
         // SAFETY: kill with signal 0 only checks whether the pid exists.
