@@ -53,6 +53,16 @@ pub enum JobError {
         /// The name (or, for an unregistered function, the Rust type name) of the code.
         name: String,
     },
+    /// The worker process running the job broke the pool's protocol (it wrote something to its
+    /// reply channel that is not a well-formed reply: garbage, an impossible length, attached
+    /// file descriptors, a reply to another task). The pool killed and replaced it; only the job
+    /// it was running fails.
+    ProtocolViolation {
+        /// The process id of the worker.
+        pid: u32,
+        /// What was wrong with what it sent.
+        reason: String,
+    },
     /// The pool could not run the job because it cannot keep workers alive (for example the
     /// worker initializer fails); the pool has shut down.
     Broken {
@@ -205,6 +215,9 @@ impl fmt::Display for JobError {
                 "`{name}` is not registered for worker processes: add `stealpool::register_fn!(...)` for a \
                  function or `stealpool::register_job!(...)` for a job type"
             ),
+            JobError::ProtocolViolation { pid, reason } => {
+                write!(f, "worker process {pid} broke the pool's protocol ({reason}); it was killed and replaced")
+            }
             JobError::Broken { reason } => write!(f, "the process pool is broken: {reason}"),
         }
     }
@@ -300,11 +313,24 @@ impl std::error::Error for ResultTimeoutError {
 /// ```
 pub struct SubmitError<J> {
     job: J,
+    /// Why the pool broke, if it shut down because it broke.
+    broken: Option<String>,
 }
 
 impl<J> SubmitError<J> {
     pub(crate) fn shutdown(job: J) -> Self {
-        SubmitError { job }
+        SubmitError { job, broken: None }
+    }
+
+    pub(crate) fn broken(job: J, reason: String) -> Self {
+        SubmitError { job, broken: Some(reason) }
+    }
+
+    /// Why the pool refused the job, if it shut down because it broke (a process pool that
+    /// cannot keep workers alive, or one of whose internal threads failed); `None` after an
+    /// ordinary shutdown.
+    pub fn broken_reason(&self) -> Option<&str> {
+        self.broken.as_deref()
     }
 
     /// The job that was not submitted.
@@ -320,13 +346,17 @@ impl<J> SubmitError<J> {
 
 impl<J> fmt::Debug for SubmitError<J> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SubmitError").field("reason", &"executor is shut down").finish_non_exhaustive()
+        let reason = self.broken.as_deref().unwrap_or("executor is shut down");
+        f.debug_struct("SubmitError").field("reason", &reason).finish_non_exhaustive()
     }
 }
 
 impl<J> fmt::Display for SubmitError<J> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("cannot submit a job: the executor is shut down")
+        match &self.broken {
+            Some(reason) => write!(f, "cannot submit a job: the process pool is broken: {reason}"),
+            None => f.write_str("cannot submit a job: the executor is shut down"),
+        }
     }
 }
 

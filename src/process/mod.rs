@@ -53,9 +53,13 @@
 //! ```
 
 mod child;
+#[cfg(test)]
+mod fuzz;
 mod pool;
 pub(crate) mod protocol;
 pub(crate) mod registry;
+mod slot;
+mod wire;
 mod worker;
 mod zygote;
 
@@ -177,7 +181,7 @@ impl ProcessPoolExecutor {
         T: Send + 'static,
     {
         if !self.pool.is_open() {
-            return Err(SubmitError::shutdown(job));
+            return Err(self.refused(job));
         }
         let code = match code {
             Ok(name) => name,
@@ -188,11 +192,24 @@ impl ProcessPoolExecutor {
             Ok(f) => f,
             Err(e) => return Ok(Future::ready(Err(JobError::Serialization { message: e.to_string() }))),
         };
+        if frame.len() > wire::MAX_FRAME {
+            let message =
+                format!("the input takes {} bytes, more than the {} a task may carry", frame.len(), wire::MAX_FRAME);
+            return Ok(Future::ready(Err(JobError::Serialization { message })));
+        }
         let cell = Arc::new(ProcCell { core: Core::new(), decode, pool: Arc::downgrade(&self.pool), id });
         let task = Task { id, frame: Arc::new(frame), sink: cell.clone(), limit, started: false };
         match self.pool.submit(task) {
             Ok(()) => Ok(Future::from_cell(cell)),
-            Err(_) => Err(SubmitError::shutdown(job)),
+            Err(_) => Err(self.refused(job)),
+        }
+    }
+
+    /// The refusal of `job` by a pool that no longer takes work: says why if it broke.
+    fn refused<J>(&self, job: J) -> SubmitError<J> {
+        match self.pool.broken_reason() {
+            Some(reason) => SubmitError::broken(job, reason),
+            None => SubmitError::shutdown(job),
         }
     }
 }
@@ -260,7 +277,16 @@ impl<T: Send> Sink for ProcCell<T> {
     }
 
     fn deliver(&self, status: Status, body: &[u8]) {
-        self.core.finish_if_unfinished((self.decode)(status, body));
+        // The result's `Deserialize` is user code: a panic in it fails this future only (it
+        // runs on the pool's reply reader, which must go on).
+        let outcome = crate::unwind::catch(|| (self.decode)(status, body)).unwrap_or_else(|e| {
+            let message = match e {
+                JobError::Panicked { message } => message,
+                other => other.to_string(),
+            };
+            Err(JobError::Serialization { message: format!("reading the result panicked: {message}") })
+        });
+        self.core.finish_if_unfinished(outcome);
     }
 
     fn fail(&self, error: JobError) {

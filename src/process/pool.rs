@@ -8,24 +8,32 @@
 //! and no blocking call ever runs under the lock.
 //!
 //! Threads per worker: a *writer* that moves frames from the worker's outbox into its task
-//! channel (an ipc-channel `send` blocks when the worker lags, so it gets a thread of its own
-//! and nobody else ever blocks on it), and a *link* that reads the worker's replies and, at end
-//! of file, handles its exit. One *supervisor* thread per pool watches time limits, started
-//! only if a limit is ever set.
+//! socket (a `send` blocks when the worker lags, so it gets a thread of its own and nobody else
+//! ever blocks on it; it fails at once when the worker dies), and a *link* that reads the
+//! worker's replies (`wire.rs`: nothing in them is trusted) and, at end of file, handles its
+//! exit. One *supervisor* thread per pool watches time limits, started only if a limit is ever
+//! set; it decides through each worker's slot (`slot.rs`), so that a kill hits exactly the task
+//! it is meant for. Each of these threads holds a [`Watch`]: if one panics, the pool breaks
+//! loudly instead of carrying on without it.
+//!
+//! This module must never trust a number or a message from a worker (see "What the parent
+//! trusts" in `PROTOCOL.md`), nor run user code under the lock.
 
 use std::collections::VecDeque;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use nix::sys::signal::Signal;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{BuildError, ExitStatus, JobError};
 use crate::process::protocol::{self, FromWorker, Status};
+use crate::process::slot::{self, CONDEMNED, ENDED, Slot};
+use crate::process::wire::{self, Reader, Wait, WireError};
 use crate::process::zygote::{self, Pending, Spawned, Zygote};
 
 /// Where a task's outcome goes: the future's cell, type-erased.
@@ -69,8 +77,10 @@ enum Life {
 }
 
 /// Why the pool stopped a worker; decides what its unanswered head task becomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Doom {
+    /// It broke the protocol (garbage on its reply channel); the text says how.
+    Faulty(String),
     /// Its task ran out of time.
     TimedOut(Duration),
     /// Its task was force-cancelled.
@@ -105,6 +115,8 @@ struct Worker {
     /// When the current head of `flights` (the task the worker is on) became the head.
     head_since: Instant,
     doom: Option<Doom>,
+    /// Shared with the worker: which task it runs (see `slot.rs`).
+    slot: Slot,
 }
 
 impl Worker {
@@ -112,6 +124,30 @@ impl Worker {
     /// long as only skipped ones are ahead of it.
     fn running(&self) -> Option<&Flight> {
         self.flights.iter().find(|f| !f.skipped)
+    }
+
+    /// The task a dead worker was running, by its slot: the one the slot names, if it is one
+    /// the worker could have begun (up to the first not skipped: a task cancelled in the
+    /// instant it began may have run all the same); none if the slot says the worker had begun
+    /// nothing since its last answer. A slot that makes no sense blames the first task not
+    /// answered, as if there were no slot.
+    fn running_at_death(&self) -> Option<u64> {
+        let word = self.slot.running().0;
+        let said = word & !(CONDEMNED | ENDED);
+        let mut could = Vec::new();
+        for f in &self.flights {
+            could.push(f.id);
+            if !f.skipped {
+                break;
+            }
+        }
+        if said != 0 && could.contains(&said) {
+            Some(said)
+        } else if word == 0 || (word & ENDED != 0 && !self.flights.iter().any(|f| f.id == said)) {
+            None
+        } else {
+            self.running().map(|f| f.id)
+        }
     }
 
     fn takes_work(&self, window: usize, max_tasks: Option<u64>) -> bool {
@@ -262,43 +298,62 @@ impl Pool {
         let Spawned { zygote, pid, tasks, replies } = spawned;
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut st = self.state.lock();
+        // Threads of workers gone by now have ended or are about to: join them, so that their
+        // stacks are given back (an unjoined thread keeps its stack mapped).
+        let (ended, live): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut st.threads).into_iter().partition(|t| t.is_finished());
+        st.threads = live;
         st.starting -= 1;
         let id = st.next_worker;
         st.next_worker += 1;
-        st.workers.push(Worker {
-            id,
-            index,
-            pid,
-            zygote: Arc::clone(&zygote),
-            ready: false,
-            outbox: Some(tx),
-            flights: VecDeque::new(),
-            assigned: 0,
-            head_since: Instant::now(),
-            doom: None,
-        });
-        let writer = spawn_thread(format!("stealpool-tx{index}"), move || write_frames(rx, tasks));
-        let pool = Arc::clone(self);
-        let link = writer.and_then(|w| {
-            st.threads.push(w);
-            spawn_thread(format!("stealpool-rx{index}"), {
-                let zygote = Arc::clone(&zygote);
-                move || pool.link(id, zygote, pid, replies)
-            })
-        });
-        match link {
-            Ok(l) => st.threads.push(l),
+        let started = (|| {
+            let (tasks, replies) = (wire::take_socket(tasks)?, wire::take_socket(replies)?);
+            let (slot, slot_fd) = Slot::create()?;
+            let pool = Arc::clone(self);
+            let writer = spawn_thread(format!("stealpool-tx{index}"), move || {
+                let _watch = Watch::new(&pool, "writer");
+                write_frames(rx, tasks, slot_fd)
+            })?;
+            st.threads.push(writer);
+            let pool = Arc::clone(self);
+            let zygote = Arc::clone(&zygote);
+            let link = spawn_thread(format!("stealpool-rx{index}"), move || {
+                let _watch = Watch { pool: &pool, role: "reply reader", worker: Some((id, pid)) };
+                pool.link(id, &zygote, pid, replies)
+            })?;
+            st.threads.push(link);
+            std::io::Result::Ok(slot)
+        })();
+        match started {
+            Ok(slot) => st.workers.push(Worker {
+                id,
+                index,
+                pid,
+                zygote: Arc::clone(&zygote),
+                ready: false,
+                outbox: Some(tx),
+                flights: VecDeque::new(),
+                assigned: 0,
+                head_since: Instant::now(),
+                doom: None,
+                slot,
+            }),
             Err(e) => {
                 // Without its threads the worker cannot be served: stop it and give up.
-                st.workers.retain(|w| w.id != id);
+                zygote.forget_exit(pid);
                 let mut acts = Actions::default();
                 acts.kill.push((zygote, pid));
-                Self::break_pool(&mut st, format!("cannot start threads to serve a worker: {e}"), &mut acts);
+                Self::break_pool(&mut st, format!("cannot set up the channels of a worker: {e}"), &mut acts);
                 self.settle(&mut st, &mut acts);
                 drop(st);
                 self.changed.notify_all();
                 self.act(acts);
+                return;
             }
+        }
+        drop(st);
+        for t in ended {
+            let _ = t.join();
         }
     }
 
@@ -312,7 +367,10 @@ impl Pool {
             }
             if task.limit.is_some() && !st.supervisor {
                 let pool = Arc::clone(self);
-                if let Ok(h) = spawn_thread("stealpool-supervisor".into(), move || pool.supervise()) {
+                if let Ok(h) = spawn_thread("stealpool-supervisor".into(), move || {
+                    let _watch = Watch::new(&pool, "supervisor");
+                    pool.supervise()
+                }) {
                     st.supervisor = true;
                     st.threads.push(h);
                 }
@@ -361,7 +419,10 @@ impl Pool {
     fn settle(&self, st: &mut State, acts: &mut Actions) {
         let draining = st.life != Life::Open && st.queue.is_empty();
         let max = self.config.max_tasks_per_child;
-        let keep_going = st.life == Life::Open && st.broken.is_none();
+        // A closed pool still replaces workers while queued tasks wait for one (CPython's
+        // gh-119592: with a task limit, `shutdown(wait=True)` stranded the queue).
+        let keep_going =
+            st.broken.is_none() && (st.life == Life::Open || (st.life == Life::Closed && !st.queue.is_empty()));
         let mut replacements = 0;
         for w in st.workers.iter_mut().filter(|w| w.doom.is_none() && w.flights.is_empty()) {
             let worn_out = max.is_some_and(|m| w.assigned >= m);
@@ -436,26 +497,70 @@ impl Pool {
         }
     }
 
-    /// A worker's link thread: reads replies until end of file, then handles the exit.
-    fn link(self: Arc<Self>, worker: u64, zygote: Arc<Zygote>, pid: u32, replies: IpcBytesReceiver) {
-        OWN_POOL.with(|p| p.set(Arc::as_ptr(&self) as usize));
-        while let Ok(frame) = replies.recv() {
-            if !self.on_frame(worker, &frame) {
-                // A reply that makes no sense: the worker is not following the protocol.
-                zygote.kill(pid, Signal::SIGKILL);
-            }
+    /// A worker's link thread: reads replies until end of file, then handles the exit. A reply
+    /// that breaks the framing or makes no sense means the worker is not following the
+    /// protocol: it is killed (and replaced, as for any death) and nothing more is read from it.
+    fn link(self: &Arc<Self>, worker: u64, zygote: &Zygote, pid: u32, replies: OwnedFd) {
+        OWN_POOL.with(|p| p.set(Arc::as_ptr(self) as usize));
+        #[cfg(test)]
+        if self.config.name_prefix == tests::PANIC_LINK_PREFIX {
+            panic!("a reply reader panic, injected by a test");
         }
-        let status = zygote.wait_exit(pid, Duration::from_secs(5));
+        let mut replies = Reader::new(replies, wire::MAX_FRAME);
+        loop {
+            let fault = match replies.recv(Wait::Yes) {
+                Ok(Some(frame)) => match self.on_frame(worker, frame) {
+                    Ok(()) => continue,
+                    Err(fault) => fault,
+                },
+                Ok(None) => continue,
+                // End of file, also inside a frame: the worker died (or closed its end), which
+                // its exit status tells.
+                Err(WireError::Closed | WireError::Truncated(_)) => break,
+                Err(WireError::Io(e)) => format!("reading its replies failed: {e}"),
+                Err(WireError::Violation(why)) => why,
+            };
+            self.fault(worker, zygote, pid, fault);
+            break;
+        }
+        drop(replies);
+        let mut status = zygote.wait_exit(pid, Duration::from_secs(5));
+        if status == ExitStatus::Unknown {
+            // Still alive after closing its reply channel: it can no longer be served.
+            zygote.kill(pid, Signal::SIGKILL);
+            status = zygote.wait_exit(pid, Duration::from_secs(5));
+        }
         self.on_exit(worker, pid, status);
     }
 
-    fn on_frame(self: &Arc<Self>, worker: u64, frame: &[u8]) -> bool {
-        let Ok((header, body)) = protocol::split::<FromWorker<'_>>(frame) else { return false };
+    /// Worker `worker` broke the protocol: doom it (unless already doomed) and kill it.
+    fn fault(self: &Arc<Self>, worker: u64, zygote: &Zygote, pid: u32, why: String) {
+        {
+            let mut st = self.state.lock();
+            if let Some(w) = st.workers.iter_mut().find(|w| w.id == worker)
+                && w.doom.is_none()
+            {
+                w.doom = Some(Doom::Faulty(why));
+                w.outbox = None;
+            }
+        }
+        zygote.kill(pid, Signal::SIGKILL);
+    }
+
+    /// Handles one reply. `Err` says how it breaks the protocol.
+    fn on_frame(self: &Arc<Self>, worker: u64, frame: &[u8]) -> Result<(), String> {
+        let (header, body) = protocol::split::<FromWorker<'_>>(frame)
+            .map_err(|e| format!("an unreadable reply header ({e}) in a frame of {} bytes", frame.len()))?;
         let mut acts = Actions::default();
         let mut deliver = None;
         {
             let mut st = self.state.lock();
-            let Some(wi) = st.workers.iter().position(|w| w.id == worker) else { return false };
+            let Some(wi) = st.workers.iter().position(|w| w.id == worker) else {
+                return Err("a reply from a worker the pool no longer serves".into());
+            };
+            if matches!(header, FromWorker::Ready { .. }) && st.workers[wi].ready {
+                return Err("a second `Ready`".into());
+            }
             match header {
                 FromWorker::Ready { init_error: Some(e), .. } => {
                     let w = &mut st.workers[wi];
@@ -472,20 +577,30 @@ impl Pool {
                 }
                 FromWorker::Done { id, status, busy_ns } => {
                     let w = &mut st.workers[wi];
-                    if w.flights.front().map(|f| f.id) != Some(id) {
-                        return false;
+                    // A skipped head may still answer `Done`: cancelled in the instant it began,
+                    // it ran all the same (its future is resolved already; the result is dropped).
+                    let head = w.flights.front().map(|f| f.id);
+                    if head != Some(id) {
+                        return Err(format!("`Done` for task {id}, but its next task is {head:?}"));
                     }
-                    let Some(f) = w.flights.pop_front() else { return false };
+                    let Some(f) = w.flights.pop_front() else { return Err("`Done` with no task".into()) };
                     w.head_since = Instant::now();
-                    st.busy_ewma_ns =
-                        if st.busy_ewma_ns == 0 { busy_ns.max(1) } else { (st.busy_ewma_ns * 7 + busy_ns) / 8 };
+                    // The worker's figure is not trusted in arithmetic: an hour at most, and
+                    // saturating sums.
+                    let busy_ns = busy_ns.min(3_600_000_000_000);
+                    st.busy_ewma_ns = if st.busy_ewma_ns == 0 {
+                        busy_ns.max(1)
+                    } else {
+                        st.busy_ewma_ns.saturating_mul(7).saturating_add(busy_ns) / 8
+                    };
                     deliver = Some((f.sink, status));
                     acts.wake = true;
                 }
                 FromWorker::Skipped { id } => {
                     let w = &mut st.workers[wi];
-                    if w.flights.front().map(|f| (f.id, f.skipped)) != Some((id, true)) {
-                        return false;
+                    let head = w.flights.front().map(|f| (f.id, f.skipped));
+                    if head != Some((id, true)) {
+                        return Err(format!("`Skipped` for task {id}, but its next task is {head:?}"));
                     }
                     w.flights.pop_front();
                     w.head_since = Instant::now();
@@ -497,7 +612,7 @@ impl Pool {
             sink.deliver(status, body);
         }
         self.act(acts);
-        true
+        Ok(())
     }
 
     /// A worker's process is gone (and reaped). Fails the task it was running, gives back the
@@ -508,15 +623,16 @@ impl Pool {
             let mut st = self.state.lock();
             let Some(wi) = st.workers.iter().position(|w| w.id == worker) else { return };
             let mut w = st.workers.swap_remove(wi);
-            let running = w.running().map(|f| f.id);
+            let running = w.running_at_death();
             let mut unreached = Vec::new();
             for f in w.flights.drain(..) {
-                if f.skipped {
+                if Some(f.id) != running && f.skipped {
                     continue; // already resolved as cancelled
                 }
                 if Some(f.id) == running {
-                    let error = match w.doom {
-                        Some(Doom::TimedOut(limit)) => JobError::TimedOut { limit },
+                    let error = match &w.doom {
+                        Some(Doom::Faulty(reason)) => JobError::ProtocolViolation { pid, reason: reason.clone() },
+                        Some(Doom::TimedOut(limit)) => JobError::TimedOut { limit: *limit },
                         Some(Doom::Cancelled | Doom::Terminated) => JobError::Cancelled,
                         Some(Doom::Retired) | None => JobError::WorkerDied { pid, status },
                     };
@@ -534,8 +650,10 @@ impl Pool {
                     acts.fail.push((f.sink, error));
                 }
             }
-            // A worker that died with its fork server did not fail to start.
-            if !w.ready && w.doom.is_none() && w.zygote.is_usable() {
+            // A worker that broke the protocol before `Ready` failed to start as well: one that
+            // always does so must not be respawned for ever. A worker that died with its fork
+            // server did not fail to start.
+            if !w.ready && matches!(w.doom, None | Some(Doom::Faulty(_))) && w.zygote.is_usable() {
                 st.failed_starts += 1;
                 if st.failed_starts >= MAX_FAILED_STARTS {
                     let reason =
@@ -572,8 +690,18 @@ impl Pool {
                 let Some(f) = w.flights.iter_mut().find(|f| f.id == id) else { continue };
                 if Some(id) == running {
                     if w.doom.is_none() {
-                        w.doom = Some(Doom::Cancelled);
-                        acts.kill.push((Arc::clone(&w.zygote), w.pid));
+                        if w.slot.condemn(id) {
+                            // Inside it right now, and it cannot start another: kill.
+                            w.doom = Some(Doom::Cancelled);
+                            acts.kill.push((Arc::clone(&w.zygote), w.pid));
+                        } else if !f.skipped {
+                            // Not inside it: ended (its reply is on the way; the result will be
+                            // dropped) or not begun, which a skip prevents if it arrives in time.
+                            f.skipped = true;
+                            if let Some(out) = &w.outbox {
+                                let _ = out.send(Arc::new(protocol::skip_frame(id)));
+                            }
+                        }
                     }
                 } else if !f.skipped {
                     f.skipped = true;
@@ -588,28 +716,79 @@ impl Pool {
     }
 
     /// Watches time limits: kills the worker whose running task is overdue.
-    fn supervise(self: Arc<Self>) {
-        OWN_POOL.with(|p| p.set(Arc::as_ptr(&self) as usize));
-        let this = &self;
+    fn supervise(self: &Arc<Self>) {
+        OWN_POOL.with(|p| p.set(Arc::as_ptr(self) as usize));
+        #[cfg(test)]
+        if self.config.name_prefix == tests::PANIC_PREFIX {
+            panic!("a supervisor panic, injected by a test");
+        }
+        let this = self;
         let mut st = self.state.lock();
         loop {
             if st.life != Life::Open && st.workers.is_empty() && st.starting == 0 {
                 return;
             }
             let now = Instant::now();
+            let now_ns = slot::now_ns();
             let mut next: Option<Instant> = None;
+            let mut wake = |at: Option<Instant>| {
+                if let Some(at) = at {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+            };
             let mut acts = Actions::default();
             for w in st.workers.iter_mut().filter(|w| w.doom.is_none()) {
-                let Some((limit, sink)) = w.running().and_then(|f| f.limit.map(|l| (l, Arc::clone(&f.sink)))) else {
+                let Some((id, limit, sink)) = w.running().and_then(|f| f.limit.map(|l| (f.id, l, Arc::clone(&f.sink))))
+                else {
                     continue;
                 };
-                let deadline = w.head_since + limit;
-                if deadline <= now {
+                // By the pool's clock, from when the task became the head (no earlier than the
+                // worker began it, for a worker whose reply reader keeps up). A limit too large
+                // to add means no limit (Duration::MAX from a caller).
+                let Some(deadline) = w.head_since.checked_add(limit) else { continue };
+                let (said, since) = w.slot.running();
+                let overdue = if said == id {
+                    // Inside it, by the worker's own account: judge by when it began it.
+                    let ran = Duration::from_nanos(now_ns.saturating_sub(since));
+                    match limit.checked_sub(ran) {
+                        Some(left) if !left.is_zero() => {
+                            wake(now.checked_add(left));
+                            false
+                        }
+                        _ => true,
+                    }
+                } else {
+                    false
+                };
+                // Whatever the slot says, a task stays the head for no longer than twice its
+                // limit and a second by the pool's clock, unless the worker visibly ended it or
+                // is on a later task (then the reply is on the way, and its arrival wakes us: a
+                // slow done callback on the reply reader must not turn a finished task into a
+                // timed-out one): a worker that does not keep its slot cannot escape a limit.
+                let backstop = deadline.checked_add(limit.saturating_add(Duration::from_secs(1)));
+                let plain = said & !ENDED;
+                let ended = said == id | ENDED;
+                let moved_on = ended || (plain != id && w.flights.iter().any(|f| f.id == plain));
+                let kill = if overdue {
+                    // It ended just now if this fails: its reply is coming.
+                    w.slot.condemn(id)
+                } else {
+                    !moved_on && backstop.is_some_and(|b| b <= now)
+                };
+                if kill {
                     w.doom = Some(Doom::TimedOut(limit));
                     acts.kill.push((Arc::clone(&w.zygote), w.pid));
                     acts.fail.push((sink, JobError::TimedOut { limit }));
-                } else {
-                    next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                    continue;
+                }
+                if !moved_on {
+                    if overdue || (said != id && deadline <= now) {
+                        // Not begun yet (or the slot makes no sense): look again in a moment.
+                        wake(now.checked_add(Duration::from_millis(1)));
+                    } else if said != id {
+                        wake(Some(deadline));
+                    }
+                    wake(backstop);
                 }
             }
             if !acts.kill.is_empty() {
@@ -670,6 +849,11 @@ impl Pool {
         st.life != Life::Open || st.broken.is_some()
     }
 
+    /// Why the pool broke, if it did.
+    pub(crate) fn broken_reason(&self) -> Option<String> {
+        self.state.lock().broken.clone()
+    }
+
     pub(crate) fn is_open(&self) -> bool {
         self.state.lock().life == Life::Open
     }
@@ -681,15 +865,75 @@ impl Pool {
         if OWN_POOL.with(|p| p.get()) == std::ptr::from_ref(self) as usize {
             return;
         }
-        let threads = {
+        let (threads, stranded) = {
             let mut st = self.state.lock();
             while !st.workers.is_empty() || st.starting > 0 {
                 self.changed.wait(&mut st);
             }
-            std::mem::take(&mut st.threads)
+            // With no worker left and none coming, nothing would ever run what is still queued:
+            // fail it rather than leave futures that never resolve.
+            let stranded: Vec<_> = st.queue.drain(..).collect();
+            (std::mem::take(&mut st.threads), stranded)
         };
+        for t in stranded {
+            t.sink.fail(JobError::Broken { reason: "the pool has no workers left to run it".into() });
+        }
         for t in threads {
             let _ = t.join();
+        }
+    }
+
+    /// An internal thread (`role`) panicked: without it the pool cannot keep its promises (a
+    /// dead supervisor enforces no time limits, a dead reply reader delivers nothing), so it
+    /// breaks loudly: every queued and running task fails with [`JobError::Broken`], every
+    /// worker is killed, and no more work is accepted.
+    fn internal_panic(self: &Arc<Self>, role: &str, worker: Option<(u64, u32)>) {
+        let reason = format!("an internal thread of the pool ({role}) panicked");
+        let mut acts = Actions::default();
+        {
+            let mut st = self.state.lock();
+            Self::break_pool(&mut st, reason.clone(), &mut acts);
+            st.life = Life::Terminated;
+            for w in st.workers.iter_mut() {
+                for f in w.flights.drain(..).filter(|f| !f.skipped) {
+                    acts.fail.push((f.sink, JobError::Broken { reason: reason.clone() }));
+                }
+                w.doom = Some(Doom::Terminated);
+                w.outbox = None;
+                acts.kill.push((Arc::clone(&w.zygote), w.pid));
+            }
+            // A dead reply reader will never report its worker's exit: forget the worker here.
+            if let Some((id, pid)) = worker
+                && let Some(pos) = st.workers.iter().position(|w| w.id == id)
+            {
+                st.workers.remove(pos).zygote.forget_exit(pid);
+            }
+            acts.wake = true;
+        }
+        self.changed.notify_all();
+        self.act(acts);
+    }
+}
+
+/// Held by each internal thread of a pool: if the thread unwinds, the pool breaks loudly
+/// ([`Pool::internal_panic`]) instead of carrying on without it.
+struct Watch<'a> {
+    pool: &'a Arc<Pool>,
+    role: &'static str,
+    /// The worker a reply reader serves: its id and pid.
+    worker: Option<(u64, u32)>,
+}
+
+impl<'a> Watch<'a> {
+    fn new(pool: &'a Arc<Pool>, role: &'static str) -> Self {
+        Watch { pool, role, worker: None }
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.pool.internal_panic(self.role, self.worker);
         }
     }
 }
@@ -707,7 +951,12 @@ fn spawn_thread(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Res
 /// A worker's writer thread: frames from the outbox into the task channel, until the outbox
 /// closes (the worker then reads end of file) or the worker is gone. Small frames that queued
 /// up meanwhile go together in one batch message; large ones go alone, without a copy.
-fn write_frames(outbox: Receiver<Arc<Vec<u8>>>, tasks: IpcBytesSender) {
+fn write_frames(outbox: Receiver<Arc<Vec<u8>>>, tasks: OwnedFd, slot: OwnedFd) {
+    // The first frame, empty, carries the worker's slot.
+    if wire::send_parts(tasks.as_fd(), &[], Some(slot.as_fd())).is_err() {
+        return;
+    }
+    drop(slot);
     let mut batch = Vec::new();
     let mut carried: Option<Arc<Vec<u8>>> = None;
     loop {
@@ -738,10 +987,78 @@ fn write_frames(outbox: Receiver<Arc<Vec<u8>>>, tasks: IpcBytesSender) {
                 }
             }
         }
-        let sent = if count == 1 { tasks.send(&first) } else { tasks.send(&batch) };
+        let sent = wire::send(tasks.as_fd(), if count == 1 { &first } else { &batch });
         batch.clear();
         if sent.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use crate::{Executor, JobError, ProcessPoolBuilder};
+
+    /// A pool whose workers carry this name prefix gets a supervisor that panics at once.
+    pub(crate) const PANIC_PREFIX: &str = "stealpool-panic";
+
+    /// A pool whose workers carry this name prefix gets reply readers that panic at once.
+    pub(crate) const PANIC_LINK_PREFIX: &str = "stealpool-panrx";
+
+    fn nap(ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+    crate::register_fn!(nap);
+
+    #[test]
+    fn a_panicking_supervisor_breaks_the_pool_loudly() {
+        let p = ProcessPoolBuilder::new()
+            .workers(1)
+            .name_prefix(PANIC_PREFIX)
+            .task_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let pid = p.worker_pids()[0];
+        // The first job with a limit starts the supervisor, which panics: the job fails loudly
+        // instead of running on without a time limit.
+        let err = p.apply_async(nap, 60_000).unwrap().result().unwrap_err();
+        assert!(matches!(&err, JobError::Broken { reason } if reason.contains("supervisor")), "{err:?}");
+        assert!(p.is_shutdown());
+        let refused = p.apply_async(nap, 1).unwrap_err();
+        assert!(refused.broken_reason().is_some_and(|r| r.contains("supervisor")), "{refused}");
+        assert!(refused.to_string().contains("broken"), "{refused}");
+        p.join().unwrap();
+        assert!(p.worker_pids().is_empty());
+        // SAFETY: kill with signal 0 only checks whether the pid exists.
+        let gone = unsafe { nix::libc::kill(pid as i32, 0) } != 0;
+        assert!(gone, "the worker was killed and reaped");
+    }
+
+    #[test]
+    fn a_panicking_reply_reader_breaks_the_pool_loudly_and_leaves_no_worker() {
+        let started = std::time::Instant::now();
+        let err = ProcessPoolBuilder::new().workers(2).name_prefix(PANIC_LINK_PREFIX).build().unwrap_err();
+        assert!(err.to_string().contains("reply reader"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(20), "build returned promptly");
+        // Its workers were killed and reaped (names are cut to 15 bytes).
+        let ours = || {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+                .filter(|e| {
+                    std::fs::read_to_string(e.path().join("comm"))
+                        .is_ok_and(|c| c.starts_with(&PANIC_LINK_PREFIX[..15]))
+                })
+                .count()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while ours() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(ours(), 0, "no worker of the broken pool is left");
     }
 }

@@ -2,9 +2,10 @@
 //! and the fork server. Only the shapes and their encoding live here; the code that moves them
 //! is in `pool.rs`, `worker.rs` and `zygote.rs`. See `PROTOCOL.md` for the conversation.
 //!
-//! Task and reply frames travel over ipc-channel's *bytes* channels, so a job's serialized input
-//! is written once, straight behind a small postcard header, and read in place on the other
-//! side: no second serialization pass over a large payload.
+//! Task and reply frames travel over the workers' sockets in the pool's own framing (`wire.rs`),
+//! so a job's serialized input is written once, straight behind a small postcard header, and
+//! read in place on the other side: no second serialization pass over a large payload. Every
+//! decoder here returns an error on bytes it cannot read; none may panic.
 
 use std::time::Duration;
 

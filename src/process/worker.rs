@@ -10,15 +10,51 @@ use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::time::Instant;
 
-use ipc_channel::TryRecvError;
+use std::os::fd::{AsFd, OwnedFd};
+
 use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 
 use crate::process::protocol::{self, FromWorker, Mode, Status, ToWorker};
 use crate::process::registry;
+use crate::process::slot::{self, Slot};
+
+/// If set in the program's environment when the fork server starts, the path of a file to
+/// which every worker appends `task-id start-ns` (`CLOCK_MONOTONIC`) as it begins a task,
+/// *before* the pool could judge the task overdue: a witness for tests of supervision (and a
+/// debugging aid). One `write` per task, to an `O_APPEND` file.
+pub(crate) const TRACE_STARTS: &str = "STEALPOOL_TRACE_STARTS";
+use crate::process::wire::{self, Reader, Wait, WireError};
 
 /// Serves tasks until the parent closes the task channel (or disappears). Returns the exit code.
 pub(crate) fn serve(tasks: IpcBytesReceiver, replies: IpcBytesSender, initializer: Option<String>) -> i32 {
     let pid = std::process::id();
+    let (tasks, replies) = match (wire::take_socket(tasks), wire::take_socket(replies)) {
+        (Ok(t), Ok(r)) => (t, r),
+        (Err(e), _) | (_, Err(e)) => {
+            let _ = writeln!(std::io::stderr(), "stealpool worker {pid}: cannot take its sockets: {e}");
+            return 1;
+        }
+    };
+    serve_sockets(pid, Reader::new(tasks, wire::MAX_FRAME), replies, initializer)
+}
+
+fn serve_sockets(pid: u32, mut tasks: Reader, replies: OwnedFd, initializer: Option<String>) -> i32 {
+    // The pool's first frame carries the slot, where this worker says which task it runs.
+    let slot = match wire::recv_with_fd(tasks.fd()) {
+        Ok((_, Some(fd))) => Slot::map(&fd).map_err(|e| e.to_string()),
+        Ok((_, None)) => Err("the pool's first frame carried no slot".to_owned()),
+        Err(WireError::Closed) => return 0,
+        Err(e) => Err(e.to_string()),
+    };
+    let slot = match slot {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "stealpool worker {pid}: {e}");
+            return 1;
+        }
+    };
+    let trace = std::env::var_os(TRACE_STARTS)
+        .and_then(|path| std::fs::OpenOptions::new().append(true).create(true).open(path).ok());
     let mut frame = Vec::with_capacity(256);
     let init_error = initializer.and_then(|name| {
         let mut out = Vec::new();
@@ -28,11 +64,11 @@ pub(crate) fn serve(tasks: IpcBytesReceiver, replies: IpcBytesSender, initialize
         }
     });
     protocol::reply_frame(&FromWorker::Ready { pid, init_error: init_error.as_deref() }, &[], &mut frame);
-    if replies.send(&frame).is_err() || init_error.is_some() {
+    if wire::send(replies.as_fd(), &frame).is_err() || init_error.is_some() {
         return 1;
     }
 
-    let mut waiting: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut waiting: VecDeque<(Vec<u8>, usize)> = VecDeque::new();
     let mut skipped: HashSet<u64> = HashSet::new();
     let mut open = true;
     let mut body = Vec::with_capacity(256);
@@ -41,22 +77,26 @@ pub(crate) fn serve(tasks: IpcBytesReceiver, replies: IpcBytesSender, initialize
             if !open {
                 return 0;
             }
-            match tasks.recv() {
-                Ok(f) => take(f, &mut waiting, &mut skipped),
-                Err(_) => return 0, // the parent closed the channel: retire
+            match tasks.recv_owned(Wait::Yes) {
+                Ok(Some(f)) => take(f, &mut waiting, &mut skipped),
+                Ok(None) => {}
+                Err(e) => return closed(pid, &e), // the parent closed the channel: retire
             }
         }
         // Read whatever else has arrived, without blocking, so that a `Skip` sent after a task
         // is seen before that task's turn.
         while open {
-            match tasks.try_recv() {
-                Ok(f) => take(f, &mut waiting, &mut skipped),
-                Err(TryRecvError::Empty) => break,
-                Err(_) => open = false,
+            match tasks.recv_owned(Wait::No) {
+                Ok(Some(f)) => take(f, &mut waiting, &mut skipped),
+                Ok(None) => break,
+                Err(e) => {
+                    closed(pid, &e);
+                    open = false;
+                }
             }
         }
-        let Some(task) = waiting.pop_front() else { continue };
-        let Ok((ToWorker::Task { id, mode, code }, input)) = protocol::split::<ToWorker<'_>>(&task) else {
+        let Some((task, start)) = waiting.pop_front() else { continue };
+        let Ok((ToWorker::Task { id, mode, code }, input)) = protocol::split::<ToWorker<'_>>(&task[start..]) else {
             let _ = writeln!(std::io::stderr(), "stealpool worker {pid}: unreadable task frame dropped");
             continue;
         };
@@ -65,15 +105,31 @@ pub(crate) fn serve(tasks: IpcBytesReceiver, replies: IpcBytesSender, initialize
         } else {
             body.clear();
             let started = Instant::now();
-            let status = registry::invoke(code, mode, input, &mut body);
-            let busy_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            protocol::reply_frame(&FromWorker::Done { id, status, busy_ns }, &body, &mut frame);
-            if body.capacity() > 1 << 20 {
-                body = Vec::with_capacity(256); // do not pin a large buffer between tasks
+            let since = slot::now_ns();
+            if let Some(mut f) = trace.as_ref() {
+                let _ = f.write_all(format!("{id} {since}\n").as_bytes());
             }
+            slot.begin(id, since);
+            let mut status = registry::invoke(code, mode, input, &mut body);
+            let busy_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            if !slot.end(id) {
+                // The pool condemned this task (time limit, forced cancel) while it ran and is
+                // killing this process: no reply, and nothing else may start.
+                return 2;
+            }
+            if body.len() > wire::MAX_FRAME - 64 {
+                status = Status::BadOutput;
+                body.clear();
+                let _ = write!(body, "a result of more than {} bytes cannot travel back", wire::MAX_FRAME - 64);
+            }
+            protocol::reply_frame(&FromWorker::Done { id, status, busy_ns }, &[], &mut frame);
         }
-        if replies.send(&frame).is_err() {
+        if wire::send_parts(replies.as_fd(), &[&frame, &body], None).is_err() {
             return 1; // the parent is gone
+        }
+        body.clear();
+        if body.capacity() > 1 << 20 {
+            body = Vec::with_capacity(256); // do not pin a large buffer between tasks
         }
         if frame.capacity() > 1 << 20 {
             frame = Vec::with_capacity(256);
@@ -83,8 +139,8 @@ pub(crate) fn serve(tasks: IpcBytesReceiver, replies: IpcBytesSender, initialize
 
 /// Sorts an incoming message: a skip request is remembered, a batch is unpacked, anything else
 /// waits its turn.
-fn take(frame: Vec<u8>, waiting: &mut VecDeque<Vec<u8>>, skipped: &mut HashSet<u64>) {
-    match protocol::split::<ToWorker<'_>>(&frame) {
+fn take((frame, start): (Vec<u8>, usize), waiting: &mut VecDeque<(Vec<u8>, usize)>, skipped: &mut HashSet<u64>) {
+    match protocol::split::<ToWorker<'_>>(&frame[start..]) {
         Ok((ToWorker::Skip { id }, _)) => {
             skipped.insert(id);
         }
@@ -94,11 +150,33 @@ fn take(frame: Vec<u8>, waiting: &mut VecDeque<Vec<u8>>, skipped: &mut HashSet<u
                     Ok((ToWorker::Skip { id }, _)) => {
                         skipped.insert(id);
                     }
-                    _ => waiting.push_back(inner.to_vec()),
+                    _ => waiting.push_back((inner.to_vec(), 0)),
                 }
             }
         }
-        _ => waiting.push_back(frame),
+        _ => waiting.push_back((frame, start)),
+    }
+}
+
+/// Sorts `frame` as the worker would and decodes what it queued (for the protocol fuzzer).
+#[cfg(test)]
+pub(crate) fn sort_for_fuzzing(frame: &[u8]) {
+    let (mut waiting, mut skipped) = (VecDeque::new(), HashSet::new());
+    take((frame.to_vec(), 0), &mut waiting, &mut skipped);
+    for (f, start) in waiting {
+        let _ = protocol::split::<ToWorker<'_>>(&f[start..]);
+    }
+}
+
+/// The task channel ended: the parent closed it (retire, exit code 0), died while sending, or
+/// broke the framing, which only a broken parent would (said on stderr). Returns the exit code.
+fn closed(pid: u32, e: &WireError) -> i32 {
+    match e {
+        WireError::Closed => 0,
+        other => {
+            let _ = writeln!(std::io::stderr(), "stealpool worker {pid}: task channel: {other}");
+            1
+        }
     }
 }
 

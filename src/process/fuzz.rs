@@ -1,0 +1,164 @@
+//! Protocol fuzzing of the worker protocol, on stable Rust: mutated real frames and generated
+//! ones go through every decoder the two sides run on the other's bytes (the framing reader,
+//! the header decoders, batch unpacking, the worker's frame sorting), which must return errors
+//! and never panic. A fixed seed makes a failure repeatable.
+//!
+//! CI runs a bounded number of cases; for a longer run:
+//! `STEALPOOL_FUZZ_CASES=2000000 STEALPOOL_FUZZ_SEED=<n> cargo test --lib process::fuzz -- --nocapture`.
+//! The live half (a worker that sends garbage while the pool serves others) is in
+//! `tests/process_hardening.rs`.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use nix::libc;
+
+use crate::process::protocol::{self, FromWorker, Mode, Status, ToWorker};
+use crate::process::wire::{Reader, Wait, WireError};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Real frames of both directions, as the two sides build them.
+fn corpus() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for (id, mode, code) in [(1, Mode::One, "a::b"), (u64::MAX >> 2, Mode::Many, "tests::square"), (7, Mode::One, "")] {
+        out.push(protocol::append(&(3u64, "input"), protocol::task_frame(id, mode, code, 16)).unwrap());
+    }
+    out.push(protocol::skip_frame(42));
+    let mut batch = Vec::new();
+    protocol::batch_start(&mut batch);
+    protocol::batch_push(&mut batch, &out[0]);
+    protocol::batch_push(&mut batch, &protocol::skip_frame(9));
+    out.push(batch);
+    let mut buf = Vec::new();
+    for header in [
+        FromWorker::Ready { pid: 1234, init_error: None },
+        FromWorker::Ready { pid: 1, init_error: Some("boom") },
+        FromWorker::Done { id: 3, status: Status::Ok, busy_ns: 50_000 },
+        FromWorker::Done { id: u64::MAX, status: Status::Panicked, busy_ns: u64::MAX },
+        FromWorker::Skipped { id: 8 },
+    ] {
+        protocol::reply_frame(&header, b"body bytes", &mut buf);
+        out.push(buf.clone());
+    }
+    out
+}
+
+fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+    let mut f = seed.to_vec();
+    for _ in 0..=rng.below(4) {
+        match rng.below(7) {
+            0 if !f.is_empty() => {
+                let i = rng.below(f.len());
+                f[i] ^= 1 << rng.below(8);
+            }
+            1 if !f.is_empty() => {
+                let i = rng.below(f.len());
+                f[i] = [0, 0x7f, 0x80, 0xff][rng.below(4)];
+            }
+            2 => f.truncate(rng.below(f.len() + 1)),
+            3 => f.extend((0..rng.below(32)).map(|_| rng.next() as u8)),
+            4 if !f.is_empty() => {
+                // A varint run that never ends, or one that claims a huge length.
+                let i = rng.below(f.len());
+                for b in f.iter_mut().skip(i).take(10) {
+                    *b = 0xff;
+                }
+            }
+            5 => {
+                let i = rng.below(f.len() + 1);
+                f.splice(i..i, (0..rng.below(16)).map(|_| rng.next() as u8));
+            }
+            _ => f = (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
+        }
+    }
+    f
+}
+
+/// Everything either side decodes from the other's bytes; must not panic.
+fn decode_all(frame: &[u8]) {
+    if let Ok((ToWorker::Batch, body)) = protocol::split::<ToWorker<'_>>(frame) {
+        for inner in protocol::batch_frames(body) {
+            let _ = protocol::split::<ToWorker<'_>>(inner);
+        }
+    }
+    let _ = protocol::split::<FromWorker<'_>>(frame);
+    crate::process::worker::sort_for_fuzzing(frame);
+}
+
+#[test]
+fn decoders_return_errors_on_mutated_and_generated_frames() {
+    let cases = env("STEALPOOL_FUZZ_CASES", 50_000);
+    let mut rng = Rng(env("STEALPOOL_FUZZ_SEED", 0x5713_a1b0_0c13_0013) | 1);
+    let corpus = corpus();
+    for seed in &corpus {
+        decode_all(seed);
+    }
+    for _ in 0..cases {
+        let pick = rng.below(corpus.len());
+        decode_all(&mutate(&mut rng, &corpus[pick]));
+    }
+}
+
+fn pair() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors socketpair writes.
+    let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    assert_eq!(r, 0);
+    // SAFETY: socketpair just created both descriptors; each is owned once.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+fn raw(fd: &OwnedFd, bytes: &[u8]) {
+    // SAFETY: `bytes` is valid for reads of its length.
+    unsafe { libc::send(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL) };
+}
+
+/// The framing reader on records that are mutated real framings, followed by end of file:
+/// every frame read is decoded, anything else fails as a violation (or reads as end of file);
+/// the reader never panics, never blocks past end of file and never reserves by a length the
+/// peer only claimed.
+#[test]
+fn the_framing_reader_survives_mutated_records() {
+    let cases = env("STEALPOOL_FUZZ_CASES", 50_000) / 10;
+    let mut rng = Rng(env("STEALPOOL_FUZZ_SEED", 0x0bad_f00d_dead_beef) | 1);
+    let corpus = corpus();
+    for _ in 0..cases {
+        let (tx, rx) = pair();
+        for _ in 0..=rng.below(3) {
+            let pick = rng.below(corpus.len());
+            let body = mutate(&mut rng, &corpus[pick]);
+            let mut record = (body.len() as u64).to_le_bytes().to_vec();
+            record.extend_from_slice(&body);
+            let record = if rng.below(4) == 0 { record } else { mutate(&mut rng, &record) };
+            raw(&tx, &record);
+        }
+        drop(tx);
+        let mut reader = Reader::new(rx, 1 << 20);
+        loop {
+            match reader.recv(Wait::Yes) {
+                Ok(Some(frame)) => decode_all(frame),
+                Ok(None) => unreachable!("a waiting read returns a frame or an error"),
+                Err(WireError::Violation(_) | WireError::Truncated(_) | WireError::Closed) => break,
+                Err(WireError::Io(e)) => panic!("unexpected {e}"),
+            }
+        }
+    }
+}
