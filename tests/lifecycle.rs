@@ -4,9 +4,10 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::thread;
 
-use common::{Gate, holding};
+use common::{Gate, HANG, holding};
 use stealpool::{Executor, JobError, ThreadPoolBuilder, ThreadPoolExecutor};
 
 /// A one-worker pool whose worker is held by a job until `gate` opens.
@@ -154,4 +155,71 @@ fn a_panicking_initializer_fails_the_build() {
     let err = ThreadPoolBuilder::new().num_workers(2).initializer(|| panic!("no database")).build().unwrap_err();
     assert!(err.is_initializer_failure());
     assert!(err.to_string().contains("no database"), "{err}");
+}
+
+/// `shutdown(cancel_futures)` and `terminate` drop the cancelled jobs at once, with what they
+/// captured, while their futures are still alive.
+#[test]
+fn cancelled_queued_jobs_drop_their_captures_at_once() {
+    for terminate in [false, true] {
+        let gate = Gate::new();
+        let (pool, blocker) = busy_pool(&gate);
+        let (tx, rx) = mpsc::channel::<u32>();
+        let queued: Vec<_> = (0..5)
+            .map(|i| {
+                let tx = tx.clone();
+                pool.submit(move || tx.send(i).is_ok()).unwrap()
+            })
+            .collect();
+        drop(tx);
+        if terminate {
+            pool.terminate();
+        } else {
+            pool.shutdown(false, true);
+        }
+        assert_eq!(
+            rx.recv_timeout(HANG),
+            Err(mpsc::RecvTimeoutError::Disconnected),
+            "a cancelled job still holds its sender (terminate: {terminate})"
+        );
+        assert!(queued.iter().all(|f| f.is_cancelled()));
+        gate.open();
+        assert_eq!(blocker.result(), Ok(()));
+        pool.join().unwrap();
+    }
+}
+
+/// Submissions from inside the pool racing with `terminate` are cancelled or refused, never
+/// left queued with a future that cannot resolve.
+#[test]
+fn inside_submissions_racing_terminate_never_strand_a_job() {
+    for _ in 0..50 {
+        let pool = std::sync::Arc::new(ThreadPoolExecutor::new(2));
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..2 {
+            let (p, tx) = (std::sync::Arc::clone(&pool), tx.clone());
+            pool.submit(move || {
+                for i in 0..200u32 {
+                    match p.submit(move || i) {
+                        Ok(f) => tx.send(f).unwrap(),
+                        Err(_) => break,
+                    }
+                }
+            })
+            .unwrap();
+        }
+        drop(tx);
+        pool.terminate();
+        for mut f in rx.iter() {
+            assert!(f.result_timeout(HANG).is_ok() || f.is_cancelled(), "a future never resolved");
+        }
+        pool.join().unwrap();
+    }
+}
+
+/// A builder value the system cannot honour is an error, not a panic.
+#[test]
+fn an_impossible_stack_size_fails_the_build() {
+    let built = ThreadPoolBuilder::new().num_workers(1).stack_size(usize::MAX).build();
+    assert!(built.is_err());
 }

@@ -203,3 +203,50 @@ fn apply_async_with_callbacks() {
     assert!(f.result().unwrap_err().is_panic());
     assert_eq!(pool.apply_async(checked_div, (9, 3)).unwrap().result(), Ok(3));
 }
+
+/// A map that stops early (its deadline) or is dropped cancels its queued chunks and drops
+/// them at once: no clone of the function (and what it captured) outlives the stop.
+#[test]
+fn a_stopped_or_dropped_map_drops_its_function_at_once() {
+    for drop_it in [false, true] {
+        let pool = ThreadPoolExecutor::new(1);
+        let gate = Gate::new();
+        let g = gate.clone();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let _blocker = pool
+            .submit(move || {
+                ready_tx.send(()).unwrap();
+                g.wait()
+            })
+            .unwrap();
+        ready_rx.recv_timeout(HANG).unwrap();
+        let (tx, rx) = mpsc::channel::<u32>();
+        let f = move |i: u32| tx.send(i).is_ok();
+        let options = MapOptions::new().chunksize(1).timeout(Duration::from_millis(10));
+        let mut it = pool.map_with(f, 0..8, options).unwrap();
+        if drop_it {
+            drop(it);
+            assert_eq!(rx.recv_timeout(HANG), Err(mpsc::RecvTimeoutError::Disconnected));
+        } else {
+            assert!(it.next().unwrap().unwrap_err().is_timeout());
+            assert_eq!(
+                rx.recv_timeout(HANG),
+                Err(mpsc::RecvTimeoutError::Disconnected),
+                "the stopped map still holds f"
+            );
+            assert!(it.next().is_none());
+        }
+        gate.open();
+    }
+}
+
+#[test]
+fn an_endless_map_timeout_means_no_deadline() {
+    let pool = ThreadPoolExecutor::new(2);
+    let options = MapOptions::new().timeout(Duration::MAX);
+    let sum: u64 = pool.map_with(|x: u64| x, 0..100, options).unwrap().map(Result::unwrap).sum();
+    assert_eq!(sum, 4950);
+    let mut out: Vec<u64> = pool.imap_unordered_with(|x: u64| x, 0..10, options).unwrap().map(Result::unwrap).collect();
+    out.sort();
+    assert_eq!(out, (0..10).collect::<Vec<_>>());
+}

@@ -133,15 +133,28 @@ impl<T> Core<T> {
 
     /// Cancels a job that has not started. Returns whether the job is (now or already) cancelled.
     pub(crate) fn cancel(&self) -> bool {
-        let g = self.inner.lock();
-        let phase = g.phase;
-        match phase {
-            Phase::Pending => {
-                self.finish(g, Err(JobError::Cancelled));
-                true
-            }
-            _ => g.ending == Some(Ending::Cancelled),
+        self.cancel_and(|| {})
+    }
+
+    /// Like [`cancel`](Core::cancel), and if this call is the one that cancels, runs `discard`
+    /// on this thread first: the backend drops the job there, so that what it captured goes
+    /// at once and not when the last handle goes.
+    ///
+    /// `discard` runs after the job left `Pending` under the lock (so nobody else will ever
+    /// start it: whoever owns the job's storage may touch it in `discard`), and with the lock
+    /// released (a job's `Drop` is user code). Meanwhile the job is already seen as done and
+    /// cancelled (`Finishing`, its error lent), and the callbacks run after `discard`.
+    pub(crate) fn cancel_and(&self, discard: impl FnOnce()) -> bool {
+        let mut g = self.inner.lock();
+        if g.phase != Phase::Pending {
+            return g.ending == Some(Ending::Cancelled);
         }
+        g.phase = Phase::Finishing;
+        g.ending = Some(Ending::Cancelled);
+        g.extra().lent_error = Some(JobError::Cancelled);
+        MutexGuard::unlocked(&mut g, discard);
+        self.finish(g, Err(JobError::Cancelled));
+        true
     }
 
     /// Ends a job that was started (or is still pending) with `outcome`, unless it already
@@ -186,7 +199,8 @@ impl<T> Core<T> {
             self.cond.notify_all();
         }
         if let Some(w) = waker {
-            w.wake();
+            // An async runtime's code: a panic in it must not unwind through the completer.
+            let _ = unwind::catch(|| w.wake());
         }
     }
 
@@ -327,6 +341,12 @@ fn run_callbacks<T>(g: &mut MutexGuard<'_, Inner<T>>, outcome: &Result<T, JobErr
 pub(crate) trait Cell<T>: Send + Sync {
     fn core(&self) -> &Core<T>;
 
+    /// Cancels the job if it has not started, dropping it (and what it captured) at once where
+    /// the backend holds it. Returns whether the job is now cancelled.
+    fn cancel(&self) -> bool {
+        self.core().cancel()
+    }
+
     /// Runs the job here and now if it has not started and the current thread may run it
     /// (a worker of the pool that owns it). Returns whether it ran.
     fn run_inline(&self) -> bool {
@@ -336,7 +356,7 @@ pub(crate) trait Cell<T>: Send + Sync {
     /// Cancels the job even if it is running, where the backend can stop it. Returns whether
     /// the job is now cancelled.
     fn force_cancel(&self) -> bool {
-        self.core().cancel()
+        self.cancel()
     }
 }
 

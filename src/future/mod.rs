@@ -226,7 +226,8 @@ impl<T> Future<T> {
     ///
     /// Returns `true` if the job is cancelled (now, or by an earlier call), `false` if it is
     /// running or has finished: a running job is never interrupted. The future then resolves to
-    /// [`JobError::Cancelled`], and its callbacks run on this thread.
+    /// [`JobError::Cancelled`], and its callbacks run on this thread. The job itself (a closure
+    /// and everything it captured) is dropped at once, on this thread, not when the future is.
     ///
     /// # Examples
     /// ```
@@ -244,7 +245,7 @@ impl<T> Future<T> {
     /// assert_eq!(queued.result(), Err(JobError::Cancelled));
     /// ```
     pub fn cancel(&self) -> bool {
-        self.core().cancel()
+        self.cell.cancel()
     }
 
     /// Cancels the job even if it is already running, where the backend can stop it.
