@@ -78,6 +78,7 @@ pub mod manager;
 pub mod pipe;
 #[cfg(unix)]
 pub mod process;
+mod sync;
 mod thread;
 mod unwind;
 
