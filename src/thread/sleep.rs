@@ -277,6 +277,20 @@ mod loom_tests {
         });
     }
 
+    /// `shutdown` racing with a worker going to sleep: the worker never stays parked.
+    #[test]
+    fn loom_shutdown_wakes_a_worker_going_to_sleep() {
+        loom::model(|| {
+            let sleep = Arc::new(Sleep::new(1));
+            let worker = {
+                let sleep = Arc::clone(&sleep);
+                thread::spawn(move || sleep.sleep_worker(|| false))
+            };
+            sleep.shutdown();
+            worker.join().unwrap();
+        });
+    }
+
     /// The only live thread blocks on a future while a job is pushed: exactly one of the two
     /// (the blocker's `enter_blocking`, the submitter's `notify_work`) asks for a spare.
     #[test]
