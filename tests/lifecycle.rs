@@ -222,4 +222,8 @@ fn inside_submissions_racing_terminate_never_strand_a_job() {
 fn an_impossible_stack_size_fails_the_build() {
     let built = ThreadPoolBuilder::new().num_workers(1).stack_size(usize::MAX).build();
     assert!(built.is_err());
+    let err = ThreadPoolBuilder::new().num_workers(usize::MAX).build().unwrap_err();
+    assert!(err.to_string().contains("at most 32768"), "{err}");
+    let err = ThreadPoolBuilder::new().num_workers(ThreadPoolBuilder::MAX_WORKERS + 1).build().unwrap_err();
+    assert!(!err.is_initializer_failure());
 }

@@ -222,6 +222,9 @@ pub(super) struct ThreadConfig {
 /// Jobs the preallocated ring holds per worker before submissions overflow to the injector.
 const RING_PER_WORKER: usize = 1024;
 
+/// The ring grows with the workers up to this many (64 Ki jobs, 1 MiB): larger pools share it.
+const RING_WORKERS_MAX: usize = 64;
+
 pub(crate) struct Registry {
     ring: ArrayQueue<JobRef>,
     injector: Injector<JobRef>,
@@ -240,7 +243,7 @@ impl Registry {
     pub(super) fn start(n: usize, config: ThreadConfig) -> Result<Arc<Registry>, BuildError> {
         let deques: Vec<Worker<JobRef>> = (0..n).map(|_| Worker::new_lifo()).collect();
         let registry = Arc::new(Registry {
-            ring: ArrayQueue::new(RING_PER_WORKER * n.max(1)),
+            ring: ArrayQueue::new(RING_PER_WORKER * n.clamp(1, RING_WORKERS_MAX)),
             injector: Injector::new(),
             stealers: deques.iter().map(Worker::stealer).collect(),
             sleep: Sleep::new(n),
