@@ -157,36 +157,39 @@ fn a_panicking_initializer_fails_the_build() {
     assert!(err.to_string().contains("no database"), "{err}");
 }
 
-/// `shutdown(cancel_futures)` and `terminate` drop the cancelled jobs at once, with what they
-/// captured, while their futures are still alive.
+/// Queues jobs that capture a sender behind a held worker, stops the pool with `stop`, and
+/// checks that every sender is gone while the futures are still alive.
+fn stopping_drops_captures_at_once(stop: impl FnOnce(&ThreadPoolExecutor)) {
+    let gate = Gate::new();
+    let (pool, blocker) = busy_pool(&gate);
+    let (tx, rx) = mpsc::channel::<u32>();
+    let queued: Vec<_> = (0..5)
+        .map(|i| {
+            let tx = tx.clone();
+            pool.submit(move || tx.send(i).is_ok()).unwrap()
+        })
+        .collect();
+    drop(tx);
+    stop(&pool);
+    assert_eq!(
+        rx.recv_timeout(HANG),
+        Err(mpsc::RecvTimeoutError::Disconnected),
+        "a cancelled job still holds its sender"
+    );
+    assert!(queued.iter().all(|f| f.is_cancelled()));
+    gate.open();
+    assert_eq!(blocker.result(), Ok(()));
+    pool.join().unwrap();
+}
+
 #[test]
-fn cancelled_queued_jobs_drop_their_captures_at_once() {
-    for terminate in [false, true] {
-        let gate = Gate::new();
-        let (pool, blocker) = busy_pool(&gate);
-        let (tx, rx) = mpsc::channel::<u32>();
-        let queued: Vec<_> = (0..5)
-            .map(|i| {
-                let tx = tx.clone();
-                pool.submit(move || tx.send(i).is_ok()).unwrap()
-            })
-            .collect();
-        drop(tx);
-        if terminate {
-            pool.terminate();
-        } else {
-            pool.shutdown(false, true);
-        }
-        assert_eq!(
-            rx.recv_timeout(HANG),
-            Err(mpsc::RecvTimeoutError::Disconnected),
-            "a cancelled job still holds its sender (terminate: {terminate})"
-        );
-        assert!(queued.iter().all(|f| f.is_cancelled()));
-        gate.open();
-        assert_eq!(blocker.result(), Ok(()));
-        pool.join().unwrap();
-    }
+fn shutdown_cancel_futures_drops_the_cancelled_jobs_at_once() {
+    stopping_drops_captures_at_once(|pool| pool.shutdown(false, true));
+}
+
+#[test]
+fn terminate_drops_the_cancelled_jobs_at_once() {
+    stopping_drops_captures_at_once(|pool| pool.terminate());
 }
 
 /// Submissions from inside the pool racing with `terminate` are cancelled or refused, never

@@ -204,40 +204,47 @@ fn apply_async_with_callbacks() {
     assert_eq!(pool.apply_async(checked_div, (9, 3)).unwrap().result(), Ok(3));
 }
 
-/// A map that stops early (its deadline) or is dropped cancels its queued chunks and drops
-/// them at once: no clone of the function (and what it captured) outlives the stop.
-#[test]
-fn a_stopped_or_dropped_map_drops_its_function_at_once() {
-    for drop_it in [false, true] {
-        let pool = ThreadPoolExecutor::new(1);
-        let gate = Gate::new();
-        let g = gate.clone();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let _blocker = pool
-            .submit(move || {
-                ready_tx.send(()).unwrap();
-                g.wait()
-            })
-            .unwrap();
-        ready_rx.recv_timeout(HANG).unwrap();
-        let (tx, rx) = mpsc::channel::<u32>();
-        let f = move |i: u32| tx.send(i).is_ok();
-        let options = MapOptions::new().chunksize(1).timeout(Duration::from_millis(10));
-        let mut it = pool.map_with(f, 0..8, options).unwrap();
-        if drop_it {
-            drop(it);
-            assert_eq!(rx.recv_timeout(HANG), Err(mpsc::RecvTimeoutError::Disconnected));
-        } else {
-            assert!(it.next().unwrap().unwrap_err().is_timeout());
-            assert_eq!(
-                rx.recv_timeout(HANG),
-                Err(mpsc::RecvTimeoutError::Disconnected),
-                "the stopped map still holds f"
-            );
-            assert!(it.next().is_none());
-        }
-        gate.open();
+/// Starts a map whose function captures a sender, with every chunk queued behind a held
+/// worker; then drops the iterator (`drop_it`) or lets the map stop at its deadline and keeps
+/// the iterator; either way no clone of the function may outlive the stop.
+fn stopping_a_map_drops_its_function_at_once(drop_it: bool) {
+    let pool = ThreadPoolExecutor::new(1);
+    let gate = Gate::new();
+    let g = gate.clone();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let _blocker = pool
+        .submit(move || {
+            ready_tx.send(()).unwrap();
+            g.wait()
+        })
+        .unwrap();
+    ready_rx.recv_timeout(HANG).unwrap();
+    let (tx, rx) = mpsc::channel::<u32>();
+    let f = move |i: u32| tx.send(i).is_ok();
+    let options = MapOptions::new().chunksize(1).timeout(Duration::from_millis(10));
+    let mut it = pool.map_with(f, 0..8, options).unwrap();
+    if drop_it {
+        drop(it);
+        assert_eq!(rx.recv_timeout(HANG), Err(mpsc::RecvTimeoutError::Disconnected), "a clone of f is still alive");
+    } else {
+        assert!(it.next().unwrap().unwrap_err().is_timeout());
+        assert_eq!(rx.recv_timeout(HANG), Err(mpsc::RecvTimeoutError::Disconnected), "the stopped map still holds f");
+        assert!(it.next().is_none());
     }
+    gate.open();
+}
+
+/// A map stopped by its deadline cancels and drops its queued chunks (and its own copy of the
+/// function) at once, while the iterator is still alive.
+#[test]
+fn a_map_stopped_by_its_deadline_drops_its_function_at_once() {
+    stopping_a_map_drops_its_function_at_once(false);
+}
+
+/// A map whose iterator is dropped does the same.
+#[test]
+fn a_dropped_map_drops_its_function_at_once() {
+    stopping_a_map_drops_its_function_at_once(true);
 }
 
 #[test]
