@@ -160,8 +160,18 @@ fn a_panicking_initializer_fails_the_build() {
 /// Queues jobs that capture a sender behind a held worker, stops the pool with `stop`, and
 /// checks that every sender is gone while the futures are still alive.
 fn stopping_drops_captures_at_once(stop: impl FnOnce(&ThreadPoolExecutor)) {
-    let gate = Gate::new();
-    let (pool, blocker) = busy_pool(&gate);
+    let pool = ThreadPoolExecutor::new(1);
+    // Held without a time limit (a gate gives up after HANG, which would free the worker just
+    // as the check below gives up): released at the end, or when a failing test drops it.
+    let (release, held) = mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let blocker = pool
+        .submit(move || {
+            ready_tx.send(()).unwrap();
+            let _ = held.recv();
+        })
+        .unwrap();
+    ready_rx.recv_timeout(HANG).unwrap();
     let (tx, rx) = mpsc::channel::<u32>();
     let queued: Vec<_> = (0..5)
         .map(|i| {
@@ -177,7 +187,7 @@ fn stopping_drops_captures_at_once(stop: impl FnOnce(&ThreadPoolExecutor)) {
         "a cancelled job still holds its sender"
     );
     assert!(queued.iter().all(|f| f.is_cancelled()));
-    gate.open();
+    drop(release);
     assert_eq!(blocker.result(), Ok(()));
     pool.join().unwrap();
 }

@@ -209,13 +209,15 @@ fn apply_async_with_callbacks() {
 /// the iterator; either way no clone of the function may outlive the stop.
 fn stopping_a_map_drops_its_function_at_once(drop_it: bool) {
     let pool = ThreadPoolExecutor::new(1);
-    let gate = Gate::new();
-    let g = gate.clone();
+    // Held without a time limit (a gate gives up after HANG, which would free the worker and so
+    // drop the queued chunks just as the check below gives up): released at the end, or when
+    // a failing test drops `release`.
+    let (release, held) = mpsc::channel::<()>();
     let (ready_tx, ready_rx) = mpsc::channel();
     let _blocker = pool
         .submit(move || {
             ready_tx.send(()).unwrap();
-            g.wait()
+            let _ = held.recv();
         })
         .unwrap();
     ready_rx.recv_timeout(HANG).unwrap();
@@ -231,7 +233,7 @@ fn stopping_a_map_drops_its_function_at_once(drop_it: bool) {
         assert_eq!(rx.recv_timeout(HANG), Err(mpsc::RecvTimeoutError::Disconnected), "the stopped map still holds f");
         assert!(it.next().is_none());
     }
-    gate.open();
+    drop(release);
 }
 
 /// A map stopped by its deadline cancels and drops its queued chunks (and its own copy of the
