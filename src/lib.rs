@@ -20,7 +20,11 @@
 //!   `imap_unordered`, `starmap`, `apply_async`, `shutdown`, `close` + `join`, `terminate`.
 //!
 //! A job that panics does not take anything down: its future resolves to
-//! [`JobError::Panicked`] with the panic message, and the worker goes on.
+//! [`JobError::Panicked`] with the panic message, and the worker goes on. That needs
+//! unwinding: built with `panic = "abort"`, a panicking job (or callback, or `Drop`) aborts the
+//! whole process, as any panic then does. A panic in the thread pool's own code on one of its
+//! threads (a bug of this crate) aborts the process too, with a message, rather than leave a
+//! pool that silently lost a thread.
 //!
 //! # A tour
 //! ```
@@ -78,6 +82,7 @@ pub mod manager;
 pub mod pipe;
 #[cfg(unix)]
 pub mod process;
+mod sync;
 mod thread;
 mod unwind;
 

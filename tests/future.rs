@@ -219,3 +219,101 @@ fn the_error_is_visible_as_soon_as_the_future_is_done() {
     f.wait();
     assert_eq!(f.error(), Some(JobError::Panicked { message: "late".into() }));
 }
+
+/// A cancelled job is dropped at once, with what it captured: a consumer waiting for every
+/// sender of a channel to go away is not kept waiting by a future that is still alive.
+#[test]
+fn cancel_drops_the_job_and_its_captures_at_once() {
+    let pool = ThreadPoolExecutor::new(1);
+    // Held without a time limit (a gate gives up after HANG, which would free the worker just
+    // as the check below gives up): released at the end, or when a failing test drops it.
+    let (release, held) = mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let _blocker = pool
+        .submit(move || {
+            ready_tx.send(()).unwrap();
+            let _ = held.recv();
+        })
+        .unwrap();
+    ready_rx.recv_timeout(HANG).unwrap();
+    let (tx, rx) = mpsc::channel::<u32>();
+    let queued = pool.submit(move || tx.send(1).is_ok()).unwrap();
+    assert!(queued.cancel());
+    assert_eq!(rx.recv_timeout(HANG), Err(mpsc::RecvTimeoutError::Disconnected), "the captured sender is still alive");
+    assert!(queued.is_cancelled(), "the future is still here");
+    drop(release);
+    assert_eq!(queued.result(), Err(JobError::Cancelled));
+}
+
+/// Drops that panic: a job's output dropped on the worker, a panic payload, the captures of a
+/// cancelled job, and a waker that panics. All are user code: the pool carries on.
+#[test]
+fn panicking_drops_and_wakers_do_not_hurt_the_pool() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("bomb");
+        }
+    }
+    let pool = ThreadPoolExecutor::new(1);
+    let worker = pool.submit(|| thread::current().id()).unwrap().result().unwrap();
+
+    // The output: the future goes first, so the worker drops the last reference to it.
+    let gate = Gate::new();
+    let g = gate.clone();
+    drop(pool.submit(move || {
+        g.wait();
+        Bomb
+    }));
+    gate.open();
+
+    // A payload whose drop panics.
+    let f = pool.submit(|| std::panic::panic_any(Bomb)).unwrap();
+    assert_eq!(f.result(), Err(JobError::Panicked { message: "<non-string panic payload>".into() }));
+
+    // The captures of a cancelled job.
+    let gate = Gate::new();
+    let blocker = holding(&pool, &gate, ());
+    let bomb = Bomb;
+    let queued = pool.submit(move || drop(bomb)).unwrap();
+    assert!(queued.cancel());
+    gate.open();
+    blocker.wait();
+
+    // A waker that panics when the job completes on the worker.
+    struct PanicWaker;
+    impl std::task::Wake for PanicWaker {
+        fn wake(self: Arc<Self>) {
+            panic!("waker");
+        }
+    }
+    let gate = Gate::new();
+    let mut f = gated(&pool, &gate, 1);
+    let waker = Waker::from(Arc::new(PanicWaker));
+    assert!(std::pin::Pin::new(&mut f).poll(&mut Context::from_waker(&waker)).is_pending());
+    gate.open();
+    assert_eq!(f.result_timeout(HANG), Ok(1));
+
+    let mut after = pool.submit(|| thread::current().id()).unwrap();
+    assert_eq!(after.result_timeout(HANG), Ok(worker), "the single worker survives every drop");
+}
+
+/// `Duration::MAX` (and any timeout too large to add to now) means no deadline: nothing panics.
+#[test]
+fn endless_timeouts_mean_no_deadline() {
+    let pool = ThreadPoolExecutor::new(1);
+    let gate = Gate::new();
+    let mut f = gated(&pool, &gate, 7);
+    let opener = {
+        let gate = gate.clone();
+        thread::spawn(move || gate.open())
+    };
+    assert!(f.wait_timeout(Duration::MAX));
+    assert_eq!(f.result_timeout(Duration::MAX), Ok(7));
+    opener.join().unwrap();
+    let mut g = pool.submit(|| 8).unwrap();
+    assert_eq!(g.result_timeout(Duration::new(u64::MAX, 999_999_999)), Ok(8));
+    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    let mut h = pool.submit(|| 9).unwrap();
+    assert_eq!(h.result_deadline(far), Ok(9));
+}

@@ -4,9 +4,10 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::thread;
 
-use common::{Gate, holding};
+use common::{Gate, HANG, holding};
 use stealpool::{Executor, JobError, ThreadPoolBuilder, ThreadPoolExecutor};
 
 /// A one-worker pool whose worker is held by a job until `gate` opens.
@@ -154,4 +155,88 @@ fn a_panicking_initializer_fails_the_build() {
     let err = ThreadPoolBuilder::new().num_workers(2).initializer(|| panic!("no database")).build().unwrap_err();
     assert!(err.is_initializer_failure());
     assert!(err.to_string().contains("no database"), "{err}");
+}
+
+/// Queues jobs that capture a sender behind a held worker, stops the pool with `stop`, and
+/// checks that every sender is gone while the futures are still alive.
+fn stopping_drops_captures_at_once(stop: impl FnOnce(&ThreadPoolExecutor)) {
+    let pool = ThreadPoolExecutor::new(1);
+    // Held without a time limit (a gate gives up after HANG, which would free the worker just
+    // as the check below gives up): released at the end, or when a failing test drops it.
+    let (release, held) = mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let blocker = pool
+        .submit(move || {
+            ready_tx.send(()).unwrap();
+            let _ = held.recv();
+        })
+        .unwrap();
+    ready_rx.recv_timeout(HANG).unwrap();
+    let (tx, rx) = mpsc::channel::<u32>();
+    let queued: Vec<_> = (0..5)
+        .map(|i| {
+            let tx = tx.clone();
+            pool.submit(move || tx.send(i).is_ok()).unwrap()
+        })
+        .collect();
+    drop(tx);
+    stop(&pool);
+    assert_eq!(
+        rx.recv_timeout(HANG),
+        Err(mpsc::RecvTimeoutError::Disconnected),
+        "a cancelled job still holds its sender"
+    );
+    assert!(queued.iter().all(|f| f.is_cancelled()));
+    drop(release);
+    assert_eq!(blocker.result(), Ok(()));
+    pool.join().unwrap();
+}
+
+#[test]
+fn shutdown_cancel_futures_drops_the_cancelled_jobs_at_once() {
+    stopping_drops_captures_at_once(|pool| pool.shutdown(false, true));
+}
+
+#[test]
+fn terminate_drops_the_cancelled_jobs_at_once() {
+    stopping_drops_captures_at_once(|pool| pool.terminate());
+}
+
+/// Submissions from inside the pool racing with `terminate` are cancelled or refused, never
+/// left queued with a future that cannot resolve.
+#[test]
+fn inside_submissions_racing_terminate_never_strand_a_job() {
+    for _ in 0..50 {
+        let pool = std::sync::Arc::new(ThreadPoolExecutor::new(2));
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..2 {
+            let (p, tx) = (std::sync::Arc::clone(&pool), tx.clone());
+            pool.submit(move || {
+                for i in 0..200u32 {
+                    match p.submit(move || i) {
+                        Ok(f) => tx.send(f).unwrap(),
+                        Err(_) => break,
+                    }
+                }
+            })
+            .unwrap();
+        }
+        drop(tx);
+        pool.terminate();
+        for mut f in rx.iter() {
+            assert!(f.result_timeout(HANG).is_ok() || f.is_cancelled(), "a future never resolved");
+        }
+        pool.join().unwrap();
+    }
+}
+
+/// A builder value the system cannot honour is an error, not a panic.
+#[test]
+fn an_impossible_stack_size_fails_the_build() {
+    let built = ThreadPoolBuilder::new().num_workers(1).stack_size(usize::MAX).build();
+    assert!(built.is_err());
+    let err = ThreadPoolBuilder::new().num_workers(usize::MAX).build().unwrap_err();
+    assert!(err.to_string().contains("at most 32768"), "{err}");
+    let err = ThreadPoolBuilder::new().num_workers(ThreadPoolBuilder::MAX_WORKERS + 1).build().unwrap_err();
+    assert!(!err.is_initializer_failure());
 }

@@ -203,3 +203,59 @@ fn apply_async_with_callbacks() {
     assert!(f.result().unwrap_err().is_panic());
     assert_eq!(pool.apply_async(checked_div, (9, 3)).unwrap().result(), Ok(3));
 }
+
+/// Starts a map whose function captures a sender, with every chunk queued behind a held
+/// worker; then drops the iterator (`drop_it`) or lets the map stop at its deadline and keeps
+/// the iterator; either way no clone of the function may outlive the stop.
+fn stopping_a_map_drops_its_function_at_once(drop_it: bool) {
+    let pool = ThreadPoolExecutor::new(1);
+    // Held without a time limit (a gate gives up after HANG, which would free the worker and so
+    // drop the queued chunks just as the check below gives up): released at the end, or when
+    // a failing test drops `release`.
+    let (release, held) = mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let _blocker = pool
+        .submit(move || {
+            ready_tx.send(()).unwrap();
+            let _ = held.recv();
+        })
+        .unwrap();
+    ready_rx.recv_timeout(HANG).unwrap();
+    let (tx, rx) = mpsc::channel::<u32>();
+    let f = move |i: u32| tx.send(i).is_ok();
+    let options = MapOptions::new().chunksize(1).timeout(Duration::from_millis(10));
+    let mut it = pool.map_with(f, 0..8, options).unwrap();
+    if drop_it {
+        drop(it);
+        assert_eq!(rx.recv_timeout(HANG), Err(mpsc::RecvTimeoutError::Disconnected), "a clone of f is still alive");
+    } else {
+        assert!(it.next().unwrap().unwrap_err().is_timeout());
+        assert_eq!(rx.recv_timeout(HANG), Err(mpsc::RecvTimeoutError::Disconnected), "the stopped map still holds f");
+        assert!(it.next().is_none());
+    }
+    drop(release);
+}
+
+/// A map stopped by its deadline cancels and drops its queued chunks (and its own copy of the
+/// function) at once, while the iterator is still alive.
+#[test]
+fn a_map_stopped_by_its_deadline_drops_its_function_at_once() {
+    stopping_a_map_drops_its_function_at_once(false);
+}
+
+/// A map whose iterator is dropped does the same.
+#[test]
+fn a_dropped_map_drops_its_function_at_once() {
+    stopping_a_map_drops_its_function_at_once(true);
+}
+
+#[test]
+fn an_endless_map_timeout_means_no_deadline() {
+    let pool = ThreadPoolExecutor::new(2);
+    let options = MapOptions::new().timeout(Duration::MAX);
+    let sum: u64 = pool.map_with(|x: u64| x, 0..100, options).unwrap().map(Result::unwrap).sum();
+    assert_eq!(sum, 4950);
+    let mut out: Vec<u64> = pool.imap_unordered_with(|x: u64| x, 0..10, options).unwrap().map(Result::unwrap).collect();
+    out.sort();
+    assert_eq!(out, (0..10).collect::<Vec<_>>());
+}

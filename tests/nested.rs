@@ -6,10 +6,11 @@ mod common;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
+use std::time::Duration;
 
 use common::{Gate, HANG, holding};
 use parking_lot::Mutex;
-use stealpool::{Executor, ThreadPoolExecutor};
+use stealpool::{Executor, ResultTimeoutError, ThreadPoolExecutor};
 
 fn fib_seq(n: u64) -> u64 {
     if n < 2 { n } else { fib_seq(n - 1) + fib_seq(n - 2) }
@@ -148,4 +149,86 @@ fn jobs_running_at_shutdown_may_still_fork() {
     gate.open();
     assert_eq!(f.result(), Ok(610));
     pool.join().unwrap();
+}
+
+/// A timed wait inside a worker does not run the queued child inline (it could not return
+/// before the child does): it blocks, compensated, and times out while the child waits.
+#[test]
+fn result_timeout_inside_a_worker_honours_its_timeout() {
+    let pool = Arc::new(ThreadPoolExecutor::new(1));
+    let p = Arc::clone(&pool);
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let mut outer = pool
+        .submit(move || {
+            let mut child = p.submit(move || release_rx.recv().is_ok()).unwrap();
+            let first = child.result_timeout(Duration::from_millis(10));
+            (first, child.is_done(), child)
+        })
+        .unwrap();
+    let (first, child_done, mut child) = outer.result_timeout(HANG).expect("the timed wait did not return");
+    assert_eq!(first, Err(ResultTimeoutError::Timeout));
+    assert!(!child_done, "the child cannot have finished: it waits for the test");
+    release_tx.send(()).unwrap();
+    assert_eq!(child.result_timeout(HANG), Ok(true));
+}
+
+#[test]
+fn wait_timeout_inside_a_worker_honours_its_timeout() {
+    let pool = Arc::new(ThreadPoolExecutor::new(1));
+    let p = Arc::clone(&pool);
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let mut outer = pool
+        .submit(move || {
+            let child = p.submit(move || release_rx.recv().is_ok()).unwrap();
+            let done = child.wait_timeout(Duration::from_millis(10));
+            (done, child)
+        })
+        .unwrap();
+    let (done, child) = outer.result_timeout(HANG).expect("the timed wait did not return");
+    assert!(!done);
+    assert!(!child.is_done());
+    release_tx.send(()).unwrap();
+    assert!(child.wait_timeout(HANG));
+    assert_eq!(child.result(), Ok(true));
+}
+
+fn fib_timed(pool: &Arc<ThreadPoolExecutor>, n: u64) -> u64 {
+    if n < 2 {
+        return n;
+    }
+    let (p1, p2) = (Arc::clone(pool), Arc::clone(pool));
+    let mut a = pool.submit(move || fib_timed(&p1, n - 1)).unwrap();
+    let mut b = pool.submit(move || fib_timed(&p2, n - 2)).unwrap();
+    a.result_timeout(HANG).unwrap() + b.result_timeout(HANG).unwrap()
+}
+
+/// Timed waits block instead of running inline, so fork-join with them leans on spare threads;
+/// it must still finish on a pool of one worker.
+#[test]
+fn fork_join_with_timed_waits_on_one_worker() {
+    let pool = Arc::new(ThreadPoolExecutor::new(1));
+    let p = Arc::clone(&pool);
+    let mut f = pool.submit(move || fib_timed(&p, 10)).unwrap();
+    assert_eq!(f.result_timeout(HANG), Ok(55));
+}
+
+/// `Duration::MAX` is no deadline: inside a worker it runs a queued child inline like
+/// `result()` (the waiter's lock is taken by the other queued job, which must not run here).
+#[test]
+fn an_endless_timeout_inside_a_worker_runs_the_child_inline() {
+    let pool = Arc::new(ThreadPoolExecutor::new(1));
+    let p = Arc::clone(&pool);
+    let mut outer = pool
+        .submit(move || {
+            let me = thread::current().id();
+            let mut child = p.submit(move || thread::current().id() == me).unwrap();
+            let inline = child.result_timeout(Duration::MAX).unwrap();
+            let other = p.submit(|| 5).unwrap();
+            (inline, other.wait_timeout(Duration::MAX), other)
+        })
+        .unwrap();
+    let (inline, done, other) = outer.result_timeout(HANG).unwrap();
+    assert!(inline, "the child ran on the waiting thread");
+    assert!(done);
+    assert_eq!(other.result(), Ok(5));
 }

@@ -116,3 +116,36 @@ fn an_idle_pool_uses_no_cpu() {
     assert!(after - before <= 1, "idle workers used {} ticks in 1 s", after - before);
     assert_eq!(pool.max_workers(), 8);
 }
+
+/// Cancels racing with workers starting the same jobs: each job either runs or is cancelled,
+/// never both, and every captured sender is gone once the futures are settled, while they are
+/// all still alive. `STEALPOOL_STRESS_CANCELS` sets the number of jobs (default 20,000).
+#[test]
+fn cancels_racing_starts_run_or_drop_each_job_once() {
+    let jobs: usize = std::env::var("STEALPOOL_STRESS_CANCELS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let pool = ThreadPoolExecutor::new(2);
+    let (tx, rx) = std::sync::mpsc::channel::<usize>();
+    let futures: Vec<_> = (0..jobs)
+        .map(|i| {
+            let tx = tx.clone();
+            pool.submit(move || tx.send(i).unwrap()).unwrap()
+        })
+        .collect();
+    drop(tx);
+    let cancelled: Vec<bool> = futures.iter().map(|f| f.cancel()).collect();
+    for f in &futures {
+        assert!(f.wait_timeout(HANG), "a job never settled");
+    }
+    let mut ran = vec![false; jobs];
+    loop {
+        match rx.recv_timeout(HANG) {
+            Ok(i) => ran[i] = true,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(e) => panic!("a settled job still holds its sender: {e:?}"),
+        }
+    }
+    for (i, f) in futures.iter().enumerate() {
+        assert!(ran[i] ^ cancelled[i], "job {i}: ran {}, cancelled {}", ran[i], cancelled[i]);
+        assert_eq!(f.is_cancelled(), cancelled[i]);
+    }
+}

@@ -111,3 +111,20 @@ fn wait_and_as_completed_on_many_futures() {
     let total: u64 = as_completed(futures, Some(HANG)).map(|f| f.unwrap().result().unwrap()).sum();
     assert_eq!(total, 1999 * 2000 / 2);
 }
+
+#[test]
+fn endless_timeouts_mean_no_deadline() {
+    let pool = ThreadPoolExecutor::new(2);
+    let gate = Gate::new();
+    let futures: Vec<_> = (0..3).map(|i| gated(&pool, &gate, i)).collect();
+    let opener = {
+        let gate = gate.clone();
+        std::thread::spawn(move || gate.open())
+    };
+    let w = wait(futures, ReturnWhen::AllCompleted, Some(Duration::MAX));
+    assert_eq!(w.done.len(), 3);
+    opener.join().unwrap();
+    let futures: Vec<_> = (0..3).map(|i| pool.submit(move || i).unwrap()).collect();
+    let total: i32 = as_completed(futures, Some(Duration::MAX)).map(|f| f.unwrap().result().unwrap()).sum();
+    assert_eq!(total, 3);
+}

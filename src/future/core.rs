@@ -27,9 +27,8 @@ use std::mem;
 use std::task::Waker;
 use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
-
 use crate::error::JobError;
+use crate::sync::{Condvar, Mutex, MutexGuard};
 use crate::unwind;
 
 /// A done callback: receives a borrow of the outcome.
@@ -133,15 +132,28 @@ impl<T> Core<T> {
 
     /// Cancels a job that has not started. Returns whether the job is (now or already) cancelled.
     pub(crate) fn cancel(&self) -> bool {
-        let g = self.inner.lock();
-        let phase = g.phase;
-        match phase {
-            Phase::Pending => {
-                self.finish(g, Err(JobError::Cancelled));
-                true
-            }
-            _ => g.ending == Some(Ending::Cancelled),
+        self.cancel_and(|| {})
+    }
+
+    /// Like [`cancel`](Core::cancel), and if this call is the one that cancels, runs `discard`
+    /// on this thread first: the backend drops the job there, so that what it captured goes
+    /// at once and not when the last handle goes.
+    ///
+    /// `discard` runs after the job left `Pending` under the lock (so nobody else will ever
+    /// start it: whoever owns the job's storage may touch it in `discard`), and with the lock
+    /// released (a job's `Drop` is user code). Meanwhile the job is already seen as done and
+    /// cancelled (`Finishing`, its error lent), and the callbacks run after `discard`.
+    pub(crate) fn cancel_and(&self, discard: impl FnOnce()) -> bool {
+        let mut g = self.inner.lock();
+        if g.phase != Phase::Pending {
+            return g.ending == Some(Ending::Cancelled);
         }
+        g.phase = Phase::Finishing;
+        g.ending = Some(Ending::Cancelled);
+        g.extra().lent_error = Some(JobError::Cancelled);
+        MutexGuard::unlocked(&mut g, discard);
+        self.finish(g, Err(JobError::Cancelled));
+        true
     }
 
     /// Ends a job that was started (or is still pending) with `outcome`, unless it already
@@ -186,7 +198,8 @@ impl<T> Core<T> {
             self.cond.notify_all();
         }
         if let Some(w) = waker {
-            w.wake();
+            // An async runtime's code: a panic in it must not unwind through the completer.
+            let _ = unwind::catch(|| w.wake());
         }
     }
 
@@ -327,6 +340,12 @@ fn run_callbacks<T>(g: &mut MutexGuard<'_, Inner<T>>, outcome: &Result<T, JobErr
 pub(crate) trait Cell<T>: Send + Sync {
     fn core(&self) -> &Core<T>;
 
+    /// Cancels the job if it has not started, dropping it (and what it captured) at once where
+    /// the backend holds it. Returns whether the job is now cancelled.
+    fn cancel(&self) -> bool {
+        self.core().cancel()
+    }
+
     /// Runs the job here and now if it has not started and the current thread may run it
     /// (a worker of the pool that owns it). Returns whether it ran.
     fn run_inline(&self) -> bool {
@@ -336,12 +355,121 @@ pub(crate) trait Cell<T>: Send + Sync {
     /// Cancels the job even if it is running, where the backend can stop it. Returns whether
     /// the job is now cancelled.
     fn force_cancel(&self) -> bool {
-        self.core().cancel()
+        self.cancel()
     }
 }
 
 impl<T: Send> Cell<T> for Core<T> {
     fn core(&self) -> &Core<T> {
         self
+    }
+}
+
+/// Models of the state machine, checked with loom (see `crate::sync`).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::thread;
+
+    use super::*;
+
+    /// `start` and `cancel` race: exactly one wins, and the outcome says which.
+    #[test]
+    fn loom_cancel_and_start_exactly_one_wins() {
+        loom::model(|| {
+            let core = Arc::new(Core::<u32>::new());
+            let starter = {
+                let core = Arc::clone(&core);
+                thread::spawn(move || {
+                    let started = core.try_start();
+                    if started {
+                        core.complete(Ok(1));
+                    }
+                    started
+                })
+            };
+            let cancelled = core.cancel();
+            let started = starter.join().unwrap();
+            assert!(started ^ cancelled, "started {started}, cancelled {cancelled}");
+            assert!(core.wait_done(None));
+            let expected = if started { Ok(1) } else { Err(JobError::Cancelled) };
+            assert_eq!(core.try_take(), Some(expected));
+        });
+    }
+
+    /// A callback added while the job completes runs exactly once, and sees the value.
+    #[test]
+    fn loom_complete_and_add_callback_runs_it_once() {
+        loom::model(|| {
+            let core = Arc::new(Core::<u32>::new());
+            assert!(core.try_start());
+            let calls = Arc::new(AtomicUsize::new(0));
+            let adder = {
+                let (core, calls) = (Arc::clone(&core), Arc::clone(&calls));
+                thread::spawn(move || {
+                    core.add_callback(Box::new(move |r| {
+                        assert_eq!(r.ok(), Some(&7));
+                        calls.fetch_add(1, Ordering::SeqCst);
+                    }))
+                })
+            };
+            core.complete(Ok(7));
+            adder.join().unwrap();
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+            assert_eq!(core.try_take(), Some(Ok(7)));
+        });
+    }
+
+    /// A waiter that blocks while the job completes is woken (else loom reports a deadlock),
+    /// and so is one that blocks while the job is cancelled.
+    #[test]
+    fn loom_complete_or_cancel_wakes_the_waiter() {
+        for cancel in [false, true] {
+            loom::model(move || {
+                let core = Arc::new(Core::<u32>::new());
+                if !cancel {
+                    assert!(core.try_start());
+                }
+                let waiter = {
+                    let core = Arc::clone(&core);
+                    thread::spawn(move || core.wait_done(None))
+                };
+                if cancel {
+                    assert!(core.cancel());
+                } else {
+                    core.complete(Ok(3));
+                }
+                assert!(waiter.join().unwrap());
+                assert!(core.is_done());
+            });
+        }
+    }
+
+    /// A cancel whose discard runs while another thread adds a callback and a third waits:
+    /// the callback runs once, with `Cancelled`, and the discard runs once, before it.
+    #[test]
+    fn loom_cancel_discard_callback_and_wait() {
+        loom::model(|| {
+            let core = Arc::new(Core::<u32>::new());
+            let log = Arc::new(AtomicUsize::new(0));
+            let adder = {
+                let (core, log) = (Arc::clone(&core), Arc::clone(&log));
+                thread::spawn(move || {
+                    core.add_callback(Box::new(move |r| {
+                        assert_eq!(r.err(), Some(&JobError::Cancelled));
+                        // The discard (1) came first; the callback adds 10, once.
+                        assert_eq!(log.fetch_add(10, Ordering::SeqCst) % 10, 1);
+                    }))
+                })
+            };
+            let discard_log = Arc::clone(&log);
+            assert!(core.cancel_and(move || {
+                discard_log.fetch_add(1, Ordering::SeqCst);
+            }));
+            assert!(core.wait_done(None));
+            adder.join().unwrap();
+            assert_eq!(log.load(Ordering::SeqCst), 11);
+        });
     }
 }

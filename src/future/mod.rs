@@ -47,6 +47,13 @@ pub use self::wait::{AsCompleted, ReturnWhen, Wait, as_completed, wait};
 /// The waiting thread itself never picks up unrelated jobs, so a job that holds a lock while it
 /// waits cannot find that lock taken by another job on its own stack.
 ///
+/// Only the waits without a deadline ([`result`](Future::result), [`wait`](Future::wait), and
+/// the timed ones given a timeout too large to mean anything) run the job inline: a job run
+/// inline cannot be left when the time is up. The timed waits (`result_timeout`,
+/// `result_deadline`, `wait_timeout`) block instead, counted as blocked, so the job runs on
+/// another thread of the pool (a spare one if every worker is taken) and the wait returns at
+/// its deadline whatever the job does.
+///
 /// `Future<T>` implements [`std::future::Future`], so async code can `.await` it on any runtime;
 /// awaiting does not block a thread.
 ///
@@ -137,7 +144,10 @@ impl<T> Future<T> {
 
     /// Blocks for at most `timeout` for the job to finish, then moves its outcome out.
     ///
-    /// A timeout leaves the job running; call again to keep waiting.
+    /// A timeout leaves the job running (or queued); call again to keep waiting. Called from a
+    /// thread of the job's pool, it does not run a queued job inline (see [`Future`]), so it
+    /// returns at its deadline; a `timeout` too large to add to now (`Duration::MAX`) means no
+    /// deadline, as in [`result`](Future::result).
     ///
     /// # Errors
     /// [`ResultTimeoutError::Timeout`] if the time ran out, otherwise
@@ -171,14 +181,29 @@ impl<T> Future<T> {
         if let Some(o) = self.core().try_take() {
             return o.map_err(ResultTimeoutError::Failed);
         }
-        if !self.cell.run_inline() {
-            let core = self.core();
-            block_in_place(|| core.wait_done(deadline));
-        }
+        self.wait_inner(deadline);
         match self.core().try_take() {
             Some(o) => o.map_err(ResultTimeoutError::Failed),
             None => Err(ResultTimeoutError::Timeout),
         }
+    }
+
+    /// Blocks until the job is done or the deadline passes; returns whether it is done.
+    ///
+    /// Without a deadline a job that has not started runs inline here if this is a thread of
+    /// its pool (what sequential code would do, so no deadlock). With one it must not: the
+    /// wait could not end before the job does. It blocks, compensated (see `SLEEP.md`), so the
+    /// queued job still gets a thread while this one waits.
+    fn wait_inner(&self, deadline: Option<Instant>) -> bool {
+        match deadline {
+            None if self.cell.run_inline() => return true,
+            None => {}
+            // Already past: a poll, which never blocks, so it needs no compensation.
+            Some(t) if t <= Instant::now() => return self.core().wait_done(deadline),
+            Some(_) => {}
+        }
+        let core = self.core();
+        block_in_place(|| core.wait_done(deadline))
     }
 
     /// Blocks until the job has finished, without taking its outcome.
@@ -186,22 +211,23 @@ impl<T> Future<T> {
     /// Like [`result`](Future::result), this runs a not yet started job inline when called
     /// from a worker of the job's own pool.
     pub fn wait(&self) {
-        if !self.cell.run_inline() {
-            block_in_place(|| self.core().wait_done(None));
-        }
+        self.wait_inner(None);
     }
 
     /// Blocks for at most `timeout` until the job has finished. Returns whether it has.
+    ///
+    /// Unlike [`wait`](Future::wait), it never runs the job inline (see [`Future`]), unless
+    /// `timeout` is too large to add to now (such as `Duration::MAX`), which means no deadline.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let deadline = deadline::after(timeout);
-        self.cell.run_inline() || block_in_place(|| self.core().wait_done(deadline))
+        self.wait_inner(deadline::after(timeout))
     }
 
     /// Cancels the job if it has not started.
     ///
     /// Returns `true` if the job is cancelled (now, or by an earlier call), `false` if it is
     /// running or has finished: a running job is never interrupted. The future then resolves to
-    /// [`JobError::Cancelled`], and its callbacks run on this thread.
+    /// [`JobError::Cancelled`], and its callbacks run on this thread. The job itself (a closure
+    /// and everything it captured) is dropped at once, on this thread, not when the future is.
     ///
     /// # Examples
     /// ```
@@ -219,7 +245,7 @@ impl<T> Future<T> {
     /// assert_eq!(queued.result(), Err(JobError::Cancelled));
     /// ```
     pub fn cancel(&self) -> bool {
-        self.core().cancel()
+        self.cell.cancel()
     }
 
     /// Cancels the job even if it is already running, where the backend can stop it.

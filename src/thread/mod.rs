@@ -182,6 +182,19 @@ pub struct ThreadPoolBuilder {
 }
 
 impl ThreadPoolBuilder {
+    /// The largest number of workers a pool may have (32,768): far more threads than any
+    /// machine runs usefully, and small enough that the pool's per-worker queues always fit in
+    /// memory. A larger `num_workers` is an error from `build`, not an attempt.
+    ///
+    /// # Examples
+    /// ```
+    /// use stealpool::ThreadPoolBuilder;
+    ///
+    /// let too_many = ThreadPoolBuilder::new().num_workers(ThreadPoolBuilder::MAX_WORKERS + 1);
+    /// assert!(too_many.build().is_err());
+    /// ```
+    pub const MAX_WORKERS: usize = 1 << 15;
+
     /// The defaults: one worker per CPU, threads named `stealpool-worker-N`, the platform's
     /// stack size, no initializer.
     pub fn new() -> Self {
@@ -194,6 +207,8 @@ impl ThreadPoolBuilder {
     }
 
     /// The number of worker threads. 0 (the default) means the number of CPUs (`num_cpus::get`).
+    /// At most [`MAX_WORKERS`](ThreadPoolBuilder::MAX_WORKERS); more makes
+    /// [`build`](ThreadPoolBuilder::build) fail.
     pub fn num_workers(mut self, n: usize) -> Self {
         self.num_workers = n;
         self
@@ -223,10 +238,15 @@ impl ThreadPoolBuilder {
     /// Starts the threads; returns once every worker has run its initializer.
     ///
     /// # Errors
-    /// [`BuildError`] if a thread could not be started or an initializer panicked; the threads
-    /// already started are stopped.
+    /// [`BuildError`] if a thread could not be started (also when `num_workers` is above
+    /// [`MAX_WORKERS`](ThreadPoolBuilder::MAX_WORKERS), or the stack size is one the system
+    /// refuses) or an initializer panicked; the threads already started are stopped.
     pub fn build(self) -> Result<ThreadPoolExecutor, BuildError> {
         let n = if self.num_workers == 0 { num_cpus::get().max(1) } else { self.num_workers };
+        if n > Self::MAX_WORKERS {
+            let message = format!("{n} workers asked for, at most {} allowed", Self::MAX_WORKERS);
+            return Err(BuildError::spawn(std::io::Error::new(std::io::ErrorKind::InvalidInput, message)));
+        }
         let config =
             ThreadConfig { name_prefix: self.thread_name, stack_size: self.stack_size, initializer: self.initializer };
         Ok(ThreadPoolExecutor { registry: Registry::start(n, config)? })

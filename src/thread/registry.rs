@@ -16,8 +16,12 @@
 //! ring's jobs are always the older ones and nothing in the overflow queue can starve. Spare threads (see `SLEEP.md`) have no deque: they take from the injector and
 //! steal, and what they submit goes to the injector.
 //!
-//! This module never lets a panic from user code unwind through it: jobs and initializers run
-//! under [`unwind::catch`].
+//! This module never lets a panic from user code unwind through it: jobs, initializers, and
+//! the drops of what jobs captured or produced run under [`unwind::catch`]. Any other panic on
+//! a pool thread is a bug in this crate, after which the pool's counts and queues cannot be
+//! trusted: every pool thread holds an [`unwind::AbortOnPanic`] guard, so such a panic aborts
+//! the process with a message instead of leaving a pool that silently lost a thread (and with
+//! it, perhaps, a job whose future never resolves).
 
 use std::cell::{Cell as StdCell, RefCell, UnsafeCell};
 use std::sync::Arc;
@@ -41,8 +45,22 @@ pub(super) type JobRef = Arc<dyn Runnable>;
 pub(super) trait Runnable: Send + Sync {
     /// Runs the job unless it was cancelled or already started elsewhere (inline by a waiter).
     fn run(&self);
-    /// Cancels the job if it has not started.
+    /// Cancels the job if it has not started, dropping it at once.
     fn cancel(&self);
+}
+
+/// Runs a queued job and drops the queue's reference to it. That reference may be the last
+/// one (the future was dropped, or the job ran inline elsewhere), and then its drop drops the
+/// job's outcome: user code, which may panic, caught here like the job itself.
+#[inline]
+fn run_job(job: JobRef) {
+    let _ = unwind::catch(move || job.run());
+}
+
+/// Cancels a queued job and drops the queue's reference to it, both under a panic guard for
+/// the same reason as in [`run_job`].
+fn cancel_job(job: JobRef) {
+    let _ = unwind::catch(move || job.cancel());
 }
 
 /// A job and the state of its future in one allocation, shared by the queue and the [`Future`].
@@ -56,10 +74,13 @@ struct JobCell<J: Job> {
 
 // SAFETY: `job` is the only field not already `Sync`. It is written once, in `new`, before the
 // cell is shared (the `Arc` is published to other threads through the deques and the future,
-// which synchronize). After that it is touched only by `execute`, and only after
-// `core.try_start()` returned true, which happens for exactly one caller ever (the transition
-// `Pending -> Running` is made under the core's mutex). So at most one thread accesses `job`,
-// and moving a `J: Send` out of it on that thread is sound. `Core<T>` is `Sync` for `T: Send`.
+// which synchronize). After that it is touched only by the one party that moves the core out
+// of `Pending`, a move made under the core's mutex and so made exactly once: `execute` and
+// `take_back` after `core.try_start()` returned true, or `cancel`'s discard closure, which
+// `Core::cancel_and` runs only after that call itself moved the core out of `Pending` (and
+// after the mutex, whose release and acquisition order it after the cell's publication). So at
+// most one thread accesses `job`, and moving a `J: Send` out of it on that thread is sound.
+// `Core<T>` is `Sync` for `T: Send`.
 unsafe impl<J: Job + Send> Sync for JobCell<J> where J::Output: Send {}
 
 impl<J: Job + Send> JobCell<J>
@@ -109,7 +130,7 @@ where
     }
 
     fn cancel(&self) {
-        self.core.cancel();
+        Cell::cancel(self);
     }
 }
 
@@ -123,6 +144,18 @@ where
 
     fn run_inline(&self) -> bool {
         current_registry() == Some(self.registry) && self.execute()
+    }
+
+    fn cancel(&self) -> bool {
+        self.core.cancel_and(|| {
+            // SAFETY: `cancel_and` runs this only after this very call moved the core out of
+            // `Pending`, so this thread is the only one that will ever access `job` (see the
+            // `Sync` impl).
+            let job = unsafe { (*self.job.get()).take() };
+            // The job's captures are user values whose `Drop` may panic: caught, as a job's
+            // own panic would be; the job is cancelled either way.
+            let _ = unwind::catch(move || drop(job));
+        })
     }
 }
 
@@ -189,6 +222,9 @@ pub(super) struct ThreadConfig {
 /// Jobs the preallocated ring holds per worker before submissions overflow to the injector.
 const RING_PER_WORKER: usize = 1024;
 
+/// The ring grows with the workers up to this many (64 Ki jobs, 1 MiB): larger pools share it.
+const RING_WORKERS_MAX: usize = 64;
+
 pub(crate) struct Registry {
     ring: ArrayQueue<JobRef>,
     injector: Injector<JobRef>,
@@ -207,7 +243,7 @@ impl Registry {
     pub(super) fn start(n: usize, config: ThreadConfig) -> Result<Arc<Registry>, BuildError> {
         let deques: Vec<Worker<JobRef>> = (0..n).map(|_| Worker::new_lifo()).collect();
         let registry = Arc::new(Registry {
-            ring: ArrayQueue::new(RING_PER_WORKER * n.max(1)),
+            ring: ArrayQueue::new(RING_PER_WORKER * n.clamp(1, RING_WORKERS_MAX)),
             injector: Injector::new(),
             stealers: deques.iter().map(Worker::stealer).collect(),
             sleep: Sleep::new(n),
@@ -224,6 +260,7 @@ impl Registry {
             let report = report.clone();
             let spawned =
                 registry.thread_builder(format!("{}-{index}", registry.config.name_prefix)).spawn(move || {
+                    let _abort = unwind::AbortOnPanic("a worker thread");
                     let init = reg.run_initializer();
                     let failed = init.is_err();
                     let _ = report.send(init);
@@ -289,7 +326,10 @@ impl Registry {
     /// fences and re-reads the state, while an exiting worker reads the state and then (after a
     /// fence) the queues, so either the worker sees the job or the submitter sees the pool
     /// closed. In the latter case the submitter takes its job back by cancelling it, which
-    /// succeeds unless a worker already started it (and then it runs to completion).
+    /// succeeds unless a worker already started it (and then it runs to completion). Any
+    /// submission that races with `terminate` is settled the same way against its
+    /// `cancel_queued`: either that sees the job and cancels it, or the submitter sees the pool
+    /// terminated and takes the job back, so no job is left in a queue nobody will empty.
     pub(super) fn submit<J>(self: &Arc<Self>, job: J) -> Result<Future<J::Output>, SubmitError<J>>
     where
         J: Job + Send + 'static,
@@ -306,8 +346,9 @@ impl Registry {
         }
         let cell = Arc::new(JobCell { core: Core::new(), job: UnsafeCell::new(Some(job)), registry: self.id() });
         self.push(Arc::clone(&cell) as JobRef, inside);
-        if !inside
-            && self.lifecycle.load(Ordering::SeqCst) != RUNNING
+        let state = self.lifecycle.load(Ordering::SeqCst);
+        if state != RUNNING
+            && (state == TERMINATED || !inside)
             && let Some(job) = cell.take_back()
         {
             return Err(SubmitError::shutdown(job));
@@ -414,12 +455,23 @@ impl Registry {
                 self.search(local, start)
             });
             match found {
-                Some(job) => job.run(),
+                Some(job) => run_job(job),
                 None if self.is_drained() => break,
                 None => self.sleep.sleep_worker(|| self.has_work()),
             }
+            #[cfg(test)]
+            tests::maybe_fail_internally();
             start = start.wrapping_add(1);
         }
+        // After `terminate` the deque may still hold jobs (`cancel_queued` and the submitters
+        // settle every race, but this costs nothing): cancel them rather than drop them unrun.
+        WORKER.with_borrow(|w| {
+            if let Some(local) = w.as_ref().and_then(|ctx| ctx.local.as_ref()) {
+                while let Some(job) = local.pop() {
+                    cancel_job(job);
+                }
+            }
+        });
         self.sleep.thread_exited();
     }
 
@@ -432,7 +484,7 @@ impl Registry {
             }
             let fate = match self.search(None, start) {
                 Some(job) => {
-                    job.run();
+                    run_job(job);
                     self.sleep.retire_spare(|| self.has_work(), false)
                 }
                 None if self.is_drained() => {
@@ -458,6 +510,7 @@ impl Registry {
         let k = self.spares_started.fetch_add(1, Ordering::Relaxed);
         let reg = Arc::clone(self);
         let spawned = self.thread_builder(format!("{}-spare-{k}", self.config.name_prefix)).spawn(move || {
+            let _abort = unwind::AbortOnPanic("a spare thread");
             if reg.run_initializer().is_err() {
                 reg.spares_disabled.store(true, Ordering::Release);
                 reg.sleep.thread_exited();
@@ -480,14 +533,14 @@ impl Registry {
         let cancel_all = |steal: &dyn Fn() -> Steal<JobRef>| {
             loop {
                 match steal() {
-                    Steal::Success(job) => job.cancel(),
+                    Steal::Success(job) => cancel_job(job),
                     Steal::Retry => continue,
                     Steal::Empty => break,
                 }
             }
         };
         while let Some(job) = self.ring.pop() {
-            job.cancel();
+            cancel_job(job);
         }
         cancel_all(&|| self.injector.steal());
         for stealer in &self.stealers {
@@ -510,6 +563,8 @@ impl Registry {
 
     pub(super) fn terminate(&self) {
         self.lifecycle.store(TERMINATED, Ordering::SeqCst);
+        // Pairs with the fence in `notify_work` after a push: see `submit`.
+        fence(Ordering::SeqCst);
         self.cancel_queued();
         self.sleep.shutdown();
     }
@@ -528,5 +583,102 @@ impl Registry {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    /// Set by the child role below: the next worker to finish a job panics in the pool's own
+    /// code, standing for a bug of this crate.
+    static FAIL_INTERNALLY: AtomicBool = AtomicBool::new(false);
+
+    pub(super) fn maybe_fail_internally() {
+        if FAIL_INTERNALLY.load(Ordering::Relaxed) {
+            panic!("injected internal failure");
+        }
+    }
+
+    const CHILD_ENV: &str = "STEALPOOL_TEST_INTERNAL_PANIC_CHILD";
+
+    /// The child role of `an_internal_panic_on_a_pool_thread_aborts_the_process`; without its
+    /// environment variable it does nothing.
+    #[test]
+    fn internal_panic_child() {
+        if std::env::var_os(CHILD_ENV).is_none() {
+            return;
+        }
+        let pool = crate::ThreadPoolExecutor::new(1);
+        FAIL_INTERNALLY.store(true, Ordering::SeqCst);
+        assert_eq!(pool.submit(|| 1).unwrap().result(), Ok(1));
+        // Dropping the pool joins its worker: a worker that died quietly would let it return,
+        // and this test would pass; the guard aborts the process first.
+        drop(pool);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_internal_panic_on_a_pool_thread_aborts_the_process() {
+        use std::os::unix::process::ExitStatusExt;
+
+        let exe = std::env::current_exe().unwrap();
+        // `ulimit -c 0`: the abort must not leave a core file behind.
+        let out = std::process::Command::new("sh")
+            .args(["-c", "ulimit -c 0; exec \"$0\" \"$@\""])
+            .arg(exe)
+            .args(["--exact", "thread::registry::tests::internal_panic_child", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.signal(), Some(nix::sys::signal::Signal::SIGABRT as i32), "{:?}: {stderr}", out.status);
+        assert!(stderr.contains("stealpool: internal error: a worker thread panicked"), "{stderr}");
+    }
+}
+
+/// Models of a job cell's hand-over, checked with loom (see `crate::sync`).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use loom::sync::Arc;
+    use loom::thread;
+
+    use super::*;
+
+    /// A worker runs the job while its future cancels it: exactly one of them wins, and the
+    /// closure (with what it captured) is dropped exactly once, by the winner, whether it ran.
+    #[test]
+    fn loom_execute_and_cancel_drop_the_job_once() {
+        loom::model(|| {
+            struct Counted(std::sync::Arc<AtomicUsize>);
+            impl Drop for Counted {
+                fn drop(&mut self) {
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            let drops = std::sync::Arc::new(AtomicUsize::new(0));
+            let ran = std::sync::Arc::new(AtomicUsize::new(0));
+            let (captured, r) = (Counted(std::sync::Arc::clone(&drops)), std::sync::Arc::clone(&ran));
+            let job = move || {
+                let _keep = &captured;
+                r.fetch_add(1, Ordering::SeqCst);
+            };
+            let cell = Arc::new(JobCell { core: Core::new(), job: UnsafeCell::new(Some(job)), registry: 0 });
+            let worker = {
+                let cell = Arc::clone(&cell);
+                thread::spawn(move || cell.execute())
+            };
+            let cancelled = Cell::cancel(&*cell);
+            let executed = worker.join().unwrap();
+            assert!(executed ^ cancelled, "executed {executed}, cancelled {cancelled}");
+            assert_eq!(ran.load(Ordering::SeqCst), usize::from(executed));
+            assert_eq!(drops.load(Ordering::SeqCst), 1, "the job must be gone while the cell lives");
+            assert!(cell.core.is_done());
+        });
     }
 }

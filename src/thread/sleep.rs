@@ -4,11 +4,12 @@
 //! This module only counts threads and parks or wakes them; it never runs jobs and never looks
 //! inside the queues except through the `has_work` closures it is given.
 
-use std::sync::atomic::{AtomicUsize, Ordering, fence};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
-use parking_lot::{Condvar, Mutex};
+
+use crate::sync::atomic::{AtomicUsize, Ordering, fence};
+use crate::sync::{Condvar, Mutex};
 
 /// How long an idle spare thread waits to be reused before it exits.
 const SPARE_KEEPALIVE: Duration = Duration::from_secs(5);
@@ -206,5 +207,106 @@ impl Sleep {
         self.live.fetch_add(workers + spares, Ordering::SeqCst);
         self.worker_cond.notify_all();
         self.spare_cond.notify_all();
+    }
+}
+
+/// Models of the protocol in `SLEEP.md`, checked with loom (see `crate::sync`). The queue is
+/// a counter pushed with `Release` and read with `Acquire`, weaker than crossbeam's queues:
+/// the protocol's own fences must be what prevents a lost wake-up.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicUsize;
+    use loom::thread;
+
+    use super::*;
+
+    /// Takes one job if there is one.
+    fn take(queue: &AtomicUsize) -> bool {
+        queue.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
+    }
+
+    /// A worker's loop, cut down: look, else sleep; return after one job.
+    fn work_once(sleep: &Sleep, queue: &AtomicUsize) {
+        loop {
+            if take(queue) {
+                return;
+            }
+            sleep.sleep_worker(|| queue.load(Ordering::Acquire) > 0);
+        }
+    }
+
+    /// A job pushed while the only worker goes to sleep is never missed: either the submitter
+    /// sees the worker gone and wakes it, or the worker's re-check sees the job. A lost wake-up
+    /// leaves the worker parked for ever, which loom reports as a deadlock.
+    #[test]
+    fn loom_no_lost_wakeup_with_one_worker() {
+        loom::model(|| {
+            let sleep = Arc::new(Sleep::new(1));
+            let queue = Arc::new(AtomicUsize::new(0));
+            let worker = {
+                let (sleep, queue) = (Arc::clone(&sleep), Arc::clone(&queue));
+                thread::spawn(move || work_once(&sleep, &queue))
+            };
+            queue.fetch_add(1, Ordering::Release);
+            assert_eq!(sleep.notify_work(), Wake::Done, "no thread is blocked: nothing to spawn");
+            worker.join().unwrap();
+        });
+    }
+
+    /// Two workers, two jobs pushed one after the other, each worker leaving after one job:
+    /// the second job needs the second worker, asleep or not.
+    #[test]
+    fn loom_no_lost_wakeup_with_two_workers() {
+        loom::model(|| {
+            let sleep = Arc::new(Sleep::new(2));
+            let queue = Arc::new(AtomicUsize::new(0));
+            let workers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (sleep, queue) = (Arc::clone(&sleep), Arc::clone(&queue));
+                    thread::spawn(move || work_once(&sleep, &queue))
+                })
+                .collect();
+            for _ in 0..2 {
+                queue.fetch_add(1, Ordering::Release);
+                assert_eq!(sleep.notify_work(), Wake::Done);
+            }
+            for w in workers {
+                w.join().unwrap();
+            }
+        });
+    }
+
+    /// `shutdown` racing with a worker going to sleep: the worker never stays parked.
+    #[test]
+    fn loom_shutdown_wakes_a_worker_going_to_sleep() {
+        loom::model(|| {
+            let sleep = Arc::new(Sleep::new(1));
+            let worker = {
+                let sleep = Arc::clone(&sleep);
+                thread::spawn(move || sleep.sleep_worker(|| false))
+            };
+            sleep.shutdown();
+            worker.join().unwrap();
+        });
+    }
+
+    /// The only live thread blocks on a future while a job is pushed: exactly one of the two
+    /// (the blocker's `enter_blocking`, the submitter's `notify_work`) asks for a spare.
+    #[test]
+    fn loom_a_blocked_worker_is_replaced_exactly_once() {
+        loom::model(|| {
+            let sleep = Arc::new(Sleep::new(1));
+            let queue = Arc::new(AtomicUsize::new(0));
+            let blocker = {
+                let (sleep, queue) = (Arc::clone(&sleep), Arc::clone(&queue));
+                thread::spawn(move || sleep.enter_blocking(|| queue.load(Ordering::Acquire) > 0))
+            };
+            queue.fetch_add(1, Ordering::Release);
+            let by_submitter = sleep.notify_work() == Wake::SpawnSpare;
+            let by_blocker = blocker.join().unwrap() == Wake::SpawnSpare;
+            assert!(by_submitter ^ by_blocker, "spares asked for: submitter {by_submitter}, blocker {by_blocker}");
+            assert_eq!(sleep.live.load(Ordering::SeqCst), 1, "the spare is counted live, the blocker is not");
+        });
     }
 }
