@@ -52,7 +52,8 @@ pub trait Executor {
     /// Stops accepting new work, like Python's `Executor.shutdown(wait, cancel_futures=...)`.
     ///
     /// With `cancel_futures`, jobs that have not started are cancelled (their futures resolve
-    /// to [`JobError::Cancelled`]); running jobs always finish. With `wait`, blocks until every
+    /// to [`JobError::Cancelled`], and the jobs, with what they captured, are dropped at once);
+    /// running jobs always finish. With `wait`, blocks until every
     /// remaining job has finished and the workers have exited. Calling it again is harmless;
     /// submitting afterwards fails with [`SubmitError`].
     fn shutdown(&self, wait: bool, cancel_futures: bool);
@@ -144,8 +145,9 @@ pub trait Executor {
     /// Applies `f` to every item; results come in input order, like Python's `Executor.map`.
     ///
     /// The first failed item yields its error at its position; then the iterator ends and every
-    /// job not yet finished is cancelled. Dropping the iterator early cancels the rest too. Items
-    /// are read lazily, a bounded window ahead (see [`MapOptions`]).
+    /// job not yet finished is cancelled. Dropping the iterator early cancels the rest too. A
+    /// cancelled chunk drops its items and its copy of `f` at once, as does the iterator its
+    /// own copy when it ends. Items are read lazily, a bounded window ahead (see [`MapOptions`]).
     ///
     /// # Errors
     /// [`ShutdownError`] if the executor no longer accepts work.
