@@ -161,8 +161,8 @@ impl ProcessPoolExecutor {
         self.pool.worker_pids()
     }
 
-    /// The process id of the fork server the workers are forked from (shared by every pool of
-    /// this process).
+    /// The process id of the fork server new workers are forked from (shared by every pool of
+    /// this process; if it dies, the next worker comes from a new one, with a new pid).
     pub fn fork_server_pid(&self) -> u32 {
         self.pool.fork_server_pid()
     }
