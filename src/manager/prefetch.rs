@@ -91,11 +91,12 @@ pub(super) fn get<T>(
             w => w,
         };
         let mapping = b.mapping.get_or_insert_with(|| arena::mapping(&handle.address)).clone();
+        let request = Request::Get { id: handle.id, wait, max: b.batch, shared: mapping.is_some() };
         let mut conn = match b.conn.take() {
             Some(c) => c,
-            None => wire::take(&handle.address)?,
+            None => wire::take_for(&handle.address, &request)?,
         };
-        match conn.call(&Request::Get { id: handle.id, wait, max: b.batch, shared: mapping.is_some() }) {
+        match conn.call(&request) {
             Ok(Reply::Items(items)) if !items.is_empty() => {
                 b.items.extend(items);
                 b.conn = Some(conn);
