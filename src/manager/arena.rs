@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::time::Instant;
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -205,14 +206,15 @@ impl Arena {
 /// not be mapped here).
 static MAPPINGS: PerProcess<HashMap<String, Option<Arc<Mapping>>>> = PerProcess::new();
 
-/// This process's mapping of `address`'s arena, asking the server for it the first time.
-pub(crate) fn mapping(address: &Address) -> Option<Arc<Mapping>> {
+/// This process's mapping of `address`'s arena, asking the server for it the first time
+/// (giving up at `deadline`, and then asking again next time).
+pub(crate) fn mapping(address: &Address, deadline: Option<Instant>) -> Option<Arc<Mapping>> {
     MAPPINGS.with(|by_manager| {
         if let Some(known) = by_manager.get(&address.name) {
             return known.clone();
         }
-        let mut conn = wire::take(address).ok()?;
-        let mapped = match conn.call_with_fd(&Request::Arena) {
+        let mut conn = wire::take_by(address, deadline).ok()?;
+        let mapped = match conn.call_with_fd(&Request::Arena, deadline) {
             Ok((reply, fd)) => {
                 wire::give_back(address, conn);
                 match (reply, fd) {
@@ -226,6 +228,12 @@ pub(crate) fn mapping(address: &Address) -> Option<Arc<Mapping>> {
         by_manager.insert(address.name.clone(), mapped.clone());
         mapped
     })
+}
+
+/// Whether this process asked `address` for its arena and got an answer (a mapping, or
+/// that there is none to be had).
+pub(crate) fn known(address: &Address) -> bool {
+    MAPPINGS.with(|by_manager| by_manager.contains_key(&address.name))
 }
 
 /// Unmaps this process's view of a manager that shut down (read-ahead buffers may keep it a

@@ -302,4 +302,6 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ManagerErro
 }
 
 #[cfg(test)]
+mod hardening_test;
+#[cfg(test)]
 mod test;

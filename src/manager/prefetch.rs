@@ -90,7 +90,17 @@ pub(super) fn get<T>(
             }
             w => w,
         };
-        let mapping = b.mapping.get_or_insert_with(|| arena::mapping(&handle.address)).clone();
+        let mapping = match &b.mapping {
+            Some(known) => known.clone(),
+            None => {
+                let mapping = arena::mapping(&handle.address, wire::client_deadline(wait));
+                // Remember it only once the server answered (it may have been too slow).
+                if mapping.is_some() || arena::known(&handle.address) {
+                    b.mapping = Some(mapping.clone());
+                }
+                mapping
+            }
+        };
         let request = Request::Get { id: handle.id, wait, max: b.batch, shared: mapping.is_some() };
         let mut conn = match b.conn.take() {
             Some(c) => c,

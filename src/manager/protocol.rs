@@ -153,6 +153,9 @@ pub(crate) enum Request {
     MapClear {
         id: u64,
     },
+    /// Tests only: what the server holds (`Reply::Census`).
+    #[cfg(test)]
+    Census,
 }
 
 /// Server -> client.
@@ -183,6 +186,15 @@ pub(crate) enum Reply {
     Count(u64),
     Keys(Vec<ByteBuf>),
     Failed(Failure),
+    /// Tests only: counts of what the server holds.
+    #[cfg(test)]
+    Census {
+        waiters: u64,
+        conns: u64,
+        parked: u64,
+        lent_by: u64,
+        refused: u64,
+    },
 }
 
 /// An item lent to a client: its bytes, or where they lie in the arena.

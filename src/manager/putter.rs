@@ -44,7 +44,7 @@ fn putter(address: &Address) -> Result<Arc<Mutex<Putter>>, ManagerError> {
     if let Some(p) = PUTTERS.with(|putters| putters.get(&address.name).cloned()) {
         return Ok(p);
     }
-    let mapping = arena::mapping(address);
+    let mapping = arena::mapping(address, None);
     let conn = wire::take(address)?;
     let made = Arc::new(Mutex::new(Putter { conn, mapping, chunk: None, refused: None }));
     Ok(PUTTERS.with(|putters| Arc::clone(putters.entry(address.name.clone()).or_insert(made))))

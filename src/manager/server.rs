@@ -292,10 +292,15 @@ impl Server {
                 Ok((stream, _)) => {
                     self.accept_pause = None;
                     let same_user = getsockopt(&stream, PeerCredentials).is_ok_and(|c| c.uid() == self.uid);
-                    if !same_user || self.conns.len() >= MAX_CONNS || self.handshaking >= MAX_HANDSHAKING {
+                    if !same_user || self.conns.len() >= MAX_CONNS {
                         // Closed without a word.
                         self.refused += 1;
                         continue;
+                    }
+                    if self.handshaking >= MAX_HANDSHAKING {
+                        // Too many silent newcomers: the oldest makes room, so that a client
+                        // that does its handshake at once always gets in.
+                        self.drop_oldest_handshake();
                     }
                     if stream.set_nonblocking(true).is_err() {
                         continue;
@@ -330,6 +335,17 @@ impl Server {
                     return;
                 }
             }
+        }
+    }
+
+    /// Closes the connection that has been in its handshake longest.
+    fn drop_oldest_handshake(&mut self) {
+        let oldest = self.conns.iter().filter(|(_, c)| !matches!(c.auth, Auth::Done)).min_by_key(|(_, c)| c.since);
+        if let Some((&id, _)) = oldest {
+            self.refused += 1;
+            let c = self.conns.remove(&id).expect("found above");
+            drop(c);
+            self.handshaking -= 1;
         }
     }
 
@@ -385,6 +401,11 @@ impl Server {
         match request {
             // The handshake is over: these are a broken client.
             Request::Hello { .. } | Request::Proof { .. } => self.broken(conn),
+            #[cfg(test)]
+            Request::Census => {
+                let census = self.census();
+                self.reply(conn, &census)
+            }
             Request::Ack { n } => {
                 for _ in 0..n {
                     let Some(c) = self.conns.get_mut(&conn) else { return };
@@ -521,6 +542,34 @@ impl Server {
                 self.reply(conn, &Reply::Done);
             }
             _ => self.broken(conn),
+        }
+    }
+
+    /// What the server holds on behalf of requests, for tests: every entry of every waiter
+    /// list, connections, and connections that hold lent items, over all objects.
+    #[cfg(test)]
+    fn census(&self) -> Reply {
+        let mut waiters = 0;
+        let mut lent_by = 0;
+        for o in self.objects.values() {
+            waiters += match o {
+                Object::Queue(q) => {
+                    lent_by += q.lent_by.len();
+                    q.getters.len() + q.putters.len()
+                }
+                Object::Semaphore(s) => s.waiters.len(),
+                Object::Event { waiters, .. } => waiters.len(),
+                Object::Barrier(b) => b.arrived.len(),
+                Object::Map(_) => 0,
+            };
+        }
+        let parked = self.conns.values().filter(|c| c.parked.is_some()).count();
+        Reply::Census {
+            waiters: waiters as u64,
+            conns: self.conns.len() as u64,
+            parked: parked as u64,
+            lent_by: lent_by as u64,
+            refused: self.refused,
         }
     }
 

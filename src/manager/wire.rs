@@ -126,12 +126,24 @@ fn patience(request: &Request) -> Option<(Instant, Reply)> {
         Request::WaitEvent { wait, .. } => (*wait, Reply::Flag(false)),
         _ => return None,
     };
-    let deadline = match wait {
-        Wait::Forever => return None,
-        Wait::No => deadline::after(GRACE)?,
-        Wait::Micros(us) => deadline::after(Duration::from_micros(us))?.checked_add(GRACE)?,
-    };
-    Some((deadline, expired))
+    Some((client_deadline(wait)?, expired))
+}
+
+/// When a client stops waiting for the answer to a request that waits as `wait` says:
+/// [`GRACE`] after the server should have answered. `None`: never.
+pub(crate) fn client_deadline(wait: Wait) -> Option<Instant> {
+    match wait {
+        Wait::Forever => None,
+        Wait::No => deadline::after(GRACE),
+        Wait::Micros(us) => deadline::after(Duration::from_micros(us))?.checked_add(GRACE),
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// One connection to a manager.
@@ -155,7 +167,7 @@ impl Conn {
         if uid != nix::unistd::geteuid().as_raw() {
             return Err(ManagerError::Disconnected);
         }
-        let deadline = deadline::after(HANDSHAKE).map_or(deadline, |h| Some(deadline.map_or(h, |d| d.min(h))));
+        let deadline = earliest(deadline, deadline::after(HANDSHAKE));
         let mut conn = Conn { stream, buf: Vec::with_capacity(256), abandoned: false };
         let nc: Nonce = auth::random().map_err(|_| ManagerError::Disconnected)?;
         let closed = |_| ManagerError::Disconnected;
@@ -195,14 +207,37 @@ impl Conn {
         }
     }
 
-    /// As [`call`](Self::call), for a reply that may carry a file descriptor (`SCM_RIGHTS`).
-    pub(crate) fn call_with_fd(&mut self, request: &Request) -> Result<(Reply, Option<OwnedFd>), ManagerError> {
-        self.send_only(request)?;
+    /// As [`call`](Self::call), for a reply that may carry a file descriptor (`SCM_RIGHTS`),
+    /// given up at `deadline` or [`HANDSHAKE`] from now, whichever comes first (the
+    /// connection is then abandoned).
+    pub(crate) fn call_with_fd(
+        &mut self,
+        request: &Request,
+        deadline: Option<Instant>,
+    ) -> Result<(Reply, Option<OwnedFd>), ManagerError> {
+        let deadline = earliest(deadline, deadline::after(HANDSHAKE));
+        let result = self.call_with_fd_by(request, deadline);
+        if result.is_err() {
+            self.abandoned = true;
+        }
+        result.map_err(|_| ManagerError::Disconnected)
+    }
+
+    fn call_with_fd_by(
+        &mut self,
+        request: &Request,
+        deadline: Option<Instant>,
+    ) -> Result<(Reply, Option<OwnedFd>), Stop> {
+        self.send_by(request, deadline)?;
         let mut header = [0u8; HEADER];
         let mut space = nix::cmsg_space!([RawFd; 1]);
         let (got, fd) = loop {
+            if let Some(d) = deadline {
+                ready(&self.stream, PollFlags::POLLIN, d)?;
+            }
             let mut iov = [IoSliceMut::new(&mut header)];
-            match recvmsg::<()>(self.stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
+            match recvmsg::<()>(self.stream.as_raw_fd(), &mut iov, Some(&mut space), flags) {
                 Ok(msg) => {
                     let fd = msg.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
                         ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
@@ -211,17 +246,21 @@ impl Conn {
                     break (msg.bytes, fd);
                 }
                 Err(nix::errno::Errno::EINTR) => {}
-                Err(_) => return Err(ManagerError::Disconnected),
+                Err(nix::errno::Errno::EAGAIN) if deadline.is_none() => {
+                    ready(&self.stream, PollFlags::POLLIN, Instant::now() + HANDSHAKE)?;
+                }
+                Err(nix::errno::Errno::EAGAIN) => {}
+                Err(_) => return Err(Stop::Closed),
             }
         };
         // SAFETY: the kernel just installed this descriptor in our table for this message
         // (`SCM_RIGHTS`); nothing else knows of it, so we are its only owner.
         let fd = fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
         if got == 0 {
-            return Err(ManagerError::Disconnected);
+            return Err(Stop::Closed);
         }
-        read_exact(&self.stream, &mut header[got..], None).map_err(|_| ManagerError::Disconnected)?;
-        let reply = self.body(header, None, MAX_FRAME).map_err(|_| ManagerError::Disconnected)?;
+        read_exact(&self.stream, &mut header[got..], deadline)?;
+        let reply = self.body(header, deadline, MAX_FRAME)?;
         Ok((reply, fd))
     }
 
@@ -312,7 +351,7 @@ pub(crate) fn take_for(address: &Address, request: &Request) -> Result<Conn, Man
     take_by(address, patience(request).map(|(d, _)| d))
 }
 
-fn take_by(address: &Address, deadline: Option<Instant>) -> Result<Conn, ManagerError> {
+pub(crate) fn take_by(address: &Address, deadline: Option<Instant>) -> Result<Conn, ManagerError> {
     match IDLE.with(|idle| idle.get_mut(&address.name).and_then(Vec::pop)) {
         Some(c) => Ok(c),
         None => Conn::open(address, deadline),
