@@ -470,3 +470,50 @@ fn any_duration_is_accepted_and_the_longest_mean_forever() {
     assert_eq!(got, [2, 3]);
     serves(&manager);
 }
+
+// ---- the shared-memory arena ----
+
+#[test]
+fn the_arena_cannot_be_resized_and_only_a_sealed_one_is_mapped() {
+    use super::arena::{Arena, CHUNK, CHUNKS, Mapping, Span};
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let arena = Arena::new().unwrap();
+    let file = std::fs::File::from(arena.fd().try_clone_to_owned().unwrap());
+    assert!(file.set_len(0).is_err(), "shrinking is sealed");
+    assert!(file.set_len((CHUNKS * CHUNK) as u64 * 2).is_err(), "growing is sealed");
+    assert!(fcntl(&file, FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_WRITE)).is_err(), "the seals are sealed");
+    assert!(Mapping::new(&file).is_ok());
+    // What a peer might send instead.
+    let memfd = |flags, len: u64, seals: Option<SealFlag>| {
+        let file = std::fs::File::from(memfd_create(c"test", flags).unwrap());
+        file.set_len(len).unwrap();
+        if let Some(seals) = seals {
+            fcntl(&file, FcntlArg::F_ADD_SEALS(seals)).unwrap();
+        }
+        file
+    };
+    let all = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+    let size = (CHUNKS * CHUNK) as u64;
+    let unsealed = memfd(MFdFlags::MFD_CLOEXEC, size, None);
+    let small = memfd(MFdFlags::MFD_ALLOW_SEALING, 4096, Some(all));
+    let growable = memfd(MFdFlags::MFD_ALLOW_SEALING, size, Some(SealFlag::F_SEAL_SHRINK));
+    for bad in [&unsealed, &small, &growable] {
+        assert!(Mapping::new(bad).is_err());
+    }
+    let plain = tempfile::tempfile().unwrap();
+    plain.set_len(size).unwrap();
+    assert!(Mapping::new(&plain).is_err(), "not a memfd: cannot be sealed");
+    // Positions are checked, never trusted.
+    let mapping = Mapping::new(&file).unwrap();
+    let mut out = Vec::new();
+    assert!(Span::from_at(u64::MAX, u32::MAX).is_none());
+    assert!(Span::from_at((CHUNKS * CHUNK) as u64, 1).is_none());
+    assert!(Span::from_at(CHUNK as u64 - 1, 2).is_none(), "across a chunk's end");
+    assert!(!mapping.read(Span { chunk: CHUNKS as u32, offset: 0, len: 1 }, &mut out));
+    assert!(!mapping.read(Span { chunk: 0, offset: u32::MAX, len: u32::MAX }, &mut out));
+    assert!(mapping.write(Span { chunk: 0, offset: 0, len: 3 }, &serde_bytes::ByteBuf::from(vec![1; 8])).is_none());
+    let written = mapping.write(Span { chunk: 1, offset: 64, len: 64 }, &7u64).unwrap();
+    assert!(mapping.read(Span { chunk: 1, offset: 64, len: written as u32 }, &mut out));
+    assert_eq!(decode::<u64>(&out), Ok(7));
+}

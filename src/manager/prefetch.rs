@@ -42,7 +42,12 @@ struct Buffer {
     mapping: Option<Option<Arc<Mapping>>>,
     batch: u32,
     last_get: Option<Instant>,
+    /// Where items in the arena are copied before they are decoded (kept between items).
+    scratch: Vec<u8>,
 }
+
+/// A scratch buffer larger than this is not kept once an item was decoded from it.
+const KEEP_SCRATCH: usize = 256 << 10;
 
 type Shared = Arc<Mutex<Buffer>>;
 
@@ -60,7 +65,14 @@ fn buffer(handle: &Handle) -> Shared {
         }
         let key = (handle.address.name.clone(), handle.id);
         Arc::clone(by_queue.entry(key).or_insert_with(|| {
-            Arc::new(Mutex::new(Buffer { conn: None, items: VecDeque::new(), mapping: None, batch: 1, last_get: None }))
+            Arc::new(Mutex::new(Buffer {
+                conn: None,
+                items: VecDeque::new(),
+                mapping: None,
+                batch: 1,
+                last_get: None,
+                scratch: Vec::new(),
+            }))
         }))
     })
 }
@@ -125,10 +137,15 @@ pub(super) fn get<T>(
     }
     let item = match b.items.pop_front().expect("filled above") {
         Lent::Inline(bytes) => decode(&bytes),
+        // Copied out of the shared memory before it is decoded (`arena::Mapping`).
         Lent::Shared { at, len } => match (Span::from_at(at, len), b.mapping.clone().flatten()) {
-            // SAFETY: the item is lent to us and not yet acknowledged: its writer is done
-            // with it and the server does not reuse its chunk (see `arena.rs`).
-            (Some(span), Some(mapping)) => decode(unsafe { mapping.bytes(span) }),
+            (Some(span), Some(mapping)) if mapping.read(span, &mut b.scratch) => {
+                let item = decode(&b.scratch);
+                if b.scratch.capacity() > KEEP_SCRATCH {
+                    b.scratch = Vec::new();
+                }
+                item
+            }
             _ => Err(ManagerError::Serialization(format!("the manager lent an item outside its arena ({at}, {len})"))),
         },
     };
