@@ -517,3 +517,30 @@ fn the_arena_cannot_be_resized_and_only_a_sealed_one_is_mapped() {
     assert!(mapping.read(Span { chunk: 1, offset: 64, len: written as u32 }, &mut out));
     assert_eq!(decode::<u64>(&out), Ok(7));
 }
+
+// ---- a stalled consumer ----
+
+#[test]
+fn a_stalled_consumer_loses_its_read_ahead_and_delivers_nothing_twice() {
+    let manager = Manager::new().unwrap();
+    let q = manager.queue::<u32>().unwrap();
+    (0..10).for_each(|i| q.put(i).unwrap());
+    // A consumer that read eight items ahead, handed one to its program, then stopped.
+    let mut stalled = raw(&manager);
+    let reply = call(&mut stalled, &Request::Get { id: q.handle.id, wait: Wait::No, max: 8, shared: false });
+    let Reply::Items(items) = reply else { panic!("{reply:?}") };
+    assert_eq!(items.len(), 8);
+    stalled.write_all(&frame(&Request::Ack { n: 1 })).unwrap();
+    // Another consumer is served after the lease, from the first item the stalled one did
+    // not take, in order, each item once.
+    let got: Vec<u32> = (0..9).map(|_| q.get_timeout(LONG).unwrap()).collect();
+    assert_eq!(got, (1..10).collect::<Vec<_>>());
+    // The stalled one wakes up: its acknowledgement is refused, so it cannot hand over an item
+    // that went to someone else.
+    let late = (0..100).find_map(|_| stalled.write_all(&frame(&Request::Ack { n: 1 })).err());
+    assert!(late.is_some(), "the stalled connection was shut");
+    assert_eq!(census(&manager).3, 0, "nobody holds lent items");
+    // Through the public API too: a reader whose read-ahead was taken back starts afresh.
+    (0..3).for_each(|i| q.put(i).unwrap());
+    assert_eq!(q.get_timeout(LONG), Ok(0));
+}

@@ -55,6 +55,9 @@ struct Conn {
     lent: VecDeque<(u64, Item)>,
     /// Numbers parked requests.
     seq: u64,
+    /// When this connection last made progress with lent items (was lent some, or
+    /// acknowledged one): holding them longer than [`LEASE`] while others wait loses them.
+    progress: Instant,
     /// The peer is gone or broke the protocol: cleaned up by [`Server::reap`].
     dead: bool,
 }
@@ -174,6 +177,11 @@ pub(crate) struct Server {
     accept_pause: Option<(Instant, Duration)>,
     /// Connections refused at `accept` (another uid, or over a cap).
     pub(crate) refused: u64,
+    /// Queues where a getter waits while another connection holds lent items: their
+    /// holders' leases are watched ([`Server::reclaim_stale`]).
+    blocked: Vec<u64>,
+    /// Inside [`Server::reclaim_stale`] (which does not nest).
+    reclaiming: bool,
     next_conn: u64,
     objects: HashMap<u64, Object>,
     next_object: u64,
@@ -185,6 +193,11 @@ pub(crate) struct Server {
 
 /// A batch of lent items stops growing once it holds this many bytes.
 const LEND_BYTES: usize = 1 << 20;
+
+/// A connection that holds lent items of a queue and has acknowledged none of them for this
+/// long, while another connection waits for that queue, loses them: they go back to the
+/// front of the queue and the connection is closed (`PROTOCOL.md`, "A stalled consumer").
+pub(crate) const LEASE: Duration = Duration::from_millis(50);
 
 /// A connection must finish its handshake within this time of being accepted.
 pub(crate) const HANDSHAKE: Duration = Duration::from_secs(2);
@@ -215,6 +228,8 @@ impl Server {
             handshaking: 0,
             accept_pause: None,
             refused: 0,
+            blocked: Vec::new(),
+            reclaiming: false,
             next_conn: 1,
             objects: HashMap::new(),
             next_object: 1,
@@ -275,6 +290,7 @@ impl Server {
                 self.accept();
             }
             self.expire(Instant::now());
+            self.check_leases();
             self.reap();
         }
     }
@@ -282,7 +298,8 @@ impl Server {
     fn next_deadline(&self) -> Option<Instant> {
         let handshakes = self.conns.values().filter(|c| !matches!(c.auth, Auth::Done)).map(|c| c.since + HANDSHAKE);
         let pause = self.accept_pause.map(|(until, _)| until);
-        self.conns.values().filter_map(|c| c.parked.as_ref()?.deadline).chain(handshakes).chain(pause).min()
+        let parked = self.conns.values().filter_map(|c| c.parked.as_ref()?.deadline);
+        parked.chain(handshakes).chain(pause).chain(self.next_lease_end()).min()
     }
 
     /// Takes in new connections: only from processes of our own uid, within the caps.
@@ -320,6 +337,7 @@ impl Server {
                             parked: None,
                             lent: VecDeque::new(),
                             seq: 0,
+                            progress: Instant::now(),
                             dead: false,
                         },
                     );
@@ -407,6 +425,9 @@ impl Server {
                 self.reply(conn, &census)
             }
             Request::Ack { n } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.progress = Instant::now();
+                }
                 for _ in 0..n {
                     let Some(c) = self.conns.get_mut(&conn) else { return };
                     let Some((queue, item)) = c.lent.pop_front() else { break };
@@ -600,13 +621,99 @@ impl Server {
         let Some(Object::Queue(q)) = self.objects.get_mut(&id) else {
             return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
         };
+        if q.lent_elsewhere(conn) && self.reclaim_stale(id, conn) {
+            return self.get(conn, id, wait, max, shared);
+        }
+        let Some(Object::Queue(q)) = self.objects.get_mut(&id) else { return };
         if !q.items.is_empty() && q.getters.is_empty() && !q.lent_elsewhere(conn) {
             self.lend(conn, id, max, shared);
             self.serve_queue(id);
         } else if wait == Wait::No {
             self.reply(conn, &Reply::Failed(Failure::Empty));
         } else {
+            if q.lent_elsewhere(conn) && !self.blocked.contains(&id) {
+                self.blocked.push(id);
+            }
             self.park(conn, id, Op::Get { max, shared }, wait);
+        }
+    }
+
+    /// Takes back the lent items of every connection other than `except` that holds some of
+    /// `queue` and made no progress within [`LEASE`]. Returns whether it took any.
+    ///
+    /// Delivery stays at most once: a client hands an item to its program only once its
+    /// `Ack` was written. The server first shuts the connection for reading, which makes
+    /// every later write of the client fail (`EPIPE`) while what it wrote before stays
+    /// readable; then it reads and applies all of that (the acknowledged items are gone for
+    /// good), and only then puts the rest back and closes the connection.
+    fn reclaim_stale(&mut self, queue: u64, except: u64) -> bool {
+        let Some(Object::Queue(q)) = self.objects.get(&queue) else { return false };
+        let now = Instant::now();
+        let stale: Vec<u64> = q
+            .lent_by
+            .keys()
+            .copied()
+            .filter(|h| *h != except && self.conns.get(h).is_some_and(|c| c.progress + LEASE <= now))
+            .collect();
+        if stale.is_empty() || self.reclaiming {
+            return false;
+        }
+        self.reclaiming = true;
+        for holder in &stale {
+            let Some(c) = self.conns.get_mut(holder) else { continue };
+            if nix::sys::socket::shutdown(c.stream.as_raw_fd(), nix::sys::socket::Shutdown::Read).is_ok() {
+                // Until the end of what it wrote before the shutdown (`service` marks it
+                // dead at end of file; each round reads a bounded amount).
+                for _ in 0..1 << 16 {
+                    if self.conns.get(holder).is_none_or(|c| c.dead) {
+                        break;
+                    }
+                    self.service(*holder);
+                }
+            }
+            self.broken(*holder);
+            self.give_back_lent(*holder);
+        }
+        self.reclaiming = false;
+        true
+    }
+
+    /// The moment the oldest lease on a blocked queue runs out.
+    fn next_lease_end(&self) -> Option<Instant> {
+        let mut end: Option<Instant> = None;
+        for id in &self.blocked {
+            let Some(Object::Queue(q)) = self.objects.get(id) else { continue };
+            for holder in q.lent_by.keys() {
+                let at = self.conns.get(holder).map_or_else(Instant::now, |c| c.progress + LEASE);
+                end = Some(end.map_or(at, |e| e.min(at)));
+            }
+        }
+        end
+    }
+
+    /// Takes back lent items whose lease ran out on queues where getters wait, and forgets
+    /// queues that no longer block anyone.
+    fn check_leases(&mut self) {
+        let mut i = 0;
+        while i < self.blocked.len() {
+            let id = self.blocked[i];
+            let still = match self.objects.get(&id) {
+                Some(Object::Queue(q)) => !q.getters.is_empty() && !q.lent_by.is_empty(),
+                _ => false,
+            };
+            if !still {
+                self.blocked.swap_remove(i);
+                continue;
+            }
+            // Whoever waits first is the one kept waiting.
+            let first = match self.objects.get(&id) {
+                Some(Object::Queue(q)) => q.getters.front().map_or(0, |w| w.0),
+                _ => 0,
+            };
+            if self.reclaim_stale(id, first) {
+                self.serve_queue(id);
+            }
+            i += 1;
         }
     }
 
@@ -639,6 +746,7 @@ impl Server {
             });
         }
         q.lent_to(conn, items.len());
+        c.progress = Instant::now();
         let reply = Reply::Items(items);
         let start = c.output.len();
         if protocol::frame(&reply, &mut c.output).is_err() {
@@ -715,7 +823,11 @@ impl Server {
                     self.conns.get(&w.0).is_some_and(|c| !c.dead && c.parked.as_ref().is_some_and(|p| p.seq == w.1));
                 let Some(Object::Queue(q)) = self.objects.get_mut(&id) else { return };
                 if current && q.lent_elsewhere(w.0) {
-                    // Items ahead of the front are out with someone else; wait for them.
+                    // Items ahead of the front are out with someone else; wait for them (or
+                    // for their lease to run out).
+                    if !self.blocked.contains(&id) {
+                        self.blocked.push(id);
+                    }
                     break;
                 }
                 q.getters.pop_front();
