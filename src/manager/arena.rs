@@ -222,11 +222,14 @@ impl Arena {
     }
 
     /// `conn` gives up `retire` (if it holds it) and is granted a free chunk, if there is one.
+    /// A connection holds one chunk at most: whatever it held is given up, named or not.
     pub(crate) fn grant(&mut self, conn: u64, retire: Option<u32>) -> Option<u32> {
         if let Some(old) = retire
             && self.chunks.get(old as usize).is_some_and(|c| c.holder == Some(conn))
         {
             self.give_up(old);
+        } else {
+            self.closed(conn);
         }
         let chunk = self.free.pop()?;
         self.chunks[chunk as usize].holder = Some(conn);

@@ -544,3 +544,29 @@ fn a_stalled_consumer_loses_its_read_ahead_and_delivers_nothing_twice() {
     (0..3).for_each(|i| q.put(i).unwrap());
     assert_eq!(q.get_timeout(LONG), Ok(0));
 }
+
+/// Not a test: a local measurement (`cargo test --release --lib manager::hardening_test::measure
+/// -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn measure_big_items() {
+    let manager = Manager::new().unwrap();
+    for _ in 0..3 {
+        let q = manager.queue::<serde_bytes::ByteBuf>().unwrap();
+        let n = 4000;
+        let started = Instant::now();
+        let producer = {
+            let q = q.clone();
+            thread::spawn(move || {
+                let payload = vec![7u8; 64 << 10];
+                (0..n).for_each(|_| q.put(serde_bytes::ByteBuf::from(payload.clone())).unwrap());
+            })
+        };
+        for _ in 0..n {
+            assert_eq!(q.get().unwrap().len(), 64 << 10);
+        }
+        producer.join().unwrap();
+        let s = started.elapsed().as_secs_f64();
+        eprintln!("64 KiB: {:.0} MiB/s", n as f64 * 64.0 / 1024.0 / s);
+    }
+}

@@ -302,6 +302,8 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ManagerErro
 }
 
 #[cfg(test)]
+mod fuzz_test;
+#[cfg(test)]
 mod hardening_test;
 #[cfg(test)]
 mod test;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::ManagerError;
-use crate::manager::arena::{self, Mapping, Span};
+use crate::manager::arena::{self, CHUNK, Mapping, Span};
 use crate::manager::protocol::{Lent, Reply, Request, Wait};
 use crate::manager::wire::{self, Address, Conn, PerProcess};
 use crate::manager::{Handle, unexpected};
@@ -42,12 +42,12 @@ struct Buffer {
     mapping: Option<Option<Arc<Mapping>>>,
     batch: u32,
     last_get: Option<Instant>,
-    /// Where items in the arena are copied before they are decoded (kept between items).
-    scratch: Vec<u8>,
 }
 
-/// A scratch buffer larger than this is not kept once an item was decoded from it.
-const KEEP_SCRATCH: usize = 256 << 10;
+thread_local! {
+    /// Where items in the arena are copied before they are decoded.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 type Shared = Arc<Mutex<Buffer>>;
 
@@ -65,14 +65,7 @@ fn buffer(handle: &Handle) -> Shared {
         }
         let key = (handle.address.name.clone(), handle.id);
         Arc::clone(by_queue.entry(key).or_insert_with(|| {
-            Arc::new(Mutex::new(Buffer {
-                conn: None,
-                items: VecDeque::new(),
-                mapping: None,
-                batch: 1,
-                last_get: None,
-                scratch: Vec::new(),
-            }))
+            Arc::new(Mutex::new(Buffer { conn: None, items: VecDeque::new(), mapping: None, batch: 1, last_get: None }))
         }))
     })
 }
@@ -140,13 +133,21 @@ pub(super) fn get<T>(
             Lent::Inline(bytes) => decode(&bytes),
             // Copied out of the shared memory before it is decoded (`arena::Mapping`).
             Lent::Shared { at, len } => match (Span::from_at(at, len), b.mapping.clone().flatten()) {
-                (Some(span), Some(mapping)) if mapping.read(span, &mut b.scratch) => {
-                    let item = decode(&b.scratch);
-                    if b.scratch.capacity() > KEEP_SCRATCH {
-                        b.scratch = Vec::new();
+                (Some(span), Some(mapping)) => SCRATCH.with_borrow_mut(|scratch| {
+                    if scratch.capacity() < CHUNK {
+                        // Once per thread, the size of the largest item: an allocation this
+                        // large is mapped on its own, apart from the heap the items are
+                        // decoded into.
+                        *scratch = Vec::with_capacity(CHUNK);
                     }
-                    item
-                }
+                    if mapping.read(span, scratch) {
+                        decode(scratch)
+                    } else {
+                        Err(ManagerError::Serialization(format!(
+                            "the manager lent an item outside its arena ({at}, {len})"
+                        )))
+                    }
+                }),
                 _ => Err(ManagerError::Serialization(format!(
                     "the manager lent an item outside its arena ({at}, {len})"
                 ))),
