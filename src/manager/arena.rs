@@ -115,21 +115,29 @@ impl Mapping {
     /// Copies the bytes of `span` into `out` (replacing what it held). `false` if the span
     /// does not lie in the arena.
     pub(crate) fn read(&self, span: Span, out: &mut Vec<u8>) -> bool {
-        let Some(start) = self.start(span) else { return false };
+        self.read_at(span, out, 0).is_some()
+    }
+
+    /// Copies the bytes of `span` into `out` from `skew` on (what `out` held before is
+    /// replaced; its first `skew` bytes are left as some initialized bytes) and returns them.
+    /// `None` if the span does not lie in the arena.
+    pub(crate) fn read_at<'a>(&self, span: Span, out: &'a mut Vec<u8>, skew: usize) -> Option<&'a [u8]> {
+        let start = self.start(span)?;
         let len = span.len as usize;
-        out.clear();
+        out.resize(skew, 0);
         out.reserve(len);
         // SAFETY: `start..start + len` lies inside the mapping (checked above), which lives
         // as long as `self` and cannot shrink under us (sealed, checked in `new`); `out` has
-        // room for `len` bytes and does not overlap the mapping. No reference to the shared
+        // room for `len` bytes past its `skew` initialized ones and does not overlap the
+        // mapping. No reference to the shared
         // bytes is made: they are copied as they are at this moment into memory we own (if a
         // peer writes them meanwhile, against the protocol, the copy is garbage that fails
         // to decode). All `len` bytes of `out` are then initialized.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.raw.as_ptr().add(start), out.as_mut_ptr(), len);
-            out.set_len(len);
+            std::ptr::copy_nonoverlapping(self.raw.as_ptr().add(start), out.as_mut_ptr().add(skew), len);
+            out.set_len(skew + len);
         }
-        true
+        Some(&out[skew..])
     }
 
     /// Serializes `item` into `span` (at most `span.len` bytes), returning how many bytes it
