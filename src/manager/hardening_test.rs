@@ -570,3 +570,73 @@ fn measure_big_items() {
         eprintln!("64 KiB: {:.0} MiB/s", n as f64 * 64.0 / 1024.0 / s);
     }
 }
+
+/// A peer that knows the secret but hands out a descriptor that is no proper arena: too small
+/// and unsealed, or too small and sealed. The client refuses to map it, and an item lent by a
+/// position in it is an error, never a `SIGBUS`.
+#[test]
+fn a_client_never_maps_an_unsealed_or_short_arena() {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    for sealed in [false, true] {
+        let manager = Manager::new().unwrap();
+        let q = manager.queue::<serde_bytes::ByteBuf>().unwrap();
+        let (name, secret) = (manager.address.name.clone(), manager.address.secret);
+        drop(manager);
+        let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+        let fake = thread::spawn(move || {
+            let bad = std::fs::File::from(memfd_create(c"bad", MFdFlags::MFD_ALLOW_SEALING).unwrap());
+            bad.set_len(4096).unwrap();
+            if sealed {
+                let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+                fcntl(&bad, FcntlArg::F_ADD_SEALS(seals)).unwrap();
+            }
+            let mut served = Vec::new();
+            // Serve connections (each until it closes, or asks for items).
+            loop {
+                let (mut s, _) = listener.accept().unwrap();
+                s.set_read_timeout(Some(LONG)).unwrap();
+                let Request::Hello { nonce: nc } = read_request(&mut s) else { panic!() };
+                let ns = [4; 32];
+                let proof = auth::server_proof(&secret, &nc, &ns);
+                s.write_all(&reply_frame(&Reply::Challenge { nonce: ns, proof })).unwrap();
+                let Request::Proof { .. } = read_request(&mut s) else { panic!() };
+                s.write_all(&reply_frame(&Reply::Done)).unwrap();
+                while let Some(request) = read_request_or_eof(&mut s) {
+                    match request {
+                        Request::Arena => {
+                            let frame = reply_frame(&Reply::Done);
+                            let fds = [bad.as_raw_fd()];
+                            let iov = [std::io::IoSlice::new(&frame)];
+                            let cmsg = [ControlMessage::ScmRights(&fds)];
+                            sendmsg::<()>(s.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).unwrap();
+                        }
+                        Request::Get { .. } => {
+                            // A position far past the end of the descriptor it was sent.
+                            let items = vec![protocol::Lent::Shared { at: 10 << 20, len: 64 << 10 }];
+                            s.write_all(&reply_frame(&Reply::Items(items))).unwrap();
+                            // Its acknowledgement (an item that does not decode is taken too).
+                            assert!(matches!(read_request_or_eof(&mut s), Some(Request::Ack { n: 1 })));
+                            return;
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                }
+                served.push(s);
+            }
+        });
+        let got = q.get_timeout(LONG);
+        assert!(matches!(got, Err(ManagerError::Serialization(_))), "{got:?}");
+        fake.join().unwrap();
+    }
+}
+
+fn read_request_or_eof(s: &mut UnixStream) -> Option<Request> {
+    let mut header = [0; HEADER];
+    s.read_exact(&mut header).ok()?;
+    let mut body = vec![0; u32::from_le_bytes(header) as usize];
+    s.read_exact(&mut body).ok()?;
+    postcard::from_bytes(&body).ok()
+}
