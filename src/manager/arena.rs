@@ -25,15 +25,24 @@
 //! The lane carries puts to unbounded queues of items from [`SHARED_MIN`] to [`CHUNK`]
 //! bytes. Everything else goes inline through the sockets, and so does everything while the
 //! arena is full or when it cannot be made or mapped: the lane is a shortcut, never a
-//! requirement. Clients are trusted as far as the token says: a process holding it could
-//! scribble on items in the arena, as it could put garbage into a queue.
+//! requirement. Clients are trusted as far as the secret says: a process holding it could
+//! scribble on items in the arena, as it could put garbage into a queue. It cannot make
+//! anyone fault or race: the memfd is sealed against shrinking and growing before it is
+//! handed out (and a client maps only a descriptor that carries those seals and the arena's
+//! size), positions from messages are checked against the arena's bounds, and bytes in the
+//! arena are only ever copied in and out with raw copies, then decoded from a private copy
+//! as untrusted input ([`Mapping`]).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::time::Instant;
 
 use memmap2::{MmapOptions, MmapRaw};
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use nix::sys::memfd::MFdFlags;
+use serde::Serialize;
 
 use crate::manager::protocol::{Reply, Request};
 use crate::manager::wire::{self, Address, PerProcess};
@@ -68,40 +77,115 @@ impl Span {
 }
 
 /// One process's mapping of an arena.
+///
+/// The bytes are shared with other processes, which may break the rules above (a peer holding
+/// the secret can write anywhere in the arena at any moment). So no reference to them is ever
+/// made: items are copied in and out with raw copies ([`read`](Self::read),
+/// [`write`](Self::write)), and what is read is decoded from the private copy as untrusted
+/// bytes. A racing writer can only make that copy garbage, which fails to decode.
 #[derive(Debug)]
 pub(crate) struct Mapping {
     raw: MmapRaw,
 }
 
+/// The seals an arena must carry before anyone maps it: its size can never change, so no
+/// access inside the mapping can fault (`SIGBUS`) because someone truncated the file.
+const SEALS: SealFlag = SealFlag::F_SEAL_SHRINK.union(SealFlag::F_SEAL_GROW).union(SealFlag::F_SEAL_SEAL);
+
 impl Mapping {
-    fn new(file: &File) -> std::io::Result<Mapping> {
+    /// Maps `file` if it is a sealed memfd of an arena's size (a descriptor from a peer may
+    /// be anything).
+    pub(crate) fn new(file: &File) -> std::io::Result<Mapping> {
+        let seals = SealFlag::from_bits_retain(fcntl(file, FcntlArg::F_GET_SEALS)?);
+        if !seals.contains(SEALS) {
+            return Err(std::io::Error::other("the arena is not sealed against resizing"));
+        }
+        if file.metadata()?.len() != (CHUNKS * CHUNK) as u64 {
+            return Err(std::io::Error::other("the arena has the wrong size"));
+        }
         Ok(Mapping { raw: MmapOptions::new().len(CHUNKS * CHUNK).map_raw(file)? })
     }
 
-    /// The bytes of `span`.
-    ///
-    /// # Safety
-    /// The caller holds `span` as a reader under the rules of the module docs: nobody writes
-    /// those bytes for as long as the returned slice lives.
-    pub(crate) unsafe fn bytes(&self, span: Span) -> &[u8] {
-        let start = span.at() as usize;
-        assert!(start + span.len as usize <= self.raw.len(), "span outside the arena");
-        // SAFETY: the range lies inside the mapping (checked above), which lives as long as
-        // `self`; the caller guarantees that nobody writes it meanwhile.
-        unsafe { std::slice::from_raw_parts(self.raw.as_ptr().add(start), span.len as usize) }
+    /// Where `span` starts in the mapping, if all of it lies inside.
+    fn start(&self, span: Span) -> Option<usize> {
+        let start = usize::try_from(span.at()).ok()?;
+        (start.checked_add(span.len as usize)? <= self.raw.len()).then_some(start)
     }
 
-    /// The writable bytes of `span`.
+    /// Copies the bytes of `span` into `out` (replacing what it held). `false` if the span
+    /// does not lie in the arena.
+    pub(crate) fn read(&self, span: Span, out: &mut Vec<u8>) -> bool {
+        self.read_at(span, out, 0).is_some()
+    }
+
+    /// Copies the bytes of `span` into `out` from `skew` on (what `out` held before is
+    /// replaced; its first `skew` bytes are left as some initialized bytes) and returns them.
+    /// `None` if the span does not lie in the arena.
+    pub(crate) fn read_at<'a>(&self, span: Span, out: &'a mut Vec<u8>, skew: usize) -> Option<&'a [u8]> {
+        let start = self.start(span)?;
+        let len = span.len as usize;
+        out.resize(skew, 0);
+        out.reserve(len);
+        // SAFETY: `start..start + len` lies inside the mapping (checked above), which lives
+        // as long as `self` and cannot shrink under us (sealed, checked in `new`); `out` has
+        // room for `len` bytes past its `skew` initialized ones and does not overlap the
+        // mapping. No reference to the shared
+        // bytes is made: they are copied as they are at this moment into memory we own (if a
+        // peer writes them meanwhile, against the protocol, the copy is garbage that fails
+        // to decode). All `len` bytes of `out` are then initialized.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.raw.as_ptr().add(start), out.as_mut_ptr().add(skew), len);
+            out.set_len(skew + len);
+        }
+        Some(&out[skew..])
+    }
+
+    /// Serializes `item` into `span` (at most `span.len` bytes), returning how many bytes it
+    /// took, or `None` if it does not fit or the span does not lie in the arena.
     ///
-    /// # Safety
     /// The caller's process holds `span`'s chunk and has not sent the position of any item in
-    /// `span`: nobody else reads or writes those bytes while the slice lives.
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn bytes_mut(&self, span: Span) -> &mut [u8] {
-        let start = span.at() as usize;
-        assert!(start + span.len as usize <= self.raw.len(), "span outside the arena");
-        // SAFETY: inside the mapping (checked above); the caller guarantees exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.raw.as_mut_ptr().add(start), span.len as usize) }
+    /// `span`, so by the protocol nobody else reads or writes those bytes meanwhile; if a peer
+    /// does anyway, it only spoils an item, as it could by putting garbage.
+    pub(crate) fn write<T: Serialize>(&self, span: Span, item: &T) -> Option<usize> {
+        let start = self.start(span)?;
+        // SAFETY: `start` lies inside the mapping, `span.len` bytes from it too (checked by
+        // `start`); the pointer is valid for writes for as long as `self` lives.
+        let at = unsafe { self.raw.as_mut_ptr().add(start) };
+        postcard::serialize_with_flavor(item, Writer { at, room: span.len as usize, used: 0 }).ok()
+    }
+}
+
+/// A postcard output that copies into shared memory through a raw pointer (never a `&mut`
+/// to bytes another process can see).
+struct Writer {
+    at: *mut u8,
+    room: usize,
+    used: usize,
+}
+
+impl postcard::ser_flavors::Flavor for Writer {
+    type Output = usize;
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.try_extend(&[data])
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if data.len() > self.room - self.used {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        // SAFETY: `at..at + room` is valid for writes (see `Mapping::write`) and
+        // `used + data.len() <= room` (checked above); `data` is our own memory, not the
+        // mapping, so they do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.at.add(self.used), data.len()) };
+        self.used += data.len();
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.used)
     }
 }
 
@@ -125,10 +209,12 @@ struct Chunk {
 
 impl Arena {
     pub(crate) fn new() -> std::io::Result<Arena> {
-        let fd: OwnedFd =
-            nix::sys::memfd::memfd_create(c"stealpool-manager-arena", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
+        let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
+        let fd: OwnedFd = nix::sys::memfd::memfd_create(c"stealpool-manager-arena", flags)?;
         let file = File::from(fd);
         file.set_len((CHUNKS * CHUNK) as u64)?;
+        // Neither a client nor this process can change its size from now on.
+        fcntl(&file, FcntlArg::F_ADD_SEALS(SEALS))?;
         let mapping = Mapping::new(&file)?;
         Ok(Arena {
             file,
@@ -144,11 +230,14 @@ impl Arena {
     }
 
     /// `conn` gives up `retire` (if it holds it) and is granted a free chunk, if there is one.
+    /// A connection holds one chunk at most: whatever it held is given up, named or not.
     pub(crate) fn grant(&mut self, conn: u64, retire: Option<u32>) -> Option<u32> {
         if let Some(old) = retire
             && self.chunks.get(old as usize).is_some_and(|c| c.holder == Some(conn))
         {
             self.give_up(old);
+        } else {
+            self.closed(conn);
         }
         let chunk = self.free.pop()?;
         self.chunks[chunk as usize].holder = Some(conn);
@@ -194,10 +283,10 @@ impl Arena {
 
     /// A copy of an item the server holds (for a client that has no mapping).
     pub(crate) fn copy(&self, span: Span) -> Vec<u8> {
-        // SAFETY: the server holds the item (it is queued, not lent), so its putter has sent
-        // its position and writes there no more, and the chunk cannot be granted again
-        // before the item is released.
-        unsafe { self.mapping.bytes(span) }.to_vec()
+        let mut copy = Vec::new();
+        // Spans the server holds were checked when they came in (`Span::from_at`).
+        self.mapping.read(span, &mut copy);
+        copy
     }
 }
 
@@ -205,14 +294,15 @@ impl Arena {
 /// not be mapped here).
 static MAPPINGS: PerProcess<HashMap<String, Option<Arc<Mapping>>>> = PerProcess::new();
 
-/// This process's mapping of `address`'s arena, asking the server for it the first time.
-pub(crate) fn mapping(address: &Address) -> Option<Arc<Mapping>> {
+/// This process's mapping of `address`'s arena, asking the server for it the first time
+/// (giving up at `deadline`, and then asking again next time).
+pub(crate) fn mapping(address: &Address, deadline: Option<Instant>) -> Option<Arc<Mapping>> {
     MAPPINGS.with(|by_manager| {
         if let Some(known) = by_manager.get(&address.name) {
             return known.clone();
         }
-        let mut conn = wire::take(address).ok()?;
-        let mapped = match conn.call_with_fd(&Request::Arena) {
+        let mut conn = wire::take_by(address, deadline).ok()?;
+        let mapped = match conn.call_with_fd(&Request::Arena, deadline) {
             Ok((reply, fd)) => {
                 wire::give_back(address, conn);
                 match (reply, fd) {
@@ -226,6 +316,12 @@ pub(crate) fn mapping(address: &Address) -> Option<Arc<Mapping>> {
         by_manager.insert(address.name.clone(), mapped.clone());
         mapped
     })
+}
+
+/// Whether this process asked `address` for its arena and got an answer (a mapping, or
+/// that there is none to be had).
+pub(crate) fn known(address: &Address) -> bool {
+    MAPPINGS.with(|by_manager| by_manager.contains_key(&address.name))
 }
 
 /// Unmaps this process's view of a manager that shut down (read-ahead buffers may keep it a

@@ -57,6 +57,7 @@
 //! and the kernel's end-of-file as the sign that a peer died. See `PROTOCOL.md`.
 
 mod arena;
+mod auth;
 mod map;
 mod prefetch;
 mod protocol;
@@ -68,9 +69,9 @@ mod wire;
 
 use std::fmt;
 use std::io;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -107,13 +108,11 @@ impl Manager {
     /// assert_eq!(q.get(), Ok(7));
     /// ```
     pub fn new() -> io::Result<Manager> {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let address =
-            Address { name: format!("stealpool-manager-{}-{n}", std::process::id()), token: wire::random_token()? };
-        let listener = UnixListener::bind_addr(&address.socket_addr()?)?;
+        let secret = auth::random()?;
+        let (listener, name) = bind_unique(|| Ok(format!("stealpool-manager-{}", hex(&auth::random::<16>()?))))?;
+        let address = Address { name, secret };
         let (waker, wakee) = UnixStream::pair()?;
-        let server = server::Server::new(listener, wakee, address.token)?;
+        let server = server::Server::new(listener, wakee, address.secret)?;
         let thread = std::thread::Builder::new().name("stealpool-manager".into()).spawn(move || server.run())?;
         Ok(Manager { address: Arc::new(address), running: Mutex::new(Some((waker, thread))) })
     }
@@ -227,6 +226,24 @@ impl fmt::Debug for Manager {
     }
 }
 
+/// Binds a listener at the first free abstract name `name` makes (128 random bits each time:
+/// a name taken by someone else is tried again, never fatal).
+fn bind_unique(mut name: impl FnMut() -> io::Result<String>) -> io::Result<(UnixListener, String)> {
+    let mut tries = 0;
+    loop {
+        let candidate = name()?;
+        match UnixListener::bind_addr(&SocketAddr::from_abstract_name(candidate.as_bytes())?) {
+            Ok(listener) => return Ok((listener, candidate)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries < 64 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// What every object handle holds: where the manager is and which object.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Handle {
@@ -268,9 +285,12 @@ fn unexpected(reply: Reply) -> ManagerError {
     }
 }
 
-/// A client-side timeout as the server's wait.
+/// A client-side timeout as the server's wait: one too large to be a deadline is forever.
 fn wait_for(timeout: Duration) -> Wait {
-    Wait::Micros(u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX))
+    match (crate::deadline::after(timeout), u64::try_from(timeout.as_micros())) {
+        (Some(_), Ok(us)) => Wait::Micros(us),
+        _ => Wait::Forever,
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<serde_bytes::ByteBuf, ManagerError> {
@@ -281,5 +301,9 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ManagerErro
     postcard::from_bytes(bytes).map_err(|e| ManagerError::Serialization(e.to_string()))
 }
 
+#[cfg(test)]
+mod fuzz_test;
+#[cfg(test)]
+mod hardening_test;
 #[cfg(test)]
 mod test;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::ManagerError;
-use crate::manager::arena::{self, Mapping, Span};
+use crate::manager::arena::{self, CHUNK, Mapping, Span};
 use crate::manager::protocol::{Lent, Reply, Request, Wait};
 use crate::manager::wire::{self, Address, Conn, PerProcess};
 use crate::manager::{Handle, unexpected};
@@ -42,6 +42,14 @@ struct Buffer {
     mapping: Option<Option<Arc<Mapping>>>,
     batch: u32,
     last_get: Option<Instant>,
+}
+
+/// The page size that matters for `memcpy` aliasing.
+const PAGE: usize = 4096;
+
+thread_local! {
+    /// Where items in the arena are copied before they are decoded.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 type Shared = Arc<Mutex<Buffer>>;
@@ -70,7 +78,7 @@ fn buffer(handle: &Handle) -> Shared {
 pub(super) fn get<T>(
     handle: &Handle,
     wait: Wait,
-    decode: impl FnOnce(&[u8]) -> Result<T, ManagerError>,
+    decode: impl Fn(&[u8]) -> Result<T, ManagerError>,
 ) -> Result<T, ManagerError> {
     let started = Instant::now();
     let shared = buffer(handle);
@@ -81,54 +89,88 @@ pub(super) fn get<T>(
         Wait::No => shared.try_lock().ok_or(ManagerError::Empty)?,
         Wait::Micros(us) => shared.try_lock_for(Duration::from_micros(us)).ok_or(ManagerError::Empty)?,
     };
-    if b.items.is_empty() {
-        let draining = b.last_get.is_some_and(|t| t.elapsed() < FAST);
-        b.batch = if draining { (b.batch * 2).min(MAX_BATCH) } else { 1 };
-        let wait = match wait {
-            Wait::Micros(us) => {
-                Wait::Micros(us.saturating_sub(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)))
-            }
-            w => w,
-        };
-        let mapping = b.mapping.get_or_insert_with(|| arena::mapping(&handle.address)).clone();
-        let mut conn = match b.conn.take() {
-            Some(c) => c,
-            None => wire::take(&handle.address)?,
-        };
-        match conn.call(&Request::Get { id: handle.id, wait, max: b.batch, shared: mapping.is_some() }) {
-            Ok(Reply::Items(items)) if !items.is_empty() => {
-                b.items.extend(items);
-                b.conn = Some(conn);
-            }
-            Ok(other) => {
-                wire::give_back(&handle.address, conn);
-                return Err(unexpected(other));
-            }
-            Err(e) => {
-                if !e.is_disconnected() {
-                    wire::give_back(&handle.address, conn);
+    let item = loop {
+        if b.items.is_empty() {
+            let draining = b.last_get.is_some_and(|t| t.elapsed() < FAST);
+            b.batch = if draining { (b.batch * 2).min(MAX_BATCH) } else { 1 };
+            let wait = match wait {
+                Wait::Micros(us) => {
+                    Wait::Micros(us.saturating_sub(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)))
                 }
-                return Err(e);
+                w => w,
+            };
+            let mapping = match &b.mapping {
+                Some(known) => known.clone(),
+                None => {
+                    let mapping = arena::mapping(&handle.address, wire::client_deadline(wait));
+                    // Remember it only once the server answered (it may have been too slow).
+                    if mapping.is_some() || arena::known(&handle.address) {
+                        b.mapping = Some(mapping.clone());
+                    }
+                    mapping
+                }
+            };
+            let request = Request::Get { id: handle.id, wait, max: b.batch, shared: mapping.is_some() };
+            let mut conn = match b.conn.take() {
+                Some(c) => c,
+                None => wire::take_for(&handle.address, &request)?,
+            };
+            match conn.call(&request) {
+                Ok(Reply::Items(items)) if !items.is_empty() => {
+                    b.items.extend(items);
+                    b.conn = Some(conn);
+                }
+                Ok(other) => {
+                    wire::give_back(&handle.address, conn);
+                    return Err(unexpected(other));
+                }
+                Err(e) => {
+                    if !e.is_disconnected() {
+                        wire::give_back(&handle.address, conn);
+                    }
+                    return Err(e);
+                }
             }
         }
-    }
-    let item = match b.items.pop_front().expect("filled above") {
-        Lent::Inline(bytes) => decode(&bytes),
-        Lent::Shared { at, len } => match (Span::from_at(at, len), b.mapping.clone().flatten()) {
-            // SAFETY: the item is lent to us and not yet acknowledged: its writer is done
-            // with it and the server does not reuse its chunk (see `arena.rs`).
-            (Some(span), Some(mapping)) => decode(unsafe { mapping.bytes(span) }),
-            _ => Err(ManagerError::Serialization(format!("the manager lent an item outside its arena ({at}, {len})"))),
-        },
+        let item = match b.items.pop_front().expect("filled above") {
+            Lent::Inline(bytes) => decode(&bytes),
+            // Copied out of the shared memory before it is decoded (`arena::Mapping`).
+            Lent::Shared { at, len } => match (Span::from_at(at, len), b.mapping.clone().flatten()) {
+                (Some(span), Some(mapping)) => SCRATCH.with_borrow_mut(|scratch| {
+                    if scratch.capacity() < CHUNK + PAGE {
+                        // Once per thread, room for the largest item.
+                        *scratch = Vec::with_capacity(CHUNK + PAGE);
+                    }
+                    // The copy starts half a page off the page offset the item's own
+                    // allocation most likely has: a large `memcpy` whose source and
+                    // destination lie at nearly the same offset in their pages (4 KiB
+                    // aliasing) runs many times slower, and decoding a byte buffer is one.
+                    let skew = (PAGE / 2).wrapping_sub(scratch.as_ptr() as usize) % PAGE;
+                    if let Some(bytes) = mapping.read_at(span, scratch, skew) {
+                        decode(bytes)
+                    } else {
+                        Err(ManagerError::Serialization(format!(
+                            "the manager lent an item outside its arena ({at}, {len})"
+                        )))
+                    }
+                }),
+                _ => Err(ManagerError::Serialization(format!(
+                    "the manager lent an item outside its arena ({at}, {len})"
+                ))),
+            },
+        };
+        // Acknowledge before handing it over: from here on the item is the program's (also an
+        // item that did not deserialize: it would not the next time either). If the write fails,
+        // the server took our lent items back (we stalled past the lease, `PROTOCOL.md`) or is
+        // gone: the item is not ours, so we start again on a new connection.
+        let conn = b.conn.as_mut().expect("kept above");
+        if conn.send_only(&Request::Ack { n: 1 }).is_err() {
+            b.conn = None;
+            b.items.clear();
+            continue;
+        }
+        break item;
     };
-    // Acknowledge before handing it over: from here on the item is the program's (also an
-    // item that did not deserialize: it would not the next time either).
-    let conn = b.conn.as_mut().expect("kept above");
-    if let Err(e) = conn.send_only(&Request::Ack { n: 1 }) {
-        b.conn = None;
-        b.items.clear();
-        return Err(e);
-    }
     b.last_get = Some(Instant::now());
     if b.items.is_empty() {
         // Nothing lent any more: the connection goes back to the pool, so that a process

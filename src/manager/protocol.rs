@@ -11,11 +11,16 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::manager::auth::{Nonce, Proof};
 use crate::process::protocol::Extend;
 
 /// Frames larger than this are refused (a corrupt length must not make the server allocate
 /// gigabytes).
 pub(crate) const MAX_FRAME: usize = 1 << 30;
+
+/// Frames before authentication (`Hello`, `Proof`, `Challenge`) are at most this long; a
+/// longer one closes the connection.
+pub(crate) const HANDSHAKE_FRAME: usize = 256;
 
 /// Bytes of the length prefix.
 pub(crate) const HEADER: usize = 4;
@@ -46,9 +51,14 @@ pub(crate) enum Kind {
 /// Client -> server.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
-    /// First frame on every connection: proves the client was given a handle.
+    /// First frame on every connection: the client's challenge (`auth.rs`).
     Hello {
-        token: [u8; 16],
+        nonce: Nonce,
+    },
+    /// Second frame: the client's answer to the server's challenge, sent once the server
+    /// proved that it knows the secret.
+    Proof {
+        proof: Proof,
     },
     Create(Kind),
     Put {
@@ -143,12 +153,20 @@ pub(crate) enum Request {
     MapClear {
         id: u64,
     },
+    /// Tests only: what the server holds (`Reply::Census`).
+    #[cfg(test)]
+    Census,
 }
 
 /// Server -> client.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Reply {
     Done,
+    /// The answer to `Hello`: the server's challenge and its proof for the client's.
+    Challenge {
+        nonce: Nonce,
+        proof: Proof,
+    },
     Id(u64),
     Items(Vec<Lent>),
     /// A granted arena chunk, or `None` while the arena is full.
@@ -168,6 +186,15 @@ pub(crate) enum Reply {
     Count(u64),
     Keys(Vec<ByteBuf>),
     Failed(Failure),
+    /// Tests only: counts of what the server holds.
+    #[cfg(test)]
+    Census {
+        waiters: u64,
+        conns: u64,
+        parked: u64,
+        lent_by: u64,
+        refused: u64,
+    },
 }
 
 /// An item lent to a client: its bytes, or where they lie in the arena.

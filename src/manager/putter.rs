@@ -44,7 +44,7 @@ fn putter(address: &Address) -> Result<Arc<Mutex<Putter>>, ManagerError> {
     if let Some(p) = PUTTERS.with(|putters| putters.get(&address.name).cloned()) {
         return Ok(p);
     }
-    let mapping = arena::mapping(address);
+    let mapping = arena::mapping(address, None);
     let conn = wire::take(address)?;
     let made = Arc::new(Mutex::new(Putter { conn, mapping, chunk: None, refused: None }));
     Ok(PUTTERS.with(|putters| Arc::clone(putters.entry(address.name.clone()).or_insert(made))))
@@ -75,14 +75,14 @@ impl Putter {
         if (SHARED_MIN..=CHUNK).contains(&size)
             && let Some((chunk, used)) = self.room(size)?
         {
+            // This process holds `chunk` (granted on this putter's connection, and given up
+            // only through it), and `used` is past every item whose position it sent: by the
+            // protocol, nobody else touches these bytes until we send their position below.
             let room = Span { chunk, offset: used as u32, len: size as u32 };
             let mapping = self.mapping.as_ref().expect("a chunk is only asked for with a mapping");
-            // SAFETY: this process holds `chunk` (granted on this putter's connection, and
-            // given up only through it), and `used` is past every item whose position it
-            // sent: nobody else touches these bytes until we send their position below.
-            let bytes = unsafe { mapping.bytes_mut(room) };
-            let written =
-                postcard::to_slice(item, bytes).map_err(|e| ManagerError::Serialization(e.to_string()))?.len();
+            let written = mapping
+                .write(room, item)
+                .ok_or_else(|| ManagerError::Serialization("the item did not serialize into its room".into()))?;
             self.chunk = Some((chunk, (used + written).next_multiple_of(ALIGN)));
             let at = Span { len: written as u32, ..room }.at();
             return self.conn.send_only(&Request::PutShared { id: queue, at, len: written as u32 });

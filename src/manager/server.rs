@@ -24,11 +24,14 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{ControlMessage, MsgFlags};
+use nix::sys::socket::sockopt::PeerCredentials;
+use nix::sys::socket::{ControlMessage, MsgFlags, getsockopt};
 use serde_bytes::ByteBuf;
 
+use crate::deadline;
 use crate::manager::arena::{Arena, Span};
-use crate::manager::protocol::{self, Failure, HEADER, Kind, Lent, MAX_FRAME, Reply, Request, Wait};
+use crate::manager::auth::{self, Nonce, Secret};
+use crate::manager::protocol::{self, Failure, HANDSHAKE_FRAME, HEADER, Kind, Lent, MAX_FRAME, Reply, Request, Wait};
 use crate::manager::wire;
 
 /// A connection's place in a waiter list: the connection and the number of the request that
@@ -42,16 +45,32 @@ struct Conn {
     /// so a large lent batch is not shifted in memory after every partial write).
     output: Vec<u8>,
     sent: usize,
-    /// Sent `Hello` with the right token.
-    authenticated: bool,
+    /// How far the handshake got (`auth.rs`).
+    auth: Auth,
+    /// When it was accepted: the handshake must end by [`HANDSHAKE`] later.
+    since: Instant,
     /// A request waiting for its condition.
     parked: Option<Parked>,
     /// Items sent to this client and not yet acknowledged (queue, item), oldest first.
     lent: VecDeque<(u64, Item)>,
     /// Numbers parked requests.
     seq: u64,
+    /// When this connection last made progress with lent items (was lent some, or
+    /// acknowledged one): holding them longer than [`LEASE`] while others wait loses them.
+    progress: Instant,
     /// The peer is gone or broke the protocol: cleaned up by [`Server::reap`].
     dead: bool,
+}
+
+enum Auth {
+    /// Waiting for the client's `Hello`.
+    Hello,
+    /// Sent our challenge; waiting for the client's proof.
+    Proof {
+        nc: Nonce,
+        ns: Nonce,
+    },
+    Done,
 }
 
 struct Parked {
@@ -147,8 +166,22 @@ struct Barrier {
 pub(crate) struct Server {
     listener: UnixListener,
     waker: UnixStream,
-    token: [u8; 16],
+    secret: Secret,
+    /// Our effective uid: only peers of the same uid are accepted.
+    uid: u32,
     conns: HashMap<u64, Conn>,
+    /// Connections still in their handshake.
+    handshaking: usize,
+    /// After an `accept` failed for want of resources (`EMFILE`, ...): the listener is left
+    /// alone until this moment, and the next pause after another failure.
+    accept_pause: Option<(Instant, Duration)>,
+    /// Connections refused at `accept` (another uid, or over a cap).
+    pub(crate) refused: u64,
+    /// Queues where a getter waits while another connection holds lent items: their
+    /// holders' leases are watched ([`Server::reclaim_stale`]).
+    blocked: Vec<u64>,
+    /// Inside [`Server::reclaim_stale`] (which does not nest).
+    reclaiming: bool,
     next_conn: u64,
     objects: HashMap<u64, Object>,
     next_object: u64,
@@ -161,15 +194,42 @@ pub(crate) struct Server {
 /// A batch of lent items stops growing once it holds this many bytes.
 const LEND_BYTES: usize = 1 << 20;
 
+/// A connection that holds lent items of a queue and has acknowledged none of them for this
+/// long, while another connection waits for that queue, loses them: they go back to the
+/// front of the queue and the connection is closed (`PROTOCOL.md`, "A stalled consumer").
+pub(crate) const LEASE: Duration = Duration::from_millis(50);
+
+/// A connection must finish its handshake within this time of being accepted.
+pub(crate) const HANDSHAKE: Duration = Duration::from_secs(2);
+/// At most this many connections are served at once; more are closed at `accept`.
+pub(crate) const MAX_CONNS: usize = 4096;
+/// At most this many of them may be in their handshake.
+pub(crate) const MAX_HANDSHAKING: usize = 64;
+/// A client that asks without reading its replies is cut off once this many bytes of replies
+/// wait unread (a well-behaved client has at most one reply in flight, and reads it whole
+/// before it asks again, so it never has any when its next request is read).
+pub(crate) const MAX_UNREAD: usize = 1 << 20;
+/// What one round reads from a connection (beyond the frame it is in the middle of), so that
+/// one fast writer neither starves the others nor fills the server's memory.
+const READ_ROUND: usize = 256 << 10;
+/// The first and the longest pause after a failed `accept`.
+const ACCEPT_PAUSE: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
 impl Server {
-    pub(crate) fn new(listener: UnixListener, waker: UnixStream, token: [u8; 16]) -> io::Result<Self> {
+    pub(crate) fn new(listener: UnixListener, waker: UnixStream, secret: Secret) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         waker.set_nonblocking(true)?;
         Ok(Server {
             listener,
             waker,
-            token,
+            secret,
+            uid: nix::unistd::geteuid().as_raw(),
             conns: HashMap::new(),
+            handshaking: 0,
+            accept_pause: None,
+            refused: 0,
+            blocked: Vec::new(),
+            reclaiming: false,
             next_conn: 1,
             objects: HashMap::new(),
             next_object: 1,
@@ -196,7 +256,11 @@ impl Server {
             ids.extend(self.conns.keys().copied());
             let (ready_listener, ready_waker, ready) = {
                 let mut fds = Vec::with_capacity(ids.len() + 2);
-                fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+                let listen = match self.accept_pause {
+                    Some((until, _)) if until > Instant::now() => PollFlags::empty(),
+                    _ => PollFlags::POLLIN,
+                };
+                fds.push(PollFd::new(self.listener.as_fd(), listen));
                 fds.push(PollFd::new(self.waker.as_fd(), PollFlags::POLLIN));
                 for id in &ids {
                     let c = &self.conns[id];
@@ -226,23 +290,41 @@ impl Server {
                 self.accept();
             }
             self.expire(Instant::now());
+            self.check_leases();
             self.reap();
         }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.conns.values().filter_map(|c| c.parked.as_ref()?.deadline).min()
+        let handshakes = self.conns.values().filter(|c| !matches!(c.auth, Auth::Done)).map(|c| c.since + HANDSHAKE);
+        let pause = self.accept_pause.map(|(until, _)| until);
+        let parked = self.conns.values().filter_map(|c| c.parked.as_ref()?.deadline);
+        parked.chain(handshakes).chain(pause).chain(self.next_lease_end()).min()
     }
 
+    /// Takes in new connections: only from processes of our own uid, within the caps.
     fn accept(&mut self) {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
+                    self.accept_pause = None;
+                    let same_user = getsockopt(&stream, PeerCredentials).is_ok_and(|c| c.uid() == self.uid);
+                    if !same_user || self.conns.len() >= MAX_CONNS {
+                        // Closed without a word.
+                        self.refused += 1;
+                        continue;
+                    }
+                    if self.handshaking >= MAX_HANDSHAKING {
+                        // Too many silent newcomers: the oldest makes room, so that a client
+                        // that does its handshake at once always gets in.
+                        self.drop_oldest_handshake();
+                    }
                     if stream.set_nonblocking(true).is_err() {
                         continue;
                     }
                     let id = self.next_conn;
                     self.next_conn += 1;
+                    self.handshaking += 1;
                     self.conns.insert(
                         id,
                         Conn {
@@ -250,40 +332,55 @@ impl Server {
                             input: Vec::new(),
                             output: Vec::new(),
                             sent: 0,
-                            authenticated: false,
+                            auth: Auth::Hello,
+                            since: Instant::now(),
                             parked: None,
                             lent: VecDeque::new(),
                             seq: 0,
+                            progress: Instant::now(),
                             dead: false,
                         },
                     );
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // WouldBlock: all taken. Anything else (out of fds, say): try again next round.
-                Err(_) => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // Out of descriptors or memory: the connection stays in the backlog and the
+                // listener stays readable, so polling it again at once would spin. Leave it
+                // alone for a while, longer after each failure in a row.
+                Err(_) => {
+                    let pause = self.accept_pause.map_or(ACCEPT_PAUSE.0, |(_, p)| (p * 2).min(ACCEPT_PAUSE.1));
+                    self.accept_pause = Some((Instant::now() + pause, pause));
+                    return;
+                }
             }
+        }
+    }
+
+    /// Closes the connection that has been in its handshake longest.
+    fn drop_oldest_handshake(&mut self) {
+        let oldest = self.conns.iter().filter(|(_, c)| !matches!(c.auth, Auth::Done)).min_by_key(|(_, c)| c.since);
+        if let Some((&id, _)) = oldest {
+            self.refused += 1;
+            let c = self.conns.remove(&id).expect("found above");
+            drop(c);
+            self.handshaking -= 1;
         }
     }
 
     /// Reads what a connection sent, serves each complete request, and writes what is owed.
     fn service(&mut self, id: u64) {
         let Some(c) = self.conns.get_mut(&id) else { return };
-        // Reads straight into the connection's buffer until the socket is empty (`WouldBlock`,
-        // with what was read kept) or closed (`Ok`).
-        let eof = loop {
-            match (&c.stream).read_to_end(&mut c.input) {
-                Ok(_) => break true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
-                Err(_) => break true,
-            }
-        };
+        if c.dead {
+            return;
+        }
+        let eof = read_some(c);
         let mut consumed = 0;
         loop {
             let Some(c) = self.conns.get_mut(&id) else { return };
             let buf = &c.input[consumed..];
             let Some(len) = protocol::frame_len(buf) else { break };
-            if len > MAX_FRAME {
+            let limit = if matches!(c.auth, Auth::Done) { MAX_FRAME } else { HANDSHAKE_FRAME };
+            if len > limit {
                 c.dead = true;
                 break;
             }
@@ -316,19 +413,21 @@ impl Server {
 
     fn handle(&mut self, conn: u64, request: Request) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
-        if !c.authenticated {
-            match request {
-                Request::Hello { token } if wire::same_token(&token, &self.token) => {
-                    c.authenticated = true;
-                    self.reply(conn, &Reply::Done);
-                }
-                _ => c.dead = true,
-            }
-            return;
+        if !matches!(c.auth, Auth::Done) {
+            return self.handshake(conn, request);
         }
         match request {
-            Request::Hello { .. } => self.reply(conn, &Reply::Done),
+            // The handshake is over: these are a broken client.
+            Request::Hello { .. } | Request::Proof { .. } => self.broken(conn),
+            #[cfg(test)]
+            Request::Census => {
+                let census = self.census();
+                self.reply(conn, &census)
+            }
             Request::Ack { n } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.progress = Instant::now();
+                }
                 for _ in 0..n {
                     let Some(c) = self.conns.get_mut(&conn) else { return };
                     let Some((queue, item)) = c.lent.pop_front() else { break };
@@ -448,6 +547,53 @@ impl Server {
         }
     }
 
+    /// One step of the handshake (`auth.rs`); anything out of turn closes the connection.
+    fn handshake(&mut self, conn: u64, request: Request) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        match (&c.auth, request) {
+            (Auth::Hello, Request::Hello { nonce: nc }) => {
+                let Ok(ns) = auth::random::<32>() else { return self.broken(conn) };
+                c.auth = Auth::Proof { nc, ns };
+                let proof = auth::server_proof(&self.secret, &nc, &ns);
+                self.reply(conn, &Reply::Challenge { nonce: ns, proof });
+            }
+            (Auth::Proof { nc, ns }, Request::Proof { proof }) if auth::check_client(&self.secret, ns, nc, &proof) => {
+                c.auth = Auth::Done;
+                self.handshaking -= 1;
+                self.reply(conn, &Reply::Done);
+            }
+            _ => self.broken(conn),
+        }
+    }
+
+    /// What the server holds on behalf of requests, for tests: every entry of every waiter
+    /// list, connections, and connections that hold lent items, over all objects.
+    #[cfg(test)]
+    fn census(&self) -> Reply {
+        let mut waiters = 0;
+        let mut lent_by = 0;
+        for o in self.objects.values() {
+            waiters += match o {
+                Object::Queue(q) => {
+                    lent_by += q.lent_by.len();
+                    q.getters.len() + q.putters.len()
+                }
+                Object::Semaphore(s) => s.waiters.len(),
+                Object::Event { waiters, .. } => waiters.len(),
+                Object::Barrier(b) => b.arrived.len(),
+                Object::Map(_) => 0,
+            };
+        }
+        let parked = self.conns.values().filter(|c| c.parked.is_some()).count();
+        Reply::Census {
+            waiters: waiters as u64,
+            conns: self.conns.len() as u64,
+            parked: parked as u64,
+            lent_by: lent_by as u64,
+            refused: self.refused,
+        }
+    }
+
     fn map(&mut self, conn: u64, id: u64, f: impl FnOnce(&mut BTreeMap<Vec<u8>, Vec<u8>>) -> Reply) {
         let reply = match self.objects.get_mut(&id) {
             Some(Object::Map(m)) => f(m),
@@ -475,13 +621,99 @@ impl Server {
         let Some(Object::Queue(q)) = self.objects.get_mut(&id) else {
             return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
         };
+        if q.lent_elsewhere(conn) && self.reclaim_stale(id, conn) {
+            return self.get(conn, id, wait, max, shared);
+        }
+        let Some(Object::Queue(q)) = self.objects.get_mut(&id) else { return };
         if !q.items.is_empty() && q.getters.is_empty() && !q.lent_elsewhere(conn) {
             self.lend(conn, id, max, shared);
             self.serve_queue(id);
         } else if wait == Wait::No {
             self.reply(conn, &Reply::Failed(Failure::Empty));
         } else {
+            if q.lent_elsewhere(conn) && !self.blocked.contains(&id) {
+                self.blocked.push(id);
+            }
             self.park(conn, id, Op::Get { max, shared }, wait);
+        }
+    }
+
+    /// Takes back the lent items of every connection other than `except` that holds some of
+    /// `queue` and made no progress within [`LEASE`]. Returns whether it took any.
+    ///
+    /// Delivery stays at most once: a client hands an item to its program only once its
+    /// `Ack` was written. The server first shuts the connection for reading, which makes
+    /// every later write of the client fail (`EPIPE`) while what it wrote before stays
+    /// readable; then it reads and applies all of that (the acknowledged items are gone for
+    /// good), and only then puts the rest back and closes the connection.
+    fn reclaim_stale(&mut self, queue: u64, except: u64) -> bool {
+        let Some(Object::Queue(q)) = self.objects.get(&queue) else { return false };
+        let now = Instant::now();
+        let stale: Vec<u64> = q
+            .lent_by
+            .keys()
+            .copied()
+            .filter(|h| *h != except && self.conns.get(h).is_some_and(|c| c.progress + LEASE <= now))
+            .collect();
+        if stale.is_empty() || self.reclaiming {
+            return false;
+        }
+        self.reclaiming = true;
+        for holder in &stale {
+            let Some(c) = self.conns.get_mut(holder) else { continue };
+            if nix::sys::socket::shutdown(c.stream.as_raw_fd(), nix::sys::socket::Shutdown::Read).is_ok() {
+                // Until the end of what it wrote before the shutdown (`service` marks it
+                // dead at end of file; each round reads a bounded amount).
+                for _ in 0..1 << 16 {
+                    if self.conns.get(holder).is_none_or(|c| c.dead) {
+                        break;
+                    }
+                    self.service(*holder);
+                }
+            }
+            self.broken(*holder);
+            self.give_back_lent(*holder);
+        }
+        self.reclaiming = false;
+        true
+    }
+
+    /// The moment the oldest lease on a blocked queue runs out.
+    fn next_lease_end(&self) -> Option<Instant> {
+        let mut end: Option<Instant> = None;
+        for id in &self.blocked {
+            let Some(Object::Queue(q)) = self.objects.get(id) else { continue };
+            for holder in q.lent_by.keys() {
+                let at = self.conns.get(holder).map_or_else(Instant::now, |c| c.progress + LEASE);
+                end = Some(end.map_or(at, |e| e.min(at)));
+            }
+        }
+        end
+    }
+
+    /// Takes back lent items whose lease ran out on queues where getters wait, and forgets
+    /// queues that no longer block anyone.
+    fn check_leases(&mut self) {
+        let mut i = 0;
+        while i < self.blocked.len() {
+            let id = self.blocked[i];
+            let still = match self.objects.get(&id) {
+                Some(Object::Queue(q)) => !q.getters.is_empty() && !q.lent_by.is_empty(),
+                _ => false,
+            };
+            if !still {
+                self.blocked.swap_remove(i);
+                continue;
+            }
+            // Whoever waits first is the one kept waiting.
+            let first = match self.objects.get(&id) {
+                Some(Object::Queue(q)) => q.getters.front().map_or(0, |w| w.0),
+                _ => 0,
+            };
+            if self.reclaim_stale(id, first) {
+                self.serve_queue(id);
+            }
+            i += 1;
         }
     }
 
@@ -491,6 +723,9 @@ impl Server {
     fn lend(&mut self, conn: u64, queue: u64, max: u32, shared: bool) {
         let Some(Object::Queue(q)) = self.objects.get_mut(&queue) else { return };
         let Some(c) = self.conns.get_mut(&conn) else { return };
+        if over_unread(c) {
+            return;
+        }
         let mut items = Vec::new();
         let mut bytes = 0;
         while items.len() < max.max(1) as usize && (items.is_empty() || bytes < LEND_BYTES) {
@@ -511,6 +746,7 @@ impl Server {
             });
         }
         q.lent_to(conn, items.len());
+        c.progress = Instant::now();
         let reply = Reply::Items(items);
         let start = c.output.len();
         if protocol::frame(&reply, &mut c.output).is_err() {
@@ -587,7 +823,11 @@ impl Server {
                     self.conns.get(&w.0).is_some_and(|c| !c.dead && c.parked.as_ref().is_some_and(|p| p.seq == w.1));
                 let Some(Object::Queue(q)) = self.objects.get_mut(&id) else { return };
                 if current && q.lent_elsewhere(w.0) {
-                    // Items ahead of the front are out with someone else; wait for them.
+                    // Items ahead of the front are out with someone else; wait for them (or
+                    // for their lease to run out).
+                    if !self.blocked.contains(&id) {
+                        self.blocked.push(id);
+                    }
                     break;
                 }
                 q.getters.pop_front();
@@ -709,10 +949,14 @@ impl Server {
     /// Parks `conn`'s request on object `id`.
     fn park(&mut self, conn: u64, id: u64, op: Op, wait: Wait) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
+        if c.parked.is_some() {
+            // One request at a time: a client that asks again while one waits is broken.
+            return self.broken(conn);
+        }
         c.seq += 1;
         let seq = c.seq;
         let deadline = match wait {
-            Wait::Micros(us) => Some(Instant::now() + Duration::from_micros(us)),
+            Wait::Micros(us) => deadline::after(Duration::from_micros(us)),
             _ => None,
         };
         let waiter = (conn, seq);
@@ -737,8 +981,14 @@ impl Server {
         c.parked.take().map(|p| p.op)
     }
 
-    /// Answers every parked request whose deadline has passed.
+    /// Answers every parked request whose deadline has passed, and drops connections whose
+    /// handshake took too long.
     fn expire(&mut self, now: Instant) {
+        for c in self.conns.values_mut() {
+            if !matches!(c.auth, Auth::Done) && c.since + HANDSHAKE <= now {
+                c.dead = true;
+            }
+        }
         let due: Vec<u64> = self
             .conns
             .iter()
@@ -752,6 +1002,8 @@ impl Server {
                 self.drain_others(conn);
             }
             let Some(p) = self.conns.get_mut(&conn).and_then(|c| c.parked.take()) else { continue };
+            // Nothing of the request stays behind in the object's waiter list.
+            self.forget_waiter(p.object, (conn, p.seq));
             let reply = match p.op {
                 Op::Get { .. } => Reply::Failed(Failure::Empty),
                 Op::Put(_) => Reply::Failed(Failure::Full),
@@ -759,7 +1011,6 @@ impl Server {
                 Op::WaitEvent => Reply::Flag(false),
                 Op::WaitBarrier => {
                     // Python's rule: a wait that times out breaks the barrier for everyone.
-                    self.forget_waiter(p.object, conn);
                     self.break_barrier(p.object);
                     Reply::Failed(Failure::Timeout)
                 }
@@ -768,10 +1019,21 @@ impl Server {
         }
     }
 
-    /// Removes `conn` from a barrier's arrivals (the only waiter list whose length matters).
-    fn forget_waiter(&mut self, object: u64, conn: u64) {
-        if let Some(Object::Barrier(b)) = self.objects.get_mut(&object) {
-            b.arrived.retain(|w| w.0 != conn);
+    /// Removes a waiter from the list it is in on `object` (a request that timed out, or whose
+    /// connection closed), so that waiter lists hold only requests that still wait.
+    fn forget_waiter(&mut self, object: u64, waiter: Waiter) {
+        let list = match self.objects.get_mut(&object) {
+            Some(Object::Queue(q)) => {
+                let in_getters = q.getters.contains(&waiter);
+                if in_getters { &mut q.getters } else { &mut q.putters }
+            }
+            Some(Object::Semaphore(s)) => &mut s.waiters,
+            Some(Object::Event { waiters, .. }) => waiters,
+            Some(Object::Barrier(b)) => &mut b.arrived,
+            Some(Object::Map(_)) | None => return,
+        };
+        if let Some(i) = list.iter().position(|w| *w == waiter) {
+            list.remove(i);
         }
     }
 
@@ -785,11 +1047,14 @@ impl Server {
                 arena.closed(id);
             }
             let c = self.conns.remove(&id).expect("found above");
-            if let Some(p) = c.parked
-                && matches!(p.op, Op::WaitBarrier)
-            {
-                self.forget_waiter(p.object, id);
-                self.break_barrier(p.object);
+            if !matches!(c.auth, Auth::Done) {
+                self.handshaking -= 1;
+            }
+            if let Some(p) = c.parked {
+                self.forget_waiter(p.object, (id, p.seq));
+                if matches!(p.op, Op::WaitBarrier) {
+                    self.break_barrier(p.object);
+                }
             }
             let held: Vec<u64> = self
                 .objects
@@ -849,11 +1114,49 @@ impl Server {
 
     fn reply(&mut self, conn: u64, reply: &Reply) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
+        if over_unread(c) {
+            return;
+        }
         if protocol::frame(reply, &mut c.output).is_err() {
             c.dead = true;
             return;
         }
         flush(c);
+    }
+}
+
+/// Whether `c` asked again while [`MAX_UNREAD`] bytes of replies wait unread: it is cut off
+/// (marked dead, so nothing more is added to its output).
+fn over_unread(c: &mut Conn) -> bool {
+    if c.output.len() - c.sent > MAX_UNREAD {
+        c.dead = true;
+    }
+    c.dead
+}
+
+/// Reads what a connection sent, up to [`READ_ROUND`] past the end of the frame it is in
+/// (only a handshake frame before authentication). Returns whether the peer closed.
+fn read_some(c: &mut Conn) -> bool {
+    let cap = if matches!(c.auth, Auth::Done) {
+        let frame_end = protocol::frame_len(&c.input).map_or(0, |len| HEADER.saturating_add(len));
+        frame_end.max(c.input.len()).saturating_add(READ_ROUND)
+    } else {
+        // Two handshake frames at most, and nothing past them.
+        2 * (HEADER + HANDSHAKE_FRAME)
+    };
+    loop {
+        let room = cap.saturating_sub(c.input.len());
+        if room == 0 {
+            return false;
+        }
+        // Appends what it read even when it stops at an error (`WouldBlock`).
+        match (&c.stream).take(room as u64).read_to_end(&mut c.input) {
+            Ok(n) if n < room => return true,
+            Ok(_) => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
     }
 }
 

@@ -24,8 +24,9 @@ struct Held {
 
 impl Held {
     fn acquire(handle: &Handle, wait: Wait) -> Result<Held, ManagerError> {
-        let mut conn = wire::take(&handle.address)?;
-        match conn.call(&Request::Acquire { id: handle.id, wait }) {
+        let request = Request::Acquire { id: handle.id, wait };
+        let mut conn = wire::take_for(&handle.address, &request)?;
+        match conn.call(&request) {
             Ok(Reply::Acquired { owner_died }) => Ok(Held { handle: handle.clone(), conn: Some(conn), owner_died }),
             Ok(other) => {
                 wire::give_back(&handle.address, conn);

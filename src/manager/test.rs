@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+use super::auth;
 use super::protocol::{self, HEADER, Lent, Reply, Request, Wait};
 use super::*;
 
@@ -17,9 +18,17 @@ struct Raw(UnixStream);
 
 impl Raw {
     fn connect(manager: &Manager) -> Raw {
-        let mut raw = Raw(UnixStream::connect_addr(&manager.address.socket_addr().unwrap()).unwrap());
-        assert!(matches!(raw.call(&Request::Hello { token: manager.address.token }), Reply::Done));
+        let mut raw = Raw::unauthenticated(manager);
+        let secret = manager.address.secret;
+        let nc = [7; 32];
+        let Reply::Challenge { nonce: ns, proof } = raw.call(&Request::Hello { nonce: nc }) else { panic!() };
+        assert!(auth::check_server(&secret, &nc, &ns, &proof));
+        assert!(matches!(raw.call(&Request::Proof { proof: auth::client_proof(&secret, &ns, &nc) }), Reply::Done));
         raw
+    }
+
+    fn unauthenticated(manager: &Manager) -> Raw {
+        Raw(UnixStream::connect_addr(&manager.address.socket_addr().unwrap()).unwrap())
     }
 
     fn send(&mut self, request: &Request) {
@@ -428,15 +437,25 @@ fn a_dead_waiter_never_swallows_an_item() {
 }
 
 #[test]
-fn a_client_without_the_token_is_refused() {
+fn a_client_without_the_secret_is_refused() {
     let manager = Manager::new().unwrap();
-    let mut stream = UnixStream::connect_addr(&manager.address.socket_addr().unwrap()).unwrap();
+    // A wrong proof.
+    let mut raw = Raw::unauthenticated(&manager);
+    let Reply::Challenge { .. } = raw.call(&Request::Hello { nonce: [1; 32] }) else { panic!() };
     let mut buf = Vec::new();
-    protocol::frame(&Request::Hello { token: [0; 16] }, &mut buf).unwrap();
+    protocol::frame(&Request::Proof { proof: [0; 32] }, &mut buf).unwrap();
     protocol::frame(&Request::Create(protocol::Kind::Event), &mut buf).unwrap();
-    stream.write_all(&buf).unwrap();
+    raw.0.write_all(&buf).unwrap();
     let mut reply = Vec::new();
-    assert_eq!(stream.read_to_end(&mut reply).unwrap(), 0, "closed without a word");
+    assert_eq!(raw.0.read_to_end(&mut reply).unwrap(), 0, "closed without a word");
+    // A request before the handshake.
+    let mut raw = Raw::unauthenticated(&manager);
+    raw.send(&Request::Create(protocol::Kind::Event));
+    assert_eq!(raw.0.read_to_end(&mut reply).unwrap(), 0, "closed without a word");
+    // The manager serves on.
+    let q = manager.queue::<u32>().unwrap();
+    q.put(1).unwrap();
+    assert_eq!(q.get(), Ok(1));
 }
 
 #[test]
