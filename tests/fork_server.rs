@@ -45,18 +45,6 @@ fn libc_reserved() -> u64 {
 }
 
 #[test]
-fn the_fork_server_runs_this_very_file_under_its_name() {
-    use std::os::unix::fs::MetadataExt;
-    let pool = ProcessPoolBuilder::new().workers(1).build().unwrap();
-    let server = pool.fork_server_pid();
-    let (theirs, ours) =
-        (std::fs::metadata(format!("/proc/{server}/exe")).unwrap(), std::fs::metadata("/proc/self/exe").unwrap());
-    assert_eq!((theirs.dev(), theirs.ino()), (ours.dev(), ours.ino()));
-    let comm = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
-    assert_eq!(comm(&server.to_string()), comm("self"));
-}
-
-#[test]
 fn a_new_child_has_default_handlers_and_nothing_blocked() {
     let pool = ProcessPoolBuilder::new().workers(2).max_tasks_per_child(1).build().unwrap();
     for _ in 0..4 {
