@@ -15,7 +15,16 @@
 //!   loses an item: a request is applied whole or not at all, and an item sent to a getter
 //!   that dies before reading it goes back to the front of the queue;
 //! - once the manager shuts down (or its process dies), every blocked and every later call
-//!   returns [`ManagerError::Disconnected`] instead of hanging.
+//!   returns [`ManagerError::Disconnected`] instead of hanging, even if another process
+//!   listens at its old name;
+//! - only processes of the same user can connect, and both ends prove they know the handle's
+//!   secret (HMAC-SHA256 challenge-response in both directions, as Python does) before
+//!   anything else is read; the endpoint's name is random;
+//! - every timed call keeps its deadline on the client side too, and any `Duration` is
+//!   accepted (`Duration::MAX` waits forever);
+//! - a consumer stopped while holding read-ahead items holds up the others for at most 50 ms.
+//!
+//! `PROTOCOL.md` beside this file has the conversation and the threat model.
 //!
 //! Objects live as long as the manager; there is no reference counting across processes.
 //!
