@@ -75,6 +75,8 @@ mod deadline;
 mod error;
 mod executor;
 mod future;
+#[cfg(test)]
+mod fuzzing;
 mod job;
 #[cfg(unix)]
 pub mod manager;

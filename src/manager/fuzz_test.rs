@@ -21,40 +21,11 @@ use serde_bytes::ByteBuf;
 use super::auth;
 use super::protocol::{self, HEADER, Kind, Reply, Request, Wait};
 use super::*;
+use crate::fuzzing::{Rng, env_or};
 
 const DEFAULT_ROUNDS: u64 = 4000;
 const DEFAULT_BUDGET: Duration = Duration::from_secs(4);
 const LONG: Duration = Duration::from_secs(30);
-
-/// xorshift64*: tiny, deterministic, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-
-    /// Fewer than `max` random bytes.
-    fn some_bytes(&mut self, max: u64) -> Vec<u8> {
-        let n = self.below(max) as usize;
-        self.bytes(n)
-    }
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn framed(request: &Request) -> Vec<u8> {
     let mut buf = Vec::new();

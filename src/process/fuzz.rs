@@ -12,28 +12,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use nix::libc;
 
+use crate::fuzzing::{Rng, env_or as env};
 use crate::process::protocol::{self, FromWorker, Mode, Status, ToWorker};
 use crate::process::wire::{Reader, Wait, WireError};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// Real frames of both directions, as the two sides build them.
 fn corpus() -> Vec<Vec<u8>> {
@@ -63,30 +44,30 @@ fn corpus() -> Vec<Vec<u8>> {
 
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     let mut f = seed.to_vec();
-    for _ in 0..=rng.below(4) {
-        match rng.below(7) {
+    for _ in 0..=rng.index(4) {
+        match rng.index(7) {
             0 if !f.is_empty() => {
-                let i = rng.below(f.len());
-                f[i] ^= 1 << rng.below(8);
+                let i = rng.index(f.len());
+                f[i] ^= 1 << rng.index(8);
             }
             1 if !f.is_empty() => {
-                let i = rng.below(f.len());
-                f[i] = [0, 0x7f, 0x80, 0xff][rng.below(4)];
+                let i = rng.index(f.len());
+                f[i] = [0, 0x7f, 0x80, 0xff][rng.index(4)];
             }
-            2 => f.truncate(rng.below(f.len() + 1)),
-            3 => f.extend((0..rng.below(32)).map(|_| rng.next() as u8)),
+            2 => f.truncate(rng.index(f.len() + 1)),
+            3 => f.extend((0..rng.index(32)).map(|_| rng.next() as u8)),
             4 if !f.is_empty() => {
                 // A varint run that never ends, or one that claims a huge length.
-                let i = rng.below(f.len());
+                let i = rng.index(f.len());
                 for b in f.iter_mut().skip(i).take(10) {
                     *b = 0xff;
                 }
             }
             5 => {
-                let i = rng.below(f.len() + 1);
-                f.splice(i..i, (0..rng.below(16)).map(|_| rng.next() as u8));
+                let i = rng.index(f.len() + 1);
+                f.splice(i..i, (0..rng.index(16)).map(|_| rng.next() as u8));
             }
-            _ => f = (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
+            _ => f = (0..rng.index(64)).map(|_| rng.next() as u8).collect(),
         }
     }
     f
@@ -112,7 +93,7 @@ fn decoders_return_errors_on_mutated_and_generated_frames() {
         decode_all(seed);
     }
     for _ in 0..cases {
-        let pick = rng.below(corpus.len());
+        let pick = rng.index(corpus.len());
         decode_all(&mutate(&mut rng, &corpus[pick]));
     }
 }
@@ -142,12 +123,12 @@ fn the_framing_reader_survives_mutated_records() {
     let corpus = corpus();
     for _ in 0..cases {
         let (tx, rx) = pair();
-        for _ in 0..=rng.below(3) {
-            let pick = rng.below(corpus.len());
+        for _ in 0..=rng.index(3) {
+            let pick = rng.index(corpus.len());
             let body = mutate(&mut rng, &corpus[pick]);
             let mut record = (body.len() as u64).to_le_bytes().to_vec();
             record.extend_from_slice(&body);
-            let record = if rng.below(4) == 0 { record } else { mutate(&mut rng, &record) };
+            let record = if rng.index(4) == 0 { record } else { mutate(&mut rng, &record) };
             raw(&tx, &record);
         }
         drop(tx);
