@@ -349,9 +349,12 @@ fn recv_record(fd: RawFd, buf: &mut Vec<u8>, max: usize, flags: libc::c_int) -> 
 /// record.
 pub(crate) fn recv_with_fd(fd: BorrowedFd<'_>) -> Result<(Vec<u8>, Option<OwnedFd>), WireError> {
     let record = record_size();
-    let mut buf = vec![0u8; record];
+    // Not zeroed: writing a whole record's worth of zeros (and faulting its pages in) cost
+    // every new worker more than the rest of its start; the kernel fills what it returns.
+    let mut buf = Vec::new();
+    reserve(&mut buf, record)?;
     let mut cmsg = [0u64; 4];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: record };
     // SAFETY: an all-zero msghdr is a valid empty message header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &raw mut iov;
@@ -370,6 +373,9 @@ pub(crate) fn recv_with_fd(fd: BorrowedFd<'_>) -> Result<(Vec<u8>, Option<OwnedF
             return Err(WireError::Io(e));
         }
     };
+    // SAFETY: `recvmsg` wrote `n` bytes into the iovec, which covers the first `record` bytes
+    // of `buf`'s reserved capacity, so `n <= record <= capacity` and those bytes are initialized.
+    unsafe { buf.set_len(n.min(record)) };
     let mut passed = None;
     // SAFETY: the kernel filled `msg.msg_control` with well-formed control messages and set
     // `msg_controllen`; CMSG_FIRSTHDR / CMSG_NXTHDR walk only within it.
@@ -403,7 +409,6 @@ pub(crate) fn recv_with_fd(fd: BorrowedFd<'_>) -> Result<(Vec<u8>, Option<OwnedF
     if usize::try_from(u64::from_le_bytes(len)).ok() != Some(n - LEN) {
         return Err(WireError::Violation("a start-up frame longer than one record".into()));
     }
-    buf.truncate(n);
     buf.drain(..LEN);
     Ok((buf, passed))
 }

@@ -825,8 +825,12 @@ fn become_child(
         drop(unsafe { OwnedFd::from_raw_fd(report) });
     }
     // The server's children are not ours: forget them, so nothing here can signal them.
+    // Only the slots in use are written: a store to every slot would copy all of the table's
+    // pages into this fresh process (copy-on-write) for nothing.
     for slot in LIVE.iter() {
-        slot.store(0, Ordering::SeqCst);
+        if slot.load(Ordering::Relaxed) != 0 {
+            slot.store(0, Ordering::SeqCst);
+        }
     }
     if let Ok(comm) = CString::new(name) {
         let _ = nix::sys::prctl::set_name(&comm);
