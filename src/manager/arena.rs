@@ -5,9 +5,10 @@
 //! owns one memfd, the *arena* ([`CHUNKS`] chunks of [`CHUNK`] bytes), that a client process
 //! maps once, after receiving it over its socket (`SCM_RIGHTS`). A producing process is
 //! granted a chunk, serializes items straight into it and tells the server only where each
-//! one is (`PutShared`); the server lends that position to a consumer, which deserializes
-//! straight out of its mapping. The payload is copied twice in all, both times in user
-//! space, and the server never touches it.
+//! one is (`PutShared`); the server lends that position to a consumer, which copies the
+//! bytes out of its mapping into private memory and deserializes that copy (shared bytes are
+//! never decoded in place: another process may write them meanwhile). The payload is copied
+//! three times in all, all in user space, and the server never touches it.
 //!
 //! Who may touch which bytes (this is what makes the unsynchronized accesses sound):
 //! - a chunk is granted to one connection at a time: a process's put connection

@@ -367,12 +367,22 @@ impl Pool {
             }
             if task.limit.is_some() && !st.supervisor {
                 let pool = Arc::clone(self);
-                if let Ok(h) = spawn_thread("stealpool-supervisor".into(), move || {
+                match spawn_thread("stealpool-supervisor".into(), move || {
                     let _watch = Watch::new(&pool, "supervisor");
                     pool.supervise()
                 }) {
-                    st.supervisor = true;
-                    st.threads.push(h);
+                    Ok(h) => {
+                        st.supervisor = true;
+                        st.threads.push(h);
+                    }
+                    Err(e) => {
+                        // A job with a time limit never runs without the thread that enforces
+                        // it: it fails, and a later one tries to start the thread again.
+                        let reason = format!("cannot start the thread that enforces time limits: {e}");
+                        drop(st);
+                        task.sink.fail(JobError::Broken { reason });
+                        return Ok(());
+                    }
                 }
             }
             st.queue.push_back(task);
@@ -764,7 +774,7 @@ impl Pool {
                 // limit and a second by the pool's clock, unless the worker visibly ended it or
                 // is on a later task (then the reply is on the way, and its arrival wakes us: a
                 // slow done callback on the reply reader must not turn a finished task into a
-                // timed-out one): a worker that does not keep its slot cannot escape a limit.
+                // timed-out one). A worker that writes such a lie and never replies escapes this (SECURITY.md).
                 let backstop = deadline.checked_add(limit.saturating_add(Duration::from_secs(1)));
                 let plain = said & !ENDED;
                 let ended = said == id | ENDED;
