@@ -55,8 +55,8 @@ pub enum JobError {
     },
     /// The worker process running the job broke the pool's protocol (it wrote something to its
     /// reply channel that is not a well-formed reply: garbage, an impossible length, attached
-    /// file descriptors, a reply to another task). The pool killed and replaced it; only the job
-    /// it was running fails.
+    /// file descriptors, a reply to another task), or its slot said the job ended and no reply
+    /// followed. The pool killed and replaced it; only the job it was running fails.
     ProtocolViolation {
         /// The process id of the worker.
         pid: u32,

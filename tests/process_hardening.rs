@@ -427,3 +427,53 @@ fn a_slow_done_callback_does_not_time_out_the_next_job() {
     assert_eq!(slow.result(), Ok(1));
     assert_eq!(next.result(), Ok(1));
 }
+
+/// Inside a worker: writes "task ended" into its own slot (the shared page the pool reads to
+/// know which task it runs), as a hostile worker could, and then never replies.
+fn lie_in_slot(_: ()) -> u32 {
+    const CONDEMNED: u64 = 1 << 63;
+    const ENDED: u64 = 1 << 62;
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mut lied = 0;
+    for line in maps.lines().filter(|l| l.contains("memfd:stealpool-slot")) {
+        let start = usize::from_str_radix(line.split('-').next().unwrap(), 16).unwrap();
+        // SAFETY: `start` is the page-aligned start of a live shared mapping of the slot memfd
+        // (at least one page); its first word is an AtomicU64 that the pool, too, only touches
+        // through atomics.
+        let word = unsafe { &*(start as *const std::sync::atomic::AtomicU64) };
+        let w = word.load(std::sync::atomic::Ordering::SeqCst);
+        // The slot of the task running now names it, without flags.
+        if w != 0 && w & (CONDEMNED | ENDED) == 0 {
+            word.store(w | ENDED, std::sync::atomic::Ordering::SeqCst);
+            lied += 1;
+        }
+    }
+    assert_eq!(lied, 1, "expected exactly one slot naming a running task in\n{maps}");
+    loop {
+        std::thread::sleep(Duration::from_secs(3_600));
+    }
+}
+stealpool::register_fn!(lie_in_slot);
+
+/// A worker whose slot says its task ended, and which then never replies, does not escape the
+/// time limit: once its reply reader has waited for the reply as long as the backstop allows,
+/// the worker is killed as faulty and replaced, and only its job fails.
+#[test]
+fn a_worker_that_lies_in_its_slot_is_killed_and_its_job_fails() {
+    let p = ProcessPoolBuilder::new().workers(1).task_timeout(Duration::from_millis(100)).build().unwrap();
+    let before = p.worker_pids();
+    let mut f = p.apply_async(lie_in_slot, ()).unwrap();
+    let outcome = f.result_timeout(Duration::from_secs(30));
+    if outcome.as_ref().is_err_and(|e| e.is_timeout()) {
+        p.terminate(); // so that dropping the pool does not wait for the liar
+    }
+    match outcome {
+        Err(stealpool::ResultTimeoutError::Failed(JobError::ProtocolViolation { pid, reason })) => {
+            assert_eq!(vec![pid], before);
+            assert!(reason.contains("slot"), "{reason}");
+        }
+        other => panic!("expected a protocol violation, got {other:?}"),
+    }
+    assert_eq!(p.apply_async(square, 7).unwrap().result(), Ok(49));
+    assert_ne!(p.worker_pids(), before);
+}

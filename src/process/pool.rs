@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -117,6 +117,45 @@ struct Worker {
     doom: Option<Doom>,
     /// Shared with the worker: which task it runs (see `slot.rs`).
     slot: Slot,
+    /// What its reply reader is doing, shared with that thread.
+    reader: Arc<ReaderMark>,
+}
+
+/// What a worker's reply reader is doing, told without the pool's lock: whether it is handling
+/// a frame (which includes running done callbacks) and, if not, since when it has waited for
+/// one. The supervisor reads it to tell a reply held up on our side (a slow callback) from a
+/// reply that was never sent (a worker whose slot lies).
+struct ReaderMark {
+    busy: AtomicBool,
+    /// When it last finished handling a frame (or started), in ns on [`slot::now_ns`]'s clock.
+    idle_since_ns: AtomicU64,
+}
+
+impl ReaderMark {
+    fn new() -> ReaderMark {
+        ReaderMark { busy: AtomicBool::new(false), idle_since_ns: AtomicU64::new(slot::now_ns()) }
+    }
+
+    /// The reader took a frame and is handling it.
+    fn enter(&self) {
+        self.busy.store(true, Ordering::SeqCst);
+    }
+
+    /// The reader is done with the frame and goes back to waiting.
+    fn leave(&self) {
+        self.idle_since_ns.store(slot::now_ns(), Ordering::SeqCst);
+        self.busy.store(false, Ordering::SeqCst);
+    }
+
+    /// `None` while the reader handles a frame; else when (by `now`, which is `now_ns` on the
+    /// other clock) it began to wait for the next one.
+    fn idle_since(&self, now: Instant, now_ns: u64) -> Option<Instant> {
+        if self.busy.load(Ordering::SeqCst) {
+            return None;
+        }
+        let since = self.idle_since_ns.load(Ordering::SeqCst);
+        Some(now.checked_sub(Duration::from_nanos(now_ns.saturating_sub(since))).unwrap_or(now))
+    }
 }
 
 impl Worker {
@@ -317,15 +356,17 @@ impl Pool {
             st.threads.push(writer);
             let pool = Arc::clone(self);
             let zygote = Arc::clone(&zygote);
+            let reader = Arc::new(ReaderMark::new());
+            let mark = Arc::clone(&reader);
             let link = spawn_thread(format!("stealpool-rx{index}"), move || {
                 let _watch = Watch { pool: &pool, role: "reply reader", worker: Some((id, pid)) };
-                pool.link(id, &zygote, pid, replies)
+                pool.link(id, &zygote, pid, replies, &mark)
             })?;
             st.threads.push(link);
-            std::io::Result::Ok(slot)
+            std::io::Result::Ok((slot, reader))
         })();
         match started {
-            Ok(slot) => st.workers.push(Worker {
+            Ok((slot, reader)) => st.workers.push(Worker {
                 id,
                 index,
                 pid,
@@ -337,6 +378,7 @@ impl Pool {
                 head_since: Instant::now(),
                 doom: None,
                 slot,
+                reader,
             }),
             Err(e) => {
                 // Without its threads the worker cannot be served: stop it and give up.
@@ -510,7 +552,7 @@ impl Pool {
     /// A worker's link thread: reads replies until end of file, then handles the exit. A reply
     /// that breaks the framing or makes no sense means the worker is not following the
     /// protocol: it is killed (and replaced, as for any death) and nothing more is read from it.
-    fn link(self: &Arc<Self>, worker: u64, zygote: &Zygote, pid: u32, replies: OwnedFd) {
+    fn link(self: &Arc<Self>, worker: u64, zygote: &Zygote, pid: u32, replies: OwnedFd, mark: &ReaderMark) {
         OWN_POOL.with(|p| p.set(Arc::as_ptr(self) as usize));
         #[cfg(test)]
         if self.config.name_prefix == tests::PANIC_LINK_PREFIX {
@@ -519,10 +561,15 @@ impl Pool {
         let mut replies = Reader::new(replies, wire::MAX_FRAME);
         loop {
             let fault = match replies.recv(Wait::Yes) {
-                Ok(Some(frame)) => match self.on_frame(worker, frame) {
-                    Ok(()) => continue,
-                    Err(fault) => fault,
-                },
+                Ok(Some(frame)) => {
+                    mark.enter();
+                    let handled = self.on_frame(worker, frame);
+                    mark.leave();
+                    match handled {
+                        Ok(()) => continue,
+                        Err(fault) => fault,
+                    }
+                }
                 Ok(None) => continue,
                 // End of file, also inside a frame: the worker died (or closed its end), which
                 // its exit status tells.
@@ -771,19 +818,44 @@ impl Pool {
                     false
                 };
                 // Whatever the slot says, a task stays the head for no longer than twice its
-                // limit and a second by the pool's clock, unless the worker visibly ended it or
-                // is on a later task (then the reply is on the way, and its arrival wakes us: a
-                // slow done callback on the reply reader must not turn a finished task into a
-                // timed-out one). A worker that writes such a lie and never replies escapes this (SECURITY.md).
-                let backstop = deadline.checked_add(limit.saturating_add(Duration::from_secs(1)));
+                // limit and a second by the pool's clock. If the worker says it ended the task or
+                // is on a later one, the reply is on the way (its arrival wakes us) and may only
+                // be held up on our side, by a slow done callback on the reply reader: that must
+                // not turn a finished task into a timed-out one. So the same span then counts
+                // from when the reader was last free to read it, and never while it is busy; a
+                // worker whose reply is still missing then lied in its slot (a reply follows
+                // "ended" at once): it broke the protocol, and is killed as faulty.
+                let span = limit.saturating_mul(2).saturating_add(Duration::from_secs(1));
+                let backstop = w.head_since.checked_add(span);
                 let plain = said & !ENDED;
                 let ended = said == id | ENDED;
                 let moved_on = ended || (plain != id && w.flights.iter().any(|f| f.id == plain));
+                if moved_on {
+                    match w.reader.idle_since(now, now_ns) {
+                        // Busy delivering: look again once a span has passed from now.
+                        None => wake(now.checked_add(span)),
+                        Some(idle) => {
+                            let lie_at = w.head_since.max(idle).checked_add(span);
+                            if lie_at.is_some_and(|t| t <= now) {
+                                let reason = format!(
+                                    "its slot says task {id} ended or a later one began, but no reply came in {span:?}"
+                                );
+                                w.doom = Some(Doom::Faulty(reason.clone()));
+                                w.outbox = None;
+                                acts.kill.push((Arc::clone(&w.zygote), w.pid));
+                                acts.fail.push((sink, JobError::ProtocolViolation { pid: w.pid, reason }));
+                                continue;
+                            }
+                            wake(lie_at);
+                        }
+                    }
+                    continue;
+                }
                 let kill = if overdue {
                     // It ended just now if this fails: its reply is coming.
                     w.slot.condemn(id)
                 } else {
-                    !moved_on && backstop.is_some_and(|b| b <= now)
+                    backstop.is_some_and(|b| b <= now)
                 };
                 if kill {
                     w.doom = Some(Doom::TimedOut(limit));
@@ -791,15 +863,13 @@ impl Pool {
                     acts.fail.push((sink, JobError::TimedOut { limit }));
                     continue;
                 }
-                if !moved_on {
-                    if overdue || (said != id && deadline <= now) {
-                        // Not begun yet (or the slot makes no sense): look again in a moment.
-                        wake(now.checked_add(Duration::from_millis(1)));
-                    } else if said != id {
-                        wake(Some(deadline));
-                    }
-                    wake(backstop);
+                if overdue || (said != id && deadline <= now) {
+                    // Not begun yet (or the slot makes no sense): look again in a moment.
+                    wake(now.checked_add(Duration::from_millis(1)));
+                } else if said != id {
+                    wake(Some(deadline));
                 }
+                wake(backstop);
             }
             if !acts.kill.is_empty() {
                 MutexGuard::unlocked(&mut st, || this.act(acts));

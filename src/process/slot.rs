@@ -22,7 +22,8 @@
 //! The memory is a sealed memfd (it cannot shrink, so the pool never faults on it), mapped by
 //! both sides; the pool reads it only with atomic operations and trusts nothing in it beyond
 //! the one swap: a worker that writes nonsense there only fails to be judged exactly, and the
-//! pool's own clock still bounds how long any task may run (see `Pool::supervise`).
+//! pool's own clock still bounds how long any task may run, and a worker that claims an end it
+//! never replies to is killed as faulty (see `Pool::supervise`).
 //!
 //! This module must never read the shared memory other than through atomics.
 
