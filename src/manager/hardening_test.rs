@@ -640,3 +640,137 @@ fn read_request_or_eof(s: &mut UnixStream) -> Option<Request> {
     s.read_exact(&mut body).ok()?;
     postcard::from_bytes(&body).ok()
 }
+
+// ---- an `accept` that fails for want of descriptors ----
+
+const EMFILE_ENV: &str = "STEALPOOL_TEST_MANAGER_EMFILE";
+
+/// The id of this process's thread named `name` (of which the kernel keeps 15 bytes).
+fn thread_named(name: &str) -> Option<u32> {
+    let kept = &name.as_bytes()[..name.len().min(15)];
+    std::fs::read_dir("/proc/self/task").ok()?.flatten().find_map(|t| {
+        let comm = std::fs::read(t.path().join("comm")).ok()?;
+        if comm.strip_suffix(b"\n") == Some(kept) { t.file_name().to_str()?.parse().ok() } else { None }
+    })
+}
+
+/// CPU time a thread has used, from its `schedstat` (opened beforehand: no descriptor may be
+/// needed once the limit is lowered), in ns.
+fn cpu_ns(schedstat: &std::fs::File) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0; 128];
+    let n = schedstat.read_at(&mut buf, 0).unwrap();
+    std::str::from_utf8(&buf[..n]).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// The child's side of [`a_failing_accept_backs_off_instead_of_spinning`]: runs only when this
+/// binary is started again with [`EMFILE_ENV`] set. A manager runs here; the process lowers
+/// its own `RLIMIT_NOFILE` so that every `accept` fails with `EMFILE` while clients wait in
+/// the backlog, measures the server thread's CPU time over a second, then raises the limit
+/// and checks that a new client is served. Prints its figures; panics (exit 101) on failure.
+#[test]
+fn emfile_role() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    use std::os::fd::{AsFd, AsRawFd};
+    if std::env::var_os(EMFILE_ENV).is_none() {
+        return;
+    }
+    let manager = Manager::new().unwrap();
+    // The server thread names itself once it runs.
+    let named = Instant::now();
+    let tid = loop {
+        match thread_named("stealpool-manager") {
+            Some(tid) => break tid,
+            None if named.elapsed() < LONG => thread::sleep(Duration::from_millis(1)),
+            None => panic!("no thread named stealpool-manager"),
+        }
+    };
+    let schedstat = std::fs::File::open(format!("/proc/self/task/{tid}/schedstat")).unwrap();
+    let addr = UnixAddr::new_abstract(manager.address.name.as_bytes()).unwrap();
+    // The clients' sockets, made while descriptors are still to be had.
+    let clients: Vec<_> =
+        (0..32).map(|_| socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap()).collect();
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    // The lowest free descriptor: with the limit there, every number below it is taken.
+    let lowest_free = std::fs::File::open("/dev/null").unwrap().as_raw_fd() as u64;
+    setrlimit(Resource::RLIMIT_NOFILE, lowest_free, hard).unwrap();
+    let no_fd = std::fs::File::open("/dev/null").unwrap_err();
+    assert_eq!(no_fd.raw_os_error(), Some(nix::libc::EMFILE), "{no_fd}");
+    // Half the clients connect now (they wait in the backlog: the listener stays readable),
+    // the rest during the measurement.
+    let hello = frame(&Request::Hello { nonce: [1; 32] });
+    for c in &clients[..16] {
+        connect(c.as_raw_fd(), &addr).unwrap();
+        nix::sys::socket::send(c.as_raw_fd(), &hello, nix::sys::socket::MsgFlags::MSG_NOSIGNAL).unwrap();
+    }
+    let (cpu0, wall0) = (cpu_ns(&schedstat), Instant::now());
+    for c in &clients[16..] {
+        thread::sleep(Duration::from_millis(60));
+        connect(c.as_raw_fd(), &addr).unwrap();
+    }
+    let (cpu1, wall1) = (cpu_ns(&schedstat), Instant::now());
+    // Nobody was served meanwhile: no answer to any `Hello`.
+    for c in &clients[..16] {
+        let mut fds = [nix::poll::PollFd::new(c.as_fd(), nix::poll::PollFlags::POLLIN)];
+        assert_eq!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap(), 0, "a client was answered");
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
+    let (cpu, wall) = (cpu1 - cpu0, wall1.duration_since(wall0).as_nanos() as u64);
+    println!("emfile: server thread used {cpu} ns of CPU in {wall} ns");
+    // A loop that polled the readable listener again at once would use a whole core.
+    assert!(cpu * 10 < wall, "the server thread used {cpu} ns of CPU in {wall} ns: it spins");
+    // The back-off ends: a new client is served (after at most the longest pause).
+    serves(&manager);
+    println!("emfile: served after the back-off");
+}
+
+/// An `accept` that fails with `EMFILE` pauses the listener (10 ms, doubling to 1 s) instead
+/// of spinning, and a client is served again once descriptors are free. Runs in a child
+/// process ([`emfile_role`]), since it lowers its own descriptor limit; the child is killed
+/// if it takes more than 30 s, and always reaped.
+#[test]
+fn a_failing_accept_backs_off_instead_of_spinning() {
+    /// Kills (by pid) and reaps the child however this test ends.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "manager::hardening_test::emfile_role", "--nocapture", "--test-threads=1"])
+            .env(EMFILE_ENV, "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Read in threads, so that a chatty child never blocks on a full pipe.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.0.stdout.take().unwrap()));
+    let err = drain(Box::new(child.0.stderr.take().unwrap()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > LONG {
+            break None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    drop(child); // kills it if it still runs; reaps it
+    let text = out.join().unwrap() + &err.join().unwrap();
+    let status = status.unwrap_or_else(|| panic!("the child hung: {text}"));
+    assert!(status.success(), "{status}: {text}");
+    assert!(text.contains("emfile: served after the back-off"), "{text}");
+}
