@@ -246,8 +246,8 @@ mod returner {
                 b.batch = 1;
                 // The buffer keeps the connection: this process's next `Get` goes out behind
                 // the `Return`, so the server takes the items back before it serves this
-                // process again, and the threads of one process never see their own
-                // read-ahead come back after later items.
+                // process again, and the threads of one process never see read-ahead they
+                // returned come back after later items.
                 if let Some(conn) = b.conn.as_mut()
                     && conn.send_only(&Request::Return).is_err()
                 {
