@@ -22,7 +22,9 @@
 //!   anything else is read; the endpoint's name is random;
 //! - every timed call keeps its deadline on the client side too, and any `Duration` is
 //!   accepted (`Duration::MAX` waits forever);
-//! - a consumer stopped while holding read-ahead items holds up the others for at most 50 ms.
+//! - many consumers of one queue are served at once (one holding read-ahead never parks the
+//!   others), and one stopped while holding read-ahead items holds up the others for at most
+//!   50 ms.
 //!
 //! `PROTOCOL.md` beside this file has the conversation and the threat model.
 //!

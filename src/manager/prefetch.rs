@@ -12,7 +12,12 @@
 //! only when the program has it; if the process dies, what it had not yet taken goes back to
 //! the front of the queue. Items left in a buffer that the program stopped draining are given
 //! back by a background thread after [`IDLE`] (a reader that stopped at its end marker must
-//! not keep the marker meant for another reader).
+//! not keep the marker meant for another reader), on the buffer's connection, which the
+//! buffer keeps: the process's next `Get` follows the `Return` on the same stream.
+//!
+//! Other consumers are served while a buffer holds items (`PROTOCOL.md`, "Order"): what a
+//! buffer gives back goes to the front of the queue, and may reach another process after
+//! later items.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
@@ -23,7 +28,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::ManagerError;
 use crate::manager::arena::{self, CHUNK, Mapping, Span};
 use crate::manager::protocol::{Lent, Reply, Request, Wait};
-use crate::manager::wire::{self, Address, Conn, PerProcess};
+use crate::manager::wire::{self, Conn, PerProcess};
 use crate::manager::{Handle, unexpected};
 
 /// A `get` that follows the previous one within this time counts as draining.
@@ -62,9 +67,8 @@ fn buffer(handle: &Handle) -> Shared {
         if by_queue.len() >= SWEEP_AT {
             // A process that reads many queues: forget the buffers that hold nothing and that
             // nobody is using (they only remember how fast their queue was read).
-            by_queue.retain(|_, b| {
-                Arc::strong_count(b) > 1 || b.try_lock().is_none_or(|b| !b.items.is_empty() || b.conn.is_some())
-            });
+            // (A connection kept after a `Return` holds nothing: it closes with its buffer.)
+            by_queue.retain(|_, b| Arc::strong_count(b) > 1 || b.try_lock().is_none_or(|b| !b.items.is_empty()));
         }
         let key = (handle.address.name.clone(), handle.id);
         Arc::clone(by_queue.entry(key).or_insert_with(|| {
@@ -179,7 +183,7 @@ pub(super) fn get<T>(
             wire::give_back(&handle.address, conn);
         }
     } else {
-        returner::watch(&shared, &handle.address);
+        returner::watch(&shared);
     }
     item
 }
@@ -190,7 +194,7 @@ mod returner {
 
     struct Watch {
         pid: u32,
-        buffers: Vec<(Weak<Mutex<Buffer>>, Arc<Address>)>,
+        buffers: Vec<Weak<Mutex<Buffer>>>,
         running: bool,
     }
 
@@ -198,15 +202,15 @@ mod returner {
     static WAKE: Condvar = Condvar::new();
 
     /// Makes sure a buffer that holds items is looked at.
-    pub(super) fn watch(buffer: &Shared, address: &Arc<Address>) {
+    pub(super) fn watch(buffer: &Shared) {
         let pid = std::process::id();
         let mut w = WATCH.lock();
         if w.as_ref().is_none_or(|w| w.pid != pid) {
             *w = Some(Watch { pid, buffers: Vec::new(), running: false });
         }
         let w = w.as_mut().expect("set above");
-        if !w.buffers.iter().any(|(b, _)| b.as_ptr() == Arc::as_ptr(buffer)) {
-            w.buffers.push((Arc::downgrade(buffer), Arc::clone(address)));
+        if !w.buffers.iter().any(|b| b.as_ptr() == Arc::as_ptr(buffer)) {
+            w.buffers.push(Arc::downgrade(buffer));
         }
         if !w.running {
             w.running = std::thread::Builder::new().name("stealpool-readahead".into()).spawn(run).is_ok();
@@ -228,7 +232,7 @@ mod returner {
             std::thread::sleep(IDLE);
             w = WATCH.lock();
             let Some(watch) = w.as_mut() else { return };
-            watch.buffers.retain(|(weak, address)| {
+            watch.buffers.retain(|weak| {
                 let Some(shared) = weak.upgrade() else { return false };
                 // Busy (a `get` in progress): it is in use, look again later.
                 let Some(mut b) = shared.try_lock() else { return true };
@@ -240,10 +244,14 @@ mod returner {
                 }
                 b.items.clear();
                 b.batch = 1;
-                if let Some(mut conn) = b.conn.take()
-                    && conn.send_only(&Request::Return).is_ok()
+                // The buffer keeps the connection: this process's next `Get` goes out behind
+                // the `Return`, so the server takes the items back before it serves this
+                // process again, and the threads of one process never see read-ahead they
+                // returned come back after later items.
+                if let Some(conn) = b.conn.as_mut()
+                    && conn.send_only(&Request::Return).is_err()
                 {
-                    wire::give_back(address, conn);
+                    b.conn = None;
                 }
                 false
             });

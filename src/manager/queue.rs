@@ -21,10 +21,13 @@ use crate::manager::{Handle, decode, encode, prefetch, unexpected, wait_for};
 /// implements `Serialize` and `Deserialize`. Blocking calls follow one naming family:
 /// `put` / `try_put` / `put_timeout` and `get` / `try_get` / `get_timeout`.
 ///
-/// Items are handed out in the order they were put, to every consumer. A process that calls
-/// `get` in a tight loop reads ahead in batches (acknowledging each item as it returns it, so
-/// an item it never returned goes back to the queue if it dies); other consumers wait while it
-/// holds read-ahead items, which it gives back 2 ms after it stops calling `get`. A `put` to
+/// Items are handed out in the order they were put, to every consumer, with one exception:
+/// an item that another consumer had read ahead and gave back unused (or lost by dying or
+/// stalling) goes back to the front and is delivered next, so it may reach a consumer after
+/// later items. A process that calls `get` in a tight loop reads ahead in batches
+/// (acknowledging each item as it returns it, so an item it never returned goes back to the
+/// queue if it dies); other consumers are served meanwhile from the rest of the queue, and
+/// unused read-ahead is given back 2 ms after the process stops calling `get`. A `put` to
 /// an unbounded queue returns without a round trip to the manager; the item is visible to
 /// every later `get`, `try_get` or `len`, from any process. Such an item of 4 KiB to 1 MiB
 /// (serialized) is written straight into memory the manager shares with every process that

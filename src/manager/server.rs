@@ -112,9 +112,8 @@ struct Queue {
     /// Items sent to a getter and not yet acknowledged: they still take a slot, because they
     /// come back if the getter dies.
     lent: usize,
-    /// How many of them each connection holds. While one holds any, the others are not served:
-    /// its items come before the queue's front, and handing out later ones first would break
-    /// FIFO order for whoever got them.
+    /// How many of them each connection holds. Several connections may hold lent items at
+    /// once; what one gives back goes to the front (`PROTOCOL.md`, "Order").
     lent_by: HashMap<u64, usize>,
     getters: VecDeque<Waiter>,
     putters: VecDeque<Waiter>,
@@ -621,17 +620,19 @@ impl Server {
         let Some(Object::Queue(q)) = self.objects.get_mut(&id) else {
             return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
         };
-        if q.lent_elsewhere(conn) && self.reclaim_stale(id, conn) {
-            return self.get(conn, id, wait, max, shared);
-        }
-        let Some(Object::Queue(q)) = self.objects.get_mut(&id) else { return };
-        if !q.items.is_empty() && q.getters.is_empty() && !q.lent_elsewhere(conn) {
+        if !q.items.is_empty() && q.getters.is_empty() {
             self.lend(conn, id, max, shared);
             self.serve_queue(id);
+            return;
+        }
+        let lent_elsewhere = q.lent_elsewhere(conn);
+        if lent_elsewhere && self.reclaim_stale(id, conn) {
+            // Nothing for us but what a stalled consumer held: it is back at the front.
+            self.get(conn, id, wait, max, shared);
         } else if wait == Wait::No {
             self.reply(conn, &Reply::Failed(Failure::Empty));
         } else {
-            if q.lent_elsewhere(conn) && !self.blocked.contains(&id) {
+            if lent_elsewhere && !self.blocked.contains(&id) {
                 self.blocked.push(id);
             }
             self.park(conn, id, Op::Get { max, shared }, wait);
@@ -818,19 +819,7 @@ impl Server {
                 if q.items.is_empty() {
                     break;
                 }
-                let Some(&w) = q.getters.front() else { break };
-                let current =
-                    self.conns.get(&w.0).is_some_and(|c| !c.dead && c.parked.as_ref().is_some_and(|p| p.seq == w.1));
-                let Some(Object::Queue(q)) = self.objects.get_mut(&id) else { return };
-                if current && q.lent_elsewhere(w.0) {
-                    // Items ahead of the front are out with someone else; wait for them (or
-                    // for their lease to run out).
-                    if !self.blocked.contains(&id) {
-                        self.blocked.push(id);
-                    }
-                    break;
-                }
-                q.getters.pop_front();
+                let Some(w) = q.getters.pop_front() else { break };
                 // Several getters waiting: one item each, in turn. One alone: a batch.
                 let alone = q.getters.is_empty();
                 let Some(Op::Get { max, shared }) = self.unpark(w) else { continue };
@@ -850,8 +839,16 @@ impl Server {
                 moved = true;
             }
             if !moved {
-                return;
+                break;
             }
+        }
+        // Getters wait while others hold lent items: watch those holders' leases.
+        if let Some(Object::Queue(q)) = self.objects.get(&id)
+            && !q.getters.is_empty()
+            && !q.lent_by.is_empty()
+            && !self.blocked.contains(&id)
+        {
+            self.blocked.push(id);
         }
     }
 

@@ -382,24 +382,51 @@ fn a_reader_that_stops_draining_gives_back_what_it_read_ahead() {
     }
     // Drain fast up to an end marker: read-ahead kicks in and takes more than that.
     while q.get().unwrap() != 99 {}
-    // Another process (a raw client here) gets the rest, in order, once the read-ahead is
-    // given back, although this process keeps its handle: it waits for the items ahead of
-    // the queue's front instead of being handed later ones first.
+    // Another process (a raw client here) gets the rest, each item once, although this
+    // process keeps its handle: first what nobody read ahead, in put order, then the unused
+    // read-ahead, given back to the front, in put order (`PROTOCOL.md`, "Order").
     let mut other = Raw::connect(&manager);
-    let Reply::Items(items) =
-        other.call(&Request::Get { id: q.handle.id, wait: Wait::Micros(30_000_000), max: 200, shared: false })
+    let mut got: Vec<u32> = Vec::new();
+    while got.len() < 100 {
+        let Reply::Items(items) =
+            other.call(&Request::Get { id: q.handle.id, wait: Wait::Micros(30_000_000), max: 200, shared: false })
+        else {
+            panic!("items expected")
+        };
+        other.send(&Request::Ack { n: items.len() as u32 });
+        got.extend(items.iter().map(|i| match i {
+            Lent::Inline(bytes) => decode::<u32>(bytes).unwrap(),
+            Lent::Shared { .. } => panic!("small items go inline"),
+        }));
+    }
+    let read_ahead_ended = got[0];
+    let expected: Vec<u32> = (read_ahead_ended..200).chain(100..read_ahead_ended).collect();
+    assert_eq!(got, expected, "the rest after the marker, then the read-ahead given back, each once");
+}
+
+#[test]
+fn a_consumer_holding_read_ahead_does_not_hold_back_others() {
+    let manager = Manager::new().unwrap();
+    let q = manager.queue::<u32>().unwrap();
+    (0..10).for_each(|i| q.put(i).unwrap());
+    // Another consumer (a raw client) holds five items lent, not acknowledged.
+    let mut holder = Raw::connect(&manager);
+    let Reply::Items(items) = holder.call(&Request::Get { id: q.handle.id, wait: Wait::No, max: 5, shared: false })
     else {
         panic!("items expected")
     };
-    let got: Vec<u32> = items
-        .iter()
-        .map(|i| match i {
-            Lent::Inline(bytes) => decode(bytes).unwrap(),
-            Lent::Shared { .. } => panic!("small items go inline"),
-        })
-        .collect();
-    other.send(&Request::Ack { n: got.len() as u32 });
-    assert_eq!(got, (100..200).collect::<Vec<_>>(), "the rest, in order, starting right after the marker");
+    assert_eq!(items.len(), 5);
+    // This one is served at once, from the queue's front past them.
+    assert_eq!(q.try_get(), Ok(5));
+    // The holder takes one and gives back the rest: those go to the front, in order, and come
+    // next; then the queue goes on where it was. Each item once.
+    holder.send(&Request::Ack { n: 1 });
+    holder.send(&Request::Return);
+    // `len` reads what every other connection already sent (the `Return` too) first.
+    assert_eq!(q.len(), Ok(8));
+    let got: Vec<u32> = (0..8).map(|_| q.get_timeout(LONG).unwrap()).collect();
+    assert_eq!(got, [1, 2, 3, 4, 6, 7, 8, 9]);
+    assert_eq!(q.try_get(), Err(ManagerError::Empty));
 }
 
 #[test]
