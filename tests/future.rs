@@ -225,17 +225,7 @@ fn the_error_is_visible_as_soon_as_the_future_is_done() {
 #[test]
 fn cancel_drops_the_job_and_its_captures_at_once() {
     let pool = ThreadPoolExecutor::new(1);
-    // Held without a time limit (a gate gives up after HANG, which would free the worker just
-    // as the check below gives up): released at the end, or when a failing test drops it.
-    let (release, held) = mpsc::channel::<()>();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let _blocker = pool
-        .submit(move || {
-            ready_tx.send(()).unwrap();
-            let _ = held.recv();
-        })
-        .unwrap();
-    ready_rx.recv_timeout(HANG).unwrap();
+    let (release, _blocker) = common::occupy_worker(&pool);
     let (tx, rx) = mpsc::channel::<u32>();
     let queued = pool.submit(move || tx.send(1).is_ok()).unwrap();
     assert!(queued.cancel());

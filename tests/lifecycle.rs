@@ -161,17 +161,7 @@ fn a_panicking_initializer_fails_the_build() {
 /// checks that every sender is gone while the futures are still alive.
 fn stopping_drops_captures_at_once(stop: impl FnOnce(&ThreadPoolExecutor)) {
     let pool = ThreadPoolExecutor::new(1);
-    // Held without a time limit (a gate gives up after HANG, which would free the worker just
-    // as the check below gives up): released at the end, or when a failing test drops it.
-    let (release, held) = mpsc::channel::<()>();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let blocker = pool
-        .submit(move || {
-            ready_tx.send(()).unwrap();
-            let _ = held.recv();
-        })
-        .unwrap();
-    ready_rx.recv_timeout(HANG).unwrap();
+    let (release, blocker) = common::occupy_worker(&pool);
     let (tx, rx) = mpsc::channel::<u32>();
     let queued: Vec<_> = (0..5)
         .map(|i| {

@@ -209,18 +209,7 @@ fn apply_async_with_callbacks() {
 /// the iterator; either way no clone of the function may outlive the stop.
 fn stopping_a_map_drops_its_function_at_once(drop_it: bool) {
     let pool = ThreadPoolExecutor::new(1);
-    // Held without a time limit (a gate gives up after HANG, which would free the worker and so
-    // drop the queued chunks just as the check below gives up): released at the end, or when
-    // a failing test drops `release`.
-    let (release, held) = mpsc::channel::<()>();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let _blocker = pool
-        .submit(move || {
-            ready_tx.send(()).unwrap();
-            let _ = held.recv();
-        })
-        .unwrap();
-    ready_rx.recv_timeout(HANG).unwrap();
+    let (release, _blocker) = common::occupy_worker(&pool);
     let (tx, rx) = mpsc::channel::<u32>();
     let f = move |i: u32| tx.send(i).is_ok();
     let options = MapOptions::new().chunksize(1).timeout(Duration::from_millis(10));

@@ -61,3 +61,20 @@ pub fn holding<T: Send + 'static>(pool: &stealpool::ThreadPoolExecutor, gate: &G
     started_rx.recv_timeout(HANG).expect("the holding job never started");
     f
 }
+
+/// Occupies one worker of `pool` until the returned sender is dropped (or sent to), and returns
+/// once that worker is inside the job. Unlike a [`Gate`], it waits without a time limit: a gate
+/// gives up after [`HANG`], which would free the worker just as a check that needs it held
+/// gives up. A failing test frees the worker by dropping the sender.
+pub fn occupy_worker(pool: &stealpool::ThreadPoolExecutor) -> (std::sync::mpsc::Sender<()>, stealpool::Future<()>) {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let blocker = pool
+        .submit(move || {
+            ready_tx.send(()).unwrap();
+            let _ = held.recv();
+        })
+        .unwrap();
+    ready_rx.recv_timeout(HANG).unwrap();
+    (release, blocker)
+}
