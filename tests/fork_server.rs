@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod children;
+use children::{Reap, sleeps_forever};
+
 use stealpool::pipe::{self, Sender};
 use stealpool::process::Process;
 use stealpool::{Executor, ExitStatus, PipeError, ProcessPoolBuilder};
@@ -58,23 +61,6 @@ fn a_new_child_has_default_handlers_and_nothing_blocked() {
     let (blocked, caught, ignored) = rx.recv_timeout(LONG).unwrap();
     assert_eq!((blocked, caught & !libc_reserved(), ignored & !libc_reserved()), (0, 0, ONLY_SIGPIPE));
     assert_eq!(p.join(), ExitStatus::Exited(0));
-}
-
-fn sleeps_forever() {
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-stealpool::register_fn!(sleeps_forever);
-
-/// Kills and reaps a child when a test fails half-way.
-struct Reap(Process);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        self.0.kill();
-        self.0.join_timeout(LONG);
-    }
 }
 
 fn send_later(out: Sender<u32>, ms: u64) {

@@ -14,6 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+mod children;
+use children::{Reap, sleeps_forever};
+
 use stealpool::process::Process;
 use stealpool::{ExitStatus, ProcessPoolBuilder};
 
@@ -23,23 +26,6 @@ fn nap(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
 stealpool::register_fn!(nap);
-
-fn sleeps_forever() {
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-stealpool::register_fn!(sleeps_forever);
-
-/// Kills and reaps a child when a test fails half-way.
-struct Reap(Process);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        self.0.kill();
-        self.0.join_timeout(LONG);
-    }
-}
 
 /// The pids the fork server `server` currently has as children.
 fn children_of(server: u32) -> Vec<i32> {
