@@ -322,6 +322,7 @@ impl<J> SubmitError<J> {
         SubmitError { job, broken: None }
     }
 
+    #[cfg_attr(not(feature = "process"), allow(dead_code))] // used by the process pool only
     pub(crate) fn broken(job: J, reason: String) -> Self {
         SubmitError { job, broken: Some(reason) }
     }
@@ -479,6 +480,7 @@ pub struct BuildError {
 enum BuildErrorKind {
     Spawn(std::io::Error),
     Initializer(String),
+    #[cfg_attr(not(feature = "process"), allow(dead_code))] // used by the process pool only
     Process(String),
 }
 
@@ -491,6 +493,7 @@ impl BuildError {
         BuildError { kind: BuildErrorKind::Initializer(message) }
     }
 
+    #[cfg_attr(not(feature = "process"), allow(dead_code))] // used by the process pool only
     pub(crate) fn process(message: String) -> Self {
         BuildError { kind: BuildErrorKind::Process(message) }
     }

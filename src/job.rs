@@ -2,9 +2,13 @@
 //!
 //! Every `FnOnce() -> R` is a [`Job`], so the thread pool runs closures directly. Named job types
 //! (structs implementing `Job`) are how the same work can run on any backend: the process pool
-//! will accept the ones that serialize. [`Call`] and [`Batch`] are the jobs behind
-//! `apply_async` and `map`; they are public because they appear in the bounds of
-//! [`Executor`](crate::Executor)'s methods, and nobody needs to build them by hand.
+//! will accept the ones that serialize. [`Job`] is re-exported at the crate root.
+//!
+//! The rest is plumbing, kept in this module rather than the crate root: [`Call`], [`Batch`] and
+//! [`Star`] are the jobs behind `apply_async`, `map` and `starmap`, and [`Apply`] is what a
+//! mapped function is. They are public because they appear in the bounds of
+//! [`Executor`](crate::Executor)'s methods (generic code over executors names them, as in
+//! `E: Submit<Call<F, A>>`), and nobody needs to build them by hand.
 
 use crate::error::JobError;
 use crate::unwind;

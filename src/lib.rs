@@ -69,7 +69,8 @@
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(unsafe_op_in_unsafe_fn)]
 
-#[cfg(unix)]
+mod blocking;
+#[cfg(all(unix, feature = "process"))]
 pub mod copy;
 mod deadline;
 mod error;
@@ -77,12 +78,12 @@ mod executor;
 mod future;
 #[cfg(test)]
 mod fuzzing;
-mod job;
-#[cfg(unix)]
+pub mod job;
+#[cfg(all(unix, feature = "manager"))]
 pub mod manager;
-#[cfg(unix)]
+#[cfg(all(unix, feature = "process"))]
 pub mod pipe;
-#[cfg(unix)]
+#[cfg(all(unix, feature = "process"))]
 pub mod process;
 mod sync;
 mod thread;
@@ -93,14 +94,14 @@ pub use crate::error::{
     PutError, ResultTimeoutError, ShutdownError, SubmitError, TimeoutError, TryResultError,
 };
 pub use crate::executor::{Executor, MapIter, MapOptions, Submit};
-pub use crate::future::{AsCompleted, Future, ReturnWhen, Wait, as_completed, wait};
-pub use crate::job::{Apply, Batch, Call, Job, Star};
-#[cfg(unix)]
+pub use crate::future::{AsCompleted, DoneAndNotDone, Future, ReturnWhen, as_completed, wait};
+pub use crate::job::Job;
+#[cfg(all(unix, feature = "process"))]
 pub use crate::process::{Process, ProcessBuilder, ProcessPoolBuilder, ProcessPoolExecutor, RemoteJob};
 pub use crate::thread::{ThreadPoolBuilder, ThreadPoolExecutor};
 
 /// What the registration macros expand to. Not a public API.
-#[cfg(unix)]
+#[cfg(all(unix, feature = "process"))]
 #[doc(hidden)]
 pub mod __private {
     pub use crate::process::registry::{REGISTRY, Registration, invoke_fn, invoke_job, start_fn, type_id_of};
@@ -113,7 +114,7 @@ pub mod prelude {
     pub use crate::job::Job;
 }
 
-/// The README's examples, run as doc-tests.
-#[cfg(doctest)]
+/// The README's examples, run as doc-tests (they use every default feature).
+#[cfg(all(doctest, feature = "process", feature = "manager"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -96,7 +96,7 @@ fn a_panic_becomes_an_error_and_the_worker_survives() {
 
 #[test]
 fn callbacks_run_once_in_order_on_the_completing_thread() {
-    let pool = ThreadPoolExecutor::builder().num_workers(1).thread_name("cb").build().unwrap();
+    let pool = ThreadPoolExecutor::builder().num_workers(1).name_prefix("cb").build().unwrap();
     let gate = Gate::new();
     let f = gated(&pool, &gate, 10);
     let log = Arc::new(Mutex::new(Vec::new()));

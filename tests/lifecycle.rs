@@ -126,7 +126,7 @@ fn builder_settings_apply_to_every_worker() {
     let i = Arc::clone(&inits);
     let pool = ThreadPoolBuilder::new()
         .num_workers(3)
-        .thread_name("tester")
+        .name_prefix("tester")
         .stack_size(512 * 1024)
         .initializer(move || {
             i.fetch_add(1, Ordering::SeqCst);

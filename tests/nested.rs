@@ -72,7 +72,7 @@ fn a_waiter_runs_only_the_job_it_waits_for() {
 /// holds, so running it on the waiter's thread would deadlock.
 #[test]
 fn a_blocked_waiter_is_compensated_by_a_spare_thread() {
-    let pool = Arc::new(ThreadPoolExecutor::builder().num_workers(2).thread_name("comp").build().unwrap());
+    let pool = Arc::new(ThreadPoolExecutor::builder().num_workers(2).name_prefix("comp").build().unwrap());
     let lock = Arc::new(Mutex::new(Vec::new()));
     let release_x = Gate::new();
 

@@ -103,7 +103,7 @@ fn cpu_ticks_of_threads(prefix: &str) -> (usize, u64) {
 #[cfg(target_os = "linux")]
 #[test]
 fn an_idle_pool_uses_no_cpu() {
-    let pool = ThreadPoolBuilder::new().num_workers(8).thread_name("idlechk").build().unwrap();
+    let pool = ThreadPoolBuilder::new().num_workers(8).name_prefix("idlechk").build().unwrap();
     let futures: Vec<_> = (0..1000u32).map(|i| pool.submit(move || i).unwrap()).collect();
     futures.into_iter().for_each(|f| drop(f.result()));
     thread::sleep(Duration::from_millis(100)); // let every worker finish spinning and park

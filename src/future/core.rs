@@ -159,6 +159,7 @@ impl<T> Core<T> {
     /// Ends a job that was started (or is still pending) with `outcome`, unless it already
     /// ended. Returns whether this call ended it. The process pool uses it where a worker's
     /// death, a time limit or a forced cancel race with the job's own reply.
+    #[cfg_attr(not(feature = "process"), allow(dead_code))] // used by the process pool only
     pub(crate) fn finish_if_unfinished(&self, outcome: Result<T, JobError>) -> bool {
         let g = self.inner.lock();
         if matches!(g.phase, Phase::Pending | Phase::Running) {

@@ -18,8 +18,9 @@
 //! value: `T` need not be `Clone`. After that, the `result*` calls return
 //! [`JobError::AlreadyTaken`].
 
+mod completion;
 mod core;
-pub(crate) mod wait;
+mod wait;
 
 use std::fmt;
 use std::pin::Pin;
@@ -27,12 +28,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::blocking::block_in_place;
 use crate::deadline;
 use crate::error::{JobError, ResultTimeoutError, TryResultError};
-use crate::thread::block_in_place;
 
+pub(crate) use self::completion::CompletionQueue;
 pub(crate) use self::core::{Callback, Cell, Core, Ending};
-pub use self::wait::{AsCompleted, ReturnWhen, Wait, as_completed, wait};
+pub use self::wait::{AsCompleted, DoneAndNotDone, ReturnWhen, as_completed, wait};
 
 /// The handle to a submitted job and, once it finishes, to its outcome.
 ///

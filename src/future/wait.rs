@@ -1,7 +1,7 @@
 //! Waiting on many futures: [`wait`] and [`as_completed`].
 //!
-//! Both rest on [`Mailbox`]: each watched future gets an internal done callback that posts its
-//! index, and the waiter blocks on the mailbox. A future that finishes between the check "is it
+//! Both rest on a [`CompletionQueue`]: each watched future gets an internal done callback that
+//! posts its index, and the waiter blocks on the queue. A future that finishes between the check "is it
 //! done?" and the registration of the callback is not missed, because a callback added to a done
 //! future runs at once; and it is not counted twice, because only the futures seen not done get a
 //! callback.
@@ -10,12 +10,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
-
+use super::completion::CompletionQueue;
 use super::{Ending, Future};
 use crate::deadline;
 use crate::error::TimeoutError;
-use crate::thread::block_in_place;
 
 /// When [`wait`] should return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,59 +26,10 @@ pub enum ReturnWhen {
     AllCompleted,
 }
 
-/// Indices of finished futures, posted by their done callbacks.
-pub(crate) struct Mailbox {
-    queue: Mutex<VecDeque<(usize, bool)>>,
-    cond: Condvar,
-}
-
-impl Mailbox {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Mailbox { queue: Mutex::new(VecDeque::new()), cond: Condvar::new() })
-    }
-
-    /// Posts `index` to this mailbox when `future` completes (at once if it already has).
-    /// The flag says whether it failed (ended with an error other than cancellation).
-    pub(crate) fn watch<T: Send + 'static>(self: &Arc<Self>, future: &Future<T>, index: usize) {
-        let mailbox = Arc::clone(self);
-        future.add_boxed_callback(Box::new(move |outcome| {
-            mailbox.post(index, matches!(outcome, Err(e) if !e.is_cancelled()));
-        }));
-    }
-
-    /// Posts `index` now.
-    pub(crate) fn post(&self, index: usize, failed: bool) {
-        self.queue.lock().push_back((index, failed));
-        self.cond.notify_one();
-    }
-
-    /// Takes the next posted index, blocking until one arrives or the deadline passes.
-    pub(crate) fn recv_deadline(&self, deadline: Option<Instant>) -> Option<(usize, bool)> {
-        let mut q = self.queue.lock();
-        if let Some(x) = q.pop_front() {
-            return Some(x);
-        }
-        block_in_place(|| {
-            loop {
-                if let Some(x) = q.pop_front() {
-                    return Some(x);
-                }
-                match deadline {
-                    Some(t) => {
-                        if self.cond.wait_until(&mut q, t).timed_out() {
-                            return q.pop_front();
-                        }
-                    }
-                    None => self.cond.wait(&mut q),
-                }
-            }
-        })
-    }
-}
-
-/// The two halves returned by [`wait`], each in the order the futures were given.
+/// The two halves returned by [`wait`], each in the order the futures were given (Python's
+/// `DoneAndNotDoneFutures`).
 #[derive(Debug)]
-pub struct Wait<T> {
+pub struct DoneAndNotDone<T> {
     /// The futures that finished or were cancelled.
     pub done: Vec<Future<T>>,
     /// The others.
@@ -103,7 +52,7 @@ pub struct Wait<T> {
 /// assert_eq!(w.done.len(), 4);
 /// assert!(w.not_done.is_empty());
 /// ```
-pub fn wait<T, I>(futures: I, return_when: ReturnWhen, timeout: Option<Duration>) -> Wait<T>
+pub fn wait<T, I>(futures: I, return_when: ReturnWhen, timeout: Option<Duration>) -> DoneAndNotDone<T>
 where
     T: Send + 'static,
     I: IntoIterator<Item = Future<T>>,
@@ -129,12 +78,12 @@ where
     } || done == futures.len();
 
     if !satisfied(done, failed) {
-        let mailbox = Mailbox::new();
+        let completed = CompletionQueue::new();
         for &i in &pending {
-            mailbox.watch(&futures[i], i);
+            completed.watch(&futures[i], i);
         }
         while !satisfied(done, failed) {
-            match mailbox.recv_deadline(deadline) {
+            match completed.recv_deadline(deadline) {
                 Some((_, f)) => {
                     done += 1;
                     failed |= f;
@@ -144,7 +93,7 @@ where
         }
     }
     let (done, not_done) = futures.into_iter().partition(|f| f.is_done());
-    Wait { done, not_done }
+    DoneAndNotDone { done, not_done }
 }
 
 /// Yields the futures as they complete: first those already done (in the order given), then
@@ -173,19 +122,19 @@ where
     let started = Instant::now();
     let slots: Vec<Option<Future<T>>> = futures.into_iter().map(Some).collect();
     let mut ready = VecDeque::new();
-    let mailbox = Mailbox::new();
+    let completed = CompletionQueue::new();
     for (i, f) in slots.iter().enumerate().filter_map(|(i, f)| Some((i, f.as_ref()?))) {
         if f.is_done() {
             ready.push_back(i);
         } else {
-            mailbox.watch(f, i);
+            completed.watch(f, i);
         }
     }
     AsCompleted {
         remaining: slots.len(),
         slots,
         ready,
-        mailbox,
+        completed,
         started,
         deadline: timeout.and_then(|d| started.checked_add(d)),
         timed_out: false,
@@ -196,7 +145,7 @@ where
 pub struct AsCompleted<T> {
     slots: Vec<Option<Future<T>>>,
     ready: VecDeque<usize>,
-    mailbox: Arc<Mailbox>,
+    completed: Arc<CompletionQueue>,
     remaining: usize,
     started: Instant,
     deadline: Option<Instant>,
@@ -213,7 +162,7 @@ impl<T: Send + 'static> Iterator for AsCompleted<T> {
         loop {
             let index = match self.ready.pop_front() {
                 Some(i) => i,
-                None => match self.mailbox.recv_deadline(self.deadline) {
+                None => match self.completed.recv_deadline(self.deadline) {
                     Some((i, _)) => i,
                     None => {
                         self.timed_out = true;

@@ -9,7 +9,6 @@ mod sleep;
 use std::fmt;
 use std::sync::Arc;
 
-pub(crate) use self::registry::block_in_place;
 use self::registry::{Registry, ThreadConfig};
 use crate::error::{BuildError, JoinError, SubmitError};
 use crate::executor::{Executor, Submit};
@@ -38,7 +37,7 @@ use crate::job::Job;
 /// ```
 /// use stealpool::{Executor, ThreadPoolExecutor};
 ///
-/// let pool = ThreadPoolExecutor::builder().num_workers(4).thread_name("crunch").build().unwrap();
+/// let pool = ThreadPoolExecutor::builder().num_workers(4).name_prefix("crunch").build().unwrap();
 /// let futures: Vec<_> = (0..8u64).map(|i| pool.submit(move || i * i).unwrap()).collect();
 /// let squares: Vec<u64> = futures.into_iter().map(|f| f.result().unwrap()).collect();
 /// assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49]);
@@ -166,7 +165,7 @@ impl fmt::Debug for ThreadPoolExecutor {
 /// let counter = Arc::clone(&started);
 /// let pool = ThreadPoolBuilder::new()
 ///     .num_workers(3)
-///     .thread_name("io")
+///     .name_prefix("io")
 ///     .stack_size(256 * 1024)
 ///     .initializer(move || { counter.fetch_add(1, Ordering::SeqCst); })
 ///     .build()
@@ -176,7 +175,7 @@ impl fmt::Debug for ThreadPoolExecutor {
 /// ```
 pub struct ThreadPoolBuilder {
     num_workers: usize,
-    thread_name: String,
+    name_prefix: String,
     stack_size: Option<usize>,
     initializer: Option<Arc<dyn Fn() + Send + Sync>>,
 }
@@ -200,7 +199,7 @@ impl ThreadPoolBuilder {
     pub fn new() -> Self {
         ThreadPoolBuilder {
             num_workers: 0,
-            thread_name: "stealpool-worker".to_owned(),
+            name_prefix: "stealpool-worker".to_owned(),
             stack_size: None,
             initializer: None,
         }
@@ -216,8 +215,8 @@ impl ThreadPoolBuilder {
 
     /// The prefix of the worker threads' names: workers are `PREFIX-0`, `PREFIX-1`, ... and
     /// spare threads (started while workers are blocked) `PREFIX-spare-N`.
-    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
-        self.thread_name = prefix.into();
+    pub fn name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.name_prefix = prefix.into();
         self
     }
 
@@ -248,7 +247,7 @@ impl ThreadPoolBuilder {
             return Err(BuildError::spawn(std::io::Error::new(std::io::ErrorKind::InvalidInput, message)));
         }
         let config =
-            ThreadConfig { name_prefix: self.thread_name, stack_size: self.stack_size, initializer: self.initializer };
+            ThreadConfig { name_prefix: self.name_prefix, stack_size: self.stack_size, initializer: self.initializer };
         Ok(ThreadPoolExecutor { registry: Registry::start(n, config)? })
     }
 }
@@ -263,7 +262,7 @@ impl fmt::Debug for ThreadPoolBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ThreadPoolBuilder")
             .field("num_workers", &self.num_workers)
-            .field("thread_name", &self.thread_name)
+            .field("name_prefix", &self.name_prefix)
             .field("stack_size", &self.stack_size)
             .field("initializer", &self.initializer.as_ref().map(|_| "Fn()"))
             .finish()

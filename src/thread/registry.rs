@@ -34,6 +34,7 @@ use crossbeam_utils::Backoff;
 use parking_lot::Mutex;
 
 use super::sleep::{Sleep, SpareFate, Wake};
+use crate::blocking::{self, BlockingRegion};
 use crate::error::{BuildError, SubmitError};
 use crate::future::{Cell, Core, Future};
 use crate::job::Job;
@@ -161,14 +162,13 @@ where
 
 /// What a thread of a pool knows about itself.
 struct WorkerCtx {
-    registry: Arc<Registry>,
     /// `None` for spare threads.
     local: Option<Worker<JobRef>>,
 }
 
 thread_local! {
     static WORKER: RefCell<Option<WorkerCtx>> = const { RefCell::new(None) };
-    /// The address of the registry in `WORKER`, or 0: a plain value (no destructor), so that
+    /// The address of the registry whose thread this is, or 0: a plain value (no destructor), so that
     /// the check every submission makes is a bare thread-local load.
     static CURRENT: StdCell<usize> = const { StdCell::new(0) };
 }
@@ -179,33 +179,31 @@ fn current_registry() -> Option<usize> {
 
 /// Makes this thread a thread of `registry` (with `local` as its deque) until `run` returns.
 fn as_pool_thread(registry: &Arc<Registry>, local: Option<Worker<JobRef>>, run: impl FnOnce()) {
-    WORKER.with_borrow_mut(|w| *w = Some(WorkerCtx { registry: Arc::clone(registry), local }));
+    WORKER.with_borrow_mut(|w| *w = Some(WorkerCtx { local }));
     CURRENT.set(registry.id());
+    let region = blocking::install(Arc::new(PoolThread(Arc::clone(registry))));
     run();
+    drop(region);
     CURRENT.set(0);
     WORKER.with_borrow_mut(|w| *w = None);
 }
 
-/// Runs `f`, which is about to block, with the current thread counted as blocked if it is a
-/// pool thread, so that its pool can keep its parallelism (see `SLEEP.md`).
-pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
-    if CURRENT.get() == 0 {
-        return f();
-    }
-    let Some(registry) = WORKER.with_borrow(|w| w.as_ref().map(|ctx| Arc::clone(&ctx.registry))) else {
-        return f();
-    };
-    if registry.sleep.enter_blocking(|| registry.has_work()) == Wake::SpawnSpare {
-        registry.spawn_spare();
-    }
-    struct Unblock<'a>(&'a Sleep);
-    impl Drop for Unblock<'_> {
-        fn drop(&mut self) {
-            self.0.exit_blocking();
+/// The blocking region of a pool thread: code about to block on it (a future's `result`, a
+/// `wait`, a map) counts the thread as blocked, so that its pool keeps its parallelism (see
+/// `SLEEP.md`).
+struct PoolThread(Arc<Registry>);
+
+impl BlockingRegion for PoolThread {
+    fn enter(&self) {
+        let registry = &self.0;
+        if registry.sleep.enter_blocking(|| registry.has_work()) == Wake::SpawnSpare {
+            registry.spawn_spare();
         }
     }
-    let _unblock = Unblock(&registry.sleep);
-    f()
+
+    fn exit(&self) {
+        self.0.sleep.exit_blocking();
+    }
 }
 
 const RUNNING: u8 = 0;
