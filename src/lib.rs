@@ -76,7 +76,7 @@ mod deadline;
 mod error;
 mod executor;
 mod future;
-#[cfg(test)]
+#[cfg(all(test, unix, any(feature = "process", feature = "manager")))]
 mod fuzzing;
 pub mod job;
 #[cfg(all(unix, feature = "manager"))]

@@ -633,7 +633,7 @@ mod tests {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.signal(), Some(nix::sys::signal::Signal::SIGABRT as i32), "{:?}: {stderr}", out.status);
+        assert_eq!(out.status.signal(), Some(nix::libc::SIGABRT), "{:?}: {stderr}", out.status);
         assert!(stderr.contains("stealpool: internal error: a worker thread panicked"), "{stderr}");
     }
 }
