@@ -8,14 +8,15 @@
 //!   worker; idle workers sleep.
 //! - [`Future`]: `result` / `try_result` / `result_timeout`, `cancel`, done callbacks, and
 //!   `.await` from any async runtime; [`wait`] and [`as_completed`] over many futures.
-//! - `ProcessPoolExecutor` (Unix): the same interface on pre-forked, supervised worker
-//!   processes: jobs are registered functions or job types (serde), a worker that dies fails
-//!   only its own job and is replaced, overdue jobs are killed, no worker outlives the program.
-//!   See [`process`].
-//! - [`manager`] (Unix): `multiprocessing.Manager()`: queues, locks, semaphores, events,
-//!   barriers and maps shared by processes and threads, sturdier than Python's (a holder that
-//!   dies releases its lock; an item is never lost to a dying getter).
-//! - [`Process`] and [`pipe`] (Unix): one function in a child process, and pipes to talk to it.
+//! - `ProcessPoolExecutor` (Unix, feature `process`): the same interface on pre-forked,
+//!   supervised worker processes: jobs are registered functions or job types (serde), a worker
+//!   that dies fails only its own job and is replaced, overdue jobs are killed, no worker
+//!   outlives the program. See the `process` module.
+//! - `manager` (Unix, feature `manager`): `multiprocessing.Manager()`: queues, locks,
+//!   semaphores, events, barriers and maps shared by processes and threads, sturdier than
+//!   Python's (a holder that dies releases its lock; an item is never lost to a dying getter).
+//! - `Process` and `pipe` (Unix, feature `process`): one function in a child process, and
+//!   pipes to talk to it.
 //! - [`Executor`]: `map` (in order, one deadline, cancel on failure or drop), `imap`,
 //!   `imap_unordered`, `starmap`, `apply_async`, `shutdown`, `close` + `join`, `terminate`.
 //!
@@ -60,11 +61,20 @@
 //! pool.shutdown(true, false); // or just drop the pool: it waits, like Python's `with`
 //! ```
 //!
+//! # Features
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | (none) | | [`ThreadPoolExecutor`], [`Future`], [`wait`], [`as_completed`], the [`Executor`] and [`Submit`] traits: portable Rust on crossbeam and parking_lot, nothing that runs before `main` |
+//! | `process` | yes | `ProcessPoolExecutor`, `register_fn!` / `register_job!`, `Process` and `pipe` (Unix): serde, ipc-channel, nix, and a fork server whose start-up code runs before `main` (ctor) |
+//! | `manager` | yes | `manager::Manager` and its shared objects (Unix): serde, nix, memmap2, HMAC-SHA256 |
+//!
+//! A program that wants only the thread pool depends on
+//! `stealpool = { version = "0.1", default-features = false }`.
+//!
 //! # Platform
-//! Linux is the first platform. The thread pool is portable Rust; the process pool
-//! (`ProcessPoolExecutor`, `register_fn!`, `register_job!`), [`Process`], [`pipe`], the
-//! [`manager`] and the copy engine ([`copy`]) are `cfg(unix)`, and tested on Linux (the manager
-//! uses a Linux abstract socket and a memfd).
+//! Linux is the first platform. The thread pool is portable Rust; the process pool, `Process`,
+//! `pipe` and the manager are `cfg(unix)` and tested on Linux (the manager uses a Linux
+//! abstract socket and a memfd).
 
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(unsafe_op_in_unsafe_fn)]

@@ -1,4 +1,4 @@
-//! The machinery behind [`Executor::map`](super::Executor::map) and its relatives, shared by
+//! The machinery behind [`Executor::map`](crate::Executor::map)(super::Executor::map) and its relatives, shared by
 //! every backend: chunking the input, a window of chunks in flight, one deadline, results in
 //! input order (or as they finish), cancel on failure and on drop.
 //!
@@ -15,8 +15,8 @@ use crate::error::{JobError, MapError, MapErrorKind, ResultTimeoutError, Shutdow
 use crate::future::{CompletionQueue, Future};
 use crate::job::{Apply, Batch};
 
-/// Options for [`Executor::map_with`], [`Executor::imap_with`] and
-/// [`Executor::imap_unordered_with`].
+/// Options for [`Executor::map_with`](crate::Executor::map_with), [`Executor::imap_with`](crate::Executor::imap_with) and
+/// [`Executor::imap_unordered_with`](crate::Executor::imap_unordered_with).
 ///
 /// # Examples
 /// ```
@@ -115,7 +115,7 @@ struct Chunk<R> {
     future: Option<ChunkFuture<R>>,
 }
 
-/// The iterator returned by [`Executor::map`] and its relatives.
+/// The iterator returned by [`Executor::map`](crate::Executor::map) and its relatives.
 ///
 /// Yields `Ok(value)` or `Err(MapError)` per item (whose [`index`](MapError::index) is the
 /// item's input position). Dropping it cancels every job not yet finished.
