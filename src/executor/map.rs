@@ -67,7 +67,7 @@ impl MapOptions {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Mode {
+pub(super) enum Order {
     Ordered { stop_on_error: bool },
     Unordered,
 }
@@ -121,7 +121,7 @@ struct Chunk<R> {
 /// item's input position). Dropping it cancels every job not yet finished.
 pub struct MapIter<'a, R> {
     source: Option<Box<dyn ChunkSource<R> + 'a>>,
-    mode: Mode,
+    order: Order,
     window: usize,
     deadline: Option<Instant>,
     /// Ordered mode: submitted chunks in input order.
@@ -141,7 +141,7 @@ impl<'a, R: Send + 'static> MapIter<'a, R> {
         f: F,
         items: I,
         options: MapOptions,
-        mode: Mode,
+        order: Order,
     ) -> Result<Self, ShutdownError>
     where
         E: Submit<Batch<F, A>>,
@@ -158,13 +158,13 @@ impl<'a, R: Send + 'static> MapIter<'a, R> {
         });
         let mut it = MapIter {
             source: Some(Box::new(Source { executor, f, items, chunksize, next_index: 0 })),
-            mode,
+            order,
             window: options.buffersize.unwrap_or(4 * workers),
             deadline: deadline::after_opt(options.timeout),
             queue: VecDeque::new(),
             slots: Vec::new(),
             free_slots: Vec::new(),
-            completed: (mode == Mode::Unordered).then(CompletionQueue::new),
+            completed: (order == Order::Unordered).then(CompletionQueue::new),
             current: None,
             finished: false,
         };
@@ -222,7 +222,7 @@ impl<'a, R: Send + 'static> MapIter<'a, R> {
 
     fn fail(&mut self, index: usize, kind: MapErrorKind) -> Option<Result<R, MapError>> {
         let item_failure_tolerated =
-            matches!(kind, MapErrorKind::Failed(_)) && self.mode != (Mode::Ordered { stop_on_error: true });
+            matches!(kind, MapErrorKind::Failed(_)) && self.order != (Order::Ordered { stop_on_error: true });
         if !item_failure_tolerated {
             self.stop();
         }
@@ -319,7 +319,7 @@ impl<R> Drop for MapIter<'_, R> {
 impl<R> fmt::Debug for MapIter<'_, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MapIter")
-            .field("mode", &self.mode)
+            .field("order", &self.order)
             .field("window", &self.window)
             .field("deadline", &self.deadline)
             .field("chunks_in_flight", &self.chunks_in_flight())

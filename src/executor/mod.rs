@@ -10,7 +10,7 @@
 
 mod map;
 
-use self::map::Mode;
+use self::map::Order;
 pub use self::map::{MapIter, MapOptions};
 use crate::error::{JobError, JoinError, ShutdownError, SubmitError};
 use crate::future::Future;
@@ -194,7 +194,7 @@ pub trait Executor {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'a,
     {
-        MapIter::start(self, f, items.into_iter(), options, Mode::Ordered { stop_on_error: true })
+        MapIter::start(self, f, items.into_iter(), options, Order::Ordered { stop_on_error: true })
     }
 
     /// Like [`map`](Executor::map), but a failed item does not stop the iteration: each item
@@ -238,7 +238,7 @@ pub trait Executor {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'a,
     {
-        MapIter::start(self, f, items.into_iter(), options, Mode::Ordered { stop_on_error: false })
+        MapIter::start(self, f, items.into_iter(), options, Order::Ordered { stop_on_error: false })
     }
 
     /// Like [`imap`](Executor::imap), but results come in completion order
@@ -284,7 +284,7 @@ pub trait Executor {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'a,
     {
-        MapIter::start(self, f, items.into_iter(), options, Mode::Unordered)
+        MapIter::start(self, f, items.into_iter(), options, Order::Unordered)
     }
 
     /// Like [`map`](Executor::map) for a function of several arguments, each item a tuple of
@@ -333,7 +333,7 @@ pub trait Executor {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'a,
     {
-        MapIter::start(self, Star(f), items.into_iter(), options, Mode::Ordered { stop_on_error: true })
+        MapIter::start(self, Star(f), items.into_iter(), options, Order::Ordered { stop_on_error: true })
     }
 }
 
