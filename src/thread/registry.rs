@@ -1,6 +1,6 @@
 //! The shared heart of a [`ThreadPoolExecutor`](super::ThreadPoolExecutor): the queues, the
-//! worker threads' main loops, the per-job cells, and the hook that lets a worker block on a
-//! future without starving the pool.
+//! worker threads' main loops, and the blocking region that lets a worker block on a future
+//! without starving the pool. The per-job cells are in `job_cell.rs`.
 //!
 //! Queues: jobs submitted from outside the pool go to the global injector, and jobs submitted
 //! from inside it go to the submitting worker's own LIFO deque (fork-join locality). An idle
@@ -23,7 +23,7 @@
 //! the process with a message instead of leaving a pool that silently lost a thread (and with
 //! it, perhaps, a job whose future never resolves).
 
-use std::cell::{Cell as StdCell, RefCell, UnsafeCell};
+use std::cell::{Cell as StdCell, RefCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering, fence};
 use std::thread::{self, JoinHandle};
@@ -33,132 +33,13 @@ use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::Backoff;
 use parking_lot::Mutex;
 
+use super::job_cell::{JobCell, JobRef, cancel_job, run_job};
 use super::sleep::{Sleep, SpareFate, Wake};
 use crate::blocking::{self, BlockingRegion};
 use crate::error::{BuildError, SubmitError};
-use crate::future::{Cell, Core, Future};
+use crate::future::Future;
 use crate::job::Job;
 use crate::unwind;
-
-/// A queued job, type-erased.
-pub(super) type JobRef = Arc<dyn Runnable>;
-
-pub(super) trait Runnable: Send + Sync {
-    /// Runs the job unless it was cancelled or already started elsewhere (inline by a waiter).
-    fn run(&self);
-    /// Cancels the job if it has not started, dropping it at once.
-    fn cancel(&self);
-}
-
-/// Runs a queued job and drops the queue's reference to it. That reference may be the last
-/// one (the future was dropped, or the job ran inline elsewhere), and then its drop drops the
-/// job's outcome: user code, which may panic, caught here like the job itself.
-#[inline]
-fn run_job(job: JobRef) {
-    let _ = unwind::catch(move || job.run());
-}
-
-/// Cancels a queued job and drops the queue's reference to it, both under a panic guard for
-/// the same reason as in [`run_job`].
-fn cancel_job(job: JobRef) {
-    let _ = unwind::catch(move || job.cancel());
-}
-
-/// A job and the state of its future in one allocation, shared by the queue and the [`Future`].
-struct JobCell<J: Job> {
-    core: Core<J::Output>,
-    /// Taken by whoever wins `core.try_start()`; see the `Sync` impl.
-    job: UnsafeCell<Option<J>>,
-    /// The address of the owning registry: jobs run inline only on that pool's threads.
-    registry: usize,
-}
-
-// SAFETY: `job` is the only field not already `Sync`. It is written once, in `new`, before the
-// cell is shared (the `Arc` is published to other threads through the deques and the future,
-// which synchronize). After that it is touched only by the one party that moves the core out
-// of `Pending`, a move made under the core's mutex and so made exactly once: `execute` and
-// `take_back` after `core.try_start()` returned true, or `cancel`'s discard closure, which
-// `Core::cancel_and` runs only after that call itself moved the core out of `Pending` (and
-// after the mutex, whose release and acquisition order it after the cell's publication). So at
-// most one thread accesses `job`, and moving a `J: Send` out of it on that thread is sound.
-// `Core<T>` is `Sync` for `T: Send`.
-unsafe impl<J: Job + Send> Sync for JobCell<J> where J::Output: Send {}
-
-impl<J: Job + Send> JobCell<J>
-where
-    J::Output: Send,
-{
-    /// Runs the job here if it has not started. Returns whether it ran.
-    fn execute(&self) -> bool {
-        if !self.core.try_start() {
-            return false;
-        }
-        // SAFETY: `try_start` returned true, so this thread is the only one that will ever
-        // access `job` (see the `Sync` impl).
-        let job = unsafe { (*self.job.get()).take() };
-        let outcome = match job {
-            Some(job) => unwind::catch(|| job.run()),
-            None => Err(crate::JobError::AlreadyTaken),
-        };
-        self.core.complete(outcome);
-        true
-    }
-}
-
-impl<J: Job + Send> JobCell<J>
-where
-    J::Output: Send,
-{
-    /// Cancels the job and returns it, if it has not started.
-    fn take_back(&self) -> Option<J> {
-        if !self.core.try_start() {
-            return None;
-        }
-        // SAFETY: as in `execute`: `try_start` returned true, so only this thread ever
-        // accesses `job` from now on.
-        let job = unsafe { (*self.job.get()).take() };
-        self.core.complete(Err(crate::JobError::Cancelled));
-        job
-    }
-}
-
-impl<J: Job + Send> Runnable for JobCell<J>
-where
-    J::Output: Send,
-{
-    fn run(&self) {
-        self.execute();
-    }
-
-    fn cancel(&self) {
-        Cell::cancel(self);
-    }
-}
-
-impl<J: Job + Send> Cell<J::Output> for JobCell<J>
-where
-    J::Output: Send,
-{
-    fn core(&self) -> &Core<J::Output> {
-        &self.core
-    }
-
-    fn run_inline(&self) -> bool {
-        current_registry() == Some(self.registry) && self.execute()
-    }
-
-    fn cancel(&self) -> bool {
-        self.core.cancel_and(|| {
-            // SAFETY: `cancel_and` runs this only after this very call moved the core out of
-            // `Pending`, so this thread is the only one that will ever access `job` (see the
-            // `Sync` impl).
-            let job = unsafe { (*self.job.get()).take() };
-            // The job's captures are user values whose `Drop` may panic: caught, as a job's
-            // own panic would be; the job is cancelled either way.
-            let _ = unwind::catch(move || drop(job));
-        })
-    }
-}
 
 /// What a thread of a pool knows about itself.
 struct WorkerCtx {
@@ -173,7 +54,7 @@ thread_local! {
     static CURRENT: StdCell<usize> = const { StdCell::new(0) };
 }
 
-fn current_registry() -> Option<usize> {
+pub(super) fn current_registry() -> Option<usize> {
     Some(CURRENT.get()).filter(|&id| id != 0)
 }
 
@@ -342,7 +223,7 @@ impl Registry {
         if refused {
             return Err(SubmitError::shutdown(job));
         }
-        let cell = Arc::new(JobCell { core: Core::new(), job: UnsafeCell::new(Some(job)), registry: self.id() });
+        let cell = JobCell::new(job, self.id());
         self.push(Arc::clone(&cell) as JobRef, inside);
         let state = self.lifecycle.load(Ordering::SeqCst);
         if state != RUNNING
