@@ -31,6 +31,10 @@ use crate::unwind;
 /// let pool = ThreadPoolExecutor::new(2);
 /// assert_eq!(pool.submit(Square(12)).unwrap().result(), Ok(144));
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a job",
+    note = "a job is a closure `FnOnce() -> R` or a type that implements `stealpool::Job`"
+)]
 pub trait Job {
     /// What the job produces.
     type Output;
@@ -72,6 +76,10 @@ where
 
 /// A function applied to each item of a map: every `Fn(A) -> R`, and, through [`Star`], every
 /// function of two to four arguments applied to tuples (`starmap`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be applied to items of type `{A}`",
+    note = "a mapped function takes one item (`Fn(A) -> R`); `starmap` takes a function of 2 to 4 arguments and tuples of them"
+)]
 pub trait Apply<A> {
     /// What one application produces.
     type Output;

@@ -350,6 +350,11 @@ pub trait Executor {
 /// let f = Submit::submit(&pool, || "hello".len()).unwrap();
 /// assert_eq!(f.result(), Ok(5));
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot run jobs of type `{J}`",
+    label = "this executor does not accept `{J}`",
+    note = "the thread pool runs any `Job + Send + 'static`, closures included; the process pool runs only registered code: functions registered with `register_fn!` (with `apply_async`, `map`, ...) and job types registered with `register_job!`, never closures"
+)]
 pub trait Submit<J: Job>: Executor {
     /// Schedules `job` and returns the [`Future`] of its output.
     ///
