@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::error::ExitStatus;
 use crate::process::slot::{CONDEMNED, ENDED};
 
 /// A worker as the rules see it: its slot and its reply reader's mark, set by the test.
