@@ -76,7 +76,7 @@ use crate::future::{Cell, Core, Ending, Future};
 use crate::job::{Apply, Batch, Call, Star};
 
 pub use self::child::{Process, ProcessBuilder};
-use self::pool::{Config, Pool, Sink, Task};
+use self::pool::{Config, Pool, QueuedTask as Task, Sink};
 use self::protocol::{Mode, Status};
 pub use self::registry::RemoteJob;
 

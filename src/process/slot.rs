@@ -23,7 +23,7 @@
 //! both sides; the pool reads it only with atomic operations and trusts nothing in it beyond
 //! the one swap: a worker that writes nonsense there only fails to be judged exactly, and the
 //! pool's own clock still bounds how long any task may run, and a worker that claims an end it
-//! never replies to is killed as faulty (see `Pool::supervise`).
+//! never replies to is killed as faulty (see `pool/supervisor/limits.rs`).
 //!
 //! This module must never read the shared memory other than through atomics.
 

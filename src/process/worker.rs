@@ -78,7 +78,7 @@ fn serve_sockets(pid: u32, mut tasks: Reader, replies: OwnedFd, initializer: Opt
                 return 0;
             }
             match tasks.recv_owned(Wait::Yes) {
-                Ok(Some(f)) => take(f, &mut waiting, &mut skipped),
+                Ok(Some(f)) => sort_incoming(f, &mut waiting, &mut skipped),
                 Ok(None) => {}
                 Err(e) => return closed(pid, &e), // the parent closed the channel: retire
             }
@@ -87,7 +87,7 @@ fn serve_sockets(pid: u32, mut tasks: Reader, replies: OwnedFd, initializer: Opt
         // is seen before that task's turn.
         while open {
             match tasks.recv_owned(Wait::No) {
-                Ok(Some(f)) => take(f, &mut waiting, &mut skipped),
+                Ok(Some(f)) => sort_incoming(f, &mut waiting, &mut skipped),
                 Ok(None) => break,
                 Err(e) => {
                     closed(pid, &e);
@@ -139,7 +139,11 @@ fn serve_sockets(pid: u32, mut tasks: Reader, replies: OwnedFd, initializer: Opt
 
 /// Sorts an incoming message: a skip request is remembered, a batch is unpacked, anything else
 /// waits its turn.
-fn take((frame, start): (Vec<u8>, usize), waiting: &mut VecDeque<(Vec<u8>, usize)>, skipped: &mut HashSet<u64>) {
+fn sort_incoming(
+    (frame, start): (Vec<u8>, usize),
+    waiting: &mut VecDeque<(Vec<u8>, usize)>,
+    skipped: &mut HashSet<u64>,
+) {
     match protocol::split::<ToWorker<'_>>(&frame[start..]) {
         Ok((ToWorker::Skip { id }, _)) => {
             skipped.insert(id);
@@ -162,7 +166,7 @@ fn take((frame, start): (Vec<u8>, usize), waiting: &mut VecDeque<(Vec<u8>, usize
 #[cfg(test)]
 pub(crate) fn sort_for_fuzzing(frame: &[u8]) {
     let (mut waiting, mut skipped) = (VecDeque::new(), HashSet::new());
-    take((frame.to_vec(), 0), &mut waiting, &mut skipped);
+    sort_incoming((frame.to_vec(), 0), &mut waiting, &mut skipped);
     for (f, start) in waiting {
         let _ = protocol::split::<ToWorker<'_>>(&f[start..]);
     }

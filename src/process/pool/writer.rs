@@ -1,0 +1,62 @@
+//! A worker's writer thread: moves frames from the worker's outbox into its task socket.
+//!
+//! A `send` blocks when the worker lags, so the writer is a thread of its own and nobody else
+//! ever blocks on the socket; it fails at once (`EPIPE`) when the worker dies.
+//!
+//! This module must never take the pool's lock or decide anything about a task: it only moves
+//! bytes, in the order the outbox gives them.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+
+use crate::process::protocol;
+use crate::process::wire;
+
+/// A worker's writer thread: frames from the outbox into the task channel, until the outbox
+/// closes (the worker then reads end of file) or the worker is gone. Small frames that queued
+/// up meanwhile go together in one batch message; large ones go alone, without a copy.
+pub(super) fn write_frames(outbox: Receiver<Arc<Vec<u8>>>, tasks: OwnedFd, slot: OwnedFd) {
+    // The first frame, empty, carries the worker's slot.
+    if wire::send_parts(tasks.as_fd(), &[], Some(slot.as_fd())).is_err() {
+        return;
+    }
+    drop(slot);
+    let mut batch = Vec::new();
+    let mut carried: Option<Arc<Vec<u8>>> = None;
+    loop {
+        let first = match carried.take() {
+            Some(f) => f,
+            None => match outbox.recv() {
+                Ok(f) => f,
+                Err(_) => return,
+            },
+        };
+        let mut count = 1;
+        if first.len() <= protocol::BATCHABLE {
+            while batch.len() < protocol::BATCH_BYTES {
+                match outbox.try_recv() {
+                    Ok(next) if next.len() <= protocol::BATCHABLE => {
+                        if count == 1 {
+                            protocol::batch_start(&mut batch);
+                            protocol::batch_push(&mut batch, &first);
+                        }
+                        protocol::batch_push(&mut batch, &next);
+                        count += 1;
+                    }
+                    Ok(large) => {
+                        carried = Some(large);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let sent = wire::send(tasks.as_fd(), if count == 1 { &first } else { &batch });
+        batch.clear();
+        if sent.is_err() {
+            return;
+        }
+    }
+}
