@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::deadline;
 use crate::error::{ExitStatus, ProcessError};
 use crate::process::registry::{self, Outgoing, RemoteFn};
-use crate::process::zygote::{self, Zygote};
+use crate::process::fork_server::{self as zygote, Zygote};
 
 /// A function running in a child process. See [`Process::spawn`].
 ///

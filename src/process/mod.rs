@@ -61,7 +61,7 @@ pub(crate) mod registry;
 mod slot;
 mod wire;
 mod worker;
-mod zygote;
+mod fork_server;
 
 use std::fmt;
 use std::sync::{Arc, Weak};

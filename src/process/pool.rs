@@ -34,7 +34,7 @@ use crate::error::{BuildError, ExitStatus, JobError};
 use crate::process::protocol::{self, FromWorker, Status};
 use crate::process::slot::{self, CONDEMNED, ENDED, Slot};
 use crate::process::wire::{self, Reader, Wait, WireError};
-use crate::process::zygote::{self, Pending, Spawned, Zygote};
+use crate::process::fork_server::{self as zygote, Pending, Spawned, Zygote};
 
 /// Where a task's outcome goes: the future's cell, type-erased.
 pub(crate) trait Sink: Send + Sync {
