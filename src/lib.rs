@@ -103,7 +103,7 @@ pub use crate::thread::{ThreadPoolBuilder, ThreadPoolExecutor};
 #[cfg(unix)]
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::process::registry::{REGISTRY, Registration, invoke_fn, invoke_job, start_fn, type_id_of};
+    pub use crate::process::registration::{REGISTRY, Registration, invoke_fn, invoke_job, start_fn, type_id_of};
     pub use linkme;
 }
 

@@ -112,7 +112,7 @@ fn attacker_connects_where_it_can() {
     println!("REACHED [{}]", reached.join(" "));
 }
 
-/// A fork server started by hand (as `start` in `zygote.rs` does), killed and reaped on drop.
+/// A fork server started by hand (as `start` in `src/process/fork_server/client.rs` does), killed and reaped on drop.
 struct HandStarted(std::process::Child);
 
 impl Drop for HandStarted {

@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use crate::deadline;
 use crate::error::{ExitStatus, ProcessError};
-use crate::process::registry::{self, Outgoing, RemoteFn};
-use crate::process::fork_server::{self as zygote, Zygote};
+use crate::process::fork_server::{self, ForkServer};
+use crate::process::registration::{self, Outgoing, RemoteFn};
 
 /// A function running in a child process. See [`Process::spawn`].
 ///
@@ -50,7 +50,7 @@ use crate::process::fork_server::{self as zygote, Zygote};
 pub struct Process {
     pid: u32,
     name: String,
-    zygote: Arc<Zygote>,
+    server: Arc<ForkServer>,
     status: Mutex<Option<ExitStatus>>,
 }
 
@@ -104,7 +104,7 @@ impl ProcessBuilder {
         F::Args: Serialize,
     {
         let _ = f;
-        let code = registry::name_of_fn::<F>()
+        let code = registration::name_of_fn::<F>()
             .ok_or_else(|| ProcessError::Unregistered { name: std::any::type_name::<F>().to_owned() })?;
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let name = self
@@ -112,16 +112,16 @@ impl ProcessBuilder {
             .unwrap_or_else(|| format!("stealpool-p{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
         // A fork server found dead on the way (killed, say) is replaced, once.
         let mut retried = false;
-        let (zygote, pid, tx) = loop {
-            let zygote = zygote::get().map_err(ProcessError::Spawn)?;
+        let (server, pid, tx) = loop {
+            let server = fork_server::get().map_err(ProcessError::Spawn)?;
             let (tx, rx) = ipc::channel::<Outgoing<F::Args>>().map_err(ProcessError::Spawn)?;
-            match zygote.run(&name, code, rx.to_opaque(), self.die_with_parent) {
-                Ok(pid) => break (zygote, pid, tx),
-                Err(_) if !retried && !zygote.is_usable() => retried = true,
+            match server.run(&name, code, rx.to_opaque(), self.die_with_parent) {
+                Ok(pid) => break (server, pid, tx),
+                Err(_) if !retried && !server.is_usable() => retried = true,
                 Err(e) => return Err(ProcessError::Spawn(e)),
             }
         };
-        let process = Process { pid, name, zygote, status: Mutex::new(None) };
+        let process = Process { pid, name, server, status: Mutex::new(None) };
         // Not serialized before the child starts: serializing pipe ends outside an ipc-channel
         // send would leave their descriptors behind in ipc-channel's per-thread state.
         if let Err(e) = crate::pipe::sending(|| tx.send(Outgoing(args))) {
@@ -168,7 +168,7 @@ impl Process {
     fn status_until(&self, deadline: Option<Instant>) -> Option<ExitStatus> {
         let mut status = self.status.lock();
         if status.is_none() {
-            *status = self.zygote.exit_status(self.pid, deadline);
+            *status = self.server.exit_status(self.pid, deadline);
         }
         *status
     }
@@ -201,19 +201,19 @@ impl Process {
     /// Sends `SIGTERM` (Python's `terminate`). Does nothing once the child has ended: the
     /// signal goes through the fork server, which knows the pid was not reused.
     pub fn terminate(&self) {
-        self.zygote.kill(self.pid, Signal::SIGTERM);
+        self.server.kill(self.pid, Signal::SIGTERM);
     }
 
     /// Sends `SIGKILL` (Python's `kill`). Does nothing once the child has ended.
     pub fn kill(&self) {
-        self.zygote.kill(self.pid, Signal::SIGKILL);
+        self.server.kill(self.pid, Signal::SIGKILL);
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
         if self.status.get_mut().is_none() {
-            self.zygote.forget_exit(self.pid);
+            self.server.forget_exit(self.pid);
         }
     }
 }

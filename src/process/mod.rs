@@ -53,15 +53,15 @@
 //! ```
 
 mod child;
+mod fork_server;
 #[cfg(test)]
 mod fuzz;
 mod pool;
 pub(crate) mod protocol;
-pub(crate) mod registry;
+pub(crate) mod registration;
 mod slot;
 mod wire;
 mod worker;
-mod fork_server;
 
 use std::fmt;
 use std::sync::{Arc, Weak};
@@ -77,8 +77,8 @@ use crate::job::{Apply, Batch, Call, Star};
 
 pub use self::child::{Process, ProcessBuilder};
 use self::pool::{Config, Pool, Sink, Task};
-use self::protocol::{Mode, Status};
-pub use self::registry::RemoteJob;
+use self::protocol::{InputLayout, Status};
+pub use self::registration::RemoteJob;
 
 /// A pool of worker processes, pre-forked and supervised: Python's `ProcessPoolExecutor` and
 /// `multiprocessing.Pool` for Rust. See the [module docs](self) for how it works.
@@ -147,7 +147,7 @@ impl ProcessPoolExecutor {
         job: J,
         limit: Option<Duration>,
     ) -> Result<Future<J::Output>, SubmitError<J>> {
-        self.send(job, Ok(J::NAME), Mode::One, |job, frame| protocol::append(job, frame), decode_one, limit)
+        self.send(job, Ok(J::NAME), InputLayout::One, |job, frame| protocol::append(job, frame), decode_one, limit)
     }
 
     /// The process ids of the current workers.
@@ -172,7 +172,7 @@ impl ProcessPoolExecutor {
         &self,
         job: J,
         code: Result<&'static str, &'static str>,
-        mode: Mode,
+        mode: InputLayout,
         encode: impl FnOnce(&J, Vec<u8>) -> postcard::Result<Vec<u8>>,
         decode: fn(Status, &[u8]) -> Result<T, JobError>,
         limit: Option<Duration>,
@@ -216,7 +216,7 @@ impl ProcessPoolExecutor {
 
 /// The name of the registered function `F`, or its type name if it is not registered.
 fn fn_code<F: 'static>() -> Result<&'static str, &'static str> {
-    registry::name_of_fn::<F>().ok_or(std::any::type_name::<F>())
+    registration::name_of_fn::<F>().ok_or(std::any::type_name::<F>())
 }
 
 fn decode_one<T: DeserializeOwned>(status: Status, body: &[u8]) -> Result<T, JobError> {
@@ -344,7 +344,14 @@ where
 {
     fn submit(&self, call: Call<F, A>) -> Result<Future<R>, SubmitError<Call<F, A>>> {
         let limit = self.pool.default_limit();
-        self.send(call, fn_code::<F>(), Mode::One, |c, frame| protocol::append(&c.args, frame), decode_one, limit)
+        self.send(
+            call,
+            fn_code::<F>(),
+            InputLayout::One,
+            |c, frame| protocol::append(&c.args, frame),
+            decode_one,
+            limit,
+        )
     }
 }
 
@@ -357,7 +364,14 @@ where
 {
     fn submit(&self, batch: Batch<F, A>) -> Result<Future<Vec<Result<R, JobError>>>, SubmitError<Batch<F, A>>> {
         let limit = self.pool.default_limit();
-        self.send(batch, fn_code::<F>(), Mode::Many, |b, frame| protocol::append(&b.items, frame), decode_many, limit)
+        self.send(
+            batch,
+            fn_code::<F>(),
+            InputLayout::Many,
+            |b, frame| protocol::append(&b.items, frame),
+            decode_many,
+            limit,
+        )
     }
 }
 
@@ -374,7 +388,14 @@ where
         batch: Batch<Star<F>, A>,
     ) -> Result<Future<Vec<Result<R, JobError>>>, SubmitError<Batch<Star<F>, A>>> {
         let limit = self.pool.default_limit();
-        self.send(batch, fn_code::<F>(), Mode::Many, |b, frame| protocol::append(&b.items, frame), decode_many, limit)
+        self.send(
+            batch,
+            fn_code::<F>(),
+            InputLayout::Many,
+            |b, frame| protocol::append(&b.items, frame),
+            decode_many,
+            limit,
+        )
     }
 }
 

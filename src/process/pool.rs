@@ -31,10 +31,10 @@ use nix::sys::signal::Signal;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{BuildError, ExitStatus, JobError};
+use crate::process::fork_server::{self as zygote, ForkServer as Zygote, PendingSpawn as Pending, Spawned};
 use crate::process::protocol::{self, FromWorker, Status};
 use crate::process::slot::{self, CONDEMNED, ENDED, Slot};
 use crate::process::wire::{self, Reader, Wait, WireError};
-use crate::process::fork_server::{self as zygote, Pending, Spawned, Zygote};
 
 /// Where a task's outcome goes: the future's cell, type-erased.
 pub(crate) trait Sink: Send + Sync {
@@ -334,7 +334,7 @@ impl Pool {
 
     /// Registers a forked worker and starts its writer and link threads.
     fn register(self: &Arc<Self>, index: usize, spawned: Spawned) {
-        let Spawned { zygote, pid, tasks, replies } = spawned;
+        let Spawned { server: zygote, pid, tasks, replies } = spawned;
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut st = self.state.lock();
         // Threads of workers gone by now have ended or are about to: join them, so that their

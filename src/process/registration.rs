@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::job::Job;
-use crate::process::protocol::{self, Mode, Status};
+use crate::process::protocol::{self, InputLayout, Status};
 use crate::unwind;
 
 /// One registered piece of code. Built by [`register_fn!`](crate::register_fn) and
@@ -37,7 +37,7 @@ pub struct Registration {
 
 /// Runs the code on serialized input, appending the serialized output (or an error message)
 /// to the buffer.
-type Invoke = fn(Mode, &[u8], &mut Vec<u8>) -> Status;
+type Invoke = fn(InputLayout, &[u8], &mut Vec<u8>) -> Status;
 
 /// Receives the arguments from the channel, runs the code, and returns the exit code.
 type Start = fn(OpaqueIpcReceiver) -> i32;
@@ -100,7 +100,7 @@ pub(crate) fn name_of_fn<F: 'static>() -> Option<&'static str> {
 }
 
 /// Runs the code registered under `name`; the worker's side of a task.
-pub(crate) fn invoke(name: &str, mode: Mode, input: &[u8], out: &mut Vec<u8>) -> Status {
+pub(crate) fn invoke(name: &str, mode: InputLayout, input: &[u8], out: &mut Vec<u8>) -> Status {
     match tables().by_name.get(name) {
         Some(Some(r)) => (r.invoke)(mode, input, out),
         Some(None) => {
@@ -208,12 +208,12 @@ pub fn type_id_of<T: 'static>(_: &T) -> TypeId {
 
 /// The worker's side of a registered function.
 #[doc(hidden)]
-pub fn invoke_fn<F, M>(f: &F, mode: Mode, input: &[u8], out: &mut Vec<u8>) -> Status
+pub fn invoke_fn<F, M>(f: &F, mode: InputLayout, input: &[u8], out: &mut Vec<u8>) -> Status
 where
     F: RemoteFn<M>,
 {
     match mode {
-        Mode::One => {
+        InputLayout::One => {
             let args = match postcard::from_bytes::<F::Args>(input) {
                 Ok(a) => a,
                 Err(e) => return fail(out, Status::BadInput, &e),
@@ -223,7 +223,7 @@ where
                 Err(e) => fail(out, Status::Panicked, &PanicText(e)),
             }
         }
-        Mode::Many => {
+        InputLayout::Many => {
             let items = match postcard::from_bytes::<Vec<F::Args>>(input) {
                 Ok(a) => a,
                 Err(e) => return fail(out, Status::BadInput, &e),
@@ -239,11 +239,11 @@ where
 
 /// The worker's side of a registered job type.
 #[doc(hidden)]
-pub fn invoke_job<J>(mode: Mode, input: &[u8], out: &mut Vec<u8>) -> Status
+pub fn invoke_job<J>(mode: InputLayout, input: &[u8], out: &mut Vec<u8>) -> Status
 where
     J: Job<Output: Serialize> + DeserializeOwned,
 {
-    if mode != Mode::One {
+    if mode != InputLayout::One {
         return fail(out, Status::BadInput, &"a job type runs one job per message");
     }
     let job = match postcard::from_bytes::<J>(input) {
