@@ -49,7 +49,7 @@ fn libc_reserved() -> u64 {
 
 #[test]
 fn a_new_child_has_default_handlers_and_nothing_blocked() {
-    let pool = ProcessPoolBuilder::new().workers(2).max_tasks_per_child(1).build().unwrap();
+    let pool = ProcessPoolBuilder::new().num_workers(2).max_tasks_per_child(1).build().unwrap();
     for _ in 0..4 {
         let (blocked, caught, ignored) = pool.apply_async(worker_signal_state, ()).unwrap().result().unwrap();
         assert_eq!(blocked, 0, "a worker starts with no signal blocked");

@@ -31,7 +31,9 @@ use nix::sys::signal::Signal;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{BuildError, ExitStatus, JobError};
-use crate::process::fork_server::{self as zygote, ForkServer as Zygote, PendingSpawn as Pending, Spawned};
+use crate::process::fork_server::{
+    self as zygote, ChildEnvironment, ForkServer as Zygote, PendingSpawn as Pending, Spawned,
+};
 use crate::process::protocol::{self, FromWorker, Status};
 use crate::process::slot::{self, CONDEMNED, ENDED, Slot};
 use crate::process::wire::{self, Reader, Wait, WireError};
@@ -65,6 +67,8 @@ pub(crate) struct Config {
     pub(crate) initializer: Option<&'static str>,
     pub(crate) max_window: usize,
     pub(crate) name_prefix: String,
+    /// The workers' environment and current directory, taken at `build`.
+    pub(crate) environment: Arc<ChildEnvironment>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,7 +266,7 @@ impl Pool {
         // Ask for every worker first, then collect them: the forks overlap the waiting.
         let mut pending = Vec::with_capacity(n);
         for index in 0..n {
-            match zygote::request_spawn(&pool.worker_name(index), pool.config.initializer) {
+            match zygote::request_spawn(&pool.worker_name(index), pool.config.initializer, &pool.config.environment) {
                 Ok(p) => pending.push((index, p)),
                 Err(e) => {
                     pool.state.lock().starting -= n - index;
@@ -519,7 +523,9 @@ impl Pool {
     }
 
     fn respawn(self: &Arc<Self>, index: usize) {
-        let started = zygote::request_spawn(&self.worker_name(index), self.config.initializer).and_then(Pending::wait);
+        let started =
+            zygote::request_spawn(&self.worker_name(index), self.config.initializer, &self.config.environment)
+                .and_then(Pending::wait);
         match started {
             Ok(spawned) => self.register(index, spawned),
             Err(e) => {
@@ -1096,7 +1102,7 @@ pub(crate) mod tests {
     #[test]
     fn a_panicking_supervisor_breaks_the_pool_loudly() {
         let p = ProcessPoolBuilder::new()
-            .workers(1)
+            .num_workers(1)
             .name_prefix(PANIC_PREFIX)
             .task_timeout(Duration::from_secs(60))
             .build()
@@ -1120,7 +1126,7 @@ pub(crate) mod tests {
     #[test]
     fn a_panicking_reply_reader_breaks_the_pool_loudly_and_leaves_no_worker() {
         let started = std::time::Instant::now();
-        let err = ProcessPoolBuilder::new().workers(2).name_prefix(PANIC_LINK_PREFIX).build().unwrap_err();
+        let err = ProcessPoolBuilder::new().num_workers(2).name_prefix(PANIC_LINK_PREFIX).build().unwrap_err();
         assert!(err.to_string().contains("reply reader"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(20), "build returned promptly");
         // Its workers were killed and reaped (names are cut to 15 bytes).

@@ -25,8 +25,8 @@ use nix::sys::signal::{self, Signal};
 use parking_lot::{Condvar, Mutex};
 
 use super::{
-    BOOT_FAILED, BOOT_LISTENING, ENV_PARENT, ENV_SERVER, Hello, REPORT_LEN, Report, SPAWN_TIMEOUT, ServerRequest,
-    read_boot_record,
+    BOOT_FAILED, BOOT_LISTENING, ChildEnvironment, ENV_PARENT, ENV_SERVER, Hello, REPORT_LEN, Report, SPAWN_TIMEOUT,
+    ServerRequest, read_boot_record,
 };
 use crate::deadline;
 use crate::error::ExitStatus;
@@ -66,6 +66,7 @@ pub(crate) struct PendingSpawn {
     token: u64,
     name: String,
     initializer: Option<String>,
+    environment: Arc<ChildEnvironment>,
     tasks: IpcBytesSender,
     replies: IpcBytesReceiver,
 }
@@ -97,11 +98,16 @@ pub(crate) fn get() -> io::Result<Arc<ForkServer>> {
 }
 
 /// Asks the current fork server for a worker named `name` (as `ps` shows it); returns at once.
-/// If the server turns out to be dead, asks its successor.
-pub(crate) fn request_spawn(name: &str, initializer: Option<&str>) -> io::Result<PendingSpawn> {
+/// The worker starts with `environment` (see [`ChildEnvironment`]). If the server turns out to
+/// be dead, asks its successor.
+pub(crate) fn request_spawn(
+    name: &str,
+    initializer: Option<&str>,
+    environment: &Arc<ChildEnvironment>,
+) -> io::Result<PendingSpawn> {
     let z = get()?;
-    match ForkServer::ask_spawn(&z, name, initializer) {
-        Err(_) if !z.is_usable() => ForkServer::ask_spawn(&get()?, name, initializer),
+    match ForkServer::ask_spawn(&z, name, initializer, environment) {
+        Err(_) if !z.is_usable() => ForkServer::ask_spawn(&get()?, name, initializer, environment),
         r => r,
     }
 }
@@ -113,7 +119,7 @@ impl PendingSpawn {
         match self.server.wait_token(self.token) {
             Ok(pid) => Ok(Spawned { server: self.server, pid, tasks: self.tasks, replies: self.replies }),
             Err(_) if !self.server.is_usable() => {
-                let again = ForkServer::ask_spawn(&get()?, &self.name, self.initializer.as_deref())?;
+                let again = ForkServer::ask_spawn(&get()?, &self.name, self.initializer.as_deref(), &self.environment)?;
                 let pid = again.server.wait_token(again.token)?;
                 Ok(Spawned { server: again.server, pid, tasks: again.tasks, replies: again.replies })
             }
@@ -342,7 +348,12 @@ impl ForkServer {
 
     /// Asks `z` for a worker named `name`. Returns at once with the parent's ends of the
     /// worker's task and reply channels.
-    fn ask_spawn(z: &Arc<ForkServer>, name: &str, initializer: Option<&str>) -> io::Result<PendingSpawn> {
+    fn ask_spawn(
+        z: &Arc<ForkServer>,
+        name: &str,
+        initializer: Option<&str>,
+        environment: &Arc<ChildEnvironment>,
+    ) -> io::Result<PendingSpawn> {
         let (tasks_tx, tasks_rx) = ipc::bytes_channel()?;
         let (replies_tx, replies_rx) = ipc::bytes_channel()?;
         let token = z.next_token()?;
@@ -352,6 +363,7 @@ impl ForkServer {
             tasks: tasks_rx,
             replies: replies_tx,
             initializer: initializer.map(str::to_owned),
+            environment: Arc::clone(environment),
         };
         z.send(token, request)?;
         Ok(PendingSpawn {
@@ -359,6 +371,7 @@ impl ForkServer {
             token,
             name: name.to_owned(),
             initializer: initializer.map(str::to_owned),
+            environment: Arc::clone(environment),
             tasks: tasks_tx,
             replies: replies_rx,
         })
@@ -393,16 +406,24 @@ impl ForkServer {
     }
 
     /// Asks for a child that runs the function registered as `code` once, with arguments that
-    /// the caller then sends on the other end of `args`; returns its pid.
+    /// the caller then sends on the other end of `args`, in `environment`; returns its pid.
     pub(crate) fn run(
         &self,
         name: &str,
         code: &str,
         args: OpaqueIpcReceiver,
         die_with_parent: bool,
+        environment: Arc<ChildEnvironment>,
     ) -> io::Result<u32> {
         let token = self.next_token()?;
-        let request = ServerRequest::Run { token, name: name.to_owned(), code: code.to_owned(), args, die_with_parent };
+        let request = ServerRequest::Run {
+            token,
+            name: name.to_owned(),
+            code: code.to_owned(),
+            args,
+            die_with_parent,
+            environment,
+        };
         self.send(token, request)?;
         self.wait_token(token)
     }

@@ -25,14 +25,18 @@
 //! could run one of the server's signal handlers.
 
 mod client;
+mod environment;
 mod server;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender, IpcReceiver, OpaqueIpcReceiver};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use self::client::{ForkServer, PendingSpawn, Spawned, get, request_spawn};
+pub use self::environment::MAX_ENVIRONMENT_BYTES;
+pub(crate) use self::environment::{ChildEnvironment, EnvironmentOptions};
 
 /// Set in the fork server's environment (to `1`): become the server.
 const ENV_SERVER: &str = "STEALPOOL_FORK_SERVER";
@@ -67,10 +71,25 @@ fn read_boot_record(b: &[u8; REPORT_LEN]) -> (u32, i32) {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ServerRequest {
     /// Fork a worker that reads tasks from `tasks` and writes replies to `replies`.
-    Spawn { token: u64, name: String, tasks: IpcBytesReceiver, replies: IpcBytesSender, initializer: Option<String> },
+    /// The worker starts in `environment` (variables and current directory).
+    Spawn {
+        token: u64,
+        name: String,
+        tasks: IpcBytesReceiver,
+        replies: IpcBytesSender,
+        initializer: Option<String>,
+        environment: Arc<ChildEnvironment>,
+    },
     /// Fork a child that runs the function registered as `code` once, with the arguments that
     /// arrive on `args`, and exits (a [`Process`](crate::process::Process)).
-    Run { token: u64, name: String, code: String, args: OpaqueIpcReceiver, die_with_parent: bool },
+    Run {
+        token: u64,
+        name: String,
+        code: String,
+        args: OpaqueIpcReceiver,
+        die_with_parent: bool,
+        environment: Arc<ChildEnvironment>,
+    },
     /// Send `signal` to child `pid`, if it is still a live child of the fork server.
     Kill { pid: i32, signal: i32 },
 }

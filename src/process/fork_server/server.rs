@@ -18,8 +18,8 @@ use nix::libc;
 use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
 
 use super::{
-    BOOT_FAILED, BOOT_LISTENING, ENV_PARENT, ENV_SERVER, Hello, REPORT_LEN, Report, SPAWN_TIMEOUT, ServerRequest,
-    boot_record,
+    BOOT_FAILED, BOOT_LISTENING, ChildEnvironment, ENV_PARENT, ENV_SERVER, Hello, REPORT_LEN, Report, SPAWN_TIMEOUT,
+    ServerRequest, boot_record,
 };
 use crate::process::{registration, worker};
 
@@ -170,30 +170,36 @@ fn serve() -> io::Result<()> {
         // handler, which kills every worker it knows of: the child's siblings).
         let old = block(&all)?;
         match request {
-            ServerRequest::Spawn { token, name, tasks, replies, initializer } => {
-                match fork_named(&name) {
-                    Ok(nix::unistd::ForkResult::Child) => {
-                        worker_child(me, &name, tasks, replies, initializer, requests)
-                    }
-                    Ok(nix::unistd::ForkResult::Parent { child }) => forked(token, child, 0),
-                    Err(e) => write_report(Report::SpawnFailed { token, errno: e as i32 }),
+            ServerRequest::Spawn { token, name, tasks, replies, initializer, environment } => {
+                match prepare(&environment) {
+                    Err(errno) => write_report(Report::SpawnFailed { token, errno: errno as i32 }),
+                    Ok(dir) => match fork_named(&name) {
+                        Ok(nix::unistd::ForkResult::Child) => {
+                            worker_child(me, &name, tasks, replies, initializer, requests, (&environment, dir))
+                        }
+                        Ok(nix::unistd::ForkResult::Parent { child }) => forked(token, child, 0),
+                        Err(e) => write_report(Report::SpawnFailed { token, errno: e as i32 }),
+                    },
                 }
                 drop(tasks);
                 drop(replies);
             }
-            ServerRequest::Run { token, name, code, args, die_with_parent } => {
-                match fork_named(&name) {
-                    Ok(nix::unistd::ForkResult::Child) => {
-                        let code = match become_child(me, &name, requests, die_with_parent) {
-                            Ok(()) => registration::start(&code, args),
-                            Err(()) => 0,
-                        };
-                        worker::exit(code)
-                    }
-                    Ok(nix::unistd::ForkResult::Parent { child }) => {
-                        forked(token, child, if die_with_parent { 0 } else { DETACHED })
-                    }
-                    Err(e) => write_report(Report::SpawnFailed { token, errno: e as i32 }),
+            ServerRequest::Run { token, name, code, args, die_with_parent, environment } => {
+                match prepare(&environment) {
+                    Err(errno) => write_report(Report::SpawnFailed { token, errno: errno as i32 }),
+                    Ok(dir) => match fork_named(&name) {
+                        Ok(nix::unistd::ForkResult::Child) => {
+                            let code = match become_child(me, &name, requests, die_with_parent, (&environment, dir)) {
+                                Ok(()) => registration::start(&code, args),
+                                Err(()) => 0,
+                            };
+                            worker::exit(code)
+                        }
+                        Ok(nix::unistd::ForkResult::Parent { child }) => {
+                            forked(token, child, if die_with_parent { 0 } else { DETACHED })
+                        }
+                        Err(e) => write_report(Report::SpawnFailed { token, errno: e as i32 }),
+                    },
                 }
                 drop(args);
             }
@@ -264,6 +270,14 @@ fn open_endpoint() -> io::Result<(IpcOneShotServer<Hello>, OwnedFd)> {
     Ok((server, fd))
 }
 
+/// In the fork server, before a fork: check the child's environment record (the parent checked
+/// it too; a record this process forks with must be one the child can apply) and open its
+/// directory. The `errno` becomes the spawn's failure.
+fn prepare(environment: &ChildEnvironment) -> Result<OwnedFd, nix::errno::Errno> {
+    environment.check().map_err(|_| nix::errno::Errno::EINVAL)?;
+    environment.open_dir()
+}
+
 /// In the fork server, after a fork: record the child (with `flags`) and report it.
 fn forked(token: u64, child: nix::unistd::Pid, flags: i32) {
     let report = if live_insert(child.as_raw() | flags) {
@@ -279,13 +293,15 @@ fn forked(token: u64, child: nix::unistd::Pid, flags: i32) {
 
 /// In the fork server's child, with every signal blocked: undo the server's arrangements
 /// (every signal handler, its channels, its table of children), take the name, die with the
-/// server unless `die_with_parent` is off, and only then unblock every signal. `Err` if the
+/// server unless `die_with_parent` is off, enter the directory `dir` and take the environment
+/// the parent asked for, and only then unblock every signal. `Err` if the
 /// server is already gone and the child should simply stop.
 fn become_child(
     server: nix::unistd::Pid,
     name: &str,
     requests: IpcReceiver<ServerRequest>,
     die_with_parent: bool,
+    (environment, dir): (&ChildEnvironment, OwnedFd),
 ) -> Result<(), ()> {
     reset_signal_dispositions();
     drop(requests);
@@ -308,6 +324,15 @@ fn become_child(
     // Die with the server (which dies with the pool's process); if it is already gone, stop.
     if die_with_parent && (nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || nix::unistd::getppid() != server)
     {
+        return Err(());
+    }
+    // SAFETY: this is a fresh child of the fork server, which has one thread (checked at its
+    // start; it never starts another), so this process has one thread too: nothing else can
+    // read or change the environment, or hold the allocator's or the C library's locks. Signals
+    // are still blocked, so no handler runs in the middle.
+    let applied = unsafe { environment.apply(&dir) };
+    drop(dir);
+    if applied.is_err() {
         return Err(());
     }
     let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
@@ -336,8 +361,9 @@ fn worker_child(
     replies: IpcBytesSender,
     initializer: Option<String>,
     requests: IpcReceiver<ServerRequest>,
+    environment: (&ChildEnvironment, OwnedFd),
 ) -> ! {
-    if become_child(server, name, requests, true).is_err() {
+    if become_child(server, name, requests, true, environment).is_err() {
         std::process::exit(0);
     }
     // A worker receives and drops a buffer per task; by default glibc serves large ones with
