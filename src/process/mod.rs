@@ -13,8 +13,12 @@
 //! name identifies the code: register functions with [`register_fn!`](crate::register_fn) and
 //! job types with [`register_job!`](crate::register_job). Names are stable across builds, so
 //! the same job could later run on another machine; a message naming code the worker does not
-//! know fails that job with [`JobError::Unregistered`], never anything worse. Unregistered
-//! closures fail the same way, with the closure's type name in the error.
+//! know fails that job with [`JobError::Unregistered`], never anything worse. A closure given
+//! to [`submit`](ProcessPoolExecutor::submit) is a compile-time error (it is no
+//! [`RemoteJob`]); one given to `apply_async` or `map` cannot be told apart from a function by
+//! its type, so it compiles and fails that job with [`JobError::Unregistered`], naming the
+//! closure's type. A function whose arguments or result are not serde types is refused by
+//! [`register_fn!`](crate::register_fn) at compile time (see [`RemoteFn`]).
 //!
 //! For large binary inputs use `serde_bytes::ByteBuf` (or `#[serde(with = "serde_bytes")]`):
 //! the bytes are then copied as one block instead of item by item.
@@ -115,7 +119,7 @@ pub use self::child::{Process, ProcessBuilder};
 pub use self::fork_server::MAX_ENVIRONMENT_BYTES;
 use self::pool::{Pool, Sink, Task};
 use self::protocol::{InputLayout, Status};
-pub use self::registration::RemoteJob;
+pub use self::registration::{RemoteFn, RemoteJob};
 
 /// A pool of worker processes, pre-forked and supervised: Python's `ProcessPoolExecutor` and
 /// `multiprocessing.Pool` for Rust. See the [module docs](self) for how it works.

@@ -134,8 +134,22 @@ pub(crate) fn start(name: &str, args: OpaqueIpcReceiver) -> i32 {
 ///
 /// Implemented for functions of zero to four arguments. A function of one argument takes its
 /// input as is (`apply_async(f, x)`, `map(f, xs)`); a function of several takes a tuple
-/// (`starmap(f, [(a, b), ...])`). `Marker` only tells the arities apart.
-#[doc(hidden)]
+/// (`starmap(f, [(a, b), ...])`). `Marker` only tells the arities apart. Implemented by the
+/// compiler's blanket rules below; [`register_fn!`](crate::register_fn) checks it, so a
+/// function whose arguments or result are not serde types is refused at compile time:
+///
+/// ```compile_fail,E0277
+/// struct NotSerde(u32);
+/// fn unwrap(x: NotSerde) -> u32 { x.0 }
+/// stealpool::register_fn!(unwrap); // error: arguments must be serde types
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot run in a worker process: its arguments must be serde types (`Deserialize`) and its result `Serialize`",
+    label = "registered here",
+    note = "a registered function is a plain `fn` (or a non-capturing closure) of at most four arguments, each \
+            `serde::de::DeserializeOwned`, returning a `serde::Serialize` type; derive them with \
+            `#[derive(serde::Serialize, serde::Deserialize)]`"
+)]
 pub trait RemoteFn<Marker>: 'static {
     /// The input, as it travels.
     type Args: DeserializeOwned;
@@ -194,6 +208,31 @@ remote_fn_tuple!(A, B, C, D);
 /// A job type that can run in a worker process. Implemented by
 /// [`register_job!`](crate::register_job), which also registers it; do not implement it by
 /// hand.
+///
+/// A closure is not a `RemoteJob`: a worker process runs only code it can find by name in its
+/// own copy of the binary, so giving one to the process pool is a compile-time error.
+///
+/// ```compile_fail,E0277
+/// let pool = stealpool::ProcessPoolExecutor::builder().num_workers(1).build().unwrap();
+/// let _ = pool.submit(|| 6 * 7); // error: the process pool runs registered code only
+/// ```
+///
+/// The same through the generic [`Submit`](crate::Submit) trait:
+///
+/// ```compile_fail,E0277
+/// use stealpool::prelude::*;
+/// fn run<E: Submit<J>, J: Job>(executor: &E, job: J) {
+///     let _ = executor.submit(job);
+/// }
+/// let pool = stealpool::ProcessPoolExecutor::builder().num_workers(1).build().unwrap();
+/// run(&pool, || 6 * 7); // error: not a registered job type
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a registered job type: the process pool runs registered code only",
+    label = "not registered with `stealpool::register_job!`",
+    note = "a closure cannot be sent to a worker process: register a function with `stealpool::register_fn!(f)` \
+            and call `apply_async(f, args)` / `map(f, items)`, or register a job type with `stealpool::register_job!(T)`"
+)]
 pub trait RemoteJob:
     Job<Output: Serialize + DeserializeOwned + Send + 'static> + Serialize + DeserializeOwned + 'static
 {
