@@ -89,14 +89,14 @@ mod thread;
 mod unwind;
 
 pub use crate::error::{
-    BuildError, ExitStatus, JobError, JoinError, ManagerError, MapError, MapErrorKind, PipeError, ProcessError,
-    PutError, ResultTimeoutError, ShutdownError, SubmitError, TimeoutError, TryResultError,
+    BuildError, ExitStatus, JobError, JoinError, ManagerError, MapError, MapErrorKind, PutError, ResultTimeoutError,
+    ShutdownError, SubmitError, TimeoutError, TryResultError,
 };
 pub use crate::executor::{Executor, MapIter, MapOptions, Submit};
 pub use crate::future::{AsCompleted, Future, ReturnWhen, Wait, as_completed, wait};
 pub use crate::job::{Apply, Batch, Call, Job, Star};
 #[cfg(unix)]
-pub use crate::process::{Process, ProcessBuilder, ProcessPoolBuilder, ProcessPoolExecutor, RemoteJob};
+pub use crate::process::{Process, ProcessBuilder, ProcessError, ProcessPoolBuilder, ProcessPoolExecutor, RemoteJob};
 pub use crate::thread::{ThreadPoolBuilder, ThreadPoolExecutor};
 
 /// What the registration macros expand to. Not a public API.

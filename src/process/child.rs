@@ -16,7 +16,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::deadline;
-use crate::error::{ExitStatus, ProcessError};
+use crate::error::ExitStatus;
+use crate::process::ProcessError;
 use crate::process::fork_server::{self, EnvironmentOptions, ForkServer};
 use crate::process::registration::{self, Outgoing, RemoteFn};
 

@@ -92,6 +92,7 @@
 
 mod builder;
 mod child;
+mod error;
 mod fork_server;
 #[cfg(test)]
 mod fuzz;
@@ -116,6 +117,7 @@ use crate::job::{Apply, Batch, Call, Star};
 
 pub use self::builder::ProcessPoolBuilder;
 pub use self::child::{Process, ProcessBuilder};
+pub use self::error::ProcessError;
 pub use self::fork_server::MAX_ENVIRONMENT_BYTES;
 use self::pool::{Pool, Sink, Task};
 use self::protocol::{InputLayout, Status};
