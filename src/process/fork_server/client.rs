@@ -10,7 +10,6 @@
 //! This module must never trust the server's reports beyond their size (see `PROTOCOL.md`), and
 //! never signal a process itself except the server it started and has not reaped.
 
-use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
@@ -24,6 +23,7 @@ use nix::libc;
 use nix::sys::signal::{self, Signal};
 use parking_lot::{Condvar, Mutex};
 
+use super::report_table::ReportTable;
 use super::{
     BOOT_FAILED, BOOT_LISTENING, ChildEnvironment, ENV_PARENT, ENV_SERVER, Hello, REPORT_LEN, Report, SPAWN_TIMEOUT,
     ServerRequest, read_boot_record,
@@ -40,24 +40,6 @@ pub(crate) struct ForkServer {
     requests: Mutex<Option<IpcSender<ServerRequest>>>,
     table: Mutex<ReportTable>,
     cond: Condvar,
-}
-
-/// What the parent knows from the server's reports. Every entry is there because the parent
-/// asked for something (a token) or was told of a child it had asked for (a pid), so a server
-/// cannot make it grow beyond what the parent requested; a report that fits nothing is garbage
-/// and the server is treated as dead.
-#[derive(Default)]
-struct ReportTable {
-    alive: bool,
-    next_token: u64,
-    /// Tokens of requests not yet answered.
-    asked: HashSet<u64>,
-    spawned: HashMap<u64, Result<u32, i32>>,
-    /// Children reported spawned whose exit has not been reported yet.
-    children: HashSet<u32>,
-    exits: HashMap<u32, ExitStatus>,
-    /// Children whose exit nobody will ask about.
-    unwanted: HashSet<u32>,
 }
 
 /// A spawn request that was sent; [`PendingSpawn::wait`] turns it into a worker.
@@ -291,26 +273,7 @@ impl ForkServer {
     /// Records a report; `false` if it is garbage (answers nothing that was asked).
     fn record(&self, report: Report) -> bool {
         let mut t = self.table.lock();
-        let ok = match report {
-            Report::Spawned { token, pid } => match u32::try_from(pid) {
-                Ok(pid) if pid > 0 && t.asked.contains(&token) && !t.children.contains(&pid) => {
-                    t.asked.remove(&token);
-                    t.children.insert(pid);
-                    t.spawned.insert(token, Ok(pid));
-                    true
-                }
-                _ => false,
-            },
-            Report::SpawnFailed { token, errno } => {
-                let known = t.asked.remove(&token);
-                if known {
-                    t.spawned.insert(token, Err(if errno > 0 { errno } else { libc::EIO }));
-                }
-                known
-            }
-            Report::Exited { pid, code } => t.exited(pid, ExitStatus::Exited(code)),
-            Report::Signaled { pid, signal } => t.exited(pid, ExitStatus::Signaled { signal }),
-        };
+        let ok = t.record(report);
         drop(t);
         self.cond.notify_all();
         ok
@@ -501,20 +464,6 @@ impl ForkServer {
     /// server reports once it has reaped it; [`ExitStatus::Unknown`] at the deadline.
     pub(crate) fn wait_exit(&self, pid: u32, timeout: Duration) -> ExitStatus {
         self.exit_status(pid, deadline::after(timeout)).unwrap_or(ExitStatus::Unknown)
-    }
-}
-
-impl ReportTable {
-    /// Records the exit of child `pid`; `false` if `pid` is not a child we were told of.
-    fn exited(&mut self, pid: i32, status: ExitStatus) -> bool {
-        let Ok(pid) = u32::try_from(pid) else { return false };
-        if !self.children.remove(&pid) {
-            return false;
-        }
-        if !self.unwanted.remove(&pid) {
-            self.exits.insert(pid, status);
-        }
-        true
     }
 }
 

@@ -26,6 +26,7 @@
 
 mod client;
 mod environment;
+mod report_table;
 mod server;
 
 use std::sync::Arc;
