@@ -47,7 +47,8 @@
 //!   [`spawn`](ProcessBuilder::spawn)), changed by the builders' `env`, `envs`, `env_remove`,
 //!   `env_clear` and `current_dir`. A pool built after `std::env::set_var` or
 //!   `std::env::set_current_dir` sees the new values; an older pool keeps its own (also in the
-//!   workers it starts later to replace others). At most [`MAX_ENVIRONMENT_BYTES`].
+//!   workers it starts later to replace others). At most [`MAX_ENVIRONMENT_BYTES`]; an
+//!   inherited entry whose name `setenv` refuses (such as `=x=1`) is left out.
 //! - **Threads**: one. None of the parent's threads, locks or thread-locals exist there.
 //! - **Signals**: every disposition is the default, except `SIGPIPE`, ignored as after Rust's
 //!   own start-up; the signal mask is empty. A worker dies (`SIGKILL`) when the fork server

@@ -66,8 +66,13 @@ impl EnvironmentOptions {
     /// The caller's environment and current directory as they are now, with the options
     /// applied, checked against the limits.
     pub(crate) fn snapshot(&self) -> io::Result<ChildEnvironment> {
-        let mut vars: BTreeMap<OsString, OsString> =
-            if self.clear { BTreeMap::new() } else { std::env::vars_os().collect() };
+        // An inherited entry whose name `setenv` refuses (`=x=1`, which only a launcher's raw
+        // `execve` can create) cannot be passed on: it is left out, not an error.
+        let mut vars: BTreeMap<OsString, OsString> = if self.clear {
+            BTreeMap::new()
+        } else {
+            std::env::vars_os().filter(|(k, _)| valid_name(k.as_bytes())).collect()
+        };
         for (key, value) in &self.vars {
             match value {
                 Some(v) => vars.insert(key.clone(), v.clone()),
@@ -95,6 +100,11 @@ impl EnvironmentOptions {
     }
 }
 
+/// A name `setenv` accepts: non-empty, without `=` or NUL.
+fn valid_name(key: &[u8]) -> bool {
+    !key.is_empty() && !key.contains(&b'=') && !key.contains(&0)
+}
+
 fn cwd_display(cwd: &[u8]) -> std::path::Display<'_> {
     Path::new(OsStr::from_bytes(cwd)).display()
 }
@@ -117,7 +127,7 @@ impl ChildEnvironment {
         let mut total = 0usize;
         for (key, value) in &self.vars {
             total = total.saturating_add(key.len()).saturating_add(value.len()).saturating_add(2);
-            if key.is_empty() || key.contains(&b'=') || key.contains(&0) {
+            if !valid_name(key) {
                 return Err(invalid(format!(
                     "the environment variable name {:?} is empty or holds `=` or a NUL byte",
                     String::from_utf8_lossy(key)
@@ -168,11 +178,12 @@ impl ChildEnvironment {
         if unsafe { libc::fchdir(dir.as_raw_fd()) } != 0 {
             return Err(nix::errno::Errno::last());
         }
-        let old: Vec<OsString> = std::env::vars_os().map(|(k, _)| k).collect();
-        for key in old {
-            // SAFETY: the caller guarantees this is the process's only thread, so nothing reads
-            // the environment while it changes.
-            unsafe { std::env::remove_var(key) };
+        // Not `remove_var` for each inherited name: one that `unsetenv` refuses (an entry such
+        // as `=x=1`, which a launcher may have put there) would make it panic.
+        // SAFETY: the caller guarantees this is the process's only thread, so nothing reads the
+        // environment while it is emptied.
+        if unsafe { libc::clearenv() } != 0 {
+            return Err(nix::errno::Errno::last());
         }
         for (key, value) in &self.vars {
             // SAFETY: as above; `check` ruled out the names and values `setenv` would refuse
