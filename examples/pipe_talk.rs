@@ -2,7 +2,7 @@
 //!
 //! Run with `cargo run --example pipe_talk`.
 
-use stealpool::PipeError;
+use stealpool::pipe::RecvError;
 use stealpool::pipe::{self, Connection};
 use stealpool::process::Process;
 
@@ -27,7 +27,7 @@ fn main() {
                 heard += 1;
                 println!("[parent] got: {line}");
             }
-            Err(PipeError::Eof) => {
+            Err(RecvError::Disconnected) => {
                 println!("[parent] the child closed its end: end of file after {heard} messages");
                 break;
             }

@@ -100,21 +100,21 @@ mod thread;
 mod unwind;
 
 pub use crate::error::{
-    BuildError, ExitStatus, JobError, JoinError, ManagerError, MapError, MapErrorKind, PipeError, ProcessError,
-    PutError, ResultTimeoutError, ShutdownError, SubmitError, TimeoutError, TryResultError,
+    BuildError, ExitStatus, JobError, JoinError, ManagerError, MapError, MapErrorKind, PutError, ResultTimeoutError,
+    ShutdownError, SubmitError, TimeoutError, TryResultError,
 };
 pub use crate::executor::{Executor, MapIter, MapOptions, Submit};
 pub use crate::future::{AsCompleted, DoneAndNotDone, Future, ReturnWhen, as_completed, wait};
 pub use crate::job::Job;
 #[cfg(all(unix, feature = "process"))]
-pub use crate::process::{Process, ProcessBuilder, ProcessPoolBuilder, ProcessPoolExecutor, RemoteJob};
+pub use crate::process::{Process, ProcessBuilder, ProcessError, ProcessPoolBuilder, ProcessPoolExecutor, RemoteJob};
 pub use crate::thread::{ThreadPoolBuilder, ThreadPoolExecutor};
 
 /// What the registration macros expand to. Not a public API.
 #[cfg(all(unix, feature = "process"))]
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::process::registry::{REGISTRY, Registration, invoke_fn, invoke_job, start_fn, type_id_of};
+    pub use crate::process::registration::{REGISTRY, Registration, invoke_fn, invoke_job, start_fn, type_id_of};
     pub use linkme;
 }
 

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 mod children;
 use children::{Reap, sleeps_forever};
 
+use stealpool::pipe::RecvTimeoutError;
 use stealpool::pipe::{self, Sender};
 use stealpool::process::Process;
-use stealpool::{Executor, ExitStatus, PipeError, ProcessPoolBuilder};
+use stealpool::{Executor, ExitStatus, ProcessPoolBuilder};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -49,7 +50,7 @@ fn libc_reserved() -> u64 {
 
 #[test]
 fn a_new_child_has_default_handlers_and_nothing_blocked() {
-    let pool = ProcessPoolBuilder::new().workers(2).max_tasks_per_child(1).build().unwrap();
+    let pool = ProcessPoolBuilder::new().num_workers(2).max_tasks_per_child(1).build().unwrap();
     for _ in 0..4 {
         let (blocked, caught, ignored) = pool.apply_async(worker_signal_state, ()).unwrap().result().unwrap();
         assert_eq!(blocked, 0, "a worker starts with no signal blocked");
@@ -75,13 +76,13 @@ fn timeouts_of_any_size_are_accepted() {
     let p = Process::spawn(send_later, (tx, 50)).unwrap();
     assert_eq!(rx.recv_timeout(Duration::MAX), Ok(7), "Duration::MAX waits as long as it takes");
     assert_eq!(p.join_timeout(Duration::MAX), Some(ExitStatus::Exited(0)));
-    assert_eq!(rx.recv_timeout(Duration::MAX), Err(PipeError::Eof));
+    assert_eq!(rx.recv_timeout(Duration::MAX), Err(RecvTimeoutError::Disconnected));
 
     // A timeout shorter than ipc-channel's millisecond is still waited out in full.
     let (_tx, rx) = pipe::one_way::<u32>().unwrap();
     for wait in [Duration::from_micros(300), Duration::from_micros(1500)] {
         let start = Instant::now();
-        assert_eq!(rx.recv_timeout(wait), Err(PipeError::Timeout));
+        assert_eq!(rx.recv_timeout(wait), Err(RecvTimeoutError::Timeout));
         assert!(start.elapsed() >= wait, "waited {:?} of {wait:?}", start.elapsed());
     }
     let p = Reap(Process::spawn(sleeps_forever, ()).unwrap());
@@ -112,7 +113,7 @@ fn attacker_connects_where_it_can() {
     println!("REACHED [{}]", reached.join(" "));
 }
 
-/// A fork server started by hand (as `start` in `zygote.rs` does), killed and reaped on drop.
+/// A fork server started by hand (as `start` in `src/process/fork_server/client.rs` does), killed and reaped on drop.
 struct HandStarted(std::process::Child);
 
 impl Drop for HandStarted {

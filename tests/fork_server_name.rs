@@ -9,7 +9,7 @@ use stealpool::ProcessPoolBuilder;
 #[test]
 fn the_fork_server_runs_this_very_file_under_its_name() {
     use std::os::unix::fs::MetadataExt;
-    let pool = ProcessPoolBuilder::new().workers(1).build().unwrap();
+    let pool = ProcessPoolBuilder::new().num_workers(1).build().unwrap();
     let server = pool.fork_server_pid();
     let (theirs, ours) =
         (std::fs::metadata(format!("/proc/{server}/exe")).unwrap(), std::fs::metadata("/proc/self/exe").unwrap());

@@ -90,7 +90,7 @@ fn fork_server_deaths_and_forks() {
 }
 
 fn a_pool_outlives_its_fork_server() {
-    let pool = ProcessPoolBuilder::new().workers(2).build().unwrap();
+    let pool = ProcessPoolBuilder::new().num_workers(2).build().unwrap();
     assert_eq!(pool.apply_async(double, 21).unwrap().result(), Ok(42));
     let mut running = pool.apply_async(nap, 600_000).unwrap();
     while !running.is_running() {
@@ -139,7 +139,7 @@ fn a_pool_outlives_its_fork_server() {
 
 fn a_recycling_pool_loses_only_the_running_jobs() {
     const WORKERS: usize = 3;
-    let pool = ProcessPoolBuilder::new().workers(WORKERS).max_tasks_per_child(1).build().unwrap();
+    let pool = ProcessPoolBuilder::new().num_workers(WORKERS).max_tasks_per_child(1).build().unwrap();
     let mut futures: Vec<_> = (0..300u64).map(|i| pool.apply_async(double, i).unwrap()).collect();
     // Kill the server half-way through.
     while futures.iter().filter(|f| f.is_done()).count() < 100 {
@@ -162,7 +162,7 @@ fn a_recycling_pool_loses_only_the_running_jobs() {
 
 fn a_forked_process_does_not_use_the_parents_handle() {
     let sleeper = Process::spawn(sleeps_forever, ()).unwrap();
-    let server = ProcessPoolBuilder::new().workers(1).build().unwrap().fork_server_pid();
+    let server = ProcessPoolBuilder::new().num_workers(1).build().unwrap().fork_server_pid();
     // SAFETY: the test's other threads (the harness's, the fork-server reader) hold no lock the
     // child needs: it uses only stealpool's own handles, which it must refuse or replace, and
     // the allocator (fork-safe in glibc).
@@ -173,7 +173,7 @@ fn a_forked_process_does_not_use_the_parents_handle() {
             let unknown = sleeper.join_timeout(Duration::from_secs(5)) == Some(ExitStatus::Unknown);
             // A process of our own comes from a server of our own.
             let ours = Process::spawn(double, 1).map(|p| p.join_timeout(LONG));
-            let pool = ProcessPoolBuilder::new().workers(1).build();
+            let pool = ProcessPoolBuilder::new().num_workers(1).build();
             let own_server = pool.as_ref().map(|p| p.fork_server_pid()).unwrap_or(server);
             let code = match (unknown, ours, own_server != server) {
                 (true, Ok(Some(ExitStatus::Exited(0))), true) => 0,

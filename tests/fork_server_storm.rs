@@ -67,7 +67,7 @@ fn sigterm_storm_at_new_children_never_kills_their_siblings() {
     let siblings: Vec<Reap> = (0..3).map(|_| Reap(Process::spawn(sleeps_forever, ()).unwrap())).collect();
     let sibling_pids: HashSet<i32> = siblings.iter().map(|s| s.0.pid() as i32).collect();
     let server = {
-        let pool = ProcessPoolBuilder::new().workers(1).build().unwrap();
+        let pool = ProcessPoolBuilder::new().num_workers(1).build().unwrap();
         pool.fork_server_pid()
     };
     assert!(children_of(server).iter().any(|p| sibling_pids.contains(p)), "the siblings are the server's children");

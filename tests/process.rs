@@ -426,7 +426,7 @@ fn abort_segfault_and_exit_are_reported_with_their_cause() {
 
 #[test]
 fn an_overdue_job_is_killed_and_its_worker_replaced() {
-    let p = ProcessPoolBuilder::new().workers(1).task_timeout(Duration::from_millis(300)).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(1).task_timeout(Duration::from_millis(300)).build().unwrap();
     let before = p.worker_pids();
     let started = Instant::now();
     let err = p.apply_async(sleep_ms, 60_000).unwrap().result().unwrap_err();
@@ -440,7 +440,7 @@ fn an_overdue_job_is_killed_and_its_worker_replaced() {
 #[test]
 fn a_per_job_limit_overrides_the_default() {
     // No limit for this job, although the pool's default would kill it...
-    let p = ProcessPoolBuilder::new().workers(1).task_timeout(Duration::from_millis(100)).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(1).task_timeout(Duration::from_millis(100)).build().unwrap();
     assert_eq!(p.submit_with_timeout(Nap(400), None).unwrap().result(), Ok(400));
     // ...and a limit for this one, on a pool without a default.
     let p = pool(1);
@@ -473,7 +473,7 @@ fn force_cancel_stops_a_running_job_and_cancel_does_not() {
 
 #[test]
 fn force_cancel_of_a_job_waiting_in_a_window_skips_it() {
-    let p = ProcessPoolBuilder::new().workers(1).window(4).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(1).window(4).build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let pid_path = dir.path().join("pid");
     let marker = dir.path().join("marker");
@@ -490,7 +490,7 @@ fn force_cancel_of_a_job_waiting_in_a_window_skips_it() {
 
 #[test]
 fn max_tasks_per_child_replaces_workers() {
-    let p = ProcessPoolBuilder::new().workers(1).max_tasks_per_child(2).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(1).max_tasks_per_child(2).build().unwrap();
     let pids: Vec<u32> = (0..6).map(|_| p.apply_async(my_pid, ()).unwrap().result().unwrap()).collect();
     assert_eq!(pids[0], pids[1]);
     assert_ne!(pids[1], pids[2]);
@@ -503,7 +503,7 @@ fn max_tasks_per_child_replaces_workers() {
 
 #[test]
 fn the_initializer_runs_in_every_worker() {
-    let p = ProcessPoolBuilder::new().workers(2).initializer(init_sets_value).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(2).initializer(init_sets_value).build().unwrap();
     for _ in 0..4 {
         assert_eq!(p.apply_async(read_init_value, ()).unwrap().result(), Ok(42));
     }
@@ -511,7 +511,7 @@ fn the_initializer_runs_in_every_worker() {
 
 #[test]
 fn a_failing_initializer_fails_the_build_without_respawning() {
-    let err = ProcessPoolBuilder::new().workers(2).initializer(init_panics).build().unwrap_err();
+    let err = ProcessPoolBuilder::new().num_workers(2).initializer(init_panics).build().unwrap_err();
     assert!(err.is_initializer_failure(), "{err}");
     assert!(err.to_string().contains("no database here"), "{err}");
     let err = ProcessPoolBuilder::new().initializer(|| ()).build().unwrap_err();
@@ -520,7 +520,7 @@ fn a_failing_initializer_fails_the_build_without_respawning() {
 
 #[test]
 fn a_replacement_whose_initializer_fails_breaks_the_pool_instead_of_looping() {
-    let p = ProcessPoolBuilder::new().workers(1).initializer(init_once_only).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(1).initializer(init_once_only).build().unwrap();
     let marker = std::env::temp_dir().join(format!("stealpool-init-once-{}", p.fork_server_pid()));
     struct Remove(PathBuf);
     impl Drop for Remove {
@@ -556,7 +556,7 @@ fn shutdown_waits_for_queued_jobs_then_refuses_work() {
 
 #[test]
 fn shutdown_with_cancel_futures_cancels_what_has_not_started() {
-    let p = ProcessPoolBuilder::new().workers(1).window(1).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(1).window(1).build().unwrap();
     let running = p.apply_async(sleep_ms, 200).unwrap();
     let queued: Vec<_> = (0..5).map(|_| p.apply_async(sleep_ms, 1).unwrap()).collect();
     p.shutdown(true, true);

@@ -53,7 +53,7 @@ fn workers_killed_at_random_lose_only_the_jobs_they_were_running() {
     let dir = tempfile::tempdir().unwrap();
     let witness = dir.path().join("witness");
     std::fs::write(&witness, b"").unwrap();
-    let p = Arc::new(ProcessPoolBuilder::new().workers(3).name_prefix(PREFIX).build().unwrap());
+    let p = Arc::new(ProcessPoolBuilder::new().num_workers(3).name_prefix(PREFIX).build().unwrap());
 
     let stop = Arc::new(AtomicBool::new(false));
     let killed = Arc::new(Mutex::new(Vec::new()));

@@ -7,8 +7,9 @@ use serde_bytes::ByteBuf;
 
 use stealpool::manager::{Lock, Manager, ManagerError, Queue, Semaphore};
 use stealpool::pipe::{self, Connection, Receiver};
+use stealpool::pipe::{RecvError, RecvTimeoutError, TryRecvError};
 use stealpool::process::Process;
-use stealpool::{Executor, ExitStatus, JobError, PipeError, ProcessError, ProcessPoolExecutor};
+use stealpool::{Executor, ExitStatus, JobError, ProcessError, ProcessPoolExecutor};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -110,12 +111,12 @@ fn a_pipe_talks_both_ways_and_ends_with_eof() {
         mine.send(word.into()).unwrap();
         assert_eq!(mine.recv_timeout(LONG).unwrap(), word.to_uppercase());
     }
-    assert_eq!(mine.try_recv(), Err(PipeError::Empty));
-    assert_eq!(mine.recv_timeout(Duration::from_millis(20)), Err(PipeError::Timeout));
+    assert_eq!(mine.try_recv(), Err(TryRecvError::Empty));
+    assert_eq!(mine.recv_timeout(Duration::from_millis(20)), Err(RecvTimeoutError::Timeout));
     let (tx, rx) = mine.split();
     drop(tx); // the child's recv sees end of file, and it returns
     assert_eq!(child.join_timeout(LONG), Some(ExitStatus::Exited(0)));
-    assert_eq!(rx.recv(), Err(PipeError::Eof), "the child's end is gone: end of file, not a hang");
+    assert_eq!(rx.recv(), Err(RecvError::Disconnected), "the child's end is gone: end of file, not a hang");
 
     let (tx, rx): (_, Receiver<u32>) = pipe::one_way().unwrap();
     let child = Process::spawn(count_to, (tx, 5)).unwrap();

@@ -137,7 +137,7 @@ stealpool::register_fn!(write_garbage);
 
 #[test]
 fn a_worker_that_writes_garbage_is_killed_and_replaced_and_only_its_job_fails() {
-    let p = ProcessPoolBuilder::new().workers(2).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(2).build().unwrap();
     // Other work keeps flowing through the other worker (and the replacements) meanwhile.
     let others: Vec<_> = (0..400u64).map(|i| p.apply_async(square, i).unwrap()).collect();
     for kind in 0..8u8 {
@@ -172,7 +172,7 @@ fn a_worker_that_writes_garbage_is_killed_and_replaced_and_only_its_job_fails() 
 
 #[test]
 fn duration_max_means_no_limit_and_other_limits_still_hold() {
-    let p = ProcessPoolBuilder::new().workers(1).task_timeout(Duration::MAX).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(1).task_timeout(Duration::MAX).build().unwrap();
     assert_eq!(p.apply_async(sleep_ms, 30).unwrap().result(), Ok(30));
     assert_eq!(p.apply_async(sleep_ms, 30).unwrap().result(), Ok(30));
     // The supervisor is alive: a real limit still kills.
@@ -214,7 +214,7 @@ stealpool::register_fn!(make_bomb);
 
 #[test]
 fn a_result_whose_deserialize_panics_fails_that_future_only() {
-    let p = ProcessPoolBuilder::new().workers(1).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(1).build().unwrap();
     let pid = p.worker_pids()[0];
     let err = p.apply_async(make_bomb, ()).unwrap().result().unwrap_err();
     assert!(matches!(&err, JobError::Serialization { message } if message.contains("cannot be read")), "{err:?}");
@@ -237,7 +237,7 @@ stealpool::register_fn!(byte_sum);
 
 #[test]
 fn a_worker_that_dies_while_a_large_input_is_written_to_it_does_not_block_the_writer() {
-    let p = ProcessPoolBuilder::new().workers(1).window(2).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(1).window(2).build().unwrap();
     let dying = p.apply_async(abort_after, 300).unwrap();
     // Sent into the window behind the dying job: the writer blocks on the full socket until
     // the worker dies, then must give up at once (and the job runs on the replacement).
@@ -252,14 +252,14 @@ fn a_worker_that_dies_while_a_large_input_is_written_to_it_does_not_block_the_wr
 #[test]
 fn shutdown_with_a_task_limit_runs_every_queued_job() {
     // CPython's gh-119592: max_tasks_per_child=2, submit many, shutdown(wait=True).
-    let p = ProcessPoolBuilder::new().workers(2).max_tasks_per_child(2).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(2).max_tasks_per_child(2).build().unwrap();
     let fs: Vec<_> = (0..40u64).map(|i| p.apply_async(square, i).unwrap()).collect();
     p.shutdown(true, false);
     for (i, f) in fs.into_iter().enumerate() {
         assert!(f.is_done(), "job {i} still pending after shutdown(wait)");
         assert_eq!(f.result(), Ok((i * i) as u64));
     }
-    let p = ProcessPoolBuilder::new().workers(1).max_tasks_per_child(1).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(1).max_tasks_per_child(1).build().unwrap();
     let fs: Vec<_> = (0..10u64).map(|i| p.apply_async(square, i).unwrap()).collect();
     p.close();
     p.join().unwrap();
@@ -288,7 +288,7 @@ fn rss_kib() -> u64 {
 #[test]
 fn recycling_workers_keeps_threads_maps_and_memory_flat() {
     let n: u64 = std::env::var("STEALPOOL_RECYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
-    let p = ProcessPoolBuilder::new().workers(2).max_tasks_per_child(1).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(2).max_tasks_per_child(1).build().unwrap();
     let warm = 200.min(n);
     let run = |count: u64| {
         let fs: Vec<_> = (0..count).map(|i| p.apply_async(square, i).unwrap()).collect();
@@ -355,7 +355,7 @@ stealpool::register_fn!(write_random_garbage);
 #[test]
 fn random_garbage_from_workers_never_stops_the_pool() {
     let seeds: u64 = std::env::var("STEALPOOL_FUZZ_LIVE").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
-    let p = ProcessPoolBuilder::new().workers(2).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(2).build().unwrap();
     let others: Vec<_> = (0..300u64).map(|i| p.apply_async(square, i).unwrap()).collect();
     for seed in 0..seeds {
         let err = p.apply_async(write_random_garbage, 0x9e37_79b9_7f4a_7c15 ^ seed).unwrap().result().unwrap_err();
@@ -383,7 +383,7 @@ stealpool::register_fn!(init_writes_garbage);
 #[test]
 fn workers_that_always_send_garbage_at_start_break_the_build_instead_of_respawning_for_ever() {
     let started = std::time::Instant::now();
-    let err = ProcessPoolBuilder::new().workers(1).initializer(init_writes_garbage).build().unwrap_err();
+    let err = ProcessPoolBuilder::new().num_workers(1).initializer(init_writes_garbage).build().unwrap_err();
     assert!(err.to_string().contains("in a row"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(20));
 }
@@ -392,7 +392,7 @@ fn workers_that_always_send_garbage_at_start_break_the_build_instead_of_respawni
 /// worker, or waiting in its window) all finish, whatever the moment of the cancel.
 #[test]
 fn a_forced_cancel_kills_only_the_job_it_is_meant_for() {
-    let p = ProcessPoolBuilder::new().workers(2).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(2).build().unwrap();
     let fs: Vec<_> =
         (0..3_000u64).map(|i| p.apply_async(sleep_us, if i % 50 == 0 { 20_000 } else { 100 }).unwrap()).collect();
     let mut cancelled = Vec::new();
@@ -421,7 +421,7 @@ stealpool::register_fn!(sleep_us);
 /// ended in time and must not be reported `TimedOut` however long the callback takes.
 #[test]
 fn a_slow_done_callback_does_not_time_out_the_next_job() {
-    let p = ProcessPoolBuilder::new().workers(1).window(2).task_timeout(Duration::from_millis(50)).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(1).window(2).task_timeout(Duration::from_millis(50)).build().unwrap();
     let slow = p.apply_async_with(sleep_ms, 1, |_| std::thread::sleep(Duration::from_millis(1_500)), |_| {}).unwrap();
     let next = p.apply_async(sleep_ms, 1).unwrap();
     assert_eq!(slow.result(), Ok(1));
@@ -460,7 +460,7 @@ stealpool::register_fn!(lie_in_slot);
 /// the worker is killed as faulty and replaced, and only its job fails.
 #[test]
 fn a_worker_that_lies_in_its_slot_is_killed_and_its_job_fails() {
-    let p = ProcessPoolBuilder::new().workers(1).task_timeout(Duration::from_millis(100)).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(1).task_timeout(Duration::from_millis(100)).build().unwrap();
     let before = p.worker_pids();
     let mut f = p.apply_async(lie_in_slot, ()).unwrap();
     let outcome = f.result_timeout(Duration::from_secs(30));

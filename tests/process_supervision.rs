@@ -42,7 +42,7 @@ fn a_time_limit_kills_only_overdue_jobs() {
     // inherits it); no other thread of this process reads the environment meanwhile.
     unsafe { std::env::set_var("STEALPOOL_TRACE_STARTS", &trace) };
     let limit = Duration::from_millis(5);
-    let p = ProcessPoolBuilder::new().workers(2).task_timeout(limit).build().unwrap();
+    let p = ProcessPoolBuilder::new().num_workers(2).task_timeout(limit).build().unwrap();
     let failed_at = Arc::new(Mutex::new(HashMap::new()));
     let n = 4_000u64;
     // One thread submits to a fresh pool, so job `i` is the pool's task `i + 1` in the trace.

@@ -206,7 +206,7 @@ fn run(opts: &Opts) -> anyhow::Result<bool> {
             copy::copy(&plan, &options, &pool, &mut observer)?
         }
         Backend::Process => {
-            let pool = ProcessPoolBuilder::new().workers(opts.jobs).name_prefix("pcp-w").build()?;
+            let pool = ProcessPoolBuilder::new().num_workers(opts.jobs).name_prefix("pcp-w").build()?;
             copy::copy(&plan, &options, &pool, &mut observer)?
         }
     };

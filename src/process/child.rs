@@ -4,7 +4,9 @@
 //! so it starts from a clean copy of the program. Its arguments travel through an ipc-channel
 //! of their own, which lets them carry channels: a [`pipe`](crate::pipe) end, for one.
 
+use std::ffi::OsStr;
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,9 +16,10 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::deadline;
-use crate::error::{ExitStatus, ProcessError};
-use crate::process::registry::{self, Outgoing, RemoteFn};
-use crate::process::zygote::{self, Zygote};
+use crate::error::ExitStatus;
+use crate::process::ProcessError;
+use crate::process::fork_server::{self, EnvironmentOptions, ForkServer};
+use crate::process::registration::{self, Outgoing, RemoteFn};
 
 /// A function running in a child process. See [`Process::spawn`].
 ///
@@ -50,11 +53,12 @@ use crate::process::zygote::{self, Zygote};
 pub struct Process {
     pid: u32,
     name: String,
-    zygote: Arc<Zygote>,
+    server: Arc<ForkServer>,
     status: Mutex<Option<ExitStatus>>,
 }
 
-/// Options for a [`Process`]: its name and whether it dies with its parent.
+/// Options for a [`Process`]: its name, whether it dies with its parent, its environment and
+/// current directory.
 ///
 /// # Examples
 /// ```
@@ -71,6 +75,7 @@ pub struct Process {
 pub struct ProcessBuilder {
     name: Option<String>,
     die_with_parent: bool,
+    environment: EnvironmentOptions,
 }
 
 impl ProcessBuilder {
@@ -91,37 +96,82 @@ impl ProcessBuilder {
         self
     }
 
+    /// Sets an environment variable for the child (on top of the caller's environment as it is
+    /// at [`spawn`](ProcessBuilder::spawn), or none after
+    /// [`env_clear`](ProcessBuilder::env_clear)), like `std::process::Command::env`.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.environment.set(key.as_ref(), value.as_ref());
+        self
+    }
+
+    /// Sets several environment variables for the child, as [`env`](ProcessBuilder::env).
+    pub fn envs<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        for (k, v) in vars {
+            self.environment.set(k.as_ref(), v.as_ref());
+        }
+        self
+    }
+
+    /// Removes an environment variable from the child's environment.
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
+        self.environment.remove(key.as_ref());
+        self
+    }
+
+    /// Starts the child with an empty environment (plus what [`env`](ProcessBuilder::env) sets
+    /// afterwards) instead of the caller's.
+    pub fn env_clear(mut self) -> Self {
+        self.environment.clear();
+        self
+    }
+
+    /// The child's current directory. Default: the caller's at
+    /// [`spawn`](ProcessBuilder::spawn); a relative path is taken from there too.
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.environment.current_dir(dir.as_ref());
+        self
+    }
+
     /// Starts the child: it runs `f(args)` (for a function of several arguments, `args` is a
     /// tuple, as for `starmap`).
     ///
     /// # Errors
     /// [`ProcessError::Unregistered`] if `f` is not registered,
     /// [`ProcessError::Serialization`] if the arguments do not serialize,
-    /// [`ProcessError::Spawn`] if the child could not be started.
+    /// [`ProcessError::Spawn`] if the child could not be started, also if the current directory
+    /// cannot be read or the one given is not a directory, or if the environment is larger than
+    /// [`MAX_ENVIRONMENT_BYTES`](crate::process::MAX_ENVIRONMENT_BYTES) or holds a name or value
+    /// `setenv` refuses (empty, `=` in a name, a NUL byte).
     pub fn spawn<F, M>(self, f: F, args: F::Args) -> Result<Process, ProcessError>
     where
         F: RemoteFn<M>,
         F::Args: Serialize,
     {
         let _ = f;
-        let code = registry::name_of_fn::<F>()
+        let code = registration::name_of_fn::<F>()
             .ok_or_else(|| ProcessError::Unregistered { name: std::any::type_name::<F>().to_owned() })?;
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let name = self
             .name
             .unwrap_or_else(|| format!("stealpool-p{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        let environment = Arc::new(self.environment.snapshot().map_err(ProcessError::Spawn)?);
         // A fork server found dead on the way (killed, say) is replaced, once.
         let mut retried = false;
-        let (zygote, pid, tx) = loop {
-            let zygote = zygote::get().map_err(ProcessError::Spawn)?;
+        let (server, pid, tx) = loop {
+            let server = fork_server::get().map_err(ProcessError::Spawn)?;
             let (tx, rx) = ipc::channel::<Outgoing<F::Args>>().map_err(ProcessError::Spawn)?;
-            match zygote.run(&name, code, rx.to_opaque(), self.die_with_parent) {
-                Ok(pid) => break (zygote, pid, tx),
-                Err(_) if !retried && !zygote.is_usable() => retried = true,
+            match server.run(&name, code, rx.to_opaque(), self.die_with_parent, Arc::clone(&environment)) {
+                Ok(pid) => break (server, pid, tx),
+                Err(_) if !retried && !server.is_usable() => retried = true,
                 Err(e) => return Err(ProcessError::Spawn(e)),
             }
         };
-        let process = Process { pid, name, zygote, status: Mutex::new(None) };
+        let process = Process { pid, name, server, status: Mutex::new(None) };
         // Not serialized before the child starts: serializing pipe ends outside an ipc-channel
         // send would leave their descriptors behind in ipc-channel's per-thread state.
         if let Err(e) = crate::pipe::sending(|| tx.send(Outgoing(args))) {
@@ -140,7 +190,7 @@ impl ProcessBuilder {
 impl Process {
     /// Options for a process; [`Process::spawn`] uses the defaults.
     pub fn builder() -> ProcessBuilder {
-        ProcessBuilder { name: None, die_with_parent: true }
+        ProcessBuilder { name: None, die_with_parent: true, environment: EnvironmentOptions::default() }
     }
 
     /// Starts `f(args)` in a child process with the default options.
@@ -168,7 +218,7 @@ impl Process {
     fn status_until(&self, deadline: Option<Instant>) -> Option<ExitStatus> {
         let mut status = self.status.lock();
         if status.is_none() {
-            *status = self.zygote.exit_status(self.pid, deadline);
+            *status = self.server.exit_status(self.pid, deadline);
         }
         *status
     }
@@ -201,19 +251,19 @@ impl Process {
     /// Sends `SIGTERM` (Python's `terminate`). Does nothing once the child has ended: the
     /// signal goes through the fork server, which knows the pid was not reused.
     pub fn terminate(&self) {
-        self.zygote.kill(self.pid, Signal::SIGTERM);
+        self.server.kill(self.pid, Signal::SIGTERM);
     }
 
     /// Sends `SIGKILL` (Python's `kill`). Does nothing once the child has ended.
     pub fn kill(&self) {
-        self.zygote.kill(self.pid, Signal::SIGKILL);
+        self.server.kill(self.pid, Signal::SIGKILL);
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
         if self.status.get_mut().is_none() {
-            self.zygote.forget_exit(self.pid);
+            self.server.forget_exit(self.pid);
         }
     }
 }

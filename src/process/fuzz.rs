@@ -13,13 +13,15 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use nix::libc;
 
 use crate::fuzzing::{Rng, env_or as env};
-use crate::process::protocol::{self, FromWorker, Mode, Status, ToWorker};
+use crate::process::protocol::{self, FromWorker, InputLayout, Status, ToWorker};
 use crate::process::wire::{Reader, Wait, WireError};
 
 /// Real frames of both directions, as the two sides build them.
 fn corpus() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for (id, mode, code) in [(1, Mode::One, "a::b"), (u64::MAX >> 2, Mode::Many, "tests::square"), (7, Mode::One, "")] {
+    for (id, mode, code) in
+        [(1, InputLayout::One, "a::b"), (u64::MAX >> 2, InputLayout::Many, "tests::square"), (7, InputLayout::One, "")]
+    {
         out.push(protocol::append(&(3u64, "input"), protocol::task_frame(id, mode, code, 16)).unwrap());
     }
     out.push(protocol::skip_frame(42));

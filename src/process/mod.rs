@@ -13,8 +13,12 @@
 //! name identifies the code: register functions with [`register_fn!`](crate::register_fn) and
 //! job types with [`register_job!`](crate::register_job). Names are stable across builds, so
 //! the same job could later run on another machine; a message naming code the worker does not
-//! know fails that job with [`JobError::Unregistered`], never anything worse. Unregistered
-//! closures fail the same way, with the closure's type name in the error.
+//! know fails that job with [`JobError::Unregistered`], never anything worse. A closure given
+//! to [`submit`](ProcessPoolExecutor::submit) is a compile-time error (it is no
+//! [`RemoteJob`]); one given to `apply_async` or `map` cannot be told apart from a function by
+//! its type, so it compiles and fails that job with [`JobError::Unregistered`], naming the
+//! closure's type. A function whose arguments or result are not serde types is refused by
+//! [`register_fn!`](crate::register_fn) at compile time (see [`RemoteFn`]).
 //!
 //! For large binary inputs use `serde_bytes::ByteBuf` (or `#[serde(with = "serde_bytes")]`):
 //! the bytes are then copied as one block instead of item by item.
@@ -26,6 +30,41 @@
 //! itself is not (a lock held by another thread at the fork stays held in the child). Nothing
 //! has to be added to `main`; it works the same in `cargo test`, examples and doc-tests.
 //! Workers show as `stealpool-w0`, `stealpool-w1`, ... in `ps` and `top`.
+//!
+//! # What a worker process sees
+//! A worker (and a [`Process`] child) is a fork of the fork server, which is a fresh start of
+//! the program's binary that stopped before `main`. So, exactly:
+//!
+//! - **`main` never runs** in it, nor anything `main` calls: state set up there (a logger, a
+//!   global configured from the command line, a `static` filled at run time) is absent. Use the
+//!   pool's [`initializer`](ProcessPoolBuilder::initializer) for per-worker set-up.
+//! - **Statics** are as a fresh program has them after its constructors (the fork server's
+//!   start), never the parent's values at the time of the pool.
+//! - **argv** is the parent's `argv[0]` only (`std::env::args()` yields one item); the binary
+//!   is the very file the parent runs (`/proc/self/exe`), even if its path was replaced since.
+//! - **Environment variables and current directory** are the parent's as they are when the
+//!   pool is built ([`ProcessPoolBuilder::build`]; for a `Process`, at
+//!   [`spawn`](ProcessBuilder::spawn)), changed by the builders' `env`, `envs`, `env_remove`,
+//!   `env_clear` and `current_dir`. A pool built after `std::env::set_var` or
+//!   `std::env::set_current_dir` sees the new values; an older pool keeps its own (also in the
+//!   workers it starts later to replace others). At most [`MAX_ENVIRONMENT_BYTES`]; an
+//!   inherited entry whose name `setenv` refuses (such as `=x=1`) is left out.
+//! - **Threads**: one. None of the parent's threads, locks or thread-locals exist there.
+//! - **Signals**: every disposition is the default, except `SIGPIPE`, ignored as after Rust's
+//!   own start-up; the signal mask is empty. A worker dies (`SIGKILL`) when the fork server
+//!   does, which dies when the parent does (`PR_SET_PDEATHSIG`); a `Process` built with
+//!   [`die_with_parent(false)`](ProcessBuilder::die_with_parent) does not.
+//! - **Descriptors**: standard input is `/dev/null`; standard output and error are the
+//!   parent's as they were when the fork server started (a later `dup2` onto fd 1 in the parent
+//!   does not reach workers); besides those, a worker holds only its own two sockets to the
+//!   pool (its status page is mapped, its descriptor closed); a `Process`, its arguments'
+//!   channel and what the arguments carry, such as [`pipe`](crate::pipe) ends. Nothing else the parent had open is inherited: every other
+//!   descriptor is closed at the fork server's start.
+//! - **Everything else the kernel keeps per process** (user and group ids, resource limits,
+//!   umask, scheduling priority, session and process group, control terminal) is the fork
+//!   server's, that is, the parent's at the moment the first pool (or `Process`) of the parent
+//!   started it. The parent process id is the fork server's; the process name (`ps`, `top`) is
+//!   the pool's [`name_prefix`](ProcessPoolBuilder::name_prefix) and the worker's index.
 //!
 //! # Windows and order
 //! Each worker is sent a few tasks ahead (its *window*) so that short jobs do not wait for a
@@ -52,16 +91,18 @@
 //! assert_eq!(lens, [0, 1, 7, 2, 5, 8, 16, 3, 19, 6]);
 //! ```
 
+mod builder;
 mod child;
+mod error;
+mod fork_server;
 #[cfg(test)]
 mod fuzz;
 mod pool;
 pub(crate) mod protocol;
-pub(crate) mod registry;
+pub(crate) mod registration;
 mod slot;
 mod wire;
 mod worker;
-mod zygote;
 
 use std::fmt;
 use std::sync::{Arc, Weak};
@@ -75,10 +116,13 @@ use crate::executor::{Executor, Submit};
 use crate::future::{Cell, Core, Ending, Future};
 use crate::job::{Apply, Batch, Call, Star};
 
+pub use self::builder::ProcessPoolBuilder;
 pub use self::child::{Process, ProcessBuilder};
-use self::pool::{Config, Pool, QueuedTask as Task, Sink};
-use self::protocol::{Mode, Status};
-pub use self::registry::RemoteJob;
+pub use self::error::ProcessError;
+pub use self::fork_server::MAX_ENVIRONMENT_BYTES;
+use self::pool::{Pool, QueuedTask, Sink};
+use self::protocol::{InputLayout, Status};
+pub use self::registration::{RemoteFn, RemoteJob};
 
 /// A pool of worker processes, pre-forked and supervised: Python's `ProcessPoolExecutor` and
 /// `multiprocessing.Pool` for Rust. See the [module docs](self) for how it works.
@@ -100,7 +144,7 @@ pub use self::registry::RemoteJob;
 /// }
 /// stealpool::register_fn!(slow);
 ///
-/// let pool = ProcessPoolBuilder::new().workers(1).task_timeout(Duration::from_millis(200)).build().unwrap();
+/// let pool = ProcessPoolBuilder::new().num_workers(1).task_timeout(Duration::from_millis(200)).build().unwrap();
 /// assert_eq!(pool.apply_async(slow, 1).unwrap().result(), Ok(1));
 /// let late = pool.apply_async(slow, 60_000).unwrap().result().unwrap_err();
 /// assert!(matches!(late, JobError::TimedOut { .. }));
@@ -117,7 +161,7 @@ impl ProcessPoolExecutor {
     /// # Errors
     /// [`BuildError`] if the fork server or a worker could not be started.
     pub fn new(workers: usize) -> Result<Self, BuildError> {
-        ProcessPoolBuilder::new().workers(workers).build()
+        ProcessPoolBuilder::new().num_workers(workers).build()
     }
 
     /// A builder with every setting.
@@ -147,7 +191,7 @@ impl ProcessPoolExecutor {
         job: J,
         limit: Option<Duration>,
     ) -> Result<Future<J::Output>, SubmitError<J>> {
-        self.send(job, Ok(J::NAME), Mode::One, |job, frame| protocol::append(job, frame), decode_one, limit)
+        self.send(job, Ok(J::NAME), InputLayout::One, |job, frame| protocol::append(job, frame), decode_one, limit)
     }
 
     /// The process ids of the current workers.
@@ -172,7 +216,7 @@ impl ProcessPoolExecutor {
         &self,
         job: J,
         code: Result<&'static str, &'static str>,
-        mode: Mode,
+        mode: InputLayout,
         encode: impl FnOnce(&J, Vec<u8>) -> postcard::Result<Vec<u8>>,
         decode: fn(Status, &[u8]) -> Result<T, JobError>,
         limit: Option<Duration>,
@@ -198,7 +242,7 @@ impl ProcessPoolExecutor {
             return Ok(Future::ready(Err(JobError::Serialization { message })));
         }
         let cell = Arc::new(ProcCell { core: Core::new(), decode, pool: Arc::downgrade(&self.pool), id });
-        let task = Task { id, frame: Arc::new(frame), sink: cell.clone(), limit, started: false };
+        let task = QueuedTask { id, frame: Arc::new(frame), sink: cell.clone(), limit, started: false };
         match self.pool.submit(task) {
             Ok(()) => Ok(Future::from_cell(cell)),
             Err(_) => Err(self.refused(job)),
@@ -216,7 +260,7 @@ impl ProcessPoolExecutor {
 
 /// The name of the registered function `F`, or its type name if it is not registered.
 fn fn_code<F: 'static>() -> Result<&'static str, &'static str> {
-    registry::name_of_fn::<F>().ok_or(std::any::type_name::<F>())
+    registration::name_of_fn::<F>().ok_or(std::any::type_name::<F>())
 }
 
 fn decode_one<T: DeserializeOwned>(status: Status, body: &[u8]) -> Result<T, JobError> {
@@ -344,7 +388,14 @@ where
 {
     fn submit(&self, call: Call<F, A>) -> Result<Future<R>, SubmitError<Call<F, A>>> {
         let limit = self.pool.default_limit();
-        self.send(call, fn_code::<F>(), Mode::One, |c, frame| protocol::append(&c.args, frame), decode_one, limit)
+        self.send(
+            call,
+            fn_code::<F>(),
+            InputLayout::One,
+            |c, frame| protocol::append(&c.args, frame),
+            decode_one,
+            limit,
+        )
     }
 }
 
@@ -357,7 +408,14 @@ where
 {
     fn submit(&self, batch: Batch<F, A>) -> Result<Future<Vec<Result<R, JobError>>>, SubmitError<Batch<F, A>>> {
         let limit = self.pool.default_limit();
-        self.send(batch, fn_code::<F>(), Mode::Many, |b, frame| protocol::append(&b.items, frame), decode_many, limit)
+        self.send(
+            batch,
+            fn_code::<F>(),
+            InputLayout::Many,
+            |b, frame| protocol::append(&b.items, frame),
+            decode_many,
+            limit,
+        )
     }
 }
 
@@ -374,7 +432,14 @@ where
         batch: Batch<Star<F>, A>,
     ) -> Result<Future<Vec<Result<R, JobError>>>, SubmitError<Batch<Star<F>, A>>> {
         let limit = self.pool.default_limit();
-        self.send(batch, fn_code::<F>(), Mode::Many, |b, frame| protocol::append(&b.items, frame), decode_many, limit)
+        self.send(
+            batch,
+            fn_code::<F>(),
+            InputLayout::Many,
+            |b, frame| protocol::append(&b.items, frame),
+            decode_many,
+            limit,
+        )
     }
 }
 
@@ -390,140 +455,6 @@ impl fmt::Debug for ProcessPoolExecutor {
             .field("max_workers", &self.pool.max_workers())
             .field("worker_pids", &self.pool.worker_pids())
             .field("is_shutdown", &self.pool.is_shutdown())
-            .finish()
-    }
-}
-
-/// Settings for a [`ProcessPoolExecutor`], with by-value setters and a fallible
-/// [`build`](ProcessPoolBuilder::build).
-///
-/// # Examples
-/// ```
-/// use std::time::Duration;
-/// use stealpool::ProcessPoolBuilder;
-///
-/// fn setup() {}
-/// stealpool::register_fn!(setup);
-///
-/// let pool = ProcessPoolBuilder::new()
-///     .workers(2)
-///     .max_tasks_per_child(1000)
-///     .task_timeout(Duration::from_secs(60))
-///     .initializer(setup)
-///     .build()
-///     .unwrap();
-/// assert_eq!(pool.worker_pids().len(), 2);
-/// ```
-#[derive(Clone)]
-pub struct ProcessPoolBuilder {
-    workers: usize,
-    max_tasks_per_child: Option<u64>,
-    task_timeout: Option<Duration>,
-    initializer: Option<Result<&'static str, &'static str>>,
-    window: usize,
-    name_prefix: String,
-}
-
-impl ProcessPoolBuilder {
-    /// Default settings: one worker per CPU, no task limit, no time limit, no initializer.
-    pub fn new() -> Self {
-        ProcessPoolBuilder {
-            workers: 0,
-            max_tasks_per_child: None,
-            task_timeout: None,
-            initializer: None,
-            window: 16,
-            name_prefix: "stealpool-w".into(),
-        }
-    }
-
-    /// Number of worker processes; 0 (the default) means the number of CPUs.
-    pub fn workers(mut self, n: usize) -> Self {
-        self.workers = n;
-        self
-    }
-
-    /// Replace a worker after it has run this many tasks (Python's `maxtasksperchild`).
-    /// Default: never. A chunk of a `map` counts as one task.
-    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
-        self.max_tasks_per_child = (n > 0).then_some(n);
-        self
-    }
-
-    /// A time limit for every task: a task still running after `limit` has its worker killed
-    /// (and replaced), and its future fails with [`JobError::TimedOut`]. Default: none.
-    pub fn task_timeout(mut self, limit: Duration) -> Self {
-        self.task_timeout = Some(limit);
-        self
-    }
-
-    /// A registered function (see [`register_fn!`](crate::register_fn)) that every worker runs
-    /// once before its first task. If it panics, [`build`](ProcessPoolBuilder::build) fails (or,
-    /// for a replacement worker, the pool stops with [`JobError::Broken`]) rather than
-    /// respawning workers forever.
-    pub fn initializer<F: Fn() + 'static>(mut self, f: F) -> Self {
-        let _ = f;
-        self.initializer = Some(fn_code::<F>());
-        self
-    }
-
-    /// The most tasks sent ahead to one worker (default 16; the pool uses fewer when tasks are
-    /// long). 1 disables sending ahead.
-    pub fn window(mut self, tasks: usize) -> Self {
-        self.window = tasks.max(1);
-        self
-    }
-
-    /// The process name prefix of the workers, shown by `ps` and `top` (default
-    /// `"stealpool-w"`; Linux keeps 15 bytes of a process name).
-    pub fn name_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.name_prefix = prefix.into();
-        self
-    }
-
-    /// Starts the fork server (once per process) and the workers, and waits until every worker
-    /// is ready (its initializer has run).
-    ///
-    /// # Errors
-    /// [`BuildError`] if the initializer is not registered or fails, or if processes cannot be
-    /// started.
-    pub fn build(self) -> Result<ProcessPoolExecutor, BuildError> {
-        let initializer = match self.initializer {
-            None => None,
-            Some(Ok(name)) => Some(name),
-            Some(Err(type_name)) => {
-                return Err(BuildError::process(format!(
-                    "the initializer `{type_name}` is not registered: add `stealpool::register_fn!(...)` next to it"
-                )));
-            }
-        };
-        let config = Config {
-            workers: if self.workers == 0 { num_cpus::get().max(1) } else { self.workers },
-            max_tasks_per_child: self.max_tasks_per_child,
-            task_timeout: self.task_timeout,
-            initializer,
-            max_window: self.window,
-            name_prefix: self.name_prefix,
-        };
-        Ok(ProcessPoolExecutor { pool: Pool::start(config)? })
-    }
-}
-
-impl Default for ProcessPoolBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Debug for ProcessPoolBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProcessPoolBuilder")
-            .field("workers", &self.workers)
-            .field("max_tasks_per_child", &self.max_tasks_per_child)
-            .field("task_timeout", &self.task_timeout)
-            .field("initializer", &self.initializer.map(|r| r.unwrap_or_else(|t| t)))
-            .field("window", &self.window)
-            .field("name_prefix", &self.name_prefix)
             .finish()
     }
 }

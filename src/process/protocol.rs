@@ -1,21 +1,18 @@
-//! The wire messages between the pool (parent) and its worker processes, and between the parent
-//! and the fork server. Only the shapes and their encoding live here; the code that moves them
-//! is in `pool.rs`, `worker.rs` and `zygote.rs`. See `PROTOCOL.md` for the conversation.
+//! The wire messages between the pool (parent) and its worker processes (the fork server's
+//! records live in `fork_server/mod.rs`). Only the shapes and their encoding live here; the code
+//! that moves them is in `pool.rs` and `worker.rs`. See `PROTOCOL.md` for the conversation.
 //!
 //! Task and reply frames travel over the workers' sockets in the pool's own framing (`wire.rs`),
 //! so a job's serialized input is written once, straight behind a small postcard header, and
 //! read in place on the other side: no second serialization pass over a large payload. Every
 //! decoder here returns an error on bytes it cannot read; none may panic.
 
-use std::time::Duration;
-
-use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender, OpaqueIpcReceiver};
 use serde::{Deserialize, Serialize};
 
 /// How a task's input is laid out.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Mode {
+pub enum InputLayout {
     /// One input, one output (`submit`, `apply_async`).
     One,
     /// A chunk of a map: a list of inputs, a list of per-item outcomes.
@@ -43,7 +40,7 @@ pub enum Status {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ToWorker<'a> {
     /// Run the code named `code` on the input that follows.
-    Task { id: u64, mode: Mode, code: &'a str },
+    Task { id: u64, mode: InputLayout, code: &'a str },
     /// Do not run task `id` (force-cancelled while it waited in the worker's window); answer
     /// `Skipped` when its turn comes.
     Skip { id: u64 },
@@ -95,7 +92,7 @@ impl postcard::ser_flavors::Flavor for Extend<'_> {
 }
 
 /// Starts a task frame: the header, to which the caller appends the input.
-pub(crate) fn task_frame(id: u64, mode: Mode, code: &str, capacity: usize) -> Vec<u8> {
+pub(crate) fn task_frame(id: u64, mode: InputLayout, code: &str, capacity: usize) -> Vec<u8> {
     let header = ToWorker::Task { id, mode, code };
     // Serializing a header of integers and a string into a Vec cannot fail.
     append(&header, Vec::with_capacity(capacity + code.len() + 24)).unwrap_or_default()
@@ -154,79 +151,18 @@ pub(crate) fn split<'a, H: Deserialize<'a>>(frame: &'a [u8]) -> Result<(H, &'a [
     postcard::take_from_bytes(frame)
 }
 
-/// Parent -> fork server requests (typed ipc-channel messages).
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum ZygoteRequest {
-    /// Fork a worker that reads tasks from `tasks` and writes replies to `replies`.
-    Spawn { token: u64, name: String, tasks: IpcBytesReceiver, replies: IpcBytesSender, initializer: Option<String> },
-    /// Fork a child that runs the function registered as `code` once, with the arguments that
-    /// arrive on `args`, and exits (a [`Process`](crate::process::Process)).
-    Run { token: u64, name: String, code: String, args: OpaqueIpcReceiver, die_with_parent: bool },
-    /// Send `signal` to child `pid`, if it is still a live child of the fork server.
-    Kill { pid: i32, signal: i32 },
-}
-
-/// Fork server -> parent reports: fixed-size records over a pipe, written from a signal handler
-/// (so no allocation and no serializer): `kind`, `pid`, `value`, little-endian.
-pub(crate) const REPORT_LEN: usize = 16;
-
-/// The kinds of report records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Report {
-    /// Worker for `token` forked as `pid`.
-    Spawned { token: u64, pid: i32 },
-    /// Fork for `token` failed with `errno`.
-    SpawnFailed { token: u64, errno: i32 },
-    /// `pid` exited with `code`.
-    Exited { pid: i32, code: i32 },
-    /// `pid` was killed by `signal`.
-    Signaled { pid: i32, signal: i32 },
-}
-
-impl Report {
-    pub(crate) fn encode(self) -> [u8; REPORT_LEN] {
-        let (kind, pid, value): (u32, i32, i64) = match self {
-            Report::Spawned { token, pid } => (1, pid, token as i64),
-            Report::SpawnFailed { token, errno } => (2, errno, token as i64),
-            Report::Exited { pid, code } => (3, pid, code as i64),
-            Report::Signaled { pid, signal } => (4, pid, signal as i64),
-        };
-        let mut b = [0u8; REPORT_LEN];
-        b[0..4].copy_from_slice(&kind.to_le_bytes());
-        b[4..8].copy_from_slice(&pid.to_le_bytes());
-        b[8..16].copy_from_slice(&value.to_le_bytes());
-        b
-    }
-
-    pub(crate) fn decode(b: &[u8; REPORT_LEN]) -> Option<Report> {
-        let kind = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        let pid = i32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-        let value = i64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
-        Some(match kind {
-            1 => Report::Spawned { token: value as u64, pid },
-            2 => Report::SpawnFailed { token: value as u64, errno: pid },
-            3 => Report::Exited { pid, code: value as i32 },
-            4 => Report::Signaled { pid, signal: value as i32 },
-            _ => return None,
-        })
-    }
-}
-
-/// How long the parent waits for the fork server to answer a spawn before giving up on it.
-pub(crate) const SPAWN_TIMEOUT: Duration = Duration::from_secs(10);
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn task_frame_round_trip() {
-        let mut frame = task_frame(7, Mode::Many, "a::b", 8);
+        let mut frame = task_frame(7, InputLayout::Many, "a::b", 8);
         frame = append(&(1u8, 2u16), frame).unwrap();
         let (h, rest): (ToWorker<'_>, &[u8]) = split(&frame).unwrap();
         match h {
             ToWorker::Task { id, mode, code } => {
-                assert_eq!((id, mode, code), (7, Mode::Many, "a::b"));
+                assert_eq!((id, mode, code), (7, InputLayout::Many, "a::b"));
             }
             other => panic!("unexpected header {other:?}"),
         }
@@ -235,7 +171,7 @@ mod tests {
 
     #[test]
     fn batch_round_trip() {
-        let a = task_frame(1, Mode::One, "x", 0);
+        let a = task_frame(1, InputLayout::One, "x", 0);
         let b = skip_frame(2);
         let mut batch = Vec::new();
         batch_start(&mut batch);
@@ -256,19 +192,6 @@ mod tests {
         let (h, body): (FromWorker<'_>, &[u8]) = split(&buf).unwrap();
         assert!(matches!(h, FromWorker::Done { id: 3, status: Status::Panicked, busy_ns: 9 }));
         assert_eq!(body, b"boom");
-    }
-
-    #[test]
-    fn reports_round_trip() {
-        for r in [
-            Report::Spawned { token: u64::MAX >> 1, pid: 42 },
-            Report::SpawnFailed { token: 3, errno: 11 },
-            Report::Exited { pid: 7, code: -1 },
-            Report::Signaled { pid: 8, signal: 9 },
-        ] {
-            assert_eq!(Report::decode(&r.encode()), Some(r));
-        }
-        assert_eq!(Report::decode(&[0; REPORT_LEN]), None);
     }
 
     #[test]

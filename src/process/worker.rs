@@ -14,8 +14,8 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 
-use crate::process::protocol::{self, FromWorker, Mode, Status, ToWorker};
-use crate::process::registry;
+use crate::process::protocol::{self, FromWorker, InputLayout, Status, ToWorker};
+use crate::process::registration;
 use crate::process::slot::{self, Slot};
 
 /// If set in the program's environment when the fork server starts, the path of a file to
@@ -58,7 +58,7 @@ fn serve_sockets(pid: u32, mut tasks: Reader, replies: OwnedFd, initializer: Opt
     let mut frame = Vec::with_capacity(256);
     let init_error = initializer.and_then(|name| {
         let mut out = Vec::new();
-        match registry::invoke(&name, Mode::One, &[], &mut out) {
+        match registration::invoke(&name, InputLayout::One, &[], &mut out) {
             Status::Ok => None,
             status => Some(describe(&name, status, &out)),
         }
@@ -110,7 +110,7 @@ fn serve_sockets(pid: u32, mut tasks: Reader, replies: OwnedFd, initializer: Opt
                 let _ = f.write_all(format!("{id} {since}\n").as_bytes());
             }
             slot.begin(id, since);
-            let mut status = registry::invoke(code, mode, input, &mut body);
+            let mut status = registration::invoke(code, mode, input, &mut body);
             let busy_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
             if !slot.end(id) {
                 // The pool condemned this task (time limit, forced cancel) while it ran and is

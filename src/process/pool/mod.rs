@@ -41,10 +41,10 @@ use self::reader_mark::ReaderMark;
 use self::supervisor::{Decisions, Outgoing, Supervisor, WorkerHandle};
 pub(crate) use self::supervisor::{QueuedTask, Sink};
 use crate::error::{BuildError, JobError};
+use crate::process::fork_server::{self, ChildEnvironment, ForkServer, PendingSpawn, Spawned};
 use crate::process::protocol;
 use crate::process::slot::{self, Slot};
 use crate::process::wire;
-use crate::process::zygote::{self, Pending, Spawned, Zygote};
 
 /// How the pool is configured; fixed at build time.
 #[derive(Debug, Clone)]
@@ -55,6 +55,8 @@ pub(crate) struct Config {
     pub(crate) initializer: Option<&'static str>,
     pub(crate) max_window: usize,
     pub(crate) name_prefix: String,
+    /// The workers' environment and current directory, taken at `build`.
+    pub(crate) environment: Arc<ChildEnvironment>,
 }
 
 /// The driver's handle on one worker: how to reach it (its fork server, its outbox) and what
@@ -62,7 +64,7 @@ pub(crate) struct Config {
 struct Link {
     /// The fork server that forked it: the only one that can kill and reap it (the pool's
     /// later workers may come from a successor, if this one dies).
-    zygote: Arc<Zygote>,
+    server: Arc<ForkServer>,
     pid: u32,
     /// Shared with the worker: which task it runs (see `slot.rs`).
     slot: Slot,
@@ -120,14 +122,14 @@ fn apply_locked(d: &mut Decisions<Arc<Link>>) {
         *link.outbox.lock() = None;
     }
     for link in d.forget.drain(..) {
-        link.zygote.forget_exit(link.pid);
+        link.server.forget_exit(link.pid);
     }
 }
 
 impl Pool {
     /// Starts the workers and waits until all are ready.
     pub(crate) fn start(config: Config) -> Result<Arc<Pool>, BuildError> {
-        zygote::get().map_err(|e| BuildError::process(format!("cannot start the fork server: {e}")))?;
+        fork_server::get().map_err(|e| BuildError::process(format!("cannot start the fork server: {e}")))?;
         let n = config.workers;
         let pool = Arc::new(Pool {
             state: Mutex::new(State {
@@ -187,8 +189,8 @@ impl Pool {
     }
 
     /// Asks the fork server for worker `index`: the one place the pool starts a worker.
-    fn request_worker(&self, index: usize) -> std::io::Result<Pending> {
-        zygote::request_spawn(&self.worker_name(index), self.config.initializer)
+    fn request_worker(&self, index: usize) -> std::io::Result<PendingSpawn> {
+        fork_server::request_spawn(&self.worker_name(index), self.config.initializer, &self.config.environment)
     }
 
     fn worker_name(&self, index: usize) -> String {
@@ -214,7 +216,7 @@ impl Pool {
 
     /// The pid of the fork server new workers come from (started anew if it died).
     pub(crate) fn fork_server_pid(&self) -> u32 {
-        zygote::get().map_or(0, |z| z.pid())
+        fork_server::get().map_or(0, |z| z.pid())
     }
 
     /// Feeds one event to the rules under the lock and applies what must happen there; the
@@ -232,7 +234,7 @@ impl Pool {
             self.changed.notify_all();
         }
         for link in d.kill {
-            link.zygote.kill(link.pid, Signal::SIGKILL);
+            link.server.kill(link.pid, Signal::SIGKILL);
         }
         for (sink, error) in d.fail {
             sink.fail(error);
@@ -244,7 +246,7 @@ impl Pool {
 
     /// Registers a forked worker and starts its writer and link threads.
     fn register(self: &Arc<Self>, index: usize, spawned: Spawned) {
-        let Spawned { zygote, pid, tasks, replies } = spawned;
+        let Spawned { server, pid, tasks, replies } = spawned;
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut st = self.state.lock();
         // Threads of workers gone by now have ended or are about to: join them, so that their
@@ -263,29 +265,29 @@ impl Pool {
             })?;
             st.threads.push(writer);
             let pool = Arc::clone(self);
-            let zygote = Arc::clone(&zygote);
+            let server = Arc::clone(&server);
             let reader = Arc::new(ReaderMark::new());
             let mark = Arc::clone(&reader);
             let link = spawn_thread(format!("stealpool-rx{index}"), move || {
                 let _guard = BreakOnPanic { pool: &pool, role: "reply reader", worker: Some(id) };
-                pool.read_replies(id, &zygote, pid, replies, &mark)
+                pool.read_replies(id, &server, pid, replies, &mark)
             })?;
             st.threads.push(link);
             std::io::Result::Ok((slot, reader))
         })();
         match started {
             Ok((slot, reader)) => {
-                let link = Link { zygote: Arc::clone(&zygote), pid, slot, reader, outbox: Mutex::new(Some(tx)) };
+                let link = Link { server: Arc::clone(&server), pid, slot, reader, outbox: Mutex::new(Some(tx)) };
                 st.rules.add_worker(id, index, pid, Arc::new(link), Instant::now());
             }
             Err(e) => {
                 // Without its threads the worker cannot be served: stop it and give up.
-                zygote.forget_exit(pid);
+                server.forget_exit(pid);
                 let mut d = st.rules.setup_failed(format!("cannot set up the channels of a worker: {e}"));
                 apply_locked(&mut d);
                 drop(st);
                 self.changed.notify_all();
-                zygote.kill(pid, Signal::SIGKILL);
+                server.kill(pid, Signal::SIGKILL);
                 self.act(d);
                 return;
             }
@@ -332,7 +334,7 @@ impl Pool {
     }
 
     fn respawn(self: &Arc<Self>, index: usize) {
-        match self.request_worker(index).and_then(Pending::wait) {
+        match self.request_worker(index).and_then(PendingSpawn::wait) {
             Ok(spawned) => self.register(index, spawned),
             Err(e) => {
                 let d = self.event(|r| r.replacement_failed(format!("cannot start a replacement worker: {e}")));

@@ -13,9 +13,9 @@ use nix::sys::signal::Signal;
 use super::reader_mark::ReaderMark;
 use super::{OWN_POOL, Pool, apply_locked};
 use crate::error::ExitStatus;
+use crate::process::fork_server::ForkServer;
 use crate::process::protocol::{self, FromWorker};
 use crate::process::wire::{self, Reader, Wait, WireError};
-use crate::process::zygote::Zygote;
 
 impl Pool {
     /// A worker's link thread: reads replies until end of file, then handles the exit. A reply
@@ -24,7 +24,7 @@ impl Pool {
     pub(super) fn read_replies(
         self: &Arc<Self>,
         worker: u64,
-        zygote: &Zygote,
+        server: &ForkServer,
         pid: u32,
         replies: OwnedFd,
         mark: &ReaderMark,
@@ -55,19 +55,19 @@ impl Pool {
             };
             // The worker broke the protocol: stop it (unless already stopped) and kill it.
             let d = self.event(|r| r.on_fault(worker, fault));
-            zygote.kill(pid, Signal::SIGKILL);
+            server.kill(pid, Signal::SIGKILL);
             self.act(d);
             break;
         }
         drop(replies);
-        let mut status = zygote.wait_exit(pid, Duration::from_secs(5));
+        let mut status = server.wait_exit(pid, Duration::from_secs(5));
         if status == ExitStatus::Unknown {
             // Still alive after closing its reply channel: it can no longer be served.
-            zygote.kill(pid, Signal::SIGKILL);
-            status = zygote.wait_exit(pid, Duration::from_secs(5));
+            server.kill(pid, Signal::SIGKILL);
+            status = server.wait_exit(pid, Duration::from_secs(5));
         }
         // The worker's process is gone (and reaped).
-        let usable = zygote.is_usable();
+        let usable = server.is_usable();
         let d = self.event(|r| r.on_exit(worker, status, usable, Instant::now()));
         self.act(d);
     }

@@ -22,7 +22,7 @@ crate::register_fn!(nap);
 #[test]
 fn a_panicking_supervisor_breaks_the_pool_loudly() {
     let p = ProcessPoolBuilder::new()
-        .workers(1)
+        .num_workers(1)
         .name_prefix(PANIC_PREFIX)
         .task_timeout(Duration::from_secs(60))
         .build()
@@ -46,7 +46,7 @@ fn a_panicking_supervisor_breaks_the_pool_loudly() {
 #[test]
 fn a_panicking_reply_reader_breaks_the_pool_loudly_and_leaves_no_worker() {
     let started = std::time::Instant::now();
-    let err = ProcessPoolBuilder::new().workers(2).name_prefix(PANIC_LINK_PREFIX).build().unwrap_err();
+    let err = ProcessPoolBuilder::new().num_workers(2).name_prefix(PANIC_LINK_PREFIX).build().unwrap_err();
     assert!(err.to_string().contains("reply reader"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(20), "build returned promptly");
     // Its workers were killed and reaped (names are cut to 15 bytes).

@@ -4,7 +4,9 @@
 //! other; [`one_way`] makes a [`Sender`] and a [`Receiver`]. Messages are any serde type.
 //! Ends are handed to a child by passing them in the arguments of a
 //! [`Process`](crate::process::Process): they travel as file descriptors (ipc-channel). When
-//! the other end is gone, receiving returns [`PipeError::Eof`] instead of hanging.
+//! the other end is gone, receiving returns [`RecvError::Disconnected`] (end of file) instead
+//! of hanging. Each operation has its own small error type ([`SendError`], [`RecvError`],
+//! [`TryRecvError`], [`RecvTimeoutError`], [`CreateError`]), as in crossbeam-channel.
 //!
 //! Unlike Python, the parent need not close its copy of the child's end: passing an end to a
 //! `Process` moves it, and children are forked from a fork server that never held it. Ends
@@ -15,7 +17,6 @@
 //! ```
 //! use stealpool::process::Process;
 //! use stealpool::pipe::{self, Connection};
-//! use stealpool::PipeError;
 //!
 //! fn shout(conn: Connection<String>) {
 //!     while let Ok(line) = conn.recv() {
@@ -36,20 +37,22 @@ use std::cell::Cell;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use ipc_channel::IpcError;
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
-use ipc_channel::{IpcError, TryRecvError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub use crate::error::PipeError;
+mod error;
+
+pub use self::error::{CreateError, RecvError, RecvTimeoutError, SendError, TryRecvError};
 
 /// Makes a connected pair of duplex ends, like `multiprocessing.Pipe()`.
 ///
 /// # Errors
-/// [`PipeError::Io`] if the operating system refuses the sockets.
-pub fn duplex<T: Serialize + DeserializeOwned>() -> Result<(Connection<T>, Connection<T>), PipeError> {
-    let (a_tx, b_rx) = ipc::channel().map_err(io)?;
-    let (b_tx, a_rx) = ipc::channel().map_err(io)?;
+/// [`CreateError`] if the operating system refuses the sockets.
+pub fn duplex<T: Serialize + DeserializeOwned>() -> Result<(Connection<T>, Connection<T>), CreateError> {
+    let (a_tx, b_rx) = ipc::channel().map_err(CreateError)?;
+    let (b_tx, a_rx) = ipc::channel().map_err(CreateError)?;
     Ok((
         Connection { tx: Sender { tx: a_tx }, rx: Receiver { rx: a_rx } },
         Connection { tx: Sender { tx: b_tx }, rx: Receiver { rx: b_rx } },
@@ -60,7 +63,7 @@ pub fn duplex<T: Serialize + DeserializeOwned>() -> Result<(Connection<T>, Conne
 /// other order: receiver first).
 ///
 /// # Errors
-/// [`PipeError::Io`] if the operating system refuses the sockets.
+/// [`CreateError`] if the operating system refuses the sockets.
 ///
 /// # Examples
 /// ```
@@ -68,10 +71,10 @@ pub fn duplex<T: Serialize + DeserializeOwned>() -> Result<(Connection<T>, Conne
 /// tx.send(5).unwrap();
 /// drop(tx);
 /// assert_eq!(rx.recv(), Ok(5));
-/// assert!(rx.recv().unwrap_err().is_eof());
+/// assert!(rx.recv().unwrap_err().is_disconnected());
 /// ```
-pub fn one_way<T: Serialize + DeserializeOwned>() -> Result<(Sender<T>, Receiver<T>), PipeError> {
-    let (tx, rx) = ipc::channel().map_err(io)?;
+pub fn one_way<T: Serialize + DeserializeOwned>() -> Result<(Sender<T>, Receiver<T>), CreateError> {
+    let (tx, rx) = ipc::channel().map_err(CreateError)?;
     Ok((Sender { tx }, Receiver { rx }))
 }
 
@@ -97,18 +100,27 @@ fn refuse<E: serde::ser::Error>() -> E {
     E::custom("a pipe end can only travel to a Process (as an argument) or through another pipe")
 }
 
-fn io(e: std::io::Error) -> PipeError {
-    PipeError::Io(e.to_string())
+/// A peer that is gone shows as a broken or reset socket: that is end of file, not an I/O
+/// failure.
+fn is_gone(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
 }
 
-fn ipc_error(e: IpcError) -> PipeError {
+fn send_error(e: IpcError) -> SendError {
     match e {
-        IpcError::Disconnected => PipeError::Eof,
-        IpcError::SerializationError(e) => PipeError::Serialization(e.to_string()),
-        IpcError::Io(e) => match e.kind() {
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => PipeError::Eof,
-            _ => PipeError::Io(e.to_string()),
-        },
+        IpcError::Disconnected => SendError::Disconnected,
+        IpcError::SerializationError(e) => SendError::Serialization(e.to_string()),
+        IpcError::Io(e) if is_gone(&e) => SendError::Disconnected,
+        IpcError::Io(e) => SendError::Io(e),
+    }
+}
+
+fn recv_error(e: IpcError) -> RecvError {
+    match e {
+        IpcError::Disconnected => RecvError::Disconnected,
+        IpcError::SerializationError(e) => RecvError::Deserialization(e.to_string()),
+        IpcError::Io(e) if is_gone(&e) => RecvError::Disconnected,
+        IpcError::Io(e) => RecvError::Io(e),
     }
 }
 
@@ -132,10 +144,10 @@ impl<T: Serialize + DeserializeOwned> Sender<T> {
     /// Sends a message. It may block while the pipe's buffer is full and the reader is alive.
     ///
     /// # Errors
-    /// [`PipeError::Eof`] if the receiving end is gone; [`PipeError::Serialization`] if the
-    /// message does not serialize.
-    pub fn send(&self, message: T) -> Result<(), PipeError> {
-        sending(|| self.tx.send(message)).map_err(ipc_error)
+    /// [`SendError::Disconnected`] if the receiving end is gone; [`SendError::Serialization`]
+    /// if the message does not serialize; [`SendError::Io`] if the operating system refuses.
+    pub fn send(&self, message: T) -> Result<(), SendError> {
+        sending(|| self.tx.send(message)).map_err(send_error)
     }
 }
 
@@ -159,43 +171,50 @@ impl<T: Serialize + DeserializeOwned> Receiver<T> {
     /// Waits for the next message.
     ///
     /// # Errors
-    /// [`PipeError::Eof`] once every sending end is gone and nothing is left to read;
-    /// [`PipeError::Serialization`] if a message does not deserialize.
-    pub fn recv(&self) -> Result<T, PipeError> {
-        self.rx.recv().map_err(ipc_error)
+    /// [`RecvError::Disconnected`] once every sending end is gone and nothing is left to read;
+    /// [`RecvError::Deserialization`] if a message does not deserialize; [`RecvError::Io`] if
+    /// the operating system refuses.
+    pub fn recv(&self) -> Result<T, RecvError> {
+        self.rx.recv().map_err(recv_error)
     }
 
     /// The next message if one has arrived.
     ///
     /// # Errors
-    /// As [`recv`](Self::recv), and [`PipeError::Empty`] if nothing has arrived.
-    pub fn try_recv(&self) -> Result<T, PipeError> {
+    /// As [`recv`](Self::recv), and [`TryRecvError::Empty`] if nothing has arrived.
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
         self.rx.try_recv().map_err(|e| match e {
-            TryRecvError::Empty => PipeError::Empty,
-            TryRecvError::IpcError(e) => ipc_error(e),
+            ipc_channel::TryRecvError::Empty => TryRecvError::Empty,
+            ipc_channel::TryRecvError::IpcError(e) => recv_error(e).into(),
         })
     }
 
     /// Waits at most `timeout` for the next message.
     ///
     /// # Errors
-    /// As [`recv`](Self::recv), and [`PipeError::Timeout`] if nothing arrived in time.
+    /// As [`recv`](Self::recv), and [`RecvTimeoutError::Timeout`] if nothing arrived in time.
     ///
     /// Any timeout is accepted: one too large to add to now waits as long as it takes, like
     /// [`recv`](Self::recv). The wait is never cut short: ipc-channel polls in whole
     /// milliseconds, so the remaining time is rounded up and the deadline checked again.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, PipeError> {
-        let Some(deadline) = crate::deadline::after(timeout) else { return self.recv() };
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        let Some(deadline) = crate::deadline::after(timeout) else { return self.recv().map_err(Into::into) };
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let ms = Duration::from_millis(u64::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX));
             match self.rx.try_recv_timeout(ms) {
                 Ok(message) => return Ok(message),
-                Err(TryRecvError::Empty) if Instant::now() >= deadline => return Err(PipeError::Timeout),
-                Err(TryRecvError::Empty) => continue,
+                Err(ipc_channel::TryRecvError::Empty) if Instant::now() >= deadline => {
+                    return Err(RecvTimeoutError::Timeout);
+                }
+                Err(ipc_channel::TryRecvError::Empty) => continue,
                 // A signal handler ran during the wait: wait again for what is left.
-                Err(TryRecvError::IpcError(IpcError::Io(e))) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(TryRecvError::IpcError(e)) => return Err(ipc_error(e)),
+                Err(ipc_channel::TryRecvError::IpcError(IpcError::Io(e)))
+                    if e.kind() == std::io::ErrorKind::Interrupted =>
+                {
+                    continue;
+                }
+                Err(ipc_channel::TryRecvError::IpcError(e)) => return Err(recv_error(e).into()),
             }
         }
     }
@@ -214,7 +233,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     ///
     /// # Errors
     /// As [`Sender::send`].
-    pub fn send(&self, message: T) -> Result<(), PipeError> {
+    pub fn send(&self, message: T) -> Result<(), SendError> {
         self.tx.send(message)
     }
 
@@ -222,7 +241,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     ///
     /// # Errors
     /// As [`Receiver::recv`].
-    pub fn recv(&self) -> Result<T, PipeError> {
+    pub fn recv(&self) -> Result<T, RecvError> {
         self.rx.recv()
     }
 
@@ -230,7 +249,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     ///
     /// # Errors
     /// As [`Receiver::try_recv`].
-    pub fn try_recv(&self) -> Result<T, PipeError> {
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
         self.rx.try_recv()
     }
 
@@ -238,7 +257,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     ///
     /// # Errors
     /// As [`Receiver::recv_timeout`].
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, PipeError> {
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
         self.rx.recv_timeout(timeout)
     }
 

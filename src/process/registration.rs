@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::job::Job;
-use crate::process::protocol::{self, Mode, Status};
+use crate::process::protocol::{self, InputLayout, Status};
 use crate::unwind;
 
 /// One registered piece of code. Built by [`register_fn!`](crate::register_fn) and
@@ -37,7 +37,7 @@ pub struct Registration {
 
 /// Runs the code on serialized input, appending the serialized output (or an error message)
 /// to the buffer.
-type Invoke = fn(Mode, &[u8], &mut Vec<u8>) -> Status;
+type Invoke = fn(InputLayout, &[u8], &mut Vec<u8>) -> Status;
 
 /// Receives the arguments from the channel, runs the code, and returns the exit code.
 type Start = fn(OpaqueIpcReceiver) -> i32;
@@ -100,7 +100,7 @@ pub(crate) fn name_of_fn<F: 'static>() -> Option<&'static str> {
 }
 
 /// Runs the code registered under `name`; the worker's side of a task.
-pub(crate) fn invoke(name: &str, mode: Mode, input: &[u8], out: &mut Vec<u8>) -> Status {
+pub(crate) fn invoke(name: &str, mode: InputLayout, input: &[u8], out: &mut Vec<u8>) -> Status {
     match tables().by_name.get(name) {
         Some(Some(r)) => (r.invoke)(mode, input, out),
         Some(None) => {
@@ -134,8 +134,22 @@ pub(crate) fn start(name: &str, args: OpaqueIpcReceiver) -> i32 {
 ///
 /// Implemented for functions of zero to four arguments. A function of one argument takes its
 /// input as is (`apply_async(f, x)`, `map(f, xs)`); a function of several takes a tuple
-/// (`starmap(f, [(a, b), ...])`). `Marker` only tells the arities apart.
-#[doc(hidden)]
+/// (`starmap(f, [(a, b), ...])`). `Marker` only tells the arities apart. Implemented by the
+/// compiler's blanket rules below; [`register_fn!`](crate::register_fn) checks it, so a
+/// function whose arguments or result are not serde types is refused at compile time:
+///
+/// ```compile_fail,E0277
+/// struct NotSerde(u32);
+/// fn unwrap(x: NotSerde) -> u32 { x.0 }
+/// stealpool::register_fn!(unwrap); // error: arguments must be serde types
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot run in a worker process: its arguments must be serde types (`Deserialize`) and its result `Serialize`",
+    label = "registered here",
+    note = "a registered function is a plain `fn` (or a non-capturing closure) of at most four arguments, each \
+            `serde::de::DeserializeOwned`, returning a `serde::Serialize` type; derive them with \
+            `#[derive(serde::Serialize, serde::Deserialize)]`"
+)]
 pub trait RemoteFn<Marker>: 'static {
     /// The input, as it travels.
     type Args: DeserializeOwned;
@@ -194,6 +208,31 @@ remote_fn_tuple!(A, B, C, D);
 /// A job type that can run in a worker process. Implemented by
 /// [`register_job!`](crate::register_job), which also registers it; do not implement it by
 /// hand.
+///
+/// A closure is not a `RemoteJob`: a worker process runs only code it can find by name in its
+/// own copy of the binary, so giving one to the process pool is a compile-time error.
+///
+/// ```compile_fail,E0277
+/// let pool = stealpool::ProcessPoolExecutor::builder().num_workers(1).build().unwrap();
+/// let _ = pool.submit(|| 6 * 7); // error: the process pool runs registered code only
+/// ```
+///
+/// The same through the generic [`Submit`](crate::Submit) trait:
+///
+/// ```compile_fail,E0277
+/// use stealpool::prelude::*;
+/// fn run<E: Submit<J>, J: Job>(executor: &E, job: J) {
+///     let _ = executor.submit(job);
+/// }
+/// let pool = stealpool::ProcessPoolExecutor::builder().num_workers(1).build().unwrap();
+/// run(&pool, || 6 * 7); // error: not a registered job type
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a registered job type: the process pool runs registered code only",
+    label = "not registered with `stealpool::register_job!`",
+    note = "a closure cannot be sent to a worker process: register a function with `stealpool::register_fn!(f)` \
+            and call `apply_async(f, args)` / `map(f, items)`, or register a job type with `stealpool::register_job!(T)`"
+)]
 pub trait RemoteJob:
     Job<Output: Serialize + DeserializeOwned + Send + 'static> + Serialize + DeserializeOwned + 'static
 {
@@ -208,12 +247,12 @@ pub fn type_id_of<T: 'static>(_: &T) -> TypeId {
 
 /// The worker's side of a registered function.
 #[doc(hidden)]
-pub fn invoke_fn<F, M>(f: &F, mode: Mode, input: &[u8], out: &mut Vec<u8>) -> Status
+pub fn invoke_fn<F, M>(f: &F, mode: InputLayout, input: &[u8], out: &mut Vec<u8>) -> Status
 where
     F: RemoteFn<M>,
 {
     match mode {
-        Mode::One => {
+        InputLayout::One => {
             let args = match postcard::from_bytes::<F::Args>(input) {
                 Ok(a) => a,
                 Err(e) => return fail(out, Status::BadInput, &e),
@@ -223,7 +262,7 @@ where
                 Err(e) => fail(out, Status::Panicked, &PanicText(e)),
             }
         }
-        Mode::Many => {
+        InputLayout::Many => {
             let items = match postcard::from_bytes::<Vec<F::Args>>(input) {
                 Ok(a) => a,
                 Err(e) => return fail(out, Status::BadInput, &e),
@@ -239,11 +278,11 @@ where
 
 /// The worker's side of a registered job type.
 #[doc(hidden)]
-pub fn invoke_job<J>(mode: Mode, input: &[u8], out: &mut Vec<u8>) -> Status
+pub fn invoke_job<J>(mode: InputLayout, input: &[u8], out: &mut Vec<u8>) -> Status
 where
     J: Job<Output: Serialize> + DeserializeOwned,
 {
-    if mode != Mode::One {
+    if mode != InputLayout::One {
         return fail(out, Status::BadInput, &"a job type runs one job per message");
     }
     let job = match postcard::from_bytes::<J>(input) {
