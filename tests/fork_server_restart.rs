@@ -28,6 +28,26 @@ fn nap(ms: u64) -> u64 {
 }
 stealpool::register_fn!(nap);
 
+/// Creates the file at `marker`, then naps: the test knows the job has begun (a future that
+/// `is_running` has only been handed to a worker, which may not have read it yet).
+fn mark_then_nap((marker, ms): (String, u64)) -> u64 {
+    std::fs::write(marker, b"").unwrap();
+    nap(ms)
+}
+stealpool::register_fn!(mark_then_nap);
+
+/// Terminates the pool if the test fails while a long job runs, so that the failure is
+/// reported at once instead of after the drop has waited for the job.
+struct TerminateOnPanic<'a>(&'a stealpool::ProcessPoolExecutor);
+
+impl Drop for TerminateOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.terminate();
+        }
+    }
+}
+
 /// Where the calling process's descriptors lead.
 fn fd_targets(_: ()) -> Vec<String> {
     targets_of("/proc/self/fd")
@@ -91,9 +111,14 @@ fn fork_server_deaths_and_forks() {
 
 fn a_pool_outlives_its_fork_server() {
     let pool = ProcessPoolBuilder::new().num_workers(2).build().unwrap();
+    let _terminate = TerminateOnPanic(&pool);
     assert_eq!(pool.apply_async(double, 21).unwrap().result(), Ok(42));
-    let mut running = pool.apply_async(nap, 600_000).unwrap();
-    while !running.is_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let began = tmp.path().join("began");
+    let mut running = pool.apply_async(mark_then_nap, (began.display().to_string(), 600_000)).unwrap();
+    let deadline = Instant::now() + LONG;
+    while !began.exists() {
+        assert!(Instant::now() < deadline, "the long job never began");
         std::thread::sleep(Duration::from_millis(1));
     }
     let sleeper = Process::spawn(sleeps_forever, ()).unwrap();
@@ -101,7 +126,6 @@ fn a_pool_outlives_its_fork_server() {
     let old_workers = pool.worker_pids();
     // A descriptor left open without close-on-exec when the next server starts: neither it nor
     // its workers may inherit it.
-    let tmp = tempfile::tempdir().unwrap();
     let leaked_path = tmp.path().join("leaked");
     std::fs::write(&leaked_path, b"").unwrap();
     let leaked_c = std::ffi::CString::new(leaked_path.to_str().unwrap()).unwrap();
