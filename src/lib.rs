@@ -77,6 +77,8 @@ mod executor;
 mod future;
 #[cfg(test)]
 mod fuzzing;
+#[cfg(unix)]
+mod ipc;
 mod job;
 #[cfg(unix)]
 pub mod manager;

@@ -13,8 +13,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use nix::libc;
 
 use crate::fuzzing::{Rng, env_or as env};
+use crate::ipc::frame::{Reader, Wait, WireError};
 use crate::process::protocol::{self, FromWorker, Mode, Status, ToWorker};
-use crate::process::wire::{Reader, Wait, WireError};
 
 /// Real frames of both directions, as the two sides build them.
 fn corpus() -> Vec<Vec<u8>> {

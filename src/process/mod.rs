@@ -59,7 +59,6 @@ mod pool;
 pub(crate) mod protocol;
 pub(crate) mod registry;
 mod slot;
-mod wire;
 mod worker;
 mod zygote;
 
@@ -73,6 +72,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{BuildError, JobError, JoinError, SubmitError};
 use crate::executor::{Executor, Submit};
 use crate::future::{Cell, Core, Ending, Future};
+use crate::ipc::frame as wire;
 use crate::job::{Apply, Batch, Call, Star};
 
 pub use self::child::{Process, ProcessBuilder};

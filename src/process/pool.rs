@@ -31,9 +31,9 @@ use nix::sys::signal::Signal;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{BuildError, ExitStatus, JobError};
+use crate::ipc::frame::{self as wire, Reader, Wait, WireError};
 use crate::process::protocol::{self, FromWorker, Status};
 use crate::process::slot::{self, CONDEMNED, ENDED, Slot};
-use crate::process::wire::{self, Reader, Wait, WireError};
 use crate::process::zygote::{self, Pending, Spawned, Zygote};
 
 /// Where a task's outcome goes: the future's cell, type-erased.
