@@ -72,7 +72,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{BuildError, JobError, JoinError, SubmitError};
 use crate::executor::{Executor, Submit};
 use crate::future::{Cell, Core, Ending, Future};
-use crate::ipc::frame as wire;
+use crate::ipc as wire;
 use crate::job::{Apply, Batch, Call, Star};
 
 pub use self::child::{Process, ProcessBuilder};

@@ -31,7 +31,7 @@ use nix::sys::signal::Signal;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{BuildError, ExitStatus, JobError};
-use crate::ipc::frame::{self as wire, Reader, Wait, WireError};
+use crate::ipc::{self as wire, Blocking as Wait, FrameError as WireError, Reader};
 use crate::process::protocol::{self, FromWorker, Status};
 use crate::process::slot::{self, CONDEMNED, ENDED, Slot};
 use crate::process::zygote::{self, Pending, Spawned, Zygote};

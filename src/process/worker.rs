@@ -23,7 +23,7 @@ use crate::process::slot::{self, Slot};
 /// *before* the pool could judge the task overdue: a witness for tests of supervision (and a
 /// debugging aid). One `write` per task, to an `O_APPEND` file.
 pub(crate) const TRACE_STARTS: &str = "STEALPOOL_TRACE_STARTS";
-use crate::ipc::frame::{self as wire, Reader, Wait, WireError};
+use crate::ipc::{self as wire, Blocking as Wait, FrameError as WireError, Reader};
 
 /// Serves tasks until the parent closes the task channel (or disappears). Returns the exit code.
 pub(crate) fn serve(tasks: IpcBytesReceiver, replies: IpcBytesSender, initializer: Option<String>) -> i32 {
