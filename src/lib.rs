@@ -88,6 +88,8 @@ mod executor;
 mod future;
 #[cfg(all(test, unix, any(feature = "process", feature = "manager")))]
 mod fuzzing;
+#[cfg(all(unix, any(feature = "process", feature = "manager")))]
+mod ipc;
 pub mod job;
 #[cfg(all(unix, feature = "manager"))]
 pub mod manager;

@@ -13,8 +13,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use nix::libc;
 
 use crate::fuzzing::{Rng, env_or as env};
+use crate::ipc::{Blocking, FrameError, Reader};
 use crate::process::protocol::{self, FromWorker, InputLayout, Status, ToWorker};
-use crate::process::wire::{Reader, Wait, WireError};
 
 /// Real frames of both directions, as the two sides build them.
 fn corpus() -> Vec<Vec<u8>> {
@@ -136,11 +136,11 @@ fn the_framing_reader_survives_mutated_records() {
         drop(tx);
         let mut reader = Reader::new(rx, 1 << 20);
         loop {
-            match reader.recv(Wait::Yes) {
+            match reader.recv(Blocking::Yes) {
                 Ok(Some(frame)) => decode_all(frame),
                 Ok(None) => unreachable!("a waiting read returns a frame or an error"),
-                Err(WireError::Violation(_) | WireError::Truncated(_) | WireError::Closed) => break,
-                Err(WireError::Io(e)) => panic!("unexpected {e}"),
+                Err(FrameError::Violation(_) | FrameError::Truncated(_) | FrameError::Closed) => break,
+                Err(FrameError::Io(e)) => panic!("unexpected {e}"),
             }
         }
     }

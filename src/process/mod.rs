@@ -101,7 +101,6 @@ mod pool;
 pub(crate) mod protocol;
 pub(crate) mod registration;
 mod slot;
-mod wire;
 mod worker;
 
 use std::fmt;
@@ -114,6 +113,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{BuildError, JobError, JoinError, SubmitError};
 use crate::executor::{Executor, Submit};
 use crate::future::{Cell, Core, Ending, Future};
+use crate::ipc;
 use crate::job::{Apply, Batch, Call, Star};
 
 pub use self::builder::ProcessPoolBuilder;
@@ -236,9 +236,9 @@ impl ProcessPoolExecutor {
             Ok(f) => f,
             Err(e) => return Ok(Future::ready(Err(JobError::Serialization { message: e.to_string() }))),
         };
-        if frame.len() > wire::MAX_FRAME {
+        if frame.len() > ipc::MAX_FRAME {
             let message =
-                format!("the input takes {} bytes, more than the {} a task may carry", frame.len(), wire::MAX_FRAME);
+                format!("the input takes {} bytes, more than the {} a task may carry", frame.len(), ipc::MAX_FRAME);
             return Ok(Future::ready(Err(JobError::Serialization { message })));
         }
         let cell = Arc::new(ProcCell { core: Core::new(), decode, pool: Arc::downgrade(&self.pool), id });

@@ -2,7 +2,7 @@
 //! records live in `fork_server/mod.rs`). Only the shapes and their encoding live here; the code
 //! that moves them is in `pool.rs` and `worker.rs`. See `PROTOCOL.md` for the conversation.
 //!
-//! Task and reply frames travel over the workers' sockets in the pool's own framing (`wire.rs`),
+//! Task and reply frames travel over the workers' sockets in the pool's own framing (`ipc/frame.rs`),
 //! so a job's serialized input is written once, straight behind a small postcard header, and
 //! read in place on the other side: no second serialization pass over a large payload. Every
 //! decoder here returns an error on bytes it cannot read; none may panic.

@@ -23,27 +23,27 @@ use crate::process::slot::{self, Slot};
 /// *before* the pool could judge the task overdue: a witness for tests of supervision (and a
 /// debugging aid). One `write` per task, to an `O_APPEND` file.
 pub(crate) const TRACE_STARTS: &str = "STEALPOOL_TRACE_STARTS";
-use crate::process::wire::{self, Reader, Wait, WireError};
+use crate::ipc::{self, Blocking, FrameError, Reader};
 
 /// Serves tasks until the parent closes the task channel (or disappears). Returns the exit code.
 pub(crate) fn serve(tasks: IpcBytesReceiver, replies: IpcBytesSender, initializer: Option<String>) -> i32 {
     let pid = std::process::id();
-    let (tasks, replies) = match (wire::take_socket(tasks), wire::take_socket(replies)) {
+    let (tasks, replies) = match (ipc::take_socket(tasks), ipc::take_socket(replies)) {
         (Ok(t), Ok(r)) => (t, r),
         (Err(e), _) | (_, Err(e)) => {
             let _ = writeln!(std::io::stderr(), "stealpool worker {pid}: cannot take its sockets: {e}");
             return 1;
         }
     };
-    serve_sockets(pid, Reader::new(tasks, wire::MAX_FRAME), replies, initializer)
+    serve_sockets(pid, Reader::new(tasks, ipc::MAX_FRAME), replies, initializer)
 }
 
 fn serve_sockets(pid: u32, mut tasks: Reader, replies: OwnedFd, initializer: Option<String>) -> i32 {
     // The pool's first frame carries the slot, where this worker says which task it runs.
-    let slot = match wire::recv_with_fd(tasks.fd()) {
+    let slot = match ipc::recv_with_fd(tasks.fd()) {
         Ok((_, Some(fd))) => Slot::map(&fd).map_err(|e| e.to_string()),
         Ok((_, None)) => Err("the pool's first frame carried no slot".to_owned()),
-        Err(WireError::Closed) => return 0,
+        Err(FrameError::Closed) => return 0,
         Err(e) => Err(e.to_string()),
     };
     let slot = match slot {
@@ -64,7 +64,7 @@ fn serve_sockets(pid: u32, mut tasks: Reader, replies: OwnedFd, initializer: Opt
         }
     });
     protocol::reply_frame(&FromWorker::Ready { pid, init_error: init_error.as_deref() }, &[], &mut frame);
-    if wire::send(replies.as_fd(), &frame).is_err() || init_error.is_some() {
+    if ipc::send(replies.as_fd(), &frame).is_err() || init_error.is_some() {
         return 1;
     }
 
@@ -77,7 +77,7 @@ fn serve_sockets(pid: u32, mut tasks: Reader, replies: OwnedFd, initializer: Opt
             if !open {
                 return 0;
             }
-            match tasks.recv_owned(Wait::Yes) {
+            match tasks.recv_owned(Blocking::Yes) {
                 Ok(Some(f)) => sort_incoming(f, &mut waiting, &mut skipped),
                 Ok(None) => {}
                 Err(e) => return closed(pid, &e), // the parent closed the channel: retire
@@ -86,7 +86,7 @@ fn serve_sockets(pid: u32, mut tasks: Reader, replies: OwnedFd, initializer: Opt
         // Read whatever else has arrived, without blocking, so that a `Skip` sent after a task
         // is seen before that task's turn.
         while open {
-            match tasks.recv_owned(Wait::No) {
+            match tasks.recv_owned(Blocking::No) {
                 Ok(Some(f)) => sort_incoming(f, &mut waiting, &mut skipped),
                 Ok(None) => break,
                 Err(e) => {
@@ -117,14 +117,14 @@ fn serve_sockets(pid: u32, mut tasks: Reader, replies: OwnedFd, initializer: Opt
                 // killing this process: no reply, and nothing else may start.
                 return 2;
             }
-            if body.len() > wire::MAX_FRAME - 64 {
+            if body.len() > ipc::MAX_FRAME - 64 {
                 status = Status::BadOutput;
                 body.clear();
-                let _ = write!(body, "a result of more than {} bytes cannot travel back", wire::MAX_FRAME - 64);
+                let _ = write!(body, "a result of more than {} bytes cannot travel back", ipc::MAX_FRAME - 64);
             }
             protocol::reply_frame(&FromWorker::Done { id, status, busy_ns }, &[], &mut frame);
         }
-        if wire::send_parts(replies.as_fd(), &[&frame, &body], None).is_err() {
+        if ipc::send_parts(replies.as_fd(), &[&frame, &body], None).is_err() {
             return 1; // the parent is gone
         }
         body.clear();
@@ -174,9 +174,9 @@ pub(crate) fn sort_for_fuzzing(frame: &[u8]) {
 
 /// The task channel ended: the parent closed it (retire, exit code 0), died while sending, or
 /// broke the framing, which only a broken parent would (said on stderr). Returns the exit code.
-fn closed(pid: u32, e: &WireError) -> i32 {
+fn closed(pid: u32, e: &FrameError) -> i32 {
     match e {
-        WireError::Closed => 0,
+        FrameError::Closed => 0,
         other => {
             let _ = writeln!(std::io::stderr(), "stealpool worker {pid}: task channel: {other}");
             1

@@ -10,7 +10,7 @@
 //! call ever runs under the lock.
 //!
 //! Threads per worker: a *writer* (`writer.rs`) that moves frames from the worker's outbox into
-//! its task socket, and a *link* that reads the worker's replies (`wire.rs`: nothing in them is
+//! its task socket, and a *link* that reads the worker's replies (`ipc/frame.rs`: nothing in them is
 //! trusted) and, at end of file, handles its exit. One time-limit thread per pool (its role is
 //! called "supervisor" in errors), started only if a limit is ever set, asks the supervisor at
 //! each deadline; it decides through each worker's slot (`slot.rs`), so that a kill hits exactly
@@ -41,10 +41,10 @@ use self::reader_mark::ReaderMark;
 use self::supervisor::{Decisions, Outgoing, Supervisor, WorkerHandle};
 pub(crate) use self::supervisor::{QueuedTask, Sink};
 use crate::error::{BuildError, JobError};
+use crate::ipc;
 use crate::process::fork_server::{self, ChildEnvironment, ForkServer, PendingSpawn, Spawned};
 use crate::process::protocol;
 use crate::process::slot::{self, Slot};
-use crate::process::wire;
 
 /// How the pool is configured; fixed at build time.
 #[derive(Debug, Clone)]
@@ -256,7 +256,7 @@ impl Pool {
         st.threads = live;
         let id = st.rules.reserve_worker_id();
         let started = (|| {
-            let (tasks, replies) = (wire::take_socket(tasks)?, wire::take_socket(replies)?);
+            let (tasks, replies) = (ipc::take_socket(tasks)?, ipc::take_socket(replies)?);
             let (slot, slot_fd) = Slot::create()?;
             let pool = Arc::clone(self);
             let writer = spawn_thread(format!("stealpool-tx{index}"), move || {

@@ -13,9 +13,9 @@ use nix::sys::signal::Signal;
 use super::reader_mark::ReaderMark;
 use super::{OWN_POOL, Pool, apply_locked};
 use crate::error::ExitStatus;
+use crate::ipc::{self, Blocking, FrameError, Reader};
 use crate::process::fork_server::ForkServer;
 use crate::process::protocol::{self, FromWorker};
-use crate::process::wire::{self, Reader, Wait, WireError};
 
 impl Pool {
     /// A worker's link thread: reads replies until end of file, then handles the exit. A reply
@@ -34,9 +34,9 @@ impl Pool {
         if self.config.name_prefix == super::test::PANIC_LINK_PREFIX {
             panic!("a reply reader panic, injected by a test");
         }
-        let mut replies = Reader::new(replies, wire::MAX_FRAME);
+        let mut replies = Reader::new(replies, ipc::MAX_FRAME);
         loop {
-            let fault = match replies.recv(Wait::Yes) {
+            let fault = match replies.recv(Blocking::Yes) {
                 Ok(Some(frame)) => {
                     mark.enter();
                     let handled = self.on_frame(worker, frame);
@@ -49,9 +49,9 @@ impl Pool {
                 Ok(None) => continue,
                 // End of file, also inside a frame: the worker died (or closed its end), which
                 // its exit status tells.
-                Err(WireError::Closed | WireError::Truncated(_)) => break,
-                Err(WireError::Io(e)) => format!("reading its replies failed: {e}"),
-                Err(WireError::Violation(why)) => why,
+                Err(FrameError::Closed | FrameError::Truncated(_)) => break,
+                Err(FrameError::Io(e)) => format!("reading its replies failed: {e}"),
+                Err(FrameError::Violation(why)) => why,
             };
             // The worker broke the protocol: stop it (unless already stopped) and kill it.
             let d = self.event(|r| r.on_fault(worker, fault));

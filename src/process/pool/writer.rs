@@ -11,15 +11,15 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
+use crate::ipc;
 use crate::process::protocol;
-use crate::process::wire;
 
 /// A worker's writer thread: frames from the outbox into the task channel, until the outbox
 /// closes (the worker then reads end of file) or the worker is gone. Small frames that queued
 /// up meanwhile go together in one batch message; large ones go alone, without a copy.
 pub(super) fn write_frames(outbox: Receiver<Arc<Vec<u8>>>, tasks: OwnedFd, slot: OwnedFd) {
     // The first frame, empty, carries the worker's slot.
-    if wire::send_parts(tasks.as_fd(), &[], Some(slot.as_fd())).is_err() {
+    if ipc::send_parts(tasks.as_fd(), &[], Some(slot.as_fd())).is_err() {
         return;
     }
     drop(slot);
@@ -53,7 +53,7 @@ pub(super) fn write_frames(outbox: Receiver<Arc<Vec<u8>>>, tasks: OwnedFd, slot:
                 }
             }
         }
-        let sent = wire::send(tasks.as_fd(), if count == 1 { &first } else { &batch });
+        let sent = ipc::send(tasks.as_fd(), if count == 1 { &first } else { &batch });
         batch.clear();
         if sent.is_err() {
             return;
