@@ -5,6 +5,7 @@
 //!   [`send_parts`], [`recv_with_fd`], [`MAX_FRAME`]).
 //! - `fd`: descriptor passing (`SCM_RIGHTS`) over seqpacket or stream sockets, the one
 //!   `sendmsg` / `recvmsg` pair that carries a descriptor.
+//! - `codec`: postcard appended to a caller's buffer (`append`, `Extend`).
 //! - `channel`: the socket inside an ipc-channel channel end ([`take_socket`]).
 //! - `per_process`: [`PerProcess`], state reset in a forked child.
 //!
@@ -16,12 +17,19 @@
 //! panic on a peer's bytes, allocate by a number a peer sent, accept a descriptor it was not
 //! asked to take, or block past a peer's death.
 
+// `channel` and `frame` carry the process pool's sockets (made by ipc-channel); `codec`, `fd` and
+// `per_process` serve the manager too.
+#[cfg(feature = "process")]
 pub(crate) mod channel;
+pub(crate) mod codec;
 pub(crate) mod fd;
+#[cfg(feature = "process")]
 pub(crate) mod frame;
 pub(crate) mod per_process;
 
+#[cfg(feature = "process")]
 pub(crate) use self::channel::take_socket;
+#[cfg(feature = "process")]
 pub(crate) use self::frame::{FrameError, MAX_FRAME, Reader, recv_with_fd, send, send_parts};
 #[expect(unused_imports, reason = "the manager and the fork-server handle adopt it in wave 2 of issue 14")]
 pub(crate) use self::per_process::PerProcess;

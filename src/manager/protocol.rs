@@ -11,8 +11,8 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::ipc::codec::Extend;
 use crate::manager::auth::{Nonce, Proof};
-use crate::process::protocol::Extend;
 
 /// Frames larger than this are refused (a corrupt length must not make the server allocate
 /// gigabytes).

@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::ipc::codec::append;
+
 /// How a task's input is laid out.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,37 +60,6 @@ pub(crate) enum FromWorker<'a> {
     Done { id: u64, status: Status, busy_ns: u64 },
     /// A task was skipped as asked.
     Skipped { id: u64 },
-}
-
-/// Serializes `value` at the end of `buf` (postcard's own `to_extend` copies byte by byte;
-/// this copies byte strings with one `memcpy`, which matters for large payloads).
-pub(crate) fn append<T: Serialize + ?Sized>(value: &T, mut buf: Vec<u8>) -> postcard::Result<Vec<u8>> {
-    postcard::serialize_with_flavor(value, Extend(&mut buf))?;
-    Ok(buf)
-}
-
-/// A postcard output that appends to a buffer the caller keeps (on an error, what was
-/// appended stays; callers truncate).
-pub(crate) struct Extend<'a>(pub(crate) &'a mut Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for Extend<'_> {
-    type Output = ();
-
-    #[inline]
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.push(data);
-        Ok(())
-    }
-
-    #[inline]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
 }
 
 /// Starts a task frame: the header, to which the caller appends the input.
