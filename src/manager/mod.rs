@@ -69,14 +69,12 @@
 
 mod arena;
 mod auth;
+mod client;
 mod map;
-mod prefetch;
 mod protocol;
-mod putter;
 mod queue;
 mod server;
 mod sync;
-mod wire;
 
 use std::fmt;
 use std::io;
@@ -94,8 +92,8 @@ pub use crate::manager::map::Map;
 pub use crate::manager::queue::Queue;
 pub use crate::manager::sync::{Barrier, Event, Lock, LockGuard, Semaphore, SemaphorePermit};
 
-use crate::manager::protocol::{Failure, Kind, Reply, Request, Wait};
-use crate::manager::wire::Address;
+use crate::manager::client::connection::{self, Address};
+use crate::manager::protocol::{ErrorCode, Kind, Reply, Request, WaitLimit};
 
 /// A server of shared objects, running in this process. See the [module docs](self).
 ///
@@ -216,8 +214,8 @@ impl Manager {
             drop(waker);
             let _ = thread.join();
         }
-        wire::forget(&self.address);
-        putter::forget(&self.address);
+        connection::forget(&self.address);
+        client::putter::forget(&self.address);
         arena::forget(&self.address);
     }
 }
@@ -264,7 +262,7 @@ struct Handle {
 
 impl Handle {
     fn call(&self, request: &Request) -> Result<Reply, ManagerError> {
-        wire::call(&self.address, request)
+        connection::call(&self.address, request)
     }
 
     /// A call whose only good answer is `Done`.
@@ -285,22 +283,22 @@ impl fmt::Debug for Handle {
 /// The error for a reply that does not answer the request.
 fn unexpected(reply: Reply) -> ManagerError {
     match reply {
-        Reply::Failed(Failure::Full) => ManagerError::Full,
-        Reply::Failed(Failure::Empty) => ManagerError::Empty,
-        Reply::Failed(Failure::Timeout) => ManagerError::Timeout,
-        Reply::Failed(Failure::WouldBlock) => ManagerError::WouldBlock,
-        Reply::Failed(Failure::OverReleased) => ManagerError::OverReleased,
-        Reply::Failed(Failure::BrokenBarrier) => ManagerError::BrokenBarrier,
+        Reply::Failed(ErrorCode::Full) => ManagerError::Full,
+        Reply::Failed(ErrorCode::Empty) => ManagerError::Empty,
+        Reply::Failed(ErrorCode::Timeout) => ManagerError::Timeout,
+        Reply::Failed(ErrorCode::WouldBlock) => ManagerError::WouldBlock,
+        Reply::Failed(ErrorCode::OverReleased) => ManagerError::OverReleased,
+        Reply::Failed(ErrorCode::BrokenBarrier) => ManagerError::BrokenBarrier,
         // Only a handle from a different manager, or a protocol bug, gets here.
         other => ManagerError::Serialization(format!("unexpected reply from the manager: {other:?}")),
     }
 }
 
 /// A client-side timeout as the server's wait: one too large to be a deadline is forever.
-fn wait_for(timeout: Duration) -> Wait {
+fn wait_for(timeout: Duration) -> WaitLimit {
     match (crate::deadline::after(timeout), u64::try_from(timeout.as_micros())) {
-        (Some(_), Ok(us)) => Wait::Micros(us),
-        _ => Wait::Forever,
+        (Some(_), Ok(us)) => WaitLimit::Micros(us),
+        _ => WaitLimit::Forever,
     }
 }
 

@@ -8,9 +8,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ManagerError, PutError};
-use crate::manager::protocol::{Reply, Request, Wait};
-use crate::manager::putter;
-use crate::manager::{Handle, decode, encode, prefetch, unexpected, wait_for};
+use crate::manager::client::prefetch;
+use crate::manager::client::putter;
+use crate::manager::protocol::{Reply, Request, WaitLimit};
+use crate::manager::{Handle, decode, encode, unexpected, wait_for};
 
 /// A FIFO queue of `T` shared through a [`Manager`](super::Manager): many producers and
 /// consumers, in any processes and threads. Created by
@@ -103,7 +104,7 @@ impl<T> Queue<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
-    fn put_with(&self, item: T, wait: Wait) -> Result<(), PutError<T>> {
+    fn put_with(&self, item: T, wait: WaitLimit) -> Result<(), PutError<T>> {
         if self.maxsize.is_none() {
             // An unbounded queue always takes the item: do not wait for the server to say so.
             return putter::put(&self.handle.address, self.handle.id, &item).map_err(|error| PutError { item, error });
@@ -127,7 +128,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// waiting), [`Serialization`](ManagerError::Serialization) if `item` does not serialize.
     /// The item is handed back in the [`PutError`].
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
-        self.put_with(item, Wait::Forever)
+        self.put_with(item, WaitLimit::Forever)
     }
 
     /// Appends `item` if there is a free slot now.
@@ -135,7 +136,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// As [`put`](Self::put), and [`Full`](ManagerError::Full) if there is no free slot.
     pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
-        self.put_with(item, Wait::No)
+        self.put_with(item, WaitLimit::No)
     }
 
     /// Appends `item`, waiting at most `timeout` for a free slot.
@@ -146,7 +147,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.put_with(item, wait_for(timeout))
     }
 
-    fn get_with(&self, wait: Wait) -> Result<T, ManagerError> {
+    fn get_with(&self, wait: WaitLimit) -> Result<T, ManagerError> {
         prefetch::get(&self.handle, wait, decode)
     }
 
@@ -157,7 +158,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// waiting); [`Serialization`](ManagerError::Serialization) if the item does not
     /// deserialize as `T`.
     pub fn get(&self) -> Result<T, ManagerError> {
-        self.get_with(Wait::Forever)
+        self.get_with(WaitLimit::Forever)
     }
 
     /// Removes and returns the oldest item if there is one now.
@@ -165,7 +166,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// As [`get`](Self::get), and [`Empty`](ManagerError::Empty) if the queue is empty.
     pub fn try_get(&self) -> Result<T, ManagerError> {
-        self.get_with(Wait::No)
+        self.get_with(WaitLimit::No)
     }
 
     /// Removes and returns the oldest item, waiting at most `timeout` for one.

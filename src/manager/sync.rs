@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ManagerError;
-use crate::manager::protocol::{Reply, Request, Wait};
-use crate::manager::wire::{self, Conn};
+use crate::manager::client::connection::{self, Conn};
+use crate::manager::protocol::{Reply, Request, WaitLimit};
 use crate::manager::{Handle, unexpected, wait_for};
 
 /// Something acquired on a connection of its own; released (through that connection) on drop.
@@ -23,18 +23,18 @@ struct Held {
 }
 
 impl Held {
-    fn acquire(handle: &Handle, wait: Wait) -> Result<Held, ManagerError> {
+    fn acquire(handle: &Handle, wait: WaitLimit) -> Result<Held, ManagerError> {
         let request = Request::Acquire { id: handle.id, wait };
-        let mut conn = wire::take_for(&handle.address, &request)?;
+        let mut conn = connection::take_for(&handle.address, &request)?;
         match conn.call(&request) {
             Ok(Reply::Acquired { owner_died }) => Ok(Held { handle: handle.clone(), conn: Some(conn), owner_died }),
             Ok(other) => {
-                wire::give_back(&handle.address, conn);
+                connection::give_back(&handle.address, conn);
                 Err(unexpected(other))
             }
             Err(e) => {
                 if !e.is_disconnected() {
-                    wire::give_back(&handle.address, conn);
+                    connection::give_back(&handle.address, conn);
                 }
                 Err(e)
             }
@@ -45,7 +45,7 @@ impl Held {
         let Some(mut conn) = self.conn.take() else { return Ok(()) };
         match conn.call(&Request::Release { id: self.handle.id })? {
             Reply::Done => {
-                wire::give_back(&self.handle.address, conn);
+                connection::give_back(&self.handle.address, conn);
                 Ok(())
             }
             other => Err(unexpected(other)),
@@ -94,7 +94,7 @@ impl Lock {
     /// # Errors
     /// [`ManagerError::Disconnected`] if the manager is gone (also while waiting).
     pub fn lock(&self) -> Result<LockGuard, ManagerError> {
-        Held::acquire(&self.handle, Wait::Forever).map(LockGuard)
+        Held::acquire(&self.handle, WaitLimit::Forever).map(LockGuard)
     }
 
     /// Takes the lock if it is free now.
@@ -103,7 +103,7 @@ impl Lock {
     /// [`WouldBlock`](ManagerError::WouldBlock) if it is held;
     /// [`Disconnected`](ManagerError::Disconnected) if the manager is gone.
     pub fn try_lock(&self) -> Result<LockGuard, ManagerError> {
-        Held::acquire(&self.handle, Wait::No).map(LockGuard)
+        Held::acquire(&self.handle, WaitLimit::No).map(LockGuard)
     }
 
     /// Waits at most `timeout` for the lock.
@@ -185,7 +185,7 @@ impl Semaphore {
     /// # Errors
     /// [`ManagerError::Disconnected`] if the manager is gone (also while waiting).
     pub fn acquire(&self) -> Result<SemaphorePermit, ManagerError> {
-        Held::acquire(&self.handle, Wait::Forever).map(SemaphorePermit)
+        Held::acquire(&self.handle, WaitLimit::Forever).map(SemaphorePermit)
     }
 
     /// Takes a permit if one is free now.
@@ -194,7 +194,7 @@ impl Semaphore {
     /// [`WouldBlock`](ManagerError::WouldBlock) if none is free;
     /// [`Disconnected`](ManagerError::Disconnected) if the manager is gone.
     pub fn try_acquire(&self) -> Result<SemaphorePermit, ManagerError> {
-        Held::acquire(&self.handle, Wait::No).map(SemaphorePermit)
+        Held::acquire(&self.handle, WaitLimit::No).map(SemaphorePermit)
     }
 
     /// Waits at most `timeout` for a permit.
@@ -237,7 +237,7 @@ impl SemaphorePermit {
     /// when this process ends.
     pub fn forget(mut self) {
         if let Some(conn) = self.0.conn.take() {
-            wire::give_back(&self.0.handle.address, conn);
+            connection::give_back(&self.0.handle.address, conn);
         }
     }
 }
@@ -303,7 +303,7 @@ impl Event {
         }
     }
 
-    fn wait_with(&self, wait: Wait) -> Result<bool, ManagerError> {
+    fn wait_with(&self, wait: WaitLimit) -> Result<bool, ManagerError> {
         match self.handle.call(&Request::WaitEvent { id: self.handle.id, wait })? {
             Reply::Flag(set) => Ok(set),
             other => Err(unexpected(other)),
@@ -315,7 +315,7 @@ impl Event {
     /// # Errors
     /// [`ManagerError::Disconnected`] if the manager is gone (also while waiting).
     pub fn wait(&self) -> Result<(), ManagerError> {
-        self.wait_with(Wait::Forever).map(drop)
+        self.wait_with(WaitLimit::Forever).map(drop)
     }
 
     /// Waits at most `timeout` for the flag; returns whether it is set, like Python's
@@ -366,7 +366,7 @@ impl Barrier {
         self.parties
     }
 
-    fn wait_with(&self, wait: Wait) -> Result<usize, ManagerError> {
+    fn wait_with(&self, wait: WaitLimit) -> Result<usize, ManagerError> {
         match self.handle.call(&Request::WaitBarrier { id: self.handle.id, wait })? {
             Reply::Index(i) => Ok(i as usize),
             other => Err(unexpected(other)),
@@ -380,7 +380,7 @@ impl Barrier {
     /// [`BrokenBarrier`](ManagerError::BrokenBarrier) if the barrier is or becomes broken;
     /// [`Disconnected`](ManagerError::Disconnected) if the manager is gone.
     pub fn wait(&self) -> Result<usize, ManagerError> {
-        self.wait_with(Wait::Forever)
+        self.wait_with(WaitLimit::Forever)
     }
 
     /// As [`wait`](Self::wait), for at most `timeout`.

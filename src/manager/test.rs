@@ -8,7 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::auth;
-use super::protocol::{self, HEADER, Lent, Reply, Request, Wait};
+use super::protocol::{self, HEADER, ItemPayload, Reply, Request, WaitLimit};
 use super::*;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -164,7 +164,7 @@ fn a_dead_holder_releases_the_lock_and_the_next_owner_is_told() {
     let manager = Manager::new().unwrap();
     let lock = manager.lock().unwrap();
     let mut raw = Raw::connect(&manager);
-    assert!(matches!(raw.call(&Request::Acquire { id: lock.handle.id, wait: Wait::No }), Reply::Acquired { .. }));
+    assert!(matches!(raw.call(&Request::Acquire { id: lock.handle.id, wait: WaitLimit::No }), Reply::Acquired { .. }));
     assert_eq!(lock.try_lock().unwrap_err(), ManagerError::WouldBlock);
     drop(raw); // the holder "dies": the kernel closes its socket
     let guard = lock.lock_timeout(LONG).unwrap();
@@ -179,7 +179,7 @@ fn semaphore_is_bounded_and_recovers_permits_of_the_dead() {
     let sem = manager.semaphore(2).unwrap();
     assert_eq!(sem.release(), Err(ManagerError::OverReleased));
     let mut raw = Raw::connect(&manager);
-    assert!(matches!(raw.call(&Request::Acquire { id: sem.handle.id, wait: Wait::No }), Reply::Acquired { .. }));
+    assert!(matches!(raw.call(&Request::Acquire { id: sem.handle.id, wait: WaitLimit::No }), Reply::Acquired { .. }));
     let mine = sem.acquire().unwrap();
     assert_eq!(sem.acquire_timeout(Duration::from_millis(20)).unwrap_err(), ManagerError::Timeout);
     drop(raw);
@@ -243,7 +243,7 @@ fn a_party_dying_at_a_barrier_breaks_it() {
     let manager = Manager::new().unwrap();
     let barrier = manager.barrier(3).unwrap();
     let mut raw = Raw::connect(&manager);
-    raw.send(&Request::WaitBarrier { id: barrier.handle.id, wait: Wait::Forever });
+    raw.send(&Request::WaitBarrier { id: barrier.handle.id, wait: WaitLimit::Forever });
     // Two round trips: the server has parked the raw party (see `a_dead_waiter_never_...`).
     manager.event().unwrap();
     manager.event().unwrap();
@@ -327,7 +327,7 @@ fn a_request_cut_off_half_way_is_never_applied() {
     let q = manager.queue::<u32>().unwrap();
     let mut raw = Raw::connect(&manager);
     let mut frame = Vec::new();
-    protocol::frame(&Request::Put { id: q.handle.id, item: encode(&7u32).unwrap(), wait: Wait::No }, &mut frame)
+    protocol::frame(&Request::Put { id: q.handle.id, item: encode(&7u32).unwrap(), wait: WaitLimit::No }, &mut frame)
         .unwrap();
     raw.0.write_all(&frame[..frame.len() - 1]).unwrap();
     drop(raw);
@@ -344,11 +344,12 @@ fn items_lent_to_a_getter_that_dies_unacknowledged_go_back_to_the_front() {
         q.put(i).unwrap();
     }
     let mut raw = Raw::connect(&manager);
-    let Reply::Items(items) = raw.call(&Request::Get { id: q.handle.id, wait: Wait::No, max: 2, shared: false }) else {
+    let Reply::Items(items) = raw.call(&Request::Get { id: q.handle.id, wait: WaitLimit::No, max: 2, shared: false })
+    else {
         panic!("items expected")
     };
     assert_eq!(items.len(), 2);
-    // Lent, not acknowledged: they still take their slots.
+    // ItemPayload, not acknowledged: they still take their slots.
     assert_eq!(q.len(), Ok(1));
     assert!(q.is_full().unwrap());
     drop(raw);
@@ -363,7 +364,7 @@ fn items_lent_to_a_getter_that_dies_unacknowledged_go_back_to_the_front() {
     q.put(5).unwrap();
     let mut raw = Raw::connect(&manager);
     assert!(matches!(
-        raw.call(&Request::Get { id: q.handle.id, wait: Wait::No, max: 2, shared: false }),
+        raw.call(&Request::Get { id: q.handle.id, wait: WaitLimit::No, max: 2, shared: false }),
         Reply::Items(_)
     ));
     raw.send(&Request::Ack { n: 1 });
@@ -389,14 +390,14 @@ fn a_reader_that_stops_draining_gives_back_what_it_read_ahead() {
     let mut got: Vec<u32> = Vec::new();
     while got.len() < 100 {
         let Reply::Items(items) =
-            other.call(&Request::Get { id: q.handle.id, wait: Wait::Micros(30_000_000), max: 200, shared: false })
+            other.call(&Request::Get { id: q.handle.id, wait: WaitLimit::Micros(30_000_000), max: 200, shared: false })
         else {
             panic!("items expected")
         };
         other.send(&Request::Ack { n: items.len() as u32 });
         got.extend(items.iter().map(|i| match i {
-            Lent::Inline(bytes) => decode::<u32>(bytes).unwrap(),
-            Lent::Shared { .. } => panic!("small items go inline"),
+            ItemPayload::Inline(bytes) => decode::<u32>(bytes).unwrap(),
+            ItemPayload::Shared { .. } => panic!("small items go inline"),
         }));
     }
     let read_ahead_ended = got[0];
@@ -411,7 +412,8 @@ fn a_consumer_holding_read_ahead_does_not_hold_back_others() {
     (0..10).for_each(|i| q.put(i).unwrap());
     // Another consumer (a raw client) holds five items lent, not acknowledged.
     let mut holder = Raw::connect(&manager);
-    let Reply::Items(items) = holder.call(&Request::Get { id: q.handle.id, wait: Wait::No, max: 5, shared: false })
+    let Reply::Items(items) =
+        holder.call(&Request::Get { id: q.handle.id, wait: WaitLimit::No, max: 5, shared: false })
     else {
         panic!("items expected")
     };
@@ -451,7 +453,7 @@ fn a_dead_waiter_never_swallows_an_item() {
     let manager = Manager::new().unwrap();
     let q = manager.queue::<u32>().unwrap();
     let mut raw = Raw::connect(&manager);
-    raw.send(&Request::Get { id: q.handle.id, wait: Wait::Forever, max: 1, shared: false });
+    raw.send(&Request::Get { id: q.handle.id, wait: WaitLimit::Forever, max: 1, shared: false });
     // Make sure the server has parked it before it dies. Our bytes are in the server's socket
     // before the next request is sent, so the loop round that answers that request sees them
     // too (and may serve them after it); the round answering a second request starts after
@@ -495,7 +497,7 @@ fn reading_many_queues_keeps_no_state_per_queue() {
     }
     // Buffers of other tests running in parallel may be counted too; 400 drained queues must
     // not all be remembered.
-    assert!(super::prefetch::buffer_count() < 400, "{}", super::prefetch::buffer_count());
+    assert!(super::client::prefetch::buffer_count() < 400, "{}", super::client::prefetch::buffer_count());
 }
 
 /// An item whose bytes tell which it is: `n` bytes, each derived from `index`.
@@ -535,12 +537,12 @@ fn is_lent_by_position(manager: &Manager, q: &Queue<serde_bytes::ByteBuf>) -> bo
     q.put(numbered(7, 64 << 10)).unwrap();
     let mut raw = Raw::connect(manager);
     let Reply::Items(items) =
-        raw.call(&Request::Get { id: q.handle.id, wait: Wait::Micros(60_000_000), max: 1, shared: true })
+        raw.call(&Request::Get { id: q.handle.id, wait: WaitLimit::Micros(60_000_000), max: 1, shared: true })
     else {
         panic!("items expected")
     };
     raw.send(&Request::Ack { n: 1 });
-    matches!(items[..], [Lent::Shared { .. }])
+    matches!(items[..], [ItemPayload::Shared { .. }])
 }
 
 #[test]
@@ -583,10 +585,11 @@ fn arena_items_lent_to_a_getter_that_dies_go_back_intact() {
         q.put(numbered(i, 64 << 10)).unwrap();
     }
     let mut raw = Raw::connect(&manager);
-    let Reply::Items(items) = raw.call(&Request::Get { id: q.handle.id, wait: Wait::No, max: 2, shared: true }) else {
+    let Reply::Items(items) = raw.call(&Request::Get { id: q.handle.id, wait: WaitLimit::No, max: 2, shared: true })
+    else {
         panic!("items expected")
     };
-    assert!(matches!(items[..], [Lent::Shared { .. }, Lent::Shared { .. }]));
+    assert!(matches!(items[..], [ItemPayload::Shared { .. }, ItemPayload::Shared { .. }]));
     drop(raw);
     q.len().unwrap();
     for i in 0..3 {
@@ -600,11 +603,12 @@ fn a_client_without_the_arena_gets_copies() {
     let q = manager.queue::<serde_bytes::ByteBuf>().unwrap();
     q.put(numbered(5, 64 << 10)).unwrap();
     let mut raw = Raw::connect(&manager);
-    let Reply::Items(items) = raw.call(&Request::Get { id: q.handle.id, wait: Wait::No, max: 1, shared: false }) else {
+    let Reply::Items(items) = raw.call(&Request::Get { id: q.handle.id, wait: WaitLimit::No, max: 1, shared: false })
+    else {
         panic!("items expected")
     };
     raw.send(&Request::Ack { n: 1 });
-    let [Lent::Inline(bytes)] = &items[..] else { panic!("an inline copy expected, got {items:?}") };
+    let [ItemPayload::Inline(bytes)] = &items[..] else { panic!("an inline copy expected, got {items:?}") };
     assert_numbered(&decode::<serde_bytes::ByteBuf>(bytes).unwrap(), 5, 64 << 10);
     assert!(is_lent_by_position(&manager, &q), "its chunk was not lost");
 }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::deadline;
 use crate::error::ManagerError;
 use crate::manager::auth::{self, Nonce, Secret};
-use crate::manager::protocol::{self, Failure, HANDSHAKE_FRAME, HEADER, MAX_FRAME, Reply, Request, Wait};
+use crate::manager::protocol::{self, ErrorCode, HANDSHAKE_FRAME, HEADER, MAX_FRAME, Reply, Request, WaitLimit};
 
 /// Where a manager listens (a Linux abstract socket name, so nothing is left on disk when it
 /// dies) and the secret both ends prove they know (`auth.rs`).
@@ -116,13 +116,13 @@ fn read_exact(stream: &UnixStream, mut buf: &mut [u8], deadline: Option<Instant>
 
 /// The client-side deadline of a request that waits, and the reply that stands for "nothing
 /// came in time" if the server has not answered by then. `None`: the request waits as long
-/// as it takes (no wait, or `Wait::Forever`).
+/// as it takes (no wait, or `WaitLimit::Forever`).
 fn patience(request: &Request) -> Option<(Instant, Reply)> {
     let (wait, expired) = match request {
-        Request::Get { wait, .. } => (*wait, Reply::Failed(Failure::Empty)),
-        Request::Put { wait, .. } => (*wait, Reply::Failed(Failure::Full)),
-        Request::Acquire { wait: Wait::No, .. } => (Wait::No, Reply::Failed(Failure::WouldBlock)),
-        Request::Acquire { wait, .. } | Request::WaitBarrier { wait, .. } => (*wait, Reply::Failed(Failure::Timeout)),
+        Request::Get { wait, .. } => (*wait, Reply::Failed(ErrorCode::Empty)),
+        Request::Put { wait, .. } => (*wait, Reply::Failed(ErrorCode::Full)),
+        Request::Acquire { wait: WaitLimit::No, .. } => (WaitLimit::No, Reply::Failed(ErrorCode::WouldBlock)),
+        Request::Acquire { wait, .. } | Request::WaitBarrier { wait, .. } => (*wait, Reply::Failed(ErrorCode::Timeout)),
         Request::WaitEvent { wait, .. } => (*wait, Reply::Flag(false)),
         _ => return None,
     };
@@ -131,11 +131,11 @@ fn patience(request: &Request) -> Option<(Instant, Reply)> {
 
 /// When a client stops waiting for the answer to a request that waits as `wait` says:
 /// [`GRACE`] after the server should have answered. `None`: never.
-pub(crate) fn client_deadline(wait: Wait) -> Option<Instant> {
+pub(crate) fn client_deadline(wait: WaitLimit) -> Option<Instant> {
     match wait {
-        Wait::Forever => None,
-        Wait::No => deadline::after(GRACE),
-        Wait::Micros(us) => deadline::after(Duration::from_micros(us))?.checked_add(GRACE),
+        WaitLimit::Forever => None,
+        WaitLimit::No => deadline::after(GRACE),
+        WaitLimit::Micros(us) => deadline::after(Duration::from_micros(us))?.checked_add(GRACE),
     }
 }
 

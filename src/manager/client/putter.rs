@@ -18,8 +18,8 @@ use serde::Serialize;
 
 use crate::error::ManagerError;
 use crate::manager::arena::{self, CHUNK, Mapping, SHARED_MIN, Span};
+use crate::manager::client::connection::{self, Address, Conn, PerProcess};
 use crate::manager::protocol::{Reply, Request};
-use crate::manager::wire::{self, Address, Conn, PerProcess};
 
 /// Items start at multiples of this in a chunk, so two items never share a cache line.
 const ALIGN: usize = 64;
@@ -45,7 +45,7 @@ fn putter(address: &Address) -> Result<Arc<Mutex<Putter>>, ManagerError> {
         return Ok(p);
     }
     let mapping = arena::mapping(address, None);
-    let conn = wire::take(address)?;
+    let conn = connection::take(address)?;
     let made = Arc::new(Mutex::new(Putter { conn, mapping, chunk: None, refused: None }));
     Ok(PUTTERS.with(|putters| Arc::clone(putters.entry(address.name.clone()).or_insert(made))))
 }

@@ -31,8 +31,10 @@ use serde_bytes::ByteBuf;
 use crate::deadline;
 use crate::manager::arena::{Arena, Span};
 use crate::manager::auth::{self, Nonce, Secret};
-use crate::manager::protocol::{self, Failure, HANDSHAKE_FRAME, HEADER, Kind, Lent, MAX_FRAME, Reply, Request, Wait};
-use crate::manager::wire;
+use crate::manager::client::connection;
+use crate::manager::protocol::{
+    self, ErrorCode, HANDSHAKE_FRAME, HEADER, ItemPayload, Kind, MAX_FRAME, Reply, Request, WaitLimit,
+};
 
 /// A connection's place in a waiter list: the connection and the number of the request that
 /// parked, so a stale entry (the request timed out, the connection closed) is recognized.
@@ -471,7 +473,7 @@ impl Server {
             }
             Request::Put { id, item, wait } => self.put(conn, id, item.into_vec(), wait),
             Request::Get { id, wait, max, shared } => {
-                if wait == Wait::No {
+                if wait == WaitLimit::No {
                     self.drain_others(conn);
                 }
                 self.get(conn, id, wait, max, shared)
@@ -480,7 +482,7 @@ impl Server {
                 self.drain_others(conn);
                 let reply = match self.objects.get(&id) {
                     Some(Object::Queue(q)) => Reply::QueueLen { len: q.items.len() as u64, full: q.is_full() },
-                    _ => Reply::Failed(Failure::NoSuchObject),
+                    _ => Reply::Failed(ErrorCode::NoSuchObject),
                 };
                 self.reply(conn, &reply);
             }
@@ -492,7 +494,7 @@ impl Server {
                         *set = value;
                         if value { std::mem::take(waiters) } else { VecDeque::new() }
                     }
-                    _ => return self.reply(conn, &Reply::Failed(Failure::NoSuchObject)),
+                    _ => return self.reply(conn, &Reply::Failed(ErrorCode::NoSuchObject)),
                 };
                 for w in woken {
                     if self.unpark(w).is_some() {
@@ -504,20 +506,20 @@ impl Server {
             Request::IsSet { id } => {
                 let reply = match self.objects.get(&id) {
                     Some(Object::Event { set, .. }) => Reply::Flag(*set),
-                    _ => Reply::Failed(Failure::NoSuchObject),
+                    _ => Reply::Failed(ErrorCode::NoSuchObject),
                 };
                 self.reply(conn, &reply);
             }
             Request::WaitEvent { id, wait } => match self.objects.get(&id) {
                 Some(Object::Event { set: true, .. }) => self.reply(conn, &Reply::Flag(true)),
-                Some(Object::Event { .. }) if wait == Wait::No => self.reply(conn, &Reply::Flag(false)),
+                Some(Object::Event { .. }) if wait == WaitLimit::No => self.reply(conn, &Reply::Flag(false)),
                 Some(Object::Event { .. }) => self.park(conn, id, Op::WaitEvent, wait),
-                _ => self.reply(conn, &Reply::Failed(Failure::NoSuchObject)),
+                _ => self.reply(conn, &Reply::Failed(ErrorCode::NoSuchObject)),
             },
             Request::WaitBarrier { id, wait } => self.wait_barrier(conn, id, wait),
             Request::ResetBarrier { id } => {
                 if !matches!(self.objects.get(&id), Some(Object::Barrier(_))) {
-                    return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
+                    return self.reply(conn, &Reply::Failed(ErrorCode::NoSuchObject));
                 }
                 // Like Python's `reset`: whoever is waiting is told the barrier broke.
                 self.break_barrier(id);
@@ -596,29 +598,29 @@ impl Server {
     fn map(&mut self, conn: u64, id: u64, f: impl FnOnce(&mut BTreeMap<Vec<u8>, Vec<u8>>) -> Reply) {
         let reply = match self.objects.get_mut(&id) {
             Some(Object::Map(m)) => f(m),
-            _ => Reply::Failed(Failure::NoSuchObject),
+            _ => Reply::Failed(ErrorCode::NoSuchObject),
         };
         self.reply(conn, &reply);
     }
 
-    fn put(&mut self, conn: u64, id: u64, item: Vec<u8>, wait: Wait) {
+    fn put(&mut self, conn: u64, id: u64, item: Vec<u8>, wait: WaitLimit) {
         let Some(Object::Queue(q)) = self.objects.get_mut(&id) else {
-            return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
+            return self.reply(conn, &Reply::Failed(ErrorCode::NoSuchObject));
         };
         if !q.is_full() && q.putters.is_empty() {
             q.items.push_back(Item::Inline(item));
             self.reply(conn, &Reply::Done);
             self.serve_queue(id);
-        } else if wait == Wait::No {
-            self.reply(conn, &Reply::Failed(Failure::Full));
+        } else if wait == WaitLimit::No {
+            self.reply(conn, &Reply::Failed(ErrorCode::Full));
         } else {
             self.park(conn, id, Op::Put(item), wait);
         }
     }
 
-    fn get(&mut self, conn: u64, id: u64, wait: Wait, max: u32, shared: bool) {
+    fn get(&mut self, conn: u64, id: u64, wait: WaitLimit, max: u32, shared: bool) {
         let Some(Object::Queue(q)) = self.objects.get_mut(&id) else {
-            return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
+            return self.reply(conn, &Reply::Failed(ErrorCode::NoSuchObject));
         };
         if !q.items.is_empty() && q.getters.is_empty() {
             self.lend(conn, id, max, shared);
@@ -629,8 +631,8 @@ impl Server {
         if lent_elsewhere && self.reclaim_stale(id, conn) {
             // Nothing for us but what a stalled consumer held: it is back at the front.
             self.get(conn, id, wait, max, shared);
-        } else if wait == Wait::No {
-            self.reply(conn, &Reply::Failed(Failure::Empty));
+        } else if wait == WaitLimit::No {
+            self.reply(conn, &Reply::Failed(ErrorCode::Empty));
         } else {
             if lent_elsewhere && !self.blocked.contains(&id) {
                 self.blocked.push(id);
@@ -734,15 +736,15 @@ impl Server {
             items.push(match item {
                 Item::Inline(item) => {
                     bytes += item.len();
-                    Lent::Inline(ByteBuf::from(item))
+                    ItemPayload::Inline(ByteBuf::from(item))
                 }
-                Item::Shared(span) if shared => Lent::Shared { at: span.at(), len: span.len },
+                Item::Shared(span) if shared => ItemPayload::Shared { at: span.at(), len: span.len },
                 Item::Shared(span) => {
                     let arena = self.arena.as_mut().expect("shared items come from the arena");
                     let copy = arena.copy(span);
                     arena.release(span);
                     bytes += copy.len();
-                    Lent::Inline(ByteBuf::from(copy))
+                    ItemPayload::Inline(ByteBuf::from(copy))
                 }
             });
         }
@@ -757,8 +759,10 @@ impl Server {
         let Reply::Items(items) = reply else { unreachable!() };
         c.lent.extend(items.into_iter().map(|i| {
             let item = match i {
-                Lent::Inline(bytes) => Item::Inline(bytes.into_vec()),
-                Lent::Shared { at, len } => Item::Shared(Span::from_at(at, len).expect("made from a span above")),
+                ItemPayload::Inline(bytes) => Item::Inline(bytes.into_vec()),
+                ItemPayload::Shared { at, len } => {
+                    Item::Shared(Span::from_at(at, len).expect("made from a span above"))
+                }
             };
             (queue, item)
         }));
@@ -852,17 +856,17 @@ impl Server {
         }
     }
 
-    fn acquire(&mut self, conn: u64, id: u64, wait: Wait) {
+    fn acquire(&mut self, conn: u64, id: u64, wait: WaitLimit) {
         let Some(Object::Semaphore(s)) = self.objects.get_mut(&id) else {
-            return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
+            return self.reply(conn, &Reply::Failed(ErrorCode::NoSuchObject));
         };
         if s.available > 0 && s.waiters.is_empty() {
             s.available -= 1;
             s.holders.push(conn);
             let owner_died = std::mem::take(&mut s.owner_died);
             self.reply(conn, &Reply::Acquired { owner_died });
-        } else if wait == Wait::No {
-            self.reply(conn, &Reply::Failed(Failure::WouldBlock));
+        } else if wait == WaitLimit::No {
+            self.reply(conn, &Reply::Failed(ErrorCode::WouldBlock));
         } else {
             self.park(conn, id, Op::Acquire, wait);
         }
@@ -870,15 +874,15 @@ impl Server {
 
     fn release(&mut self, conn: u64, id: u64) {
         let Some(Object::Semaphore(s)) = self.objects.get_mut(&id) else {
-            return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
+            return self.reply(conn, &Reply::Failed(ErrorCode::NoSuchObject));
         };
         let mine = s.holders.iter().position(|h| *h == conn);
         let which = match (mine, s.lock) {
             (Some(i), _) => i,
-            (None, true) => return self.reply(conn, &Reply::Failed(Failure::NotOwner)),
+            (None, true) => return self.reply(conn, &Reply::Failed(ErrorCode::NotOwner)),
             // A semaphore may be released by anyone: take the oldest permit out.
             (None, false) if !s.holders.is_empty() => 0,
-            (None, false) => return self.reply(conn, &Reply::Failed(Failure::OverReleased)),
+            (None, false) => return self.reply(conn, &Reply::Failed(ErrorCode::OverReleased)),
         };
         s.holders.remove(which);
         s.available += 1;
@@ -904,18 +908,18 @@ impl Server {
         }
     }
 
-    fn wait_barrier(&mut self, conn: u64, id: u64, wait: Wait) {
+    fn wait_barrier(&mut self, conn: u64, id: u64, wait: WaitLimit) {
         let Some(Object::Barrier(b)) = self.objects.get_mut(&id) else {
-            return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
+            return self.reply(conn, &Reply::Failed(ErrorCode::NoSuchObject));
         };
         if b.broken {
-            return self.reply(conn, &Reply::Failed(Failure::BrokenBarrier));
+            return self.reply(conn, &Reply::Failed(ErrorCode::BrokenBarrier));
         }
         if b.arrived.len() + 1 < b.parties {
-            if wait == Wait::No {
+            if wait == WaitLimit::No {
                 // Not waiting at a barrier that is not full breaks it, as a timeout does.
                 self.break_barrier(id);
-                return self.reply(conn, &Reply::Failed(Failure::Timeout));
+                return self.reply(conn, &Reply::Failed(ErrorCode::Timeout));
             }
             return self.park(conn, id, Op::WaitBarrier, wait);
         }
@@ -938,13 +942,13 @@ impl Server {
         b.broken = true;
         for w in std::mem::take(&mut b.arrived) {
             if self.unpark(w).is_some() {
-                self.reply(w.0, &Reply::Failed(Failure::BrokenBarrier));
+                self.reply(w.0, &Reply::Failed(ErrorCode::BrokenBarrier));
             }
         }
     }
 
     /// Parks `conn`'s request on object `id`.
-    fn park(&mut self, conn: u64, id: u64, op: Op, wait: Wait) {
+    fn park(&mut self, conn: u64, id: u64, op: Op, wait: WaitLimit) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         if c.parked.is_some() {
             // One request at a time: a client that asks again while one waits is broken.
@@ -953,7 +957,7 @@ impl Server {
         c.seq += 1;
         let seq = c.seq;
         let deadline = match wait {
-            Wait::Micros(us) => deadline::after(Duration::from_micros(us)),
+            WaitLimit::Micros(us) => deadline::after(Duration::from_micros(us)),
             _ => None,
         };
         let waiter = (conn, seq);
@@ -963,7 +967,7 @@ impl Server {
             (Some(Object::Semaphore(s)), Op::Acquire) => &mut s.waiters,
             (Some(Object::Event { waiters, .. }), Op::WaitEvent) => waiters,
             (Some(Object::Barrier(b)), Op::WaitBarrier) => &mut b.arrived,
-            _ => return self.reply(conn, &Reply::Failed(Failure::NoSuchObject)),
+            _ => return self.reply(conn, &Reply::Failed(ErrorCode::NoSuchObject)),
         };
         list.push_back(waiter);
         c.parked = Some(Parked { seq, object: id, op, deadline });
@@ -1002,14 +1006,14 @@ impl Server {
             // Nothing of the request stays behind in the object's waiter list.
             self.forget_waiter(p.object, (conn, p.seq));
             let reply = match p.op {
-                Op::Get { .. } => Reply::Failed(Failure::Empty),
-                Op::Put(_) => Reply::Failed(Failure::Full),
-                Op::Acquire => Reply::Failed(Failure::Timeout),
+                Op::Get { .. } => Reply::Failed(ErrorCode::Empty),
+                Op::Put(_) => Reply::Failed(ErrorCode::Full),
+                Op::Acquire => Reply::Failed(ErrorCode::Timeout),
                 Op::WaitEvent => Reply::Flag(false),
                 Op::WaitBarrier => {
                     // Python's rule: a wait that times out breaks the barrier for everyone.
                     self.break_barrier(p.object);
-                    Reply::Failed(Failure::Timeout)
+                    Reply::Failed(ErrorCode::Timeout)
                 }
             };
             self.reply(conn, &reply);
@@ -1083,12 +1087,12 @@ impl Server {
     /// without it, and the client takes the inline path.
     fn send_arena(&mut self, conn: u64) {
         let Some(arena) = self.arena.as_ref() else {
-            return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
+            return self.reply(conn, &Reply::Failed(ErrorCode::NoSuchObject));
         };
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let mut frame = Vec::new();
         if protocol::frame(&Reply::Done, &mut frame).is_err() || c.sent < c.output.len() {
-            return self.reply(conn, &Reply::Failed(Failure::NoSuchObject));
+            return self.reply(conn, &Reply::Failed(ErrorCode::NoSuchObject));
         }
         let fds = [arena.fd().as_raw_fd()];
         let sent = loop {
@@ -1160,7 +1164,7 @@ fn read_some(c: &mut Conn) -> bool {
 /// Writes as much of the connection's pending output as the socket takes now.
 fn flush(c: &mut Conn) {
     while c.sent < c.output.len() && !c.dead {
-        match wire::send(&c.stream, &c.output[c.sent..]) {
+        match connection::send(&c.stream, &c.output[c.sent..]) {
             Ok(n) => c.sent += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
