@@ -89,8 +89,8 @@ mod thread;
 mod unwind;
 
 pub use crate::error::{
-    BuildError, ExitStatus, JobError, JoinError, ManagerError, MapError, MapErrorKind, PipeError, ProcessError,
-    PutError, ResultTimeoutError, ShutdownError, SubmitError, TimeoutError, TryResultError,
+    BuildError, ExitStatus, JobError, JoinError, MapError, MapErrorKind, PipeError, ProcessError, ResultTimeoutError,
+    ShutdownError, SubmitError, TimeoutError, TryResultError,
 };
 pub use crate::executor::{Executor, MapIter, MapOptions, Submit};
 pub use crate::future::{AsCompleted, Future, ReturnWhen, Wait, as_completed, wait};

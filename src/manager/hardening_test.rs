@@ -224,11 +224,11 @@ fn an_old_handle_never_talks_to_an_impostor_at_its_managers_name() {
     let (name, secret) = (manager.address.name.clone(), manager.address.secret);
     drop(manager);
     let (stop, impostor) = impostor(&name, false);
-    assert_eq!(q.get_timeout(Duration::from_millis(10)), Err(ManagerError::Disconnected));
-    assert_eq!(q.try_get(), Err(ManagerError::Disconnected));
+    assert_eq!(q.get_timeout(Duration::from_millis(10)), Err(GetTimeoutError::Disconnected));
+    assert_eq!(q.try_get(), Err(TryGetError::Disconnected));
     assert_eq!(q.put(2).map_err(|e| e.into_inner()), Err(2));
-    assert_eq!(q.len(), Err(ManagerError::Disconnected));
-    assert_eq!(lock.try_lock().unwrap_err(), ManagerError::Disconnected);
+    assert_eq!(q.len(), Err(CallError::Disconnected));
+    assert_eq!(lock.try_lock().unwrap_err(), TryAcquireError::Disconnected);
     stop.send(()).unwrap();
     let heard = impostor.join().unwrap();
     assert!(!heard.is_empty(), "the handles did try the old name");
@@ -308,11 +308,11 @@ fn a_stalled_manager_cannot_stretch_a_timeout() {
     assert_eq!(
         results,
         (
-            Err(ManagerError::Empty),
-            Err(ManagerError::Timeout),
-            Err(ManagerError::WouldBlock),
+            Err(GetTimeoutError::Timeout),
+            Err(AcquireTimeoutError::Timeout),
+            Err(TryAcquireError::WouldBlock),
             Ok(false),
-            Err(ManagerError::Timeout)
+            Err(BarrierWaitTimeoutError::Timeout)
         )
     );
     stop.send(()).unwrap();
@@ -397,10 +397,10 @@ fn waiters_that_time_out_leave_nothing_behind() {
     let event = manager.event().unwrap();
     let tiny = Duration::from_micros(1);
     for _ in 0..300 {
-        assert_eq!(q.get_timeout(tiny), Err(ManagerError::Empty));
-        assert!(full.put_timeout(1, tiny).unwrap_err().is_full());
-        assert_eq!(lock.lock_timeout(tiny).unwrap_err(), ManagerError::Timeout);
-        assert_eq!(sem.acquire_timeout(tiny).unwrap_err(), ManagerError::Timeout);
+        assert_eq!(q.get_timeout(tiny), Err(GetTimeoutError::Timeout));
+        assert!(full.put_timeout(1, tiny).unwrap_err().is_timeout());
+        assert_eq!(lock.lock_timeout(tiny).unwrap_err(), AcquireTimeoutError::Timeout);
+        assert_eq!(sem.acquire_timeout(tiny).unwrap_err(), AcquireTimeoutError::Timeout);
         assert_eq!(event.wait_timeout(tiny), Ok(false));
     }
     // Requests that park on one connection over and over, and connections that die parked.
@@ -628,7 +628,7 @@ fn a_client_never_maps_an_unsealed_or_short_arena() {
             }
         });
         let got = q.get_timeout(LONG);
-        assert!(matches!(got, Err(ManagerError::Serialization(_))), "{got:?}");
+        assert!(matches!(got, Err(GetTimeoutError::Serialization(_))), "{got:?}");
         fake.join().unwrap();
     }
 }

@@ -114,21 +114,22 @@ fn queue_errors_are_distinct() {
     let manager = Manager::new().unwrap();
     let q = manager.bounded_queue::<String>(1).unwrap();
     assert_eq!(q.maxsize(), Some(1));
-    assert_eq!(q.try_get(), Err(ManagerError::Empty));
-    assert_eq!(q.get_timeout(Duration::from_millis(20)), Err(ManagerError::Empty));
+    assert_eq!(q.try_get(), Err(TryGetError::Empty));
+    assert_eq!(q.get_timeout(Duration::from_millis(20)), Err(GetTimeoutError::Timeout));
     q.try_put("a".into()).unwrap();
     let full = q.try_put("b".into()).unwrap_err();
     assert!(full.is_full());
     assert_eq!(full.into_inner(), "b");
     let full = q.put_timeout("c".into(), Duration::from_millis(20)).unwrap_err();
-    assert_eq!(full.error(), &ManagerError::Full);
+    assert!(full.is_timeout() && !full.is_disconnected());
+    assert_eq!(full.into_inner(), "c");
     // A handle of the wrong type is a serialization error, not a panic ("a" is two bytes;
     // four integers need at least four).
     let wrong: Queue<[u64; 4]> = postcard::from_bytes(&postcard::to_stdvec(&q).unwrap()).unwrap();
-    assert!(matches!(wrong.try_get(), Err(ManagerError::Serialization(_))));
+    assert!(matches!(wrong.try_get(), Err(TryGetError::Serialization(_))));
     manager.shutdown();
     assert!(q.try_put("d".into()).unwrap_err().is_disconnected());
-    assert_eq!(q.len(), Err(ManagerError::Disconnected));
+    assert_eq!(q.len(), Err(CallError::Disconnected));
 }
 
 #[test]
@@ -153,8 +154,8 @@ fn lock_excludes_and_times_out() {
     assert_eq!(count.get(&"n".into()), Ok(Some(200)), "no update lost");
 
     let guard = lock.lock().unwrap();
-    assert_eq!(lock.try_lock().unwrap_err(), ManagerError::WouldBlock);
-    assert_eq!(lock.lock_timeout(Duration::from_millis(20)).unwrap_err(), ManagerError::Timeout);
+    assert_eq!(lock.try_lock().unwrap_err(), TryAcquireError::WouldBlock);
+    assert_eq!(lock.lock_timeout(Duration::from_millis(20)).unwrap_err(), AcquireTimeoutError::Timeout);
     guard.unlock().unwrap();
     assert!(!lock.lock_timeout(LONG).unwrap().previous_owner_died());
 }
@@ -165,7 +166,7 @@ fn a_dead_holder_releases_the_lock_and_the_next_owner_is_told() {
     let lock = manager.lock().unwrap();
     let mut raw = Raw::connect(&manager);
     assert!(matches!(raw.call(&Request::Acquire { id: lock.handle.id, wait: WaitLimit::No }), Reply::Acquired { .. }));
-    assert_eq!(lock.try_lock().unwrap_err(), ManagerError::WouldBlock);
+    assert_eq!(lock.try_lock().unwrap_err(), TryAcquireError::WouldBlock);
     drop(raw); // the holder "dies": the kernel closes its socket
     let guard = lock.lock_timeout(LONG).unwrap();
     assert!(guard.previous_owner_died());
@@ -177,18 +178,18 @@ fn a_dead_holder_releases_the_lock_and_the_next_owner_is_told() {
 fn semaphore_is_bounded_and_recovers_permits_of_the_dead() {
     let manager = Manager::new().unwrap();
     let sem = manager.semaphore(2).unwrap();
-    assert_eq!(sem.release(), Err(ManagerError::OverReleased));
+    assert_eq!(sem.release(), Err(ReleaseError::OverReleased));
     let mut raw = Raw::connect(&manager);
     assert!(matches!(raw.call(&Request::Acquire { id: sem.handle.id, wait: WaitLimit::No }), Reply::Acquired { .. }));
     let mine = sem.acquire().unwrap();
-    assert_eq!(sem.acquire_timeout(Duration::from_millis(20)).unwrap_err(), ManagerError::Timeout);
+    assert_eq!(sem.acquire_timeout(Duration::from_millis(20)).unwrap_err(), AcquireTimeoutError::Timeout);
     drop(raw);
     let back = sem.acquire_timeout(LONG).unwrap();
     assert!(back.previous_owner_died());
     drop(mine);
     back.forget();
     sem.release().unwrap();
-    assert_eq!(sem.release(), Err(ManagerError::OverReleased));
+    assert_eq!(sem.release(), Err(ReleaseError::OverReleased));
 }
 
 #[test]
@@ -226,9 +227,9 @@ fn event_and_barrier() {
         let b = barrier.clone();
         thread::spawn(move || b.wait())
     };
-    assert_eq!(barrier.wait_timeout(Duration::from_millis(50)), Err(ManagerError::Timeout));
-    assert_eq!(other.join().unwrap(), Err(ManagerError::BrokenBarrier));
-    assert_eq!(barrier.wait(), Err(ManagerError::BrokenBarrier));
+    assert_eq!(barrier.wait_timeout(Duration::from_millis(50)), Err(BarrierWaitTimeoutError::Timeout));
+    assert_eq!(other.join().unwrap(), Err(BarrierWaitError::Broken));
+    assert_eq!(barrier.wait(), Err(BarrierWaitError::Broken));
     barrier.reset().unwrap();
     let b = barrier.clone();
     let t = thread::spawn(move || b.wait_timeout(LONG));
@@ -252,8 +253,8 @@ fn a_party_dying_at_a_barrier_breaks_it() {
         thread::spawn(move || b.wait_timeout(LONG))
     };
     drop(raw);
-    assert_eq!(other.join().unwrap(), Err(ManagerError::BrokenBarrier));
-    assert_eq!(barrier.wait(), Err(ManagerError::BrokenBarrier), "broken until reset");
+    assert_eq!(other.join().unwrap(), Err(BarrierWaitTimeoutError::Broken));
+    assert_eq!(barrier.wait(), Err(BarrierWaitError::Broken), "broken until reset");
 }
 
 #[test]
@@ -283,26 +284,27 @@ fn shutdown_wakes_every_blocked_call() {
     let event = manager.event().unwrap();
     let held = lock.lock().unwrap();
     let (ready_tx, ready_rx) = mpsc::channel();
-    let blocked: Vec<thread::JoinHandle<ManagerError>> = vec![
+    // Each blocked call has its own error type; all must say the manager is gone.
+    let blocked: Vec<thread::JoinHandle<bool>> = vec![
         {
             let (q, tx) = (q.clone(), ready_tx.clone());
             thread::spawn(move || {
                 tx.send(()).unwrap();
-                q.get().unwrap_err()
+                q.get().unwrap_err().is_disconnected()
             })
         },
         {
             let (lock, tx) = (lock.clone(), ready_tx.clone());
             thread::spawn(move || {
                 tx.send(()).unwrap();
-                lock.lock().unwrap_err()
+                lock.lock().unwrap_err().is_disconnected()
             })
         },
         {
             let (event, tx) = (event.clone(), ready_tx);
             thread::spawn(move || {
                 tx.send(()).unwrap();
-                event.wait().unwrap_err()
+                event.wait().unwrap_err().is_disconnected()
             })
         },
     ];
@@ -313,11 +315,11 @@ fn shutdown_wakes_every_blocked_call() {
     manager.shutdown();
     manager.shutdown(); // harmless twice
     for t in blocked {
-        assert_eq!(t.join().unwrap(), ManagerError::Disconnected);
+        assert!(t.join().unwrap());
     }
-    assert_eq!(held.unlock(), Err(ManagerError::Disconnected));
-    assert_eq!(q.try_get(), Err(ManagerError::Disconnected));
-    assert_eq!(event.set(), Err(ManagerError::Disconnected));
+    assert_eq!(held.unlock(), Err(CallError::Disconnected));
+    assert_eq!(q.try_get(), Err(TryGetError::Disconnected));
+    assert_eq!(event.set(), Err(CallError::Disconnected));
     assert!(manager.queue::<u8>().unwrap_err().is_disconnected());
 }
 
@@ -333,7 +335,7 @@ fn a_request_cut_off_half_way_is_never_applied() {
     drop(raw);
     q.put(8).unwrap();
     assert_eq!(q.get(), Ok(8));
-    assert_eq!(q.try_get(), Err(ManagerError::Empty));
+    assert_eq!(q.try_get(), Err(TryGetError::Empty));
 }
 
 #[test]
@@ -371,7 +373,7 @@ fn items_lent_to_a_getter_that_dies_unacknowledged_go_back_to_the_front() {
     drop(raw);
     q.len().unwrap();
     assert_eq!(q.get_timeout(LONG), Ok(5), "only the unacknowledged item came back");
-    assert_eq!(q.try_get(), Err(ManagerError::Empty));
+    assert_eq!(q.try_get(), Err(TryGetError::Empty));
 }
 
 #[test]
@@ -428,7 +430,7 @@ fn a_consumer_holding_read_ahead_does_not_hold_back_others() {
     assert_eq!(q.len(), Ok(8));
     let got: Vec<u32> = (0..8).map(|_| q.get_timeout(LONG).unwrap()).collect();
     assert_eq!(got, [1, 2, 3, 4, 6, 7, 8, 9]);
-    assert_eq!(q.try_get(), Err(ManagerError::Empty));
+    assert_eq!(q.try_get(), Err(TryGetError::Empty));
 }
 
 #[test]
@@ -529,7 +531,7 @@ fn large_and_small_items_keep_their_order_and_bytes() {
         q.put(numbered(i, SIZES[i as usize % SIZES.len()])).unwrap();
     }
     consumer.join().unwrap();
-    assert_eq!(q.try_get(), Err(ManagerError::Empty));
+    assert_eq!(q.try_get(), Err(TryGetError::Empty));
 }
 
 /// A large item put now: lent by position to a client that mapped the arena.

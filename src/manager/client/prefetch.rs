@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::error::ManagerError;
 use crate::manager::arena::{self, CHUNK, Mapping, Span};
 use crate::manager::client::connection::{self, Conn, PerProcess};
+use crate::manager::error::ErrorKind;
 use crate::manager::protocol::{ItemPayload, Reply, Request, WaitLimit};
 use crate::manager::{Handle, unexpected};
 
@@ -82,16 +82,16 @@ fn buffer(handle: &Handle) -> Shared {
 pub(crate) fn get<T>(
     handle: &Handle,
     wait: WaitLimit,
-    decode: impl Fn(&[u8]) -> Result<T, ManagerError>,
-) -> Result<T, ManagerError> {
+    decode: impl Fn(&[u8]) -> Result<T, ErrorKind>,
+) -> Result<T, ErrorKind> {
     let started = Instant::now();
     let shared = buffer(handle);
     // Another thread of this process may be waiting for the queue with the buffer locked; we
     // queue up behind it, within our own time limit.
     let mut b = match wait {
         WaitLimit::Forever => shared.lock(),
-        WaitLimit::No => shared.try_lock().ok_or(ManagerError::Empty)?,
-        WaitLimit::Micros(us) => shared.try_lock_for(Duration::from_micros(us)).ok_or(ManagerError::Empty)?,
+        WaitLimit::No => shared.try_lock().ok_or(ErrorKind::Empty)?,
+        WaitLimit::Micros(us) => shared.try_lock_for(Duration::from_micros(us)).ok_or(ErrorKind::Empty)?,
     };
     let item = loop {
         if b.items.is_empty() {
@@ -129,7 +129,7 @@ pub(crate) fn get<T>(
                     return Err(unexpected(other));
                 }
                 Err(e) => {
-                    if !e.is_disconnected() {
+                    if e != ErrorKind::Disconnected {
                         connection::give_back(&handle.address, conn);
                     }
                     return Err(e);
@@ -153,14 +153,12 @@ pub(crate) fn get<T>(
                     if let Some(bytes) = mapping.read_at(span, scratch, skew) {
                         decode(bytes)
                     } else {
-                        Err(ManagerError::Serialization(format!(
+                        Err(ErrorKind::Serialization(format!(
                             "the manager lent an item outside its arena ({at}, {len})"
                         )))
                     }
                 }),
-                _ => Err(ManagerError::Serialization(format!(
-                    "the manager lent an item outside its arena ({at}, {len})"
-                ))),
+                _ => Err(ErrorKind::Serialization(format!("the manager lent an item outside its arena ({at}, {len})"))),
             },
         };
         // Acknowledge before handing it over: from here on the item is the program's (also an
