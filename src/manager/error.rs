@@ -195,7 +195,7 @@ call_error! {
     }
 }
 
-/// One error type of the put family: it hands the item back ([`into_inner`]).
+/// One error type of the put family: it hands the item back (`into_inner`).
 macro_rules! put_error {
     (
         $(#[$doc:meta])*

@@ -146,6 +146,44 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
+/// Reads the first bytes of a message into `buf`, with the descriptor attached to them
+/// (`SCM_RIGHTS`), if any, given up at `deadline` ([`HANDSHAKE`] at a time without one).
+/// Returns how many bytes came (0: the peer closed). The client's one `recvmsg`; the server's
+/// one `sendmsg` is `send_with_fd` in `server/conn.rs`.
+fn recv_with_fd(
+    stream: &UnixStream,
+    buf: &mut [u8],
+    deadline: Option<Instant>,
+) -> Result<(usize, Option<OwnedFd>), Stop> {
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let (got, fd) = loop {
+        if let Some(d) = deadline {
+            ready(stream, PollFlags::POLLIN, d)?;
+        }
+        let mut iov = [IoSliceMut::new(buf)];
+        let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
+        match recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), flags) {
+            Ok(msg) => {
+                let fd = msg.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
+                    ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                    _ => None,
+                });
+                break (msg.bytes, fd);
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) if deadline.is_none() => {
+                ready(stream, PollFlags::POLLIN, Instant::now() + HANDSHAKE)?;
+            }
+            Err(nix::errno::Errno::EAGAIN) => {}
+            Err(_) => return Err(Stop::Closed),
+        }
+    };
+    // SAFETY: the kernel just installed this descriptor in our table for this message
+    // (`SCM_RIGHTS`); nothing else knows of it, so we are its only owner.
+    let fd = fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok((got, fd))
+}
+
 /// One connection to a manager.
 #[derive(Debug)]
 pub(crate) struct Conn {
@@ -230,32 +268,7 @@ impl Conn {
     ) -> Result<(Reply, Option<OwnedFd>), Stop> {
         self.send_by(request, deadline)?;
         let mut header = [0u8; HEADER];
-        let mut space = nix::cmsg_space!([RawFd; 1]);
-        let (got, fd) = loop {
-            if let Some(d) = deadline {
-                ready(&self.stream, PollFlags::POLLIN, d)?;
-            }
-            let mut iov = [IoSliceMut::new(&mut header)];
-            let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
-            match recvmsg::<()>(self.stream.as_raw_fd(), &mut iov, Some(&mut space), flags) {
-                Ok(msg) => {
-                    let fd = msg.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
-                        ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-                        _ => None,
-                    });
-                    break (msg.bytes, fd);
-                }
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(nix::errno::Errno::EAGAIN) if deadline.is_none() => {
-                    ready(&self.stream, PollFlags::POLLIN, Instant::now() + HANDSHAKE)?;
-                }
-                Err(nix::errno::Errno::EAGAIN) => {}
-                Err(_) => return Err(Stop::Closed),
-            }
-        };
-        // SAFETY: the kernel just installed this descriptor in our table for this message
-        // (`SCM_RIGHTS`); nothing else knows of it, so we are its only owner.
-        let fd = fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        let (got, fd) = recv_with_fd(&self.stream, &mut header, deadline)?;
         if got == 0 {
             return Err(Stop::Closed);
         }
