@@ -102,8 +102,8 @@ mod thread;
 mod unwind;
 
 pub use crate::error::{
-    BuildError, ExitStatus, JobError, JoinError, ManagerError, MapError, MapErrorKind, PutError, ResultTimeoutError,
-    ShutdownError, SubmitError, TimeoutError, TryResultError,
+    BuildError, ExitStatus, JobError, JoinError, MapError, MapErrorKind, ResultTimeoutError, ShutdownError,
+    SubmitError, TimeoutError, TryResultError,
 };
 pub use crate::executor::{Executor, MapIter, MapOptions, Submit};
 pub use crate::future::{AsCompleted, DoneAndNotDone, Future, ReturnWhen, as_completed, wait};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_bytes::ByteBuf;
 
-use stealpool::manager::{Lock, Manager, ManagerError, Queue, Semaphore};
+use stealpool::manager::{GetError, Lock, Manager, Queue, ReleaseError, Semaphore, TryAcquireError};
 use stealpool::pipe::{self, Connection, Receiver};
 use stealpool::pipe::{RecvError, RecvTimeoutError, TryRecvError};
 use stealpool::process::Process;
@@ -157,7 +157,7 @@ fn a_process_killed_holding_the_lock_releases_it_and_the_next_owner_knows() {
     let p = Process::spawn(hold_lock_forever, (lock.clone(), held.clone())).unwrap();
     let _reap = Reap(&p);
     assert_eq!(held.get_timeout(LONG), Ok(p.pid()));
-    assert_eq!(lock.try_lock().unwrap_err(), ManagerError::WouldBlock);
+    assert_eq!(lock.try_lock().unwrap_err(), TryAcquireError::WouldBlock);
     p.kill();
     assert_eq!(p.join(), ExitStatus::Signaled { signal: 9 });
     let guard = lock.lock_timeout(LONG).unwrap();
@@ -181,7 +181,7 @@ fn a_process_killed_holding_permits_gives_them_back() {
     let _reap = Reap(&p);
     assert_eq!(held.get_timeout(LONG), Ok(p.pid()));
     let mine = room.try_acquire().unwrap();
-    assert_eq!(room.try_acquire().unwrap_err(), ManagerError::WouldBlock, "two of three are held");
+    assert_eq!(room.try_acquire().unwrap_err(), TryAcquireError::WouldBlock, "two of three are held");
     p.kill();
     assert_eq!(p.join(), ExitStatus::Signaled { signal: 9 });
     let a = room.acquire_timeout(LONG).unwrap();
@@ -189,7 +189,7 @@ fn a_process_killed_holding_permits_gives_them_back() {
     assert!(a.previous_owner_died(), "the first to get a dead holder's permit is told");
     assert!(!b.previous_owner_died(), "once");
     drop((mine, a, b));
-    assert_eq!(room.release(), Err(ManagerError::OverReleased), "never more than three");
+    assert_eq!(room.release(), Err(ReleaseError::OverReleased), "never more than three");
 }
 
 fn get_one(q: Queue<u32>, started: Queue<u32>) {
@@ -216,7 +216,7 @@ fn a_process_killed_while_blocked_in_get_takes_no_item_with_it() {
 fn wait_for_disconnect(q: Queue<u32>, started: Queue<u32>) {
     started.put(0).unwrap();
     // Exit 0 only if the blocked call ended with the right error.
-    assert_eq!(q.get(), Err(ManagerError::Disconnected));
+    assert_eq!(q.get(), Err(GetError::Disconnected));
 }
 stealpool::register_fn!(wait_for_disconnect);
 

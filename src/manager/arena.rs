@@ -12,7 +12,7 @@
 //!
 //! Who may touch which bytes (this is what makes the unsynchronized accesses sound):
 //! - a chunk is granted to one connection at a time: a process's put connection
-//!   (`putter.rs`), on which it also sends its `PutShared` frames, so the server sees every
+//!   (`client/putter.rs`), on which it also sends its `PutShared` frames, so the server sees every
 //!   put into a chunk before the chunk is given up. Only that process writes the chunk, and
 //!   only past the items it already sent;
 //! - an item's bytes are read only while the item is lent to the reader (between the `Get`
@@ -45,8 +45,8 @@ use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::MFdFlags;
 use serde::Serialize;
 
+use crate::manager::client::connection::{self, Address, PerProcess};
 use crate::manager::protocol::{Reply, Request};
-use crate::manager::wire::{self, Address, PerProcess};
 
 /// Bytes per chunk: the largest item the lane carries.
 pub(crate) const CHUNK: usize = 1 << 20;
@@ -302,10 +302,10 @@ pub(crate) fn mapping(address: &Address, deadline: Option<Instant>) -> Option<Ar
         if let Some(known) = by_manager.get(&address.name) {
             return known.clone();
         }
-        let mut conn = wire::take_by(address, deadline).ok()?;
+        let mut conn = connection::take_by(address, deadline).ok()?;
         let mapped = match conn.call_with_fd(&Request::Arena, deadline) {
             Ok((reply, fd)) => {
-                wire::give_back(address, conn);
+                connection::give_back(address, conn);
                 match (reply, fd) {
                     (Reply::Done, Some(fd)) => Mapping::new(&File::from(fd)).ok().map(Arc::new),
                     _ => None,

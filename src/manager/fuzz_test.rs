@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_bytes::ByteBuf;
 
 use super::auth;
-use super::protocol::{self, HEADER, Kind, Reply, Request, Wait};
+use super::protocol::{self, HEADER, Kind, Reply, Request, WaitLimit};
 use super::*;
 use crate::fuzzing::{Rng, env_or};
 
@@ -37,10 +37,10 @@ fn framed(request: &Request) -> Vec<u8> {
 fn real_request(rng: &mut Rng, objects: u64) -> Request {
     let id = 2 + rng.below(objects);
     let wait = match rng.below(4) {
-        0 => Wait::No,
-        1 => Wait::Forever,
-        2 => Wait::Micros(rng.below(2000)),
-        _ => Wait::Micros(rng.next()),
+        0 => WaitLimit::No,
+        1 => WaitLimit::Forever,
+        2 => WaitLimit::Micros(rng.below(2000)),
+        _ => WaitLimit::Micros(rng.next()),
     };
     let bytes = |rng: &mut Rng| ByteBuf::from(rng.some_bytes(64));
     match rng.below(26) {
@@ -76,7 +76,7 @@ fn real_request(rng: &mut Rng, objects: u64) -> Request {
         22 => Request::MapLen { id },
         23 => Request::MapKeys { id },
         24 => Request::MapClear { id },
-        _ => Request::Get { id: rng.next(), wait: Wait::No, max: 1, shared: false },
+        _ => Request::Get { id: rng.next(), wait: WaitLimit::No, max: 1, shared: false },
     }
 }
 

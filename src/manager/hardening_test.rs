@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::auth;
-use super::protocol::{self, HEADER, Kind, Reply, Request, Wait};
+use super::protocol::{self, HEADER, Kind, Reply, Request, WaitLimit};
 use super::*;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -224,11 +224,11 @@ fn an_old_handle_never_talks_to_an_impostor_at_its_managers_name() {
     let (name, secret) = (manager.address.name.clone(), manager.address.secret);
     drop(manager);
     let (stop, impostor) = impostor(&name, false);
-    assert_eq!(q.get_timeout(Duration::from_millis(10)), Err(ManagerError::Disconnected));
-    assert_eq!(q.try_get(), Err(ManagerError::Disconnected));
+    assert_eq!(q.get_timeout(Duration::from_millis(10)), Err(GetTimeoutError::Disconnected));
+    assert_eq!(q.try_get(), Err(TryGetError::Disconnected));
     assert_eq!(q.put(2).map_err(|e| e.into_inner()), Err(2));
-    assert_eq!(q.len(), Err(ManagerError::Disconnected));
-    assert_eq!(lock.try_lock().unwrap_err(), ManagerError::Disconnected);
+    assert_eq!(q.len(), Err(CallError::Disconnected));
+    assert_eq!(lock.try_lock().unwrap_err(), TryAcquireError::Disconnected);
     stop.send(()).unwrap();
     let heard = impostor.join().unwrap();
     assert!(!heard.is_empty(), "the handles did try the old name");
@@ -308,11 +308,11 @@ fn a_stalled_manager_cannot_stretch_a_timeout() {
     assert_eq!(
         results,
         (
-            Err(ManagerError::Empty),
-            Err(ManagerError::Timeout),
-            Err(ManagerError::WouldBlock),
+            Err(GetTimeoutError::Timeout),
+            Err(AcquireTimeoutError::Timeout),
+            Err(TryAcquireError::WouldBlock),
             Ok(false),
-            Err(ManagerError::Timeout)
+            Err(BarrierWaitTimeoutError::Timeout)
         )
     );
     stop.send(()).unwrap();
@@ -397,21 +397,21 @@ fn waiters_that_time_out_leave_nothing_behind() {
     let event = manager.event().unwrap();
     let tiny = Duration::from_micros(1);
     for _ in 0..300 {
-        assert_eq!(q.get_timeout(tiny), Err(ManagerError::Empty));
-        assert!(full.put_timeout(1, tiny).unwrap_err().is_full());
-        assert_eq!(lock.lock_timeout(tiny).unwrap_err(), ManagerError::Timeout);
-        assert_eq!(sem.acquire_timeout(tiny).unwrap_err(), ManagerError::Timeout);
+        assert_eq!(q.get_timeout(tiny), Err(GetTimeoutError::Timeout));
+        assert!(full.put_timeout(1, tiny).unwrap_err().is_timeout());
+        assert_eq!(lock.lock_timeout(tiny).unwrap_err(), AcquireTimeoutError::Timeout);
+        assert_eq!(sem.acquire_timeout(tiny).unwrap_err(), AcquireTimeoutError::Timeout);
         assert_eq!(event.wait_timeout(tiny), Ok(false));
     }
     // Requests that park on one connection over and over, and connections that die parked.
     let mut s = raw(&manager);
     for _ in 0..300 {
-        let reply = call(&mut s, &Request::Get { id: q.handle.id, wait: Wait::Micros(1), max: 1, shared: false });
-        assert!(matches!(reply, Reply::Failed(protocol::Failure::Empty)), "{reply:?}");
+        let reply = call(&mut s, &Request::Get { id: q.handle.id, wait: WaitLimit::Micros(1), max: 1, shared: false });
+        assert!(matches!(reply, Reply::Failed(protocol::ErrorCode::Empty)), "{reply:?}");
     }
     for _ in 0..50 {
         let mut s = raw(&manager);
-        s.write_all(&frame(&Request::WaitEvent { id: event.handle.id, wait: Wait::Forever })).unwrap();
+        s.write_all(&frame(&Request::WaitEvent { id: event.handle.id, wait: WaitLimit::Forever })).unwrap();
         // Seen parked before it dies.
         while census(&manager).2 == 0 {
             thread::yield_now();
@@ -453,7 +453,7 @@ fn any_duration_is_accepted_and_the_longest_mean_forever() {
         thread::spawn(move || q.get_timeout(Duration::MAX))
     };
     let mut s = raw(&manager);
-    let parked = frame(&Request::Get { id: q.handle.id, wait: Wait::Micros(u64::MAX), max: 1, shared: false });
+    let parked = frame(&Request::Get { id: q.handle.id, wait: WaitLimit::Micros(u64::MAX), max: 1, shared: false });
     s.write_all(&parked).unwrap();
     while census(&manager).2 < 2 {
         thread::yield_now();
@@ -464,7 +464,7 @@ fn any_duration_is_accepted_and_the_longest_mean_forever() {
     // the other is served.
     let Reply::Items(items) = read_reply(&mut s) else { panic!() };
     s.write_all(&frame(&Request::Ack { n: 1 })).unwrap();
-    let [protocol::Lent::Inline(b)] = &items[..] else { panic!("{items:?}") };
+    let [protocol::ItemPayload::Inline(b)] = &items[..] else { panic!("{items:?}") };
     let mut got = vec![decode::<u32>(b).unwrap(), getter.join().unwrap().unwrap()];
     got.sort();
     assert_eq!(got, [2, 3]);
@@ -527,7 +527,7 @@ fn a_stalled_consumer_loses_its_read_ahead_and_delivers_nothing_twice() {
     (0..10).for_each(|i| q.put(i).unwrap());
     // A consumer that read eight items ahead, handed one to its program, then stopped.
     let mut stalled = raw(&manager);
-    let reply = call(&mut stalled, &Request::Get { id: q.handle.id, wait: Wait::No, max: 8, shared: false });
+    let reply = call(&mut stalled, &Request::Get { id: q.handle.id, wait: WaitLimit::No, max: 8, shared: false });
     let Reply::Items(items) = reply else { panic!("{reply:?}") };
     assert_eq!(items.len(), 8);
     stalled.write_all(&frame(&Request::Ack { n: 1 })).unwrap();
@@ -615,7 +615,7 @@ fn a_client_never_maps_an_unsealed_or_short_arena() {
                         }
                         Request::Get { .. } => {
                             // A position far past the end of the descriptor it was sent.
-                            let items = vec![protocol::Lent::Shared { at: 10 << 20, len: 64 << 10 }];
+                            let items = vec![protocol::ItemPayload::Shared { at: 10 << 20, len: 64 << 10 }];
                             s.write_all(&reply_frame(&Reply::Items(items))).unwrap();
                             // Its acknowledgement (an item that does not decode is taken too).
                             assert!(matches!(read_request_or_eof(&mut s), Some(Request::Ack { n: 1 })));
@@ -628,7 +628,7 @@ fn a_client_never_maps_an_unsealed_or_short_arena() {
             }
         });
         let got = q.get_timeout(LONG);
-        assert!(matches!(got, Err(ManagerError::Serialization(_))), "{got:?}");
+        assert!(matches!(got, Err(GetTimeoutError::Serialization(_))), "{got:?}");
         fake.join().unwrap();
     }
 }

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ManagerError;
+use crate::manager::error::{CallError, ErrorKind};
 use crate::manager::protocol::{Reply, Request};
 use crate::manager::{Handle, decode, encode, unexpected};
 
@@ -40,7 +40,7 @@ impl<K, V> Map<K, V> {
         Map { handle, types: PhantomData }
     }
 
-    fn count(&self) -> Result<usize, ManagerError> {
+    fn count(&self) -> Result<usize, ErrorKind> {
         match self.handle.call(&Request::MapLen { id: self.handle.id })? {
             Reply::Count(n) => Ok(n as usize),
             other => Err(unexpected(other)),
@@ -50,30 +50,30 @@ impl<K, V> Map<K, V> {
     /// The number of entries.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] if the manager is gone.
-    pub fn len(&self) -> Result<usize, ManagerError> {
-        self.count()
+    /// [`CallError::Disconnected`] if the manager is gone.
+    pub fn len(&self) -> Result<usize, CallError> {
+        Ok(self.count()?)
     }
 
     /// Whether the map has no entry.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] if the manager is gone.
-    pub fn is_empty(&self) -> Result<bool, ManagerError> {
+    /// [`CallError::Disconnected`] if the manager is gone.
+    pub fn is_empty(&self) -> Result<bool, CallError> {
         Ok(self.count()? == 0)
     }
 
     /// Removes every entry.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] if the manager is gone.
-    pub fn clear(&self) -> Result<(), ManagerError> {
-        self.handle.call_done(&Request::MapClear { id: self.handle.id })
+    /// [`CallError::Disconnected`] if the manager is gone.
+    pub fn clear(&self) -> Result<(), CallError> {
+        Ok(self.handle.call_done(&Request::MapClear { id: self.handle.id })?)
     }
 }
 
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Map<K, V> {
-    fn value(&self, request: &Request) -> Result<Option<V>, ManagerError> {
+    fn value(&self, request: &Request) -> Result<Option<V>, ErrorKind> {
         match self.handle.call(request)? {
             Reply::Value(None) => Ok(None),
             Reply::Value(Some(bytes)) => decode(&bytes).map(Some),
@@ -84,33 +84,33 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Map<K, V>
     /// Sets `key` to `value`, returning the value it replaced.
     ///
     /// # Errors
-    /// [`Disconnected`](ManagerError::Disconnected) if the manager is gone,
-    /// [`Serialization`](ManagerError::Serialization) if the key or value does not serialize.
-    pub fn insert(&self, key: K, value: V) -> Result<Option<V>, ManagerError> {
-        self.value(&Request::MapInsert { id: self.handle.id, key: encode(&key)?, value: encode(&value)? })
+    /// [`Disconnected`](CallError::Disconnected) if the manager is gone,
+    /// [`Serialization`](CallError::Serialization) if the key or value does not serialize.
+    pub fn insert(&self, key: K, value: V) -> Result<Option<V>, CallError> {
+        Ok(self.value(&Request::MapInsert { id: self.handle.id, key: encode(&key)?, value: encode(&value)? })?)
     }
 
     /// The value of `key`.
     ///
     /// # Errors
     /// As [`insert`](Self::insert).
-    pub fn get(&self, key: &K) -> Result<Option<V>, ManagerError> {
-        self.value(&Request::MapGet { id: self.handle.id, key: encode(key)? })
+    pub fn get(&self, key: &K) -> Result<Option<V>, CallError> {
+        Ok(self.value(&Request::MapGet { id: self.handle.id, key: encode(key)? })?)
     }
 
     /// Removes `key`, returning its value.
     ///
     /// # Errors
     /// As [`insert`](Self::insert).
-    pub fn remove(&self, key: &K) -> Result<Option<V>, ManagerError> {
-        self.value(&Request::MapRemove { id: self.handle.id, key: encode(key)? })
+    pub fn remove(&self, key: &K) -> Result<Option<V>, CallError> {
+        Ok(self.value(&Request::MapRemove { id: self.handle.id, key: encode(key)? })?)
     }
 
     /// Whether `key` has a value.
     ///
     /// # Errors
     /// As [`insert`](Self::insert).
-    pub fn contains_key(&self, key: &K) -> Result<bool, ManagerError> {
+    pub fn contains_key(&self, key: &K) -> Result<bool, CallError> {
         Ok(self.get(key)?.is_some())
     }
 
@@ -118,10 +118,10 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Map<K, V>
     ///
     /// # Errors
     /// As [`insert`](Self::insert).
-    pub fn keys(&self) -> Result<Vec<K>, ManagerError> {
+    pub fn keys(&self) -> Result<Vec<K>, CallError> {
         match self.handle.call(&Request::MapKeys { id: self.handle.id })? {
-            Reply::Keys(keys) => keys.iter().map(|k| decode(k)).collect(),
-            other => Err(unexpected(other)),
+            Reply::Keys(keys) => Ok(keys.iter().map(|k| decode(k)).collect::<Result<_, _>>()?),
+            other => Err(unexpected(other).into()),
         }
     }
 }

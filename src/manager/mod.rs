@@ -15,7 +15,8 @@
 //!   loses an item: a request is applied whole or not at all, and an item sent to a getter
 //!   that dies before reading it goes back to the front of the queue;
 //! - once the manager shuts down (or its process dies), every blocked and every later call
-//!   returns [`ManagerError::Disconnected`] instead of hanging, even if another process
+//!   returns `Disconnected` (each operation has its own error type, [`TryGetError`] and
+//!   the others in `error.rs`) instead of hanging, even if another process
 //!   listens at its old name;
 //! - only processes of the same user can connect, and both ends prove they know the handle's
 //!   secret (HMAC-SHA256 challenge-response in both directions, as Python does) before
@@ -69,14 +70,13 @@
 
 mod arena;
 mod auth;
+mod client;
+mod error;
 mod map;
-mod prefetch;
 mod protocol;
-mod putter;
 mod queue;
 mod server;
 mod sync;
-mod wire;
 
 use std::fmt;
 use std::io;
@@ -89,13 +89,17 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-pub use crate::error::{ManagerError, PutError};
+pub use crate::manager::error::{
+    AcquireError, AcquireTimeoutError, BarrierWaitError, BarrierWaitTimeoutError, CallError, GetError, GetTimeoutError,
+    PutError, PutTimeoutError, ReleaseError, TryAcquireError, TryGetError, TryPutError,
+};
 pub use crate::manager::map::Map;
 pub use crate::manager::queue::Queue;
 pub use crate::manager::sync::{Barrier, Event, Lock, LockGuard, Semaphore, SemaphorePermit};
 
-use crate::manager::protocol::{Failure, Kind, Reply, Request, Wait};
-use crate::manager::wire::Address;
+use crate::manager::client::connection::{self, Address};
+use crate::manager::error::ErrorKind;
+use crate::manager::protocol::{ErrorCode, Kind, Reply, Request, WaitLimit};
 
 /// A server of shared objects, running in this process. See the [module docs](self).
 ///
@@ -128,7 +132,7 @@ impl Manager {
         Ok(Manager { address: Arc::new(address), running: Mutex::new(Some((waker, thread))) })
     }
 
-    fn create(&self, kind: Kind) -> Result<Handle, ManagerError> {
+    fn create(&self, kind: Kind) -> Result<Handle, ErrorKind> {
         let handle = Handle { address: Arc::clone(&self.address), id: 0 };
         match handle.call(&Request::Create(kind))? {
             Reply::Id(id) => Ok(Handle { id, ..handle }),
@@ -139,8 +143,8 @@ impl Manager {
     /// A new unbounded FIFO queue of `T`, like `Manager().Queue()`.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] after [`shutdown`](Self::shutdown).
-    pub fn queue<T>(&self) -> Result<Queue<T>, ManagerError> {
+    /// [`CallError::Disconnected`] after [`shutdown`](Self::shutdown).
+    pub fn queue<T>(&self) -> Result<Queue<T>, CallError> {
         Ok(Queue::new(self.create(Kind::Queue { maxsize: None })?, None))
     }
 
@@ -148,8 +152,8 @@ impl Manager {
     /// `Manager().Queue(maxsize)`. `maxsize == 0` means unbounded, as in Python.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] after [`shutdown`](Self::shutdown).
-    pub fn bounded_queue<T>(&self, maxsize: usize) -> Result<Queue<T>, ManagerError> {
+    /// [`CallError::Disconnected`] after [`shutdown`](Self::shutdown).
+    pub fn bounded_queue<T>(&self, maxsize: usize) -> Result<Queue<T>, CallError> {
         let maxsize = (maxsize > 0).then_some(maxsize as u64);
         Ok(Queue::new(self.create(Kind::Queue { maxsize })?, maxsize))
     }
@@ -157,8 +161,8 @@ impl Manager {
     /// A new lock, like `Manager().Lock()`.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] after [`shutdown`](Self::shutdown).
-    pub fn lock(&self) -> Result<Lock, ManagerError> {
+    /// [`CallError::Disconnected`] after [`shutdown`](Self::shutdown).
+    pub fn lock(&self) -> Result<Lock, CallError> {
         Ok(Lock::new(self.create(Kind::Lock)?))
     }
 
@@ -166,24 +170,24 @@ impl Manager {
     /// `Manager().BoundedSemaphore(permits)`.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] after [`shutdown`](Self::shutdown).
-    pub fn semaphore(&self, permits: usize) -> Result<Semaphore, ManagerError> {
+    /// [`CallError::Disconnected`] after [`shutdown`](Self::shutdown).
+    pub fn semaphore(&self, permits: usize) -> Result<Semaphore, CallError> {
         Ok(Semaphore::new(self.create(Kind::Semaphore { permits: permits as u64 })?))
     }
 
     /// A new event, initially not set, like `Manager().Event()`.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] after [`shutdown`](Self::shutdown).
-    pub fn event(&self) -> Result<Event, ManagerError> {
+    /// [`CallError::Disconnected`] after [`shutdown`](Self::shutdown).
+    pub fn event(&self) -> Result<Event, CallError> {
         Ok(Event::new(self.create(Kind::Event)?))
     }
 
     /// A new barrier for `parties` parties (at least one), like `Manager().Barrier(parties)`.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] after [`shutdown`](Self::shutdown).
-    pub fn barrier(&self, parties: usize) -> Result<Barrier, ManagerError> {
+    /// [`CallError::Disconnected`] after [`shutdown`](Self::shutdown).
+    pub fn barrier(&self, parties: usize) -> Result<Barrier, CallError> {
         let parties = parties.max(1);
         Ok(Barrier::new(self.create(Kind::Barrier { parties: parties as u64 })?, parties))
     }
@@ -191,23 +195,23 @@ impl Manager {
     /// A new key-value map, like `Manager().dict()`.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] after [`shutdown`](Self::shutdown).
-    pub fn map<K, V>(&self) -> Result<Map<K, V>, ManagerError> {
+    /// [`CallError::Disconnected`] after [`shutdown`](Self::shutdown).
+    pub fn map<K, V>(&self) -> Result<Map<K, V>, CallError> {
         Ok(Map::new(self.create(Kind::Map)?))
     }
 
     /// Stops the manager: every call blocked on one of its objects, in any process, returns
-    /// [`ManagerError::Disconnected`], and so does every later call. Calling it twice is
+    /// `Disconnected`, and so does every later call. Calling it twice is
     /// harmless.
     ///
     /// # Examples
     /// ```
-    /// use stealpool::manager::{Manager, ManagerError};
+    /// use stealpool::manager::{GetError, Manager};
     ///
     /// let manager = Manager::new().unwrap();
     /// let q = manager.queue::<u8>().unwrap();
     /// manager.shutdown();
-    /// assert_eq!(q.get(), Err(ManagerError::Disconnected));
+    /// assert_eq!(q.get(), Err(GetError::Disconnected));
     /// ```
     pub fn shutdown(&self) {
         let running = self.running.lock().take();
@@ -216,8 +220,8 @@ impl Manager {
             drop(waker);
             let _ = thread.join();
         }
-        wire::forget(&self.address);
-        putter::forget(&self.address);
+        connection::forget(&self.address);
+        client::putter::forget(&self.address);
         arena::forget(&self.address);
     }
 }
@@ -263,12 +267,12 @@ struct Handle {
 }
 
 impl Handle {
-    fn call(&self, request: &Request) -> Result<Reply, ManagerError> {
-        wire::call(&self.address, request)
+    fn call(&self, request: &Request) -> Result<Reply, ErrorKind> {
+        connection::call(&self.address, request)
     }
 
     /// A call whose only good answer is `Done`.
-    fn call_done(&self, request: &Request) -> Result<(), ManagerError> {
+    fn call_done(&self, request: &Request) -> Result<(), ErrorKind> {
         match self.call(request)? {
             Reply::Done => Ok(()),
             other => Err(unexpected(other)),
@@ -283,33 +287,33 @@ impl fmt::Debug for Handle {
 }
 
 /// The error for a reply that does not answer the request.
-fn unexpected(reply: Reply) -> ManagerError {
+fn unexpected(reply: Reply) -> ErrorKind {
     match reply {
-        Reply::Failed(Failure::Full) => ManagerError::Full,
-        Reply::Failed(Failure::Empty) => ManagerError::Empty,
-        Reply::Failed(Failure::Timeout) => ManagerError::Timeout,
-        Reply::Failed(Failure::WouldBlock) => ManagerError::WouldBlock,
-        Reply::Failed(Failure::OverReleased) => ManagerError::OverReleased,
-        Reply::Failed(Failure::BrokenBarrier) => ManagerError::BrokenBarrier,
+        Reply::Failed(ErrorCode::Full) => ErrorKind::Full,
+        Reply::Failed(ErrorCode::Empty) => ErrorKind::Empty,
+        Reply::Failed(ErrorCode::Timeout) => ErrorKind::Timeout,
+        Reply::Failed(ErrorCode::WouldBlock) => ErrorKind::WouldBlock,
+        Reply::Failed(ErrorCode::OverReleased) => ErrorKind::OverReleased,
+        Reply::Failed(ErrorCode::BrokenBarrier) => ErrorKind::BrokenBarrier,
         // Only a handle from a different manager, or a protocol bug, gets here.
-        other => ManagerError::Serialization(format!("unexpected reply from the manager: {other:?}")),
+        other => ErrorKind::Serialization(format!("unexpected reply from the manager: {other:?}")),
     }
 }
 
 /// A client-side timeout as the server's wait: one too large to be a deadline is forever.
-fn wait_for(timeout: Duration) -> Wait {
+fn wait_for(timeout: Duration) -> WaitLimit {
     match (crate::deadline::after(timeout), u64::try_from(timeout.as_micros())) {
-        (Some(_), Ok(us)) => Wait::Micros(us),
-        _ => Wait::Forever,
+        (Some(_), Ok(us)) => WaitLimit::Micros(us),
+        _ => WaitLimit::Forever,
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<serde_bytes::ByteBuf, ManagerError> {
-    postcard::to_stdvec(value).map(serde_bytes::ByteBuf::from).map_err(|e| ManagerError::Serialization(e.to_string()))
+fn encode<T: Serialize>(value: &T) -> Result<serde_bytes::ByteBuf, ErrorKind> {
+    postcard::to_stdvec(value).map(serde_bytes::ByteBuf::from).map_err(|e| ErrorKind::Serialization(e.to_string()))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ManagerError> {
-    postcard::from_bytes(bytes).map_err(|e| ManagerError::Serialization(e.to_string()))
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ErrorKind> {
+    postcard::from_bytes(bytes).map_err(|e| ErrorKind::Serialization(e.to_string()))
 }
 
 #[cfg(test)]

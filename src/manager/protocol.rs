@@ -28,7 +28,7 @@ pub(crate) const HEADER: usize = 4;
 /// How long a request may wait on the server for its condition (an item, a free slot, a
 /// permit, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Wait {
+pub(crate) enum WaitLimit {
     /// Answer at once.
     No,
     /// Wait until the condition holds (or the manager shuts down).
@@ -64,7 +64,7 @@ pub(crate) enum Request {
     Put {
         id: u64,
         item: ByteBuf,
-        wait: Wait,
+        wait: WaitLimit,
     },
     /// A put to an unbounded queue, which cannot fail: no reply. Once the client's write
     /// returned, the frame is in the server's socket and will be applied, whatever happens to
@@ -91,7 +91,7 @@ pub(crate) enum Request {
     /// `shared`: the client has mapped the arena, so items in it may be lent by position.
     Get {
         id: u64,
-        wait: Wait,
+        wait: WaitLimit,
         max: u32,
         shared: bool,
     },
@@ -108,7 +108,7 @@ pub(crate) enum Request {
     },
     Acquire {
         id: u64,
-        wait: Wait,
+        wait: WaitLimit,
     },
     Release {
         id: u64,
@@ -122,11 +122,11 @@ pub(crate) enum Request {
     },
     WaitEvent {
         id: u64,
-        wait: Wait,
+        wait: WaitLimit,
     },
     WaitBarrier {
         id: u64,
-        wait: Wait,
+        wait: WaitLimit,
     },
     ResetBarrier {
         id: u64,
@@ -168,7 +168,7 @@ pub(crate) enum Reply {
         proof: Proof,
     },
     Id(u64),
-    Items(Vec<Lent>),
+    Items(Vec<ItemPayload>),
     /// A granted arena chunk, or `None` while the arena is full.
     Chunk(Option<u32>),
     QueueLen {
@@ -185,7 +185,7 @@ pub(crate) enum Reply {
     Value(Option<ByteBuf>),
     Count(u64),
     Keys(Vec<ByteBuf>),
-    Failed(Failure),
+    Failed(ErrorCode),
     /// Tests only: counts of what the server holds.
     #[cfg(test)]
     Census {
@@ -199,14 +199,14 @@ pub(crate) enum Reply {
 
 /// An item lent to a client: its bytes, or where they lie in the arena.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Lent {
+pub(crate) enum ItemPayload {
     Inline(ByteBuf),
     Shared { at: u64, len: u32 },
 }
 
 /// Why a request did not do what it asked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Failure {
+pub(crate) enum ErrorCode {
     Full,
     Empty,
     Timeout,
@@ -248,11 +248,14 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let mut out = Vec::new();
-        frame(&Request::Put { id: 7, item: ByteBuf::from(vec![1, 2, 3]), wait: Wait::Micros(5) }, &mut out).unwrap();
+        frame(&Request::Put { id: 7, item: ByteBuf::from(vec![1, 2, 3]), wait: WaitLimit::Micros(5) }, &mut out)
+            .unwrap();
         frame(&Request::Ack { n: 1 }, &mut out).unwrap();
         let first = frame_len(&out).unwrap();
         let req: Request = postcard::from_bytes(&out[HEADER..HEADER + first]).unwrap();
-        assert!(matches!(req, Request::Put { id: 7, ref item, wait: Wait::Micros(5) } if item.as_slice() == [1, 2, 3]));
+        assert!(
+            matches!(req, Request::Put { id: 7, ref item, wait: WaitLimit::Micros(5) } if item.as_slice() == [1, 2, 3])
+        );
         let rest = &out[HEADER + first..];
         let second = frame_len(rest).unwrap();
         assert!(matches!(postcard::from_bytes(&rest[HEADER..HEADER + second]).unwrap(), Request::Ack { n: 1 }));

@@ -7,10 +7,13 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ManagerError, PutError};
-use crate::manager::protocol::{Reply, Request, Wait};
-use crate::manager::putter;
-use crate::manager::{Handle, decode, encode, prefetch, unexpected, wait_for};
+use crate::manager::client::prefetch;
+use crate::manager::client::putter;
+use crate::manager::error::{
+    CallError, ErrorKind, GetError, GetTimeoutError, PutError, PutTimeoutError, TryGetError, TryPutError,
+};
+use crate::manager::protocol::{Reply, Request, WaitLimit};
+use crate::manager::{Handle, decode, encode, unexpected, wait_for};
 
 /// A FIFO queue of `T` shared through a [`Manager`](super::Manager): many producers and
 /// consumers, in any processes and threads. Created by
@@ -37,17 +40,17 @@ use crate::manager::{Handle, decode, encode, prefetch, unexpected, wait_for};
 /// # Examples
 /// ```
 /// use std::time::Duration;
-/// use stealpool::manager::{Manager, ManagerError};
+/// use stealpool::manager::{Manager, TryGetError};
 ///
 /// let manager = Manager::new().unwrap();
 /// let q = manager.bounded_queue::<u32>(2).unwrap();
 /// q.put(1).unwrap();
 /// q.put(2).unwrap();
 /// assert!(q.is_full().unwrap());
-/// assert!(q.put_timeout(3, Duration::from_millis(10)).unwrap_err().is_full());
+/// assert!(q.put_timeout(3, Duration::from_millis(10)).unwrap_err().is_timeout());
 /// assert_eq!(q.get(), Ok(1));
 /// assert_eq!(q.try_get(), Ok(2));
-/// assert_eq!(q.try_get(), Err(ManagerError::Empty));
+/// assert_eq!(q.try_get(), Err(TryGetError::Empty));
 /// ```
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
@@ -68,7 +71,7 @@ impl<T> Queue<T> {
         self.maxsize.map(|m| m as usize)
     }
 
-    fn state(&self) -> Result<(u64, bool), ManagerError> {
+    fn state(&self) -> Result<(u64, bool), ErrorKind> {
         match self.handle.call(&Request::QueueLen { id: self.handle.id })? {
             Reply::QueueLen { len, full } => Ok((len, full)),
             other => Err(unexpected(other)),
@@ -79,16 +82,16 @@ impl<T> Queue<T> {
     /// another process has read ahead are not counted.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] if the manager is gone.
-    pub fn len(&self) -> Result<usize, ManagerError> {
+    /// [`CallError::Disconnected`] if the manager is gone.
+    pub fn len(&self) -> Result<usize, CallError> {
         Ok(self.state()?.0 as usize)
     }
 
     /// Whether the queue holds no item now.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] if the manager is gone.
-    pub fn is_empty(&self) -> Result<bool, ManagerError> {
+    /// [`CallError::Disconnected`] if the manager is gone.
+    pub fn is_empty(&self) -> Result<bool, CallError> {
         Ok(self.state()?.0 == 0)
     }
 
@@ -96,26 +99,27 @@ impl<T> Queue<T> {
     /// yet confirmed receiving it still takes its slot (it comes back if the getter dies).
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] if the manager is gone.
-    pub fn is_full(&self) -> Result<bool, ManagerError> {
+    /// [`CallError::Disconnected`] if the manager is gone.
+    pub fn is_full(&self) -> Result<bool, CallError> {
         Ok(self.state()?.1)
     }
 }
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
-    fn put_with(&self, item: T, wait: Wait) -> Result<(), PutError<T>> {
+    /// Puts `item`; a failure hands it back with its kind, for the caller's own error type.
+    fn put_with(&self, item: T, wait: WaitLimit) -> Result<(), (T, ErrorKind)> {
         if self.maxsize.is_none() {
             // An unbounded queue always takes the item: do not wait for the server to say so.
-            return putter::put(&self.handle.address, self.handle.id, &item).map_err(|error| PutError { item, error });
+            return putter::put(&self.handle.address, self.handle.id, &item).map_err(|kind| (item, kind));
         }
         let bytes = match encode(&item) {
             Ok(b) => b,
-            Err(error) => return Err(PutError { item, error }),
+            Err(kind) => return Err((item, kind)),
         };
         match self.handle.call(&Request::Put { id: self.handle.id, item: bytes, wait }) {
             Ok(Reply::Done) => Ok(()),
-            Ok(other) => Err(PutError { item, error: unexpected(other) }),
-            Err(error) => Err(PutError { item, error }),
+            Ok(other) => Err((item, unexpected(other))),
+            Err(kind) => Err((item, kind)),
         }
     }
 
@@ -123,57 +127,58 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// returns `Ok`, the item is in the queue: it survives the death of the putter.
     ///
     /// # Errors
-    /// [`Disconnected`](ManagerError::Disconnected) if the manager is gone (also while
-    /// waiting), [`Serialization`](ManagerError::Serialization) if `item` does not serialize.
+    /// [`Disconnected`](PutError::Disconnected) if the manager is gone (also while
+    /// waiting), [`Serialization`](PutError::Serialization) if `item` does not serialize.
     /// The item is handed back in the [`PutError`].
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
-        self.put_with(item, Wait::Forever)
+        self.put_with(item, WaitLimit::Forever).map_err(|(item, kind)| PutError::new(item, kind))
     }
 
     /// Appends `item` if there is a free slot now.
     ///
     /// # Errors
-    /// As [`put`](Self::put), and [`Full`](ManagerError::Full) if there is no free slot.
-    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
-        self.put_with(item, Wait::No)
+    /// As [`put`](Self::put), and [`Full`](TryPutError::Full) if there is no free slot.
+    pub fn try_put(&self, item: T) -> Result<(), TryPutError<T>> {
+        self.put_with(item, WaitLimit::No).map_err(|(item, kind)| TryPutError::new(item, kind))
     }
 
     /// Appends `item`, waiting at most `timeout` for a free slot.
     ///
     /// # Errors
-    /// As [`put`](Self::put), and [`Full`](ManagerError::Full) if no slot freed up in time.
-    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
-        self.put_with(item, wait_for(timeout))
+    /// As [`put`](Self::put), and [`Timeout`](PutTimeoutError::Timeout) if no slot freed up
+    /// in time.
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutTimeoutError<T>> {
+        self.put_with(item, wait_for(timeout)).map_err(|(item, kind)| PutTimeoutError::new(item, kind))
     }
 
-    fn get_with(&self, wait: Wait) -> Result<T, ManagerError> {
+    fn get_with(&self, wait: WaitLimit) -> Result<T, ErrorKind> {
         prefetch::get(&self.handle, wait, decode)
     }
 
     /// Removes and returns the oldest item, waiting for one if the queue is empty.
     ///
     /// # Errors
-    /// [`Disconnected`](ManagerError::Disconnected) if the manager is gone (also while
-    /// waiting); [`Serialization`](ManagerError::Serialization) if the item does not
+    /// [`Disconnected`](GetError::Disconnected) if the manager is gone (also while
+    /// waiting); [`Serialization`](GetError::Serialization) if the item does not
     /// deserialize as `T`.
-    pub fn get(&self) -> Result<T, ManagerError> {
-        self.get_with(Wait::Forever)
+    pub fn get(&self) -> Result<T, GetError> {
+        self.get_with(WaitLimit::Forever).map_err(GetError::from)
     }
 
     /// Removes and returns the oldest item if there is one now.
     ///
     /// # Errors
-    /// As [`get`](Self::get), and [`Empty`](ManagerError::Empty) if the queue is empty.
-    pub fn try_get(&self) -> Result<T, ManagerError> {
-        self.get_with(Wait::No)
+    /// As [`get`](Self::get), and [`Empty`](TryGetError::Empty) if the queue is empty.
+    pub fn try_get(&self) -> Result<T, TryGetError> {
+        self.get_with(WaitLimit::No).map_err(TryGetError::from)
     }
 
     /// Removes and returns the oldest item, waiting at most `timeout` for one.
     ///
     /// # Errors
-    /// As [`get`](Self::get), and [`Empty`](ManagerError::Empty) if none came in time.
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T, ManagerError> {
-        self.get_with(wait_for(timeout))
+    /// As [`get`](Self::get), and [`Timeout`](GetTimeoutError::Timeout) if none came in time.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
+        self.get_with(wait_for(timeout)).map_err(GetTimeoutError::from)
     }
 }
 

@@ -10,9 +10,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ManagerError;
-use crate::manager::protocol::{Reply, Request, Wait};
-use crate::manager::wire::{self, Conn};
+use crate::manager::client::connection::{self, Conn};
+use crate::manager::error::{
+    AcquireError, AcquireTimeoutError, BarrierWaitError, BarrierWaitTimeoutError, CallError, ErrorKind, ReleaseError,
+    TryAcquireError,
+};
+use crate::manager::protocol::{Reply, Request, WaitLimit};
 use crate::manager::{Handle, unexpected, wait_for};
 
 /// Something acquired on a connection of its own; released (through that connection) on drop.
@@ -23,29 +26,29 @@ struct Held {
 }
 
 impl Held {
-    fn acquire(handle: &Handle, wait: Wait) -> Result<Held, ManagerError> {
+    fn acquire(handle: &Handle, wait: WaitLimit) -> Result<Held, ErrorKind> {
         let request = Request::Acquire { id: handle.id, wait };
-        let mut conn = wire::take_for(&handle.address, &request)?;
+        let mut conn = connection::take_for(&handle.address, &request)?;
         match conn.call(&request) {
             Ok(Reply::Acquired { owner_died }) => Ok(Held { handle: handle.clone(), conn: Some(conn), owner_died }),
             Ok(other) => {
-                wire::give_back(&handle.address, conn);
+                connection::give_back(&handle.address, conn);
                 Err(unexpected(other))
             }
             Err(e) => {
-                if !e.is_disconnected() {
-                    wire::give_back(&handle.address, conn);
+                if e != ErrorKind::Disconnected {
+                    connection::give_back(&handle.address, conn);
                 }
                 Err(e)
             }
         }
     }
 
-    fn release(&mut self) -> Result<(), ManagerError> {
+    fn release(&mut self) -> Result<(), ErrorKind> {
         let Some(mut conn) = self.conn.take() else { return Ok(()) };
         match conn.call(&Request::Release { id: self.handle.id })? {
             Reply::Done => {
-                wire::give_back(&self.handle.address, conn);
+                connection::give_back(&self.handle.address, conn);
                 Ok(())
             }
             other => Err(unexpected(other)),
@@ -69,13 +72,13 @@ impl Drop for Held {
 ///
 /// # Examples
 /// ```
-/// use stealpool::manager::{Manager, ManagerError};
+/// use stealpool::manager::{Manager, TryAcquireError};
 ///
 /// let manager = Manager::new().unwrap();
 /// let lock = manager.lock().unwrap();
 /// let guard = lock.lock().unwrap();
 /// assert!(!guard.previous_owner_died());
-/// assert_eq!(lock.try_lock().unwrap_err(), ManagerError::WouldBlock);
+/// assert_eq!(lock.try_lock().unwrap_err(), TryAcquireError::WouldBlock);
 /// drop(guard);
 /// assert!(lock.try_lock().is_ok());
 /// ```
@@ -92,27 +95,27 @@ impl Lock {
     /// Waits for the lock and takes it.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] if the manager is gone (also while waiting).
-    pub fn lock(&self) -> Result<LockGuard, ManagerError> {
-        Held::acquire(&self.handle, Wait::Forever).map(LockGuard)
+    /// `Disconnected` if the manager is gone (also while waiting).
+    pub fn lock(&self) -> Result<LockGuard, AcquireError> {
+        Held::acquire(&self.handle, WaitLimit::Forever).map(LockGuard).map_err(Into::into)
     }
 
     /// Takes the lock if it is free now.
     ///
     /// # Errors
-    /// [`WouldBlock`](ManagerError::WouldBlock) if it is held;
-    /// [`Disconnected`](ManagerError::Disconnected) if the manager is gone.
-    pub fn try_lock(&self) -> Result<LockGuard, ManagerError> {
-        Held::acquire(&self.handle, Wait::No).map(LockGuard)
+    /// [`WouldBlock`](TryAcquireError::WouldBlock) if it is held;
+    /// [`Disconnected`](CallError::Disconnected) if the manager is gone.
+    pub fn try_lock(&self) -> Result<LockGuard, TryAcquireError> {
+        Held::acquire(&self.handle, WaitLimit::No).map(LockGuard).map_err(Into::into)
     }
 
     /// Waits at most `timeout` for the lock.
     ///
     /// # Errors
-    /// [`Timeout`](ManagerError::Timeout) if it stayed held;
-    /// [`Disconnected`](ManagerError::Disconnected) if the manager is gone.
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard, ManagerError> {
-        Held::acquire(&self.handle, wait_for(timeout)).map(LockGuard)
+    /// `Timeout` if it stayed held;
+    /// [`Disconnected`](CallError::Disconnected) if the manager is gone.
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard, AcquireTimeoutError> {
+        Held::acquire(&self.handle, wait_for(timeout)).map(LockGuard).map_err(Into::into)
     }
 }
 
@@ -134,9 +137,9 @@ impl LockGuard {
     /// Unlocks now, reporting whether the manager could be told.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] if the manager is gone (the lock is gone with it).
-    pub fn unlock(mut self) -> Result<(), ManagerError> {
-        self.0.release()
+    /// `Disconnected` if the manager is gone (the lock is gone with it).
+    pub fn unlock(mut self) -> Result<(), CallError> {
+        Ok(self.0.release()?)
     }
 }
 
@@ -154,21 +157,21 @@ impl fmt::Debug for LockGuard {
 /// dropped. Permits held by a process that dies come back too, and the next acquirer is told
 /// ([`SemaphorePermit::previous_owner_died`]). The count never grows past the number of
 /// permits the semaphore was made with: [`release`](Self::release) with no permit out is
-/// [`ManagerError::OverReleased`].
+/// [`ReleaseError::OverReleased`].
 ///
 /// # Examples
 /// ```
-/// use stealpool::manager::{Manager, ManagerError};
+/// use stealpool::manager::{Manager, ReleaseError, TryAcquireError};
 ///
 /// let manager = Manager::new().unwrap();
 /// let room = manager.semaphore(2).unwrap();
 /// let a = room.acquire().unwrap();
 /// let b = room.acquire().unwrap();
-/// assert_eq!(room.try_acquire().unwrap_err(), ManagerError::WouldBlock);
+/// assert_eq!(room.try_acquire().unwrap_err(), TryAcquireError::WouldBlock);
 /// drop(a);
 /// b.forget(); // keep the permit out; someone will `release` it
 /// room.release().unwrap();
-/// assert_eq!(room.release(), Err(ManagerError::OverReleased));
+/// assert_eq!(room.release(), Err(ReleaseError::OverReleased));
 /// ```
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Semaphore {
@@ -183,37 +186,37 @@ impl Semaphore {
     /// Waits for a permit and takes it.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] if the manager is gone (also while waiting).
-    pub fn acquire(&self) -> Result<SemaphorePermit, ManagerError> {
-        Held::acquire(&self.handle, Wait::Forever).map(SemaphorePermit)
+    /// `Disconnected` if the manager is gone (also while waiting).
+    pub fn acquire(&self) -> Result<SemaphorePermit, AcquireError> {
+        Held::acquire(&self.handle, WaitLimit::Forever).map(SemaphorePermit).map_err(Into::into)
     }
 
     /// Takes a permit if one is free now.
     ///
     /// # Errors
-    /// [`WouldBlock`](ManagerError::WouldBlock) if none is free;
-    /// [`Disconnected`](ManagerError::Disconnected) if the manager is gone.
-    pub fn try_acquire(&self) -> Result<SemaphorePermit, ManagerError> {
-        Held::acquire(&self.handle, Wait::No).map(SemaphorePermit)
+    /// [`WouldBlock`](TryAcquireError::WouldBlock) if none is free;
+    /// [`Disconnected`](CallError::Disconnected) if the manager is gone.
+    pub fn try_acquire(&self) -> Result<SemaphorePermit, TryAcquireError> {
+        Held::acquire(&self.handle, WaitLimit::No).map(SemaphorePermit).map_err(Into::into)
     }
 
     /// Waits at most `timeout` for a permit.
     ///
     /// # Errors
-    /// [`Timeout`](ManagerError::Timeout) if none came free in time;
-    /// [`Disconnected`](ManagerError::Disconnected) if the manager is gone.
-    pub fn acquire_timeout(&self, timeout: Duration) -> Result<SemaphorePermit, ManagerError> {
-        Held::acquire(&self.handle, wait_for(timeout)).map(SemaphorePermit)
+    /// `Timeout` if none came free in time;
+    /// [`Disconnected`](CallError::Disconnected) if the manager is gone.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<SemaphorePermit, AcquireTimeoutError> {
+        Held::acquire(&self.handle, wait_for(timeout)).map(SemaphorePermit).map_err(Into::into)
     }
 
     /// Gives back a permit that was taken out with [`SemaphorePermit::forget`] (here or in any
     /// other process).
     ///
     /// # Errors
-    /// [`OverReleased`](ManagerError::OverReleased) if no permit is out;
-    /// [`Disconnected`](ManagerError::Disconnected) if the manager is gone.
-    pub fn release(&self) -> Result<(), ManagerError> {
-        self.handle.call_done(&Request::Release { id: self.handle.id })
+    /// [`OverReleased`](ReleaseError::OverReleased) if no permit is out;
+    /// [`Disconnected`](CallError::Disconnected) if the manager is gone.
+    pub fn release(&self) -> Result<(), ReleaseError> {
+        Ok(self.handle.call_done(&Request::Release { id: self.handle.id })?)
     }
 }
 
@@ -237,7 +240,7 @@ impl SemaphorePermit {
     /// when this process ends.
     pub fn forget(mut self) {
         if let Some(conn) = self.0.conn.take() {
-            wire::give_back(&self.0.handle.address, conn);
+            connection::give_back(&self.0.handle.address, conn);
         }
     }
 }
@@ -279,31 +282,31 @@ impl Event {
     /// Sets the flag and wakes every waiter.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] if the manager is gone.
-    pub fn set(&self) -> Result<(), ManagerError> {
-        self.handle.call_done(&Request::SetEvent { id: self.handle.id, value: true })
+    /// `Disconnected` if the manager is gone.
+    pub fn set(&self) -> Result<(), CallError> {
+        Ok(self.handle.call_done(&Request::SetEvent { id: self.handle.id, value: true })?)
     }
 
     /// Clears the flag.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] if the manager is gone.
-    pub fn clear(&self) -> Result<(), ManagerError> {
-        self.handle.call_done(&Request::SetEvent { id: self.handle.id, value: false })
+    /// `Disconnected` if the manager is gone.
+    pub fn clear(&self) -> Result<(), CallError> {
+        Ok(self.handle.call_done(&Request::SetEvent { id: self.handle.id, value: false })?)
     }
 
     /// Whether the flag is set.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] if the manager is gone.
-    pub fn is_set(&self) -> Result<bool, ManagerError> {
+    /// `Disconnected` if the manager is gone.
+    pub fn is_set(&self) -> Result<bool, CallError> {
         match self.handle.call(&Request::IsSet { id: self.handle.id })? {
             Reply::Flag(set) => Ok(set),
-            other => Err(unexpected(other)),
+            other => Err(unexpected(other).into()),
         }
     }
 
-    fn wait_with(&self, wait: Wait) -> Result<bool, ManagerError> {
+    fn wait_with(&self, wait: WaitLimit) -> Result<bool, ErrorKind> {
         match self.handle.call(&Request::WaitEvent { id: self.handle.id, wait })? {
             Reply::Flag(set) => Ok(set),
             other => Err(unexpected(other)),
@@ -313,18 +316,18 @@ impl Event {
     /// Waits until the flag is set.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] if the manager is gone (also while waiting).
-    pub fn wait(&self) -> Result<(), ManagerError> {
-        self.wait_with(Wait::Forever).map(drop)
+    /// `Disconnected` if the manager is gone (also while waiting).
+    pub fn wait(&self) -> Result<(), CallError> {
+        Ok(self.wait_with(WaitLimit::Forever).map(drop)?)
     }
 
     /// Waits at most `timeout` for the flag; returns whether it is set, like Python's
     /// `Event.wait(timeout)`.
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] if the manager is gone (also while waiting).
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool, ManagerError> {
-        self.wait_with(wait_for(timeout))
+    /// `Disconnected` if the manager is gone (also while waiting).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool, CallError> {
+        Ok(self.wait_with(wait_for(timeout))?)
     }
 }
 
@@ -366,7 +369,7 @@ impl Barrier {
         self.parties
     }
 
-    fn wait_with(&self, wait: Wait) -> Result<usize, ManagerError> {
+    fn wait_with(&self, wait: WaitLimit) -> Result<usize, ErrorKind> {
         match self.handle.call(&Request::WaitBarrier { id: self.handle.id, wait })? {
             Reply::Index(i) => Ok(i as usize),
             other => Err(unexpected(other)),
@@ -377,28 +380,28 @@ impl Barrier {
     /// first to arrive up to `parties() - 1` for the last.
     ///
     /// # Errors
-    /// [`BrokenBarrier`](ManagerError::BrokenBarrier) if the barrier is or becomes broken;
-    /// [`Disconnected`](ManagerError::Disconnected) if the manager is gone.
-    pub fn wait(&self) -> Result<usize, ManagerError> {
-        self.wait_with(Wait::Forever)
+    /// [`Broken`](BarrierWaitError::Broken) if the barrier is or becomes broken;
+    /// [`Disconnected`](CallError::Disconnected) if the manager is gone.
+    pub fn wait(&self) -> Result<usize, BarrierWaitError> {
+        Ok(self.wait_with(WaitLimit::Forever)?)
     }
 
     /// As [`wait`](Self::wait), for at most `timeout`.
     ///
     /// # Errors
-    /// As [`wait`](Self::wait), and [`Timeout`](ManagerError::Timeout) if the others did not
+    /// As [`wait`](Self::wait), and `Timeout` if the others did not
     /// arrive in time (which breaks the barrier).
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<usize, ManagerError> {
-        self.wait_with(wait_for(timeout))
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<usize, BarrierWaitTimeoutError> {
+        Ok(self.wait_with(wait_for(timeout))?)
     }
 
     /// Returns the barrier to its first state; parties waiting now get
-    /// [`BrokenBarrier`](ManagerError::BrokenBarrier).
+    /// [`Broken`](BarrierWaitError::Broken).
     ///
     /// # Errors
-    /// [`ManagerError::Disconnected`] if the manager is gone.
-    pub fn reset(&self) -> Result<(), ManagerError> {
-        self.handle.call_done(&Request::ResetBarrier { id: self.handle.id })
+    /// `Disconnected` if the manager is gone.
+    pub fn reset(&self) -> Result<(), CallError> {
+        Ok(self.handle.call_done(&Request::ResetBarrier { id: self.handle.id })?)
     }
 }
 

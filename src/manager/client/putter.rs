@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::error::ManagerError;
 use crate::manager::arena::{self, CHUNK, Mapping, SHARED_MIN, Span};
+use crate::manager::client::connection::{self, Address, Conn, PerProcess};
+use crate::manager::error::ErrorKind;
 use crate::manager::protocol::{Reply, Request};
-use crate::manager::wire::{self, Address, Conn, PerProcess};
 
 /// Items start at multiples of this in a chunk, so two items never share a cache line.
 const ALIGN: usize = 64;
@@ -40,12 +40,12 @@ struct Putter {
 /// This process's putters, by manager name.
 static PUTTERS: PerProcess<HashMap<String, Arc<Mutex<Putter>>>> = PerProcess::new();
 
-fn putter(address: &Address) -> Result<Arc<Mutex<Putter>>, ManagerError> {
+fn putter(address: &Address) -> Result<Arc<Mutex<Putter>>, ErrorKind> {
     if let Some(p) = PUTTERS.with(|putters| putters.get(&address.name).cloned()) {
         return Ok(p);
     }
     let mapping = arena::mapping(address, None);
-    let conn = wire::take(address)?;
+    let conn = connection::take(address)?;
     let made = Arc::new(Mutex::new(Putter { conn, mapping, chunk: None, refused: None }));
     Ok(PUTTERS.with(|putters| Arc::clone(putters.entry(address.name.clone()).or_insert(made))))
 }
@@ -58,12 +58,12 @@ pub(crate) fn forget(address: &Address) {
 
 /// Puts `item` into unbounded queue `queue`. Returns once the request is in the manager's
 /// socket: it will be applied even if this process dies at once.
-pub(crate) fn put<T: Serialize>(address: &Address, queue: u64, item: &T) -> Result<(), ManagerError> {
-    let size = postcard::experimental::serialized_size(item).map_err(|e| ManagerError::Serialization(e.to_string()))?;
+pub(crate) fn put<T: Serialize>(address: &Address, queue: u64, item: &T) -> Result<(), ErrorKind> {
+    let size = postcard::experimental::serialized_size(item).map_err(|e| ErrorKind::Serialization(e.to_string()))?;
     let shared = putter(address)?;
     let mut p = shared.lock();
     let result = p.put(queue, item, size);
-    if matches!(result, Err(ManagerError::Disconnected)) {
+    if matches!(result, Err(ErrorKind::Disconnected)) {
         drop(p);
         forget(address);
     }
@@ -71,7 +71,7 @@ pub(crate) fn put<T: Serialize>(address: &Address, queue: u64, item: &T) -> Resu
 }
 
 impl Putter {
-    fn put<T: Serialize>(&mut self, queue: u64, item: &T, size: usize) -> Result<(), ManagerError> {
+    fn put<T: Serialize>(&mut self, queue: u64, item: &T, size: usize) -> Result<(), ErrorKind> {
         if (SHARED_MIN..=CHUNK).contains(&size)
             && let Some((chunk, used)) = self.room(size)?
         {
@@ -82,18 +82,18 @@ impl Putter {
             let mapping = self.mapping.as_ref().expect("a chunk is only asked for with a mapping");
             let written = mapping
                 .write(room, item)
-                .ok_or_else(|| ManagerError::Serialization("the item did not serialize into its room".into()))?;
+                .ok_or_else(|| ErrorKind::Serialization("the item did not serialize into its room".into()))?;
             self.chunk = Some((chunk, (used + written).next_multiple_of(ALIGN)));
             let at = Span { len: written as u32, ..room }.at();
             return self.conn.send_only(&Request::PutShared { id: queue, at, len: written as u32 });
         }
-        let bytes = postcard::to_stdvec(item).map_err(|e| ManagerError::Serialization(e.to_string()))?;
+        let bytes = postcard::to_stdvec(item).map_err(|e| ErrorKind::Serialization(e.to_string()))?;
         self.conn.send_only(&Request::PutNoReply { id: queue, item: bytes.into() })
     }
 
     /// Where in the arena an item of `size` bytes can go: the held chunk if it has room, else
     /// a new one. `None`: inline (no mapping, or the arena is full).
-    fn room(&mut self, size: usize) -> Result<Option<(u32, usize)>, ManagerError> {
+    fn room(&mut self, size: usize) -> Result<Option<(u32, usize)>, ErrorKind> {
         if self.mapping.is_none() {
             return Ok(None);
         }

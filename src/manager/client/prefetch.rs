@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::error::ManagerError;
 use crate::manager::arena::{self, CHUNK, Mapping, Span};
-use crate::manager::protocol::{Lent, Reply, Request, Wait};
-use crate::manager::wire::{self, Conn, PerProcess};
+use crate::manager::client::connection::{self, Conn, PerProcess};
+use crate::manager::error::ErrorKind;
+use crate::manager::protocol::{ItemPayload, Reply, Request, WaitLimit};
 use crate::manager::{Handle, unexpected};
 
 /// A `get` that follows the previous one within this time counts as draining.
@@ -41,7 +41,7 @@ const SWEEP_AT: usize = 256;
 
 struct Buffer {
     conn: Option<Conn>,
-    items: VecDeque<Lent>,
+    items: VecDeque<ItemPayload>,
     /// This process's mapping of the manager's arena, for items lent by position; `None` if
     /// there is none (then the server sends every item inline).
     mapping: Option<Option<Arc<Mapping>>>,
@@ -79,34 +79,34 @@ fn buffer(handle: &Handle) -> Shared {
 
 /// Takes the next item of the queue for the program, as `decode` makes it of the item's
 /// bytes.
-pub(super) fn get<T>(
+pub(crate) fn get<T>(
     handle: &Handle,
-    wait: Wait,
-    decode: impl Fn(&[u8]) -> Result<T, ManagerError>,
-) -> Result<T, ManagerError> {
+    wait: WaitLimit,
+    decode: impl Fn(&[u8]) -> Result<T, ErrorKind>,
+) -> Result<T, ErrorKind> {
     let started = Instant::now();
     let shared = buffer(handle);
     // Another thread of this process may be waiting for the queue with the buffer locked; we
     // queue up behind it, within our own time limit.
     let mut b = match wait {
-        Wait::Forever => shared.lock(),
-        Wait::No => shared.try_lock().ok_or(ManagerError::Empty)?,
-        Wait::Micros(us) => shared.try_lock_for(Duration::from_micros(us)).ok_or(ManagerError::Empty)?,
+        WaitLimit::Forever => shared.lock(),
+        WaitLimit::No => shared.try_lock().ok_or(ErrorKind::Empty)?,
+        WaitLimit::Micros(us) => shared.try_lock_for(Duration::from_micros(us)).ok_or(ErrorKind::Empty)?,
     };
     let item = loop {
         if b.items.is_empty() {
             let draining = b.last_get.is_some_and(|t| t.elapsed() < FAST);
             b.batch = if draining { (b.batch * 2).min(MAX_BATCH) } else { 1 };
             let wait = match wait {
-                Wait::Micros(us) => {
-                    Wait::Micros(us.saturating_sub(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)))
-                }
+                WaitLimit::Micros(us) => WaitLimit::Micros(
+                    us.saturating_sub(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)),
+                ),
                 w => w,
             };
             let mapping = match &b.mapping {
                 Some(known) => known.clone(),
                 None => {
-                    let mapping = arena::mapping(&handle.address, wire::client_deadline(wait));
+                    let mapping = arena::mapping(&handle.address, connection::client_deadline(wait));
                     // Remember it only once the server answered (it may have been too slow).
                     if mapping.is_some() || arena::known(&handle.address) {
                         b.mapping = Some(mapping.clone());
@@ -117,7 +117,7 @@ pub(super) fn get<T>(
             let request = Request::Get { id: handle.id, wait, max: b.batch, shared: mapping.is_some() };
             let mut conn = match b.conn.take() {
                 Some(c) => c,
-                None => wire::take_for(&handle.address, &request)?,
+                None => connection::take_for(&handle.address, &request)?,
             };
             match conn.call(&request) {
                 Ok(Reply::Items(items)) if !items.is_empty() => {
@@ -125,21 +125,21 @@ pub(super) fn get<T>(
                     b.conn = Some(conn);
                 }
                 Ok(other) => {
-                    wire::give_back(&handle.address, conn);
+                    connection::give_back(&handle.address, conn);
                     return Err(unexpected(other));
                 }
                 Err(e) => {
-                    if !e.is_disconnected() {
-                        wire::give_back(&handle.address, conn);
+                    if e != ErrorKind::Disconnected {
+                        connection::give_back(&handle.address, conn);
                     }
                     return Err(e);
                 }
             }
         }
         let item = match b.items.pop_front().expect("filled above") {
-            Lent::Inline(bytes) => decode(&bytes),
+            ItemPayload::Inline(bytes) => decode(&bytes),
             // Copied out of the shared memory before it is decoded (`arena::Mapping`).
-            Lent::Shared { at, len } => match (Span::from_at(at, len), b.mapping.clone().flatten()) {
+            ItemPayload::Shared { at, len } => match (Span::from_at(at, len), b.mapping.clone().flatten()) {
                 (Some(span), Some(mapping)) => SCRATCH.with_borrow_mut(|scratch| {
                     if scratch.capacity() < CHUNK + PAGE {
                         // Once per thread, room for the largest item.
@@ -153,14 +153,12 @@ pub(super) fn get<T>(
                     if let Some(bytes) = mapping.read_at(span, scratch, skew) {
                         decode(bytes)
                     } else {
-                        Err(ManagerError::Serialization(format!(
+                        Err(ErrorKind::Serialization(format!(
                             "the manager lent an item outside its arena ({at}, {len})"
                         )))
                     }
                 }),
-                _ => Err(ManagerError::Serialization(format!(
-                    "the manager lent an item outside its arena ({at}, {len})"
-                ))),
+                _ => Err(ErrorKind::Serialization(format!("the manager lent an item outside its arena ({at}, {len})"))),
             },
         };
         // Acknowledge before handing it over: from here on the item is the program's (also an
@@ -180,7 +178,7 @@ pub(super) fn get<T>(
         // Nothing lent any more: the connection goes back to the pool, so that a process
         // that reads many queues does not keep a socket per queue.
         if let Some(conn) = b.conn.take() {
-            wire::give_back(&handle.address, conn);
+            connection::give_back(&handle.address, conn);
         }
     } else {
         returner::watch(&shared);
@@ -202,7 +200,7 @@ mod returner {
     static WAKE: Condvar = Condvar::new();
 
     /// Makes sure a buffer that holds items is looked at.
-    pub(super) fn watch(buffer: &Shared) {
+    pub(crate) fn watch(buffer: &Shared) {
         let pid = std::process::id();
         let mut w = WATCH.lock();
         if w.as_ref().is_none_or(|w| w.pid != pid) {
@@ -261,6 +259,6 @@ mod returner {
 
 /// How many read-ahead buffers this process keeps (for tests).
 #[cfg(test)]
-pub(super) fn buffer_count() -> usize {
+pub(crate) fn buffer_count() -> usize {
     BUFFERS.with(|by_queue| by_queue.len())
 }

@@ -23,9 +23,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::deadline;
-use crate::error::ManagerError;
 use crate::manager::auth::{self, Nonce, Secret};
-use crate::manager::protocol::{self, Failure, HANDSHAKE_FRAME, HEADER, MAX_FRAME, Reply, Request, Wait};
+use crate::manager::error::ErrorKind;
+use crate::manager::protocol::{self, ErrorCode, HANDSHAKE_FRAME, HEADER, MAX_FRAME, Reply, Request, WaitLimit};
 
 /// Where a manager listens (a Linux abstract socket name, so nothing is left on disk when it
 /// dies) and the secret both ends prove they know (`auth.rs`).
@@ -116,13 +116,13 @@ fn read_exact(stream: &UnixStream, mut buf: &mut [u8], deadline: Option<Instant>
 
 /// The client-side deadline of a request that waits, and the reply that stands for "nothing
 /// came in time" if the server has not answered by then. `None`: the request waits as long
-/// as it takes (no wait, or `Wait::Forever`).
+/// as it takes (no wait, or `WaitLimit::Forever`).
 fn patience(request: &Request) -> Option<(Instant, Reply)> {
     let (wait, expired) = match request {
-        Request::Get { wait, .. } => (*wait, Reply::Failed(Failure::Empty)),
-        Request::Put { wait, .. } => (*wait, Reply::Failed(Failure::Full)),
-        Request::Acquire { wait: Wait::No, .. } => (Wait::No, Reply::Failed(Failure::WouldBlock)),
-        Request::Acquire { wait, .. } | Request::WaitBarrier { wait, .. } => (*wait, Reply::Failed(Failure::Timeout)),
+        Request::Get { wait, .. } => (*wait, Reply::Failed(ErrorCode::Empty)),
+        Request::Put { wait, .. } => (*wait, Reply::Failed(ErrorCode::Full)),
+        Request::Acquire { wait: WaitLimit::No, .. } => (WaitLimit::No, Reply::Failed(ErrorCode::WouldBlock)),
+        Request::Acquire { wait, .. } | Request::WaitBarrier { wait, .. } => (*wait, Reply::Failed(ErrorCode::Timeout)),
         Request::WaitEvent { wait, .. } => (*wait, Reply::Flag(false)),
         _ => return None,
     };
@@ -131,11 +131,11 @@ fn patience(request: &Request) -> Option<(Instant, Reply)> {
 
 /// When a client stops waiting for the answer to a request that waits as `wait` says:
 /// [`GRACE`] after the server should have answered. `None`: never.
-pub(crate) fn client_deadline(wait: Wait) -> Option<Instant> {
+pub(crate) fn client_deadline(wait: WaitLimit) -> Option<Instant> {
     match wait {
-        Wait::Forever => None,
-        Wait::No => deadline::after(GRACE),
-        Wait::Micros(us) => deadline::after(Duration::from_micros(us))?.checked_add(GRACE),
+        WaitLimit::Forever => None,
+        WaitLimit::No => deadline::after(GRACE),
+        WaitLimit::Micros(us) => deadline::after(Duration::from_micros(us))?.checked_add(GRACE),
     }
 }
 
@@ -144,6 +144,44 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+/// Reads the first bytes of a message into `buf`, with the descriptor attached to them
+/// (`SCM_RIGHTS`), if any, given up at `deadline` ([`HANDSHAKE`] at a time without one).
+/// Returns how many bytes came (0: the peer closed). The client's one `recvmsg`; the server's
+/// one `sendmsg` is `send_with_fd` in `server/conn.rs`.
+fn recv_with_fd(
+    stream: &UnixStream,
+    buf: &mut [u8],
+    deadline: Option<Instant>,
+) -> Result<(usize, Option<OwnedFd>), Stop> {
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let (got, fd) = loop {
+        if let Some(d) = deadline {
+            ready(stream, PollFlags::POLLIN, d)?;
+        }
+        let mut iov = [IoSliceMut::new(buf)];
+        let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
+        match recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), flags) {
+            Ok(msg) => {
+                let fd = msg.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
+                    ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                    _ => None,
+                });
+                break (msg.bytes, fd);
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) if deadline.is_none() => {
+                ready(stream, PollFlags::POLLIN, Instant::now() + HANDSHAKE)?;
+            }
+            Err(nix::errno::Errno::EAGAIN) => {}
+            Err(_) => return Err(Stop::Closed),
+        }
+    };
+    // SAFETY: the kernel just installed this descriptor in our table for this message
+    // (`SCM_RIGHTS`); nothing else knows of it, so we are its only owner.
+    let fd = fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok((got, fd))
 }
 
 /// One connection to a manager.
@@ -158,32 +196,32 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// Connects and authenticates (`auth.rs`), within `deadline` and [`HANDSHAKE`].
-    fn open(address: &Address, deadline: Option<Instant>) -> Result<Conn, ManagerError> {
-        let addr = address.socket_addr().map_err(|_| ManagerError::Disconnected)?;
-        let stream = UnixStream::connect_addr(&addr).map_err(|_| ManagerError::Disconnected)?;
+    fn open(address: &Address, deadline: Option<Instant>) -> Result<Conn, ErrorKind> {
+        let addr = address.socket_addr().map_err(|_| ErrorKind::Disconnected)?;
+        let stream = UnixStream::connect_addr(&addr).map_err(|_| ErrorKind::Disconnected)?;
         // Only a manager of our own user can be ours (another user may have taken the name of
         // one that is gone); the proof below is what settles it.
-        let uid = getsockopt(&stream, PeerCredentials).map_err(|_| ManagerError::Disconnected)?.uid();
+        let uid = getsockopt(&stream, PeerCredentials).map_err(|_| ErrorKind::Disconnected)?.uid();
         if uid != nix::unistd::geteuid().as_raw() {
-            return Err(ManagerError::Disconnected);
+            return Err(ErrorKind::Disconnected);
         }
         let deadline = earliest(deadline, deadline::after(HANDSHAKE));
         let mut conn = Conn { stream, buf: Vec::with_capacity(256), abandoned: false };
-        let nc: Nonce = auth::random().map_err(|_| ManagerError::Disconnected)?;
-        let closed = |_| ManagerError::Disconnected;
+        let nc: Nonce = auth::random().map_err(|_| ErrorKind::Disconnected)?;
+        let closed = |_| ErrorKind::Disconnected;
         conn.send_by(&Request::Hello { nonce: nc }, deadline).map_err(closed)?;
         let Reply::Challenge { nonce: ns, proof } = conn.reply_by(deadline, HANDSHAKE_FRAME).map_err(closed)? else {
-            return Err(ManagerError::Disconnected);
+            return Err(ErrorKind::Disconnected);
         };
         if !auth::check_server(&address.secret, &nc, &ns, &proof) {
             // Not our manager: it gets nothing more from us.
-            return Err(ManagerError::Disconnected);
+            return Err(ErrorKind::Disconnected);
         }
         conn.send_by(&Request::Proof { proof: auth::client_proof(&address.secret, &ns, &nc) }, deadline)
             .map_err(closed)?;
         match conn.reply_by(deadline, HANDSHAKE_FRAME).map_err(closed)? {
             Reply::Done => Ok(conn),
-            _ => Err(ManagerError::Disconnected),
+            _ => Err(ErrorKind::Disconnected),
         }
     }
 
@@ -191,7 +229,7 @@ impl Conn {
     /// finished; any other error leaves it usable. A request that waits on the server keeps
     /// its deadline here too ([`GRACE`] later): a server that does not answer by then gets
     /// the connection closed, and the call the answer "nothing came in time".
-    pub(crate) fn call(&mut self, request: &Request) -> Result<Reply, ManagerError> {
+    pub(crate) fn call(&mut self, request: &Request) -> Result<Reply, ErrorKind> {
         let (deadline, expired) = patience(request).unzip();
         let result = match self.send_by(request, deadline) {
             Ok(()) => self.reply_by(deadline, MAX_FRAME),
@@ -203,7 +241,7 @@ impl Conn {
                 self.abandoned = true;
                 Ok(expired)
             }
-            (Err(_), _) => Err(ManagerError::Disconnected),
+            (Err(_), _) => Err(ErrorKind::Disconnected),
         }
     }
 
@@ -214,13 +252,13 @@ impl Conn {
         &mut self,
         request: &Request,
         deadline: Option<Instant>,
-    ) -> Result<(Reply, Option<OwnedFd>), ManagerError> {
+    ) -> Result<(Reply, Option<OwnedFd>), ErrorKind> {
         let deadline = earliest(deadline, deadline::after(HANDSHAKE));
         let result = self.call_with_fd_by(request, deadline);
         if result.is_err() {
             self.abandoned = true;
         }
-        result.map_err(|_| ManagerError::Disconnected)
+        result.map_err(|_| ErrorKind::Disconnected)
     }
 
     fn call_with_fd_by(
@@ -230,32 +268,7 @@ impl Conn {
     ) -> Result<(Reply, Option<OwnedFd>), Stop> {
         self.send_by(request, deadline)?;
         let mut header = [0u8; HEADER];
-        let mut space = nix::cmsg_space!([RawFd; 1]);
-        let (got, fd) = loop {
-            if let Some(d) = deadline {
-                ready(&self.stream, PollFlags::POLLIN, d)?;
-            }
-            let mut iov = [IoSliceMut::new(&mut header)];
-            let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
-            match recvmsg::<()>(self.stream.as_raw_fd(), &mut iov, Some(&mut space), flags) {
-                Ok(msg) => {
-                    let fd = msg.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
-                        ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-                        _ => None,
-                    });
-                    break (msg.bytes, fd);
-                }
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(nix::errno::Errno::EAGAIN) if deadline.is_none() => {
-                    ready(&self.stream, PollFlags::POLLIN, Instant::now() + HANDSHAKE)?;
-                }
-                Err(nix::errno::Errno::EAGAIN) => {}
-                Err(_) => return Err(Stop::Closed),
-            }
-        };
-        // SAFETY: the kernel just installed this descriptor in our table for this message
-        // (`SCM_RIGHTS`); nothing else knows of it, so we are its only owner.
-        let fd = fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        let (got, fd) = recv_with_fd(&self.stream, &mut header, deadline)?;
         if got == 0 {
             return Err(Stop::Closed);
         }
@@ -286,10 +299,10 @@ impl Conn {
     }
 
     /// Sends a request that has no reply.
-    pub(crate) fn send_only(&mut self, request: &Request) -> Result<(), ManagerError> {
+    pub(crate) fn send_only(&mut self, request: &Request) -> Result<(), ErrorKind> {
         self.buf.clear();
-        protocol::frame(request, &mut self.buf).map_err(|e| ManagerError::Serialization(e.to_string()))?;
-        send_all(&self.stream, &self.buf, None).map_err(|_| ManagerError::Disconnected)?;
+        protocol::frame(request, &mut self.buf).map_err(|e| ErrorKind::Serialization(e.to_string()))?;
+        send_all(&self.stream, &self.buf, None).map_err(|_| ErrorKind::Disconnected)?;
         self.trim();
         Ok(())
     }
@@ -341,17 +354,17 @@ static IDLE: PerProcess<HashMap<String, Vec<Conn>>> = PerProcess::new();
 const MAX_IDLE: usize = 64;
 
 /// An idle connection to `address`, or a new one.
-pub(crate) fn take(address: &Address) -> Result<Conn, ManagerError> {
+pub(crate) fn take(address: &Address) -> Result<Conn, ErrorKind> {
     take_by(address, None)
 }
 
 /// An idle connection to `address`, or a new one whose handshake ends by `request`'s
 /// client-side deadline (see [`Conn::call`]).
-pub(crate) fn take_for(address: &Address, request: &Request) -> Result<Conn, ManagerError> {
+pub(crate) fn take_for(address: &Address, request: &Request) -> Result<Conn, ErrorKind> {
     take_by(address, patience(request).map(|(d, _)| d))
 }
 
-pub(crate) fn take_by(address: &Address, deadline: Option<Instant>) -> Result<Conn, ManagerError> {
+pub(crate) fn take_by(address: &Address, deadline: Option<Instant>) -> Result<Conn, ErrorKind> {
     match IDLE.with(|idle| idle.get_mut(&address.name).and_then(Vec::pop)) {
         Some(c) => Ok(c),
         None => Conn::open(address, deadline),
@@ -377,10 +390,10 @@ pub(crate) fn forget(address: &Address) {
 }
 
 /// Runs one request on a pooled connection.
-pub(crate) fn call(address: &Arc<Address>, request: &Request) -> Result<Reply, ManagerError> {
+pub(crate) fn call(address: &Arc<Address>, request: &Request) -> Result<Reply, ErrorKind> {
     let mut conn = take_for(address, request)?;
     let reply = conn.call(request);
-    if !matches!(reply, Err(ManagerError::Disconnected)) {
+    if !matches!(reply, Err(ErrorKind::Disconnected)) {
         give_back(address, conn);
     }
     reply
