@@ -106,7 +106,7 @@ mod bench {
             group.bench_function("stealpool-thread", |b| b.iter(|| run(&copy_on)));
         }
         {
-            let pool = ProcessPoolExecutor::new(workers).unwrap();
+            let pool = ProcessPoolExecutor::new(workers);
             let copy_on = |plan: &[copy::Assignment]| copy::copy(plan, &options, &pool, &mut Quiet).unwrap();
             group.bench_function("stealpool-process", |b| b.iter(|| run(&copy_on)));
         }

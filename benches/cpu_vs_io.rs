@@ -42,7 +42,7 @@ fn cpu_bound(c: &mut Criterion) {
         group.bench_function("stealpool", |b| b.iter(|| run_stealpool(&pool, CPU_JOBS, cpu_job)));
     }
     {
-        let pool = stealpool::ProcessPoolExecutor::new(threads).unwrap();
+        let pool = stealpool::ProcessPoolExecutor::new(threads);
         assert_eq!(process::run_process(&pool, CPU_JOBS, cpu_job), expected);
         group.bench_function("stealpool-process", |b| b.iter(|| process::run_process(&pool, CPU_JOBS, cpu_job)));
     }
@@ -79,7 +79,7 @@ fn io_bound(c: &mut Criterion) {
         group.bench_function("stealpool", |b| b.iter(|| run_stealpool(&pool, IO_JOBS, io_job)));
     }
     {
-        let pool = stealpool::ProcessPoolExecutor::new(IO_THREADS).unwrap();
+        let pool = stealpool::ProcessPoolExecutor::new(IO_THREADS);
         assert_eq!(process::run_process(&pool, IO_JOBS, io_job), expected);
         group.bench_function("stealpool-process", |b| b.iter(|| process::run_process(&pool, IO_JOBS, io_job)));
     }

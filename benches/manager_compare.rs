@@ -88,7 +88,7 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench") && std::env::var_os("COMPARE_QUICK").is_none();
     let (rounds, small_n, big_n) = if full { (3, 20_000u64, 2_000u64) } else { (1, 500, 20) };
     let manager = Manager::new().unwrap();
-    let pool = ProcessPoolExecutor::new(2).unwrap();
+    let pool = ProcessPoolExecutor::new(2);
     ours_small(&pool, &manager, 100);
     ours_big(&pool, &manager, 4);
 

@@ -16,7 +16,7 @@ use workloads::process::*;
 const WORKERS: usize = 2;
 
 fn small_jobs(c: &mut Criterion) {
-    let pool = ProcessPoolExecutor::new(WORKERS).unwrap();
+    let pool = ProcessPoolExecutor::new(WORKERS);
     let mut group = c.benchmark_group("process_small_jobs");
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
@@ -31,7 +31,7 @@ fn small_jobs(c: &mut Criterion) {
 }
 
 fn payload(c: &mut Criterion) {
-    let pool = ProcessPoolExecutor::new(WORKERS).unwrap();
+    let pool = ProcessPoolExecutor::new(WORKERS);
     let peer = RawPeer::start();
     let data = vec![3u8; MIB];
     let n = 50;
@@ -49,7 +49,7 @@ fn payload(c: &mut Criterion) {
 
 fn start_up(c: &mut Criterion) {
     // Start the fork server once; what is measured is a pool's start-up with it running.
-    drop(ProcessPoolExecutor::new(1).unwrap());
+    drop(ProcessPoolExecutor::new(1));
     let mut group = c.benchmark_group("process_startup_first_job");
     group.sampling_mode(SamplingMode::Flat);
     group.sample_size(20);

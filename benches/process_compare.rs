@@ -59,7 +59,7 @@ fn main() {
     let (rounds, small_n, py_small_n, map_n, payload_n) =
         if full { (5, 50_000u64, 5_000u64, 1_000_000u64, 200u64) } else { (1, 2_000, 200, 20_000, 10) };
 
-    let pool = ProcessPoolExecutor::new(WORKERS).unwrap();
+    let pool = ProcessPoolExecutor::new(WORKERS);
     let peer = RawPeer::start();
     let payload = vec![7u8; MIB];
     let small_expected = |n: u64| (0..n).fold(0u64, |a, i| a.wrapping_add(i + 1));

@@ -32,7 +32,7 @@ fn main() {
     let manager = Manager::new().expect("manager starts");
     // Bounded, so the writer waits whenever it gets three items ahead.
     let q = manager.bounded_queue::<Option<String>>(3).unwrap();
-    let pool = ProcessPoolExecutor::new(2).expect("pool starts");
+    let pool = ProcessPoolExecutor::new(2);
     let read = pool.apply_async(reader, q.clone()).unwrap();
     let wrote = pool.apply_async(writer, q).unwrap();
     let wrote = wrote.result().expect("the writer finished");

@@ -39,7 +39,7 @@ fn main() {
     let lock = manager.lock().unwrap();
     let counts = manager.map::<String, u32>().unwrap();
     // One worker per guest, so that all of them really do try to get in at once.
-    let pool = ProcessPoolExecutor::new(GUESTS as usize).expect("pool starts");
+    let pool = ProcessPoolExecutor::new(GUESTS as usize);
     let guests = (0..GUESTS).map(|g| (g, room.clone(), lock.clone(), counts.clone()));
     let seen: Vec<u32> = pool.map(visit, guests).unwrap().map(|r| r.expect("the visit went well")).collect();
     let max = counts.get(&"max".into()).unwrap().unwrap();

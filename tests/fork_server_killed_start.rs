@@ -29,7 +29,7 @@ stealpool::register_fn!(double);
 fn helper_starts_a_pool() {
     assert!(std::env::var_os(HELPER_ENV).is_some(), "run only as a helper");
     println!("STARTING");
-    let pool = ProcessPoolExecutor::new(2).unwrap();
+    let pool = ProcessPoolExecutor::new(2);
     assert_eq!(pool.apply_async(double, 21).unwrap().result(), Ok(42));
     println!("STARTED");
     loop {

@@ -37,7 +37,7 @@ fn run(pool: &ProcessPoolExecutor, manager: &Manager, n: u64, consumers: u64) ->
 #[test]
 fn many_consumer_processes_get_every_item_exactly_once() {
     let manager = Manager::new().unwrap();
-    let pool = ProcessPoolExecutor::new(5).unwrap();
+    let pool = ProcessPoolExecutor::new(5);
     for consumers in [2, 4] {
         run(&pool, &manager, 20_000, consumers);
     }
@@ -48,7 +48,7 @@ fn many_consumer_processes_get_every_item_exactly_once() {
 fn many_consumers_against_one() {
     let n = std::env::var("CONSUMERS_N").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
     let manager = Manager::new().unwrap();
-    let pool = ProcessPoolExecutor::new(5).unwrap();
+    let pool = ProcessPoolExecutor::new(5);
     run(&pool, &manager, 1000, 4);
     for round in 0..3 {
         for consumers in [1, 2, 4] {

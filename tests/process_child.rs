@@ -132,7 +132,7 @@ stealpool::register_fn!(length);
 
 #[test]
 fn a_pipe_end_in_a_pool_job_is_a_clear_error_and_the_pool_goes_on() {
-    let pool = ProcessPoolExecutor::new(1).unwrap();
+    let pool = ProcessPoolExecutor::new(1);
     let (_mine, theirs) = pipe::duplex::<String>().unwrap();
     let err = pool.apply_async(length, theirs).unwrap().result().unwrap_err();
     // (postcard keeps no message of its own for a refusal like this one.)
@@ -246,7 +246,7 @@ stealpool::register_fn!(consume);
 fn many_producers_and_consumers_across_processes() {
     let manager = Manager::new().unwrap();
     let q = manager.bounded_queue::<u64>(16).unwrap();
-    let pool = ProcessPoolExecutor::new(6).unwrap();
+    let pool = ProcessPoolExecutor::new(6);
     let consumers: Vec<_> = (0..3).map(|_| pool.apply_async(consume, (q.clone(), 400)).unwrap()).collect();
     let producers: Vec<_> = (0..3).map(|p| pool.apply_async(produce, (q.clone(), p * 400, 400)).unwrap()).collect();
     let put: u64 = producers.into_iter().map(|f| f.result().unwrap()).sum();

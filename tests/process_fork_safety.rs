@@ -56,7 +56,7 @@ fn pools_work_while_other_threads_hold_locks() {
     let (done_tx, done_rx) = mpsc::channel();
     let worker = std::thread::spawn(move || {
         for round in 0..25u32 {
-            let pool = ProcessPoolExecutor::new(2).expect("pool starts");
+            let pool = ProcessPoolExecutor::new(2);
             let out: Vec<u32> = pool.map(touch_locks, 0..16u32).unwrap().map(Result::unwrap).collect();
             assert_eq!(out, (0..16).collect::<Vec<_>>(), "round {round}");
             drop(pool);

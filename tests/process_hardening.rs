@@ -318,7 +318,7 @@ fn recycling_workers_keeps_threads_maps_and_memory_flat() {
 
 #[test]
 fn a_large_result_and_a_large_input_travel_whole() {
-    let p = ProcessPoolExecutor::new(1).unwrap();
+    let p = ProcessPoolExecutor::new(1);
     let big = serde_bytes::ByteBuf::from((0..(3 << 20)).map(|i| (i % 7) as u8).collect::<Vec<u8>>());
     let want: u64 = big.iter().map(|&x| u64::from(x)).sum();
     assert_eq!(p.apply_async(byte_sum, big).unwrap().result(), Ok(want));

@@ -29,7 +29,7 @@ stealpool::register_fn!(sleep_ms);
 #[ignore = "helper process started by parent_killed_by_sigkill_takes_its_workers_along"]
 fn helper_builds_a_pool_and_waits() {
     assert!(std::env::var_os(HELPER_ENV).is_some(), "run only as a helper");
-    let pool = ProcessPoolExecutor::new(3).unwrap();
+    let pool = ProcessPoolExecutor::new(3);
     let _busy = pool.apply_async(sleep_ms, 600_000).unwrap();
     let attached = Process::spawn(sleep_ms, 600_000).unwrap();
     let detached = Process::builder().die_with_parent(false).spawn(sleep_ms, 600_000).unwrap();

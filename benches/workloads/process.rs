@@ -54,7 +54,7 @@ pub fn payloads(pool: &ProcessPoolExecutor, args: Vec<serde_bytes::ByteBuf>) -> 
 /// Time until a fresh pool of `workers` has run one job.
 pub fn startup(workers: usize) -> Duration {
     let started = Instant::now();
-    let pool = ProcessPoolExecutor::new(workers).unwrap();
+    let pool = ProcessPoolExecutor::new(workers);
     assert_eq!(pool.apply_async(add, (1, 2)).unwrap().result(), Ok(3));
     let took = started.elapsed();
     drop(pool);

@@ -52,7 +52,7 @@
 //!
 //! let manager = Manager::new().unwrap();
 //! let q = manager.queue::<String>().unwrap();
-//! let pool = ProcessPoolExecutor::new(2).unwrap();
+//! let pool = ProcessPoolExecutor::new(2);
 //! let read = pool.apply_async(reader, q.clone()).unwrap();
 //! let wrote = pool.apply_async(writer, q).unwrap();
 //! assert_eq!(wrote.result(), Ok(4));

@@ -86,7 +86,7 @@
 //! }
 //! stealpool::register_fn!(collatz_len);
 //!
-//! let pool = ProcessPoolExecutor::new(2).unwrap();
+//! let pool = ProcessPoolExecutor::new(2);
 //! let lens: Vec<u32> = pool.map(collatz_len, 1..=10u64).unwrap().map(Result::unwrap).collect();
 //! assert_eq!(lens, [0, 1, 7, 2, 5, 8, 16, 3, 19, 6]);
 //! ```
@@ -110,7 +110,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{BuildError, JobError, JoinError, SubmitError};
+use crate::error::{JobError, JoinError, SubmitError};
 use crate::executor::{Executor, Submit};
 use crate::future::{Cell, Core, Ending, Future};
 use crate::ipc;
@@ -156,12 +156,19 @@ pub struct ProcessPoolExecutor {
 }
 
 impl ProcessPoolExecutor {
-    /// A pool of `workers` processes (0 means the number of CPUs), with default settings.
+    /// A pool of `num_workers` processes (0 means the number of CPUs), with default settings.
     ///
-    /// # Errors
-    /// [`BuildError`] if the fork server or a worker could not be started.
-    pub fn new(workers: usize) -> Result<Self, BuildError> {
-        ProcessPoolBuilder::new().num_workers(workers).build()
+    /// Both pools follow the rule of `std::thread::spawn` and `thread::Builder::spawn`: `new`
+    /// panics, [`builder`](ProcessPoolExecutor::builder)`().build()` returns the error.
+    ///
+    /// # Panics
+    /// If the fork server or a worker could not be started (the [`BuildError`] is in the
+    /// message); use [`builder`](ProcessPoolExecutor::builder) to get it as an error instead.
+    pub fn new(num_workers: usize) -> Self {
+        match ProcessPoolBuilder::new().num_workers(num_workers).build() {
+            Ok(pool) => pool,
+            Err(e) => panic!("stealpool: cannot start the process pool: {e}"),
+        }
     }
 
     /// A builder with every setting.
@@ -198,7 +205,7 @@ impl ProcessPoolExecutor {
     ///
     /// # Examples
     /// ```
-    /// let pool = stealpool::ProcessPoolExecutor::new(2).unwrap();
+    /// let pool = stealpool::ProcessPoolExecutor::new(2);
     /// assert_eq!(pool.worker_pids().len(), 2);
     /// ```
     pub fn worker_pids(&self) -> Vec<u32> {

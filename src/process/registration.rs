@@ -396,7 +396,7 @@ fn fail(out: &mut Vec<u8>, status: Status, what: &dyn std::fmt::Display) -> Stat
 /// }
 /// stealpool::register_fn!(square);
 ///
-/// let pool = ProcessPoolExecutor::new(2).unwrap();
+/// let pool = ProcessPoolExecutor::new(2);
 /// assert_eq!(pool.apply_async(square, 12).unwrap().result(), Ok(144));
 /// ```
 #[macro_export]
@@ -440,7 +440,7 @@ macro_rules! register_fn {
 /// }
 /// stealpool::register_job!(WordCount);
 ///
-/// let pool = ProcessPoolExecutor::new(1).unwrap();
+/// let pool = ProcessPoolExecutor::new(1);
 /// let n = pool.submit(WordCount("to be or not to be".into())).unwrap();
 /// assert_eq!(n.result(), Ok(6));
 /// ```

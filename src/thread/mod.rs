@@ -51,6 +51,9 @@ pub struct ThreadPoolExecutor {
 impl ThreadPoolExecutor {
     /// A pool of `num_workers` threads (0 means the number of CPUs), with default settings.
     ///
+    /// Both pools follow the rule of `std::thread::spawn` and `thread::Builder::spawn`: `new`
+    /// panics, [`builder`](ThreadPoolExecutor::builder)`().build()` returns the error.
+    ///
     /// # Panics
     /// If the operating system refuses to start the threads; use
     /// [`builder`](ThreadPoolExecutor::builder) to get that as an error instead.
