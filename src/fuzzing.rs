@@ -3,6 +3,9 @@
 //!
 //! This module must stay a leaf: it depends on nothing else in the crate.
 
+// The process pool's and the manager's fuzz tests each use part of it.
+#![cfg_attr(not(all(feature = "process", feature = "manager")), allow(dead_code))]
+
 /// xorshift64*: tiny, deterministic (a fixed seed gives a fixed sequence), good enough to pick
 /// mutations. Not for anything that needs unpredictability.
 pub(crate) struct Rng(pub(crate) u64);
