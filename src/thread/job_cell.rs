@@ -136,3 +136,45 @@ where
         })
     }
 }
+
+/// Models of a job cell's hand-over, checked with loom (see `crate::sync`).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use loom::thread;
+
+    use super::*;
+
+    /// A worker runs the job while its future cancels it: exactly one of them wins, and the
+    /// closure (with what it captured) is dropped exactly once, by the winner, whether it ran.
+    #[test]
+    fn loom_execute_and_cancel_drop_the_job_once() {
+        loom::model(|| {
+            struct Counted(std::sync::Arc<AtomicUsize>);
+            impl Drop for Counted {
+                fn drop(&mut self) {
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            let drops = std::sync::Arc::new(AtomicUsize::new(0));
+            let ran = std::sync::Arc::new(AtomicUsize::new(0));
+            let (captured, r) = (Counted(std::sync::Arc::clone(&drops)), std::sync::Arc::clone(&ran));
+            let job = move || {
+                let _keep = &captured;
+                r.fetch_add(1, Ordering::SeqCst);
+            };
+            let cell = JobCell::new(job, 0);
+            let worker = {
+                let cell = Arc::clone(&cell);
+                thread::spawn(move || cell.execute())
+            };
+            let cancelled = Cell::cancel(&*cell);
+            let executed = worker.join().unwrap();
+            assert!(executed ^ cancelled, "executed {executed}, cancelled {cancelled}");
+            assert_eq!(ran.load(Ordering::SeqCst), usize::from(executed));
+            assert_eq!(drops.load(Ordering::SeqCst), 1, "the job must be gone while the cell lives");
+            assert!(cell.core.is_done());
+        });
+    }
+}
