@@ -63,14 +63,12 @@
 //! # Platform
 //! Linux is the first platform. The thread pool is portable Rust; the process pool
 //! (`ProcessPoolExecutor`, `register_fn!`, `register_job!`), [`Process`], [`pipe`], the
-//! [`manager`] and the copy engine ([`copy`]) are `cfg(unix)`, and tested on Linux (the manager
-//! uses a Linux abstract socket and a memfd).
+//! [`manager`] are `cfg(unix)`, and tested on Linux (the manager uses a Linux abstract socket and
+//! a memfd).
 
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(unsafe_op_in_unsafe_fn)]
 
-#[cfg(unix)]
-pub mod copy;
 mod deadline;
 mod error;
 mod executor;

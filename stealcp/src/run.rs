@@ -32,9 +32,7 @@ use super::entry::{self, Back, DirFinish, DirMeta, FileJob, FileOutcome, FinishJ
 use super::scan::{self, Listing, ScanJob};
 use super::task::{Outcome, Task, TaskOutcome, Work};
 use super::{Assignment, CopyOptions, CopyReport, EntryKind, Failure, Observer, Skipped, record};
-use crate::error::{JobError, ShutdownError};
-use crate::executor::{Executor, Submit};
-use crate::future::Future;
+use stealpool::{Executor, Future, JobError, ShutdownError, Submit};
 
 /// Tasks in flight per worker: enough to hide a process pool's round trip, few enough that
 /// small files still gather into batches here rather than in the pool's queue.
@@ -742,7 +740,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ThreadPoolExecutor;
+    use stealpool::ThreadPoolExecutor;
 
     fn job(i: usize) -> FileJob {
         FileJob {

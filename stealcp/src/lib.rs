@@ -43,8 +43,8 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::error::ShutdownError;
-use crate::executor::{Executor, Submit};
+use stealpool::ShutdownError;
+use stealpool::{Executor, Submit};
 
 pub use self::entry::TEMP_PREFIX;
 pub use self::task::{Task, TaskOutcome};
@@ -53,7 +53,7 @@ pub use self::task::{Task, TaskOutcome};
 ///
 /// # Examples
 /// ```
-/// let archive = stealpool::copy::CopyOptions::archive();
+/// let archive = stealcp::CopyOptions::archive();
 /// assert!(archive.recursive && archive.preserve_links && !archive.dereference);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -193,7 +193,7 @@ fn plan_error(path: &Path, kind: PlanErrorKind) -> PlanError {
 ///
 /// # Examples
 /// ```
-/// use stealpool::copy::{plan, CopyOptions, Target};
+/// use stealcp::{plan, CopyOptions, Target};
 ///
 /// let dir = tempfile::tempdir().unwrap();
 /// let src = dir.path().join("notes.txt");
@@ -416,7 +416,7 @@ impl Observer for Quiet {
 ///
 /// # Examples
 /// ```
-/// use stealpool::copy::{copy, plan, CopyOptions, Quiet, Target};
+/// use stealcp::{copy, plan, CopyOptions, Quiet, Target};
 /// use stealpool::ThreadPoolExecutor;
 ///
 /// let dir = tempfile::tempdir().unwrap();
@@ -453,3 +453,8 @@ fn record(report: &mut CopyReport, observer: &mut dyn Observer, failure: Failure
     observer.failed(&failure);
     report.failures.push(failure);
 }
+
+/// The README's example, run as a doc-test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,5 +1,5 @@
 //! The one job type the engine hands to an executor, so that a thread pool and a process pool
-//! run exactly the same code (the process pool knows it as `stealpool::copy::Task`).
+//! run exactly the same code (the process pool knows it as `stealcp::Task`).
 
 use std::sync::Arc;
 
@@ -7,7 +7,7 @@ use super::entry::{self, Back, DirFinish, FileJob, FileOutcome, FinishJob, Range
 use super::run::BYTES_PER_TASK;
 use super::scan::{self, Listing, ScanJob};
 use super::{CopyOptions, Failure};
-use crate::job::Job;
+use stealpool::Job;
 
 /// One piece of a copy's work: a directory to scan, a batch of files, one range of a large
 /// file, a large file's last step, or directories to finish. Made only by
@@ -76,7 +76,7 @@ impl Job for Task {
     }
 }
 
-crate::register_job!(Task, name = "stealpool::copy::Task");
+stealpool::register_job!(Task, name = "stealcp::Task");
 
 #[cfg(test)]
 mod tests {
