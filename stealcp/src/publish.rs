@@ -17,6 +17,9 @@ use crate::error::Failure;
 
 /// The start of every temporary file or directory name this engine creates (followed by the
 /// process id, a counter and the final name).
+///
+/// Still `.pcp-tmp-` from the copier's old name: a run cleans up what a killed run of either
+/// name left, and the tests' and users' view of leftovers does not change with the rename.
 pub const TEMP_PREFIX: &str = ".pcp-tmp-";
 
 /// The longest file name (in bytes) Linux file systems accept.
