@@ -80,8 +80,6 @@
 #![warn(unsafe_op_in_unsafe_fn)]
 
 mod blocking;
-#[cfg(all(unix, feature = "process"))]
-pub mod copy;
 mod deadline;
 mod error;
 mod executor;

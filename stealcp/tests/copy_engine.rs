@@ -7,8 +7,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
+use stealcp::{CopyOptions, CopyReport, EntryKind, Failure, Observer, Target};
 use stealpool::ThreadPoolExecutor;
-use stealpool::copy::{self, CopyOptions, CopyReport, EntryKind, Failure, Observer, Target};
 
 fn tree_with_files(root: &Path, n: usize) {
     fs::create_dir_all(root.join("sub")).unwrap();
@@ -22,7 +22,7 @@ fn temps_under(root: &Path) -> Vec<PathBuf> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if e.file_name().as_bytes().starts_with(copy::TEMP_PREFIX.as_bytes()) {
+            if e.file_name().as_bytes().starts_with(stealcp::TEMP_PREFIX.as_bytes()) {
                 out.push(e.path());
             } else if e.file_type().unwrap().is_dir() {
                 stack.push(e.path());
@@ -33,9 +33,9 @@ fn temps_under(root: &Path) -> Vec<PathBuf> {
 }
 
 fn run(src: &Path, dest: &Path, options: &CopyOptions, observer: &mut dyn Observer) -> CopyReport {
-    let plan = copy::plan(&[src.to_path_buf()], &Target::Auto(dest.to_path_buf()), options).unwrap();
+    let plan = stealcp::plan(&[src.to_path_buf()], &Target::Auto(dest.to_path_buf()), options).unwrap();
     let pool = ThreadPoolExecutor::new(2);
-    copy::copy(&plan, options, &pool, observer).unwrap()
+    stealcp::copy(&plan, options, &pool, observer).unwrap()
 }
 
 /// Deletes one file as soon as the walk reports it, before any worker can copy it.
@@ -94,9 +94,9 @@ fn an_executor_shut_down_mid_copy_ends_the_copy_with_an_error_and_no_temporary_f
     // A new destination was being built under a temporary name: it never appears, and its
     // staging directory is gone.
     let fresh = dir.path().join("fresh");
-    let plan = copy::plan(std::slice::from_ref(&src), &Target::Auto(fresh.clone()), &options).unwrap();
+    let plan = stealcp::plan(std::slice::from_ref(&src), &Target::Auto(fresh.clone()), &options).unwrap();
     let pool = ThreadPoolExecutor::new(2);
-    let result = copy::copy(&plan, &options, &pool, &mut ShutDown { pool: &pool });
+    let result = stealcp::copy(&plan, &options, &pool, &mut ShutDown { pool: &pool });
     assert!(result.is_err(), "the copy went on after its executor shut down");
     assert!(!fresh.exists(), "an unfinished new tree appeared under its final name");
     assert!(temps_under(dir.path()).is_empty(), "{:?}", temps_under(dir.path()));
@@ -106,9 +106,9 @@ fn an_executor_shut_down_mid_copy_ends_the_copy_with_an_error_and_no_temporary_f
     fs::create_dir_all(existing.join("sub")).unwrap();
     let mut merge = src.clone().into_os_string();
     merge.push("/.");
-    let plan = copy::plan(&[merge.into()], &Target::Auto(existing.clone()), &options).unwrap();
+    let plan = stealcp::plan(&[merge.into()], &Target::Auto(existing.clone()), &options).unwrap();
     let pool = ThreadPoolExecutor::new(2);
-    assert!(copy::copy(&plan, &options, &pool, &mut ShutDown { pool: &pool }).is_err());
+    assert!(stealcp::copy(&plan, &options, &pool, &mut ShutDown { pool: &pool }).is_err());
     assert!(temps_under(dir.path()).is_empty(), "{:?}", temps_under(dir.path()));
     for e in fs::read_dir(existing.join("sub")).into_iter().flatten().flatten() {
         let name = e.file_name();
@@ -125,7 +125,7 @@ fn dereferencing_a_symlink_loop_reports_it_instead_of_recursing_forever() {
     symlink("..", src.join("sub/up")).unwrap();
     let dest = dir.path().join("dest");
     let options = CopyOptions { dereference: true, ..CopyOptions::archive() };
-    let report = run(&src, &dest, &options, &mut copy::Quiet);
+    let report = run(&src, &dest, &options, &mut stealcp::Quiet);
     assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
     assert!(report.failures[0].path.ends_with("sub/up"), "{}", report.failures[0]);
     assert!(report.failures[0].to_string().contains("loop"), "{}", report.failures[0]);
@@ -249,7 +249,7 @@ fn many_sibling_directories_each_keep_their_mode_and_times() {
     }
     filetime::set_file_times(&src, stamp(99), stamp(99)).unwrap();
     let dest = dir.path().join("dest");
-    let report = run(&src, &dest, &CopyOptions::archive(), &mut copy::Quiet);
+    let report = run(&src, &dest, &CopyOptions::archive(), &mut stealcp::Quiet);
     assert!(report.is_success(), "{:?}", report.failures);
     for i in 0..70i64 {
         let meta = fs::metadata(dest.join(format!("d{i:02}"))).unwrap();
@@ -268,7 +268,7 @@ fn files_left_alone_count_as_progress_without_totals() {
     tree_with_files(&src, 5);
     fs::write(src.join("sub/larger"), vec![7u8; 100_000]).unwrap();
     let dest = dir.path().join("dest");
-    assert!(run(&src, &dest, &CopyOptions::archive(), &mut copy::Quiet).is_success());
+    assert!(run(&src, &dest, &CopyOptions::archive(), &mut stealcp::Quiet).is_success());
     let mut tally = Tally::default();
     let options = CopyOptions { no_clobber: true, ..CopyOptions::archive() };
     // `src/.`: the contents of `src` into `dest` again, as `cp -n src/. dest` would.

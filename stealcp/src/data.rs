@@ -4,7 +4,7 @@
 //!
 //! Every function here works at explicit offsets and never moves a file position, so several
 //! workers can fill different ranges of one file at once. Nothing here ever decides where a
-//! file goes or what it is called; that is `entry.rs`.
+//! file goes or what it is called; that is `entry/`.
 
 use std::fs::File;
 use std::io;

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# pcp against cp -a, rsync -a, xcp and fcp: builds pcp, installs what is missing, runs
-# benches/pcp/compare.py (options are passed on, e.g. --rounds 3 --corpus small).
+# stealcp against cp -a, rsync -a, xcp and fcp: builds stealcp, installs what is missing, runs
+# stealcp/benches/compare/compare.py (options are passed on, e.g. --rounds 3 --corpus small).
 # Results: target/pcp-bench/results.{md,json}; plot: docs/pcp-bench.png.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../../.." # the workspace root
 work=target/pcp-bench
 mkdir -p "$work"
 skipped=""
 
-cargo build --release -p pcp || exit 1
+cargo build --release -p stealcp || exit 1
 
 for tool in xcp fcp; do
   if [ ! -x "$work/tools/bin/$tool" ]; then
@@ -41,10 +41,10 @@ if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null 2>&1 && [ -z "${PCP_BEN
   mkdir -p "$fs"
   if mount -o loop "$work/ext4.img" "$fs"; then
     trap 'umount "$fs"; rm -f "$work/ext4.img"' EXIT
-    "$python" benches/pcp/compare.py --work "$fs" --results "$work" \
+    "$python" stealcp/benches/compare/compare.py --work "$fs" --results "$work" \
       --fs-note "fresh ext4 (journal) in a loop-mounted image" --skipped "$skipped" "$@"
     exit $?
   fi
   echo "could not mount a loop file system; using $work as it is"
 fi
-"$python" benches/pcp/compare.py --keep-small-outputs --settle 120 --settle-always --skipped "$skipped" "$@"
+"$python" stealcp/benches/compare/compare.py --keep-small-outputs --settle 120 --settle-always --skipped "$skipped" "$@"

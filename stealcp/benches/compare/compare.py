@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Wall-time comparison of pcp against cp -a, rsync -a, xcp and fcp on two corpora.
+"""Wall-time comparison of stealcp against cp -a, rsync -a, xcp and fcp on two corpora.
 
-Run through `benches/pcp/run.sh`, which builds pcp and installs the other contenders.
+Run through `stealcp/benches/compare/run.sh`, which builds stealcp and installs the other contenders.
 
 Corpora (built once under the work directory, reused by later runs):
   small  many small files in a real tree: the Rust toolchain's HTML documentation
@@ -21,7 +21,7 @@ figures then measure earlier deletions, not copiers. Without the loop file syste
 --keep-small-outputs (each run then writes a fresh directory, all removed at the end) and a
 --settle time. After every run the
 output tree is compared with the source: contents and file types for every contender, and
-modes and modification times (ns) for the contenders that keep them (cp -a, rsync -a, pcp -a).
+modes and modification times (ns) for the contenders that keep them (cp -a, rsync -a, stealcp -a).
 
 Writes results.json and results.md to the work directory and, if matplotlib is available,
 the plot given with --plot.
@@ -91,7 +91,7 @@ def build_large(dest, files, mib):
     return f"{files} x {mib} MiB of random bytes"
 
 
-def contenders(pcp, tools, jobs):
+def contenders(stealcp, tools, jobs):
     """name -> (argv builder (src, dst) -> list, keeps modes and times)."""
     c = {
         "cp -a": (lambda s, d: ["cp", "-a", s, d], True),
@@ -105,10 +105,10 @@ def contenders(pcp, tools, jobs):
     if fcp.exists():
         c["fcp"] = (lambda s, d: [str(fcp), s, d], False)
     j = ["-j", str(jobs)] if jobs else []
-    c["pcp -a (thread)"] = (lambda s, d: [pcp, "-a", "--no-progress", *j, s, d], True)
-    c["pcp -a (process)"] = (lambda s, d: [pcp, "-a", "--no-progress", "--backend", "process", *j, s, d], True)
+    c["stealcp -a (thread)"] = (lambda s, d: [stealcp, "-a", "--no-progress", *j, s, d], True)
+    c["stealcp -a (process)"] = (lambda s, d: [stealcp, "-a", "--no-progress", "--backend", "process", *j, s, d], True)
     # Like for like with xcp -r and fcp, which keep neither times nor ownership.
-    c["pcp -r (thread)"] = (lambda s, d: [pcp, "-r", "--no-progress", *j, s, d], False)
+    c["stealcp -r (thread)"] = (lambda s, d: [stealcp, "-r", "--no-progress", *j, s, d], False)
     return c
 
 
@@ -127,10 +127,10 @@ def settle(seconds):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="target/pcp-bench")
-    ap.add_argument("--pcp", default="target/release/pcp")
+    ap.add_argument("--stealcp", default="target/release/stealcp")
     ap.add_argument("--tools", default="target/pcp-bench/tools/bin")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--jobs", type=int, default=0, help="pcp -j (0: pcp's default, one per CPU)")
+    ap.add_argument("--jobs", type=int, default=0, help="stealcp -j (0: stealcp's default, one per CPU)")
     ap.add_argument("--large-files", type=int, default=4)
     ap.add_argument("--large-mib", type=int, default=256)
     ap.add_argument("--corpus", action="append", choices=["small", "large"])
@@ -146,7 +146,7 @@ def main():
     work = Path(args.work).resolve()
     corpora = args.corpus or ["small", "large"]
     tools = Path(args.tools).resolve()
-    cands = contenders(str(Path(args.pcp).resolve()), tools, args.jobs)
+    cands = contenders(str(Path(args.stealcp).resolve()), tools, args.jobs)
     results = {"machine": {}, "corpora": {}, "skipped": [s for s in args.skipped.split(";") if s]}
     results["machine"] = {
         "cpus": os.cpu_count(),
@@ -209,7 +209,7 @@ def main():
                     clear(dst)
         clear(outputs)
         med = {c: statistics.median(t) for c, t in times.items()}
-        others = [c for c in cands if not c.startswith("pcp")]
+        others = [c for c in cands if not c.startswith("stealcp")]
         fastest_other = min(others, key=lambda c: med[c])
         results["corpora"][name] = {
             "files": files,
@@ -274,14 +274,14 @@ def plot(results, path):
         med = sorted(r["median_s"].items(), key=lambda kv: kv[1], reverse=True)
         names = [c for c, _ in med]
         vals = [t for _, t in med]
-        colors = ["#d95f02" if c.startswith("pcp") else "#7570b3" for c in names]
+        colors = ["#d95f02" if c.startswith("stealcp") else "#7570b3" for c in names]
         ax.barh(names, vals, color=colors)
         ax.set_xlabel("median wall time (s), lower is better")
         ax.set_title(f"{name} files: {r['files']} files, {r['mib']} MiB")
         for y, v in enumerate(vals):
             ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
     m = results["machine"]
-    fig.suptitle(f"pcp vs other copiers ({m['cpus']} CPUs, {m['filesystem']}, warm cache, commit {m['commit']})")
+    fig.suptitle(f"stealcp vs other copiers ({m['cpus']} CPUs, {m['filesystem']}, warm cache, commit {m['commit']})")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

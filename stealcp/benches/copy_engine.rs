@@ -1,5 +1,5 @@
-//! The copy engine (`stealpool::copy`, what `pcp` runs) on both pools, against a plain
-//! sequential copy in Rust (`std::fs::copy` over a walk, with modes and times kept).
+//! The copy engine (the `stealcp` library, what the `stealcp` binary runs) on both pools,
+//! against a plain sequential copy in Rust (`std::fs::copy` over a walk, modes and times kept).
 //!
 //! - `small_files`: 2,000 files of 4 KiB in 40 directories.
 //! - `large_file`: one 128 MiB file (the engine splits it into ranges across workers).
@@ -7,9 +7,9 @@
 //! Every iteration copies into a fresh directory; the copies are removed only when the group
 //! ends, because on ext4 without a journal, creating files right after deleting many others
 //! costs far more (freed inodes are skipped for a while) and would measure the deletion.
-//! The whole-tree comparison against the command-line copiers is `benches/pcp/run.sh`.
+//! The whole-tree comparison against the command-line copiers is `stealcp/benches/compare/run.sh`.
 //!
-//! Run with `cargo bench --bench copy_engine` (about a minute).
+//! Run with `cargo bench -p stealcp --bench copy_engine` (about a minute).
 
 #[cfg(unix)]
 mod bench {
@@ -19,7 +19,7 @@ mod bench {
     use std::time::Duration;
 
     use criterion::{Criterion, SamplingMode, Throughput};
-    use stealpool::copy::{self, CopyOptions, Quiet, Target};
+    use stealcp::{Assignment, CopyOptions, CopyReport, Quiet, Target};
     use stealpool::{ProcessPoolExecutor, ThreadPoolExecutor};
 
     fn small_tree(root: &Path) -> u64 {
@@ -95,19 +95,19 @@ mod bench {
         group.throughput(Throughput::Bytes(bytes));
 
         group.bench_function("sequential-std", |b| b.iter(|| sequential(&src, &outputs.fresh())));
-        let run = |pool: &dyn Fn(&[copy::Assignment]) -> copy::CopyReport| {
-            let plan = copy::plan(std::slice::from_ref(&src), &Target::Auto(outputs.fresh()), &options).unwrap();
+        let run = |pool: &dyn Fn(&[Assignment]) -> CopyReport| {
+            let plan = stealcp::plan(std::slice::from_ref(&src), &Target::Auto(outputs.fresh()), &options).unwrap();
             let report = pool(&plan);
             assert!(report.is_success(), "{:?}", report.failures);
         };
         {
             let pool = ThreadPoolExecutor::new(workers);
-            let copy_on = |plan: &[copy::Assignment]| copy::copy(plan, &options, &pool, &mut Quiet).unwrap();
+            let copy_on = |plan: &[Assignment]| stealcp::copy(plan, &options, &pool, &mut Quiet).unwrap();
             group.bench_function("stealpool-thread", |b| b.iter(|| run(&copy_on)));
         }
         {
             let pool = ProcessPoolExecutor::new(workers);
-            let copy_on = |plan: &[copy::Assignment]| copy::copy(plan, &options, &pool, &mut Quiet).unwrap();
+            let copy_on = |plan: &[Assignment]| stealcp::copy(plan, &options, &pool, &mut Quiet).unwrap();
             group.bench_function("stealpool-process", |b| b.iter(|| run(&copy_on)));
         }
         group.finish();

@@ -10,57 +10,61 @@
 //! A regular file is known by its directory entry's type alone unless [`ScanJob::stat_files`]
 //! asks for its size and links (only an observer that wants totals up front needs them): the
 //! `stat` per file was a twentieth of a small-file copy's time, and the worker that copies the
-//! file reads the same facts from the open file anyway (see `entry.rs`, `Back`).
+//! file reads the same facts from the open file anyway (see `entry/file.rs`, `Back`).
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use super::entry::{self, DirMeta, fail, path_bytes};
-use super::{CopyOptions, EntryKind, Failure};
+use crate::entry::{self, DirMeta};
+use crate::error::{Failure, fail};
+use crate::options::CopyOptions;
+use crate::path_bytes;
+use crate::publish::remove_stale_temps;
+use crate::report::EntryKind;
 
 /// Copy the directory `source` to `destination` and list what is inside.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(super) struct ScanJob {
+pub(crate) struct ScanJob {
     #[serde(with = "path_bytes")]
-    pub(super) source: PathBuf,
+    pub(crate) source: PathBuf,
     #[serde(with = "path_bytes")]
-    pub(super) destination: PathBuf,
-    pub(super) meta: DirMeta,
+    pub(crate) destination: PathBuf,
+    pub(crate) meta: DirMeta,
     /// The destination is (inside) a directory this run builds under a temporary name.
-    pub(super) in_staging: bool,
+    pub(crate) in_staging: bool,
     /// Read each regular file's size and links now (for totals up front).
-    pub(super) stat_files: bool,
+    pub(crate) stat_files: bool,
 }
 
 /// One entry found by a scan that the coordinator handles (a regular file or a directory).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub(super) struct Found {
+pub(crate) struct Found {
     #[serde(with = "serde_bytes")]
-    pub(super) name: Vec<u8>,
+    pub(crate) name: Vec<u8>,
     /// Always there for a directory; for a file only if the scan was asked to `stat_files`.
-    pub(super) stat: Option<Stat>,
+    pub(crate) stat: Option<Stat>,
     /// For a directory: what its copy keeps.
-    pub(super) dir: Option<DirMeta>,
+    pub(crate) dir: Option<DirMeta>,
 }
 
 /// What the coordinator needs of an entry's `stat`.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub(super) struct Stat {
-    pub(super) len: u64,
-    pub(super) nlink: u64,
-    pub(super) dev: u64,
-    pub(super) ino: u64,
+pub(crate) struct Stat {
+    pub(crate) len: u64,
+    pub(crate) nlink: u64,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
 }
 
 impl Stat {
-    pub(super) fn new(meta: &fs::Metadata) -> Self {
+    pub(crate) fn new(meta: &fs::Metadata) -> Self {
         Stat { len: meta.len(), nlink: meta.nlink(), dev: meta.dev(), ino: meta.ino() }
     }
 
     /// The (device, inode) to dedup on, if other paths may lead to the same file.
-    pub(super) fn link_key(&self) -> Option<(u64, u64)> {
+    pub(crate) fn link_key(&self) -> Option<(u64, u64)> {
         (self.nlink > 1).then_some((self.dev, self.ino))
     }
 }
@@ -74,34 +78,34 @@ impl Found {
         }
     }
 
-    pub(super) fn name(&self) -> &std::ffi::OsStr {
+    pub(crate) fn name(&self) -> &std::ffi::OsStr {
         std::ffi::OsStr::from_bytes(&self.name)
     }
 }
 
 /// What a scan did and found.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-pub(super) struct Listing {
+pub(crate) struct Listing {
     /// The destination directory is there (made now, or reused); when false the scan stopped
     /// at once and `failures` says why.
-    pub(super) created: bool,
+    pub(crate) created: bool,
     /// The destination directory existed before this run.
-    pub(super) existed: bool,
+    pub(crate) existed: bool,
     /// The destination directory's device.
-    pub(super) dst_dev: u64,
+    pub(crate) dst_dev: u64,
     /// The destination directory's group if it is set-group-ID.
-    pub(super) dst_group: Option<u32>,
-    pub(super) subdirs: Vec<Found>,
-    pub(super) files: Vec<Found>,
+    pub(crate) dst_group: Option<u32>,
+    pub(crate) subdirs: Vec<Found>,
+    pub(crate) files: Vec<Found>,
     /// Symlinks and special files made, by name.
-    pub(super) made: Vec<(serde_bytes::ByteBuf, EntryKind)>,
+    pub(crate) made: Vec<(serde_bytes::ByteBuf, EntryKind)>,
     /// Entries left alone (`no_clobber`).
-    pub(super) unchanged: u64,
-    pub(super) failures: Vec<Failure>,
+    pub(crate) unchanged: u64,
+    pub(crate) failures: Vec<Failure>,
 }
 
 /// A destination directory's device, and its group if new entries inherit it (set-group-ID).
-pub(super) fn destination_dir(dir: &std::path::Path) -> (u64, Option<u32>) {
+pub(crate) fn destination_dir(dir: &std::path::Path) -> (u64, Option<u32>) {
     match fs::metadata(dir) {
         Ok(m) => (m.dev(), (m.mode() & 0o2000 != 0).then_some(m.gid())),
         Err(_) => (0, None),
@@ -109,7 +113,7 @@ pub(super) fn destination_dir(dir: &std::path::Path) -> (u64, Option<u32>) {
 }
 
 /// Runs a [`ScanJob`] (on a worker).
-pub(super) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
+pub(crate) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
     let mut out = Listing::default();
     match entry::create_directory(&job.destination, &job.meta) {
         Ok(existed) => (out.created, out.existed) = (true, existed),
@@ -120,7 +124,7 @@ pub(super) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
     }
     if out.existed {
         // A re-run after a killed run: its temporary files go now.
-        entry::remove_stale_temps(&job.destination);
+        remove_stale_temps(&job.destination);
     }
     (out.dst_dev, out.dst_group) = destination_dir(&job.destination);
     let entries = match fs::read_dir(&job.source) {

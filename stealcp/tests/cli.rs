@@ -1,4 +1,4 @@
-//! Drives the built `pcp` on generated trees and compares with `cp -a`, byte for byte and mode
+//! Drives the built `stealcp` on generated trees and compares with `cp -a`, byte for byte and mode
 //! for mode. One test per behaviour.
 
 use std::collections::BTreeMap;
@@ -11,8 +11,8 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
-fn pcp(args: &[&OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pcp")).args(args).output().expect("run pcp")
+fn stealcp(args: &[&OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stealcp")).args(args).output().expect("run stealcp")
 }
 
 fn os<P: AsRef<OsStr> + ?Sized>(p: &P) -> &OsStr {
@@ -100,17 +100,17 @@ fn archive_copy_is_identical_to_cp_a() {
     let dir = TempDir::new().unwrap();
     let src = dir.path().join("src");
     sample_tree(&src);
-    let (by_cp, by_pcp) = (dir.path().join("by_cp"), dir.path().join("by_pcp"));
+    let (by_cp, by_stealcp) = (dir.path().join("by_cp"), dir.path().join("by_stealcp"));
     assert!(Command::new("cp").arg("-a").arg(&src).arg(&by_cp).status().unwrap().success());
     // Without a bar the walk reads no file sizes (workers check links as they go); with
     // `--progress` it reads them for the totals: the same tree either way.
     for progress in [None, Some("--progress")] {
-        let _ = fs::remove_dir_all(&by_pcp);
-        let mut args = vec![os("-a"), os(&src), os(&by_pcp)];
+        let _ = fs::remove_dir_all(&by_stealcp);
+        let mut args = vec![os("-a"), os(&src), os(&by_stealcp)];
         args.extend(progress.map(os));
-        let out = pcp(&args);
+        let out = stealcp(&args);
         assert!(out.status.success(), "{progress:?}: {}", stderr(&out));
-        assert_eq!(snapshot(&by_pcp), snapshot(&by_cp), "{progress:?}");
+        assert_eq!(snapshot(&by_stealcp), snapshot(&by_cp), "{progress:?}");
     }
 }
 
@@ -119,9 +119,9 @@ fn recursive_copy_without_preserve_matches_cp_r() {
     let dir = TempDir::new().unwrap();
     let src = dir.path().join("src");
     sample_tree(&src);
-    let (by_cp, by_pcp) = (dir.path().join("by_cp"), dir.path().join("by_pcp"));
+    let (by_cp, by_stealcp) = (dir.path().join("by_cp"), dir.path().join("by_stealcp"));
     assert!(Command::new("cp").arg("-r").arg(&src).arg(&by_cp).status().unwrap().success());
-    let out = pcp(&[os("-r"), os(&src), os(&by_pcp)]);
+    let out = stealcp(&[os("-r"), os(&src), os(&by_stealcp)]);
     assert!(out.status.success(), "{}", stderr(&out));
     // Without -p, times are the copy's own: compare everything else.
     let strip = |m: BTreeMap<PathBuf, String>| -> Vec<(PathBuf, String)> {
@@ -129,7 +129,7 @@ fn recursive_copy_without_preserve_matches_cp_r() {
             .map(|(k, v)| (k, v.split(' ').filter(|w| !w.starts_with("mtime=")).collect::<Vec<_>>().join(" ")))
             .collect()
     };
-    assert_eq!(strip(snapshot(&by_pcp)), strip(snapshot(&by_cp)));
+    assert_eq!(strip(snapshot(&by_stealcp)), strip(snapshot(&by_cp)));
 }
 
 #[test]
@@ -139,30 +139,30 @@ fn destination_naming_follows_cp() {
     fs::write(&file, "data").unwrap();
     // DEST does not exist: the copy is DEST.
     let as_name = dir.path().join("renamed.txt");
-    assert!(pcp(&[os(&file), os(&as_name)]).status.success());
+    assert!(stealcp(&[os(&file), os(&as_name)]).status.success());
     assert_eq!(fs::read_to_string(&as_name).unwrap(), "data");
     // DEST is a directory: the copy goes inside.
     let into = dir.path().join("into");
     fs::create_dir(&into).unwrap();
-    assert!(pcp(&[os(&file), os(&into)]).status.success());
+    assert!(stealcp(&[os(&file), os(&into)]).status.success());
     assert_eq!(fs::read_to_string(into.join("f.txt")).unwrap(), "data");
     // -t DIR with several sources.
     let other = dir.path().join("g.txt");
     fs::write(&other, "more").unwrap();
     let t = dir.path().join("t");
     fs::create_dir(&t).unwrap();
-    assert!(pcp(&[os("-t"), os(&t), os(&file), os(&other)]).status.success());
+    assert!(stealcp(&[os("-t"), os(&t), os(&file), os(&other)]).status.success());
     assert_eq!(fs::read_to_string(t.join("g.txt")).unwrap(), "more");
     // A directory copied onto an existing directory goes inside it, as with cp -r.
     let tree = dir.path().join("tree");
     fs::create_dir(&tree).unwrap();
     fs::write(tree.join("x"), "x").unwrap();
-    assert!(pcp(&[os("-r"), os(&tree), os(&into)]).status.success());
+    assert!(stealcp(&[os("-r"), os(&tree), os(&into)]).status.success());
     assert_eq!(fs::read_to_string(into.join("tree/x")).unwrap(), "x");
     // `tree/.` onto an existing directory merges the contents, as with cp -r.
     let merged = dir.path().join("merged");
     fs::create_dir(&merged).unwrap();
-    assert!(pcp(&[os("-r"), os(&tree.join(".")), os(&merged)]).status.success());
+    assert!(stealcp(&[os("-r"), os(&tree.join(".")), os(&merged)]).status.success());
     assert_eq!(fs::read_to_string(merged.join("x")).unwrap(), "x");
     assert!(!merged.join("tree").exists());
 }
@@ -173,16 +173,16 @@ fn no_clobber_and_update() {
     let (src, dst) = (dir.path().join("src.txt"), dir.path().join("dst.txt"));
     fs::write(&src, "new").unwrap();
     fs::write(&dst, "old").unwrap();
-    assert!(pcp(&[os("-n"), os(&src), os(&dst)]).status.success());
+    assert!(stealcp(&[os("-n"), os(&src), os(&dst)]).status.success());
     assert_eq!(fs::read_to_string(&dst).unwrap(), "old", "-n must not overwrite");
 
     // -u: the destination is newer, so it stays; then the source becomes newer.
     filetime::set_file_mtime(&src, filetime::FileTime::from_unix_time(1_000, 0)).unwrap();
     filetime::set_file_mtime(&dst, filetime::FileTime::from_unix_time(2_000, 0)).unwrap();
-    assert!(pcp(&[os("-u"), os(&src), os(&dst)]).status.success());
+    assert!(stealcp(&[os("-u"), os(&src), os(&dst)]).status.success());
     assert_eq!(fs::read_to_string(&dst).unwrap(), "old");
     filetime::set_file_mtime(&src, filetime::FileTime::from_unix_time(3_000, 0)).unwrap();
-    assert!(pcp(&[os("-u"), os(&src), os(&dst)]).status.success());
+    assert!(stealcp(&[os("-u"), os(&src), os(&dst)]).status.success());
     assert_eq!(fs::read_to_string(&dst).unwrap(), "new");
 }
 
@@ -194,26 +194,26 @@ fn bad_arguments_fail_before_any_work() {
     fs::write(tree.join("x"), "x").unwrap();
     let out_dir = dir.path().join("out");
 
-    let missing = pcp(&[os(&dir.path().join("nope")), os(&out_dir)]);
+    let missing = stealcp(&[os(&dir.path().join("nope")), os(&out_dir)]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(stderr(&missing).contains("cannot stat"), "{}", stderr(&missing));
     assert!(!out_dir.exists());
 
-    let no_r = pcp(&[os(&tree), os(&out_dir)]);
+    let no_r = stealcp(&[os(&tree), os(&out_dir)]);
     assert_eq!(no_r.status.code(), Some(1));
     assert!(stderr(&no_r).contains("use -r"), "{}", stderr(&no_r));
     assert!(!out_dir.exists(), "nothing may be written after a bad argument");
 
-    let into_itself = pcp(&[os("-r"), os(&tree), os(&tree.join("inner"))]);
+    let into_itself = stealcp(&[os("-r"), os(&tree), os(&tree.join("inner"))]);
     assert_eq!(into_itself.status.code(), Some(1));
     assert!(stderr(&into_itself).contains("into itself"), "{}", stderr(&into_itself));
     assert!(!tree.join("inner").exists());
 
-    let not_dir = pcp(&[os(&tree.join("x")), os(&tree.join("x")), os(&dir.path().join("file-target"))]);
+    let not_dir = stealcp(&[os(&tree.join("x")), os(&tree.join("x")), os(&dir.path().join("file-target"))]);
     assert_eq!(not_dir.status.code(), Some(1));
     assert!(stderr(&not_dir).contains("is not a directory"), "{}", stderr(&not_dir));
 
-    let no_dest = pcp(&[os(&tree)]);
+    let no_dest = stealcp(&[os(&tree)]);
     assert_eq!(no_dest.status.code(), Some(1));
     assert!(stderr(&no_dest).contains("missing destination"), "{}", stderr(&no_dest));
 }
@@ -234,7 +234,7 @@ fn a_failure_is_listed_and_the_rest_is_copied() {
     fs::create_dir(&dst_tree).unwrap();
     fs::write(dst_tree.join("blocked"), "a file in the way").unwrap();
 
-    let out = pcp(&[os("-r"), os(&src), os(&dst)]);
+    let out = stealcp(&[os("-r"), os(&src), os(&dst)]);
     assert_eq!(out.status.code(), Some(1), "a failure must make the exit status non-zero");
     let err = stderr(&out);
     assert!(err.contains("1 failure(s)") && err.contains("blocked"), "{err}");
@@ -249,7 +249,7 @@ fn no_temporary_files_are_left_behind() {
     let src = dir.path().join("src");
     sample_tree(&src);
     let dst = dir.path().join("dst");
-    assert!(pcp(&[os("-a"), os("--verify"), os(&src), os(&dst)]).status.success());
+    assert!(stealcp(&[os("-a"), os("--verify"), os(&src), os(&dst)]).status.success());
     let leftovers: Vec<_> = snapshot(&dst).into_keys().filter(|p| p.file_name().is_some_and(is_temp)).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
@@ -262,13 +262,13 @@ fn fifos_and_sockets_are_recreated_as_by_cp_a() {
     fs::write(src.join("plain"), "p").unwrap();
     nix::unistd::mkfifo(&src.join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o640)).unwrap();
     let listener = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
-    let (by_cp, by_pcp) = (dir.path().join("by_cp"), dir.path().join("by_pcp"));
+    let (by_cp, by_stealcp) = (dir.path().join("by_cp"), dir.path().join("by_stealcp"));
     assert!(Command::new("cp").arg("-a").arg(&src).arg(&by_cp).status().unwrap().success());
     for backend in ["thread", "process"] {
-        let _ = fs::remove_dir_all(&by_pcp);
-        let out = pcp(&[os("--backend"), os(backend), os("-a"), os(&src), os(&by_pcp)]);
+        let _ = fs::remove_dir_all(&by_stealcp);
+        let out = stealcp(&[os("--backend"), os(backend), os("-a"), os(&src), os(&by_stealcp)]);
         assert!(out.status.success(), "{backend}: {}", stderr(&out));
-        assert_eq!(snapshot(&by_pcp), snapshot(&by_cp), "{backend}");
+        assert_eq!(snapshot(&by_stealcp), snapshot(&by_cp), "{backend}");
     }
     drop(listener);
 }
@@ -278,8 +278,8 @@ fn a_fifo_named_without_r_is_skipped_with_a_warning_not_read() {
     let dir = TempDir::new().unwrap();
     let fifo = dir.path().join("pipe");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    // Reading the FIFO would block forever: pcp must not open it.
-    let out = pcp(&[os(&fifo), os(&dir.path().join("copy"))]);
+    // Reading the FIFO would block forever: stealcp must not open it.
+    let out = stealcp(&[os(&fifo), os(&dir.path().join("copy"))]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("special file not copied without -r"), "{}", stderr(&out));
     assert!(!dir.path().join("copy").exists());
@@ -290,11 +290,11 @@ fn the_process_backend_gives_the_same_tree_as_cp_a() {
     let dir = TempDir::new().unwrap();
     let src = dir.path().join("src");
     sample_tree(&src);
-    let (by_cp, by_pcp) = (dir.path().join("by_cp"), dir.path().join("by_pcp"));
+    let (by_cp, by_stealcp) = (dir.path().join("by_cp"), dir.path().join("by_stealcp"));
     assert!(Command::new("cp").arg("-a").arg(&src).arg(&by_cp).status().unwrap().success());
-    let out = pcp(&[os("--backend"), os("process"), os("-j"), os("2"), os("-a"), os(&src), os(&by_pcp)]);
+    let out = stealcp(&[os("--backend"), os("process"), os("-j"), os("2"), os("-a"), os(&src), os(&by_stealcp)]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(snapshot(&by_pcp), snapshot(&by_cp));
+    assert_eq!(snapshot(&by_stealcp), snapshot(&by_cp));
 }
 
 #[test]
@@ -306,7 +306,7 @@ fn a_file_with_the_longest_possible_name_is_copied() {
     fs::write(src.join(&long), "long name").unwrap();
     for backend in ["thread", "process"] {
         let dst = dir.path().join(backend);
-        let out = pcp(&[os("--backend"), os(backend), os("-a"), os(&src), os(&dst)]);
+        let out = stealcp(&[os("--backend"), os(backend), os("-a"), os(&src), os(&dst)]);
         assert!(out.status.success(), "{backend}: {}", stderr(&out));
         assert_eq!(fs::read_to_string(dst.join(&long)).unwrap(), "long name");
     }
@@ -314,7 +314,7 @@ fn a_file_with_the_longest_possible_name_is_copied() {
 
 #[test]
 fn help_shows_examples() {
-    let out = pcp(&[os("--help")]);
+    let out = stealcp(&[os("--help")]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Examples:") && text.contains("-a, --archive"), "{text}");
@@ -342,14 +342,22 @@ fn a_large_file_is_split_across_workers_and_comes_out_whole() {
     let data = pseudo_random((100 << 20) + 12_345, 7);
     fs::write(src.join("big.bin"), &data).unwrap();
     fs::write(src.join("small.txt"), "small").unwrap();
-    let (by_cp, by_pcp) = (dir.path().join("by_cp"), dir.path().join("by_pcp"));
+    let (by_cp, by_stealcp) = (dir.path().join("by_cp"), dir.path().join("by_stealcp"));
     assert!(Command::new("cp").arg("-a").arg(&src).arg(&by_cp).status().unwrap().success());
     for backend in ["thread", "process"] {
-        let _ = fs::remove_dir_all(&by_pcp);
-        let out =
-            pcp(&[os("--backend"), os(backend), os("-j"), os("3"), os("-a"), os("--verify"), os(&src), os(&by_pcp)]);
+        let _ = fs::remove_dir_all(&by_stealcp);
+        let out = stealcp(&[
+            os("--backend"),
+            os(backend),
+            os("-j"),
+            os("3"),
+            os("-a"),
+            os("--verify"),
+            os(&src),
+            os(&by_stealcp),
+        ]);
         assert!(out.status.success(), "{backend}: {}", stderr(&out));
-        assert_eq!(snapshot(&by_pcp), snapshot(&by_cp), "{backend}");
+        assert_eq!(snapshot(&by_stealcp), snapshot(&by_cp), "{backend}");
     }
 }
 
@@ -374,7 +382,7 @@ fn sparse_files_stay_sparse() {
     }
     for backend in ["thread", "process"] {
         let dst = dir.path().join(backend);
-        let out = pcp(&[os("--backend"), os(backend), os("-j"), os("2"), os("-a"), os(&src), os(&dst)]);
+        let out = stealcp(&[os("--backend"), os(backend), os("-j"), os("2"), os("-a"), os(&src), os(&dst)]);
         assert!(out.status.success(), "{backend}: {}", stderr(&out));
         for name in ["small-sparse", "large-sparse"] {
             let (a, b) = (src.join(name), dst.join(name));
@@ -405,7 +413,7 @@ fn parents_appends_the_source_path_under_the_target() {
     // Relative sources, as people type them: run both from inside `tree`.
     let cp = Command::new("cp").current_dir(&tree).args(["-a", "--parents", "a/b/f.txt"]).arg(&by_cp).status();
     assert!(cp.unwrap().success());
-    let out = Command::new(env!("CARGO_BIN_EXE_pcp"))
+    let out = Command::new(env!("CARGO_BIN_EXE_stealcp"))
         .current_dir(&tree)
         .args(["-a", "--parents", "a/b/f.txt"])
         .arg(&out_dir)
@@ -423,10 +431,10 @@ fn parents_appends_the_source_path_under_the_target() {
 
     let file_target = dir.path().join("file-target");
     fs::write(&file_target, "x").unwrap();
-    let refused = pcp(&[os("--parents"), os(&tree.join("a/b/f.txt")), os(&file_target)]);
+    let refused = stealcp(&[os("--parents"), os(&tree.join("a/b/f.txt")), os(&file_target)]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(stderr(&refused).contains("is not a directory"), "{}", stderr(&refused));
-    let up = Command::new(env!("CARGO_BIN_EXE_pcp"))
+    let up = Command::new(env!("CARGO_BIN_EXE_stealcp"))
         .current_dir(tree.join("a"))
         .args(["--parents", "../a/b/f.txt"])
         .arg(&out_dir)
@@ -437,7 +445,7 @@ fn parents_appends_the_source_path_under_the_target() {
 }
 
 fn is_temp(name: &OsStr) -> bool {
-    name.as_bytes().starts_with(stealpool::copy::TEMP_PREFIX.as_bytes())
+    name.as_bytes().starts_with(stealcp::TEMP_PREFIX.as_bytes())
 }
 
 /// Polls until `dir` holds an entry that `wanted` accepts, or `child` exits.
@@ -455,14 +463,14 @@ fn wait_for_entry(dir: &Path, child: &mut std::process::Child, wanted: impl Fn(&
     }
 }
 
-fn spawn_pcp(args: &[&OsStr]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_pcp")).args(args).stderr(std::process::Stdio::null()).spawn().unwrap()
+fn spawn_stealcp(args: &[&OsStr]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_stealcp")).args(args).stderr(std::process::Stdio::null()).spawn().unwrap()
 }
 
-/// The pid a temporary file's name carries (its writer: pcp, or one of its worker processes).
+/// The pid a temporary file's name carries (its writer: stealcp, or one of its worker processes).
 fn temp_writer(temp: &Path) -> i32 {
     let name = temp.file_name().unwrap().to_str().unwrap();
-    name[stealpool::copy::TEMP_PREFIX.len()..].split('-').next().unwrap().parse().unwrap()
+    name[stealcp::TEMP_PREFIX.len()..].split('-').next().unwrap().parse().unwrap()
 }
 
 #[test]
@@ -482,11 +490,12 @@ fn a_run_killed_while_splitting_a_large_file_leaves_no_partial_file_and_the_next
         let target = dir.path().join(backend);
         let dst = target.join("src");
         fs::create_dir_all(&dst).unwrap();
-        let mut child = spawn_pcp(&[os("--backend"), os(backend), os("-j"), os("2"), os("-a"), os(&src), os(&target)]);
+        let mut child =
+            spawn_stealcp(&[os("--backend"), os(backend), os("-j"), os("2"), os("-a"), os(&src), os(&target)]);
         let temp = wait_for_entry(&dst, &mut child, is_temp);
         child.kill().unwrap();
         let status = child.wait().unwrap();
-        let temp = temp.unwrap_or_else(|| panic!("{backend}: pcp finished before a temporary file was seen"));
+        let temp = temp.unwrap_or_else(|| panic!("{backend}: stealcp finished before a temporary file was seen"));
         assert_eq!(status.signal(), Some(9), "{backend}");
         assert!(!dst.join("big.bin").exists(), "{backend}: a split file appeared before its ranges were in");
         // A later run must find the writer gone, as it would after a real crash.
@@ -495,7 +504,7 @@ fn a_run_killed_while_splitting_a_large_file_leaves_no_partial_file_and_the_next
             std::thread::yield_now();
         }
 
-        let again = pcp(&[os("--backend"), os(backend), os("-a"), os(&src), os(&target)]);
+        let again = stealcp(&[os("--backend"), os(backend), os("-a"), os(&src), os(&target)]);
         assert!(again.status.success(), "{backend}: {}", stderr(&again));
         let leftovers: Vec<_> = fs::read_dir(&dst).unwrap().flatten().filter(|e| is_temp(&e.file_name())).collect();
         assert!(leftovers.is_empty(), "{backend}: {leftovers:?}");
@@ -519,12 +528,13 @@ fn a_run_killed_among_many_files_leaves_only_complete_files_and_no_temporary_nam
         fs::create_dir(&dst).unwrap();
         let mut merged = src.clone().into_os_string();
         merged.push("/.");
-        let mut child = spawn_pcp(&[os("--backend"), os(backend), os("-j"), os("1"), os("-a"), os(&merged), os(&dst)]);
+        let mut child =
+            spawn_stealcp(&[os("--backend"), os(backend), os("-j"), os("1"), os("-a"), os(&merged), os(&dst)]);
         let first = wait_for_entry(&dst, &mut child, |n| !is_temp(n));
         child.kill().unwrap();
         let status = child.wait().unwrap();
-        assert!(first.is_some(), "{backend}: pcp ended before copying anything");
-        assert_eq!(status.signal(), Some(9), "{backend}: pcp finished before it could be killed");
+        assert!(first.is_some(), "{backend}: stealcp ended before copying anything");
+        assert_eq!(status.signal(), Some(9), "{backend}: stealcp finished before it could be killed");
         // Files are written unnamed (O_TMPFILE) where the file system allows: a killed run
         // leaves only complete files under their final names.
         for e in fs::read_dir(&dst).unwrap().flatten() {
@@ -539,7 +549,7 @@ fn a_run_killed_among_many_files_leaves_only_complete_files_and_no_temporary_nam
 }
 
 #[test]
-fn a_new_directory_appears_only_once_complete_even_if_pcp_is_killed() {
+fn a_new_directory_appears_only_once_complete_even_if_stealcp_is_killed() {
     use std::os::unix::process::ExitStatusExt;
     let dir = TempDir::new().unwrap();
     let src = dir.path().join("src");
@@ -551,24 +561,24 @@ fn a_new_directory_appears_only_once_complete_even_if_pcp_is_killed() {
         let parent = dir.path().join(backend);
         fs::create_dir(&parent).unwrap();
         let dst = parent.join("copy");
-        let mut child = spawn_pcp(&[os("--backend"), os(backend), os("-j"), os("1"), os("-a"), os(&src), os(&dst)]);
+        let mut child = spawn_stealcp(&[os("--backend"), os(backend), os("-j"), os("1"), os("-a"), os(&src), os(&dst)]);
         // The copy is built beside its destination, under a temporary name; wait until files
         // are going into it.
         let staging = loop {
             let found = wait_for_entry(&parent, &mut child, is_temp);
-            let Some(staging) = found else { panic!("{backend}: pcp ended before a staging directory was seen") };
+            let Some(staging) = found else { panic!("{backend}: stealcp ended before a staging directory was seen") };
             if fs::read_dir(staging.join("sub")).is_ok_and(|mut d| d.next().is_some()) {
                 break staging;
             }
-            assert!(child.try_wait().unwrap().is_none(), "{backend}: pcp finished before it could be killed");
+            assert!(child.try_wait().unwrap().is_none(), "{backend}: stealcp finished before it could be killed");
             std::thread::yield_now();
         };
         child.kill().unwrap();
-        assert_eq!(child.wait().unwrap().signal(), Some(9), "{backend}: pcp finished before it could be killed");
+        assert_eq!(child.wait().unwrap().signal(), Some(9), "{backend}: stealcp finished before it could be killed");
         assert!(!dst.exists(), "{backend}: the destination appeared before the copy was complete");
         assert!(staging.is_dir(), "{backend}: the partial copy is clearly named: {staging:?}");
 
-        let again = pcp(&[os("--backend"), os(backend), os("-a"), os(&src), os(&dst)]);
+        let again = stealcp(&[os("--backend"), os(backend), os("-a"), os(&src), os(&dst)]);
         assert!(again.status.success(), "{backend}: {}", stderr(&again));
         assert!(!staging.exists(), "{backend}: the killed run's staging directory was removed");
         let left: Vec<_> = fs::read_dir(&parent).unwrap().flatten().map(|e| e.file_name()).collect();
@@ -590,7 +600,7 @@ fn a_staged_copy_whose_name_was_taken_meanwhile_stays_under_its_temporary_name()
     fs::create_dir_all(other.join("src")).unwrap();
     fs::write(other.join("src/g"), "g").unwrap();
     fs::create_dir(&dst).unwrap();
-    let out = pcp(&[os("-r"), os(&src), os(&other.join("src")), os(&dst)]);
+    let out = stealcp(&[os("-r"), os(&src), os(&other.join("src")), os(&dst)]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("the copy is left at"), "{err}");
@@ -611,24 +621,24 @@ fn stale_temporary_files_are_removed_and_live_ones_kept() {
     let mut gone = Command::new("true").spawn().unwrap();
     let dead_pid = gone.id();
     gone.wait().unwrap();
-    let temp = |pid: u32| dst.join("src").join(format!("{}{pid}-0-f", stealpool::copy::TEMP_PREFIX));
+    let temp = |pid: u32| dst.join("src").join(format!("{}{pid}-0-f", stealcp::TEMP_PREFIX));
     fs::write(temp(dead_pid), "left by a killed run").unwrap();
     // This test process is alive: a file named as if it were being written by it must stay.
     fs::write(temp(std::process::id()), "in progress elsewhere").unwrap();
-    let out = pcp(&[os("-a"), os(&src), os(&dst)]);
+    let out = stealcp(&[os("-a"), os(&src), os(&dst)]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!temp(dead_pid).exists(), "a dead run's temporary file was left");
     assert!(temp(std::process::id()).exists(), "a live writer's temporary file was removed");
     assert_eq!(fs::read_to_string(dst.join("src/f")).unwrap(), "f");
 }
 
-/// Runs pcp as an unprivileged user: as `nobody` through `setpriv` when the tests run as
+/// Runs stealcp as an unprivileged user: as `nobody` through `setpriv` when the tests run as
 /// root (root reads and writes through any mode bits), directly otherwise. `None` (with the
 /// reason printed) if that is impossible here.
-fn pcp_unprivileged(args: &[&OsStr], root: &Path) -> Option<Output> {
+fn stealcp_unprivileged(args: &[&OsStr], root: &Path) -> Option<Output> {
     let me = fs::metadata(root).unwrap().uid();
     if me != 0 {
-        return Some(pcp(args));
+        return Some(stealcp(args));
     }
     if Command::new("setpriv").arg("--version").output().is_err() {
         eprintln!("skipped: running as root without setpriv; permission denial cannot be staged");
@@ -637,7 +647,7 @@ fn pcp_unprivileged(args: &[&OsStr], root: &Path) -> Option<Output> {
     // Let `nobody` reach the tree: the temporary directory is private to root.
     fs::set_permissions(root, fs::Permissions::from_mode(0o755)).unwrap();
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_pcp")])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_stealcp")])
         .args(args)
         .output()
         .unwrap();
@@ -668,7 +678,8 @@ fn permission_errors_on_either_side_are_listed_and_the_rest_is_copied() {
     }
     fs::set_permissions(target.join("src/open-dir"), fs::Permissions::from_mode(0o555)).unwrap();
     for backend in ["thread", "process"] {
-        let Some(out) = pcp_unprivileged(&[os("--backend"), os(backend), os("-r"), os(&src), os(&target)], dir.path())
+        let Some(out) =
+            stealcp_unprivileged(&[os("--backend"), os(backend), os("-r"), os(&src), os(&target)], dir.path())
         else {
             return;
         };
@@ -722,7 +733,7 @@ fn a_full_disk_fails_the_files_that_do_not_fit_and_leaves_no_partial_files() {
     }
     for backend in ["thread", "process"] {
         let target = disk.0.join(backend);
-        let out = pcp(&[os("--backend"), os(backend), os("-a"), os(&src), os(&target)]);
+        let out = stealcp(&[os("--backend"), os(backend), os("-a"), os(&src), os(&target)]);
         assert_eq!(out.status.code(), Some(1), "{backend}: {}", stderr(&out));
         let err = stderr(&out);
         assert!(err.contains("too-big.bin") && err.contains("No space left on device"), "{backend}: {err}");

@@ -1,8 +1,8 @@
-//! `pcp`: copy files and directory trees in parallel, with `cp`'s options and naming rules, a
+//! `stealcp`: copy files and directory trees in parallel, with `cp`'s options and naming rules, a
 //! progress bar, and every failure listed at the end.
 //!
-//! This binary only parses options, shows progress and reports; the copying is the library's
-//! `stealpool::copy` engine.
+//! This binary only parses options, shows progress and reports; the copying is the `stealcp`
+//! library (the engine: plan, walk, copy, publish).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -11,17 +11,17 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use stealpool::copy::{self, CopyOptions, EntryKind, Failure, Observer, Target};
+use stealcp::{CopyOptions, EntryKind, Failure, Observer, Target};
 use stealpool::{ProcessPoolBuilder, ThreadPoolBuilder};
 
 const EXAMPLES: &str = "\
 Examples:
-  pcp -a photos/ /backup/photos        copy a tree like cp -a (links, modes, times kept)
-  pcp -r src/ docs/ /tmp/out           copy two trees into an existing directory
-  pcp -t /tmp/out -v a.txt b.txt       copy files into a directory, listing each
-  pcp -a -j 16 --verify big/ /mnt/x    16 workers, re-read every copy and compare
-  pcp --parents -p src/a/f.txt /tmp/o  makes /tmp/o/src/a/f.txt (src, src/a copied as dirs)
-  pcp -a --backend process big/ /mnt/x copy in worker processes: a crash stays in its worker
+  stealcp -a photos/ /backup/photos        copy a tree like cp -a (links, modes, times kept)
+  stealcp -r src/ docs/ /tmp/out           copy two trees into an existing directory
+  stealcp -t /tmp/out -v a.txt b.txt       copy files into a directory, listing each
+  stealcp -a -j 16 --verify big/ /mnt/x    16 workers, re-read every copy and compare
+  stealcp --parents -p src/a/f.txt /tmp/o  makes /tmp/o/src/a/f.txt (src, src/a copied as dirs)
+  stealcp -a --backend process big/ /mnt/x copy in worker processes: a crash stays in its worker
 
 A new directory is built as .pcp-tmp-<pid>-*-<name> beside its destination and renamed into
 place once complete; in existing directories, files get their final names only once
@@ -30,7 +30,7 @@ FIFOs, sockets and device nodes inside a tree are recreated (devices need root),
 Exit status: 0 if everything was copied, 1 if anything failed (all failures are listed).";
 
 #[derive(Debug, Parser)]
-#[command(name = "pcp", version, about = "Copy files and directory trees in parallel, like cp -r / cp -a.")]
+#[command(name = "stealcp", version, about = "Copy files and directory trees in parallel, like cp -r / cp -a.")]
 #[command(after_help = EXAMPLES)]
 struct Opts {
     /// SOURCE... DEST, or SOURCE... with -t DIR.
@@ -160,7 +160,7 @@ impl Observer for Report {
 
     fn failed(&mut self, failure: &Failure) {
         if let Some(bar) = &self.bar {
-            bar.println(format!("pcp: {failure}"));
+            bar.println(format!("stealcp: {failure}"));
         }
     }
 }
@@ -180,7 +180,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("pcp: {e:#}");
+            eprintln!("stealcp: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -196,30 +196,30 @@ fn run(opts: &Opts) -> anyhow::Result<bool> {
             _ => anyhow::bail!("missing destination file operand after {:?}", opts.paths),
         },
     };
-    let plan = copy::plan(&sources, &target, &options)?;
+    let plan = stealcp::plan(&sources, &target, &options)?;
     let show_progress = opts.progress || (!opts.no_progress && std::io::stderr().is_terminal());
     let mut observer =
         Report { bar: show_progress.then(progress_bar), verbose: opts.verbose, files: 0, total_files: 0 };
     let report = match opts.backend {
         Backend::Thread => {
-            let pool = ThreadPoolBuilder::new().num_workers(opts.jobs).thread_name("pcp").build()?;
-            copy::copy(&plan, &options, &pool, &mut observer)?
+            let pool = ThreadPoolBuilder::new().num_workers(opts.jobs).name_prefix("stealcp").build()?;
+            stealcp::copy(&plan, &options, &pool, &mut observer)?
         }
         Backend::Process => {
-            let pool = ProcessPoolBuilder::new().num_workers(opts.jobs).name_prefix("pcp-w").build()?;
-            copy::copy(&plan, &options, &pool, &mut observer)?
+            let pool = ProcessPoolBuilder::new().num_workers(opts.jobs).name_prefix("stealcp-w").build()?;
+            stealcp::copy(&plan, &options, &pool, &mut observer)?
         }
     };
     if let Some(bar) = &observer.bar {
         bar.finish_and_clear();
     }
     for skipped in &report.skipped {
-        eprintln!("pcp: warning: '{}': {}", skipped.path.display(), skipped.reason);
+        eprintln!("stealcp: warning: '{}': {}", skipped.path.display(), skipped.reason);
     }
     if !report.failures.is_empty() {
-        eprintln!("pcp: {} failure(s):", report.failures.len());
+        eprintln!("stealcp: {} failure(s):", report.failures.len());
         for failure in &report.failures {
-            eprintln!("pcp:   {failure}");
+            eprintln!("stealcp:   {failure}");
         }
     }
     Ok(report.is_success())

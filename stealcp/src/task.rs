@@ -1,25 +1,26 @@
 //! The one job type the engine hands to an executor, so that a thread pool and a process pool
-//! run exactly the same code (the process pool knows it as `stealpool::copy::Task`).
+//! run exactly the same code (the process pool knows it as `stealcp::Task`).
 
 use std::sync::Arc;
 
-use super::entry::{self, Back, DirFinish, FileJob, FileOutcome, FinishJob, RangeJob};
-use super::run::BYTES_PER_TASK;
-use super::scan::{self, Listing, ScanJob};
-use super::{CopyOptions, Failure};
-use crate::job::Job;
+use crate::entry::{self, Back, DirFinish, FileJob, FileOutcome, FinishJob, RangeJob};
+use crate::error::Failure;
+use crate::options::CopyOptions;
+use crate::scan::{self, Listing, ScanJob};
+use crate::tuning::BYTES_PER_TASK;
+use stealpool::Job;
 
 /// One piece of a copy's work: a directory to scan, a batch of files, one range of a large
 /// file, a large file's last step, or directories to finish. Made only by
-/// [`copy`](super::copy); public because an executor's `Submit<Task>` bound names it.
+/// [`copy`](crate::copy()); public because an executor's `Submit<Task>` bound names it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Task {
-    pub(super) options: CopyOptions,
-    pub(super) work: Work,
+    pub(crate) options: CopyOptions,
+    pub(crate) work: Work,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub(super) enum Work {
+pub(crate) enum Work {
     Scan(ScanJob),
     /// Shared with the coordinator, which reports on the same files when the outcomes come.
     Files(Arc<[FileJob]>),
@@ -29,12 +30,12 @@ pub(super) enum Work {
     Directories(Vec<DirFinish>),
 }
 
-/// What a [`Task`] produced; read only by [`copy`](super::copy).
+/// What a [`Task`] produced; read only by [`copy`](crate::copy()).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct TaskOutcome(pub(super) Outcome);
+pub struct TaskOutcome(pub(crate) Outcome);
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub(super) enum Outcome {
+pub(crate) enum Outcome {
     Scanned(Listing),
     Files(Vec<FileOutcome>),
     Range(Result<u64, Failure>),
@@ -76,7 +77,7 @@ impl Job for Task {
     }
 }
 
-crate::register_job!(Task, name = "stealpool::copy::Task");
+stealpool::register_job!(Task, name = "stealcp::Task");
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,89 @@
+//! A directory's copy: made early ([`create_directory`], writable by us whatever the source's
+//! mode) and finished at the end, once everything inside is in place ([`finish_directory`]:
+//! ownership, mode, times).
+//!
+//! This module must never remove a directory or anything in it.
+
+use std::fs::{self, Permissions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::attributes::{filetimes, ignore_eperm};
+use crate::error::{Failure, fail};
+use crate::options::CopyOptions;
+use crate::path_bytes;
+
+/// What a copied directory keeps of its source: applied at the end, once everything inside is
+/// in place (creating entries changes a directory's times).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) struct DirMeta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    atime: (i64, u32),
+    mtime: (i64, u32),
+}
+
+impl DirMeta {
+    pub(crate) fn new(meta: &fs::Metadata) -> Self {
+        let (a, m) = filetimes(meta);
+        DirMeta {
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            atime: (a.unix_seconds(), a.nanoseconds()),
+            mtime: (m.unix_seconds(), m.nanoseconds()),
+        }
+    }
+}
+
+/// Creates a destination directory, writable by us whatever the source's mode (the final mode
+/// is set by [`finish_directory`]). An existing directory is reused: returns whether it existed.
+pub(crate) fn create_directory(destination: &Path, meta: &DirMeta) -> Result<bool, Failure> {
+    match fs::DirBuilder::new().mode(meta.mode | 0o700).create(destination) {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match fs::metadata(destination) {
+            Ok(m) if m.is_dir() => Ok(true),
+            _ => {
+                let error = io::Error::other("cannot overwrite a non-directory with a directory");
+                Err(Failure { path: destination.to_path_buf(), action: "create directory", error })
+            }
+        },
+        Err(e) => Err(fail(destination, "create directory")(e)),
+    }
+}
+
+/// A copied directory to finish once everything inside is in place.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct DirFinish {
+    #[serde(with = "path_bytes")]
+    pub(crate) path: PathBuf,
+    pub(crate) meta: DirMeta,
+    /// It existed before this run.
+    pub(crate) existed: bool,
+}
+
+/// Sets a copied directory's ownership, mode and times, once everything inside is in place.
+/// Without `preserve_mode`, a directory that `existed` before the run keeps its mode, as with
+/// `cp -r`.
+pub(crate) fn finish_directory(job: &DirFinish, o: &CopyOptions) -> Result<(), Failure> {
+    let (path, dir, existed) = (job.path.as_path(), &job.meta, job.existed);
+    if o.preserve_ownership {
+        ignore_eperm(std::os::unix::fs::chown(path, Some(dir.uid), Some(dir.gid)))
+            .map_err(fail(path, "preserve ownership"))?;
+    }
+    if o.preserve_mode {
+        fs::set_permissions(path, Permissions::from_mode(dir.mode)).map_err(fail(path, "set mode"))?;
+    } else if !existed && dir.mode & 0o700 != 0o700 {
+        // Take back the owner bits added so we could fill the directory.
+        let current = fs::metadata(path).map_err(fail(path, "stat"))?.mode() & 0o7777;
+        let mode = current & !(0o700 & !dir.mode);
+        fs::set_permissions(path, Permissions::from_mode(mode)).map_err(fail(path, "set mode"))?;
+    }
+    if o.preserve_timestamps {
+        let time = |(s, ns): (i64, u32)| filetime::FileTime::from_unix_time(s, ns);
+        filetime::set_file_times(path, time(dir.atime), time(dir.mtime)).map_err(fail(path, "preserve timestamps"))?;
+    }
+    Ok(())
+}

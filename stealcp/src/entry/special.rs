@@ -1,0 +1,87 @@
+//! Entries that are not a regular file's contents: symlinks, hard links to a file already
+//! copied, FIFOs, sockets and device nodes (recreated, as `cp -R` does).
+//!
+//! This module must never read from a special file (a FIFO can block forever), and never
+//! replace a directory.
+
+use std::fs::{self, Permissions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use crate::attributes::preserve_unfollowed;
+use crate::error::{Failure, fail};
+use crate::options::CopyOptions;
+
+/// Makes room for a new non-regular entry at `destination`: `Ok(false)` means leave the
+/// existing one (`no_clobber`); a directory is never replaced.
+fn clear_destination(destination: &Path, o: &CopyOptions, action: &'static str) -> Result<bool, Failure> {
+    let Ok(existing) = fs::symlink_metadata(destination) else { return Ok(true) };
+    if o.no_clobber {
+        return Ok(false);
+    }
+    if existing.is_dir() {
+        let error = io::Error::other("cannot overwrite a directory");
+        return Err(Failure { path: destination.to_path_buf(), action, error });
+    }
+    fs::remove_file(destination).map_err(fail(destination, "replace"))?;
+    Ok(true)
+}
+
+/// Makes `destination` a symlink with the same target as `source` (whose `lstat` is `meta`).
+/// Returns `Ok(false)` if an existing entry was left alone.
+pub(crate) fn make_symlink(
+    source: &Path,
+    destination: &Path,
+    meta: &fs::Metadata,
+    check_existing: bool,
+    o: &CopyOptions,
+) -> Result<bool, Failure> {
+    let target = fs::read_link(source).map_err(fail(source, "read symlink"))?;
+    if check_existing && !clear_destination(destination, o, "create symlink")? {
+        return Ok(false);
+    }
+    std::os::unix::fs::symlink(&target, destination).map_err(fail(destination, "create symlink"))?;
+    preserve_unfollowed(destination, meta, o)?;
+    Ok(true)
+}
+
+/// Recreates a FIFO, socket or device node, as `cp -R` does (devices need privilege; without
+/// it the failure is reported like any other).
+pub(crate) fn make_special(
+    destination: &Path,
+    meta: &fs::Metadata,
+    check_existing: bool,
+    o: &CopyOptions,
+) -> Result<bool, Failure> {
+    use nix::sys::stat::{Mode, SFlag};
+    if check_existing && !clear_destination(destination, o, "create special file")? {
+        return Ok(false);
+    }
+    let perm = Mode::from_bits_truncate(meta.mode() & 0o7777);
+    let kind = SFlag::from_bits_truncate(meta.mode() & SFlag::S_IFMT.bits());
+    let made = if kind == SFlag::S_IFIFO {
+        nix::unistd::mkfifo(destination, perm)
+    } else {
+        nix::sys::stat::mknod(destination, kind, perm, meta.rdev())
+    };
+    made.map_err(|e| fail(destination, "create special file")(e.into()))?;
+    preserve_unfollowed(destination, meta, o)?;
+    if o.preserve_mode {
+        // mknod applied the umask; -p wants the source's bits.
+        fs::set_permissions(destination, Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(fail(destination, "preserve mode"))?;
+    }
+    Ok(true)
+}
+
+/// Makes `destination` a hard link to `first`, the copy of the first path of the same inode.
+pub(crate) fn hard_link(first: &Path, destination: &Path, o: &CopyOptions) -> Result<(), Failure> {
+    if fs::symlink_metadata(destination).is_ok() {
+        if o.no_clobber {
+            return Ok(());
+        }
+        fs::remove_file(destination).map_err(fail(destination, "replace"))?;
+    }
+    fs::hard_link(first, destination).map_err(fail(destination, "create hard link"))
+}

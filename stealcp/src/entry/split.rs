@@ -1,0 +1,114 @@
+//! A large file copied in ranges by several workers: the coordinator makes the temporary file
+//! ([`prepare_split`]), workers fill ranges at the same offsets ([`copy_piece`]), and one last
+//! step seals and publishes it ([`finish_split`]).
+//!
+//! This module must never give the file its final name before every range is in.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::dirs::Dirs;
+use super::file::{FileJob, FileOutcome, keep_existing, open_source};
+use super::staged::{Naming, Staged, seal};
+use crate::attributes::creation_mode;
+use crate::data;
+use crate::error::{Failure, fail};
+use crate::options::CopyOptions;
+use crate::path_bytes;
+use crate::publish::{TempFile, temp_path};
+
+/// A large file, once its temporary copy exists: either already complete (reflinked) or
+/// sized and waiting for its ranges.
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    /// `no_clobber` / `update` left the destination alone.
+    Unchanged,
+    /// The temporary file shares the source's extents; only [`finish_split`] is left.
+    Cloned(PathBuf),
+    /// The temporary file has the source's length (all hole); copy `len` bytes into it.
+    Ranges { temp: PathBuf, len: u64 },
+}
+
+/// First step of a file copied in ranges by several workers: checks the destination and makes
+/// the temporary file. Cheap (no data moves), so the caller runs it inline.
+pub(crate) fn prepare_split(job: &FileJob, o: &CopyOptions) -> Result<Prepared, Failure> {
+    let (src, meta) = open_source(&job.source, job.follow)?;
+    if job.check_existing && keep_existing(&job.destination, &meta, o)? {
+        return Ok(Prepared::Unchanged);
+    }
+    let temp = temp_path(&job.destination);
+    let out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(creation_mode(&meta))
+        .open(&temp)
+        .map_err(fail(&job.destination, "create"))?;
+    let mut guard = TempFile { path: Some(&temp) };
+    let prepared = if data::reflink(&src, meta.dev(), &out, job.dst_dev) {
+        Prepared::Cloned(temp.clone())
+    } else {
+        let sparse = data::may_be_sparse(&meta);
+        if sparse || !data::preallocate(&out, meta.len()).map_err(fail(&job.destination, "create"))? {
+            out.set_len(meta.len()).map_err(fail(&job.destination, "create"))?;
+        }
+        Prepared::Ranges { temp: temp.clone(), len: meta.len() }
+    };
+    guard.path = None;
+    Ok(prepared)
+}
+
+/// One range of a split file.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RangeJob {
+    #[serde(with = "path_bytes")]
+    pub(crate) source: PathBuf,
+    #[serde(with = "path_bytes")]
+    pub(crate) temp: PathBuf,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) follow: bool,
+}
+
+/// Copies one range of a split file into its temporary file, at the same offsets.
+pub(crate) fn copy_piece(job: &RangeJob) -> Result<u64, Failure> {
+    let (src, meta) = open_source(&job.source, job.follow)?;
+    let out = OpenOptions::new().write(true).open(&job.temp).map_err(fail(&job.temp, "open"))?;
+    data::copy_range(&src, &out, job.start, job.end, data::may_be_sparse(&meta)).map_err(fail(&job.source, "copy"))?;
+    Ok(job.end - job.start)
+}
+
+/// The last step of a split file, once every range is in: attributes, verify, rename.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct FinishJob {
+    #[serde(with = "path_bytes")]
+    pub(crate) source: PathBuf,
+    #[serde(with = "path_bytes")]
+    pub(crate) destination: PathBuf,
+    #[serde(with = "path_bytes")]
+    pub(crate) temp: PathBuf,
+    pub(crate) follow: bool,
+    /// Bytes the file has (reported when it is done).
+    pub(crate) len: u64,
+}
+
+/// Seals a split file: its temporary copy is complete (or failed, in which case the caller
+/// removes it with [`discard`]).
+pub(crate) fn finish_split(job: &FinishJob, o: &CopyOptions) -> FileOutcome {
+    let result = (|| {
+        let file = OpenOptions::new().read(true).write(true).open(&job.temp);
+        let staged = Staged { file: file.map_err(fail(&job.temp, "open"))?, name: Naming::Temp(job.temp.clone()) };
+        let (src, meta) = open_source(&job.source, job.follow)?;
+        let sealed = seal(staged, &mut Dirs::default(), &src, &meta, &job.destination, None, o)?;
+        Ok(FileOutcome::sealed(sealed, job.len))
+    })();
+    result.unwrap_or_else(|failure| {
+        discard(&job.temp);
+        FileOutcome::Failed(failure)
+    })
+}
+
+/// Removes the temporary file of a split copy that failed.
+pub(crate) fn discard(temp: &Path) {
+    let _ = fs::remove_file(temp);
+}

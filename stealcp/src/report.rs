@@ -1,0 +1,102 @@
+//! What a copy tells its caller: the [`CopyReport`] at the end, and the [`Observer`] events
+//! while it runs (a progress bar, a verbose listing).
+//!
+//! This module must never do any copying; the coordinator (`run/`) fills the report.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Failure;
+
+/// Something skipped on purpose (not a failure): a FIFO, socket or device named on the command
+/// line without `recursive` (`cp` would read from it, which can block forever).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The source path.
+    pub path: PathBuf,
+    /// Why it was skipped.
+    pub reason: &'static str,
+}
+
+/// The outcome of a whole copy.
+#[derive(Debug, Default)]
+pub struct CopyReport {
+    /// Regular files copied.
+    pub files: u64,
+    /// Bytes of regular files copied.
+    pub bytes: u64,
+    /// Directories created or updated.
+    pub directories: u64,
+    /// Symlinks made.
+    pub symlinks: u64,
+    /// FIFOs, sockets and device nodes made.
+    pub specials: u64,
+    /// Hard links made.
+    pub hard_links: u64,
+    /// Entries left alone because of `no_clobber` or `update`.
+    pub unchanged: u64,
+    /// Special files not copied.
+    pub skipped: Vec<Skipped>,
+    /// Everything that failed; the copy went on past each.
+    pub failures: Vec<Failure>,
+}
+
+impl CopyReport {
+    /// Whether nothing failed.
+    pub fn is_success(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// What kind of entry an [`Observer`] is told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum EntryKind {
+    /// A regular file's contents were copied.
+    File,
+    /// A directory was made (or an existing one reused).
+    Directory,
+    /// A symlink was made.
+    Symlink,
+    /// A FIFO, socket or device node was made.
+    Special,
+    /// A hard link to an already copied file was made.
+    HardLink,
+}
+
+/// Progress events, for a progress bar or a verbose listing.
+///
+/// Calls come from the thread that called [`copy`](crate::copy()). The walk runs alongside the copies, so
+/// [`found`](Observer::found) keeps being called while bytes are being copied.
+pub trait Observer {
+    /// Whether to learn the totals up front: then the walk reads every file's size (one
+    /// `stat` per file, about a twentieth of a small-file copy's time) and reports them
+    /// through [`found`](Observer::found). Without, `found` is never called, and hard links
+    /// and large files are recognized by the workers as they open the files. Defaults to
+    /// `true`; [`Quiet`] says `false`.
+    fn wants_totals(&self) -> bool {
+        true
+    }
+    /// The walk found this many more regular files and bytes to copy (only if
+    /// [`wants_totals`](Observer::wants_totals)).
+    fn found(&mut self, _files: u64, _bytes: u64) {}
+    /// This many more bytes were copied (or left alone: `no_clobber`, `update`).
+    fn progressed(&mut self, _bytes: u64) {}
+    /// One entry is complete.
+    fn copied(&mut self, _kind: EntryKind, _source: &Path, _destination: &Path) {}
+    /// One path failed.
+    fn failed(&mut self, _failure: &Failure) {}
+}
+
+/// An [`Observer`] that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn wants_totals(&self) -> bool {
+        false
+    }
+}
+
+pub(crate) fn record(report: &mut CopyReport, observer: &mut dyn Observer, failure: Failure) {
+    observer.failed(&failure);
+    report.failures.push(failure);
+}

@@ -1,0 +1,110 @@
+//! Files found by the walk, on the coordinator: hard links deduplicated (one copy, the other
+//! names linked at the end), large files split, the rest batched; and the files a worker
+//! handed back uncopied.
+//!
+//! This module must never copy anything itself; it only decides where files go.
+
+use std::collections::VecDeque;
+
+use stealpool::{Executor, Submit};
+
+use super::Run;
+use super::finish::HardLink;
+use super::staging::shown;
+use crate::entry::{Back, FileJob, FileOutcome};
+use crate::report::EntryKind;
+use crate::task::Task;
+use crate::tuning::{BYTES_PER_TASK, FILES_PER_TASK, SPLIT_AT};
+
+impl<'a, E> Run<'a, E>
+where
+    E: Executor + Submit<Task>,
+{
+    /// Files found by the walk, each with the (device, inode) to dedup on if it has other
+    /// names: see [`Run::queue_files`].
+    pub(super) fn add_found(&mut self, found: Vec<(FileJob, Option<(u64, u64)>)>) {
+        let jobs: Vec<FileJob> = found.into_iter().filter_map(|(job, link)| self.dedup(job, link)).collect();
+        if self.totals {
+            self.observer.found(jobs.len() as u64, jobs.iter().filter_map(|j| j.len).sum());
+        }
+        self.queue_files(jobs);
+    }
+
+    /// A file with other names (`link`) is copied once: the first path seen is copied, the
+    /// others are kept (returning `None`) to become hard links at the end.
+    pub(super) fn dedup(&mut self, job: FileJob, link: Option<(u64, u64)>) -> Option<FileJob> {
+        let Some(key) = link.filter(|_| self.options.preserve_links) else { return Some(job) };
+        if let Some(first) = self.inodes.get(&key) {
+            let first = first.clone();
+            self.hard_links.push(HardLink { source: job.source, destination: job.destination, first });
+            return None;
+        }
+        self.inodes.insert(key, job.destination.clone());
+        Some(job)
+    }
+
+    /// Files to copy: large ones (of a known size) are split, the rest batched.
+    pub(super) fn queue_files(&mut self, jobs: Vec<FileJob>) {
+        let mut full = VecDeque::new();
+        for job in jobs {
+            if let Some(len) = job.len.filter(|&len| len >= SPLIT_AT && self.split_workers) {
+                self.split(job, len);
+                continue;
+            }
+            self.batch_bytes += job.len.unwrap_or(0);
+            self.batch.push(job);
+            if self.batch.len() >= FILES_PER_TASK || self.batch_bytes >= BYTES_PER_TASK {
+                full.push_back(self.take_batch());
+            }
+        }
+        if !full.is_empty() {
+            self.ready.push_back(full);
+        }
+    }
+
+    pub(super) fn file_done(&mut self, job: &FileJob, outcome: FileOutcome) {
+        match outcome {
+            FileOutcome::Copied(bytes) => {
+                self.report.files += 1;
+                self.report.bytes += bytes;
+                self.observer.progressed(bytes);
+                self.observer.copied(EntryKind::File, &job.source, &shown(&self.stagings, &job.destination));
+            }
+            FileOutcome::Unchanged(bytes) => {
+                self.report.unchanged += 1;
+                self.observer.progressed(bytes);
+            }
+            FileOutcome::Failed(failure) => self.fail(failure),
+            FileOutcome::Back(back) => self.handed_back(job.clone(), back),
+        }
+    }
+
+    /// Files a batch handed back uncopied: next out (they were due already), spread over the
+    /// workers, since their sizes are still unknown and one batch would keep them all on one
+    /// worker in turn.
+    pub(super) fn requeue(&mut self, mut jobs: Vec<FileJob>) {
+        let per_batch = jobs.len().div_ceil(self.executor.max_workers().max(1)).max(1);
+        // The last part first, each pushed in front of the one after it, so they go out in order.
+        while !jobs.is_empty() {
+            let part = jobs.split_off((jobs.len() - 1) / per_batch * per_batch);
+            self.ready.push_front(VecDeque::from([part]));
+        }
+    }
+
+    /// A file its worker did not copy (see [`Back`]); its size is known now unless the batch
+    /// simply did not come to it.
+    pub(super) fn handed_back(&mut self, job: FileJob, back: Back) {
+        // The worker checked links and size: it must not hand the file back again.
+        let checked = |len| FileJob { len: Some(len), hand_back_links: false, hand_back_large: false, ..job.clone() };
+        match back {
+            // Nothing was checked: it goes out again as it came.
+            Back::NotRun => self.requeue(vec![job]),
+            Back::HardLinked { dev, ino, len } => {
+                if let Some(job) = self.dedup(checked(len), Some((dev, ino))) {
+                    self.queue_files(vec![job]);
+                }
+            }
+            Back::Large { len } => self.split(checked(len), len),
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! The coordinator: runs on the thread that called [`copy`], hands [`Task`]s to
+//! the executor and folds their outcomes into the report.
+//!
+//! It keeps at most `TASKS_PER_WORKER` tasks per worker in flight; the rest waits here, scans
+//! first (they find more work and finish the totals early), then batches and file ranges. A
+//! batch of small files is sent when it is full, or, half full, whenever a worker would
+//! otherwise be idle, so that batching never starves the pool. Tasks report completion through
+//! a done callback that sends the task's id over a channel; the coordinator then takes the
+//! (already finished) future's result. It never blocks on one particular task.
+//!
+//! State that must be kept in one place lives only here: which inodes were seen (hard links),
+//! which directories to finish, and the split files whose ranges are still out.
+//!
+//! A directory named on the command line whose destination does not exist yet is *staged*:
+//! built under a temporary name beside its destination ([`TEMP_PREFIX`](crate::TEMP_PREFIX)`<pid>-<n>-<name>`) and
+//! renamed into place once everything inside is finished. Nobody sees its files before then,
+//! so they are written under their own names at once, with no temporary name or unnamed file
+//! per file; a killed run leaves only the clearly named staging directory, which the next run
+//! into the same place removes. Observers and failures are shown the final paths.
+//!
+//! - `start.rs`: the sources named on the command line (and `--parents` directories).
+//! - `outcome.rs`: folding a finished task's outcome in (listings, batches, task failures).
+//! - `files.rs`: batching files, dedup of hard links, files handed back by workers.
+//! - `split.rs`: large files copied in ranges.
+//! - `finish.rs`: hard links, then directories deepest first, staged ones renamed into place.
+//! - `staging.rs`: directories built under a temporary name, and the paths users are shown.
+//!
+//! This module must never block on one particular task, and never wait for work while a
+//! worker could take some.
+
+mod files;
+mod finish;
+mod outcome;
+mod split;
+mod staging;
+mod start;
+
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use stealpool::{Executor, Future, ShutdownError, Submit};
+
+use self::finish::HardLink;
+use self::split::Split;
+use self::staging::{Staging, shown};
+use crate::entry::{self, DirFinish, FileJob};
+use crate::error::Failure;
+use crate::options::CopyOptions;
+use crate::plan::Assignment;
+use crate::report::{CopyReport, Observer, record};
+use crate::scan::ScanJob;
+use crate::task::{Task, TaskOutcome, Work};
+use crate::tuning::TASKS_PER_WORKER;
+
+/// Copies `assignments` (from [`plan`](crate::plan())) with the work running on `executor`.
+///
+/// # Errors
+/// [`ShutdownError`] if the executor is shut down while the copy runs (files in flight are
+/// finished or cleaned up first). Every other failure is in the report.
+///
+/// # Examples
+/// ```
+/// use stealcp::{copy, plan, CopyOptions, Quiet, Target};
+/// use stealpool::ThreadPoolExecutor;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let src = dir.path().join("tree");
+/// std::fs::create_dir_all(src.join("sub")).unwrap();
+/// std::fs::write(src.join("sub/a.txt"), "alpha").unwrap();
+/// let dest = dir.path().join("copy");
+///
+/// let options = CopyOptions::archive();
+/// let plan = plan(&[src], &Target::Auto(dest.clone()), &options).unwrap();
+/// let pool = ThreadPoolExecutor::new(2);
+/// let report = copy(&plan, &options, &pool, &mut Quiet).unwrap();
+/// assert!(report.is_success());
+/// assert_eq!(std::fs::read_to_string(dest.join("sub/a.txt")).unwrap(), "alpha");
+/// ```
+pub fn copy<E>(
+    assignments: &[Assignment],
+    options: &CopyOptions,
+    executor: &E,
+    observer: &mut dyn Observer,
+) -> Result<CopyReport, ShutdownError>
+where
+    E: Executor + Submit<Task>,
+{
+    let mut run = Run::new(executor, options, observer);
+    for assignment in assignments {
+        run.start(assignment);
+    }
+    run.drive()?;
+    Ok(run.finish())
+}
+
+/// What the coordinator remembers about a task in flight.
+enum Pending {
+    Scan(ScanCtx),
+    Files(Arc<[FileJob]>),
+    Range(u64),
+    Finish(u64),
+}
+
+/// A directory being scanned.
+struct ScanCtx {
+    job: ScanJob,
+    /// With `dereference`: (device, inode) of the directory and its ancestors, so that a
+    /// symlink back up the tree is caught instead of copied forever.
+    ancestors: Vec<(u64, u64)>,
+}
+
+fn files_task(jobs: Vec<FileJob>) -> (Work, Pending) {
+    let jobs: Arc<[FileJob]> = jobs.into();
+    (Work::Files(Arc::clone(&jobs)), Pending::Files(jobs))
+}
+
+struct Run<'a, E> {
+    executor: &'a E,
+    options: &'a CopyOptions,
+    observer: &'a mut dyn Observer,
+    report: CopyReport,
+    done_tx: Sender<u64>,
+    done_rx: Receiver<u64>,
+    next_id: u64,
+    in_flight: HashMap<u64, (Future<TaskOutcome>, Pending)>,
+    limit: usize,
+    /// Scans waiting to be sent (taken last in, first out: depth first, which keeps this short).
+    scans: Vec<ScanCtx>,
+    /// Finishing steps of split files waiting to be sent.
+    queued: VecDeque<(Work, Pending)>,
+    /// Full batches waiting to be sent, grouped by the listing (directory) they came from and
+    /// taken from the groups in turn: workers creating files in one directory at the same time
+    /// queue up on its lock in the kernel, workers in different directories do not.
+    ready: VecDeque<VecDeque<Vec<FileJob>>>,
+    batch: Vec<FileJob>,
+    batch_bytes: u64,
+    inodes: HashMap<(u64, u64), PathBuf>,
+    hard_links: Vec<HardLink>,
+    /// Directories to finish once everything is copied.
+    directories: Vec<DirFinish>,
+    splits: HashMap<u64, Split>,
+    /// Split files with ranges still to send, taken in turn: concurrent ranges then mostly
+    /// belong to different files, because writes to one file are serialized by the kernel
+    /// (the inode lock), while writes to different files run in parallel.
+    range_turns: VecDeque<u64>,
+    split_workers: bool,
+    stagings: Vec<Staging>,
+    /// The observer wants totals up front, so the walk reads every file's size.
+    totals: bool,
+}
+
+impl<'a, E> Run<'a, E>
+where
+    E: Executor + Submit<Task>,
+{
+    fn new(executor: &'a E, options: &'a CopyOptions, observer: &'a mut dyn Observer) -> Self {
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let workers = executor.max_workers().max(1);
+        let totals = observer.wants_totals();
+        Run {
+            executor,
+            options,
+            observer,
+            report: CopyReport::default(),
+            done_tx,
+            done_rx,
+            next_id: 0,
+            in_flight: HashMap::new(),
+            limit: workers * TASKS_PER_WORKER,
+            scans: Vec::new(),
+            queued: VecDeque::new(),
+            ready: VecDeque::new(),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            inodes: HashMap::new(),
+            hard_links: Vec::new(),
+            directories: Vec::new(),
+            splits: HashMap::new(),
+            range_turns: VecDeque::new(),
+            split_workers: workers > 1,
+            stagings: Vec::new(),
+            totals,
+        }
+    }
+
+    fn fail(&mut self, mut failure: Failure) {
+        if let Cow::Owned(path) = shown(&self.stagings, &failure.path) {
+            failure.path = path;
+        }
+        record(&mut self.report, self.observer, failure);
+    }
+
+    /// Hands out work and folds in outcomes until nothing is left.
+    fn drive(&mut self) -> Result<(), ShutdownError> {
+        loop {
+            if let Err(e) = self.fill() {
+                self.abandon();
+                return Err(e);
+            }
+            if self.in_flight.is_empty() {
+                return Ok(());
+            }
+            // We hold a sender, so this never reports disconnection; each id arrives once.
+            let Ok(id) = self.done_rx.recv() else { return Ok(()) };
+            if let Some((future, pending)) = self.in_flight.remove(&id) {
+                let outcome = future.result();
+                self.absorb(outcome, pending);
+            }
+        }
+    }
+
+    /// Sends waiting work while there is room in flight.
+    fn fill(&mut self) -> Result<(), ShutdownError> {
+        while self.in_flight.len() < self.limit {
+            let (work, pending) = if let Some(ctx) = self.scans.pop() {
+                (Work::Scan(ctx.job.clone()), Pending::Scan(ctx))
+            } else if let Some(next) = self.queued.pop_front() {
+                next
+            } else if let Some(mut group) = self.ready.pop_front() {
+                let jobs = group.pop_front().expect("groups are never empty");
+                if !group.is_empty() {
+                    self.ready.push_back(group);
+                }
+                files_task(jobs)
+            } else if let Some(range) = self.next_range() {
+                range
+            } else if !self.batch.is_empty() {
+                files_task(self.take_batch())
+            } else {
+                break;
+            };
+            self.submit(work, pending)?;
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self, work: Work, pending: Pending) -> Result<(), ShutdownError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let task = Task { options: self.options.clone(), work };
+        let future = self.executor.submit(task).map_err(|_| ShutdownError)?;
+        let done = self.done_tx.clone();
+        future.add_done_callback(move |_| {
+            let _ = done.send(id);
+        });
+        self.in_flight.insert(id, (future, pending));
+        Ok(())
+    }
+
+    /// The executor refused work: wait for what is in flight, then drop everything else,
+    /// including the temporary files of split copies.
+    fn abandon(&mut self) {
+        for (_, (future, _)) in self.in_flight.drain() {
+            future.wait();
+        }
+        for split in self.splits.values() {
+            entry::discard(&split.temp);
+        }
+        self.splits.clear();
+        // A directory that was never finished does not appear at all.
+        for staging in self.stagings.drain(..) {
+            let _ = fs::remove_dir_all(&staging.temp);
+        }
+    }
+
+    fn take_batch(&mut self) -> Vec<FileJob> {
+        self.batch_bytes = 0;
+        std::mem::take(&mut self.batch)
+    }
+}

@@ -1,0 +1,179 @@
+//! Folding a finished task's outcome into the run: a directory listing becomes more scans and
+//! files, a batch's outcomes are counted (or handed back), and a task that panicked or whose
+//! worker died fails everything it covered.
+//!
+//! This module must never drop an outcome silently: every path a task covered ends up copied,
+//! failed or queued again.
+
+use std::io;
+use std::path::Path;
+
+use stealpool::JobError;
+
+use stealpool::{Executor, Submit};
+
+use super::Run;
+use super::staging::shown;
+use super::{Pending, ScanCtx};
+use crate::entry::{self, Back, DirFinish, FileJob, FileOutcome};
+use crate::error::Failure;
+use crate::report::EntryKind;
+use crate::scan::{Listing, ScanJob};
+use crate::task::Task;
+use crate::task::{Outcome, TaskOutcome};
+
+impl<'a, E> Run<'a, E>
+where
+    E: Executor + Submit<Task>,
+{
+    pub(super) fn absorb(&mut self, outcome: Result<TaskOutcome, JobError>, pending: Pending) {
+        match (outcome, pending) {
+            (Ok(TaskOutcome(Outcome::Scanned(listing))), Pending::Scan(ctx)) => self.listing(ctx, listing),
+            (Ok(TaskOutcome(Outcome::Files(outcomes))), Pending::Files(jobs)) if outcomes.len() == jobs.len() => {
+                let mut not_run = Vec::new();
+                for (job, outcome) in jobs.iter().zip(outcomes) {
+                    match outcome {
+                        FileOutcome::Back(Back::NotRun) => not_run.push(job.clone()),
+                        outcome => self.file_done(job, outcome),
+                    }
+                }
+                self.requeue(not_run);
+            }
+            (Ok(TaskOutcome(Outcome::Range(result))), Pending::Range(id)) => self.range_done(id, result),
+            (Ok(TaskOutcome(Outcome::Finished(outcome))), Pending::Finish(id)) => self.finish_done(id, outcome),
+            (outcome, pending) => {
+                // A task that panicked, or whose worker process died (or, impossibly, an
+                // outcome that does not match its task): everything it covered failed.
+                let reason = match outcome {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "the task returned an unexpected outcome".to_owned(),
+                };
+                self.task_failed(pending, &reason);
+            }
+        }
+    }
+
+    pub(super) fn task_failed(&mut self, pending: Pending, reason: &str) {
+        let failure =
+            |path: &Path| Failure { path: path.to_path_buf(), action: "copy job", error: io::Error::other(reason) };
+        match pending {
+            Pending::Scan(ctx) => self.fail(failure(&ctx.job.source)),
+            Pending::Files(jobs) => {
+                for job in jobs.iter() {
+                    self.fail(failure(&job.source));
+                }
+            }
+            Pending::Range(id) => {
+                let source = self.splits.get(&id).map(|s| s.source.clone()).unwrap_or_default();
+                self.range_done(id, Err(failure(&source)));
+            }
+            Pending::Finish(id) => {
+                if let Some(split) = self.splits.remove(&id) {
+                    entry::discard(&split.temp);
+                    self.fail(failure(&split.source));
+                }
+            }
+        }
+    }
+
+    pub(super) fn listing(&mut self, ctx: ScanCtx, listing: Listing) {
+        for failure in listing.failures {
+            self.fail(failure);
+        }
+        self.report.unchanged += listing.unchanged;
+        let ScanJob { source, destination, meta, in_staging, .. } = ctx.job;
+        for (name, kind) in &listing.made {
+            let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name);
+            self.made(Ok(true), *kind, &source.join(name), &destination.join(name));
+        }
+        if !listing.created {
+            return;
+        }
+        self.report.directories += 1;
+        self.observer.copied(EntryKind::Directory, &source, &shown(&self.stagings, &destination));
+        for dir in &listing.subdirs {
+            let (Some(meta), Some(stat)) = (dir.dir, dir.stat) else { continue };
+            let child = source.join(dir.name());
+            let mut ancestors = Vec::new();
+            if self.options.dereference {
+                if ctx.ancestors.contains(&(stat.dev, stat.ino)) {
+                    let error = io::Error::other("a symlink leads back to a directory above it (loop not followed)");
+                    self.fail(Failure { path: child, action: "read directory", error });
+                    continue;
+                }
+                ancestors = ctx.ancestors.clone();
+                ancestors.push((stat.dev, stat.ino));
+            }
+            let destination = destination.join(dir.name());
+            let job = ScanJob { source: child, destination, meta, in_staging, stat_files: self.totals };
+            self.scans.push(ScanCtx { job, ancestors });
+        }
+        let found = listing.files.iter().map(|file| {
+            // A file the scan did not stat is checked by its worker, which hands it back if
+            // it has to be deduplicated or split.
+            let job = FileJob {
+                source: source.join(file.name()),
+                destination: destination.join(file.name()),
+                len: file.stat.map(|s| s.len),
+                hand_back_links: file.stat.is_none(),
+                hand_back_large: file.stat.is_none() && self.split_workers,
+                follow: self.options.dereference,
+                check_existing: listing.existed,
+                dst_dev: listing.dst_dev,
+                dst_group: listing.dst_group,
+                in_staging,
+            };
+            (job, file.stat.and_then(|s| s.link_key()))
+        });
+        let found: Vec<_> = found.collect();
+        self.add_found(found);
+        self.directories.push(DirFinish { path: destination, meta, existed: listing.existed });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::entry::{Back, FileOutcome};
+    use crate::options::CopyOptions;
+    use stealpool::ThreadPoolExecutor;
+
+    fn job(i: usize) -> FileJob {
+        FileJob {
+            source: format!("/src/f{i}").into(),
+            destination: format!("/dst/f{i}").into(),
+            len: None,
+            hand_back_links: true,
+            hand_back_large: true,
+            follow: false,
+            check_existing: false,
+            dst_dev: 0,
+            dst_group: None,
+            in_staging: false,
+        }
+    }
+
+    /// Files a batch handed back uncopied have unknown sizes: they go out again spread over the
+    /// workers, not as one batch that only one worker at a time could take.
+    #[test]
+    fn files_a_batch_hands_back_are_spread_over_the_workers() {
+        let pool = ThreadPoolExecutor::new(2);
+        let options = CopyOptions::default();
+        let mut quiet = crate::Quiet;
+        let mut run = Run::new(&pool, &options, &mut quiet);
+        let jobs: Arc<[FileJob]> = (0..9).map(job).collect::<Vec<_>>().into();
+        let outcomes = (0..9)
+            .map(|i| if i < 2 { FileOutcome::Copied(8 << 20) } else { FileOutcome::Back(Back::NotRun) })
+            .collect();
+        run.absorb(Ok(TaskOutcome(Outcome::Files(outcomes))), Pending::Files(jobs));
+        let sizes: Vec<usize> = run.ready.iter().map(|group| group.iter().map(Vec::len).sum()).collect();
+        assert_eq!(sizes, [4, 3], "one batch per worker, next out");
+        let first = &run.ready[0][0][0];
+        assert_eq!(first.source, Path::new("/src/f2"), "in their order");
+        assert!(first.hand_back_links && first.hand_back_large, "nothing was checked: the checks are still due");
+        assert_eq!(run.report.files, 2);
+    }
+}

@@ -1,0 +1,22 @@
+//! The engine's tuning constants, in one leaf module that everything may import: how much
+//! work goes into one task and how much is kept in flight.
+//!
+//! This module must never hold anything but constants (it has no imports, so it can be in no
+//! cycle).
+
+/// Tasks in flight per worker: enough to hide a process pool's round trip, few enough that
+/// small files still gather into batches here rather than in the pool's queue.
+pub(crate) const TASKS_PER_WORKER: usize = 4;
+/// Most files in one batch.
+pub(crate) const FILES_PER_TASK: usize = 64;
+/// Most bytes in one batch: a batch of mid-sized files should not hold one worker for long.
+/// Where sizes are not known up front, the worker enforces it (the rest of its batch comes
+/// back uncopied).
+pub(crate) const BYTES_PER_TASK: u64 = 16 << 20;
+/// Files this large are split into ranges of [`RANGE`] copied by several workers at once.
+pub(crate) const SPLIT_AT: u64 = 64 << 20;
+/// The size of one range of a split file.
+pub(crate) const RANGE: u64 = 32 << 20;
+/// Fewer directories of one depth than this are finished on the coordinator; more are shared
+/// among the workers (a directory takes three quick calls; a task's round trip is dearer).
+pub(crate) const DIRS_WORTH_SHARING: usize = 32;
