@@ -7,7 +7,7 @@
 use std::cell::UnsafeCell;
 use std::sync::Arc;
 
-use super::registry::current_registry;
+use super::current;
 use crate::future::{Cell, Core};
 use crate::job::Job;
 use crate::unwind;
@@ -121,7 +121,7 @@ where
     }
 
     fn run_inline(&self) -> bool {
-        current_registry() == Some(self.registry) && self.execute()
+        current::registry() == Some(self.registry) && self.execute()
     }
 
     fn cancel(&self) -> bool {

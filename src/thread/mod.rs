@@ -3,6 +3,7 @@
 //! See `registry.rs` for the queues and worker loops and `SLEEP.md` for how idle workers sleep
 //! and how a worker blocked on a future is compensated for.
 
+mod current;
 mod job_cell;
 mod registry;
 mod sleep;

@@ -23,7 +23,7 @@
 //! the process with a message instead of leaving a pool that silently lost a thread (and with
 //! it, perhaps, a job whose future never resolves).
 
-use std::cell::{Cell as StdCell, RefCell};
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering, fence};
 use std::thread::{self, JoinHandle};
@@ -33,6 +33,7 @@ use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::Backoff;
 use parking_lot::Mutex;
 
+use super::current;
 use super::job_cell::{JobCell, JobRef, cancel_job, run_job};
 use super::sleep::{Sleep, SpareFate, Wake};
 use crate::blocking::{self, BlockingRegion};
@@ -49,23 +50,16 @@ struct WorkerCtx {
 
 thread_local! {
     static WORKER: RefCell<Option<WorkerCtx>> = const { RefCell::new(None) };
-    /// The address of the registry whose thread this is, or 0: a plain value (no destructor), so that
-    /// the check every submission makes is a bare thread-local load.
-    static CURRENT: StdCell<usize> = const { StdCell::new(0) };
-}
-
-pub(super) fn current_registry() -> Option<usize> {
-    Some(CURRENT.get()).filter(|&id| id != 0)
 }
 
 /// Makes this thread a thread of `registry` (with `local` as its deque) until `run` returns.
 fn as_pool_thread(registry: &Arc<Registry>, local: Option<Worker<JobRef>>, run: impl FnOnce()) {
     WORKER.with_borrow_mut(|w| *w = Some(WorkerCtx { local }));
-    CURRENT.set(registry.id());
+    current::set(registry.id());
     let region = blocking::install(Arc::new(PoolThread(Arc::clone(registry))));
     run();
     drop(region);
-    CURRENT.set(0);
+    current::set(0);
     WORKER.with_borrow_mut(|w| *w = None);
 }
 
@@ -214,7 +208,7 @@ impl Registry {
         J: Job + Send + 'static,
         J::Output: Send + 'static,
     {
-        let inside = CURRENT.get() == self.id();
+        let inside = current::registry() == Some(self.id());
         let refused = match self.lifecycle.load(Ordering::Acquire) {
             RUNNING => false,
             TERMINATED => true,
