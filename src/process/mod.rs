@@ -15,9 +15,19 @@
 //! the same job could later run on another machine; a message naming code the worker does not
 //! know fails that job with [`JobError::Unregistered`], never anything worse. A closure given
 //! to [`submit`](ProcessPoolExecutor::submit) is a compile-time error (it is no
-//! [`RemoteJob`]); one given to `apply_async` or `map` cannot be told apart from a function by
-//! its type, so it compiles and fails that job with [`JobError::Unregistered`], naming the
-//! closure's type. A function whose arguments or result are not serde types is refused by
+//! [`RemoteJob`]). One given to `apply_async` or `map` is refused when the program is built if
+//! it captures anything (its type has a size, a function's has none):
+//!
+//! ```compile_fail
+//! # use stealpool::{Executor, ProcessPoolExecutor};
+//! let pool = ProcessPoolExecutor::new(1);
+//! let factor = 3;
+//! let _ = pool.map(move |x: u64| x * factor, 0..10u64); // error: registered functions only
+//! ```
+//!
+//! A closure that captures nothing cannot be told apart from a function by its type on stable
+//! Rust, so it compiles and fails its jobs with [`JobError::Unregistered`], naming the closure's
+//! type. A function whose arguments or result are not serde types is refused by
 //! [`register_fn!`](crate::register_fn) at compile time (see [`RemoteFn`]).
 //!
 //! For large binary inputs use `serde_bytes::ByteBuf` (or `#[serde(with = "serde_bytes")]`):
@@ -266,7 +276,20 @@ impl ProcessPoolExecutor {
 }
 
 /// The name of the registered function `F`, or its type name if it is not registered.
+///
+/// A registered function is a function item, a type of size zero. A closure that captures
+/// anything (or a function pointer) has a size, so it is refused when the program is built, by
+/// a constant evaluated for each `F` (a post-monomorphization error: `cargo build` reports it,
+/// `cargo check` may not).
 fn fn_code<F: 'static>() -> Result<&'static str, &'static str> {
+    const {
+        assert!(
+            std::mem::size_of::<F>() == 0,
+            "the process pool runs registered functions only: a closure that captures values (or a function \
+             pointer) cannot be sent to a worker process; register a `fn` with `stealpool::register_fn!(f)` and pass \
+             `f`, with the captured values as its arguments"
+        )
+    };
     registration::name_of_fn::<F>().ok_or(std::any::type_name::<F>())
 }
 
