@@ -9,8 +9,8 @@
 //! This module must never let a broken connection back into the pool.
 
 use std::collections::HashMap;
-use std::io::{self, IoSliceMut, Read};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
 use std::sync::Arc;
@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::sockopt::PeerCredentials;
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, getsockopt, recvmsg};
-use parking_lot::Mutex;
+use nix::sys::socket::{MsgFlags, getsockopt};
 use serde::{Deserialize, Serialize};
 
 use crate::deadline;
+use crate::ipc::{Blocking, PerProcess, fd};
 use crate::manager::auth::{self, Nonce, Secret};
 use crate::manager::error::ErrorKind;
 use crate::manager::protocol::{self, ErrorCode, HANDSHAKE_FRAME, HEADER, MAX_FRAME, Reply, Request, WaitLimit};
@@ -50,12 +50,6 @@ const HANDSHAKE: Duration = Duration::from_secs(5);
 /// might still do for it (lent items go back, a lock acquired late is released).
 pub(crate) const GRACE: Duration = Duration::from_secs(1);
 
-/// Writes with `MSG_NOSIGNAL`: a peer that is gone is an error, never a `SIGPIPE` that could
-/// kill a program which restored the default disposition.
-pub(crate) fn send(stream: &UnixStream, buf: &[u8]) -> io::Result<usize> {
-    nix::sys::socket::send(stream.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL).map_err(io::Error::from)
-}
-
 /// Why a read or a write on a connection stopped.
 enum Stop {
     /// The connection is finished (closed, broken, or the peer broke the protocol).
@@ -81,16 +75,20 @@ fn ready(stream: &UnixStream, flags: PollFlags, deadline: Instant) -> Result<(),
     }
 }
 
+/// Writes all of `buf`, with `MSG_NOSIGNAL` (`ipc::fd::send_with_fds`: a peer that is gone is
+/// an error, never a `SIGPIPE` that could kill a program which restored the default
+/// disposition), giving up at `deadline` (if any).
 fn send_all(stream: &UnixStream, mut buf: &[u8], deadline: Option<Instant>) -> Result<(), Stop> {
-    let flags = match deadline {
-        None => MsgFlags::MSG_NOSIGNAL,
-        Some(_) => MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-    };
+    let blocking = if deadline.is_some() { Blocking::No } else { Blocking::Yes };
     while !buf.is_empty() {
-        match nix::sys::socket::send(stream.as_raw_fd(), buf, flags) {
+        match fd::send_with_fds(stream.as_fd(), &[IoSlice::new(buf)], &[], blocking) {
             Ok(n) => buf = &buf[n..],
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::EAGAIN) if let Some(d) = deadline => ready(stream, PollFlags::POLLOUT, d)?,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    && let Some(d) = deadline =>
+            {
+                ready(stream, PollFlags::POLLOUT, d)?;
+            }
             Err(_) => return Err(Stop::Closed),
         }
     }
@@ -147,41 +145,21 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 }
 
 /// Reads the first bytes of a message into `buf`, with the descriptor attached to them
-/// (`SCM_RIGHTS`), if any, given up at `deadline` ([`HANDSHAKE`] at a time without one).
-/// Returns how many bytes came (0: the peer closed). The client's one `recvmsg`; the server's
-/// one `sendmsg` is `send_with_fd` in `server/conn.rs`.
-fn recv_with_fd(
-    stream: &UnixStream,
-    buf: &mut [u8],
-    deadline: Option<Instant>,
-) -> Result<(usize, Option<OwnedFd>), Stop> {
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let (got, fd) = loop {
-        if let Some(d) = deadline {
-            ready(stream, PollFlags::POLLIN, d)?;
-        }
-        let mut iov = [IoSliceMut::new(buf)];
-        let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
-        match recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), flags) {
-            Ok(msg) => {
-                let fd = msg.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
-                    ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-                    _ => None,
-                });
-                break (msg.bytes, fd);
-            }
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::EAGAIN) if deadline.is_none() => {
-                ready(stream, PollFlags::POLLIN, Instant::now() + HANDSHAKE)?;
-            }
-            Err(nix::errno::Errno::EAGAIN) => {}
+/// (`SCM_RIGHTS`), if any, given up at `deadline`. Returns how many bytes came (0: the peer
+/// closed). The receiving is `ipc::fd::recv_into`, which owns every descriptor the kernel
+/// installs and closes all but the first, so a hostile server cannot leak descriptors into
+/// this process; descriptors beyond the room offered (the kernel closed them) are a broken
+/// peer. The server's sending end is `Server::send_arena`, over `ipc::fd::send_with_fds`.
+fn recv_with_fd(stream: &UnixStream, buf: &mut [u8], deadline: Instant) -> Result<(usize, Option<OwnedFd>), Stop> {
+    loop {
+        ready(stream, PollFlags::POLLIN, deadline)?;
+        match fd::recv_into(stream.as_fd(), buf, true, Blocking::No) {
+            Ok(got) if got.truncated || got.fds_refused => return Err(Stop::Closed),
+            Ok(got) => return Ok((got.len, got.fd)),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
             Err(_) => return Err(Stop::Closed),
         }
-    };
-    // SAFETY: the kernel just installed this descriptor in our table for this message
-    // (`SCM_RIGHTS`); nothing else knows of it, so we are its only owner.
-    let fd = fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-    Ok((got, fd))
+    }
 }
 
 /// One connection to a manager.
@@ -253,7 +231,7 @@ impl Conn {
         request: &Request,
         deadline: Option<Instant>,
     ) -> Result<(Reply, Option<OwnedFd>), ErrorKind> {
-        let deadline = earliest(deadline, deadline::after(HANDSHAKE));
+        let deadline = earliest(deadline, deadline::after(HANDSHAKE)).unwrap_or_else(Instant::now);
         let result = self.call_with_fd_by(request, deadline);
         if result.is_err() {
             self.abandoned = true;
@@ -261,19 +239,15 @@ impl Conn {
         result.map_err(|_| ErrorKind::Disconnected)
     }
 
-    fn call_with_fd_by(
-        &mut self,
-        request: &Request,
-        deadline: Option<Instant>,
-    ) -> Result<(Reply, Option<OwnedFd>), Stop> {
-        self.send_by(request, deadline)?;
+    fn call_with_fd_by(&mut self, request: &Request, deadline: Instant) -> Result<(Reply, Option<OwnedFd>), Stop> {
+        self.send_by(request, Some(deadline))?;
         let mut header = [0u8; HEADER];
         let (got, fd) = recv_with_fd(&self.stream, &mut header, deadline)?;
         if got == 0 {
             return Err(Stop::Closed);
         }
-        read_exact(&self.stream, &mut header[got..], deadline)?;
-        let reply = self.body(header, deadline, MAX_FRAME)?;
+        read_exact(&self.stream, &mut header[got..], Some(deadline))?;
+        let reply = self.body(header, Some(deadline), MAX_FRAME)?;
         Ok((reply, fd))
     }
 
@@ -320,30 +294,6 @@ impl Conn {
         if self.buf.capacity() > 1 << 20 {
             self.buf = Vec::with_capacity(256);
         }
-    }
-}
-
-/// State that belongs to one process. A child forked while it was filled must not use its
-/// parent's copy (sockets shared with the parent, whose frames would interleave with ours;
-/// arena chunks the parent writes into): the pid recorded with the state tells, and the child
-/// starts afresh. Dropping the stale copy closes nothing of the parent's.
-pub(crate) struct PerProcess<T> {
-    state: Mutex<Option<(u32, T)>>,
-}
-
-impl<T: Default> PerProcess<T> {
-    pub(crate) const fn new() -> Self {
-        PerProcess { state: Mutex::new(None) }
-    }
-
-    /// Runs `f` on this process's state (under a lock: keep it short).
-    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let pid = std::process::id();
-        let mut state = self.state.lock();
-        if state.as_ref().is_none_or(|(p, _)| *p != pid) {
-            *state = Some((pid, T::default()));
-        }
-        f(&mut state.as_mut().expect("set above").1)
     }
 }
 

@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::ipc::PerProcess;
 use crate::manager::arena::{self, CHUNK, Mapping, Span};
-use crate::manager::client::connection::{self, Conn, PerProcess};
+use crate::manager::client::connection::{self, Conn};
 use crate::manager::error::ErrorKind;
 use crate::manager::protocol::{ItemPayload, Reply, Request, WaitLimit};
 use crate::manager::{Handle, unexpected};
