@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Read};
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
@@ -75,6 +76,10 @@ fn ready(stream: &UnixStream, flags: PollFlags, deadline: Instant) -> Result<(),
     }
 }
 
+/// How far past the bytes of a reply that came its buffer is reserved, at most: a whole
+/// batch of lent items (at most 1 MiB) at once, never the 1 GiB a header may claim.
+const AHEAD: usize = 1 << 20;
+
 /// Writes all of `buf`, with `MSG_NOSIGNAL` (`ipc::fd::send_with_fds`: a peer that is gone is
 /// an error, never a `SIGPIPE` that could kill a program which restored the default
 /// disposition), giving up at `deadline` (if any).
@@ -110,6 +115,24 @@ fn read_exact(stream: &UnixStream, mut buf: &mut [u8], deadline: Option<Instant>
         }
     }
     Ok(())
+}
+
+/// Reads what has arrived (at least one byte, at most `buf.len()`, which must not be 0) into
+/// `buf`, waiting for it until `deadline` (if any). End of file is [`Stop::Closed`].
+/// Descriptors attached to these bytes are closed by the kernel (no room is offered).
+fn recv_some(stream: &UnixStream, buf: &mut [MaybeUninit<u8>], deadline: Option<Instant>) -> Result<usize, Stop> {
+    let blocking = if deadline.is_some() { Blocking::No } else { Blocking::Yes };
+    loop {
+        if let Some(d) = deadline {
+            ready(stream, PollFlags::POLLIN, d)?;
+        }
+        match fd::recv(stream.as_fd(), buf, false, blocking) {
+            Ok(got) if got.len == 0 => return Err(Stop::Closed),
+            Ok(got) => return Ok(got.len),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(_) => return Err(Stop::Closed),
+        }
+    }
 }
 
 /// The client-side deadline of a request that waits, and the reply that stands for "nothing
@@ -264,9 +287,17 @@ impl Conn {
         if len > limit {
             return Err(Stop::Closed);
         }
+        // Memory follows the bytes that came, not the length the server claimed: at most
+        // [`AHEAD`] is reserved past them (fallibly), and bytes go into the reserve unzeroed.
         self.buf.clear();
-        self.buf.resize(len, 0);
-        read_exact(&self.stream, &mut self.buf, deadline)?;
+        while self.buf.len() < len {
+            let want = (len - self.buf.len()).min(AHEAD);
+            self.buf.try_reserve(want).map_err(|_| Stop::Closed)?;
+            let n = recv_some(&self.stream, &mut self.buf.spare_capacity_mut()[..want], deadline)?;
+            // SAFETY: `recv_some` initialized the first `n` bytes of the spare capacity (`n` is
+            // at most `want`, which `try_reserve` made room for).
+            unsafe { self.buf.set_len(self.buf.len() + n) };
+        }
         let reply: Reply = postcard::from_bytes(&self.buf).map_err(|_| Stop::Closed)?;
         self.trim();
         Ok(reply)
@@ -347,4 +378,55 @@ pub(crate) fn call(address: &Arc<Address>, request: &Request) -> Result<Reply, E
         give_back(address, conn);
     }
     reply
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use serde_bytes::ByteBuf;
+
+    use super::*;
+    use crate::manager::protocol::ItemPayload;
+
+    #[test]
+    fn a_reply_that_claims_a_gigabyte_costs_only_the_bytes_that_came() {
+        let (client, mut server) = UnixStream::pair().unwrap();
+        let mut conn = Conn { stream: client, buf: Vec::new(), abandoned: false };
+        server.write_all(&[7; 1000]).unwrap();
+        let header = (MAX_FRAME as u32).to_le_bytes();
+        let got = conn.body(header, deadline::after(Duration::from_millis(50)), MAX_FRAME);
+        assert!(matches!(got, Err(Stop::Expired)), "the rest never came");
+        assert_eq!(conn.buf.len(), 1000);
+        assert!(conn.buf.capacity() <= 2 * AHEAD, "reserved {} for 1000 bytes", conn.buf.capacity());
+        drop(server);
+        assert!(matches!(conn.body(header, None, MAX_FRAME), Err(Stop::Closed)), "end of file half-way");
+    }
+
+    #[test]
+    fn a_reply_larger_than_the_reserve_arrives_in_pieces() {
+        let (client, mut server) = UnixStream::pair().unwrap();
+        let mut conn = Conn { stream: client, buf: Vec::new(), abandoned: false };
+        let items = || (0..5u8).map(|i| ItemPayload::Inline(ByteBuf::from(vec![i; AHEAD - 3]))).collect();
+        let mut frames = Vec::new();
+        protocol::frame(&Reply::Items(items()), &mut frames).unwrap();
+        protocol::frame(&Reply::Items(items()), &mut frames).unwrap();
+        let writer = std::thread::spawn(move || {
+            for piece in frames.chunks(300_001) {
+                server.write_all(piece).unwrap();
+            }
+            server
+        });
+        // Once blocking, once with a deadline.
+        for wait in [None, deadline::after(Duration::from_secs(30))] {
+            let Ok(Reply::Items(got)) = conn.reply_by(wait, MAX_FRAME) else { panic!("no reply") };
+            assert_eq!(got.len(), 5);
+            for (i, item) in got.iter().enumerate() {
+                assert!(
+                    matches!(item, ItemPayload::Inline(b) if b.len() == AHEAD - 3 && b.iter().all(|&x| x == i as u8))
+                );
+            }
+        }
+        drop(writer.join().unwrap());
+    }
 }
