@@ -32,6 +32,9 @@ pub(super) struct Conn {
     pub(super) since: Instant,
     /// The peer is gone or broke the protocol: cleaned up by `Server::reap`.
     pub(super) dead: bool,
+    /// The process that connected (`SO_PEERCRED` at `accept`), if known: the death of a
+    /// process holding permits on several connections is told once (`State::disconnect`).
+    pub(super) pid: Option<u32>,
 }
 
 pub(super) enum Auth {

@@ -167,7 +167,8 @@ impl Server {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     self.accept_pause = None;
-                    let same_user = getsockopt(&stream, PeerCredentials).is_ok_and(|c| c.uid() == self.uid);
+                    let peer = getsockopt(&stream, PeerCredentials).ok();
+                    let same_user = peer.is_some_and(|c| c.uid() == self.uid);
                     if !same_user || self.conns.len() >= MAX_CONNS {
                         // Closed without a word.
                         self.refused += 1;
@@ -194,6 +195,8 @@ impl Server {
                             auth: Auth::Hello,
                             since: Instant::now(),
                             dead: false,
+                            // 0: the peer is in a pid namespace this one cannot see.
+                            pid: peer.map(|c| c.pid() as u32).filter(|&pid| pid != 0),
                         },
                     );
                 }
@@ -342,7 +345,8 @@ impl Server {
             (Auth::Proof { nc, ns }, Request::Proof { proof }) if auth::check_client(&self.secret, ns, nc, &proof) => {
                 c.auth = Auth::Done;
                 self.handshaking -= 1;
-                self.state.connect(conn);
+                let pid = c.pid;
+                self.state.connect(conn, pid);
                 self.reply(conn, &Reply::Done);
             }
             _ => self.broken(conn),
