@@ -19,21 +19,25 @@ impl Rng {
     }
 
     /// A number below `n` (0 when `n` is 0).
+    #[cfg(feature = "manager")]
     pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
 
     /// An index below `len` (0 when `len` is 0).
+    #[cfg(feature = "process")]
     pub(crate) fn index(&mut self, len: usize) -> usize {
         (self.next() % len.max(1) as u64) as usize
     }
 
     /// `n` random bytes.
+    #[cfg(feature = "manager")]
     pub(crate) fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next() as u8).collect()
     }
 
     /// Fewer than `max` random bytes.
+    #[cfg(feature = "manager")]
     pub(crate) fn some_bytes(&mut self, max: u64) -> Vec<u8> {
         let n = self.below(max) as usize;
         self.bytes(n)

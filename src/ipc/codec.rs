@@ -4,11 +4,10 @@
 //!
 //! This module must never panic: a failed serialization is an error value.
 
-use serde::Serialize;
-
-/// Serializes `value` at the end of `buf` (postcard's own `to_extend` copies byte by byte;
+/// Serializes `value` at the end of `buf` (the pool's frames; postcard's own `to_extend` copies byte by byte;
 /// this copies byte strings with one `memcpy`, which matters for large payloads).
-pub(crate) fn append<T: Serialize + ?Sized>(value: &T, mut buf: Vec<u8>) -> postcard::Result<Vec<u8>> {
+#[cfg(feature = "process")]
+pub(crate) fn append<T: serde::Serialize + ?Sized>(value: &T, mut buf: Vec<u8>) -> postcard::Result<Vec<u8>> {
     postcard::serialize_with_flavor(value, Extend(&mut buf))?;
     Ok(buf)
 }

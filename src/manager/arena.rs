@@ -45,7 +45,8 @@ use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::MFdFlags;
 use serde::Serialize;
 
-use crate::manager::client::connection::{self, Address, PerProcess};
+use crate::ipc::PerProcess;
+use crate::manager::client::connection::{self, Address};
 use crate::manager::protocol::{Reply, Request};
 
 /// Bytes per chunk: the largest item the lane carries.

@@ -633,6 +633,59 @@ fn a_client_never_maps_an_unsealed_or_short_arena() {
     }
 }
 
+/// A server that attaches two descriptors to its `Arena` reply (the manager attaches one):
+/// the client keeps the first (and, as it is no sealed memfd, drops it unmapped) and closes
+/// the other at once, so a peer cannot fill this process's descriptor table.
+#[test]
+fn a_second_descriptor_from_the_server_is_closed() {
+    use super::arena;
+    use super::client::connection::{self, Address};
+    use crate::ipc::{Blocking, fd};
+    use nix::fcntl::OFlag;
+    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+    /// Whether every copy of the write end of `read`'s pipe is closed (end of file, not "would
+    /// block").
+    fn writers_closed(read: &OwnedFd) -> bool {
+        let mut byte = [0u8; 1];
+        // SAFETY: `byte` is valid for writes of one byte.
+        unsafe { nix::libc::read(read.as_raw_fd(), byte.as_mut_ptr().cast(), 1) == 0 }
+    }
+
+    let address = Address {
+        name: format!("stealpool-test-fds-{:032x}", u128::from_le_bytes(auth::random().unwrap())),
+        secret: [7; 32],
+    };
+    let listener = UnixListener::bind_addr(&address.socket_addr().unwrap()).unwrap();
+    let (r1, w1) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).unwrap();
+    let (r2, w2) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).unwrap();
+    let secret = address.secret;
+    let fake = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(LONG)).unwrap();
+        let Request::Hello { nonce: nc } = read_request(&mut s) else { panic!() };
+        let ns = [4; 32];
+        s.write_all(&reply_frame(&Reply::Challenge { nonce: ns, proof: auth::server_proof(&secret, &nc, &ns) }))
+            .unwrap();
+        let Request::Proof { .. } = read_request(&mut s) else { panic!() };
+        s.write_all(&reply_frame(&Reply::Done)).unwrap();
+        let Request::Arena = read_request(&mut s) else { panic!() };
+        let frame = reply_frame(&Reply::Done);
+        let sent =
+            fd::send_with_fds(s.as_fd(), &[std::io::IoSlice::new(&frame)], &[w1.as_fd(), w2.as_fd()], Blocking::Yes);
+        assert_eq!(sent.unwrap(), frame.len());
+        // Keeps the connection open (the client pools it), drops its own copies of both.
+        s
+    });
+    assert!(arena::mapping(&address, None).is_none(), "a pipe is no arena");
+    let s = fake.join().unwrap();
+    assert!(writers_closed(&r2), "the descriptor beyond the first is closed, not leaked");
+    assert!(writers_closed(&r1), "the first, refused for a mapping, is closed too");
+    arena::forget(&address);
+    connection::forget(&address);
+    drop(s);
+}
+
 fn read_request_or_eof(s: &mut UnixStream) -> Option<Request> {
     let mut header = [0; HEADER];
     s.read_exact(&mut header).ok()?;

@@ -9,8 +9,9 @@
 //! This module must never let a broken connection back into the pool.
 
 use std::collections::HashMap;
-use std::io::{self, IoSliceMut, Read};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice, Read};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
 use std::sync::Arc;
@@ -18,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::sockopt::PeerCredentials;
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, getsockopt, recvmsg};
-use parking_lot::Mutex;
+use nix::sys::socket::{MsgFlags, getsockopt};
 use serde::{Deserialize, Serialize};
 
 use crate::deadline;
+use crate::ipc::{Blocking, PerProcess, fd};
 use crate::manager::auth::{self, Nonce, Secret};
 use crate::manager::error::ErrorKind;
 use crate::manager::protocol::{self, ErrorCode, HANDSHAKE_FRAME, HEADER, MAX_FRAME, Reply, Request, WaitLimit};
@@ -50,12 +51,6 @@ const HANDSHAKE: Duration = Duration::from_secs(5);
 /// might still do for it (lent items go back, a lock acquired late is released).
 pub(crate) const GRACE: Duration = Duration::from_secs(1);
 
-/// Writes with `MSG_NOSIGNAL`: a peer that is gone is an error, never a `SIGPIPE` that could
-/// kill a program which restored the default disposition.
-pub(crate) fn send(stream: &UnixStream, buf: &[u8]) -> io::Result<usize> {
-    nix::sys::socket::send(stream.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL).map_err(io::Error::from)
-}
-
 /// Why a read or a write on a connection stopped.
 enum Stop {
     /// The connection is finished (closed, broken, or the peer broke the protocol).
@@ -81,16 +76,24 @@ fn ready(stream: &UnixStream, flags: PollFlags, deadline: Instant) -> Result<(),
     }
 }
 
+/// How far past the bytes of a reply that came its buffer is reserved, at most: a whole
+/// batch of lent items (at most 1 MiB) at once, never the 1 GiB a header may claim.
+const AHEAD: usize = 1 << 20;
+
+/// Writes all of `buf`, with `MSG_NOSIGNAL` (`ipc::fd::send_with_fds`: a peer that is gone is
+/// an error, never a `SIGPIPE` that could kill a program which restored the default
+/// disposition), giving up at `deadline` (if any).
 fn send_all(stream: &UnixStream, mut buf: &[u8], deadline: Option<Instant>) -> Result<(), Stop> {
-    let flags = match deadline {
-        None => MsgFlags::MSG_NOSIGNAL,
-        Some(_) => MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-    };
+    let blocking = if deadline.is_some() { Blocking::No } else { Blocking::Yes };
     while !buf.is_empty() {
-        match nix::sys::socket::send(stream.as_raw_fd(), buf, flags) {
+        match fd::send_with_fds(stream.as_fd(), &[IoSlice::new(buf)], &[], blocking) {
             Ok(n) => buf = &buf[n..],
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::EAGAIN) if let Some(d) = deadline => ready(stream, PollFlags::POLLOUT, d)?,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    && let Some(d) = deadline =>
+            {
+                ready(stream, PollFlags::POLLOUT, d)?;
+            }
             Err(_) => return Err(Stop::Closed),
         }
     }
@@ -112,6 +115,24 @@ fn read_exact(stream: &UnixStream, mut buf: &mut [u8], deadline: Option<Instant>
         }
     }
     Ok(())
+}
+
+/// Reads what has arrived (at least one byte, at most `buf.len()`, which must not be 0) into
+/// `buf`, waiting for it until `deadline` (if any). End of file is [`Stop::Closed`].
+/// Descriptors attached to these bytes are closed by the kernel (no room is offered).
+fn recv_some(stream: &UnixStream, buf: &mut [MaybeUninit<u8>], deadline: Option<Instant>) -> Result<usize, Stop> {
+    let blocking = if deadline.is_some() { Blocking::No } else { Blocking::Yes };
+    loop {
+        if let Some(d) = deadline {
+            ready(stream, PollFlags::POLLIN, d)?;
+        }
+        match fd::recv(stream.as_fd(), buf, false, blocking) {
+            Ok(got) if got.len == 0 => return Err(Stop::Closed),
+            Ok(got) => return Ok(got.len),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(_) => return Err(Stop::Closed),
+        }
+    }
 }
 
 /// The client-side deadline of a request that waits, and the reply that stands for "nothing
@@ -147,41 +168,21 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 }
 
 /// Reads the first bytes of a message into `buf`, with the descriptor attached to them
-/// (`SCM_RIGHTS`), if any, given up at `deadline` ([`HANDSHAKE`] at a time without one).
-/// Returns how many bytes came (0: the peer closed). The client's one `recvmsg`; the server's
-/// one `sendmsg` is `send_with_fd` in `server/conn.rs`.
-fn recv_with_fd(
-    stream: &UnixStream,
-    buf: &mut [u8],
-    deadline: Option<Instant>,
-) -> Result<(usize, Option<OwnedFd>), Stop> {
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let (got, fd) = loop {
-        if let Some(d) = deadline {
-            ready(stream, PollFlags::POLLIN, d)?;
-        }
-        let mut iov = [IoSliceMut::new(buf)];
-        let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
-        match recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), flags) {
-            Ok(msg) => {
-                let fd = msg.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
-                    ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-                    _ => None,
-                });
-                break (msg.bytes, fd);
-            }
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::EAGAIN) if deadline.is_none() => {
-                ready(stream, PollFlags::POLLIN, Instant::now() + HANDSHAKE)?;
-            }
-            Err(nix::errno::Errno::EAGAIN) => {}
+/// (`SCM_RIGHTS`), if any, given up at `deadline`. Returns how many bytes came (0: the peer
+/// closed). The receiving is `ipc::fd::recv_into`, which owns every descriptor the kernel
+/// installs and closes all but the first, so a hostile server cannot leak descriptors into
+/// this process; descriptors beyond the room offered (the kernel closed them) are a broken
+/// peer. The server's sending end is `Server::send_arena`, over `ipc::fd::send_with_fds`.
+fn recv_with_fd(stream: &UnixStream, buf: &mut [u8], deadline: Instant) -> Result<(usize, Option<OwnedFd>), Stop> {
+    loop {
+        ready(stream, PollFlags::POLLIN, deadline)?;
+        match fd::recv_into(stream.as_fd(), buf, true, Blocking::No) {
+            Ok(got) if got.truncated || got.fds_refused => return Err(Stop::Closed),
+            Ok(got) => return Ok((got.len, got.fd)),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
             Err(_) => return Err(Stop::Closed),
         }
-    };
-    // SAFETY: the kernel just installed this descriptor in our table for this message
-    // (`SCM_RIGHTS`); nothing else knows of it, so we are its only owner.
-    let fd = fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-    Ok((got, fd))
+    }
 }
 
 /// One connection to a manager.
@@ -253,7 +254,7 @@ impl Conn {
         request: &Request,
         deadline: Option<Instant>,
     ) -> Result<(Reply, Option<OwnedFd>), ErrorKind> {
-        let deadline = earliest(deadline, deadline::after(HANDSHAKE));
+        let deadline = earliest(deadline, deadline::after(HANDSHAKE)).unwrap_or_else(Instant::now);
         let result = self.call_with_fd_by(request, deadline);
         if result.is_err() {
             self.abandoned = true;
@@ -261,19 +262,15 @@ impl Conn {
         result.map_err(|_| ErrorKind::Disconnected)
     }
 
-    fn call_with_fd_by(
-        &mut self,
-        request: &Request,
-        deadline: Option<Instant>,
-    ) -> Result<(Reply, Option<OwnedFd>), Stop> {
-        self.send_by(request, deadline)?;
+    fn call_with_fd_by(&mut self, request: &Request, deadline: Instant) -> Result<(Reply, Option<OwnedFd>), Stop> {
+        self.send_by(request, Some(deadline))?;
         let mut header = [0u8; HEADER];
         let (got, fd) = recv_with_fd(&self.stream, &mut header, deadline)?;
         if got == 0 {
             return Err(Stop::Closed);
         }
-        read_exact(&self.stream, &mut header[got..], deadline)?;
-        let reply = self.body(header, deadline, MAX_FRAME)?;
+        read_exact(&self.stream, &mut header[got..], Some(deadline))?;
+        let reply = self.body(header, Some(deadline), MAX_FRAME)?;
         Ok((reply, fd))
     }
 
@@ -290,9 +287,17 @@ impl Conn {
         if len > limit {
             return Err(Stop::Closed);
         }
+        // Memory follows the bytes that came, not the length the server claimed: at most
+        // [`AHEAD`] is reserved past them (fallibly), and bytes go into the reserve unzeroed.
         self.buf.clear();
-        self.buf.resize(len, 0);
-        read_exact(&self.stream, &mut self.buf, deadline)?;
+        while self.buf.len() < len {
+            let want = (len - self.buf.len()).min(AHEAD);
+            self.buf.try_reserve(want).map_err(|_| Stop::Closed)?;
+            let n = recv_some(&self.stream, &mut self.buf.spare_capacity_mut()[..want], deadline)?;
+            // SAFETY: `recv_some` initialized the first `n` bytes of the spare capacity (`n` is
+            // at most `want`, which `try_reserve` made room for).
+            unsafe { self.buf.set_len(self.buf.len() + n) };
+        }
         let reply: Reply = postcard::from_bytes(&self.buf).map_err(|_| Stop::Closed)?;
         self.trim();
         Ok(reply)
@@ -320,30 +325,6 @@ impl Conn {
         if self.buf.capacity() > 1 << 20 {
             self.buf = Vec::with_capacity(256);
         }
-    }
-}
-
-/// State that belongs to one process. A child forked while it was filled must not use its
-/// parent's copy (sockets shared with the parent, whose frames would interleave with ours;
-/// arena chunks the parent writes into): the pid recorded with the state tells, and the child
-/// starts afresh. Dropping the stale copy closes nothing of the parent's.
-pub(crate) struct PerProcess<T> {
-    state: Mutex<Option<(u32, T)>>,
-}
-
-impl<T: Default> PerProcess<T> {
-    pub(crate) const fn new() -> Self {
-        PerProcess { state: Mutex::new(None) }
-    }
-
-    /// Runs `f` on this process's state (under a lock: keep it short).
-    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let pid = std::process::id();
-        let mut state = self.state.lock();
-        if state.as_ref().is_none_or(|(p, _)| *p != pid) {
-            *state = Some((pid, T::default()));
-        }
-        f(&mut state.as_mut().expect("set above").1)
     }
 }
 
@@ -397,4 +378,55 @@ pub(crate) fn call(address: &Arc<Address>, request: &Request) -> Result<Reply, E
         give_back(address, conn);
     }
     reply
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use serde_bytes::ByteBuf;
+
+    use super::*;
+    use crate::manager::protocol::ItemPayload;
+
+    #[test]
+    fn a_reply_that_claims_a_gigabyte_costs_only_the_bytes_that_came() {
+        let (client, mut server) = UnixStream::pair().unwrap();
+        let mut conn = Conn { stream: client, buf: Vec::new(), abandoned: false };
+        server.write_all(&[7; 1000]).unwrap();
+        let header = (MAX_FRAME as u32).to_le_bytes();
+        let got = conn.body(header, deadline::after(Duration::from_millis(50)), MAX_FRAME);
+        assert!(matches!(got, Err(Stop::Expired)), "the rest never came");
+        assert_eq!(conn.buf.len(), 1000);
+        assert!(conn.buf.capacity() <= 2 * AHEAD, "reserved {} for 1000 bytes", conn.buf.capacity());
+        drop(server);
+        assert!(matches!(conn.body(header, None, MAX_FRAME), Err(Stop::Closed)), "end of file half-way");
+    }
+
+    #[test]
+    fn a_reply_larger_than_the_reserve_arrives_in_pieces() {
+        let (client, mut server) = UnixStream::pair().unwrap();
+        let mut conn = Conn { stream: client, buf: Vec::new(), abandoned: false };
+        let items = || (0..5u8).map(|i| ItemPayload::Inline(ByteBuf::from(vec![i; AHEAD - 3]))).collect();
+        let mut frames = Vec::new();
+        protocol::frame(&Reply::Items(items()), &mut frames).unwrap();
+        protocol::frame(&Reply::Items(items()), &mut frames).unwrap();
+        let writer = std::thread::spawn(move || {
+            for piece in frames.chunks(300_001) {
+                server.write_all(piece).unwrap();
+            }
+            server
+        });
+        // Once blocking, once with a deadline.
+        for wait in [None, deadline::after(Duration::from_secs(30))] {
+            let Ok(Reply::Items(got)) = conn.reply_by(wait, MAX_FRAME) else { panic!("no reply") };
+            assert_eq!(got.len(), 5);
+            for (i, item) in got.iter().enumerate() {
+                assert!(
+                    matches!(item, ItemPayload::Inline(b) if b.len() == AHEAD - 3 && b.iter().all(|&x| x == i as u8))
+                );
+            }
+        }
+        drop(writer.join().unwrap());
+    }
 }

@@ -20,13 +20,15 @@
 //! later items.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::ipc::PerProcess;
 use crate::manager::arena::{self, CHUNK, Mapping, Span};
-use crate::manager::client::connection::{self, Conn, PerProcess};
+use crate::manager::client::connection::{self, Conn};
 use crate::manager::error::ErrorKind;
 use crate::manager::protocol::{ItemPayload, Reply, Request, WaitLimit};
 use crate::manager::{Handle, unexpected};
@@ -57,7 +59,30 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-type Shared = Arc<Mutex<Buffer>>;
+/// A queue's buffer in this process, and how many of its threads are in a `get` that may wait
+/// at the server for an item (holding the buffer, or queued for it).
+struct Slot {
+    buffer: Mutex<Buffer>,
+    waiting: AtomicUsize,
+}
+
+type Shared = Arc<Slot>;
+
+/// Counts a thread in [`Slot::waiting`] while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// This process's buffers, by (manager, queue).
 static BUFFERS: PerProcess<HashMap<(String, u64), Shared>> = PerProcess::new();
@@ -68,11 +93,12 @@ fn buffer(handle: &Handle) -> Shared {
             // A process that reads many queues: forget the buffers that hold nothing and that
             // nobody is using (they only remember how fast their queue was read).
             // (A connection kept after a `Return` holds nothing: it closes with its buffer.)
-            by_queue.retain(|_, b| Arc::strong_count(b) > 1 || b.try_lock().is_none_or(|b| !b.items.is_empty()));
+            by_queue.retain(|_, b| Arc::strong_count(b) > 1 || b.buffer.try_lock().is_none_or(|b| !b.items.is_empty()));
         }
         let key = (handle.address.name.clone(), handle.id);
         Arc::clone(by_queue.entry(key).or_insert_with(|| {
-            Arc::new(Mutex::new(Buffer { conn: None, items: VecDeque::new(), mapping: None, batch: 1, last_get: None }))
+            let buffer = Buffer { conn: None, items: VecDeque::new(), mapping: None, batch: 1, last_get: None };
+            Arc::new(Slot { buffer: Mutex::new(buffer), waiting: AtomicUsize::new(0) })
         }))
     })
 }
@@ -87,11 +113,23 @@ pub(crate) fn get<T>(
     let started = Instant::now();
     let shared = buffer(handle);
     // Another thread of this process may be waiting for the queue with the buffer locked; we
-    // queue up behind it, within our own time limit.
+    // queue up behind it, within our own time limit. A `try_get` gives up at once only behind
+    // a thread that may wait at the server (the queue was empty when it asked, most likely);
+    // behind a short holder (the returner thread, another `try_get`) it waits its turn, within
+    // the 1 s a `try_*` call may take ([`connection::GRACE`]): saying `Empty` because the
+    // returner happened to be looking at the buffer would be false.
+    let _waiting = (wait != WaitLimit::No).then(|| Waiting::new(&shared.waiting));
     let mut b = match wait {
-        WaitLimit::Forever => shared.lock(),
-        WaitLimit::No => shared.try_lock().ok_or(ErrorKind::Empty)?,
-        WaitLimit::Micros(us) => shared.try_lock_for(Duration::from_micros(us)).ok_or(ErrorKind::Empty)?,
+        WaitLimit::Forever => shared.buffer.lock(),
+        WaitLimit::No => loop {
+            if let Some(b) = shared.buffer.try_lock_for(Duration::from_micros(100)) {
+                break b;
+            }
+            if shared.waiting.load(Ordering::SeqCst) > 0 || started.elapsed() >= connection::GRACE {
+                return Err(ErrorKind::Empty);
+            }
+        },
+        WaitLimit::Micros(us) => shared.buffer.try_lock_for(Duration::from_micros(us)).ok_or(ErrorKind::Empty)?,
     };
     let item = loop {
         if b.items.is_empty() {
@@ -192,7 +230,7 @@ mod returner {
 
     struct Watch {
         pid: u32,
-        buffers: Vec<Weak<Mutex<Buffer>>>,
+        buffers: Vec<Weak<Slot>>,
         running: bool,
     }
 
@@ -233,7 +271,7 @@ mod returner {
             watch.buffers.retain(|weak| {
                 let Some(shared) = weak.upgrade() else { return false };
                 // Busy (a `get` in progress): it is in use, look again later.
-                let Some(mut b) = shared.try_lock() else { return true };
+                let Some(mut b) = shared.buffer.try_lock() else { return true };
                 if b.items.is_empty() {
                     return false;
                 }
@@ -261,4 +299,43 @@ mod returner {
 #[cfg(test)]
 pub(crate) fn buffer_count() -> usize {
     BUFFERS.with(|by_queue| by_queue.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::{Manager, TryGetError};
+
+    /// The returner thread locks every watched buffer every [`IDLE`] to see whether it is
+    /// idle; under load it may be put aside holding the lock. A `try_get` then must wait its
+    /// turn, not say `Empty` of a queue that has items (a test draining a queue with
+    /// `try_get` lost hundreds of items that way).
+    #[test]
+    fn a_try_get_waits_for_a_short_holder_of_the_buffer_and_not_for_a_waiting_get() {
+        let manager = Manager::new().unwrap();
+        let q = manager.queue::<u32>().unwrap();
+        q.put(7).unwrap();
+        let slot = buffer(&q.handle);
+        let held = slot.buffer.lock();
+        let getter = std::thread::spawn({
+            let q = q.clone();
+            move || q.try_get()
+        });
+        // Held while the `try_get` starts (if it starts later, it finds the buffer free).
+        std::thread::sleep(Duration::from_millis(50));
+        drop(held);
+        assert_eq!(getter.join().unwrap(), Ok(7), "the item, not Empty");
+
+        // Behind a thread that waits at the server for an item, it says `Empty` as before.
+        let waiter = std::thread::spawn({
+            let q = q.clone();
+            move || q.get()
+        });
+        while slot.waiting.load(Ordering::SeqCst) == 0 || slot.buffer.try_lock().is_some() {
+            std::thread::yield_now();
+        }
+        assert_eq!(q.try_get(), Err(TryGetError::Empty));
+        q.put(8).unwrap();
+        assert_eq!(waiter.join().unwrap(), Ok(8));
+    }
 }

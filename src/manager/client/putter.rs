@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::ipc::PerProcess;
 use crate::manager::arena::{self, CHUNK, Mapping, SHARED_MIN, Span};
-use crate::manager::client::connection::{self, Address, Conn, PerProcess};
+use crate::manager::client::connection::{self, Address, Conn};
 use crate::manager::error::ErrorKind;
 use crate::manager::protocol::{Reply, Request};
 

@@ -5,19 +5,17 @@
 //! business. This module must never block: sockets are non-blocking, and what the socket does
 //! not take now waits in the connection's output buffer.
 //!
-//! `send_with_fd` is the server's one `sendmsg` (`SCM_RIGHTS`); the client's one `recvmsg` is
-//! in `client/connection.rs`. Both are meant to give way to the shared plumbing (`src/ipc/`).
+//! Descriptor passing (the arena's memfd, `Server::send_arena`) is `ipc::fd`'s, as is the
+//! client's receiving end.
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Read};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
-use nix::sys::socket::{ControlMessage, MsgFlags};
-
+use crate::ipc::{Blocking, fd};
 use crate::manager::auth::Nonce;
-use crate::manager::client::connection;
 use crate::manager::protocol::{self, HANDSHAKE_FRAME, HEADER, Reply};
 use crate::manager::server::state::Link;
 
@@ -34,6 +32,9 @@ pub(super) struct Conn {
     pub(super) since: Instant,
     /// The peer is gone or broke the protocol: cleaned up by `Server::reap`.
     pub(super) dead: bool,
+    /// The process that connected (`SO_PEERCRED` at `accept`), if known: the death of a
+    /// process holding permits on several connections is told once (`State::disconnect`).
+    pub(super) pid: Option<u32>,
 }
 
 pub(super) enum Auth {
@@ -86,28 +87,6 @@ pub(crate) const MAX_UNREAD: usize = 1 << 20;
 /// one fast writer neither starves the others nor fills the server's memory.
 const READ_ROUND: usize = 256 << 10;
 
-/// Sends `frame` with `fd` attached to its first byte (`SCM_RIGHTS`), without blocking.
-/// Returns how many bytes went (0 if the socket is full: the fd did not go either), or `Err`
-/// if the socket is broken. The one place the server passes a descriptor (the client's
-/// receiving end is `Conn::call_with_fd` in `client/connection.rs`).
-pub(super) fn send_with_fd(stream: &UnixStream, frame: &[u8], fd: RawFd) -> Result<usize, ()> {
-    let fds = [fd];
-    loop {
-        match nix::sys::socket::sendmsg::<()>(
-            stream.as_raw_fd(),
-            &[IoSlice::new(frame)],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-            None,
-        ) {
-            Ok(n) => return Ok(n),
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::EAGAIN) => return Ok(0),
-            Err(_) => return Err(()),
-        }
-    }
-}
-
 /// Whether `c` asked again while [`MAX_UNREAD`] bytes of replies wait unread: it is cut off
 /// (marked dead, so nothing more is added to its output).
 fn over_unread(c: &mut Conn) -> bool {
@@ -146,7 +125,7 @@ pub(super) fn read_some(c: &mut Conn) -> bool {
 /// Writes as much of the connection's pending output as the socket takes now.
 pub(super) fn flush(c: &mut Conn) {
     while c.sent < c.output.len() && !c.dead {
-        match connection::send(&c.stream, &c.output[c.sent..]) {
+        match fd::send_with_fds(c.stream.as_fd(), &[IoSlice::new(&c.output[c.sent..])], &[], Blocking::No) {
             Ok(n) => c.sent += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -28,7 +28,7 @@ mod waiters;
 mod test;
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
@@ -38,10 +38,11 @@ use nix::sys::socket::getsockopt;
 use nix::sys::socket::sockopt::PeerCredentials;
 use serde_bytes::ByteBuf;
 
+use crate::ipc::{Blocking, fd};
 use crate::manager::arena::Arena;
 use crate::manager::auth::{self, Secret};
 use crate::manager::protocol::{self, ErrorCode, HANDSHAKE_FRAME, HEADER, MAX_FRAME, Reply, Request, WaitLimit};
-use crate::manager::server::conn::{Auth, Conn, Conns, flush, read_some, send_with_fd};
+use crate::manager::server::conn::{Auth, Conn, Conns, flush, read_some};
 use crate::manager::server::state::{GetStart, Link, State};
 
 pub(crate) struct Server {
@@ -166,7 +167,8 @@ impl Server {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     self.accept_pause = None;
-                    let same_user = getsockopt(&stream, PeerCredentials).is_ok_and(|c| c.uid() == self.uid);
+                    let peer = getsockopt(&stream, PeerCredentials).ok();
+                    let same_user = peer.is_some_and(|c| c.uid() == self.uid);
                     if !same_user || self.conns.len() >= MAX_CONNS {
                         // Closed without a word.
                         self.refused += 1;
@@ -193,6 +195,8 @@ impl Server {
                             auth: Auth::Hello,
                             since: Instant::now(),
                             dead: false,
+                            // 0: the peer is in a pid namespace this one cannot see.
+                            pid: peer.map(|c| c.pid() as u32).filter(|&pid| pid != 0),
                         },
                     );
                 }
@@ -341,7 +345,8 @@ impl Server {
             (Auth::Proof { nc, ns }, Request::Proof { proof }) if auth::check_client(&self.secret, ns, nc, &proof) => {
                 c.auth = Auth::Done;
                 self.handshaking -= 1;
-                self.state.connect(conn);
+                let pid = c.pid;
+                self.state.connect(conn, pid);
                 self.reply(conn, &Reply::Done);
             }
             _ => self.broken(conn),
@@ -484,13 +489,15 @@ impl Server {
         if protocol::frame(&Reply::Done, &mut frame).is_err() || c.sent < c.output.len() {
             return self.reply(conn, &Reply::Failed(ErrorCode::NoSuchObject));
         }
-        match send_with_fd(&c.stream, &frame, arena.fd().as_raw_fd()) {
-            Ok(sent) => {
-                c.output.extend_from_slice(&frame[sent..]);
-                flush(c);
-            }
-            Err(()) => self.broken(conn),
-        }
+        // The descriptor travels with the first byte; a full socket takes neither (the reply
+        // then goes without it, from the output buffer).
+        let sent = match fd::send_with_fds(c.stream.as_fd(), &[IoSlice::new(&frame)], &[arena.fd()], Blocking::No) {
+            Ok(sent) => sent,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(_) => return self.broken(conn),
+        };
+        c.output.extend_from_slice(&frame[sent..]);
+        flush(c);
     }
 
     fn reply(&mut self, conn: u64, reply: &Reply) {

@@ -108,12 +108,22 @@ impl Queue {
 
 pub(super) struct Semaphore {
     pub(super) available: u64,
-    /// One entry per permit held, naming the connection that holds it.
-    pub(super) holders: Vec<u64>,
+    /// One entry per permit held.
+    pub(super) holders: Vec<Holder>,
     pub(super) lock: bool,
     /// A holder died: the next acquirer is told (once).
     pub(super) owner_died: bool,
     pub(super) waiters: VecDeque<Waiter>,
+}
+
+/// A permit held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Holder {
+    /// The connection that holds it.
+    pub(super) conn: u64,
+    /// The death of its holder's process was told already (when another of its connections
+    /// that held a permit closed): its own end frees it without telling anyone again.
+    pub(super) death_told: bool,
 }
 
 impl Semaphore {
@@ -124,14 +134,14 @@ impl Semaphore {
             return None;
         }
         self.available -= 1;
-        self.holders.push(conn);
+        self.holders.push(Holder { conn, death_told: false });
         Some(std::mem::take(&mut self.owner_died))
     }
 
     /// Gives a permit back on behalf of `conn`: its own, or (a semaphore only) the oldest
     /// one out. A lock may be released only by its holder.
     pub(super) fn release(&mut self, conn: u64) -> Result<(), ErrorCode> {
-        let mine = self.holders.iter().position(|h| *h == conn);
+        let mine = self.holders.iter().position(|h| h.conn == conn);
         let which = match (mine, self.lock) {
             (Some(i), _) => i,
             (None, true) => return Err(ErrorCode::NotOwner),
@@ -144,17 +154,27 @@ impl Semaphore {
         Ok(())
     }
 
-    /// `conn` is gone: every permit it held is free again, and the next holder is told.
-    /// Returns whether it held any.
-    pub(super) fn holder_closed(&mut self, conn: u64) -> bool {
+    /// `conn`, a connection of process `pid` (if known), is gone: every permit it held is free
+    /// again, and the next holder is told, once per death: a process that held permits on
+    /// several connections dies with all of them, though the server may read their ends in
+    /// different rounds, so its permits on other connections are marked as told at once
+    /// (`pid_of`: the process of a live connection).
+    pub(super) fn holder_closed(&mut self, conn: u64, pid: Option<u32>, pid_of: impl Fn(u64) -> Option<u32>) {
         let before = self.holders.len();
-        self.holders.retain(|h| *h != conn);
-        let freed = before - self.holders.len();
-        if freed > 0 {
-            self.available += freed as u64;
+        let mut untold = false;
+        self.holders.retain(|h| {
+            untold |= h.conn == conn && !h.death_told;
+            h.conn != conn
+        });
+        self.available += (before - self.holders.len()) as u64;
+        if untold {
             self.owner_died = true;
+            if let Some(pid) = pid {
+                for h in &mut self.holders {
+                    h.death_told |= pid_of(h.conn) == Some(pid);
+                }
+            }
         }
-        freed > 0
     }
 }
 

@@ -49,6 +49,8 @@ pub(super) struct Client {
     /// acknowledged one): holding them longer than [`LEASE`](super::waiters::LEASE) while
     /// others wait loses them.
     pub(super) progress: Instant,
+    /// The process at the other end (`SO_PEERCRED`), if known.
+    pub(super) pid: Option<u32>,
 }
 
 /// Every object and what each connection holds of them. See the module docs.
@@ -78,9 +80,9 @@ impl State {
         State { objects: HashMap::new(), next_object: 1, clients: HashMap::new(), blocked: Vec::new(), arena }
     }
 
-    /// A connection finished its handshake.
-    pub(super) fn connect(&mut self, conn: u64) {
-        let client = Client { parked: None, lent: VecDeque::new(), seq: 0, progress: Instant::now() };
+    /// A connection of process `pid` (if known) finished its handshake.
+    pub(super) fn connect(&mut self, conn: u64, pid: Option<u32>) {
+        let client = Client { parked: None, lent: VecDeque::new(), seq: 0, progress: Instant::now(), pid };
         self.clients.insert(conn, client);
     }
 
@@ -445,7 +447,9 @@ impl State {
 
     /// `conn` is gone (its lent items were given back first, [`give_back_lent`](Self::give_back_lent)):
     /// its parked request is forgotten (a barrier it waited at breaks), and what it held is
-    /// released, the next holder told.
+    /// released, the next holder told: once per process, however many of its connections
+    /// held permits and in whichever rounds their ends are read (a process dies as a whole,
+    /// and the first to get one of its permits is told).
     pub(super) fn disconnect(&mut self, io: &mut impl Link, conn: u64) {
         let Some(c) = self.clients.remove(&conn) else { return };
         if let Some(p) = c.parked {
@@ -457,12 +461,13 @@ impl State {
         let held: Vec<u64> = self
             .objects
             .iter()
-            .filter(|(_, o)| matches!(o, Object::Semaphore(s) if s.holders.contains(&conn)))
+            .filter(|(_, o)| matches!(o, Object::Semaphore(s) if s.holders.iter().any(|h| h.conn == conn)))
             .map(|(k, _)| *k)
             .collect();
         for object in held {
             if let Some(Object::Semaphore(s)) = self.objects.get_mut(&object) {
-                s.holder_closed(conn);
+                let clients = &self.clients;
+                s.holder_closed(conn, c.pid, |h| clients.get(&h).and_then(|c| c.pid));
             }
             self.serve_semaphore(io, object);
         }

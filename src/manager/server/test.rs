@@ -50,7 +50,7 @@ impl Recorder {
 fn state(n: u64) -> (State, Recorder) {
     let mut state = State::new(None);
     for conn in 1..=n {
-        state.connect(conn);
+        state.connect(conn, Some(1000 + conn as u32));
     }
     (state, Recorder::default())
 }
@@ -157,6 +157,53 @@ fn a_lock_holder_that_dies_releases_it_and_the_next_holder_is_told() {
 }
 
 #[test]
+fn a_process_that_dies_holding_permits_on_two_connections_is_told_once() {
+    let (mut s, mut io) = (State::new(None), Recorder::default());
+    // Connections 1 and 2 are one process, 3 another, 4 a third; 5 and 6 are of no known pid.
+    for (conn, pid) in [(1, Some(7)), (2, Some(7)), (3, Some(8)), (4, Some(9)), (5, None), (6, None)] {
+        s.connect(conn, pid);
+    }
+    let sem = s.create(Kind::Semaphore { permits: 3 });
+    for conn in [1, 2, 3] {
+        s.acquire(&mut io, conn, sem, WaitLimit::No);
+    }
+    assert_eq!(io.take().len(), 3);
+    // Process 7 dies: the server reads its two ends in two rounds, an acquire in between.
+    io.close(1);
+    io.close(2);
+    s.disconnect(&mut io, 1);
+    s.acquire(&mut io, 3, sem, WaitLimit::No);
+    assert!(matches!(io.take()[..], [(3, Reply::Acquired { owner_died: true })]), "the first is told");
+    s.disconnect(&mut io, 2);
+    s.acquire(&mut io, 3, sem, WaitLimit::No);
+    assert!(matches!(io.take()[..], [(3, Reply::Acquired { owner_died: false })]), "one death, told once");
+    // Another process's death is told again.
+    s.release(&mut io, 3, sem);
+    s.acquire(&mut io, 4, sem, WaitLimit::No);
+    io.close(4);
+    s.disconnect(&mut io, 4);
+    s.acquire(&mut io, 3, sem, WaitLimit::No);
+    assert!(matches!(
+        io.take()[..],
+        [(3, Reply::Done), (4, Reply::Acquired { owner_died: false }), (3, Reply::Acquired { owner_died: true })]
+    ));
+    // Without a pid, each connection's end is a death of its own.
+    for conn in [3, 3, 3] {
+        s.release(&mut io, conn, sem);
+    }
+    for conn in [5, 6] {
+        s.acquire(&mut io, conn, sem, WaitLimit::No);
+    }
+    io.take();
+    for conn in [5, 6] {
+        io.close(conn);
+        s.disconnect(&mut io, conn);
+        s.acquire(&mut io, 3, sem, WaitLimit::No);
+        assert!(matches!(io.take()[..], [(3, Reply::Acquired { owner_died: true })]));
+    }
+}
+
+#[test]
 fn a_semaphore_is_released_by_anyone_but_never_over_released() {
     let (mut s, mut io) = state(2);
     let sem = s.create(Kind::Semaphore { permits: 2 });
@@ -170,7 +217,8 @@ fn a_semaphore_is_released_by_anyone_but_never_over_released() {
     s.release(&mut io, 2, sem);
     assert!(matches!(io.take()[..], [(2, Reply::Done), (2, Reply::Acquired { owner_died: false })]));
     let Some(Object::Semaphore(sem)) = s.objects.get(&sem) else { panic!() };
-    assert_eq!((sem.available, sem.holders.as_slice()), (0, &[1, 2][..]));
+    let holders: Vec<u64> = sem.holders.iter().map(|h| h.conn).collect();
+    assert_eq!((sem.available, holders.as_slice()), (0, &[1, 2][..]));
 }
 
 #[test]
