@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 #[cfg(unix)]
+#[cfg(feature = "process")]
 pub mod process;
 
 use std::hint::black_box;
