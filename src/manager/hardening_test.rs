@@ -11,6 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::auth;
+use super::client::handle::decode;
 use super::protocol::{self, HEADER, Kind, Reply, Request, WaitLimit};
 use super::*;
 
@@ -638,8 +639,9 @@ fn a_client_never_maps_an_unsealed_or_short_arena() {
 /// the other at once, so a peer cannot fill this process's descriptor table.
 #[test]
 fn a_second_descriptor_from_the_server_is_closed() {
-    use super::arena;
-    use super::client::connection::{self, Address};
+    use super::client::connection;
+    use super::client::mappings as arena;
+    use super::protocol::Address;
     use crate::ipc::{Blocking, fd};
     use nix::fcntl::OFlag;
     use std::os::fd::{AsFd, AsRawFd, OwnedFd};

@@ -6,9 +6,9 @@ use std::marker::PhantomData;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::manager::client::handle::{Handle, decode, encode, unexpected};
 use crate::manager::error::{CallError, ErrorKind};
 use crate::manager::protocol::{Reply, Request};
-use crate::manager::{Handle, decode, encode, unexpected};
 
 /// A key-value map shared through a [`Manager`](super::Manager), like `Manager().dict()`.
 /// Created by [`Manager::map`](super::Manager::map).

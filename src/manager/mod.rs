@@ -84,10 +84,8 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 
 pub use crate::manager::error::{
     AcquireError, AcquireTimeoutError, BarrierWaitError, BarrierWaitTimeoutError, CallError, GetError, GetTimeoutError,
@@ -97,9 +95,10 @@ pub use crate::manager::map::Map;
 pub use crate::manager::queue::Queue;
 pub use crate::manager::sync::{Barrier, Event, Lock, LockGuard, Semaphore, SemaphorePermit};
 
-use crate::manager::client::connection::{self, Address};
+use crate::manager::client::handle::{Handle, unexpected};
+use crate::manager::client::{connection, mappings};
 use crate::manager::error::ErrorKind;
-use crate::manager::protocol::{ErrorCode, Kind, Reply, Request, WaitLimit};
+use crate::manager::protocol::{Address, Kind, Reply, Request};
 
 /// A server of shared objects, running in this process. See the [module docs](self).
 ///
@@ -222,7 +221,7 @@ impl Manager {
         }
         connection::forget(&self.address);
         client::putter::forget(&self.address);
-        arena::forget(&self.address);
+        mappings::forget(&self.address);
     }
 }
 
@@ -257,63 +256,6 @@ fn bind_unique(mut name: impl FnMut() -> io::Result<String>) -> io::Result<(Unix
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// What every object handle holds: where the manager is and which object.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Handle {
-    address: Arc<Address>,
-    id: u64,
-}
-
-impl Handle {
-    fn call(&self, request: &Request) -> Result<Reply, ErrorKind> {
-        connection::call(&self.address, request)
-    }
-
-    /// A call whose only good answer is `Done`.
-    fn call_done(&self, request: &Request) -> Result<(), ErrorKind> {
-        match self.call(request)? {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(other)),
-        }
-    }
-}
-
-impl fmt::Debug for Handle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{}", self.address.name, self.id)
-    }
-}
-
-/// The error for a reply that does not answer the request.
-fn unexpected(reply: Reply) -> ErrorKind {
-    match reply {
-        Reply::Failed(ErrorCode::Full) => ErrorKind::Full,
-        Reply::Failed(ErrorCode::Empty) => ErrorKind::Empty,
-        Reply::Failed(ErrorCode::Timeout) => ErrorKind::Timeout,
-        Reply::Failed(ErrorCode::WouldBlock) => ErrorKind::WouldBlock,
-        Reply::Failed(ErrorCode::OverReleased) => ErrorKind::OverReleased,
-        Reply::Failed(ErrorCode::BrokenBarrier) => ErrorKind::BrokenBarrier,
-        // Only a handle from a different manager, or a protocol bug, gets here.
-        other => ErrorKind::Serialization(format!("unexpected reply from the manager: {other:?}")),
-    }
-}
-
-/// A client-side timeout as the server's wait: one too large to be a deadline is forever.
-fn wait_for(timeout: Duration) -> WaitLimit {
-    match (crate::deadline::after(timeout), u64::try_from(timeout.as_micros())) {
-        (Some(_), Ok(us)) => WaitLimit::Micros(us),
-        _ => WaitLimit::Forever,
-    }
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<serde_bytes::ByteBuf, ErrorKind> {
-    postcard::to_stdvec(value).map(serde_bytes::ByteBuf::from).map_err(|e| ErrorKind::Serialization(e.to_string()))
-}
-
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ErrorKind> {
-    postcard::from_bytes(bytes).map_err(|e| ErrorKind::Serialization(e.to_string()))
 }
 
 #[cfg(test)]

@@ -8,11 +8,29 @@
 //!
 //! This module holds message types and framing only; it must never block or touch a socket.
 
+use std::io;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::SocketAddr;
+
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::ipc::codec::Extend;
-use crate::manager::auth::{Nonce, Proof};
+use crate::manager::auth::{Nonce, Proof, Secret};
+
+/// Where a manager listens (a Linux abstract socket name, so nothing is left on disk when it
+/// dies) and the secret both ends prove they know (`auth.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Address {
+    pub(crate) name: String,
+    pub(crate) secret: Secret,
+}
+
+impl Address {
+    pub(crate) fn socket_addr(&self) -> io::Result<SocketAddr> {
+        SocketAddr::from_abstract_name(self.name.as_bytes())
+    }
+}
 
 /// Frames larger than this are refused (a corrupt length must not make the server allocate
 /// gigabytes).

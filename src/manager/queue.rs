@@ -7,13 +7,13 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::manager::client::handle::{Handle, decode, encode, unexpected, wait_for};
 use crate::manager::client::prefetch;
 use crate::manager::client::putter;
 use crate::manager::error::{
     CallError, ErrorKind, GetError, GetTimeoutError, PutError, PutTimeoutError, TryGetError, TryPutError,
 };
 use crate::manager::protocol::{Reply, Request, WaitLimit};
-use crate::manager::{Handle, decode, encode, unexpected, wait_for};
 
 /// A FIFO queue of `T` shared through a [`Manager`](super::Manager): many producers and
 /// consumers, in any processes and threads. Created by

@@ -11,12 +11,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::manager::client::connection::{self, Conn};
+use crate::manager::client::handle::{Handle, unexpected, wait_for};
 use crate::manager::error::{
     AcquireError, AcquireTimeoutError, BarrierWaitError, BarrierWaitTimeoutError, CallError, ErrorKind, ReleaseError,
     TryAcquireError,
 };
 use crate::manager::protocol::{Reply, Request, WaitLimit};
-use crate::manager::{Handle, unexpected, wait_for};
 
 /// Something acquired on a connection of its own; released (through that connection) on drop.
 struct Held {

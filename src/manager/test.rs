@@ -8,6 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::auth;
+use super::client::handle::{decode, encode};
 use super::protocol::{self, HEADER, ItemPayload, Reply, Request, WaitLimit};
 use super::*;
 

@@ -12,35 +12,21 @@ use std::collections::HashMap;
 use std::io::{self, IoSlice, Read};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::sockopt::PeerCredentials;
 use nix::sys::socket::{MsgFlags, getsockopt};
-use serde::{Deserialize, Serialize};
 
 use crate::deadline;
 use crate::ipc::{Blocking, PerProcess, fd};
-use crate::manager::auth::{self, Nonce, Secret};
+use crate::manager::auth::{self, Nonce};
 use crate::manager::error::ErrorKind;
-use crate::manager::protocol::{self, ErrorCode, HANDSHAKE_FRAME, HEADER, MAX_FRAME, Reply, Request, WaitLimit};
-
-/// Where a manager listens (a Linux abstract socket name, so nothing is left on disk when it
-/// dies) and the secret both ends prove they know (`auth.rs`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Address {
-    pub(crate) name: String,
-    pub(crate) secret: Secret,
-}
-
-impl Address {
-    pub(crate) fn socket_addr(&self) -> io::Result<SocketAddr> {
-        SocketAddr::from_abstract_name(self.name.as_bytes())
-    }
-}
+use crate::manager::protocol::{
+    self, Address, ErrorCode, HANDSHAKE_FRAME, HEADER, MAX_FRAME, Reply, Request, WaitLimit,
+};
 
 /// How long the handshake of a new connection may take at most, whatever the call.
 const HANDSHAKE: Duration = Duration::from_secs(5);

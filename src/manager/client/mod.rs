@@ -6,5 +6,7 @@
 //! object semantics (those live in the server).
 
 pub(crate) mod connection;
+pub(crate) mod handle;
+pub(crate) mod mappings;
 pub(crate) mod prefetch;
 pub(crate) mod putter;

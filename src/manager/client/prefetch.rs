@@ -27,11 +27,12 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::ipc::PerProcess;
-use crate::manager::arena::{self, CHUNK, Mapping, Span};
+use crate::manager::arena::{CHUNK, Mapping, Span};
 use crate::manager::client::connection::{self, Conn};
+use crate::manager::client::handle::{Handle, unexpected};
+use crate::manager::client::mappings;
 use crate::manager::error::ErrorKind;
 use crate::manager::protocol::{ItemPayload, Reply, Request, WaitLimit};
-use crate::manager::{Handle, unexpected};
 
 /// A `get` that follows the previous one within this time counts as draining.
 const FAST: Duration = Duration::from_micros(200);
@@ -144,9 +145,9 @@ pub(crate) fn get<T>(
             let mapping = match &b.mapping {
                 Some(known) => known.clone(),
                 None => {
-                    let mapping = arena::mapping(&handle.address, connection::client_deadline(wait));
+                    let mapping = mappings::mapping(&handle.address, connection::client_deadline(wait));
                     // Remember it only once the server answered (it may have been too slow).
-                    if mapping.is_some() || arena::known(&handle.address) {
+                    if mapping.is_some() || mappings::known(&handle.address) {
                         b.mapping = Some(mapping.clone());
                     }
                     mapping

@@ -17,9 +17,11 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::ipc::PerProcess;
-use crate::manager::arena::{self, CHUNK, Mapping, SHARED_MIN, Span};
-use crate::manager::client::connection::{self, Address, Conn};
+use crate::manager::arena::{CHUNK, Mapping, SHARED_MIN, Span};
+use crate::manager::client::connection::{self, Conn};
+use crate::manager::client::mappings;
 use crate::manager::error::ErrorKind;
+use crate::manager::protocol::Address;
 use crate::manager::protocol::{Reply, Request};
 
 /// Items start at multiples of this in a chunk, so two items never share a cache line.
@@ -45,7 +47,7 @@ fn putter(address: &Address) -> Result<Arc<Mutex<Putter>>, ErrorKind> {
     if let Some(p) = PUTTERS.with(|putters| putters.get(&address.name).cloned()) {
         return Ok(p);
     }
-    let mapping = arena::mapping(address, None);
+    let mapping = mappings::mapping(address, None);
     let conn = connection::take(address)?;
     let made = Arc::new(Mutex::new(Putter { conn, mapping, chunk: None, refused: None }));
     Ok(PUTTERS.with(|putters| Arc::clone(putters.entry(address.name.clone()).or_insert(made))))
