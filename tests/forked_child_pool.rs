@@ -203,3 +203,32 @@ fn an_inherited_process_handle_returns_at_once_in_a_forked_child() {
     // A SIGTERM from the child would have ended it with signal 15.
     assert_eq!(joiner.join().unwrap(), stealpool::ExitStatus::Signaled { signal: 9 });
 }
+
+#[test]
+fn the_parents_pool_shuts_down_while_a_forked_child_lives() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let pool = ProcessPoolExecutor::new(2).unwrap();
+    assert_eq!(pool.apply_async(double, 1).unwrap().result(), Ok(2));
+    // The child holds copies of every descriptor of ours, the pool's task sockets among them,
+    // and lives until we close our end of `hold` (or a minute has passed).
+    let (hold_read, hold_write) = nix::unistd::pipe().unwrap();
+    // SAFETY: as in `in_child`; the child only polls a pipe and leaves with `_exit`.
+    let child = match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            drop(hold_write);
+            let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&hold_read), nix::poll::PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(60_000u16));
+            // SAFETY: `_exit` ends the process at once, running nothing of the parent's.
+            unsafe { nix::libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(hold_read);
+    // Ends each worker by ending its task stream: that must not wait for the child's copies.
+    drop(pool);
+    let early = waitpid(child, Some(WaitPidFlag::WNOHANG)).unwrap();
+    drop(hold_write);
+    // Reaped by now unless it was still alive: then it ends at once, its pipe closed.
+    assert_eq!(early, WaitStatus::StillAlive, "the pool's drop waited until the forked child had exited");
+    assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
+}

@@ -14,8 +14,8 @@
 //! trusted) and, at end of file, handles its exit. One time-limit thread per pool (its role is
 //! called "supervisor" in errors), started only if a limit is ever set, asks the supervisor at
 //! each deadline; it decides through each worker's slot (`slot.rs`), so that a kill hits exactly
-//! the task it is meant for. Each of these threads holds a [`BreakOnPanic`]: if one panics, the
-//! pool breaks loudly instead of carrying on without it.
+//! the task it is meant for. Each of these threads (started in `threads.rs`) holds a
+//! [`BreakOnPanic`]: if one panics, the pool breaks loudly instead of carrying on without it.
 //!
 //! A pool belongs to the process that built it (its [`Owner`]): in a process forked from that
 //! one, every method returns at once having touched nothing of the parent's (no lock, no
@@ -31,6 +31,7 @@ mod reply_reader;
 mod supervisor;
 #[cfg(test)]
 pub(crate) mod test;
+mod threads;
 mod writer;
 
 use std::sync::Arc;
@@ -45,6 +46,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use self::reader_mark::ReaderMark;
 use self::supervisor::{Decisions, Outgoing, Supervisor, WorkerHandle};
 pub(crate) use self::supervisor::{QueuedTask, Sink};
+use self::threads::{BreakOnPanic, OWN_POOL, spawn_thread};
 use crate::error::{BuildError, JobError};
 use crate::ipc::{self, Owner};
 use crate::process::fork_server::{self, ChildEnvironment, ForkServer, PendingSpawn, Spawned};
@@ -485,37 +487,4 @@ impl Pool {
         self.changed.notify_all();
         self.act(d);
     }
-}
-
-/// Held by each internal thread of a pool: if the thread unwinds, the pool breaks loudly
-/// ([`Pool::internal_panic`]) instead of carrying on without it.
-struct BreakOnPanic<'a> {
-    pool: &'a Arc<Pool>,
-    role: &'static str,
-    /// The worker a reply reader serves.
-    worker: Option<u64>,
-}
-
-impl<'a> BreakOnPanic<'a> {
-    fn new(pool: &'a Arc<Pool>, role: &'static str) -> Self {
-        BreakOnPanic { pool, role, worker: None }
-    }
-}
-
-impl Drop for BreakOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.pool.internal_panic(self.role, self.worker);
-        }
-    }
-}
-
-thread_local! {
-    /// The pool whose internal thread this is (its address), if any: done callbacks run on a
-    /// pool's link threads, and a callback that shuts the pool down must not wait for itself.
-    static OWN_POOL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-fn spawn_thread(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(name).spawn(f)
 }
