@@ -6,7 +6,9 @@
 //! The pool records the process that built it: in the child its threads (writer, reply reader,
 //! supervisor) do not exist and its sockets and workers are the parent's, so there it refuses
 //! work at once, with a reason, and its shutdown, terminate, join and drop return at once,
-//! touching nothing of the parent's.
+//! touching nothing of the parent's. An inherited `Process` handle signals nothing and its
+//! waits return at once, even while a thread of the parent was joining it at the fork. And the
+//! child's copies of the parent's descriptors do not hold up the parent's shutdown.
 //!
 //! Every child is waited for with a deadline and killed and reaped if it hangs, so no process
 //! outlives a test. The tests run one at a time: a fork copies whatever lock another test's
@@ -194,14 +196,15 @@ fn an_inherited_process_handle_returns_at_once_in_a_forked_child() {
         }
         0
     });
-    assert!(exited(0)(status), "{status:?} (30: join, 31: join_timeout or is_alive; None: hung)");
     // (`is_alive` would wait here for the joining thread, which holds the status lock.)
     let state = std::fs::read_to_string(format!("/proc/{}/stat", process.pid())).unwrap_or_default();
     let running = state.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'));
-    assert!(running, "the child's signals reached the parent's process: {state:?}");
     process.kill();
+    let ended = joiner.join().unwrap();
+    assert!(exited(0)(status), "{status:?} (30: join, 31: join_timeout or is_alive; None: hung)");
+    assert!(running, "the child's signals reached the parent's process: {state:?}");
     // A SIGTERM from the child would have ended it with signal 15.
-    assert_eq!(joiner.join().unwrap(), stealpool::ExitStatus::Signaled { signal: 9 });
+    assert_eq!(ended, stealpool::ExitStatus::Signaled { signal: 9 });
 }
 
 #[test]

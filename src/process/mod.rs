@@ -27,7 +27,8 @@
 //! Workers are forked from a *fork server*: on first use, the program's own binary is started
 //! again and, before `main` (a constructor in this crate), turns into a small single-threaded
 //! server. Forking from it is safe however many threads the program runs; forking the program
-//! itself is not (a lock held by another thread at the fork stays held in the child). Nothing
+//! itself is not (a lock held by another thread at the fork stays held in the child; see
+//! [below](#a-child-the-program-forks-itself) for what such a child may do with a pool). Nothing
 //! has to be added to `main`; it works the same in `cargo test`, examples and doc-tests.
 //! Workers show as `stealpool-w0`, `stealpool-w1`, ... in `ps` and `top`.
 //!
