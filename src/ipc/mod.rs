@@ -7,6 +7,7 @@
 //!   `sendmsg` / `recvmsg` pair that carries a descriptor.
 //! - `codec`: postcard appended to a caller's buffer (`append`, `Extend`).
 //! - `channel`: the socket inside an ipc-channel channel end ([`take_socket`]).
+//! - `owner`: [`Owner`], the process that made an object (is this handle inherited?).
 //! - `per_process`: [`PerProcess`], state reset in a forked child.
 //!
 //! `README.md` beside this file sets the three framings in use side by side (the pool's, the
@@ -17,27 +18,22 @@
 //! panic on a peer's bytes, allocate by a number a peer sent, accept a descriptor it was not
 //! asked to take, or block past a peer's death.
 
-// `channel` and `frame` carry the process pool's sockets (made by ipc-channel); `codec`, `fd` and
-// `per_process` serve the manager too.
+// `channel` and `frame` carry the process pool's sockets (made by ipc-channel); `codec`, `fd`,
+// `owner` and `per_process` serve the manager too.
 #[cfg(feature = "process")]
 pub(crate) mod channel;
 pub(crate) mod codec;
 pub(crate) mod fd;
 #[cfg(feature = "process")]
 pub(crate) mod frame;
-// Until the fork-server helper's branch drops the `expect(dead_code)` in `per_process.rs`, which
-// the manager's use of `PerProcess` no longer fulfils (issue 14, wave 2; the lead merges both).
-#[cfg_attr(feature = "manager", allow(unfulfilled_lint_expectations))]
+pub(crate) mod owner;
 pub(crate) mod per_process;
 
 #[cfg(feature = "process")]
 pub(crate) use self::channel::take_socket;
 #[cfg(feature = "process")]
 pub(crate) use self::frame::{FrameError, MAX_FRAME, Reader, recv_with_fd, send, send_parts};
-#[cfg_attr(
-    not(feature = "manager"),
-    expect(unused_imports, reason = "the fork-server handle adopts it in wave 2 of issue 14")
-)]
+pub(crate) use self::owner::Owner;
 pub(crate) use self::per_process::PerProcess;
 
 /// Whether a socket call may wait: `No` passes `MSG_DONTWAIT`, so a call that would have to

@@ -9,21 +9,23 @@
 //!
 //! This module must never hand a process state that another process filled.
 
+use std::time::Duration;
+
 use parking_lot::Mutex;
+
+use super::Owner;
 
 /// State of one process, reset in a process forked from it. See the module docs.
 ///
 /// The lock is an ordinary mutex: a child forked while another thread of its parent held it
 /// would find it held for ever, as with any lock (forking a threaded process is only safe
 /// when the child then runs no such code, which is why workers come from the fork server).
+/// Code that must return whatever happened at a fork (an `atexit` hook) uses
+/// [`PerProcess::try_with_for`].
 pub(crate) struct PerProcess<T> {
-    state: Mutex<Option<(u32, T)>>,
+    state: Mutex<Option<(Owner, T)>>,
 }
 
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "adopted by the manager and the fork-server handle in wave 2 of issue 14")
-)]
 impl<T: Default> PerProcess<T> {
     /// Empty state: filled with `T::default()` on first use in each process.
     pub(crate) const fn new() -> Self {
@@ -32,20 +34,33 @@ impl<T: Default> PerProcess<T> {
 
     /// Runs `f` on this process's state (under a lock: keep it short).
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let pid = std::process::id();
-        let mut state = self.state.lock();
-        if state.as_ref().is_some_and(|(owner, _)| *owner != pid) {
-            // Inherited: drop the parent's copy (closing only this process's descriptors).
+        f(Self::own(&mut self.state.lock()))
+    }
+
+    /// [`with`](Self::with), waiting at most `timeout` for the lock: `None` if it stayed held
+    /// (by another thread of this process, or by a thread of the parent at the fork).
+    #[cfg_attr(
+        not(any(test, feature = "process")),
+        expect(dead_code, reason = "the fork-server handle is its one user")
+    )]
+    pub(crate) fn try_with_for<R>(&self, timeout: Duration, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        let mut state = self.state.try_lock_for(timeout)?;
+        Some(f(Self::own(&mut state)))
+    }
+
+    /// This process's value in `state`: an inherited one is dropped (closing only this
+    /// process's copies of its descriptors) and replaced by `T::default()`.
+    fn own(state: &mut Option<(Owner, T)>) -> &mut T {
+        if state.as_ref().is_some_and(|(owner, _)| !owner.is_current()) {
             *state = None;
         }
-        let (_, value) = state.get_or_insert_with(|| (pid, T::default()));
-        f(value)
+        &mut state.get_or_insert_with(|| (Owner::current(), T::default())).1
     }
 }
 
 impl<T> std::fmt::Debug for PerProcess<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let owner = self.state.try_lock().map(|s| s.as_ref().map(|(pid, _)| *pid));
+        let owner = self.state.try_lock().map(|s| s.as_ref().map(|(owner, _)| owner.pid()));
         f.debug_struct("PerProcess").field("owner", &owner).finish_non_exhaustive()
     }
 }
@@ -78,5 +93,25 @@ mod tests {
             }
         }
         assert_eq!(STATE.with(|v| *v), 7, "the child's state never reaches the parent");
+    }
+
+    #[test]
+    fn try_with_for_gives_up_while_another_thread_holds_the_lock() {
+        static HELD: PerProcess<u64> = PerProcess::new();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            HELD.with(|v| {
+                *v = 3;
+                locked_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            });
+        });
+        locked_rx.recv().unwrap();
+        assert_eq!(HELD.try_with_for(Duration::from_millis(20), |v| *v), None, "held: it gives up");
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        assert_eq!(HELD.try_with_for(Duration::from_secs(60), |v| std::mem::replace(v, 4)), Some(3), "free: it runs");
+        assert_eq!(HELD.with(|v| *v), 4, "on the same state as `with`");
     }
 }

@@ -216,6 +216,11 @@ impl Process {
     }
 
     fn status_until(&self, deadline: Option<Instant>) -> Option<ExitStatus> {
+        if !self.server.is_mine() {
+            // Inherited by a forked child, which never hears of the end: the status the parent
+            // had already (if no thread of the parent held the lock at the fork), else Unknown.
+            return Some(self.status.try_lock().and_then(|s| *s).unwrap_or(ExitStatus::Unknown));
+        }
         let mut status = self.status.lock();
         if status.is_none() {
             *status = self.server.exit_status(self.pid, deadline);
@@ -226,8 +231,9 @@ impl Process {
     /// Waits for the child to end and returns how it ended.
     ///
     /// [`ExitStatus::Unknown`] only if the fork server itself was killed, which takes the
-    /// child with it, or if this is called in a process forked from the one that started the
-    /// child (only that one hears of its end).
+    /// child with it, or if this is called in a process forked (by `fork(2)`) from the one that
+    /// started the child: only that one hears of its end, so there every `join` and
+    /// `exit_status` returns at once, with the status the parent had already seen or `Unknown`.
     pub fn join(&self) -> ExitStatus {
         self.status_until(None).unwrap_or(ExitStatus::Unknown)
     }
@@ -249,12 +255,14 @@ impl Process {
     }
 
     /// Sends `SIGTERM` (Python's `terminate`). Does nothing once the child has ended: the
-    /// signal goes through the fork server, which knows the pid was not reused.
+    /// signal goes through the fork server, which knows the pid was not reused. Does nothing
+    /// in a process forked from the one that started the child.
     pub fn terminate(&self) {
         self.server.kill(self.pid, Signal::SIGTERM);
     }
 
-    /// Sends `SIGKILL` (Python's `kill`). Does nothing once the child has ended.
+    /// Sends `SIGKILL` (Python's `kill`). Does nothing once the child has ended, nor in a
+    /// process forked from the one that started the child (it is not that process's child).
     pub fn kill(&self) {
         self.server.kill(self.pid, Signal::SIGKILL);
     }

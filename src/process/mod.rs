@@ -37,7 +37,8 @@
 //! Workers are forked from a *fork server*: on first use, the program's own binary is started
 //! again and, before `main` (a constructor in this crate), turns into a small single-threaded
 //! server. Forking from it is safe however many threads the program runs; forking the program
-//! itself is not (a lock held by another thread at the fork stays held in the child). Nothing
+//! itself is not (a lock held by another thread at the fork stays held in the child; see
+//! [below](#a-child-the-program-forks-itself) for what such a child may do with a pool). Nothing
 //! has to be added to `main`; it works the same in `cargo test`, examples and doc-tests.
 //! Workers show as `stealpool-w0`, `stealpool-w1`, ... in `ps` and `top`.
 //!
@@ -75,6 +76,35 @@
 //!   server's, that is, the parent's at the moment the first pool (or `Process`) of the parent
 //!   started it. The parent process id is the fork server's; the process name (`ps`, `top`) is
 //!   the pool's [`name_prefix`](ProcessPoolBuilder::name_prefix) and the worker's index.
+//!
+//! # A child the program forks itself
+//! Pools, [`Process`] handles and the fork server belong to the process that made them. A
+//! child the program forks itself (`fork(2)`, not a worker or a `Process`) inherits copies of
+//! them whose threads do not exist there and whose workers and children are not its own. In
+//! such a child:
+//!
+//! - **An inherited pool refuses work, at once.** [`submit`](ProcessPoolExecutor::submit),
+//!   `apply_async`, `map` and the rest fail without creating a future (a [`SubmitError`] whose
+//!   [`broken_reason`](SubmitError::broken_reason) is "this pool belongs to process N; a forked
+//!   child must build its own"); [`is_shutdown`](Executor::is_shutdown) is `true`,
+//!   [`worker_pids`](ProcessPoolExecutor::worker_pids) is empty and
+//!   [`fork_server_pid`](ProcessPoolExecutor::fork_server_pid) is 0. `shutdown`, `close`,
+//!   `terminate`, `join` and dropping it return at once and do nothing to the parent's workers.
+//! - **An inherited [`Process`]** is not the child's child: `kill` and `terminate` do nothing;
+//!   `join`, `join_timeout` and `exit_status` return at once with the status the parent had
+//!   already seen, else [`ExitStatus::Unknown`](crate::ExitStatus::Unknown).
+//! - **New pools and `Process`es work**: the child starts a fork server of its own on first
+//!   use, stopped when the child exits, as in any process.
+//! - **Not guarded**: a future of the parent's pool still pending at the fork never resolves in
+//!   the child (nothing there completes it): do not wait on one. The child holds copies of the
+//!   parent's descriptors: the pool shuts its task sockets down, so the parent's shutdown does
+//!   not wait for the child, but the parent's exit may wait up to 2 s for its fork server, whose
+//!   request channel the child holds too (the server still ends with the parent, by its death
+//!   signal).
+//! - **Locks**: the pool and the handles check whose they are before they take any lock, but
+//!   the child is only as safe as the locks the parent's other threads held at the fork (the
+//!   allocator's, a logger's, the program's own); fork a threaded program only to `exec` or to
+//!   run code that takes no such lock.
 //!
 //! # Windows and order
 //! Each worker is sent a few tasks ahead (its *window*) so that short jobs do not wait for a
@@ -142,6 +172,9 @@ pub use self::registration::{RemoteFn, RemoteJob};
 /// ([`submit`](ProcessPoolExecutor::submit)). Dropping the pool waits for queued jobs and the
 /// workers, like leaving Python's `with` block; [`terminate`](Executor::terminate) stops at
 /// once.
+///
+/// A pool belongs to the process that built it: in a child the program forks, it refuses work
+/// and its shutdown does nothing (see [the module docs](self#a-child-the-program-forks-itself)).
 ///
 /// # Examples
 /// ```
@@ -211,7 +244,7 @@ impl ProcessPoolExecutor {
         self.send(job, Ok(J::NAME), InputLayout::One, |job, frame| protocol::append(job, frame), decode_one, limit)
     }
 
-    /// The process ids of the current workers.
+    /// The process ids of the current workers (none in a child the program forked).
     ///
     /// # Examples
     /// ```
@@ -223,7 +256,8 @@ impl ProcessPoolExecutor {
     }
 
     /// The process id of the fork server new workers are forked from (shared by every pool of
-    /// this process; if it dies, the next worker comes from a new one, with a new pid).
+    /// this process; if it dies, the next worker comes from a new one, with a new pid). 0 in a
+    /// child the program forked, where this pool starts no workers.
     pub fn fork_server_pid(&self) -> u32 {
         self.pool.fork_server_pid()
     }

@@ -4,8 +4,10 @@
 //! A server that dies (killed, say) is replaced on the next request: [`get`] starts a new one,
 //! and [`request_spawn`] / [`PendingSpawn::wait`] retry once on the successor. Each worker keeps
 //! the handle of the server that forked it, because only that one can kill or reap it. A handle
-//! belongs to the process that started the server: in a process forked from it, [`get`] starts
-//! a server of its own and the inherited handle refuses to be used.
+//! belongs to the process that started the server (its [`Owner`]): the current one is kept in
+//! a [`PerProcess`], so in a process forked from that one [`get`] starts a server of its own,
+//! and an inherited handle held elsewhere (by a worker's link, a `Process`) refuses to be used
+//! before it takes any lock.
 //!
 //! This module must never trust the server's reports beyond their size (see `PROTOCOL.md`), and
 //! never signal a process itself except the server it started and has not reaped.
@@ -30,12 +32,13 @@ use super::{
 };
 use crate::deadline;
 use crate::error::ExitStatus;
+use crate::ipc::{Owner, PerProcess};
 
 /// The parent's handle on one fork server.
 pub(crate) struct ForkServer {
     pid: u32,
     /// The process that started the server; no other may use this handle.
-    owner: u32,
+    owner: Owner,
     /// `None` once the process is exiting (see [`at_exit`]).
     requests: Mutex<Option<IpcSender<ServerRequest>>>,
     table: Mutex<ReportTable>,
@@ -62,21 +65,22 @@ pub(crate) struct Spawned {
     pub(crate) replies: IpcBytesReceiver,
 }
 
-static CURRENT: Mutex<Option<Arc<ForkServer>>> = Mutex::new(None);
+/// This process's fork server, if it started one (a forked child finds none: its parent's is
+/// dropped, which closes only the child's copies of its descriptors).
+static CURRENT: PerProcess<Option<Arc<ForkServer>>> = PerProcess::new();
 
-/// The process's fork server, started on first use and restarted if it died (or if the one
-/// recorded belongs to the process this one was forked from).
+/// The process's fork server, started on first use and restarted if it died.
 pub(crate) fn get() -> io::Result<Arc<ForkServer>> {
-    let mut current = CURRENT.lock();
-    if let Some(z) = current.as_ref()
-        && z.is_usable()
-    {
-        return Ok(Arc::clone(z));
-    }
-    // Dropping an inherited handle closes only this process's copies of its descriptors.
-    let z = start()?;
-    *current = Some(Arc::clone(&z));
-    Ok(z)
+    CURRENT.with(|current| {
+        if let Some(z) = current.as_ref()
+            && z.is_usable()
+        {
+            return Ok(Arc::clone(z));
+        }
+        let z = start()?;
+        *current = Some(Arc::clone(&z));
+        Ok(z)
+    })
 }
 
 /// Asks the current fork server for a worker named `name` (as `ps` shows it); returns at once.
@@ -229,7 +233,7 @@ fn bootstrap(child: &Child, reports: &mut File) -> io::Result<ForkServer> {
     hello.send(Hello { requests: server_end }).map_err(|e| failed(&format!("{e:?}")))?;
     Ok(ForkServer {
         pid,
-        owner: std::process::id(),
+        owner: Owner::current(),
         requests: Mutex::new(Some(requests)),
         table: Mutex::new(ReportTable { alive: true, ..ReportTable::default() }),
         cond: Condvar::new(),
@@ -238,28 +242,39 @@ fn bootstrap(child: &Child, reports: &mut File) -> io::Result<ForkServer> {
 
 /// Runs when the program exits normally: closes the request channel, so the fork server kills
 /// and reaps its workers and exits, and reaps the server. Without this, the server would be
-/// left to init to reap, and a container's init often does not.
+/// left to init to reap, and a container's init often does not. In a process forked from the
+/// one that started the server, `CURRENT` holds none (the parent's is not ours to stop). Every
+/// lock is taken with a bound: a thread may hold one as the process exits (or held it at the
+/// fork), and exit must not wait for it.
 extern "C" fn at_exit() {
-    let Some(current) = CURRENT.try_lock_for(Duration::from_millis(100)) else { return };
-    let Some(z) = current.as_ref() else { return };
-    if z.owner != std::process::id() {
-        return; // inherited from the process we were forked from: not ours to stop
-    }
-    let Some(mut requests) = z.requests.try_lock_for(Duration::from_millis(100)) else { return };
-    drop(requests.take());
-    let Ok(raw) = i32::try_from(z.pid) else { return };
-    let pid = nix::unistd::Pid::from_raw(raw);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            Ok(nix::sys::wait::WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(1)),
-            // Reaped here, or already by the fork-server thread.
-            _ => return,
+    CURRENT.try_with_for(Duration::from_millis(100), |current| {
+        if let Some(z) = current.as_ref() {
+            z.stop_and_reap();
         }
-    }
+    });
 }
 
 impl ForkServer {
+    /// [`at_exit`]'s work on this process's server: close the request channel, then wait (at
+    /// most 2 s) until the server has exited and reap it.
+    fn stop_and_reap(&self) {
+        if !self.is_mine() {
+            return;
+        }
+        let Some(mut requests) = self.requests.try_lock_for(Duration::from_millis(100)) else { return };
+        drop(requests.take());
+        let Ok(raw) = i32::try_from(self.pid) else { return };
+        let pid = nix::unistd::Pid::from_raw(raw);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(nix::sys::wait::WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(1)),
+                // Reaped here, or already by the fork-server thread.
+                _ => return,
+            }
+        }
+    }
+
     /// Reads reports until end of file or the first one that makes no sense.
     fn read_reports(&self, reports: &mut File) {
         let mut buf = [0u8; REPORT_LEN];
@@ -300,8 +315,10 @@ impl ForkServer {
         self.is_mine() && self.table.lock().alive
     }
 
-    fn is_mine(&self) -> bool {
-        self.owner == std::process::id()
+    /// Whether this process started the server. Asked before any lock is taken: in a forked
+    /// child, a lock of this handle may have been held by a thread of the parent at the fork.
+    pub(crate) fn is_mine(&self) -> bool {
+        self.owner.is_current()
     }
 
     /// The fork server's pid.
@@ -454,6 +471,9 @@ impl ForkServer {
     /// Stops keeping the exit status of `pid` (its `Process` is gone): drops it now if it is
     /// recorded, or when it arrives.
     pub(crate) fn forget_exit(&self, pid: u32) {
+        if !self.is_mine() {
+            return; // the parent's table: nothing of ours to forget
+        }
         let mut t = self.table.lock();
         if t.exits.remove(&pid).is_none() && t.children.contains(&pid) {
             t.unwanted.insert(pid);

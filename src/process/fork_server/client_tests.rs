@@ -10,7 +10,7 @@ fn stand_in() -> (Child, ForkServer) {
     let child = Command::new("sleep").arg("60").spawn().unwrap();
     let z = ForkServer {
         pid: child.id(),
-        owner: std::process::id(),
+        owner: Owner::current(),
         requests: Mutex::new(None),
         table: Mutex::new(ReportTable { alive: true, ..ReportTable::default() }),
         cond: Condvar::new(),

@@ -14,8 +14,13 @@
 //! trusted) and, at end of file, handles its exit. One time-limit thread per pool (its role is
 //! called "supervisor" in errors), started only if a limit is ever set, asks the supervisor at
 //! each deadline; it decides through each worker's slot (`slot.rs`), so that a kill hits exactly
-//! the task it is meant for. Each of these threads holds a [`BreakOnPanic`]: if one panics, the
-//! pool breaks loudly instead of carrying on without it.
+//! the task it is meant for. Each of these threads (started in `threads.rs`) holds a
+//! [`BreakOnPanic`]: if one panics, the pool breaks loudly instead of carrying on without it.
+//!
+//! A pool belongs to the process that built it (its [`Owner`]): in a process forked from that
+//! one, every method returns at once having touched nothing of the parent's (no lock, no
+//! thread, no worker): submissions are refused with [`Pool::broken_reason`] saying why, and
+//! closing, terminating and joining do nothing.
 //!
 //! This module must never trust a number or a message from a worker (see "What the parent
 //! trusts" in `PROTOCOL.md`), nor run user code under the lock, nor decide a supervision rule
@@ -26,6 +31,7 @@ mod reply_reader;
 mod supervisor;
 #[cfg(test)]
 pub(crate) mod test;
+mod threads;
 mod writer;
 
 use std::sync::Arc;
@@ -40,8 +46,9 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use self::reader_mark::ReaderMark;
 use self::supervisor::{Decisions, Outgoing, Supervisor, WorkerHandle};
 pub(crate) use self::supervisor::{QueuedTask, Sink};
+use self::threads::{BreakOnPanic, OWN_POOL, spawn_thread};
 use crate::error::{BuildError, JobError};
-use crate::ipc;
+use crate::ipc::{self, Owner};
 use crate::process::fork_server::{self, ChildEnvironment, ForkServer, PendingSpawn, Spawned};
 use crate::process::protocol;
 use crate::process::slot::{self, Slot};
@@ -99,6 +106,8 @@ struct State {
 }
 
 pub(crate) struct Pool {
+    /// The process that built the pool: its workers, threads and sockets are that process's.
+    owner: Owner,
     state: Mutex<State>,
     /// Notified on every change a waiter could care about: join, build, the time-limit thread.
     changed: Condvar,
@@ -132,6 +141,7 @@ impl Pool {
         fork_server::get().map_err(|e| BuildError::process(format!("cannot start the fork server: {e}")))?;
         let n = config.workers;
         let pool = Arc::new(Pool {
+            owner: Owner::current(),
             state: Mutex::new(State {
                 rules: Supervisor::new(n, config.max_window, config.max_tasks_per_child),
                 threads: Vec::new(),
@@ -183,6 +193,13 @@ impl Pool {
         Ok(Arc::clone(&pool))
     }
 
+    /// `true` in a process forked from the one that built the pool. Asked before any lock is
+    /// taken: a thread of the parent may have held the pool's lock at the fork, and none of
+    /// its threads exist here.
+    fn is_inherited(&self) -> bool {
+        !self.owner.is_current()
+    }
+
     fn abandon_start(self: &Arc<Self>) {
         self.terminate();
         self.join();
@@ -210,12 +227,20 @@ impl Pool {
     }
 
     /// The pids of the live workers (for `ps`-style inspection and tests).
+    /// None in a forked child: the parent's workers are not this process's.
     pub(crate) fn worker_pids(&self) -> Vec<u32> {
+        if self.is_inherited() {
+            return Vec::new();
+        }
         self.state.lock().rules.worker_pids()
     }
 
-    /// The pid of the fork server new workers come from (started anew if it died).
+    /// The pid of the fork server new workers come from (started anew if it died); 0 in a
+    /// forked child, where the pool starts no workers (and no fork server).
     pub(crate) fn fork_server_pid(&self) -> u32 {
+        if self.is_inherited() {
+            return 0;
+        }
         fork_server::get().map_or(0, |z| z.pid())
     }
 
@@ -300,6 +325,9 @@ impl Pool {
 
     /// Queues a task. Returns it back if the pool no longer accepts work.
     pub(crate) fn submit(self: &Arc<Self>, task: QueuedTask) -> Result<(), QueuedTask> {
+        if self.is_inherited() {
+            return Err(task);
+        }
         let d = {
             let mut st = self.state.lock();
             if !st.rules.accepts_work() {
@@ -347,6 +375,9 @@ impl Pool {
     /// Stops the job `id` where it is: skipped if it waits in a worker's window, the worker
     /// killed if it runs, dropped if it is queued. The caller has already resolved its future.
     pub(crate) fn force_cancel(self: &Arc<Self>, id: u64) {
+        if self.is_inherited() {
+            return;
+        }
         let d = self.event(|r| r.force_cancel(id));
         self.act(d);
     }
@@ -380,33 +411,51 @@ impl Pool {
 
     /// `shutdown(wait, cancel_futures)` without the wait.
     pub(crate) fn close(self: &Arc<Self>, cancel_queued: bool) {
+        if self.is_inherited() {
+            return;
+        }
         let d = self.event(|r| r.close(cancel_queued));
         self.act(d);
     }
 
     /// Stops everything now: queued tasks are cancelled, workers are killed.
     pub(crate) fn terminate(self: &Arc<Self>) {
+        if self.is_inherited() {
+            return; // the parent's workers are the parent's to stop
+        }
         let d = self.event(Rules::terminate);
         self.act(d);
     }
 
+    /// `true` in a forked child, where the pool takes no work.
     pub(crate) fn is_shutdown(&self) -> bool {
-        self.state.lock().rules.is_shutdown()
+        self.is_inherited() || self.state.lock().rules.is_shutdown()
     }
 
-    /// Why the pool broke, if it did.
+    /// Why the pool broke, if it did; in a forked child, that it is the parent's.
     pub(crate) fn broken_reason(&self) -> Option<String> {
+        if self.is_inherited() {
+            return Some(format!(
+                "this pool belongs to process {}; a forked child must build its own",
+                self.owner.pid()
+            ));
+        }
         self.state.lock().rules.broken_reason()
     }
 
+    /// `false` in a forked child.
     pub(crate) fn is_open(&self) -> bool {
-        self.state.lock().rules.is_open()
+        !self.is_inherited() && self.state.lock().rules.is_open()
     }
 
     /// Waits until every worker has exited and been reaped, and the pool's threads have ended.
     /// Called from one of the pool's own threads (a done callback that shuts the pool down),
-    /// it returns at once instead of waiting for itself; the pool still winds down.
+    /// it returns at once instead of waiting for itself; the pool still winds down. In a forked
+    /// child it returns at once: the workers and threads it would wait for are the parent's.
     pub(crate) fn join(&self) {
+        if self.is_inherited() {
+            return;
+        }
         if OWN_POOL.with(|p| p.get()) == std::ptr::from_ref(self) as usize {
             return;
         }
@@ -438,37 +487,4 @@ impl Pool {
         self.changed.notify_all();
         self.act(d);
     }
-}
-
-/// Held by each internal thread of a pool: if the thread unwinds, the pool breaks loudly
-/// ([`Pool::internal_panic`]) instead of carrying on without it.
-struct BreakOnPanic<'a> {
-    pool: &'a Arc<Pool>,
-    role: &'static str,
-    /// The worker a reply reader serves.
-    worker: Option<u64>,
-}
-
-impl<'a> BreakOnPanic<'a> {
-    fn new(pool: &'a Arc<Pool>, role: &'static str) -> Self {
-        BreakOnPanic { pool, role, worker: None }
-    }
-}
-
-impl Drop for BreakOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.pool.internal_panic(self.role, self.worker);
-        }
-    }
-}
-
-thread_local! {
-    /// The pool whose internal thread this is (its address), if any: done callbacks run on a
-    /// pool's link threads, and a callback that shuts the pool down must not wait for itself.
-    static OWN_POOL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-fn spawn_thread(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(name).spawn(f)
 }

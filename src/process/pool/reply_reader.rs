@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::reader_mark::ReaderMark;
-use super::{OWN_POOL, Pool, apply_locked};
+use super::threads::OWN_POOL;
+use super::{Pool, apply_locked};
 use crate::error::ExitStatus;
 use crate::ipc::{self, Blocking, FrameError, Reader};
 use crate::process::fork_server::ForkServer;

@@ -3,10 +3,14 @@
 //! A `send` blocks when the worker lags, so the writer is a thread of its own and nobody else
 //! ever blocks on the socket; it fails at once (`EPIPE`) when the worker dies.
 //!
+//! When it ends it shuts the socket down for writing (`shutdown(2)`), so that the worker reads
+//! end of file even if another process holds a copy of the descriptor (a child the program
+//! forked, which inherits every descriptor of the parent's).
+//!
 //! This module must never take the pool's lock or decide anything about a task: it only moves
 //! bytes, in the order the outbox gives them.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
@@ -18,6 +22,12 @@ use crate::process::protocol;
 /// closes (the worker then reads end of file) or the worker is gone. Small frames that queued
 /// up meanwhile go together in one batch message; large ones go alone, without a copy.
 pub(super) fn write_frames(outbox: Receiver<Arc<Vec<u8>>>, tasks: OwnedFd, slot: OwnedFd) {
+    write_until_closed(&outbox, &tasks, slot);
+    // Closing our descriptor alone would not end the stream while a forked copy of it lives.
+    let _ = nix::sys::socket::shutdown(tasks.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+}
+
+fn write_until_closed(outbox: &Receiver<Arc<Vec<u8>>>, tasks: &OwnedFd, slot: OwnedFd) {
     // The first frame, empty, carries the worker's slot.
     if ipc::send_parts(tasks.as_fd(), &[], Some(slot.as_fd())).is_err() {
         return;
