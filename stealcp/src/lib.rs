@@ -9,7 +9,7 @@
 //! 1. **Plan** ([`plan()`]): resolve each source's destination with `cp`'s naming rules and
 //!    reject bad arguments (missing source, directory without `recursive`, a directory into
 //!    itself) before anything is written.
-//! 2. **Run** ([`copy()`]): the calling thread coordinates; every piece of work is a [`Task`]
+//! 2. **Run** ([`copy()`]): the calling thread coordinates; every piece of work is a [`CopyTask`]
 //!    on the executor. A directory is one scan task (make its copy, list it; `scan.rs`), so the
 //!    walk runs on every worker at once and copies start while it goes on. Regular files go out
 //!    in batches (many small files per task, so per-task cost does not dominate); a large file
@@ -61,7 +61,7 @@
 //! assert_eq!(std::fs::read_to_string(dir.path().join("copy/a/b/one.txt")).unwrap(), "1");
 //! ```
 //!
-//! The process pool runs the same [`Task`]s: it is registered (as `stealcp::Task`) in every
+//! The process pool runs the same [`CopyTask`]s: it is registered (as `stealcp::CopyTask`) in every
 //! binary that links this crate.
 //!
 //! This crate must never leave a partially written file under its final name, and never
@@ -89,7 +89,7 @@ pub use crate::plan::{Assignment, plan};
 pub use crate::publish::TEMP_PREFIX;
 pub use crate::report::{CopyReport, EntryKind, Observer, Quiet, Skipped};
 pub use crate::run::copy;
-pub use crate::task::{Task, TaskOutcome};
+pub use crate::task::{CopyTask, TaskOutcome};
 
 /// The README's example, run as a doc-test.
 #[cfg(doctest)]

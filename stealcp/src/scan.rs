@@ -10,7 +10,7 @@
 //! A regular file is known by its directory entry's type alone unless [`ScanJob::stat_files`]
 //! asks for its size and links (only an observer that wants totals up front needs them): the
 //! `stat` per file was a twentieth of a small-file copy's time, and the worker that copies the
-//! file reads the same facts from the open file anyway (see `entry/file.rs`, `Back`).
+//! file reads the same facts from the open file anyway (see `entry/file.rs`, `HandBackReason`).
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;

@@ -1,9 +1,9 @@
 //! The one job type the engine hands to an executor, so that a thread pool and a process pool
-//! run exactly the same code (the process pool knows it as `stealcp::Task`).
+//! run exactly the same code (the process pool knows it as `stealcp::CopyTask`).
 
 use std::sync::Arc;
 
-use crate::entry::{self, Back, DirFinish, FileJob, FileOutcome, FinishJob, RangeJob};
+use crate::entry::{self, DirFinish, FileJob, FileOutcome, FinishJob, HandBackReason, RangeJob};
 use crate::error::Failure;
 use crate::options::CopyOptions;
 use crate::scan::{self, Listing, ScanJob};
@@ -12,9 +12,9 @@ use stealpool::Job;
 
 /// One piece of a copy's work: a directory to scan, a batch of files, one range of a large
 /// file, a large file's last step, or directories to finish. Made only by
-/// [`copy`](crate::copy()); public because an executor's `Submit<Task>` bound names it.
+/// [`copy`](crate::copy()); public because an executor's `Submit<CopyTask>` bound names it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct Task {
+pub struct CopyTask {
     pub(crate) options: CopyOptions,
     pub(crate) work: Work,
 }
@@ -30,7 +30,7 @@ pub(crate) enum Work {
     Directories(Vec<DirFinish>),
 }
 
-/// What a [`Task`] produced; read only by [`copy`](crate::copy()).
+/// What a [`CopyTask`] produced; read only by [`copy`](crate::copy()).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct TaskOutcome(pub(crate) Outcome);
 
@@ -43,7 +43,7 @@ pub(crate) enum Outcome {
     Directories(Vec<Failure>),
 }
 
-impl Job for Task {
+impl Job for CopyTask {
     type Output = TaskOutcome;
 
     fn run(self) -> TaskOutcome {
@@ -58,7 +58,7 @@ impl Job for Task {
                 let mut copied = 0;
                 let outcomes = jobs.iter().map(|job| {
                     if copied >= BYTES_PER_TASK {
-                        return FileOutcome::Back(Back::NotRun);
+                        return FileOutcome::HandedBack(HandBackReason::NotRun);
                     }
                     let outcome = entry::copy_file(job, o, owner, &mut dirs);
                     if let FileOutcome::Copied(bytes) = outcome {
@@ -77,7 +77,7 @@ impl Job for Task {
     }
 }
 
-stealpool::register_job!(Task, name = "stealcp::Task");
+stealpool::register_job!(CopyTask, name = "stealcp::CopyTask");
 
 #[cfg(test)]
 mod tests {
@@ -108,13 +108,13 @@ mod tests {
                 }
             })
             .collect();
-        let task = Task { options: CopyOptions::default(), work: Work::Files(jobs.into()) };
+        let task = CopyTask { options: CopyOptions::default(), work: Work::Files(jobs.into()) };
         let TaskOutcome(Outcome::Files(outcomes)) = task.run() else { panic!("not a batch outcome") };
         let summary: Vec<String> = outcomes
             .iter()
             .map(|o| match o {
                 FileOutcome::Copied(n) => format!("copied {n}"),
-                FileOutcome::Back(Back::NotRun) => "not run".to_owned(),
+                FileOutcome::HandedBack(HandBackReason::NotRun) => "not run".to_owned(),
                 other => format!("{other:?}"),
             })
             .collect();

@@ -1,5 +1,5 @@
 //! A regular file copied whole on a worker ([`FileJob`]): opened, checked, written through a
-//! staged copy and published; or handed back to the coordinator uncopied ([`Back`]) when it
+//! staged copy and published; or handed back to the coordinator uncopied ([`HandBackReason`]) when it
 //! has other names or is large enough to split.
 //!
 //! This module must never leave a partial copy under the file's final name, nor follow a
@@ -34,10 +34,10 @@ pub(crate) struct FileJob {
     /// it, or as the worker found it when it handed the file back.
     pub(crate) len: Option<u64>,
     /// Nobody checked yet whether the file has other names: if it does (and links are kept),
-    /// hand it back ([`Back::HardLinked`]) instead of copying it, so that it is copied once.
+    /// hand it back ([`HandBackReason::HardLinked`]) instead of copying it, so that it is copied once.
     pub(crate) hand_back_links: bool,
     /// Nobody checked the size yet: a file of [`SPLIT_AT`] bytes or more is handed back
-    /// ([`Back::Large`]) to be copied in ranges by several workers.
+    /// ([`HandBackReason::Large`]) to be copied in ranges by several workers.
     pub(crate) hand_back_large: bool,
     /// Follow the source if it is a symlink (`-L`, or a symlink named on the command line).
     pub(crate) follow: bool,
@@ -77,12 +77,12 @@ pub(crate) enum FileOutcome {
     /// Failed; nothing was left under the destination's name.
     Failed(Failure),
     /// Not copied: the coordinator has to decide (nothing was written).
-    Back(Back),
+    HandedBack(HandBackReason),
 }
 
 /// Why a file went back to the coordinator uncopied.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub(crate) enum Back {
+pub(crate) enum HandBackReason {
     /// The task had copied its share of bytes before it came to this file.
     NotRun,
     /// The file has other names (hard links), one of which may be copied already.
@@ -107,10 +107,14 @@ pub(crate) fn copy_file(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut
 fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> Result<FileOutcome, Failure> {
     let (src, meta) = open_source_in(dirs, &job.source, job.follow)?;
     if job.hand_back_links && o.preserve_links && meta.nlink() > 1 {
-        return Ok(FileOutcome::Back(Back::HardLinked { dev: meta.dev(), ino: meta.ino(), len: meta.len() }));
+        return Ok(FileOutcome::HandedBack(HandBackReason::HardLinked {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+        }));
     }
     if job.hand_back_large && meta.len() >= SPLIT_AT {
-        return Ok(FileOutcome::Back(Back::Large { len: meta.len() }));
+        return Ok(FileOutcome::HandedBack(HandBackReason::Large { len: meta.len() }));
     }
     if job.check_existing && keep_existing(&job.destination, &meta, o)? {
         return Ok(FileOutcome::Unchanged(meta.len()));

@@ -11,14 +11,14 @@ use stealpool::{Executor, Submit};
 use super::Run;
 use super::finish::HardLink;
 use super::staging::shown;
-use crate::entry::{Back, FileJob, FileOutcome};
+use crate::entry::{FileJob, FileOutcome, HandBackReason};
 use crate::report::EntryKind;
-use crate::task::Task;
+use crate::task::CopyTask;
 use crate::tuning::{BYTES_PER_TASK, FILES_PER_TASK, SPLIT_AT};
 
 impl<'a, E> Run<'a, E>
 where
-    E: Executor + Submit<Task>,
+    E: Executor + Submit<CopyTask>,
 {
     /// Files found by the walk, each with the (device, inode) to dedup on if it has other
     /// names: see [`Run::queue_files`].
@@ -75,7 +75,7 @@ where
                 self.observer.progressed(bytes);
             }
             FileOutcome::Failed(failure) => self.fail(failure),
-            FileOutcome::Back(back) => self.handed_back(job.clone(), back),
+            FileOutcome::HandedBack(back) => self.handed_back(job.clone(), back),
         }
     }
 
@@ -91,20 +91,20 @@ where
         }
     }
 
-    /// A file its worker did not copy (see [`Back`]); its size is known now unless the batch
+    /// A file its worker did not copy (see [`HandBackReason`]); its size is known now unless the batch
     /// simply did not come to it.
-    pub(super) fn handed_back(&mut self, job: FileJob, back: Back) {
+    pub(super) fn handed_back(&mut self, job: FileJob, back: HandBackReason) {
         // The worker checked links and size: it must not hand the file back again.
         let checked = |len| FileJob { len: Some(len), hand_back_links: false, hand_back_large: false, ..job.clone() };
         match back {
             // Nothing was checked: it goes out again as it came.
-            Back::NotRun => self.requeue(vec![job]),
-            Back::HardLinked { dev, ino, len } => {
+            HandBackReason::NotRun => self.requeue(vec![job]),
+            HandBackReason::HardLinked { dev, ino, len } => {
                 if let Some(job) = self.dedup(checked(len), Some((dev, ino))) {
                     self.queue_files(vec![job]);
                 }
             }
-            Back::Large { len } => self.split(checked(len), len),
+            HandBackReason::Large { len } => self.split(checked(len), len),
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::entry::{self, DirFinish};
 use crate::error::Failure;
 use crate::publish::publish_directory;
 use crate::report::{CopyReport, EntryKind};
-use crate::task::Task;
+use crate::task::CopyTask;
 use crate::task::{Outcome, TaskOutcome, Work};
 use crate::tuning::DIRS_WORTH_SHARING;
 
@@ -28,7 +28,7 @@ pub(super) struct HardLink {
 
 impl<'a, E> Run<'a, E>
 where
-    E: Executor + Submit<Task>,
+    E: Executor + Submit<CopyTask>,
 {
     /// Hard links, then directories deepest first, each staged one renamed into place once
     /// finished; returns the report.
@@ -76,7 +76,7 @@ where
         let mut failures = Vec::new();
         let mut futures = Vec::new();
         for chunk in dirs.chunks(dirs.len().div_ceil(workers)) {
-            let task = Task { options: o.clone(), work: Work::Directories(chunk.to_vec()) };
+            let task = CopyTask { options: o.clone(), work: Work::Directories(chunk.to_vec()) };
             match self.executor.submit(task) {
                 Ok(future) => futures.push((future, chunk)),
                 Err(_) => failures.extend(here(chunk)),

@@ -1,4 +1,4 @@
-//! The coordinator: runs on the thread that called [`copy`], hands [`Task`]s to
+//! The coordinator: runs on the thread that called [`copy`], hands [`CopyTask`]s to
 //! the executor and folds their outcomes into the report.
 //!
 //! It keeps at most `TASKS_PER_WORKER` tasks per worker in flight; the rest waits here, scans
@@ -53,7 +53,7 @@ use crate::options::CopyOptions;
 use crate::plan::Assignment;
 use crate::report::{CopyReport, Observer, record};
 use crate::scan::ScanJob;
-use crate::task::{Task, TaskOutcome, Work};
+use crate::task::{CopyTask, TaskOutcome, Work};
 use crate::tuning::TASKS_PER_WORKER;
 
 /// Copies `assignments` (from [`plan`](crate::plan())) with the work running on `executor`.
@@ -87,7 +87,7 @@ pub fn copy<E>(
     observer: &mut dyn Observer,
 ) -> Result<CopyReport, ShutdownError>
 where
-    E: Executor + Submit<Task>,
+    E: Executor + Submit<CopyTask>,
 {
     let mut run = Run::new(executor, options, observer);
     for assignment in assignments {
@@ -98,7 +98,7 @@ where
 }
 
 /// What the coordinator remembers about a task in flight.
-enum Pending {
+enum InFlight {
     Scan(ScanCtx),
     Files(Arc<[FileJob]>),
     Range(u64),
@@ -113,9 +113,9 @@ struct ScanCtx {
     ancestors: Vec<(u64, u64)>,
 }
 
-fn files_task(jobs: Vec<FileJob>) -> (Work, Pending) {
+fn files_task(jobs: Vec<FileJob>) -> (Work, InFlight) {
     let jobs: Arc<[FileJob]> = jobs.into();
-    (Work::Files(Arc::clone(&jobs)), Pending::Files(jobs))
+    (Work::Files(Arc::clone(&jobs)), InFlight::Files(jobs))
 }
 
 struct Run<'a, E> {
@@ -126,12 +126,12 @@ struct Run<'a, E> {
     done_tx: Sender<u64>,
     done_rx: Receiver<u64>,
     next_id: u64,
-    in_flight: HashMap<u64, (Future<TaskOutcome>, Pending)>,
+    in_flight: HashMap<u64, (Future<TaskOutcome>, InFlight)>,
     limit: usize,
     /// Scans waiting to be sent (taken last in, first out: depth first, which keeps this short).
     scans: Vec<ScanCtx>,
     /// Finishing steps of split files waiting to be sent.
-    queued: VecDeque<(Work, Pending)>,
+    queued: VecDeque<(Work, InFlight)>,
     /// Full batches waiting to be sent, grouped by the listing (directory) they came from and
     /// taken from the groups in turn: workers creating files in one directory at the same time
     /// queue up on its lock in the kernel, workers in different directories do not.
@@ -155,7 +155,7 @@ struct Run<'a, E> {
 
 impl<'a, E> Run<'a, E>
 where
-    E: Executor + Submit<Task>,
+    E: Executor + Submit<CopyTask>,
 {
     fn new(executor: &'a E, options: &'a CopyOptions, observer: &'a mut dyn Observer) -> Self {
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
@@ -217,7 +217,7 @@ where
     fn fill(&mut self) -> Result<(), ShutdownError> {
         while self.in_flight.len() < self.limit {
             let (work, pending) = if let Some(ctx) = self.scans.pop() {
-                (Work::Scan(ctx.job.clone()), Pending::Scan(ctx))
+                (Work::Scan(ctx.job.clone()), InFlight::Scan(ctx))
             } else if let Some(next) = self.queued.pop_front() {
                 next
             } else if let Some(mut group) = self.ready.pop_front() {
@@ -238,10 +238,10 @@ where
         Ok(())
     }
 
-    fn submit(&mut self, work: Work, pending: Pending) -> Result<(), ShutdownError> {
+    fn submit(&mut self, work: Work, pending: InFlight) -> Result<(), ShutdownError> {
         let id = self.next_id;
         self.next_id += 1;
-        let task = Task { options: self.options.clone(), work };
+        let task = CopyTask { options: self.options.clone(), work };
         let future = self.executor.submit(task).map_err(|_| ShutdownError)?;
         let done = self.done_tx.clone();
         future.add_done_callback(move |_| {

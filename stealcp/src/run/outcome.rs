@@ -14,33 +14,33 @@ use stealpool::{Executor, Submit};
 
 use super::Run;
 use super::staging::shown;
-use super::{Pending, ScanCtx};
-use crate::entry::{self, Back, DirFinish, FileJob, FileOutcome};
+use super::{InFlight, ScanCtx};
+use crate::entry::{self, DirFinish, FileJob, FileOutcome, HandBackReason};
 use crate::error::Failure;
 use crate::report::EntryKind;
 use crate::scan::{Listing, ScanJob};
-use crate::task::Task;
+use crate::task::CopyTask;
 use crate::task::{Outcome, TaskOutcome};
 
 impl<'a, E> Run<'a, E>
 where
-    E: Executor + Submit<Task>,
+    E: Executor + Submit<CopyTask>,
 {
-    pub(super) fn absorb(&mut self, outcome: Result<TaskOutcome, JobError>, pending: Pending) {
+    pub(super) fn absorb(&mut self, outcome: Result<TaskOutcome, JobError>, pending: InFlight) {
         match (outcome, pending) {
-            (Ok(TaskOutcome(Outcome::Scanned(listing))), Pending::Scan(ctx)) => self.listing(ctx, listing),
-            (Ok(TaskOutcome(Outcome::Files(outcomes))), Pending::Files(jobs)) if outcomes.len() == jobs.len() => {
+            (Ok(TaskOutcome(Outcome::Scanned(listing))), InFlight::Scan(ctx)) => self.listing(ctx, listing),
+            (Ok(TaskOutcome(Outcome::Files(outcomes))), InFlight::Files(jobs)) if outcomes.len() == jobs.len() => {
                 let mut not_run = Vec::new();
                 for (job, outcome) in jobs.iter().zip(outcomes) {
                     match outcome {
-                        FileOutcome::Back(Back::NotRun) => not_run.push(job.clone()),
+                        FileOutcome::HandedBack(HandBackReason::NotRun) => not_run.push(job.clone()),
                         outcome => self.file_done(job, outcome),
                     }
                 }
                 self.requeue(not_run);
             }
-            (Ok(TaskOutcome(Outcome::Range(result))), Pending::Range(id)) => self.range_done(id, result),
-            (Ok(TaskOutcome(Outcome::Finished(outcome))), Pending::Finish(id)) => self.finish_done(id, outcome),
+            (Ok(TaskOutcome(Outcome::Range(result))), InFlight::Range(id)) => self.range_done(id, result),
+            (Ok(TaskOutcome(Outcome::Finished(outcome))), InFlight::Finish(id)) => self.finish_done(id, outcome),
             (outcome, pending) => {
                 // A task that panicked, or whose worker process died (or, impossibly, an
                 // outcome that does not match its task): everything it covered failed.
@@ -53,21 +53,21 @@ where
         }
     }
 
-    pub(super) fn task_failed(&mut self, pending: Pending, reason: &str) {
+    pub(super) fn task_failed(&mut self, pending: InFlight, reason: &str) {
         let failure =
             |path: &Path| Failure { path: path.to_path_buf(), action: "copy job", error: io::Error::other(reason) };
         match pending {
-            Pending::Scan(ctx) => self.fail(failure(&ctx.job.source)),
-            Pending::Files(jobs) => {
+            InFlight::Scan(ctx) => self.fail(failure(&ctx.job.source)),
+            InFlight::Files(jobs) => {
                 for job in jobs.iter() {
                     self.fail(failure(&job.source));
                 }
             }
-            Pending::Range(id) => {
+            InFlight::Range(id) => {
                 let source = self.splits.get(&id).map(|s| s.source.clone()).unwrap_or_default();
                 self.range_done(id, Err(failure(&source)));
             }
-            Pending::Finish(id) => {
+            InFlight::Finish(id) => {
                 if let Some(split) = self.splits.remove(&id) {
                     entry::discard(&split.temp);
                     self.fail(failure(&split.source));
@@ -137,7 +137,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::entry::{Back, FileOutcome};
+    use crate::entry::{FileOutcome, HandBackReason};
     use crate::options::CopyOptions;
     use stealpool::ThreadPoolExecutor;
 
@@ -166,9 +166,9 @@ mod tests {
         let mut run = Run::new(&pool, &options, &mut quiet);
         let jobs: Arc<[FileJob]> = (0..9).map(job).collect::<Vec<_>>().into();
         let outcomes = (0..9)
-            .map(|i| if i < 2 { FileOutcome::Copied(8 << 20) } else { FileOutcome::Back(Back::NotRun) })
+            .map(|i| if i < 2 { FileOutcome::Copied(8 << 20) } else { FileOutcome::HandedBack(HandBackReason::NotRun) })
             .collect();
-        run.absorb(Ok(TaskOutcome(Outcome::Files(outcomes))), Pending::Files(jobs));
+        run.absorb(Ok(TaskOutcome(Outcome::Files(outcomes))), InFlight::Files(jobs));
         let sizes: Vec<usize> = run.ready.iter().map(|group| group.iter().map(Vec::len).sum()).collect();
         assert_eq!(sizes, [4, 3], "one batch per worker, next out");
         let first = &run.ready[0][0][0];

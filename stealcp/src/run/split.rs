@@ -10,13 +10,13 @@ use std::path::PathBuf;
 
 use stealpool::{Executor, Submit};
 
-use super::Pending;
+use super::InFlight;
 use super::Run;
 use super::staging::shown;
 use crate::entry::{self, FileJob, FileOutcome, FinishJob, Prepared, RangeJob};
 use crate::error::Failure;
 use crate::report::EntryKind;
-use crate::task::Task;
+use crate::task::CopyTask;
 use crate::task::Work;
 use crate::tuning::RANGE;
 
@@ -39,7 +39,7 @@ pub(super) struct Split {
 
 impl<'a, E> Run<'a, E>
 where
-    E: Executor + Submit<Task>,
+    E: Executor + Submit<CopyTask>,
 {
     /// Starts a large file (of `len` bytes): its temporary copy is made here, its ranges go to
     /// the workers.
@@ -75,7 +75,7 @@ where
     }
 
     /// The next range of the split file whose turn it is.
-    pub(super) fn next_range(&mut self) -> Option<(Work, Pending)> {
+    pub(super) fn next_range(&mut self) -> Option<(Work, InFlight)> {
         let id = self.range_turns.pop_front()?;
         let split = self.splits.get_mut(&id)?;
         let (start, end) = (split.next, (split.next + RANGE).min(split.len));
@@ -84,7 +84,7 @@ where
         if end < split.len {
             self.range_turns.push_back(id);
         }
-        Some((Work::Range(job), Pending::Range(id)))
+        Some((Work::Range(job), InFlight::Range(id)))
     }
 
     pub(super) fn queue_finish(&mut self, id: u64) {
@@ -97,7 +97,7 @@ where
             len: split.len,
         };
         // First in line: the file is otherwise done, and its temporary file takes up space.
-        self.queued.push_front((Work::Finish(job), Pending::Finish(id)));
+        self.queued.push_front((Work::Finish(job), InFlight::Finish(id)));
     }
 
     pub(super) fn range_done(&mut self, id: u64, result: Result<u64, Failure>) {
@@ -139,7 +139,7 @@ where
             FileOutcome::Unchanged(_) => self.report.unchanged += 1,
             FileOutcome::Failed(failure) => self.fail(failure),
             // A finishing step never hands its file back.
-            FileOutcome::Back(_) => {
+            FileOutcome::HandedBack(_) => {
                 entry::discard(&split.temp);
                 let error = io::Error::other("the task returned an unexpected outcome");
                 self.fail(Failure { path: split.source, action: "copy job", error });

@@ -19,11 +19,11 @@ use crate::plan::Assignment;
 use crate::publish::{remove_stale_temps, temp_path};
 use crate::report::{EntryKind, Skipped};
 use crate::scan::{self, ScanJob};
-use crate::task::Task;
+use crate::task::CopyTask;
 
 impl<'a, E> Run<'a, E>
 where
-    E: Executor + Submit<Task>,
+    E: Executor + Submit<CopyTask>,
 {
     /// Starts one source named on the command line.
     pub(super) fn start(&mut self, assignment: &Assignment) {
