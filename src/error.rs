@@ -1,5 +1,10 @@
-//! Every error type of the crate, one small type per operation, in the style of
-//! crossbeam-channel's `err.rs`: a caller matches on exactly the failures that operation can have.
+//! The errors every backend shares (a job's outcome, `result*`, `submit`, `map`, `join`,
+//! building a pool), one small type per operation, in the style of crossbeam-channel's `err.rs`:
+//! a caller matches on exactly the failures that operation can have. Each module owns its own
+//! errors beside its code: `process/error.rs`, `pipe/error.rs`, `manager/error.rs`.
+//!
+//! A little over 500 lines: each type's docs, `Display` and `is_*` helpers are short, and
+//! splitting them further would scatter what every backend shares.
 //!
 //! This module must stay free of logic: it only names failures and prints them.
 

@@ -1,6 +1,9 @@
 //! [`ProcessPoolExecutor`]: jobs run in pre-forked, supervised worker processes (`cfg(unix)`;
 //! Linux first).
 //!
+//! (Over 500 lines because about 200 of them are these module docs: how jobs reach a worker,
+//! what a worker process sees, supervision, fork safety.)
+//!
 //! What it is for: CPU-bound work that must not share memory or the parent's fate, with the
 //! interface of the thread pool (the same [`Executor`] trait, the same [`Future`]s) and the
 //! semantics of Python's `multiprocessing.Pool` and `concurrent.futures.ProcessPoolExecutor`,

@@ -1,6 +1,7 @@
 //! The shared heart of a [`ThreadPoolExecutor`](super::ThreadPoolExecutor): the queues, the
 //! worker threads' main loops, and the blocking region that lets a worker block on a future
-//! without starving the pool. The per-job cells are in `job_cell.rs`.
+//! without starving the pool. The per-job cells are in `job_cell.rs`. (Just over 500 lines with
+//! its crash test at the end.)
 //!
 //! Queues: jobs submitted from outside the pool go to the global injector, and jobs submitted
 //! from inside it go to the submitting worker's own LIFO deque (fork-join locality). An idle
