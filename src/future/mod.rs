@@ -252,7 +252,7 @@ impl<T> Future<T> {
 
     /// Cancels the job even if it is already running, where the backend can stop it.
     ///
-    /// On a [`ProcessPoolExecutor`](crate::ProcessPoolExecutor) a running job is stopped by
+    /// On a `ProcessPoolExecutor` a running job is stopped by
     /// killing the worker process that runs it (the pool starts a replacement); the future then
     /// resolves to [`JobError::Cancelled`]. A thread cannot be stopped safely, so on the thread
     /// pool this is the same as [`cancel`](Future::cancel). Returns whether the job is now

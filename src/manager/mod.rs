@@ -5,7 +5,7 @@
 //! manager inside the calling process (a thread serving a Linux abstract socket; no program
 //! to run, nothing left on disk). Its methods create objects and return handles. A handle is
 //! plain data: it implements `Clone`, `Serialize` and `Deserialize`, so it travels inside a
-//! job to a worker process, into a [`Process`](crate::process::Process), or to another thread,
+//! job to a worker process, into a `Process`, or to another thread,
 //! and it works the same everywhere.
 //!
 //! Sturdier than Python's manager:

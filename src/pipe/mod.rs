@@ -11,7 +11,7 @@
 //! Unlike Python, the parent need not close its copy of the child's end: passing an end to a
 //! `Process` moves it, and children are forked from a fork server that never held it. Ends
 //! cannot travel inside process-pool jobs (whose input is plain bytes): use a manager
-//! [`Queue`](crate::manager::Queue) there.
+//! `manager::Queue` there.
 //!
 //! # Examples
 //! ```

@@ -208,7 +208,7 @@ impl ProcessPoolExecutor {
     /// panics, [`builder`](ProcessPoolExecutor::builder)`().build()` returns the error.
     ///
     /// # Panics
-    /// If the fork server or a worker could not be started (the [`BuildError`] is in the
+    /// If the fork server or a worker could not be started (the [`BuildError`](crate::BuildError) is in the
     /// message); use [`builder`](ProcessPoolExecutor::builder) to get it as an error instead.
     pub fn new(num_workers: usize) -> Self {
         match ProcessPoolBuilder::new().num_workers(num_workers).build() {
