@@ -32,8 +32,10 @@
 //! Objects live as long as the manager; there is no reference counting across processes.
 //!
 //! # Examples
-//! A writer and a reader job in a process pool, talking through a queue:
-//! ```
+//! A writer and a reader job in a process pool, talking through a queue (the process pool is
+//! the `process` feature, on by default):
+#![cfg_attr(feature = "process", doc = "```")]
+#![cfg_attr(not(feature = "process"), doc = "```ignore")]
 //! use stealpool::manager::{Manager, Queue};
 //! use stealpool::{Executor, ProcessPoolExecutor};
 //!
