@@ -230,3 +230,37 @@ fn an_impossible_stack_size_fails_the_build() {
     let err = ThreadPoolBuilder::new().num_workers(ThreadPoolBuilder::MAX_WORKERS + 1).build().unwrap_err();
     assert!(!err.is_initializer_failure());
 }
+
+/// The names of the worker threads of `pool` (each of its `n` workers reports its own: every
+/// job waits at a barrier until all `n` run, so no worker can take two).
+fn worker_names(pool: &ThreadPoolExecutor, n: usize) -> Vec<String> {
+    let barrier = Arc::new(std::sync::Barrier::new(n));
+    let futures: Vec<_> = (0..n)
+        .map(|_| {
+            let barrier = Arc::clone(&barrier);
+            pool.submit(move || {
+                barrier.wait();
+                thread::current().name().unwrap_or_default().to_owned()
+            })
+            .unwrap()
+        })
+        .collect();
+    let mut names: Vec<String> = futures.into_iter().map(|f| f.result().unwrap()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn default_thread_names_tell_pools_apart_and_a_prefix_replaces_them() {
+    let (a, b) = (ThreadPoolExecutor::new(2), ThreadPoolExecutor::new(2));
+    let (a, b) = (worker_names(&a, 2), worker_names(&b, 2));
+    let pool_number = |names: &[String]| {
+        let n: Vec<&str> = names.iter().map(|s| s.rsplit_once('-').unwrap().0).collect();
+        assert!(n.iter().all(|p| p == &n[0] && p.starts_with("stealpool-")), "{names:?}");
+        n[0].to_owned()
+    };
+    assert_ne!(pool_number(&a), pool_number(&b), "two default pools share a name: {a:?} {b:?}");
+    assert!(a[0].ends_with("-0") && a[1].ends_with("-1"), "workers are numbered from 0: {a:?}");
+    let named = ThreadPoolBuilder::new().num_workers(2).name_prefix("crunch").build().unwrap();
+    assert_eq!(worker_names(&named, 2), ["crunch-0", "crunch-1"]);
+}

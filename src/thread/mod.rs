@@ -10,6 +10,7 @@ mod sleep;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use self::registry::{Registry, ThreadConfig};
 use crate::error::{BuildError, JoinError, SubmitError};
@@ -180,7 +181,8 @@ impl fmt::Debug for ThreadPoolExecutor {
 /// ```
 pub struct ThreadPoolBuilder {
     num_workers: usize,
-    name_prefix: String,
+    /// `None`: `stealpool-N`, N the pool's number (see [`ThreadPoolBuilder::new`]).
+    name_prefix: Option<String>,
     stack_size: Option<usize>,
     initializer: Option<Arc<dyn Fn() + Send + Sync>>,
 }
@@ -199,15 +201,24 @@ impl ThreadPoolBuilder {
     /// ```
     pub const MAX_WORKERS: usize = 1 << 15;
 
-    /// The defaults: one worker per CPU, threads named `stealpool-worker-N`, the platform's
-    /// stack size, no initializer.
+    /// The defaults: one worker per CPU, threads named `stealpool-N-M` (worker `M` of the
+    /// `N`th pool this process built, counted from 0, as Python's `ThreadPoolExecutor-N_M`), the
+    /// platform's stack size, no initializer.
+    ///
+    /// # Examples
+    /// ```
+    /// use stealpool::ThreadPoolExecutor;
+    ///
+    /// let name = |pool: &ThreadPoolExecutor| {
+    ///     pool.submit(|| std::thread::current().name().map(str::to_owned)).unwrap().result().unwrap().unwrap()
+    /// };
+    /// let (a, b) = (ThreadPoolExecutor::new(1), ThreadPoolExecutor::new(1));
+    /// let (a, b) = (name(&a), name(&b));
+    /// assert!(a.starts_with("stealpool-") && a.ends_with("-0"), "{a}");
+    /// assert_ne!(a, b, "two pools' workers are told apart by the pool number");
+    /// ```
     pub fn new() -> Self {
-        ThreadPoolBuilder {
-            num_workers: 0,
-            name_prefix: "stealpool-worker".to_owned(),
-            stack_size: None,
-            initializer: None,
-        }
+        ThreadPoolBuilder { num_workers: 0, name_prefix: None, stack_size: None, initializer: None }
     }
 
     /// The number of worker threads. 0 (the default) means the number of CPUs (`num_cpus::get`).
@@ -219,9 +230,10 @@ impl ThreadPoolBuilder {
     }
 
     /// The prefix of the worker threads' names: workers are `PREFIX-0`, `PREFIX-1`, ... and
-    /// spare threads (started while workers are blocked) `PREFIX-spare-N`.
+    /// spare threads (started while workers are blocked) `PREFIX-spare-N`. Default:
+    /// `stealpool-N`, N the pool's number in this process (Linux shows 15 bytes of a name).
     pub fn name_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.name_prefix = prefix.into();
+        self.name_prefix = Some(prefix.into());
         self
     }
 
@@ -251,8 +263,11 @@ impl ThreadPoolBuilder {
             let message = format!("{n} workers asked for, at most {} allowed", Self::MAX_WORKERS);
             return Err(BuildError::spawn(std::io::Error::new(std::io::ErrorKind::InvalidInput, message)));
         }
-        let config =
-            ThreadConfig { name_prefix: self.name_prefix, stack_size: self.stack_size, initializer: self.initializer };
+        // Numbered only when the default name is used, like Python's counter of executors.
+        static POOLS: AtomicUsize = AtomicUsize::new(0);
+        let name_prefix =
+            self.name_prefix.unwrap_or_else(|| format!("stealpool-{}", POOLS.fetch_add(1, Ordering::Relaxed)));
+        let config = ThreadConfig { name_prefix, stack_size: self.stack_size, initializer: self.initializer };
         Ok(ThreadPoolExecutor { registry: Registry::start(n, config)? })
     }
 }
