@@ -115,6 +115,30 @@
 //! behind a busy worker while another is idle. A job counts as running once it is in a
 //! worker's window (as in Python, where a job is running once it is in the call queue).
 //!
+//! # A panic in a worker
+//! A job that panics fails its future with [`JobError::Panicked`], and the worker goes on.
+//! Where Python hands back the exception with the worker's formatted traceback attached
+//! (`_RemoteTraceback` as the `__cause__`), the error here carries the panic's location
+//! ([`JobError::panic_location`], also in its `Display`) and, when the worker's environment
+//! enables backtraces (`RUST_BACKTRACE=1`, set with [`ProcessPoolBuilder::env`] or inherited),
+//! the backtrace text ([`JobError::panic_backtrace`], cut at 64 KiB). The worker's panic hook
+//! still prints the message to its stderr.
+//!
+//! ```
+//! use stealpool::{Executor, ProcessPoolBuilder};
+//!
+//! fn checked_div(pair: (u32, u32)) -> u32 {
+//!     pair.0.checked_div(pair.1).expect("division by zero")
+//! }
+//! stealpool::register_fn!(checked_div);
+//!
+//! let pool = ProcessPoolBuilder::new().num_workers(1).env("RUST_BACKTRACE", "1").build().unwrap();
+//! let err = pool.apply_async(checked_div, (1, 0)).unwrap().result().unwrap_err();
+//! let location = err.panic_location().expect("a worker always reports where");
+//! assert_eq!(err.to_string(), format!("job panicked at {location}: division by zero"));
+//! assert!(err.panic_backtrace().is_some(), "RUST_BACKTRACE=1 in the worker");
+//! ```
+//!
 //! # Examples
 //! ```
 //! use stealpool::{Executor, ProcessPoolExecutor};
@@ -164,7 +188,7 @@ pub use self::child::{Process, ProcessBuilder};
 pub use self::error::ProcessError;
 pub use self::fork_server::MAX_ENVIRONMENT_BYTES;
 use self::pool::{Pool, QueuedTask, Sink};
-use self::protocol::{InputLayout, Status};
+use self::protocol::{InputLayout, PanicReport, Status};
 pub use self::registration::{RemoteFn, RemoteJob};
 
 /// A pool of worker processes, pre-forked and supervised: Python's `ProcessPoolExecutor` and
@@ -338,14 +362,14 @@ fn decode_one<T: DeserializeOwned>(status: Status, body: &[u8]) -> Result<T, Job
 }
 
 fn decode_many<R: DeserializeOwned>(status: Status, body: &[u8]) -> Result<Vec<Result<R, JobError>>, JobError> {
-    let items: Vec<Result<R, String>> = decode_one(status, body)?;
-    Ok(items.into_iter().map(|r| r.map_err(|message| JobError::Panicked { message })).collect())
+    let items: Vec<Result<R, PanicReport>> = decode_one(status, body)?;
+    Ok(items.into_iter().map(|r| r.map_err(PanicReport::into_error)).collect())
 }
 
 fn failure(status: Status, body: &[u8]) -> JobError {
     let text = String::from_utf8_lossy(body).into_owned();
     match status {
-        Status::Panicked => JobError::Panicked { message: text },
+        Status::Panicked => PanicReport::decode(body).into_error(),
         Status::Unregistered => JobError::Unregistered { name: text },
         Status::BadInput => JobError::Serialization { message: format!("in the worker, reading the input: {text}") },
         Status::BadOutput | Status::Ok => {
@@ -392,7 +416,7 @@ impl<T: Send> Sink for ProcCell<T> {
         // runs on the pool's reply reader, which must go on).
         let outcome = crate::unwind::catch(|| (self.decode)(status, body)).unwrap_or_else(|e| {
             let message = match e {
-                JobError::Panicked { message } => message,
+                JobError::Panicked { message, .. } => message,
                 other => other.to_string(),
             };
             Err(JobError::Serialization { message: format!("reading the result panicked: {message}") })

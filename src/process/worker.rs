@@ -28,6 +28,8 @@ use crate::ipc::{self, Blocking, FrameError, Reader};
 /// Serves tasks until the parent closes the task channel (or disappears). Returns the exit code.
 pub(crate) fn serve(tasks: IpcBytesReceiver, replies: IpcBytesSender, initializer: Option<String>) -> i32 {
     let pid = std::process::id();
+    // A job's panic reports its location (and backtrace, when enabled) to the parent.
+    crate::unwind::record_panic_details();
     let (tasks, replies) = match (ipc::take_socket(tasks), ipc::take_socket(replies)) {
         (Ok(t), Ok(r)) => (t, r),
         (Err(e), _) | (_, Err(e)) => {
@@ -185,9 +187,11 @@ fn closed(pid: u32, e: &FrameError) -> i32 {
 }
 
 fn describe(name: &str, status: Status, out: &[u8]) -> String {
+    if status == Status::Panicked {
+        return format!("initializer `{name}` panicked: {}", protocol::PanicReport::decode(out));
+    }
     let text = String::from_utf8_lossy(out);
     match status {
-        Status::Panicked => format!("initializer `{name}` panicked: {text}"),
         Status::Unregistered => format!("initializer `{text}` is not registered"),
         _ => format!("initializer `{name}` failed: {text}"),
     }
