@@ -51,7 +51,9 @@
 //!
 //! - **`main` never runs** in it, nor anything `main` calls: state set up there (a logger, a
 //!   global configured from the command line, a `static` filled at run time) is absent. Use the
-//!   pool's [`initializer`](ProcessPoolBuilder::initializer) for per-worker set-up.
+//!   pool's [`initializer`](ProcessPoolBuilder::initializer) for per-worker set-up, or
+//!   [`initializer_with`](ProcessPoolBuilder::initializer_with) to hand it what `main` learned
+//!   (Python's `initargs`).
 //! - **Statics** are as a fresh program has them after its constructors (the fork server's
 //!   start), never the parent's values at the time of the pool.
 //! - **argv** is the parent's `argv[0]` only (`std::env::args()` yields one item); the binary

@@ -88,6 +88,18 @@ impl std::fmt::Display for PanicReport {
     }
 }
 
+/// The largest serialized initializer arguments ([`ProcessPoolBuilder::initializer_with`](crate::ProcessPoolBuilder::initializer_with)):
+/// they travel in every spawn request, through the fork server.
+pub(crate) const MAX_INITARGS: usize = 64 << 10;
+
+/// The code a worker runs before its first task: a registered function's name and its
+/// serialized arguments (empty for a function without arguments). Sent in each spawn request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Initializer {
+    pub(crate) name: String,
+    pub(crate) args: Vec<u8>,
+}
+
 /// Parent -> worker, over the worker's task channel. A `Task` header is followed by the input.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ToWorker<'a> {

@@ -51,6 +51,7 @@ use crate::error::{BuildError, JobError};
 use crate::ipc::{self, Owner};
 use crate::process::fork_server::{self, ChildEnvironment, ForkServer, PendingSpawn, Spawned};
 use crate::process::protocol;
+use crate::process::protocol::Initializer;
 use crate::process::slot::{self, Slot};
 
 /// How the pool is configured; fixed at build time.
@@ -59,7 +60,7 @@ pub(crate) struct Config {
     pub(crate) workers: usize,
     pub(crate) max_tasks_per_child: Option<u64>,
     pub(crate) task_timeout: Option<Duration>,
-    pub(crate) initializer: Option<&'static str>,
+    pub(crate) initializer: Option<Initializer>,
     pub(crate) max_window: usize,
     pub(crate) name_prefix: String,
     /// The workers' environment and current directory, taken at `build`.
@@ -207,7 +208,7 @@ impl Pool {
 
     /// Asks the fork server for worker `index`: the one place the pool starts a worker.
     fn request_worker(&self, index: usize) -> std::io::Result<PendingSpawn> {
-        fork_server::request_spawn(&self.worker_name(index), self.config.initializer, &self.config.environment)
+        fork_server::request_spawn(&self.worker_name(index), self.config.initializer.as_ref(), &self.config.environment)
     }
 
     fn worker_name(&self, index: usize) -> String {
