@@ -47,6 +47,7 @@ pub struct ProcessPoolBuilder {
     task_timeout: Option<Duration>,
     /// The initializer, or why `build` must refuse it.
     initializer: Option<Result<Initializer, String>>,
+    terminate_grace: Duration,
     window: usize,
     name_prefix: String,
     environment: EnvironmentOptions,
@@ -60,6 +61,7 @@ impl ProcessPoolBuilder {
             max_tasks_per_child: None,
             task_timeout: None,
             initializer: None,
+            terminate_grace: Duration::from_secs(1),
             window: 16,
             name_prefix: "stealpool-w".into(),
             environment: EnvironmentOptions::default(),
@@ -149,6 +151,27 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// How long [`terminate`](crate::Executor::terminate) lets workers end on `SIGTERM` (a
+    /// job's handler for it runs) before it sends `SIGKILL` to those still there. Default 1 s;
+    /// [`Duration::ZERO`] sends `SIGKILL` at once, as
+    /// [`ProcessPoolExecutor::kill`] always does.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use stealpool::{Executor, ProcessPoolBuilder};
+    ///
+    /// let pool = ProcessPoolBuilder::new().num_workers(1).terminate_grace(Duration::from_millis(200)).build().unwrap();
+    /// let pid = pool.worker_pids()[0];
+    /// pool.terminate(); // SIGTERM: an idle worker ends at once
+    /// pool.join().unwrap();
+    /// assert!(!pool.worker_pids().contains(&pid));
+    /// ```
+    pub fn terminate_grace(mut self, grace: Duration) -> Self {
+        self.terminate_grace = grace;
+        self
+    }
+
     /// The most tasks sent ahead to one worker (default 16; the pool uses fewer when tasks are
     /// long). 1 disables sending ahead.
     pub fn window(mut self, tasks: usize) -> Self {
@@ -232,6 +255,7 @@ impl ProcessPoolBuilder {
             max_tasks_per_child: self.max_tasks_per_child,
             task_timeout: self.task_timeout,
             initializer,
+            terminate_grace: self.terminate_grace,
             max_window: self.window,
             name_prefix: self.name_prefix,
             environment: Arc::new(environment),
@@ -266,6 +290,7 @@ impl fmt::Debug for ProcessPoolBuilder {
                 "initializer",
                 &self.initializer.as_ref().map(|r| r.as_ref().map_or_else(|e| e.as_str(), |i| &i.name)),
             )
+            .field("terminate_grace", &self.terminate_grace)
             .field("window", &self.window)
             .field("name_prefix", &self.name_prefix)
             .field("environment", &self.environment)

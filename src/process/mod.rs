@@ -111,6 +111,14 @@
 //!   allocator's, a logger's, the program's own); fork a threaded program only to `exec` or to
 //!   run code that takes no such lock.
 //!
+//! # Stopping
+//! [`shutdown`](Executor::shutdown) and [`close`](Executor::close) let workers finish and
+//! retire. [`terminate`](Executor::terminate) stops now, as CPython's `terminate_workers`:
+//! queued jobs are cancelled, each worker is sent `SIGTERM` (so a job's handler for it runs)
+//! and, if still there after [`terminate_grace`](ProcessPoolBuilder::terminate_grace)
+//! (default 1 s), `SIGKILL`. [`ProcessPoolExecutor::kill`] is CPython's `kill_workers`:
+//! `SIGKILL` at once.
+//!
 //! # Windows and order
 //! Each worker is sent a few tasks ahead (its *window*) so that short jobs do not wait for a
 //! round trip; the window shrinks to one when jobs are long, so that queued work does not wait
@@ -271,6 +279,30 @@ impl ProcessPoolExecutor {
         limit: Option<Duration>,
     ) -> Result<Future<J::Output>, SubmitError<J>> {
         self.send(job, Ok(J::NAME), InputLayout::One, |job, frame| protocol::append(job, frame), decode_one, limit)
+    }
+
+    /// Like [`terminate`](Executor::terminate), without the grace period: every worker is sent
+    /// `SIGKILL` at once (CPython's `ProcessPoolExecutor.kill_workers`; `terminate` is its
+    /// `terminate_workers`, with a `SIGKILL` after the grace).
+    ///
+    /// # Examples
+    /// ```
+    /// use stealpool::{Executor, JobError, ProcessPoolExecutor};
+    ///
+    /// fn nap(ms: u64) {
+    ///     std::thread::sleep(std::time::Duration::from_millis(ms));
+    /// }
+    /// stealpool::register_fn!(nap);
+    ///
+    /// let pool = ProcessPoolExecutor::new(1);
+    /// let long = pool.apply_async(nap, 60_000).unwrap();
+    /// pool.kill();
+    /// pool.join().unwrap();
+    /// assert_eq!(long.result(), Err(JobError::Cancelled));
+    /// assert!(pool.worker_pids().is_empty());
+    /// ```
+    pub fn kill(&self) {
+        self.pool.terminate(Duration::ZERO);
     }
 
     /// The process ids of the current workers (none in a child the program forked).
@@ -455,10 +487,15 @@ impl Executor for ProcessPoolExecutor {
         Ok(())
     }
 
-    /// Stops at once: queued jobs are cancelled and every worker is killed, so running jobs end
-    /// with [`JobError::Cancelled`].
+    /// Stops now: queued jobs are cancelled and every worker is stopped, so running jobs end
+    /// with [`JobError::Cancelled`]. Each worker is first sent `SIGTERM` (a job's handler for it
+    /// runs); those still there after the grace period
+    /// ([`ProcessPoolBuilder::terminate_grace`], default 1 s) are sent `SIGKILL`. Returns once
+    /// every worker has ended or been sent `SIGKILL`; [`ProcessPoolExecutor::kill`] skips the
+    /// grace. Called from one of the pool's own threads (a done callback), it does not wait:
+    /// every worker is sent `SIGKILL` at once.
     fn terminate(&self) {
-        self.pool.terminate();
+        self.pool.terminate(self.pool.terminate_grace());
     }
 
     fn is_shutdown(&self) -> bool {
