@@ -32,7 +32,7 @@ fn main() {
     // a panicking job is an error value; the pool goes on
     let bad = pool.submit(|| -> u32 { panic!("bad record on line 17") }).unwrap();
     match bad.result() {
-        Err(JobError::Panicked { message }) => println!("job failed as expected: {message}"),
+        Err(JobError::Panicked { message, .. }) => println!("job failed as expected: {message}"),
         other => println!("unexpected: {other:?}"),
     }
 

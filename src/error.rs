@@ -20,10 +20,17 @@ use std::time::Duration;
 pub enum JobError {
     /// The job panicked; the message is the panic payload if it was a string.
     ///
-    /// The worker that ran the job survives and goes on with other jobs.
+    /// The worker that ran the job survives and goes on with other jobs. A process pool's
+    /// worker also reports where the panic happened and, when backtraces are enabled in the
+    /// worker's environment, its backtrace (see [`panic_location`](JobError::panic_location)
+    /// and [`panic_backtrace`](JobError::panic_backtrace)); a thread pool leaves both `None`.
     Panicked {
         /// The panic message (`"<non-string panic payload>"` if the payload was not a string).
         message: String,
+        /// Where the panic happened, `file:line:col`, if known.
+        location: Option<String>,
+        /// The backtrace captured at the panic, if the worker captured one (cut at 64 KiB).
+        backtrace: Option<String>,
     },
     /// The job was cancelled before it started, by [`Future::cancel`](crate::Future::cancel),
     /// by `shutdown(_, cancel_futures = true)`, by `terminate()`, or because a `map` it belonged
@@ -178,11 +185,56 @@ impl JobError {
     ///
     /// # Examples
     /// ```
-    /// let e = stealpool::JobError::Panicked { message: "boom".into() };
+    /// let e = stealpool::JobError::Panicked { message: "boom".into(), location: None, backtrace: None };
     /// assert!(e.is_panic());
     /// ```
     pub fn is_panic(&self) -> bool {
         matches!(self, JobError::Panicked { .. })
+    }
+
+    /// Where the job panicked (`file:line:col`), if the job panicked and its worker knew.
+    ///
+    /// A process pool's workers always record it; the thread pool does not (yet).
+    ///
+    /// # Examples
+    /// ```
+    /// use stealpool::JobError;
+    ///
+    /// let e = JobError::Panicked {
+    ///     message: "boom".into(),
+    ///     location: Some("src/jobs.rs:12:5".into()),
+    ///     backtrace: None,
+    /// };
+    /// assert_eq!(e.panic_location(), Some("src/jobs.rs:12:5"));
+    /// assert_eq!(e.to_string(), "job panicked at src/jobs.rs:12:5: boom");
+    /// assert_eq!(JobError::Cancelled.panic_location(), None);
+    /// ```
+    pub fn panic_location(&self) -> Option<&str> {
+        match self {
+            JobError::Panicked { location, .. } => location.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The backtrace captured where the job panicked, if the job panicked and its worker
+    /// captured one: a process pool's worker does when `RUST_BACKTRACE` (or
+    /// `RUST_LIB_BACKTRACE`) is set in its environment, as
+    /// [`std::backtrace::Backtrace::capture`] decides. At most 64 KiB of text; a longer one is
+    /// cut and ends with `[cut]`. Not part of the error's `Display`.
+    ///
+    /// # Examples
+    /// ```
+    /// use stealpool::JobError;
+    ///
+    /// let e = JobError::Panicked { message: "boom".into(), location: None, backtrace: Some("0: main".into()) };
+    /// assert_eq!(e.panic_backtrace(), Some("0: main"));
+    /// assert!(!e.to_string().contains("main"));
+    /// ```
+    pub fn panic_backtrace(&self) -> Option<&str> {
+        match self {
+            JobError::Panicked { backtrace, .. } => backtrace.as_deref(),
+            _ => None,
+        }
     }
 
     /// Whether the worker process running the job died.
@@ -207,7 +259,10 @@ impl JobError {
 impl fmt::Display for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            JobError::Panicked { message } => write!(f, "job panicked: {message}"),
+            JobError::Panicked { message, location: Some(location), .. } => {
+                write!(f, "job panicked at {location}: {message}")
+            }
+            JobError::Panicked { message, location: None, .. } => write!(f, "job panicked: {message}"),
             JobError::Cancelled => f.write_str("job was cancelled"),
             JobError::AlreadyTaken => f.write_str("the job's outcome was already taken"),
             JobError::WorkerDied { pid, status } => write!(f, "worker process {pid} died running the job: {status}"),

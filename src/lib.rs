@@ -40,7 +40,7 @@
 //!
 //! // a panic is an error value; the pool keeps working
 //! let bad = pool.submit(|| -> u32 { panic!("no such file") }).unwrap();
-//! assert_eq!(bad.result(), Err(JobError::Panicked { message: "no such file".into() }));
+//! assert_eq!(bad.result(), Err(JobError::Panicked { message: "no such file".into(), location: None, backtrace: None }));
 //!
 //! // map keeps input order; imap_unordered yields as jobs finish
 //! let lens: Vec<usize> = pool.map(|s: &str| s.len(), ["a", "bb", "ccc"]).unwrap().map(Result::unwrap).collect();

@@ -9,21 +9,88 @@
 //! without a job it had claimed, whose future would then never resolve) would fail silently.
 //!
 //! With `panic = "abort"` none of this applies: a panicking job aborts the process at once.
+//!
+//! Where a panic happened (file:line:col) and its backtrace are not in the payload: only the
+//! panic hook sees them. [`record_panic_details`] installs, once per process, a hook that keeps
+//! them in a thread-local for [`catch`] to pick up, then calls the hook that was there before
+//! (so the message still reaches stderr). Worker processes install it; a process that does not
+//! gets errors without a location.
 
 use std::any::Any;
+use std::backtrace::{Backtrace, BacktraceStatus};
+use std::cell::Cell;
 use std::mem;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
 
 use crate::error::JobError;
 
-/// Runs `f`, turning a panic into [`JobError::Panicked`].
+/// The longest backtrace text a panic carries; a longer one is cut there (on a character
+/// boundary) and says so.
+pub(crate) const MAX_BACKTRACE: usize = 64 << 10;
+
+/// The longest location text a panic carries (a file path, a line and a column).
+pub(crate) const MAX_LOCATION: usize = 4 << 10;
+
+/// What the panic hook saw of the last panic on this thread.
+struct PanicDetails {
+    location: Option<String>,
+    backtrace: Option<String>,
+}
+
+thread_local! {
+    static LAST_PANIC: Cell<Option<Box<PanicDetails>>> = const { Cell::new(None) };
+}
+
+/// Installs (once per process) the panic hook that records each panic's location and, when
+/// backtraces are enabled (`RUST_BACKTRACE` or `RUST_LIB_BACKTRACE` in the environment), its
+/// backtrace, for [`catch`]. The hook that was installed before runs after it.
+#[cfg_attr(not(feature = "process"), allow(dead_code))] // installed by worker processes only
+pub(crate) fn record_panic_details() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            let backtrace = Backtrace::capture();
+            let details = PanicDetails {
+                location: info.location().map(|l| bounded(l.to_string(), MAX_LOCATION)),
+                backtrace: (backtrace.status() == BacktraceStatus::Captured)
+                    .then(|| bounded(backtrace.to_string(), MAX_BACKTRACE)),
+            };
+            // `try_with`: a panic while this thread's locals are being destroyed records nothing.
+            let _ = LAST_PANIC.try_with(|last| last.set(Some(Box::new(details))));
+            previous(info);
+        }));
+    });
+}
+
+/// `text` cut to at most `limit` bytes (on a character boundary), saying so if it was cut.
+pub(crate) fn bounded(mut text: String, limit: usize) -> String {
+    if text.len() > limit {
+        let mut end = limit;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(" [cut]");
+    }
+    text
+}
+
+/// Runs `f`, turning a panic into [`JobError::Panicked`], with the panic's location and
+/// backtrace if [`record_panic_details`]' hook saw them.
 ///
 /// `AssertUnwindSafe` is sound here because nothing `f` touched is observed again by us after a
 /// panic: the job's state is dropped with it and the outcome slot only ever receives the error.
 #[inline]
 pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, JobError> {
+    // A record left by a panic that `f`'s caller (or an earlier job) caught itself is not this
+    // panic's: `resume_unwind` does not run the hook.
+    drop(LAST_PANIC.try_with(Cell::take));
     panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        let error = JobError::Panicked { message: message(payload.as_ref()) };
+        let details = LAST_PANIC.try_with(Cell::take).ok().flatten();
+        let (location, backtrace) = details.map_or((None, None), |d| (d.location, d.backtrace));
+        let error = JobError::Panicked { message: message(payload.as_ref()), location, backtrace };
         drop_payload(payload);
         error
     })

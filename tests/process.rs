@@ -301,7 +301,8 @@ fn a_panic_fails_its_job_only_and_the_worker_survives() {
     let p = pool(1);
     let before = p.worker_pids();
     let err = p.apply_async(fail_on_three, 3).unwrap().result().unwrap_err();
-    assert_eq!(err, JobError::Panicked { message: "three is not allowed".into() });
+    assert!(matches!(&err, JobError::Panicked { message, .. } if message == "three is not allowed"), "{err:?}");
+    assert_eq!(err.panic_location(), Some(concat!(file!(), ":35:9")), "the panic! in fail_on_three");
     assert_eq!(p.apply_async(fail_on_three, 4).unwrap().result(), Ok(4));
     assert_eq!(p.worker_pids(), before, "a panic must not cost the worker");
 

@@ -10,8 +10,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
+
 use super::fork_server::EnvironmentOptions;
 use super::pool::{Config, Pool};
+use super::protocol::{Initializer, MAX_INITARGS};
 use super::{ProcessPoolExecutor, fn_code};
 use crate::error::BuildError;
 #[cfg(doc)]
@@ -42,7 +45,9 @@ pub struct ProcessPoolBuilder {
     workers: usize,
     max_tasks_per_child: Option<u64>,
     task_timeout: Option<Duration>,
-    initializer: Option<Result<&'static str, &'static str>>,
+    /// The initializer, or why `build` must refuse it.
+    initializer: Option<Result<Initializer, String>>,
+    terminate_grace: Duration,
     window: usize,
     name_prefix: String,
     environment: EnvironmentOptions,
@@ -56,6 +61,7 @@ impl ProcessPoolBuilder {
             max_tasks_per_child: None,
             task_timeout: None,
             initializer: None,
+            terminate_grace: Duration::from_secs(1),
             window: 16,
             name_prefix: "stealpool-w".into(),
             environment: EnvironmentOptions::default(),
@@ -88,7 +94,81 @@ impl ProcessPoolBuilder {
     /// respawning workers forever.
     pub fn initializer<F: Fn() + 'static>(mut self, f: F) -> Self {
         let _ = f;
-        self.initializer = Some(fn_code::<F>());
+        self.initializer = Some(initializer_of::<F>(Vec::new()));
+        self
+    }
+
+    /// Like [`initializer`](ProcessPoolBuilder::initializer), for a registered function of one
+    /// argument: every worker (also each replacement) runs `f(args)` once before its first
+    /// task, as Python's `initializer=f, initargs=args`. The arguments are serialized here,
+    /// once, travel to every new worker (at most 64 KiB serialized) and are deserialized there
+    /// before the first task; several arguments are a tuple.
+    ///
+    /// # Errors
+    /// [`build`](ProcessPoolBuilder::build) fails if `args` does not serialize or is larger
+    /// than 64 KiB serialized, and, as for any initializer, if `f` is not registered, if the
+    /// arguments do not deserialize in the worker, or if `f` panics there
+    /// ([`BuildError::is_initializer_failure`] for the last two).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::OnceLock;
+    /// use stealpool::{Executor, ProcessPoolBuilder};
+    ///
+    /// static GREETING: OnceLock<String> = OnceLock::new();
+    ///
+    /// fn set_greeting((word, times): (String, usize)) {
+    ///     GREETING.set(word.repeat(times)).unwrap();
+    /// }
+    /// stealpool::register_fn!(set_greeting);
+    ///
+    /// fn greet(name: String) -> String {
+    ///     format!("{} {name}", GREETING.get().map_or("(unset)", String::as_str))
+    /// }
+    /// stealpool::register_fn!(greet);
+    ///
+    /// let pool = ProcessPoolBuilder::new()
+    ///     .num_workers(2)
+    ///     .initializer_with(set_greeting, ("hi".to_owned(), 2))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pool.apply_async(greet, "Ada".to_owned()).unwrap().result().unwrap(), "hihi Ada");
+    /// ```
+    pub fn initializer_with<F, A>(mut self, f: F, args: A) -> Self
+    where
+        F: Fn(A) + 'static,
+        A: Serialize,
+    {
+        let _ = f;
+        self.initializer = Some(match postcard::to_stdvec(&args) {
+            Ok(bytes) if bytes.len() <= MAX_INITARGS => initializer_of::<F>(bytes),
+            Ok(bytes) => Err(format!(
+                "the initializer's arguments are {} bytes serialized, more than the limit of {MAX_INITARGS}",
+                bytes.len()
+            )),
+            Err(e) => Err(format!("the initializer's arguments do not serialize: {e}")),
+        });
+        self
+    }
+
+    /// How long [`terminate`](crate::Executor::terminate) lets workers end on `SIGTERM` (a
+    /// job's handler for it runs) before it sends `SIGKILL` to those still there. Default 1 s;
+    /// [`Duration::ZERO`] sends `SIGKILL` at once, as
+    /// [`ProcessPoolExecutor::kill`] always does.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use stealpool::{Executor, ProcessPoolBuilder};
+    ///
+    /// let pool = ProcessPoolBuilder::new().num_workers(1).terminate_grace(Duration::from_millis(200)).build().unwrap();
+    /// let pid = pool.worker_pids()[0];
+    /// pool.terminate(); // SIGTERM: an idle worker ends at once
+    /// pool.join().unwrap();
+    /// assert!(!pool.worker_pids().contains(&pid));
+    /// ```
+    pub fn terminate_grace(mut self, grace: Duration) -> Self {
+        self.terminate_grace = grace;
         self
     }
 
@@ -163,12 +243,8 @@ impl ProcessPoolBuilder {
     pub fn build(self) -> Result<ProcessPoolExecutor, BuildError> {
         let initializer = match self.initializer {
             None => None,
-            Some(Ok(name)) => Some(name),
-            Some(Err(type_name)) => {
-                return Err(BuildError::process(format!(
-                    "the initializer `{type_name}` is not registered: add `stealpool::register_fn!(...)` next to it"
-                )));
-            }
+            Some(Ok(initializer)) => Some(initializer),
+            Some(Err(reason)) => return Err(BuildError::process(reason)),
         };
         let environment = self
             .environment
@@ -179,6 +255,7 @@ impl ProcessPoolBuilder {
             max_tasks_per_child: self.max_tasks_per_child,
             task_timeout: self.task_timeout,
             initializer,
+            terminate_grace: self.terminate_grace,
             max_window: self.window,
             name_prefix: self.name_prefix,
             environment: Arc::new(environment),
@@ -193,13 +270,27 @@ impl Default for ProcessPoolBuilder {
     }
 }
 
+/// The initializer `F` with its serialized arguments, or why `build` must refuse it.
+fn initializer_of<F: 'static>(args: Vec<u8>) -> Result<Initializer, String> {
+    match fn_code::<F>() {
+        Ok(name) => Ok(Initializer { name: name.to_owned(), args }),
+        Err(type_name) => Err(format!(
+            "the initializer `{type_name}` is not registered: add `stealpool::register_fn!(...)` next to it"
+        )),
+    }
+}
+
 impl fmt::Debug for ProcessPoolBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProcessPoolBuilder")
             .field("workers", &self.workers)
             .field("max_tasks_per_child", &self.max_tasks_per_child)
             .field("task_timeout", &self.task_timeout)
-            .field("initializer", &self.initializer.map(|r| r.unwrap_or_else(|t| t)))
+            .field(
+                "initializer",
+                &self.initializer.as_ref().map(|r| r.as_ref().map_or_else(|e| e.as_str(), |i| &i.name)),
+            )
+            .field("terminate_grace", &self.terminate_grace)
             .field("window", &self.window)
             .field("name_prefix", &self.name_prefix)
             .field("environment", &self.environment)

@@ -51,7 +51,9 @@
 //!
 //! - **`main` never runs** in it, nor anything `main` calls: state set up there (a logger, a
 //!   global configured from the command line, a `static` filled at run time) is absent. Use the
-//!   pool's [`initializer`](ProcessPoolBuilder::initializer) for per-worker set-up.
+//!   pool's [`initializer`](ProcessPoolBuilder::initializer) for per-worker set-up, or
+//!   [`initializer_with`](ProcessPoolBuilder::initializer_with) to hand it what `main` learned
+//!   (Python's `initargs`).
 //! - **Statics** are as a fresh program has them after its constructors (the fork server's
 //!   start), never the parent's values at the time of the pool.
 //! - **argv** is the parent's `argv[0]` only (`std::env::args()` yields one item); the binary
@@ -109,11 +111,43 @@
 //!   allocator's, a logger's, the program's own); fork a threaded program only to `exec` or to
 //!   run code that takes no such lock.
 //!
+//! # Stopping
+//! [`shutdown`](Executor::shutdown) and [`close`](Executor::close) let workers finish and
+//! retire. [`terminate`](Executor::terminate) stops now, as CPython's `terminate_workers`:
+//! queued jobs are cancelled, each worker is sent `SIGTERM` (so a job's handler for it runs)
+//! and, if still there after [`terminate_grace`](ProcessPoolBuilder::terminate_grace)
+//! (default 1 s), `SIGKILL`. [`ProcessPoolExecutor::kill`] is CPython's `kill_workers`:
+//! `SIGKILL` at once.
+//!
 //! # Windows and order
 //! Each worker is sent a few tasks ahead (its *window*) so that short jobs do not wait for a
 //! round trip; the window shrinks to one when jobs are long, so that queued work does not wait
 //! behind a busy worker while another is idle. A job counts as running once it is in a
 //! worker's window (as in Python, where a job is running once it is in the call queue).
+//!
+//! # A panic in a worker
+//! A job that panics fails its future with [`JobError::Panicked`], and the worker goes on.
+//! Where Python hands back the exception with the worker's formatted traceback attached
+//! (`_RemoteTraceback` as the `__cause__`), the error here carries the panic's location
+//! ([`JobError::panic_location`], also in its `Display`) and, when the worker's environment
+//! enables backtraces (`RUST_BACKTRACE=1`, set with [`ProcessPoolBuilder::env`] or inherited),
+//! the backtrace text ([`JobError::panic_backtrace`], cut at 64 KiB). The worker's panic hook
+//! still prints the message to its stderr.
+//!
+//! ```
+//! use stealpool::{Executor, ProcessPoolBuilder};
+//!
+//! fn checked_div(pair: (u32, u32)) -> u32 {
+//!     pair.0.checked_div(pair.1).expect("division by zero")
+//! }
+//! stealpool::register_fn!(checked_div);
+//!
+//! let pool = ProcessPoolBuilder::new().num_workers(1).env("RUST_BACKTRACE", "1").build().unwrap();
+//! let err = pool.apply_async(checked_div, (1, 0)).unwrap().result().unwrap_err();
+//! let location = err.panic_location().expect("a worker always reports where");
+//! assert_eq!(err.to_string(), format!("job panicked at {location}: division by zero"));
+//! assert!(err.panic_backtrace().is_some(), "RUST_BACKTRACE=1 in the worker");
+//! ```
 //!
 //! # Examples
 //! ```
@@ -164,7 +198,7 @@ pub use self::child::{Process, ProcessBuilder};
 pub use self::error::ProcessError;
 pub use self::fork_server::MAX_ENVIRONMENT_BYTES;
 use self::pool::{Pool, QueuedTask, Sink};
-use self::protocol::{InputLayout, Status};
+use self::protocol::{InputLayout, PanicReport, Status};
 pub use self::registration::{RemoteFn, RemoteJob};
 
 /// A pool of worker processes, pre-forked and supervised: Python's `ProcessPoolExecutor` and
@@ -245,6 +279,30 @@ impl ProcessPoolExecutor {
         limit: Option<Duration>,
     ) -> Result<Future<J::Output>, SubmitError<J>> {
         self.send(job, Ok(J::NAME), InputLayout::One, |job, frame| protocol::append(job, frame), decode_one, limit)
+    }
+
+    /// Like [`terminate`](Executor::terminate), without the grace period: every worker is sent
+    /// `SIGKILL` at once (CPython's `ProcessPoolExecutor.kill_workers`; `terminate` is its
+    /// `terminate_workers`, with a `SIGKILL` after the grace).
+    ///
+    /// # Examples
+    /// ```
+    /// use stealpool::{Executor, JobError, ProcessPoolExecutor};
+    ///
+    /// fn nap(ms: u64) {
+    ///     std::thread::sleep(std::time::Duration::from_millis(ms));
+    /// }
+    /// stealpool::register_fn!(nap);
+    ///
+    /// let pool = ProcessPoolExecutor::new(1);
+    /// let long = pool.apply_async(nap, 60_000).unwrap();
+    /// pool.kill();
+    /// pool.join().unwrap();
+    /// assert_eq!(long.result(), Err(JobError::Cancelled));
+    /// assert!(pool.worker_pids().is_empty());
+    /// ```
+    pub fn kill(&self) {
+        self.pool.terminate(Duration::ZERO);
     }
 
     /// The process ids of the current workers (none in a child the program forked).
@@ -338,14 +396,14 @@ fn decode_one<T: DeserializeOwned>(status: Status, body: &[u8]) -> Result<T, Job
 }
 
 fn decode_many<R: DeserializeOwned>(status: Status, body: &[u8]) -> Result<Vec<Result<R, JobError>>, JobError> {
-    let items: Vec<Result<R, String>> = decode_one(status, body)?;
-    Ok(items.into_iter().map(|r| r.map_err(|message| JobError::Panicked { message })).collect())
+    let items: Vec<Result<R, PanicReport>> = decode_one(status, body)?;
+    Ok(items.into_iter().map(|r| r.map_err(PanicReport::into_error)).collect())
 }
 
 fn failure(status: Status, body: &[u8]) -> JobError {
     let text = String::from_utf8_lossy(body).into_owned();
     match status {
-        Status::Panicked => JobError::Panicked { message: text },
+        Status::Panicked => PanicReport::decode(body).into_error(),
         Status::Unregistered => JobError::Unregistered { name: text },
         Status::BadInput => JobError::Serialization { message: format!("in the worker, reading the input: {text}") },
         Status::BadOutput | Status::Ok => {
@@ -392,7 +450,7 @@ impl<T: Send> Sink for ProcCell<T> {
         // runs on the pool's reply reader, which must go on).
         let outcome = crate::unwind::catch(|| (self.decode)(status, body)).unwrap_or_else(|e| {
             let message = match e {
-                JobError::Panicked { message } => message,
+                JobError::Panicked { message, .. } => message,
                 other => other.to_string(),
             };
             Err(JobError::Serialization { message: format!("reading the result panicked: {message}") })
@@ -429,10 +487,15 @@ impl Executor for ProcessPoolExecutor {
         Ok(())
     }
 
-    /// Stops at once: queued jobs are cancelled and every worker is killed, so running jobs end
-    /// with [`JobError::Cancelled`].
+    /// Stops now: queued jobs are cancelled and every worker is stopped, so running jobs end
+    /// with [`JobError::Cancelled`]. Each worker is first sent `SIGTERM` (a job's handler for it
+    /// runs); those still there after the grace period
+    /// ([`ProcessPoolBuilder::terminate_grace`], default 1 s) are sent `SIGKILL`. Returns once
+    /// every worker has ended or been sent `SIGKILL`; [`ProcessPoolExecutor::kill`] skips the
+    /// grace. Called from one of the pool's own threads (a done callback), it does not wait:
+    /// every worker is sent `SIGKILL` at once.
     fn terminate(&self) {
-        self.pool.terminate();
+        self.pool.terminate(self.pool.terminate_grace());
     }
 
     fn is_shutdown(&self) -> bool {

@@ -28,7 +28,7 @@ pub enum InputLayout {
 pub enum Status {
     /// The output follows.
     Ok,
-    /// The job panicked; the message follows.
+    /// The job panicked; a [`PanicReport`] follows.
     Panicked,
     /// The named code is not registered in the worker; the name follows.
     Unregistered,
@@ -36,6 +36,68 @@ pub enum Status {
     BadInput,
     /// The output did not serialize.
     BadOutput,
+}
+
+/// The body of a [`Status::Panicked`] reply (and the error of a panicked item of a map chunk):
+/// what the worker learned of the panic. The parent bounds the texts again when it reads one
+/// ([`PanicReport::into_error`]): they come from another process and are only text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PanicReport {
+    pub(crate) message: String,
+    pub(crate) location: Option<String>,
+    pub(crate) backtrace: Option<String>,
+}
+
+impl PanicReport {
+    /// The report of a [`JobError`](crate::JobError) that [`crate::unwind::catch`] returned
+    /// (a panic; anything else becomes its message).
+    pub(crate) fn of(error: crate::JobError) -> Self {
+        match error {
+            crate::JobError::Panicked { message, location, backtrace } => PanicReport { message, location, backtrace },
+            other => PanicReport { message: other.to_string(), location: None, backtrace: None },
+        }
+    }
+
+    /// Reads a report; a body that is not one is taken as the bare message.
+    pub(crate) fn decode(body: &[u8]) -> Self {
+        postcard::from_bytes(body).unwrap_or_else(|_| PanicReport {
+            message: String::from_utf8_lossy(body).into_owned(),
+            location: None,
+            backtrace: None,
+        })
+    }
+
+    /// The error the job's future resolves with, the location and backtrace cut to their
+    /// limits.
+    pub(crate) fn into_error(self) -> crate::JobError {
+        use crate::unwind::{MAX_BACKTRACE, MAX_LOCATION, bounded};
+        crate::JobError::Panicked {
+            message: self.message,
+            location: self.location.map(|l| bounded(l, MAX_LOCATION)),
+            backtrace: self.backtrace.map(|b| bounded(b, MAX_BACKTRACE)),
+        }
+    }
+}
+
+impl std::fmt::Display for PanicReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.location {
+            Some(location) => write!(f, "{} (at {location})", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// The largest serialized initializer arguments ([`ProcessPoolBuilder::initializer_with`](crate::ProcessPoolBuilder::initializer_with)):
+/// they travel in every spawn request, through the fork server.
+pub(crate) const MAX_INITARGS: usize = 64 << 10;
+
+/// The code a worker runs before its first task: a registered function's name and its
+/// serialized arguments (empty for a function without arguments). Sent in each spawn request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Initializer {
+    pub(crate) name: String,
+    pub(crate) args: Vec<u8>,
 }
 
 /// Parent -> worker, over the worker's task channel. A `Task` header is followed by the input.
@@ -163,6 +225,27 @@ mod tests {
         let (h, body): (FromWorker<'_>, &[u8]) = split(&buf).unwrap();
         assert!(matches!(h, FromWorker::Done { id: 3, status: Status::Panicked, busy_ns: 9 }));
         assert_eq!(body, b"boom");
+    }
+
+    #[test]
+    fn panic_report_round_trip_and_bounds() {
+        let report = PanicReport {
+            message: "boom".into(),
+            location: Some("x".repeat(crate::unwind::MAX_LOCATION + 1)),
+            backtrace: Some("é".repeat(crate::unwind::MAX_BACKTRACE)),
+        };
+        let mut body = Vec::new();
+        body = append(&report, body).unwrap();
+        assert_eq!(PanicReport::decode(&body), report);
+        let error = PanicReport::decode(&body).into_error();
+        let location = error.panic_location().unwrap();
+        assert!(location.len() <= crate::unwind::MAX_LOCATION + 6 && location.ends_with("[cut]"));
+        let backtrace = error.panic_backtrace().unwrap();
+        assert!(backtrace.len() <= crate::unwind::MAX_BACKTRACE + 6 && backtrace.ends_with("[cut]"));
+        // A body that is not a report (a hostile or broken worker) is just the message.
+        let bare = PanicReport::decode(&[0xff, 0xfe, b'!']);
+        assert_eq!((bare.location, bare.backtrace), (None, None));
+        assert_eq!(bare.message, String::from_utf8_lossy(&[0xff, 0xfe, b'!']));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::job::Job;
-use crate::process::protocol::{self, InputLayout, Status};
+use crate::process::protocol::{self, InputLayout, PanicReport, Status};
 use crate::unwind;
 
 /// One registered piece of code. Built by [`register_fn!`](crate::register_fn) and
@@ -259,7 +259,7 @@ where
             };
             match unwind::catch(|| f.call_with(args)) {
                 Ok(r) => encode(out, &r),
-                Err(e) => fail(out, Status::Panicked, &PanicText(e)),
+                Err(e) => panicked(out, e),
             }
         }
         InputLayout::Many => {
@@ -267,10 +267,8 @@ where
                 Ok(a) => a,
                 Err(e) => return fail(out, Status::BadInput, &e),
             };
-            let results: Vec<Result<F::Output, String>> = items
-                .into_iter()
-                .map(|args| unwind::catch(|| f.call_with(args)).map_err(|e| PanicText(e).to_string()))
-                .collect();
+            let results: Vec<Result<F::Output, PanicReport>> =
+                items.into_iter().map(|args| unwind::catch(|| f.call_with(args)).map_err(PanicReport::of)).collect();
             encode(out, &results)
         }
     }
@@ -291,7 +289,7 @@ where
     };
     match unwind::catch(|| job.run()) {
         Ok(r) => encode(out, &r),
-        Err(e) => fail(out, Status::Panicked, &PanicText(e)),
+        Err(e) => panicked(out, e),
     }
 }
 
@@ -347,16 +345,15 @@ impl<'de, A: DeserializeOwned> serde::Deserialize<'de> for Incoming<A> {
     }
 }
 
-/// The panic message carried by a [`JobError::Panicked`](crate::JobError::Panicked).
-struct PanicText(crate::JobError);
-
-impl std::fmt::Display for PanicText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            crate::JobError::Panicked { message } => f.write_str(message),
-            other => other.fmt(f),
-        }
+/// Writes the report of a panic (the error [`unwind::catch`] returned) as a reply body.
+fn panicked(out: &mut Vec<u8>, error: crate::JobError) -> Status {
+    let report = PanicReport::of(error);
+    match protocol::append(&report, std::mem::take(out)) {
+        Ok(v) => *out = v,
+        // A report of strings always serializes; should it not, the message alone will do.
+        Err(_) => out.extend_from_slice(report.message.as_bytes()),
     }
+    Status::Panicked
 }
 
 fn encode<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Status {

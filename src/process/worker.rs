@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 
-use crate::process::protocol::{self, FromWorker, InputLayout, Status, ToWorker};
+use crate::process::protocol::{self, FromWorker, Initializer, InputLayout, Status, ToWorker};
 use crate::process::registration;
 use crate::process::slot::{self, Slot};
 
@@ -26,8 +26,10 @@ pub(crate) const TRACE_STARTS: &str = "STEALPOOL_TRACE_STARTS";
 use crate::ipc::{self, Blocking, FrameError, Reader};
 
 /// Serves tasks until the parent closes the task channel (or disappears). Returns the exit code.
-pub(crate) fn serve(tasks: IpcBytesReceiver, replies: IpcBytesSender, initializer: Option<String>) -> i32 {
+pub(crate) fn serve(tasks: IpcBytesReceiver, replies: IpcBytesSender, initializer: Option<Initializer>) -> i32 {
     let pid = std::process::id();
+    // A job's panic reports its location (and backtrace, when enabled) to the parent.
+    crate::unwind::record_panic_details();
     let (tasks, replies) = match (ipc::take_socket(tasks), ipc::take_socket(replies)) {
         (Ok(t), Ok(r)) => (t, r),
         (Err(e), _) | (_, Err(e)) => {
@@ -38,7 +40,7 @@ pub(crate) fn serve(tasks: IpcBytesReceiver, replies: IpcBytesSender, initialize
     serve_sockets(pid, Reader::new(tasks, ipc::MAX_FRAME), replies, initializer)
 }
 
-fn serve_sockets(pid: u32, mut tasks: Reader, replies: OwnedFd, initializer: Option<String>) -> i32 {
+fn serve_sockets(pid: u32, mut tasks: Reader, replies: OwnedFd, initializer: Option<Initializer>) -> i32 {
     // The pool's first frame carries the slot, where this worker says which task it runs.
     let slot = match ipc::recv_with_fd(tasks.fd()) {
         Ok((_, Some(fd))) => Slot::map(&fd).map_err(|e| e.to_string()),
@@ -56,9 +58,9 @@ fn serve_sockets(pid: u32, mut tasks: Reader, replies: OwnedFd, initializer: Opt
     let trace = std::env::var_os(TRACE_STARTS)
         .and_then(|path| std::fs::OpenOptions::new().append(true).create(true).open(path).ok());
     let mut frame = Vec::with_capacity(256);
-    let init_error = initializer.and_then(|name| {
+    let init_error = initializer.and_then(|Initializer { name, args }| {
         let mut out = Vec::new();
-        match registration::invoke(&name, InputLayout::One, &[], &mut out) {
+        match registration::invoke(&name, InputLayout::One, &args, &mut out) {
             Status::Ok => None,
             status => Some(describe(&name, status, &out)),
         }
@@ -185,9 +187,11 @@ fn closed(pid: u32, e: &FrameError) -> i32 {
 }
 
 fn describe(name: &str, status: Status, out: &[u8]) -> String {
+    if status == Status::Panicked {
+        return format!("initializer `{name}` panicked: {}", protocol::PanicReport::decode(out));
+    }
     let text = String::from_utf8_lossy(out);
     match status {
-        Status::Panicked => format!("initializer `{name}` panicked: {text}"),
         Status::Unregistered => format!("initializer `{text}` is not registered"),
         _ => format!("initializer `{name}` failed: {text}"),
     }

@@ -33,6 +33,7 @@ use super::{
 use crate::deadline;
 use crate::error::ExitStatus;
 use crate::ipc::{Owner, PerProcess};
+use crate::process::protocol::Initializer;
 
 /// The parent's handle on one fork server.
 pub(crate) struct ForkServer {
@@ -50,7 +51,7 @@ pub(crate) struct PendingSpawn {
     server: Arc<ForkServer>,
     token: u64,
     name: String,
-    initializer: Option<String>,
+    initializer: Option<Initializer>,
     environment: Arc<ChildEnvironment>,
     tasks: IpcBytesSender,
     replies: IpcBytesReceiver,
@@ -88,7 +89,7 @@ pub(crate) fn get() -> io::Result<Arc<ForkServer>> {
 /// be dead, asks its successor.
 pub(crate) fn request_spawn(
     name: &str,
-    initializer: Option<&str>,
+    initializer: Option<&Initializer>,
     environment: &Arc<ChildEnvironment>,
 ) -> io::Result<PendingSpawn> {
     let z = get()?;
@@ -105,7 +106,7 @@ impl PendingSpawn {
         match self.server.wait_token(self.token) {
             Ok(pid) => Ok(Spawned { server: self.server, pid, tasks: self.tasks, replies: self.replies }),
             Err(_) if !self.server.is_usable() => {
-                let again = ForkServer::ask_spawn(&get()?, &self.name, self.initializer.as_deref(), &self.environment)?;
+                let again = ForkServer::ask_spawn(&get()?, &self.name, self.initializer.as_ref(), &self.environment)?;
                 let pid = again.server.wait_token(again.token)?;
                 Ok(Spawned { server: again.server, pid, tasks: again.tasks, replies: again.replies })
             }
@@ -331,7 +332,7 @@ impl ForkServer {
     fn ask_spawn(
         z: &Arc<ForkServer>,
         name: &str,
-        initializer: Option<&str>,
+        initializer: Option<&Initializer>,
         environment: &Arc<ChildEnvironment>,
     ) -> io::Result<PendingSpawn> {
         let (tasks_tx, tasks_rx) = ipc::bytes_channel()?;
@@ -342,7 +343,7 @@ impl ForkServer {
             name: name.to_owned(),
             tasks: tasks_rx,
             replies: replies_tx,
-            initializer: initializer.map(str::to_owned),
+            initializer: initializer.cloned(),
             environment: Arc::clone(environment),
         };
         z.send(token, request)?;
@@ -350,7 +351,7 @@ impl ForkServer {
             server: Arc::clone(z),
             token,
             name: name.to_owned(),
-            initializer: initializer.map(str::to_owned),
+            initializer: initializer.cloned(),
             environment: Arc::clone(environment),
             tasks: tasks_tx,
             replies: replies_rx,

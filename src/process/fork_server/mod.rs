@@ -78,7 +78,7 @@ pub(crate) enum ServerRequest {
         name: String,
         tasks: IpcBytesReceiver,
         replies: IpcBytesSender,
-        initializer: Option<String>,
+        initializer: Option<crate::process::protocol::Initializer>,
         environment: Arc<ChildEnvironment>,
     },
     /// Fork a child that runs the function registered as `code` once, with the arguments that

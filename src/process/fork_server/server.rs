@@ -21,6 +21,7 @@ use super::{
     BOOT_FAILED, BOOT_LISTENING, ChildEnvironment, ENV_PARENT, ENV_SERVER, Hello, REPORT_LEN, Report, SPAWN_TIMEOUT,
     ServerRequest, boot_record,
 };
+use crate::process::protocol::Initializer;
 use crate::process::{registration, worker};
 
 /// Runs before `main` in every binary that links this crate. In an ordinary start it only
@@ -359,7 +360,7 @@ fn worker_child(
     name: &str,
     tasks: IpcBytesReceiver,
     replies: IpcBytesSender,
-    initializer: Option<String>,
+    initializer: Option<Initializer>,
     requests: IpcReceiver<ServerRequest>,
     environment: (&ChildEnvironment, OwnedFd),
 ) -> ! {

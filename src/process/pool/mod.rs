@@ -51,6 +51,7 @@ use crate::error::{BuildError, JobError};
 use crate::ipc::{self, Owner};
 use crate::process::fork_server::{self, ChildEnvironment, ForkServer, PendingSpawn, Spawned};
 use crate::process::protocol;
+use crate::process::protocol::Initializer;
 use crate::process::slot::{self, Slot};
 
 /// How the pool is configured; fixed at build time.
@@ -59,7 +60,9 @@ pub(crate) struct Config {
     pub(crate) workers: usize,
     pub(crate) max_tasks_per_child: Option<u64>,
     pub(crate) task_timeout: Option<Duration>,
-    pub(crate) initializer: Option<&'static str>,
+    pub(crate) initializer: Option<Initializer>,
+    /// How long `terminate` waits for workers to end on `SIGTERM` before it `SIGKILL`s them.
+    pub(crate) terminate_grace: Duration,
     pub(crate) max_window: usize,
     pub(crate) name_prefix: String,
     /// The workers' environment and current directory, taken at `build`.
@@ -201,13 +204,13 @@ impl Pool {
     }
 
     fn abandon_start(self: &Arc<Self>) {
-        self.terminate();
+        self.terminate(Duration::ZERO);
         self.join();
     }
 
     /// Asks the fork server for worker `index`: the one place the pool starts a worker.
     fn request_worker(&self, index: usize) -> std::io::Result<PendingSpawn> {
-        fork_server::request_spawn(&self.worker_name(index), self.config.initializer, &self.config.environment)
+        fork_server::request_spawn(&self.worker_name(index), self.config.initializer.as_ref(), &self.config.environment)
     }
 
     fn worker_name(&self, index: usize) -> String {
@@ -418,13 +421,45 @@ impl Pool {
         self.act(d);
     }
 
-    /// Stops everything now: queued tasks are cancelled, workers are killed.
-    pub(crate) fn terminate(self: &Arc<Self>) {
+    /// Stops everything now: queued tasks are cancelled, workers are stopped: `SIGTERM`, then
+    /// `SIGKILL` to those still there after `grace` (at once if `grace` is zero, or if called
+    /// from one of the pool's own threads, which the wait could hold up: a reply reader
+    /// reports its own worker's exit).
+    pub(crate) fn terminate(self: &Arc<Self>, grace: Duration) {
         if self.is_inherited() {
             return; // the parent's workers are the parent's to stop
         }
-        let d = self.event(Rules::terminate);
+        let mut d = self.event(Rules::terminate);
+        let on_own_thread = OWN_POOL.with(|p| p.get()) == Arc::as_ptr(self) as usize;
+        if grace.is_zero() || on_own_thread {
+            self.act(d);
+            return;
+        }
+        let doomed = std::mem::take(&mut d.kill);
+        for link in &doomed {
+            link.server.kill(link.pid, Signal::SIGTERM);
+        }
         self.act(d);
+        let deadline = Instant::now() + grace;
+        let mut st = self.state.lock();
+        let still_there = |st: &State| {
+            let live = st.rules.worker_pids();
+            doomed.iter().filter(|l| live.contains(&l.pid)).cloned().collect::<Vec<_>>()
+        };
+        let mut left = still_there(&st);
+        while !left.is_empty() && !self.changed.wait_until(&mut st, deadline).timed_out() {
+            left = still_there(&st);
+        }
+        left = still_there(&st);
+        drop(st);
+        for link in left {
+            link.server.kill(link.pid, Signal::SIGKILL);
+        }
+    }
+
+    /// The grace period `terminate` gives workers by default (the builder's setting).
+    pub(crate) fn terminate_grace(&self) -> Duration {
+        self.config.terminate_grace
     }
 
     /// `true` in a forked child, where the pool takes no work.
