@@ -74,6 +74,9 @@ pub enum JobError {
         /// Why the pool broke.
         reason: String,
     },
+    /// The [`Promise`](crate::Promise) of a [`Future::pending`](crate::Future::pending) was
+    /// dropped without setting a result or an error, so none will ever come.
+    Abandoned,
 }
 
 /// How a child process ended: an exit code, or the signal that killed it.
@@ -224,6 +227,7 @@ impl fmt::Display for JobError {
                 write!(f, "worker process {pid} broke the pool's protocol ({reason}); it was killed and replaced")
             }
             JobError::Broken { reason } => write!(f, "the process pool is broken: {reason}"),
+            JobError::Abandoned => f.write_str("the promise was dropped without setting a result"),
         }
     }
 }
