@@ -105,7 +105,8 @@ pub use crate::error::{
 };
 pub use crate::executor::{Executor, MapIter, MapOptions, Submit};
 pub use crate::future::{
-    AlreadyCompleted, AsCompleted, DoneAndNotDone, Future, Promise, ReturnWhen, Waitable, as_completed, wait,
+    AlreadyCompleted, AsCompleted, DoneAndNotDone, Future, Promise, ReturnWhen, SharedFuture, Waitable, as_completed,
+    wait,
 };
 pub use crate::job::Job;
 #[cfg(all(unix, feature = "process"))]

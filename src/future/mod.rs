@@ -15,6 +15,7 @@
 //! | `Future()` + `f.set_result(v)` / `f.set_exception(e)` | [`Future::pending`] + [`Promise::set_result`] / [`Promise::set_error`] |
 //! | `f.set_running_or_notify_cancel()` | [`Promise::set_running_or_notify_cancel`] |
 //! | `InvalidStateError` (set twice) | [`AlreadyCompleted`] (holds the value back) |
+//! | (asyncio `shield`, many readers of one outcome) | [`Future::shared`] → [`SharedFuture`]: clones, `result()` clones the outcome |
 //! | `as_completed(fs, timeout)`    | [`as_completed`] (borrowed `&fs`: the caller keeps the unfinished ones after a timeout) |
 //! | `TimeoutError("2 (of 4) futures unfinished")` | [`TimeoutError`](crate::TimeoutError) with [`unfinished`](crate::TimeoutError::unfinished) / [`total`](crate::TimeoutError::total) |
 //!
@@ -25,6 +26,7 @@
 mod completion;
 mod core;
 mod promise;
+mod shared;
 mod wait;
 
 use std::fmt;
@@ -40,6 +42,7 @@ use crate::error::{JobError, ResultTimeoutError, TryResultError};
 pub(crate) use self::completion::CompletionQueue;
 pub(crate) use self::core::{Callback, Cell, Core, Ending};
 pub use self::promise::{AlreadyCompleted, Promise};
+pub use self::shared::SharedFuture;
 pub use self::wait::{AsCompleted, DoneAndNotDone, ReturnWhen, Waitable, as_completed, wait};
 
 /// The handle to a submitted job and, once it finishes, to its outcome.

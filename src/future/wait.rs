@@ -16,7 +16,8 @@ use crate::deadline;
 use crate::error::{JobError, TimeoutError};
 
 /// Something [`wait`] and [`as_completed`] can watch: a [`Future<T>`] or a borrowed
-/// `&Future<T>` (the caller keeps the future).
+/// `&Future<T>` (the caller keeps the future), a [`SharedFuture<T>`](super::SharedFuture) or a
+/// borrow of one.
 ///
 /// Sealed: implemented by this crate's future types only.
 ///
