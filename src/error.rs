@@ -467,6 +467,7 @@ impl std::error::Error for MapError {
 /// let err = it.next().unwrap().unwrap_err();
 /// assert_eq!((err.unfinished(), err.total()), (1, 2));
 /// assert_eq!(err.to_string(), "1 (of 2) futures unfinished");
+/// assert!(err.waited() >= Duration::from_millis(10));
 /// assert!(futures[1].cancel()); // the caller still holds the unfinished one
 /// tx.send(()).unwrap();
 /// blocker.result().unwrap();

@@ -48,6 +48,13 @@ impl<V> AlreadyCompleted<V> {
     }
 
     /// A borrow of the value that could not be set.
+    ///
+    /// # Examples
+    /// ```
+    /// let (future, promise) = stealpool::Future::pending();
+    /// future.cancel();
+    /// assert_eq!(promise.set_result(5).unwrap_err().value(), &5);
+    /// ```
     pub fn value(&self) -> &V {
         &self.value
     }
@@ -167,6 +174,14 @@ impl<T> Promise<T> {
     }
 
     /// Whether the future is done (set, or cancelled).
+    ///
+    /// # Examples
+    /// ```
+    /// let (_future, promise) = stealpool::Future::pending();
+    /// assert!(!promise.is_done());
+    /// promise.set_result(()).unwrap();
+    /// assert!(promise.is_done());
+    /// ```
     pub fn is_done(&self) -> bool {
         self.core.is_done()
     }

@@ -110,6 +110,17 @@ impl<T: Clone> SharedFuture<T> {
     ///
     /// # Errors
     /// The [`JobError`] the job ended with (a clone of it), as [`Future::result`].
+    ///
+    /// # Examples
+    /// ```
+    /// use stealpool::{JobError, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new(1);
+    /// let s = pool.submit(|| -> u8 { panic!("once") }).unwrap().shared();
+    /// let expected = Err(JobError::Panicked { message: "once".into() });
+    /// assert_eq!(s.result(), expected);
+    /// assert_eq!(s.clone().result(), expected); // every handle, every call
+    /// ```
     pub fn result(&self) -> Result<T, JobError> {
         self.inner.future.wait();
         self.outcome_when_done()
@@ -120,6 +131,17 @@ impl<T: Clone> SharedFuture<T> {
     /// # Errors
     /// [`ResultTimeoutError::Timeout`] if the time ran out, otherwise
     /// [`ResultTimeoutError::Failed`] with the job's error.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (future, promise) = stealpool::Future::pending();
+    /// let s = future.shared();
+    /// assert!(s.result_timeout(Duration::from_millis(1)).unwrap_err().is_timeout());
+    /// promise.set_result(4).unwrap();
+    /// assert_eq!(s.result_timeout(Duration::from_secs(1)), Ok(4));
+    /// ```
     pub fn result_timeout(&self, timeout: Duration) -> Result<T, ResultTimeoutError> {
         if !self.inner.future.wait_timeout(timeout) {
             return Err(ResultTimeoutError::Timeout);
@@ -132,6 +154,17 @@ impl<T: Clone> SharedFuture<T> {
     /// # Errors
     /// [`TryResultError::NotReady`] while the job is pending or running, otherwise
     /// [`TryResultError::Failed`] with the job's error.
+    ///
+    /// # Examples
+    /// ```
+    /// use stealpool::TryResultError;
+    ///
+    /// let (future, promise) = stealpool::Future::pending();
+    /// let s = future.shared();
+    /// assert_eq!(s.try_result(), Err(TryResultError::NotReady));
+    /// promise.set_result('a').unwrap();
+    /// assert_eq!(s.try_result(), Ok('a'));
+    /// ```
     pub fn try_result(&self) -> Result<T, TryResultError> {
         match self.outcome() {
             None => Err(TryResultError::NotReady),
@@ -142,11 +175,24 @@ impl<T: Clone> SharedFuture<T> {
 
 impl<T> SharedFuture<T> {
     /// Blocks until the job has finished (see [`Future::wait`]).
+    ///
+    /// # Examples
+    /// ```
+    /// let s = stealpool::Future::ready(Ok::<_, stealpool::JobError>(1)).shared();
+    /// s.wait();
+    /// assert!(s.is_done() && !s.is_running());
+    /// ```
     pub fn wait(&self) {
         self.inner.future.wait();
     }
 
     /// Blocks for at most `timeout`; returns whether the job has finished.
+    ///
+    /// # Examples
+    /// ```
+    /// let (future, _promise) = stealpool::Future::<u8>::pending();
+    /// assert!(!future.shared().wait_timeout(std::time::Duration::from_millis(1)));
+    /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         self.inner.future.wait_timeout(timeout)
     }
@@ -169,6 +215,12 @@ impl<T> SharedFuture<T> {
     }
 
     /// See [`Future::force_cancel`].
+    ///
+    /// # Examples
+    /// ```
+    /// let s = stealpool::Future::ready(Ok::<_, stealpool::JobError>(1)).shared();
+    /// assert!(!s.force_cancel()); // already finished
+    /// ```
     pub fn force_cancel(&self) -> bool {
         self.inner.future.force_cancel()
     }
@@ -189,12 +241,32 @@ impl<T> SharedFuture<T> {
     }
 
     /// The error the job ended with, if it has ended with one; never blocks.
+    ///
+    /// # Examples
+    /// ```
+    /// use stealpool::JobError;
+    ///
+    /// let s = stealpool::Future::<u8>::ready(Err(JobError::Cancelled)).shared();
+    /// assert_eq!(s.error(), Some(JobError::Cancelled));
+    /// assert!(s.is_cancelled());
+    /// ```
     pub fn error(&self) -> Option<JobError> {
         self.inner.future.error()
     }
 
     /// Adds a callback that runs once when the job finishes (see
     /// [`Future::add_done_callback`]).
+    ///
+    /// # Examples
+    /// ```
+    /// let (future, promise) = stealpool::Future::pending();
+    /// let s = future.shared();
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// s.add_done_callback(move |r| tx.send(*r.unwrap()).unwrap());
+    /// promise.set_result(3).unwrap();
+    /// assert_eq!(rx.recv().unwrap(), 3);
+    /// assert_eq!(s.result(), Ok(3));
+    /// ```
     pub fn add_done_callback<F>(&self, callback: F)
     where
         F: FnOnce(Result<&T, &JobError>) + Send + 'static,
