@@ -81,6 +81,9 @@ pub enum JobError {
         /// Why the pool broke.
         reason: String,
     },
+    /// The [`Promise`](crate::Promise) of a [`Future::pending`](crate::Future::pending) was
+    /// dropped without setting a result or an error, so none will ever come.
+    Abandoned,
 }
 
 /// How a child process ended: an exit code, or the signal that killed it.
@@ -279,6 +282,7 @@ impl fmt::Display for JobError {
                 write!(f, "worker process {pid} broke the pool's protocol ({reason}); it was killed and replaced")
             }
             JobError::Broken { reason } => write!(f, "the process pool is broken: {reason}"),
+            JobError::Abandoned => f.write_str("the promise was dropped without setting a result"),
         }
     }
 }
@@ -499,14 +503,57 @@ impl std::error::Error for MapError {
 }
 
 /// The time given to [`as_completed`](crate::as_completed) ran out.
+///
+/// Displayed as CPython words it: `2 (of 4) futures unfinished`.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use stealpool::{as_completed, Future, ThreadPoolExecutor};
+///
+/// let pool = ThreadPoolExecutor::new(1);
+/// let (tx, rx) = std::sync::mpsc::channel::<()>();
+/// let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+/// let blocker = pool.submit(move || { started_tx.send(()).unwrap(); rx.recv().unwrap() }).unwrap();
+/// started_rx.recv().unwrap(); // the only worker is busy: the next job stays queued
+/// let futures = [Future::ready(Ok(())), pool.submit(|| ()).unwrap()];
+/// let mut it = as_completed(&futures, Some(Duration::from_millis(10)));
+/// assert!(it.next().unwrap().is_ok());
+/// let err = it.next().unwrap().unwrap_err();
+/// assert_eq!((err.unfinished(), err.total()), (1, 2));
+/// assert_eq!(err.to_string(), "1 (of 2) futures unfinished");
+/// assert!(err.waited() >= Duration::from_millis(10));
+/// assert!(futures[1].cancel()); // the caller still holds the unfinished one
+/// tx.send(()).unwrap();
+/// blocker.result().unwrap();
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeoutError {
     pub(crate) waited: Duration,
+    pub(crate) unfinished: usize,
+    pub(crate) total: usize,
+}
+
+impl TimeoutError {
+    /// How many of the futures had not finished when the time ran out.
+    pub fn unfinished(&self) -> usize {
+        self.unfinished
+    }
+
+    /// How many futures were given.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// How long the iterator had been waiting (since [`as_completed`](crate::as_completed)).
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
 }
 
 impl fmt::Display for TimeoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "timed out after {:?}", self.waited)
+        write!(f, "{} (of {}) futures unfinished", self.unfinished, self.total)
     }
 }
 

@@ -104,7 +104,10 @@ pub use crate::error::{
     SubmitError, TimeoutError, TryResultError,
 };
 pub use crate::executor::{Executor, MapIter, MapOptions, Submit};
-pub use crate::future::{AsCompleted, DoneAndNotDone, Future, ReturnWhen, as_completed, wait};
+pub use crate::future::{
+    AlreadyCompleted, AsCompleted, DoneAndNotDone, Future, Promise, ReturnWhen, SharedFuture, Waitable, as_completed,
+    wait,
+};
 pub use crate::job::Job;
 #[cfg(all(unix, feature = "process"))]
 pub use crate::process::{Process, ProcessBuilder, ProcessError, ProcessPoolBuilder, ProcessPoolExecutor, RemoteJob};

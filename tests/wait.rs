@@ -128,3 +128,45 @@ fn endless_timeouts_mean_no_deadline() {
     let total: i32 = as_completed(futures, Some(Duration::MAX)).map(|f| f.unwrap().result().unwrap()).sum();
     assert_eq!(total, 3);
 }
+
+#[test]
+fn wait_on_borrowed_futures_keeps_them_with_the_caller() {
+    let pool = ThreadPoolExecutor::new(2);
+    let gate = Gate::new();
+    let futures = vec![pool.submit(|| 1).unwrap(), gated(&pool, &gate, 2)];
+    futures[0].wait();
+    let w = wait(&futures, ReturnWhen::FirstCompleted, Some(HANG));
+    assert_eq!(w.done.len(), 1);
+    assert!(std::ptr::eq(w.done[0], &futures[0]), "the halves hold the borrows given");
+    assert!(std::ptr::eq(w.not_done[0], &futures[1]));
+    gate.open();
+    let w = wait(futures.iter(), ReturnWhen::AllCompleted, Some(HANG));
+    assert_eq!(w.done.len(), 2);
+    let values: Vec<_> = futures.into_iter().map(|f| f.result().unwrap()).collect();
+    assert_eq!(values, [1, 2]);
+}
+
+#[test]
+fn as_completed_timeout_leaves_the_borrowed_futures_to_wait_on_or_cancel() {
+    let pool = ThreadPoolExecutor::new(1);
+    let (release, blocker) = common::occupy_worker(&pool);
+    // Queued behind the blocker: unfinished when the time runs out.
+    let futures: Vec<_> = (0..3).map(|i| pool.submit(move || i).unwrap()).collect();
+    let mut all = vec![stealpool::Future::ready(Ok(10))];
+    all.extend(futures);
+    let mut it = as_completed(&all, Some(Duration::from_millis(30)));
+    assert_eq!(it.next().unwrap().unwrap().error(), None);
+    let err = it.next().unwrap().unwrap_err();
+    assert_eq!((err.unfinished(), err.total()), (3, 4));
+    assert_eq!(err.to_string(), "3 (of 4) futures unfinished");
+    assert!(err.waited() >= Duration::from_millis(30));
+    assert!(it.next().is_none());
+    // The caller still holds all four: cancel one, wait on the others.
+    assert!(all[1].cancel());
+    release.send(()).unwrap();
+    blocker.result().unwrap();
+    let done: Vec<_> = as_completed(&all[2..], Some(HANG)).map(|f| f.unwrap().is_done()).collect();
+    assert_eq!(done, [true, true]);
+    let outcomes: Vec<_> = all.into_iter().map(|f| f.result()).collect();
+    assert_eq!(outcomes, [Ok(10), Err(stealpool::JobError::Cancelled), Ok(1), Ok(2)]);
+}

@@ -161,12 +161,18 @@ impl<T> Core<T> {
     /// death, a time limit or a forced cancel race with the job's own reply.
     #[cfg_attr(not(feature = "process"), allow(dead_code))] // used by the process pool only
     pub(crate) fn finish_if_unfinished(&self, outcome: Result<T, JobError>) -> bool {
+        self.try_finish(outcome).is_ok()
+    }
+
+    /// Like [`finish_if_unfinished`](Core::finish_if_unfinished), but hands `outcome` back if
+    /// the job had already ended (a promise set twice, or set after a cancel).
+    pub(crate) fn try_finish(&self, outcome: Result<T, JobError>) -> Result<(), Result<T, JobError>> {
         let g = self.inner.lock();
         if matches!(g.phase, Phase::Pending | Phase::Running) {
             self.finish(g, outcome);
-            true
+            Ok(())
         } else {
-            false
+            Err(outcome)
         }
     }
 
@@ -396,6 +402,28 @@ mod loom_tests {
             assert!(core.wait_done(None));
             let expected = if started { Ok(1) } else { Err(JobError::Cancelled) };
             assert_eq!(core.try_take(), Some(expected));
+        });
+    }
+
+    /// A promise's `try_finish` and a cancel race on a pending job: exactly one wins, and the
+    /// loser's value is handed back.
+    #[test]
+    fn loom_try_finish_and_cancel_exactly_one_wins() {
+        loom::model(|| {
+            let core = Arc::new(Core::<u32>::new());
+            let setter = {
+                let core = Arc::clone(&core);
+                thread::spawn(move || core.try_finish(Ok(5)))
+            };
+            let cancelled = core.cancel();
+            let set = setter.join().unwrap();
+            assert!(set.is_ok() ^ cancelled, "set {set:?}, cancelled {cancelled}");
+            if !cancelled {
+                assert_eq!(core.try_take(), Some(Ok(5)));
+            } else {
+                assert_eq!(set, Err(Ok(5)));
+                assert_eq!(core.try_take(), Some(Err(JobError::Cancelled)));
+            }
         });
     }
 

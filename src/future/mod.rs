@@ -11,8 +11,13 @@
 //! | `f.cancelled()` / `running()` / `done()` | [`Future::is_cancelled`] / [`Future::is_running`] / [`Future::is_done`] |
 //! | `f.add_done_callback(fn)`      | [`Future::add_done_callback`]               |
 //! | `await asyncio.wrap_future(f)` | `f.await` (any async runtime)               |
-//! | `wait(fs, timeout, return_when)` | [`wait`]                                  |
-//! | `as_completed(fs, timeout)`    | [`as_completed`]                            |
+//! | `wait(fs, timeout, return_when)` | [`wait`] (`fs` owned or borrowed: `wait(&fs, ..)`, see [`Waitable`]) |
+//! | `Future()` + `f.set_result(v)` / `f.set_exception(e)` | [`Future::pending`] + [`Promise::set_result`] / [`Promise::set_error`] |
+//! | `f.set_running_or_notify_cancel()` | [`Promise::set_running_or_notify_cancel`] |
+//! | `InvalidStateError` (set twice) | [`AlreadyCompleted`] (holds the value back) |
+//! | (asyncio `shield`, many readers of one outcome) | [`Future::shared`] → [`SharedFuture`]: clones, `result()` clones the outcome |
+//! | `as_completed(fs, timeout)`    | [`as_completed`] (borrowed `&fs`: the caller keeps the unfinished ones after a timeout) |
+//! | `TimeoutError("2 (of 4) futures unfinished")` | [`TimeoutError`](crate::TimeoutError) with [`unfinished`](crate::TimeoutError::unfinished) / [`total`](crate::TimeoutError::total) |
 //!
 //! The outcome of a job (`Result<T, JobError>`) is moved out of the future exactly once, by
 //! value: `T` need not be `Clone`. After that, the `result*` calls return
@@ -20,6 +25,8 @@
 
 mod completion;
 mod core;
+mod promise;
+mod shared;
 mod wait;
 
 use std::fmt;
@@ -34,7 +41,9 @@ use crate::error::{JobError, ResultTimeoutError, TryResultError};
 
 pub(crate) use self::completion::CompletionQueue;
 pub(crate) use self::core::{Callback, Cell, Core, Ending};
-pub use self::wait::{AsCompleted, DoneAndNotDone, ReturnWhen, as_completed, wait};
+pub use self::promise::{AlreadyCompleted, Promise};
+pub use self::shared::SharedFuture;
+pub use self::wait::{AsCompleted, DoneAndNotDone, ReturnWhen, Waitable, as_completed, wait};
 
 /// The handle to a submitted job and, once it finishes, to its outcome.
 ///
