@@ -22,6 +22,7 @@ use std::cell::Cell;
 use std::mem;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::JobError;
 
@@ -37,6 +38,10 @@ struct PanicDetails {
     location: Option<String>,
     backtrace: Option<String>,
 }
+
+/// Whether [`record_panic_details`] installed its hook: until then [`catch`] has nothing to clear
+/// or pick up, and skips the thread-local (the thread pool's per-job path stays as it was).
+static RECORDING: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static LAST_PANIC: Cell<Option<Box<PanicDetails>>> = const { Cell::new(None) };
@@ -61,6 +66,7 @@ pub(crate) fn record_panic_details() {
             let _ = LAST_PANIC.try_with(|last| last.set(Some(Box::new(details))));
             previous(info);
         }));
+        RECORDING.store(true, Ordering::Relaxed);
     });
 }
 
@@ -86,9 +92,14 @@ pub(crate) fn bounded(mut text: String, limit: usize) -> String {
 pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, JobError> {
     // A record left by a panic that `f`'s caller (or an earlier job) caught itself is not this
     // panic's: `resume_unwind` does not run the hook.
-    drop(LAST_PANIC.try_with(Cell::take));
+    // Relaxed: a thread that has not seen the store yet was not running a job when the hook was
+    // installed, so nothing of its own can be stale.
+    let recording = RECORDING.load(Ordering::Relaxed);
+    if recording {
+        drop(LAST_PANIC.try_with(Cell::take));
+    }
     panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        let details = LAST_PANIC.try_with(Cell::take).ok().flatten();
+        let details = if recording { LAST_PANIC.try_with(Cell::take).ok().flatten() } else { None };
         let (location, backtrace) = details.map_or((None, None), |d| (d.location, d.backtrace));
         let error = JobError::Panicked { message: message(payload.as_ref()), location, backtrace };
         drop_payload(payload);
