@@ -23,14 +23,14 @@ pub enum JobError {
     /// The worker that ran the job survives and goes on with other jobs. A process pool's
     /// worker also reports where the panic happened and, when backtraces are enabled in the
     /// worker's environment, its backtrace (see [`panic_location`](JobError::panic_location)
-    /// and [`panic_backtrace`](JobError::panic_backtrace)); a thread pool leaves both `None`.
+    /// and [`panic_backtrace`](JobError::panic_backtrace)); a thread pool leaves `details`
+    /// `None`.
     Panicked {
         /// The panic message (`"<non-string panic payload>"` if the payload was not a string).
         message: String,
-        /// Where the panic happened, `file:line:col`, if known.
-        location: Option<String>,
-        /// The backtrace captured at the panic, if the worker captured one (cut at 64 KiB).
-        backtrace: Option<String>,
+        /// Where the panic happened and its backtrace, if the worker recorded them. Boxed, so
+        /// that a `JobError` (in every job's outcome) stays 32 bytes.
+        details: Option<Box<PanicDetails>>,
     },
     /// The job was cancelled before it started, by [`Future::cancel`](crate::Future::cancel),
     /// by `shutdown(_, cancel_futures = true)`, by `terminate()`, or because a `map` it belonged
@@ -72,8 +72,9 @@ pub enum JobError {
     ProtocolViolation {
         /// The process id of the worker.
         pid: u32,
-        /// What was wrong with what it sent.
-        reason: String,
+        /// What was wrong with what it sent. (A `Box<str>`, not a `String`: it keeps
+        /// `JobError`, held in every job's outcome, at 32 bytes.)
+        reason: Box<str>,
     },
     /// The pool could not run the job because it cannot keep workers alive (for example the
     /// worker initializer fails); the pool has shut down.
@@ -173,6 +174,32 @@ fn signal_name(signal: i32) -> Option<&'static str> {
     })
 }
 
+/// Where a job panicked and the backtrace captured there, as its worker recorded them (see
+/// [`JobError::panic_location`] and [`JobError::panic_backtrace`]).
+///
+/// # Examples
+/// ```
+/// use stealpool::PanicDetails;
+///
+/// let d = PanicDetails::new(Some("src/jobs.rs:12:5".into()), None);
+/// assert_eq!(d.location.as_deref(), Some("src/jobs.rs:12:5"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PanicDetails {
+    /// Where the panic happened, `file:line:col`, if known.
+    pub location: Option<String>,
+    /// The backtrace captured at the panic, if the worker captured one (cut at 64 KiB).
+    pub backtrace: Option<String>,
+}
+
+impl PanicDetails {
+    /// Details with this location and backtrace.
+    pub fn new(location: Option<String>, backtrace: Option<String>) -> Self {
+        PanicDetails { location, backtrace }
+    }
+}
+
 impl JobError {
     /// Whether the job was cancelled rather than run.
     ///
@@ -188,7 +215,7 @@ impl JobError {
     ///
     /// # Examples
     /// ```
-    /// let e = stealpool::JobError::Panicked { message: "boom".into(), location: None, backtrace: None };
+    /// let e = stealpool::JobError::Panicked { message: "boom".into(), details: None };
     /// assert!(e.is_panic());
     /// ```
     pub fn is_panic(&self) -> bool {
@@ -201,20 +228,17 @@ impl JobError {
     ///
     /// # Examples
     /// ```
-    /// use stealpool::JobError;
+    /// use stealpool::{JobError, PanicDetails};
     ///
-    /// let e = JobError::Panicked {
-    ///     message: "boom".into(),
-    ///     location: Some("src/jobs.rs:12:5".into()),
-    ///     backtrace: None,
-    /// };
+    /// let details = Some(Box::new(PanicDetails::new(Some("src/jobs.rs:12:5".into()), None)));
+    /// let e = JobError::Panicked { message: "boom".into(), details };
     /// assert_eq!(e.panic_location(), Some("src/jobs.rs:12:5"));
     /// assert_eq!(e.to_string(), "job panicked at src/jobs.rs:12:5: boom");
     /// assert_eq!(JobError::Cancelled.panic_location(), None);
     /// ```
     pub fn panic_location(&self) -> Option<&str> {
         match self {
-            JobError::Panicked { location, .. } => location.as_deref(),
+            JobError::Panicked { details: Some(d), .. } => d.location.as_deref(),
             _ => None,
         }
     }
@@ -227,15 +251,16 @@ impl JobError {
     ///
     /// # Examples
     /// ```
-    /// use stealpool::JobError;
+    /// use stealpool::{JobError, PanicDetails};
     ///
-    /// let e = JobError::Panicked { message: "boom".into(), location: None, backtrace: Some("0: main".into()) };
+    /// let details = Some(Box::new(PanicDetails::new(None, Some("0: main".into()))));
+    /// let e = JobError::Panicked { message: "boom".into(), details };
     /// assert_eq!(e.panic_backtrace(), Some("0: main"));
     /// assert!(!e.to_string().contains("main"));
     /// ```
     pub fn panic_backtrace(&self) -> Option<&str> {
         match self {
-            JobError::Panicked { backtrace, .. } => backtrace.as_deref(),
+            JobError::Panicked { details: Some(d), .. } => d.backtrace.as_deref(),
             _ => None,
         }
     }
@@ -262,10 +287,10 @@ impl JobError {
 impl fmt::Display for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            JobError::Panicked { message, location: Some(location), .. } => {
-                write!(f, "job panicked at {location}: {message}")
-            }
-            JobError::Panicked { message, location: None, .. } => write!(f, "job panicked: {message}"),
+            JobError::Panicked { message, .. } => match self.panic_location() {
+                Some(location) => write!(f, "job panicked at {location}: {message}"),
+                None => write!(f, "job panicked: {message}"),
+            },
             JobError::Cancelled => f.write_str("job was cancelled"),
             JobError::AlreadyTaken => f.write_str("the job's outcome was already taken"),
             JobError::WorkerDied { pid, status } => write!(f, "worker process {pid} died running the job: {status}"),
@@ -627,5 +652,15 @@ impl std::error::Error for BuildError {
             BuildErrorKind::Spawn(e) => Some(e),
             BuildErrorKind::Initializer(_) | BuildErrorKind::Process(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every job's outcome holds a `JobError`: the panic details are boxed so that it stays as
+    /// small as its largest common variant (issue 17's bar: a job costs no more than before).
+    #[test]
+    fn a_job_error_stays_32_bytes() {
+        assert!(std::mem::size_of::<super::JobError>() <= 32, "{}", std::mem::size_of::<super::JobError>());
     }
 }

@@ -40,7 +40,7 @@
 //!
 //! // a panic is an error value; the pool keeps working
 //! let bad = pool.submit(|| -> u32 { panic!("no such file") }).unwrap();
-//! assert_eq!(bad.result(), Err(JobError::Panicked { message: "no such file".into(), location: None, backtrace: None }));
+//! assert_eq!(bad.result(), Err(JobError::Panicked { message: "no such file".into(), details: None }));
 //!
 //! // map keeps input order; imap_unordered yields as jobs finish
 //! let lens: Vec<usize> = pool.map(|s: &str| s.len(), ["a", "bb", "ccc"]).unwrap().map(Result::unwrap).collect();
@@ -100,8 +100,8 @@ mod thread;
 mod unwind;
 
 pub use crate::error::{
-    BuildError, ExitStatus, JobError, JoinError, MapError, MapErrorKind, ResultTimeoutError, ShutdownError,
-    SubmitError, TimeoutError, TryResultError,
+    BuildError, ExitStatus, JobError, JoinError, MapError, MapErrorKind, PanicDetails, ResultTimeoutError,
+    ShutdownError, SubmitError, TimeoutError, TryResultError,
 };
 pub use crate::executor::{Executor, MapIter, MapOptions, Submit};
 pub use crate::future::{

@@ -100,8 +100,8 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, JobError> {
     }
     panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
         let details = if recording { LAST_PANIC.try_with(Cell::take).ok().flatten() } else { None };
-        let (location, backtrace) = details.map_or((None, None), |d| (d.location, d.backtrace));
-        let error = JobError::Panicked { message: message(payload.as_ref()), location, backtrace };
+        let details = details.map(|d| Box::new(crate::error::PanicDetails::new(d.location, d.backtrace)));
+        let error = JobError::Panicked { message: message(payload.as_ref()), details };
         drop_payload(payload);
         error
     })

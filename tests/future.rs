@@ -84,20 +84,11 @@ fn a_panic_becomes_an_error_and_the_worker_survives() {
 
     let bad = pool.submit(|| -> u8 { panic!("index {} out of range", 7) }).unwrap();
     bad.wait();
-    assert_eq!(
-        bad.error(),
-        Some(JobError::Panicked { message: "index 7 out of range".into(), location: None, backtrace: None })
-    );
-    assert_eq!(
-        bad.result(),
-        Err(JobError::Panicked { message: "index 7 out of range".into(), location: None, backtrace: None })
-    );
+    assert_eq!(bad.error(), Some(JobError::Panicked { message: "index 7 out of range".into(), details: None }));
+    assert_eq!(bad.result(), Err(JobError::Panicked { message: "index 7 out of range".into(), details: None }));
 
     let odd = pool.submit(|| std::panic::panic_any(42u32)).unwrap();
-    assert_eq!(
-        odd.result(),
-        Err(JobError::Panicked { message: "<non-string panic payload>".into(), location: None, backtrace: None })
-    );
+    assert_eq!(odd.result(), Err(JobError::Panicked { message: "<non-string panic payload>".into(), details: None }));
 
     let after = worker_of(pool.submit(|| thread::current().id()).unwrap());
     assert_eq!(before, after, "the single worker thread must survive the panics");
@@ -223,10 +214,10 @@ fn the_error_is_visible_as_soon_as_the_future_is_done() {
     start.open();
     entered_rx.recv_timeout(HANG).expect("the callback runs");
     assert!(f.is_done());
-    assert_eq!(f.error(), Some(JobError::Panicked { message: "late".into(), location: None, backtrace: None }));
+    assert_eq!(f.error(), Some(JobError::Panicked { message: "late".into(), details: None }));
     gate.open();
     f.wait();
-    assert_eq!(f.error(), Some(JobError::Panicked { message: "late".into(), location: None, backtrace: None }));
+    assert_eq!(f.error(), Some(JobError::Panicked { message: "late".into(), details: None }));
 }
 
 /// A cancelled job is dropped at once, with what it captured: a consumer waiting for every
@@ -268,10 +259,7 @@ fn panicking_drops_and_wakers_do_not_hurt_the_pool() {
 
     // A payload whose drop panics.
     let f = pool.submit(|| std::panic::panic_any(Bomb)).unwrap();
-    assert_eq!(
-        f.result(),
-        Err(JobError::Panicked { message: "<non-string panic payload>".into(), location: None, backtrace: None })
-    );
+    assert_eq!(f.result(), Err(JobError::Panicked { message: "<non-string panic payload>".into(), details: None }));
 
     // The captures of a cancelled job.
     let gate = Gate::new();

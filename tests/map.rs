@@ -72,10 +72,7 @@ fn a_failed_item_surfaces_at_its_position_and_cancels_the_rest() {
     assert_eq!(it.next().unwrap(), Ok(0));
     let err = it.next().unwrap().unwrap_err();
     assert_eq!(err.index(), 1);
-    assert_eq!(
-        err.job_error(),
-        Some(&JobError::Panicked { message: "item one is bad".into(), location: None, backtrace: None })
-    );
+    assert_eq!(err.job_error(), Some(&JobError::Panicked { message: "item one is bad".into(), details: None }));
     assert!(it.next().is_none(), "map stops at the first failure");
     gate.open();
     pool.shutdown(true, false);

@@ -56,13 +56,10 @@ fn a_running_promise_future_cannot_be_cancelled() {
     assert!(!promise.set_running_or_notify_cancel(), "only once");
     assert!(future.is_running());
     assert!(!future.cancel());
-    promise.set_error(JobError::Panicked { message: "bad".into(), location: None, backtrace: None }).unwrap();
+    promise.set_error(JobError::Panicked { message: "bad".into(), details: None }).unwrap();
     future.wait();
-    assert_eq!(future.error(), Some(JobError::Panicked { message: "bad".into(), location: None, backtrace: None }));
-    assert_eq!(
-        future.result(),
-        Err::<u8, _>(JobError::Panicked { message: "bad".into(), location: None, backtrace: None })
-    );
+    assert_eq!(future.error(), Some(JobError::Panicked { message: "bad".into(), details: None }));
+    assert_eq!(future.result(), Err::<u8, _>(JobError::Panicked { message: "bad".into(), details: None }));
 }
 
 #[test]

@@ -90,10 +90,7 @@ impl Clone for CloneBomb {
 #[test]
 fn a_panicking_clone_fails_the_shared_outcome_without_hanging() {
     let shared = Future::ready(Ok(CloneBomb)).shared();
-    assert_eq!(
-        shared.result(),
-        Err(JobError::Panicked { message: "no copies".into(), location: None, backtrace: None })
-    );
+    assert_eq!(shared.result(), Err(JobError::Panicked { message: "no copies".into(), details: None }));
 }
 
 #[test]

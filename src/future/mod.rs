@@ -124,7 +124,7 @@ impl<T> Future<T> {
     /// let pool = ThreadPoolExecutor::new(1);
     /// assert_eq!(pool.submit(|| "done").unwrap().result(), Ok("done"));
     /// let err = pool.submit(|| -> u8 { panic!("bad input") }).unwrap().result().unwrap_err();
-    /// assert_eq!(err, JobError::Panicked { message: "bad input".into(), location: None, backtrace: None });
+    /// assert_eq!(err, JobError::Panicked { message: "bad input".into(), details: None });
     /// ```
     pub fn result(mut self) -> Result<T, JobError> {
         match self.result_inner(None) {

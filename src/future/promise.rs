@@ -132,7 +132,7 @@ impl<T> Promise<T> {
     /// use stealpool::{Future, JobError};
     ///
     /// let (future, promise) = Future::<u8>::pending();
-    /// let error = JobError::Panicked { message: "no input".into(), location: None, backtrace: None };
+    /// let error = JobError::Panicked { message: "no input".into(), details: None };
     /// promise.set_error(error.clone()).unwrap();
     /// assert_eq!(future.result(), Err(error));
     /// ```

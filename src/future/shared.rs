@@ -117,7 +117,7 @@ impl<T: Clone> SharedFuture<T> {
     ///
     /// let pool = ThreadPoolExecutor::new(1);
     /// let s = pool.submit(|| -> u8 { panic!("once") }).unwrap().shared();
-    /// let expected = Err(JobError::Panicked { message: "once".into(), location: None, backtrace: None });
+    /// let expected = Err(JobError::Panicked { message: "once".into(), details: None });
     /// assert_eq!(s.result(), expected);
     /// assert_eq!(s.clone().result(), expected); // every handle, every call
     /// ```

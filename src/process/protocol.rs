@@ -53,7 +53,10 @@ impl PanicReport {
     /// (a panic; anything else becomes its message).
     pub(crate) fn of(error: crate::JobError) -> Self {
         match error {
-            crate::JobError::Panicked { message, location, backtrace } => PanicReport { message, location, backtrace },
+            crate::JobError::Panicked { message, details } => {
+                let (location, backtrace) = details.map_or((None, None), |d| (d.location, d.backtrace));
+                PanicReport { message, location, backtrace }
+            }
             other => PanicReport { message: other.to_string(), location: None, backtrace: None },
         }
     }
@@ -71,11 +74,11 @@ impl PanicReport {
     /// limits.
     pub(crate) fn into_error(self) -> crate::JobError {
         use crate::unwind::{MAX_BACKTRACE, MAX_LOCATION, bounded};
-        crate::JobError::Panicked {
-            message: self.message,
-            location: self.location.map(|l| bounded(l, MAX_LOCATION)),
-            backtrace: self.backtrace.map(|b| bounded(b, MAX_BACKTRACE)),
-        }
+        let location = self.location.map(|l| bounded(l, MAX_LOCATION));
+        let backtrace = self.backtrace.map(|b| bounded(b, MAX_BACKTRACE));
+        let details = (location.is_some() || backtrace.is_some())
+            .then(|| Box::new(crate::error::PanicDetails::new(location, backtrace)));
+        crate::JobError::Panicked { message: self.message, details }
     }
 }
 

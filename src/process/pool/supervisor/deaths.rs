@@ -45,7 +45,9 @@ impl<H: WorkerHandle> Supervisor<H> {
             }
             if Some(f.id) == running {
                 let error = match &w.stop {
-                    Some(StopReason::Faulty(reason)) => JobError::ProtocolViolation { pid, reason: reason.clone() },
+                    Some(StopReason::Faulty(reason)) => {
+                        JobError::ProtocolViolation { pid, reason: reason.as_str().into() }
+                    }
                     Some(StopReason::TimedOut(limit)) => JobError::TimedOut { limit: *limit },
                     Some(StopReason::Cancelled | StopReason::Terminated) => JobError::Cancelled,
                     Some(StopReason::Retired) | None => JobError::WorkerDied { pid, status },

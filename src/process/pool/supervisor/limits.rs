@@ -72,7 +72,7 @@ impl<H: WorkerHandle> Supervisor<H> {
                             w.stop = Some(StopReason::Faulty(reason.clone()));
                             w.close(&mut d);
                             d.kill.push(w.handle.clone());
-                            d.fail.push((sink, JobError::ProtocolViolation { pid: w.pid, reason }));
+                            d.fail.push((sink, JobError::ProtocolViolation { pid: w.pid, reason: reason.into() }));
                             continue;
                         }
                         wake(lie_at);

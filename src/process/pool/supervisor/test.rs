@@ -554,7 +554,7 @@ fn replies_out_of_order_are_protocol_violations() {
     let a = h.exit(0, SIGKILL);
     assert_eq!(a.spawn, [0]);
     let reason = "garbage".to_owned();
-    assert_eq!(first.outcome(), Some(Err(JobError::ProtocolViolation { pid: pid_of(0), reason })));
+    assert_eq!(first.outcome(), Some(Err(JobError::ProtocolViolation { pid: pid_of(0), reason: reason.into() })));
 }
 
 #[test]
