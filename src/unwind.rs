@@ -88,7 +88,7 @@ pub(crate) fn bounded(mut text: String, limit: usize) -> String {
 ///
 /// `AssertUnwindSafe` is sound here because nothing `f` touched is observed again by us after a
 /// panic: the job's state is dropped with it and the outcome slot only ever receives the error.
-#[inline]
+#[inline(always)] // on every job's path: out of line it costs a call and its frame per job
 pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, JobError> {
     // A record left by a panic that `f`'s caller (or an earlier job) caught itself is not this
     // panic's: `resume_unwind` does not run the hook.
@@ -96,20 +96,28 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, JobError> {
     // installed, so nothing of its own can be stale.
     let recording = RECORDING.load(Ordering::Relaxed);
     if recording {
-        drop(LAST_PANIC.try_with(Cell::take));
+        forget_recorded();
     }
-    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        let details = if recording { LAST_PANIC.try_with(Cell::take).ok().flatten() } else { None };
-        let details = details.map(|d| Box::new(crate::error::PanicDetails::new(d.location, d.backtrace)));
-        let error = JobError::Panicked { message: message(payload.as_ref()), details };
-        drop_payload(payload);
-        error
-    })
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| panicked(payload, recording))
 }
 
-/// Drops a panic payload, whose `Drop` is user code too (`panic_any(value)`) and may panic
-/// itself. The payload of that second panic is leaked rather than dropped: a value whose drop
-/// panics every time would otherwise never let go.
+/// Drops this thread's record of an earlier panic (kept out of line: only worker processes
+/// record panics, and the thread pool's per-job path should not carry this code).
+#[inline(never)]
+fn forget_recorded() {
+    drop(LAST_PANIC.try_with(Cell::take));
+}
+
+/// The error for a caught panic, with what the hook recorded of it.
+#[cold]
+fn panicked(payload: Box<dyn Any + Send>, recording: bool) -> JobError {
+    let details = if recording { LAST_PANIC.try_with(Cell::take).ok().flatten() } else { None };
+    let details = details.map(|d| Box::new(crate::error::PanicDetails::new(d.location, d.backtrace)));
+    let error = JobError::Panicked { message: message(payload.as_ref()), details };
+    drop_payload(payload);
+    error
+}
+
 #[cold]
 fn drop_payload(payload: Box<dyn Any + Send>) {
     if let Err(again) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
