@@ -33,6 +33,16 @@ use crate::unwind;
 /// ```
 pub struct SharedFuture<T> {
     inner: Arc<Inner<T>>,
+    /// This handle's own number: its waker is kept under it, one per handle, so a pending
+    /// shared future polled again and again (with new wakers, by handles made and dropped)
+    /// keeps one waker per live handle.
+    id: u64,
+}
+
+/// A fresh handle number (a `u64` does not wrap in practice).
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 struct Inner<T> {
@@ -48,7 +58,8 @@ struct State<T> {
 struct Slot<T> {
     /// Set once, by the future's first done callback (before the future is `Done`).
     outcome: Option<Arc<Result<T, JobError>>>,
-    wakers: Vec<Waker>,
+    /// The waker of each handle that polled while pending, by handle number.
+    wakers: Vec<(u64, Waker)>,
 }
 
 impl<T: Clone + Send + Sync + 'static> Future<T> {
@@ -76,11 +87,11 @@ impl<T: Clone + Send + Sync + 'static> Future<T> {
                 std::mem::take(&mut slot.wakers)
             };
             filler.cond.notify_all();
-            for w in wakers {
+            for (_, w) in wakers {
                 let _ = unwind::catch(|| w.wake());
             }
         }));
-        SharedFuture { inner: Arc::new(Inner { future: self, state }) }
+        SharedFuture { inner: Arc::new(Inner { future: self, state }), id: next_id() }
     }
 }
 
@@ -277,7 +288,14 @@ impl<T> SharedFuture<T> {
 
 impl<T> Clone for SharedFuture<T> {
     fn clone(&self) -> Self {
-        SharedFuture { inner: Arc::clone(&self.inner) }
+        SharedFuture { inner: Arc::clone(&self.inner), id: next_id() }
+    }
+}
+
+impl<T> Drop for SharedFuture<T> {
+    fn drop(&mut self) {
+        let mut slot = self.inner.state.slot.lock();
+        slot.wakers.retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -290,8 +308,10 @@ impl<T: Clone> std::future::Future for SharedFuture<T> {
             match slot.outcome.clone() {
                 Some(o) => o,
                 None => {
-                    if !slot.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                        slot.wakers.push(cx.waker().clone());
+                    let id = self.id;
+                    match slot.wakers.iter_mut().find(|(owner, _)| *owner == id) {
+                        Some((_, w)) => w.clone_from(cx.waker()),
+                        None => slot.wakers.push((id, cx.waker().clone())),
                     }
                     return Poll::Pending;
                 }
@@ -316,5 +336,42 @@ impl<T: Send + 'static> Waitable for SharedFuture<T> {}
 impl<T> fmt::Debug for SharedFuture<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedFuture").field("future", &self.inner.future).finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use super::*;
+
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    #[test]
+    fn a_pending_shared_future_keeps_one_waker_per_live_handle() {
+        let (future, promise) = Future::<u32>::pending();
+        let shared = future.shared();
+        for _ in 0..1000 {
+            // a new waker each time, and a handle made and dropped each time
+            let waker = Waker::from(Arc::new(Noop));
+            let mut cx = Context::from_waker(&waker);
+            assert!(Pin::new(&mut shared.clone()).poll(&mut cx).is_pending());
+            assert!(Pin::new(&mut { shared.clone() }).poll(&mut cx).is_pending());
+            let mut handle = shared.clone();
+            assert!(Pin::new(&mut handle).poll(&mut cx).is_pending());
+            drop(handle);
+        }
+        let waker = Waker::from(Arc::new(Noop));
+        let mut cx = Context::from_waker(&waker);
+        let mut kept = shared.clone();
+        for _ in 0..10 {
+            assert!(Pin::new(&mut kept).poll(&mut cx).is_pending());
+        }
+        assert_eq!(shared.inner.state.slot.lock().wakers.len(), 1, "only the live handle's waker");
+        promise.set_result(7).unwrap();
+        assert_eq!(Pin::new(&mut kept).poll(&mut cx), Poll::Ready(Ok(7)));
     }
 }
