@@ -81,6 +81,8 @@
 
 mod blocking;
 mod deadline;
+#[cfg(all(unix, feature = "redis"))]
+pub mod distributed;
 mod error;
 mod executor;
 mod future;
