@@ -414,3 +414,45 @@ fn every_key_written_has_an_expiry() {
         assert!(ttl > 0 && ttl <= 3_600_000, "{key} expires (PTTL {ttl})");
     }
 }
+
+/// Set in the re-run of this test binary that does the forking (one test thread there, so no
+/// other thread of the process holds a lock at the fork).
+const FORK_CHILD_URL: &str = "STEALPOOL_TEST_FORK_URL";
+
+#[test]
+fn a_forked_child_uses_connections_of_its_own() {
+    let Ok(url) = std::env::var(FORK_CHILD_URL) else {
+        let Some(server) = server() else { return };
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "a_forked_child_uses_connections_of_its_own", "--test-threads=1", "--nocapture"])
+            .env(FORK_CHILD_URL, server.url())
+            .status()
+            .unwrap();
+        assert!(status.success(), "the forking run failed: {status}");
+        return;
+    };
+    let objects = Objects::new(url).namespace("fork");
+    let (to_child, to_parent) = (objects.queue::<u32>("down"), objects.queue::<u32>("up"));
+    assert!(to_child.try_get().unwrap_err().is_empty(), "the parent's pool now holds a connection");
+    // SAFETY: this process runs one test thread (the harness's main thread only waits for it),
+    // so no other thread holds a lock or the allocator at the fork; the child uses the objects,
+    // which reset their per-process connections, and leaves with `_exit`.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            // Blocks on a connection of its own while the parent talks on its own: were the
+            // socket shared, the replies would cross.
+            let ok = to_child.get_timeout(HANG).is_ok_and(|n| n == 1) && to_parent.put(&2).is_ok();
+            // SAFETY: `_exit` ends the child at once, running nothing of the parent's.
+            unsafe { nix::libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            for _ in 0..20 {
+                assert!(to_parent.try_get().unwrap_err().is_empty());
+            }
+            to_child.put(&1).unwrap();
+            assert_eq!(to_parent.get_timeout(HANG).unwrap(), 2);
+            let status = nix::sys::wait::waitpid(child, None).unwrap();
+            assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
+        }
+    }
+}

@@ -34,6 +34,15 @@ use crate::ipc::PerProcess;
 /// can delay a waiter.
 pub(crate) const SLICE: Duration = Duration::from_secs(2);
 
+/// The longest expiry or lease given to Redis, in milliseconds (100 years): Redis refuses an
+/// expiry whose deadline does not fit its clock, so "for ever" is this.
+pub(crate) const MAX_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// `d` in whole milliseconds, at least 1, at most [`MAX_MS`].
+pub(crate) fn millis(d: Duration) -> u64 {
+    d.as_millis().clamp(1, MAX_MS as u128) as u64
+}
+
 /// How many idle connections to one Redis a process keeps.
 const IDLE_PER_URL: usize = 8;
 
@@ -218,7 +227,7 @@ fn block_on(
     block: Duration,
     io: Duration,
 ) -> redis::RedisResult<()> {
-    conn.set_read_timeout(Some(block + io))?;
+    conn.set_read_timeout(Some(block.saturating_add(io)))?;
     let ms = block.as_millis().clamp(1, u64::MAX as u128) as u64;
     let read = redis::cmd("XREAD")
         .arg("COUNT")
@@ -310,4 +319,55 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Object
 /// Deserializes what a key held (postcard); anything else is `Corrupt`.
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ObjectError> {
     postcard::from_bytes(bytes).map_err(|e| ObjectError::Corrupt(format!("does not decode: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_of_any_shape_parse_to_a_value_or_an_error() {
+        let id = || Value::BulkString(b"5-0".to_vec());
+        match not_now::<()>(vec![Value::Int(0), id(), Value::Int(-7)]) {
+            Ok(Step::Wait { after, hint }) => {
+                assert_eq!(after, b"5-0");
+                assert_eq!(hint, Some(Duration::from_millis(1)), "a hint in the past is the shortest wait");
+            }
+            _ => panic!("a well-formed wait reply"),
+        }
+        assert!(matches!(not_now::<()>(vec![Value::Int(0), id()]), Ok(Step::Wait { hint: None, .. })));
+        for bad in [
+            vec![Value::Int(0)],
+            vec![Value::Int(0), Value::Nil],
+            vec![Value::Int(0), Value::Int(3)],
+            vec![Value::Int(0), id(), Value::BulkString(b"soon".to_vec())],
+        ] {
+            assert!(matches!(not_now::<()>(bad), Err(ObjectError::Corrupt(_))));
+        }
+        assert!(array(Value::Okay).is_err());
+        assert!(int(&Value::Double(1.0)).is_err());
+        assert_eq!(bytes(Value::Nil).unwrap(), None);
+        assert!(bytes(Value::Array(vec![])).is_err());
+        assert!(decode::<(u64, String)>(&[0xff; 12]).unwrap_err().is_corrupt());
+    }
+
+    #[test]
+    fn durations_become_milliseconds_redis_accepts() {
+        assert_eq!(millis(Duration::ZERO), 1);
+        assert_eq!(millis(Duration::from_micros(1500)), 1);
+        assert_eq!(millis(Duration::from_secs(2)), 2000);
+        assert_eq!(millis(Duration::MAX), MAX_MS);
+    }
+
+    #[test]
+    fn messages_never_show_the_password() {
+        let location = Location {
+            url: "redis://user:secret@127.0.0.1:1/".into(),
+            connect_timeout: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(1),
+            reconnect_window: Duration::from_secs(1),
+        };
+        assert_eq!(format!("{location:?}"), "redis://user:***@127.0.0.1:1/");
+        assert!(!location.disconnected(None).to_string().contains("secret"));
+    }
 }

@@ -21,7 +21,7 @@ use redis::{Script, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::distributed::objects::ObjectError;
-use crate::distributed::objects::handle::{Handle, Step, array, int, not_now, script};
+use crate::distributed::objects::handle::{Handle, Step, array, int, millis, not_now, script};
 
 /// KEYS: holders, lapsed, released. ARGV: token, permits, lease ms, ttl ms.
 /// `[1, previous_died]` held; `[0, last id of released, ms until the next lapse]` not now.
@@ -99,7 +99,7 @@ struct Permits {
 
 impl Permits {
     fn lease_ms(&self) -> u64 {
-        self.lease.as_millis().clamp(1, u64::MAX as u128) as u64
+        millis(self.lease)
     }
 
     fn acquire(&self, timeout: Duration) -> Result<Option<Held>, ObjectError> {

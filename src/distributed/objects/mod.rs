@@ -142,15 +142,16 @@ impl Objects {
         self
     }
 
-    /// How long after its last write an object's keys expire (at least 1 ms; kept at least
-    /// twice the lease, so that a held lock never expires under its holder).
+    /// How long after its last write an object's keys expire (at least 1 ms, at most 100
+    /// years; kept at least twice the lease, so that a held lock never expires under its
+    /// holder).
     pub fn idle_expiry(mut self, expiry: Duration) -> Objects {
         self.idle_expiry = expiry;
         self
     }
 
     /// How long a [`Lock`] or [`Semaphore`] permit stays held without a renewal (at least
-    /// 1 ms).
+    /// 1 ms, at most 100 years).
     pub fn lease(mut self, lease: Duration) -> Objects {
         self.lease = lease.max(Duration::from_millis(1));
         self
@@ -161,7 +162,7 @@ impl Objects {
         Handle {
             location: Arc::new(self.location.clone()),
             key: self.namespace.key(&["obj", kind, name]),
-            ttl_ms: ttl.as_millis().min(i64::MAX as u128) as u64,
+            ttl_ms: handle::millis(ttl),
         }
     }
 
