@@ -456,3 +456,19 @@ fn a_forked_child_uses_connections_of_its_own() {
         }
     }
 }
+
+#[test]
+fn no_redis_at_all_is_a_clear_error_at_once() {
+    // A port that was free a moment ago: nobody listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let objects =
+        Objects::new(format!("redis://user:secret@127.0.0.1:{port}/")).connect_timeout(Duration::from_secs(2));
+    let started = Instant::now();
+    let err = objects.queue::<u8>("q").get().unwrap_err();
+    assert!(err.is_disconnected(), "{err}");
+    let message = err.to_string();
+    assert!(message.contains(&format!("127.0.0.1:{port}")) && !message.contains("secret"), "{message}");
+    assert!(objects.lock("l").try_lock().unwrap_err().is_disconnected());
+    assert!(objects.map::<u8, u8>("m").len().unwrap_err().is_disconnected());
+    assert!(started.elapsed() < Duration::from_secs(10), "no retrying before the first connection");
+}

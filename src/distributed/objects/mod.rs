@@ -5,7 +5,8 @@
 //! not), [`Lock`], [`Semaphore`], [`Event`], [`Map`]. Objects are named: two handles made with
 //! the same [`Objects`] settings and name, in any processes, are the same object. A handle is
 //! plain data (serde): put it in a job's arguments and the worker that runs the job uses the
-//! object. It connects on first use; each process keeps its own idle connections (so a process
+//! object. A handle carries the Redis URL whole, password included (whoever runs the job needs
+//! it to connect; `Debug` and error messages show it redacted). It connects on first use; each process keeps its own idle connections (so a process
 //! that uses objects from one thread holds one connection), never inherits its parent's across
 //! a `fork`, and a thread blocked in a wait holds a connection of its own.
 //!
