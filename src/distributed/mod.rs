@@ -13,5 +13,7 @@
 //! namespace, connecting with a timeout, and reconnecting with backoff.
 
 pub mod connection;
+pub mod objects;
 
 pub use connection::{ConnectError, Namespace, RedisConfig};
+pub use objects::Objects;
