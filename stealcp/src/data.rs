@@ -142,6 +142,92 @@ fn copy_extent(src: &File, dst: &File, start: u64, end: u64) -> io::Result<u64> 
     Ok(end)
 }
 
+/// Copies the whole of `src` into the empty `dst`, until `src`'s end of file: `len` (what
+/// `stat` said) is only where to expect it. A file that grew is copied to its new end; one that
+/// shrank to where it ends now. With `sparse`, only data extents are copied (the caller sets
+/// the length). Returns the bytes the copy has.
+///
+/// No call is added for the usual file: `copy_file_range` is asked for more than `len`, and a
+/// short answer once `len` is reached is the end of file.
+pub(super) fn copy_all(src: &File, dst: &File, len: u64, sparse: bool) -> io::Result<u64> {
+    if sparse {
+        let mut pos = 0u64;
+        loop {
+            let data = match nix::unistd::lseek(src, to_off(pos)?, Whence::SeekData) {
+                Ok(data) => data as u64,
+                Err(Errno::ENXIO) => break,
+                Err(e) => return Err(e.into()),
+            };
+            let hole = nix::unistd::lseek(src, to_off(data)?, Whence::SeekHole).map_err(io::Error::from)? as u64;
+            let reached = copy_to_eof(src, dst, data, Some(hole))?;
+            if reached < hole {
+                break;
+            }
+            pos = hole;
+        }
+        return Ok(src.metadata()?.len());
+    }
+    let mut off_in = 0i64;
+    let mut off_out = 0i64;
+    let want = CHUNK as usize;
+    loop {
+        match nix::fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
+            Ok(0) => return Ok(off_in as u64),
+            Ok(n) if n < want && off_in as u64 >= len => return Ok(off_in as u64),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(Errno::EXDEV | Errno::ENOSYS | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::EPERM) => {
+                return copy_to_eof(src, dst, off_in as u64, None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// `pread`/`pwrite` from `start` to `end` or, without one, to the end of file; returns where
+/// it stopped (short of `end` if the file ends first).
+fn copy_to_eof(src: &File, dst: &File, start: u64, end: Option<u64>) -> io::Result<u64> {
+    let mut buf = vec![0u8; FALLBACK_BUFFER];
+    let mut pos = start;
+    while end.is_none_or(|end| pos < end) {
+        let want = end.map_or(buf.len() as u64, |end| (end - pos).min(buf.len() as u64)) as usize;
+        match src.read_at(&mut buf[..want], pos) {
+            Ok(0) => break,
+            Ok(n) => {
+                dst.write_all_at(&buf[..n], pos)?;
+                pos += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(pos)
+}
+
+/// Reads `src` from where it is to its end and writes it to `dst` in order: for FIFOs and
+/// devices on either side, and for files whose size says nothing (`/proc`, `/sys`: 0). An
+/// empty file costs one `read`. Returns the bytes copied.
+pub(super) fn stream(mut src: &File, mut dst: &File) -> io::Result<u64> {
+    use std::io::{Read, Write};
+    let mut small = [0u8; 8192];
+    let mut big = Vec::new();
+    let mut total = 0u64;
+    loop {
+        let buf: &mut [u8] = if big.is_empty() { &mut small } else { &mut big };
+        match src.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => {
+                dst.write_all(&buf[..n])?;
+                total += n as u64;
+                if big.is_empty() && n == small.len() {
+                    big = vec![0u8; FALLBACK_BUFFER];
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The portable path: read and write through a buffer, at explicit offsets.
 fn read_write(src: &File, dst: &File, start: u64, end: u64) -> io::Result<u64> {
     let mut buf = vec![0u8; FALLBACK_BUFFER.min((end - start) as usize)];

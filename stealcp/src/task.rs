@@ -105,6 +105,7 @@ mod tests {
                     dst_dev: 0,
                     dst_group: None,
                     in_staging: false,
+                    read_special: false,
                 }
             })
             .collect();

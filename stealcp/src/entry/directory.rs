@@ -23,6 +23,12 @@ pub(crate) struct DirMeta {
     gid: u32,
     atime: (i64, u32),
     mtime: (i64, u32),
+    /// The source directory's device (`-x` compares it with its parent's).
+    #[serde(default)]
+    pub(crate) dev: u64,
+    /// Copy the directory but not what is inside (`-x`: a mount point of another file system).
+    #[serde(default)]
+    pub(crate) skip_contents: bool,
 }
 
 impl DirMeta {
@@ -34,6 +40,8 @@ impl DirMeta {
             gid: meta.gid(),
             atime: (a.unix_seconds(), a.nanoseconds()),
             mtime: (m.unix_seconds(), m.nanoseconds()),
+            dev: meta.dev(),
+            skip_contents: false,
         }
     }
 }
@@ -46,8 +54,8 @@ pub(crate) fn create_directory(destination: &Path, meta: &DirMeta) -> Result<boo
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match fs::metadata(destination) {
             Ok(m) if m.is_dir() => Ok(true),
             _ => {
-                let error = io::Error::other("cannot overwrite a non-directory with a directory");
-                Err(Failure { path: destination.to_path_buf(), action: "create directory", error })
+                let error = io::Error::other("");
+                Err(Failure { path: destination.to_path_buf(), action: "overwrite non-directory", error })
             }
         },
         Err(e) => Err(fail(destination, "create directory")(e)),

@@ -21,10 +21,16 @@ fn clear_destination(destination: &Path, o: &CopyOptions, action: &'static str) 
         return Ok(false);
     }
     if existing.is_dir() {
-        let error = io::Error::other("cannot overwrite a directory");
-        return Err(Failure { path: destination.to_path_buf(), action, error });
+        let _ = action;
+        let error = io::Error::other("");
+        return Err(Failure { path: destination.to_path_buf(), action: "overwrite directory", error });
     }
-    fs::remove_file(destination).map_err(fail(destination, "replace"))?;
+    match &o.backup {
+        Some(backup) => {
+            super::file::make_backup(destination, backup).map_err(fail(destination, "backup"))?;
+        }
+        None => fs::remove_file(destination).map_err(fail(destination, "replace"))?,
+    }
     Ok(true)
 }
 

@@ -122,6 +122,7 @@ where
                 dst_dev: listing.dst_dev,
                 dst_group: listing.dst_group,
                 in_staging,
+                read_special: self.options.copy_contents,
             };
             (job, file.stat.and_then(|s| s.link_key()))
         });
@@ -153,6 +154,7 @@ mod tests {
             dst_dev: 0,
             dst_group: None,
             in_staging: false,
+            read_special: false,
         }
     }
 
