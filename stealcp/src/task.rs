@@ -106,6 +106,7 @@ mod tests {
                     dst_group: None,
                     in_staging: false,
                     read_special: false,
+                    open_as: None,
                 }
             })
             .collect();

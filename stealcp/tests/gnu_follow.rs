@@ -239,10 +239,61 @@ fn the_readme_main_job_command_works_twice() {
     file(&src, "a/b.rs", "// b\n", 0o644);
     let dst = dir.path().join("copy");
     for _ in 0..2 {
-        let out = Command::new(env!("CARGO_BIN_EXE_stealcp")).args(["-a", "-T"]).arg(&src).arg(&dst).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_stealcp"))
+            .args(["-a", "-T", "--progress", "--verify"])
+            .arg(&src)
+            .arg(&dst)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let diff = Command::new("diff").arg("-r").arg(&src).arg(&dst).status().unwrap();
         assert!(diff.success());
     }
     assert_eq!(fs::metadata(dst.join("lib.rs")).unwrap().nlink(), 1);
+}
+
+#[test]
+fn standard_input_is_the_callers_also_with_worker_processes() {
+    for backend in ["thread", "process"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stealcp"))
+            .args(["--backend", backend, "/dev/stdin"])
+            .arg(dir.path().join("copy"))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"mine\n").unwrap();
+        assert!(child.wait().unwrap().success());
+        assert_eq!(fs::read_to_string(dir.path().join("copy")).unwrap(), "mine\n", "{backend}");
+    }
+}
+
+/// A tmpfs mounted for one test and always unmounted.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn one_file_system_copies_mount_points_empty() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let mounts = std::cell::RefCell::new(Vec::new());
+    let setup = |dir: &Path| {
+        file(dir, "tree/a", "a\n", 0o644);
+        fs::create_dir(dir.join("tree/mnt")).unwrap();
+        let ok = Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(dir.join("tree/mnt")).status();
+        assert!(ok.is_ok_and(|s| s.success()), "mount a tmpfs");
+        mounts.borrow_mut().push(Mount(dir.join("tree/mnt")));
+        file(dir, "tree/mnt/inside", "other fs\n", 0o644);
+    };
+    same_as_cp(setup, &["-rx", "tree", "copy"]);
+    same_as_cp(setup, &["-ax", "tree", "copy"]);
+    same_as_cp(setup, &["-r", "tree", "copy"]);
+    drop(mounts);
 }

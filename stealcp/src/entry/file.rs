@@ -56,6 +56,26 @@ pub(crate) struct FileJob {
     /// file is refused when opened.
     #[serde(default)]
     pub(crate) read_special: bool,
+    /// The path to open instead of `source`, which stays the one shown to users: for
+    /// `/dev/stdin` and the like, the coordinator's descriptor as `/proc/<pid>/fd/N` (a worker
+    /// process's `/dev/stdin` is its own). See [`reachable_from_workers`].
+    #[serde(default, with = "path_bytes_opt")]
+    pub(crate) open_as: Option<PathBuf>,
+}
+
+/// `Option<PathBuf>` as raw bytes.
+mod path_bytes_opt {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::PathBuf;
+
+    pub(crate) fn serialize<S: serde::Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&p.as_ref().map(|p| serde_bytes::ByteBuf::from(p.as_os_str().as_bytes())), s)
+    }
+
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        let bytes: Option<serde_bytes::ByteBuf> = serde::Deserialize::deserialize(d)?;
+        Ok(bytes.map(|b| PathBuf::from(std::ffi::OsString::from_vec(b.into_vec()))))
+    }
 }
 
 /// The user and group that files this process creates belong to (read once per task).
@@ -113,7 +133,12 @@ fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> 
     if o.hard_link || o.symbolic_link {
         return link_instead(job, o, dirs);
     }
-    let (src, meta) = open_source_in(dirs, &job.source, job.follow, job.read_special)?;
+    let (src, meta) = match &job.open_as {
+        Some(path) => {
+            open_source(path, job.follow, job.read_special).map_err(|f| Failure { path: job.source.clone(), ..f })?
+        }
+        None => open_source_in(dirs, &job.source, job.follow, job.read_special)?,
+    };
     if job.hand_back_links && o.preserve_links && meta.nlink() > 1 {
         return Ok(FileOutcome::HandedBack(HandBackReason::HardLinked {
             dev: meta.dev(),
@@ -315,15 +340,14 @@ pub(super) fn existing_destination(
     let Some(target) = followed else {
         return Err(Failure { path: dest.clone(), action: "dangling symlink", error: io::Error::other("") });
     };
-    let mut flags = OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+    let regular = kind(&target) == SFlag::S_IFREG;
+    // --verify reads the copy back.
+    let mut flags = if o.verify && regular { OFlag::O_RDWR } else { OFlag::O_WRONLY } | OFlag::O_CLOEXEC;
     if !o.attributes_only {
         flags |= OFlag::O_TRUNC;
     }
     match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
-        Ok(fd) => {
-            let regular = kind(&target) == SFlag::S_IFREG;
-            Ok(Existing::Open { file: File::from(fd), dev: target.st_dev, regular })
-        }
+        Ok(fd) => Ok(Existing::Open { file: File::from(fd), dev: target.st_dev, regular }),
         Err(_) if o.force => remove(dirs),
         Err(e) => Err(fail(dest, "create")(e.into())),
     }
@@ -366,6 +390,21 @@ pub(crate) fn make_backup(destination: &Path, backup: &Backup) -> io::Result<Pat
     Ok(to)
 }
 
+/// A path naming one of this process's descriptors (`/dev/stdin`, `/dev/fd/N`,
+/// `/proc/self/fd/N`) as `/proc/<pid>/fd/N`, which names the same file from a worker process
+/// too (where `/dev/stdin` would be the worker's own); `None` for other paths.
+pub(crate) fn reachable_from_workers(path: &Path) -> Option<PathBuf> {
+    let fd = match path.to_str() {
+        Some("/dev/stdin") => Some("0"),
+        Some("/dev/stdout") => Some("1"),
+        Some("/dev/stderr") => Some("2"),
+        Some(p) => p.strip_prefix("/dev/fd/").or_else(|| p.strip_prefix("/proc/self/fd/")),
+        None => None,
+    };
+    let fd = fd.filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))?;
+    Some(PathBuf::from(format!("/proc/{}/fd/{fd}", std::process::id())))
+}
+
 /// [`open_source`], resolving the name from the source's open directory.
 pub(super) fn open_source_in(
     dirs: &mut Dirs,
@@ -373,7 +412,7 @@ pub(super) fn open_source_in(
     follow: bool,
     read_special: bool,
 ) -> Result<(File, fs::Metadata), Failure> {
-    let Some(name) = path.file_name() else { return open_source(path, follow) };
+    let Some(name) = path.file_name() else { return open_source(path, follow, read_special) };
     let dir = dir_of(&mut dirs.src, path).map_err(fail(path, "open"))?;
     let mut flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     if !follow {
@@ -385,13 +424,13 @@ pub(super) fn open_source_in(
 
 /// Opens a source file for reading; refuses anything that is no longer a regular file (it was
 /// replaced since the walk) and, unless following, a symlink.
-pub(super) fn open_source(path: &Path, follow: bool) -> Result<(File, fs::Metadata), Failure> {
+pub(super) fn open_source(path: &Path, follow: bool, read_special: bool) -> Result<(File, fs::Metadata), Failure> {
     let mut options = OpenOptions::new();
     options.read(true);
     if !follow {
         options.custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits());
     }
-    checked_source(options.open(path).map_err(fail(path, "open"))?, path, false)
+    checked_source(options.open(path).map_err(fail(path, "open"))?, path, read_special)
 }
 
 pub(super) fn checked_source(src: File, path: &Path, read_special: bool) -> Result<(File, fs::Metadata), Failure> {
@@ -427,6 +466,7 @@ mod tests {
             dst_group: Some(5),
             in_staging: true,
             read_special: false,
+            open_as: None,
         };
         let back: FileJob = postcard::from_bytes(&postcard::to_stdvec(&job).unwrap()).unwrap();
         assert_eq!((back.source, back.len, back.dst_dev, back.in_staging), (odd.clone(), Some(7), 3, true));

@@ -33,7 +33,7 @@ pub(crate) enum Prepared {
 /// First step of a file copied in ranges by several workers: checks the destination and makes
 /// the temporary file. Cheap (no data moves), so the caller runs it inline.
 pub(crate) fn prepare_split(job: &FileJob, o: &CopyOptions) -> Result<Prepared, Failure> {
-    let (src, meta) = open_source(&job.source, job.follow)?;
+    let (src, meta) = open_source(&job.source, job.follow, false)?;
     let existing =
         if job.check_existing { existing_destination(job, &meta, o, &mut Dirs::default())? } else { Existing::Absent };
     let (out, temp, dst_dev) = match existing {
@@ -83,7 +83,7 @@ pub(crate) struct RangeJob {
 
 /// Copies one range of a split file into its temporary file, at the same offsets.
 pub(crate) fn copy_piece(job: &RangeJob) -> Result<u64, Failure> {
-    let (src, meta) = open_source(&job.source, job.follow)?;
+    let (src, meta) = open_source(&job.source, job.follow, false)?;
     let out = OpenOptions::new().write(true).open(&job.temp).map_err(fail(&job.temp, "open"))?;
     data::copy_range(&src, &out, job.start, job.end, data::may_be_sparse(&meta)).map_err(fail(&job.source, "copy"))?;
     Ok(job.end - job.start)
@@ -111,7 +111,7 @@ pub(crate) fn finish_split(job: &FinishJob, o: &CopyOptions) -> FileOutcome {
         // The temporary file, or the existing destination written into.
         let name = if job.temp == job.destination { Naming::Existing } else { Naming::Temp(job.temp.clone()) };
         let staged = Staged { file: file.map_err(fail(&job.temp, "open"))?, name };
-        let (src, meta) = open_source(&job.source, job.follow)?;
+        let (src, meta) = open_source(&job.source, job.follow, false)?;
         let sealed = seal(staged, &mut Dirs::default(), &src, &meta, &job.destination, None, o)?;
         Ok(FileOutcome::sealed(sealed, job.len))
     })();

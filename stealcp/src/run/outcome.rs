@@ -123,6 +123,7 @@ where
                 dst_group: listing.dst_group,
                 in_staging,
                 read_special: self.options.copy_contents,
+                open_as: None,
             };
             (job, file.stat.and_then(|s| s.link_key()))
         });
@@ -155,6 +156,7 @@ mod tests {
             dst_group: None,
             in_staging: false,
             read_special: false,
+            open_as: None,
         }
     }
 

@@ -89,6 +89,8 @@ where
                 dst_group,
                 in_staging: false,
                 read_special: !kind.is_file(),
+                // A worker process opens the coordinator's /dev/stdin, not its own.
+                open_as: entry::reachable_from_workers(source),
             };
             self.add_found(vec![(job, scan::Stat::new(&meta).link_key())]);
         } else if kind.is_symlink() {
