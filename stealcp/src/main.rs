@@ -1,5 +1,5 @@
-//! `stealcp`: copy files and directory trees in parallel, with `cp`'s options and naming rules, a
-//! progress bar, and every failure listed at the end.
+//! `stealcp`: copy files and directory trees in parallel, with GNU cp's options, naming rules and
+//! messages (each failure printed as it happens), and a progress bar.
 //!
 //! This binary only parses options, shows progress and reports; the copying is the `stealcp`
 //! library (the engine: plan, walk, copy, publish).
