@@ -186,7 +186,8 @@ pub(super) fn copy_all(src: &File, dst: &File, len: u64, sparse: bool) -> io::Re
 /// `pread`/`pwrite` from `start` to `end` or, without one, to the end of file; returns where
 /// it stopped (short of `end` if the file ends first).
 fn copy_to_eof(src: &File, dst: &File, start: u64, end: Option<u64>) -> io::Result<u64> {
-    let mut buf = vec![0u8; FALLBACK_BUFFER];
+    let room = end.map_or(FALLBACK_BUFFER as u64, |end| end.saturating_sub(start).min(FALLBACK_BUFFER as u64));
+    let mut buf = vec![0u8; room as usize];
     let mut pos = start;
     while end.is_none_or(|end| pos < end) {
         let want = end.map_or(buf.len() as u64, |end| (end - pos).min(buf.len() as u64)) as usize;
@@ -228,21 +229,11 @@ pub(super) fn stream(mut src: &File, mut dst: &File) -> io::Result<u64> {
     }
 }
 
-/// The portable path: read and write through a buffer, at explicit offsets.
+/// The portable path: read and write through a buffer, at explicit offsets; the source must
+/// reach `end`.
 fn read_write(src: &File, dst: &File, start: u64, end: u64) -> io::Result<u64> {
-    let mut buf = vec![0u8; FALLBACK_BUFFER.min((end - start) as usize)];
-    let mut pos = start;
-    while pos < end {
-        let want = (end - pos).min(buf.len() as u64) as usize;
-        match src.read_at(&mut buf[..want], pos) {
-            Ok(0) => return Err(shrank()),
-            Ok(n) => {
-                dst.write_all_at(&buf[..n], pos)?;
-                pos += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+    if copy_to_eof(src, dst, start, Some(end))? < end {
+        return Err(shrank());
     }
     Ok(end)
 }
@@ -329,6 +320,28 @@ mod tests {
         }
         let e = read_write(&src, &dst, 0, 5000).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_whole_copy_goes_to_the_end_of_file_whatever_size_it_was_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 249) as u8).collect();
+        std::fs::write(dir.path().join("src"), &data).unwrap();
+        let src = File::open(dir.path().join("src")).unwrap();
+        // Told too little (it grew since stat), too much (it shrank), or 0 (/proc).
+        for (told, sparse) in [(1000, false), (5_000_000, false), (0, false), (1000, true)] {
+            let out = dir.path().join(format!("out-{told}-{sparse}"));
+            let dst = File::create(&out).unwrap();
+            let copied = copy_all(&src, &dst, told, sparse).unwrap();
+            dst.set_len(copied).unwrap();
+            assert_eq!(copied, data.len() as u64, "told {told}");
+            assert!(std::fs::read(&out).unwrap() == data, "told {told}");
+        }
+        // (SEEK_DATA moved the first one's position; a stream reads from where a file is.)
+        let src = File::open(dir.path().join("src")).unwrap();
+        let dst = File::create(dir.path().join("streamed")).unwrap();
+        assert_eq!(stream(&src, &dst).unwrap(), data.len() as u64);
+        assert!(std::fs::read(dir.path().join("streamed")).unwrap() == data);
     }
 
     #[test]

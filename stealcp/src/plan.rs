@@ -106,7 +106,7 @@ pub fn plan_each(
             continue;
         }
         match plan_one(source, dest, dest_is_dir, exact, options, &taken) {
-            Ok((assignment, _, as_symlink)) => {
+            Ok((assignment, as_symlink)) => {
                 taken.insert(assignment.destination.clone(), as_symlink);
                 out.push(assignment);
             }
@@ -116,8 +116,7 @@ pub fn plan_each(
     Ok((out, errors))
 }
 
-/// One source's destination: the assignment, whether the source is a directory, and whether
-/// it will be copied as a symlink.
+/// One source's destination: the assignment, and whether it will be copied as a symlink.
 fn plan_one(
     source: &Path,
     dest: &Path,
@@ -125,7 +124,7 @@ fn plan_one(
     exact: bool,
     options: &CopyOptions,
     taken: &HashMap<PathBuf, bool>,
-) -> Result<(Assignment, bool, bool), PlanError> {
+) -> Result<(Assignment, bool), PlanError> {
     let follow = options.follows_arguments();
     let meta = if follow { std::fs::metadata(source) } else { std::fs::symlink_metadata(source) };
     let meta = meta.map_err(|e| plan_error(source, PlanErrorKind::Missing(e)))?;
@@ -175,7 +174,7 @@ fn plan_one(
         }
     }
     let as_symlink = meta.is_symlink();
-    Ok((Assignment { source: source.to_path_buf(), destination, parents }, meta.is_dir(), as_symlink))
+    Ok((Assignment { source: source.to_path_buf(), destination, parents }, as_symlink))
 }
 
 /// Whether copying `source` (whose stat, followed or not as the copy will be, is `meta`) to the
