@@ -177,7 +177,10 @@ impl fmt::Display for Failure {
             "clone" => write!(f, "failed to clone {p}: {e}"),
             // Whole sentences: the error only carries the other path, if any.
             "overwrite directory" => write!(f, "cannot overwrite directory {p} with non-directory"),
-            "overwrite non-directory" => write!(f, "cannot overwrite non-directory {p} with directory"),
+            "overwrite non-directory" => match self.error.to_string() {
+                source if source.is_empty() => write!(f, "cannot overwrite non-directory {p} with directory"),
+                source => write!(f, "cannot overwrite non-directory {p} with directory {source}"),
+            },
             "dangling symlink" => write!(f, "not writing through dangling symlink {p}"),
             "same file" => write!(f, "{e} and {p} are the same file"),
             "relative symlink" => {

@@ -356,9 +356,40 @@ impl Observer for Report {
     }
 
     fn failed(&mut self, failure: &Failure) {
-        match &self.bar {
-            Some(bar) => bar.println(format!("stealcp: {failure}")),
-            None => eprintln!("stealcp: {failure}"),
+        if let Some(bar) = &self.bar {
+            bar.println(format!("stealcp: {failure}"));
+        }
+    }
+}
+
+/// Prints each failure on stderr as it happens, as cp does (through the progress bar's own
+/// `failed` when there is a bar, which prints above it), and passes everything on.
+struct Messages<'a> {
+    report: &'a mut dyn Observer,
+    bar: bool,
+}
+
+impl Observer for Messages<'_> {
+    fn wants_totals(&self) -> bool {
+        self.report.wants_totals()
+    }
+
+    fn found(&mut self, files: u64, bytes: u64) {
+        self.report.found(files, bytes);
+    }
+
+    fn progressed(&mut self, bytes: u64) {
+        self.report.progressed(bytes);
+    }
+
+    fn copied(&mut self, kind: EntryKind, source: &Path, destination: &Path) {
+        self.report.copied(kind, source, destination);
+    }
+
+    fn failed(&mut self, failure: &Failure) {
+        self.report.failed(failure);
+        if !self.bar {
+            eprintln!("stealcp: {failure}");
         }
     }
 }
@@ -496,8 +527,8 @@ fn run(opts: &Opts) -> Result<bool, Failed> {
         return Ok(ok);
     }
     let show_progress = opts.progress || (!opts.no_progress && std::io::stderr().is_terminal());
-    let mut observer =
-        Report { bar: show_progress.then(progress_bar), verbose: opts.verbose, files: 0, total_files: 0 };
+    let mut shown = Report { bar: show_progress.then(progress_bar), verbose: opts.verbose, files: 0, total_files: 0 };
+    let mut observer = Messages { report: &mut shown, bar: show_progress };
     let report = match opts.backend {
         Backend::Thread => {
             let pool = ThreadPoolBuilder::new().num_workers(opts.jobs).name_prefix("stealcp").build()?;
@@ -508,12 +539,12 @@ fn run(opts: &Opts) -> Result<bool, Failed> {
             stealcp::copy(&plan, &options, &pool, &mut observer)?
         }
     };
-    if let Some(bar) = &observer.bar {
+    if let Some(bar) = &shown.bar {
         bar.finish_and_clear();
     }
     for skipped in &report.skipped {
         eprintln!("stealcp: warning: '{}': {}", skipped.path.display(), skipped.reason);
     }
-    // Each failure was printed as it happened (Report::failed).
+    // Each failure was printed as it happened (Messages::failed).
     Ok(ok && report.is_success())
 }

@@ -119,7 +119,11 @@ pub(crate) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
     let mut out = Listing::default();
     match entry::create_directory(&job.destination, &job.meta) {
         Ok(existed) => (out.created, out.existed) = (true, existed),
-        Err(failure) => {
+        Err(mut failure) => {
+            if failure.action == "overwrite non-directory" {
+                // cp names the source directory too.
+                failure.error = io::Error::other(format!("'{}'", job.source.display()));
+            }
             out.failures.push(failure);
             return out;
         }
@@ -127,7 +131,7 @@ pub(crate) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
     if out.existed {
         if !o.keep_directory_symlink && fs::symlink_metadata(&job.destination).is_ok_and(|m| m.is_symlink()) {
             // cp puts a directory where a symlink to one is only with --keep-directory-symlink.
-            let error = io::Error::other("");
+            let error = io::Error::other(format!("'{}'", job.source.display()));
             out.failures.push(Failure { path: job.destination.clone(), action: "overwrite non-directory", error });
             out.created = false;
             return out;

@@ -78,7 +78,10 @@ fn a_directory_is_never_overwritten_by_a_file_nor_a_file_by_a_directory() {
         file(dir, "src/x", "file\n", 0o644);
         fs::create_dir_all(dir.join("dst/src/x")).unwrap();
     };
-    same_as_cp(nested, &["-r", "src", "dst"]);
+    for run in same_as_cp(nested, &["-r", "src", "dst"]) {
+        let line = "stealcp: cannot overwrite directory 'dst/src/x' with non-directory\n";
+        assert_eq!(run.stderr, line, "the whole message, as cp's");
+    }
 }
 
 #[test]
@@ -300,4 +303,17 @@ fn an_unreadable_directory_is_worded_as_cp() {
         fs::set_permissions(dir.join("tree/closed"), std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
     };
     same_as_cp(setup, &["-r", "tree", "out"]);
+}
+
+#[test]
+fn a_directory_onto_a_file_inside_a_tree_is_worded_as_cp() {
+    let setup = |dir: &Path| {
+        file(dir, "src/x/inner", "i\n", 0o644);
+        file(dir, "src/y", "y\n", 0o644);
+        file(dir, "dst/src/x", "a file in the way\n", 0o644);
+    };
+    for run in same_as_cp(setup, &["-r", "src", "dst"]) {
+        let line = "stealcp: cannot overwrite non-directory 'dst/src/x' with directory 'src/x'\n";
+        assert_eq!(run.stderr, line, "the whole message, as cp's");
+    }
 }
