@@ -297,3 +297,50 @@ fn one_file_system_copies_mount_points_empty() {
     same_as_cp(setup, &["-r", "tree", "copy"]);
     drop(mounts);
 }
+
+#[test]
+fn attributes_only_onto_existing_files() {
+    // coreutils attr-existing.
+    let setup = |dir: &Path| {
+        file(dir, "file1", "1", 0o640);
+        file(dir, "file2", "2", 0o644);
+        fs::hard_link(dir.join("file2"), dir.join("link2")).unwrap();
+        symlink(dir, "file1", "sym1");
+    };
+    same_as_cp(setup, &["--attributes-only", "file1", "file2"]);
+    same_as_cp(setup, &["-a", "--attributes-only", "file1", "file2"]);
+    same_as_cp(setup, &["-a", "--attributes-only", "sym1", "file2"]);
+    same_as_cp(setup, &["-a", "--remove-destination", "--attributes-only", "sym1", "file2"]);
+}
+
+#[test]
+fn verbose_lists_directories_only_when_it_makes_them() {
+    // coreutils src-base-dot: nothing to list when copying a directory's contents into itself.
+    let setup = |dir: &Path| {
+        fs::create_dir_all(dir.join("x")).unwrap();
+        file(dir, "tree/sub/a", "a\n", 0o644);
+        fs::create_dir_all(dir.join("d/tree")).unwrap();
+    };
+    let stdout = Compare { stdout: true, ..Compare::default() };
+    same_as_cp_with(setup, &["-v", "-ab", "x/.", "."], None, stdout);
+    same_as_cp_with(setup, &["-rv", "tree", "d"], None, stdout);
+}
+
+#[test]
+fn cp_hl_and_no_dereference_cases() {
+    // coreutils cp-HL, deref-slink, link-no-deref.
+    let setup = |dir: &Path| {
+        fs::create_dir_all(dir.join("src-dir")).unwrap();
+        fs::create_dir_all(dir.join("dest-dir")).unwrap();
+        file(dir, "f", "f\n", 0o644);
+        symlink(dir, "f", "slink");
+        symlink(dir, "no-such-file", "src-dir/slink");
+        file(dir, "g", "", 0o644);
+        file(dir, "slink-target", "", 0o644);
+        symlink(dir, "slink-target", "slink2");
+        symlink(dir, "no-such-file", "dangling-slink");
+    };
+    same_as_cp(setup, &["-H", "-R", "slink", "src-dir", "dest-dir"]);
+    same_as_cp(setup, &["-d", "g", "slink2"]);
+    same_as_cp(setup, &["--link", "--no-dereference", "dangling-slink", "d2"]);
+}

@@ -20,8 +20,11 @@ fn clear_destination(destination: &Path, o: &CopyOptions, action: &'static str) 
     if o.no_clobber {
         return Ok(false);
     }
+    if o.attributes_only && !o.remove_destination {
+        // cp --attributes-only never replaces what is there by another kind of entry.
+        return Err(fail(destination, action)(io::Error::from_raw_os_error(nix::libc::EEXIST)));
+    }
     if existing.is_dir() {
-        let _ = action;
         let error = io::Error::other("");
         return Err(Failure { path: destination.to_path_buf(), action: "overwrite directory", error });
     }

@@ -90,7 +90,10 @@ where
             return;
         }
         self.report.directories += 1;
-        self.observer.copied(EntryKind::Directory, &source, &shown(&self.stagings, &destination));
+        if !listing.existed {
+            // As cp -v: a directory is listed when it is made, not when it was there.
+            self.observer.copied(EntryKind::Directory, &source, &shown(&self.stagings, &destination));
+        }
         for dir in &listing.subdirs {
             let (Some(meta), Some(stat)) = (dir.dir, dir.stat) else { continue };
             let child = source.join(dir.name());
