@@ -170,11 +170,19 @@ pub fn same_as_cp_with(setup: impl Fn(&Path), args: &[&str], stdin: Option<&[u8]
         return Vec::new();
     };
     let mut runs = Vec::new();
-    for user in users() {
+    // stealcp as it runs by default, and with worker processes (as the user who runs the tests).
+    let mut with_processes = vec!["--backend", "process"];
+    with_processes.extend_from_slice(args);
+    let runs_of: Vec<(User, &[&str])> = users()
+        .into_iter()
+        .map(|user| (user, args))
+        .chain(std::iter::once((User::Me, with_processes.as_slice())))
+        .collect();
+    for (user, our_args) in runs_of {
         let by_cp = run_one(cp, &setup, args, stdin, user);
-        let by_us = run_one(env!("CARGO_BIN_EXE_stealcp"), &setup, args, stdin, user);
+        let by_us = run_one(env!("CARGO_BIN_EXE_stealcp"), &setup, our_args, stdin, user);
         let context = format!(
-            "{args:?} as {user:?}\ncp: status {:?}, stderr:\n{}\nstealcp: status {:?}, stderr:\n{}",
+            "{our_args:?} as {user:?}\ncp: status {:?}, stderr:\n{}\nstealcp: status {:?}, stderr:\n{}",
             by_cp.status, by_cp.stderr, by_us.status, by_us.stderr
         );
         assert_eq!(by_us.status, by_cp.status, "exit status: {context}");
