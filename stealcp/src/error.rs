@@ -36,6 +36,8 @@ pub(crate) enum PlanErrorKind {
     JustCreated(PathBuf),
     /// An earlier source was copied to this destination as a symlink (the path is the source).
     ThroughJustCreatedSymlink(PathBuf),
+    /// Backing up the destination (the path) would replace the source, which is not copied.
+    BackupIsSource(PathBuf),
     /// The same source named twice: a warning, the second is skipped.
     SpecifiedTwice {
         directory: bool,
@@ -88,6 +90,9 @@ impl fmt::Display for PlanError {
             }
             PlanErrorKind::ThroughJustCreatedSymlink(source) => {
                 write!(f, "will not copy {} through just-created symlink {p}", Quoted(source))
+            }
+            PlanErrorKind::BackupIsSource(source) => {
+                write!(f, "backing up {p} might destroy source;  {} not copied", Quoted(source))
             }
             PlanErrorKind::SpecifiedTwice { directory } => {
                 let what = if *directory { "directory" } else { "file" };

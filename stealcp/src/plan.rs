@@ -168,6 +168,11 @@ fn plan_one(
             if exact && existing.is_dir() {
                 return Err(plan_error(&destination, PlanErrorKind::FileOverDirectory));
             }
+            if let Some(backup) = &options.backup
+                && same_entry(source, &crate::entry::backup_name(&destination, backup))
+            {
+                return Err(plan_error(&destination, PlanErrorKind::BackupIsSource(source.to_path_buf())));
+            }
             if same_file(source, &meta, &destination, existing, options) {
                 return Err(plan_error(&destination, PlanErrorKind::SameFile(source.to_path_buf())));
             }

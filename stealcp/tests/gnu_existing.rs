@@ -317,3 +317,14 @@ fn a_directory_onto_a_file_inside_a_tree_is_worded_as_cp() {
         assert_eq!(run.stderr, line, "the whole message, as cp's");
     }
 }
+
+#[test]
+fn a_backup_that_would_replace_the_source_is_refused() {
+    // coreutils backup-is-src.
+    let setup = |dir: &Path| {
+        file(dir, "a", "a\n", 0o644);
+        file(dir, "a~", "a-tilde\n", 0o644);
+    };
+    same_as_cp(setup, &["--backup=simple", "a~", "a"]);
+    same_as_cp(setup, &["--backup=numbered", "a~", "a"]);
+}

@@ -355,6 +355,13 @@ pub(super) fn existing_destination(
 
 /// Moves an existing destination to its backup name (`--backup`).
 pub(crate) fn make_backup(destination: &Path, backup: &Backup) -> io::Result<PathBuf> {
+    let to = backup_name(destination, backup);
+    fs::rename(destination, &to)?;
+    Ok(to)
+}
+
+/// The name `--backup` gives an existing `destination`: `name~` (the suffix) or `name.~N~`.
+pub(crate) fn backup_name(destination: &Path, backup: &Backup) -> PathBuf {
     use std::os::unix::ffi::OsStrExt;
     let name = destination.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
     let parent = match destination.parent() {
@@ -385,9 +392,7 @@ pub(crate) fn make_backup(destination: &Path, backup: &Backup) -> io::Result<Pat
             n => backup_name.extend_from_slice(format!(".~{}~", n + 1).as_bytes()),
         },
     }
-    let to = destination.with_file_name(std::ffi::OsStr::from_bytes(&backup_name));
-    fs::rename(destination, &to)?;
-    Ok(to)
+    destination.with_file_name(std::ffi::OsStr::from_bytes(&backup_name))
 }
 
 /// A path naming one of this process's descriptors (`/dev/stdin`, `/dev/fd/N`,
