@@ -34,7 +34,9 @@ A later run into the same places removes the leftovers of a killed one.
 Not supported: -Z/--context (SELinux contexts: this build has no SELinux support; -Z is
 ignored with a warning, as cp does on a kernel without SELinux); --preserve=context (ignored);
 --sparse=always is taken as --sparse=auto (holes are kept where the source has them, runs
-of zeros are written); -i asks only about files named on the command line.
+of zeros are written); -i asks only about files named on the command line; --debug prints one
+line for the run, not one per file; -v does not add cp's 'removed' and '(backup: ...)' notes;
+--no-preserve=mode gives new files the source's bits less the umask (cp: 0666 less the umask).
 Exit status: 0 if everything was copied, 1 if anything failed or the options were wrong.";
 
 #[derive(Debug, Parser)]
@@ -68,7 +70,7 @@ struct Opts {
     /// Same as --no-dereference --preserve=links.
     #[arg(short = 'd')]
     no_dereference_preserve_links: bool,
-    /// Explain how each copy is made.
+    /// Say how copies are made (one line for the run).
     #[arg(long)]
     debug: bool,
     /// If an existing destination cannot be opened, remove it and try again.
