@@ -328,3 +328,25 @@ fn a_backup_that_would_replace_the_source_is_refused() {
     same_as_cp(setup, &["--backup=simple", "a~", "a"]);
     same_as_cp(setup, &["--backup=numbered", "a~", "a"]);
 }
+
+#[test]
+fn a_large_file_split_across_workers_is_written_into_an_existing_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    // 65 MiB: over the size from which a file is copied in ranges by several workers.
+    let data: Vec<u8> = (0..65u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    fs::write(dir.path().join("big"), &data).unwrap();
+    file(dir.path(), "dst", "old\n", 0o600);
+    fs::hard_link(dir.path().join("dst"), dir.path().join("dst2")).unwrap();
+    let inode = fs::metadata(dir.path().join("dst")).unwrap().ino();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stealcp"))
+        .args(["-j", "4", "big", "dst"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let meta = fs::metadata(dir.path().join("dst2")).unwrap();
+    assert_eq!((meta.ino(), meta.mode() & 0o777), (inode, 0o600), "written into: same inode, same mode");
+    assert!(fs::read(dir.path().join("dst2")).unwrap() == data);
+    let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 3, "no temporary file left: {names:?}");
+}
