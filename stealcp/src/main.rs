@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use stealcp::{Backup, BackupControl, CopyOptions, EntryKind, Failure, Observer, Reflink, Sparse, Target};
 use stealpool::{ProcessPoolBuilder, ThreadPoolBuilder};
@@ -35,8 +35,7 @@ Not supported: -Z/--context (SELinux contexts: this build has no SELinux support
 ignored with a warning, as cp does on a kernel without SELinux); --preserve=context (ignored);
 --sparse=always is taken as --sparse=auto (holes are kept where the source has them, runs
 of zeros are written); -i asks only about files named on the command line; --debug prints one
-line for the run, not one per file; -v does not add cp's 'removed' and '(backup: ...)' notes;
---no-preserve=mode gives new files the source's bits less the umask (cp: 0666 less the umask).
+line for the run, not one per file; -v does not add cp's 'removed' and '(backup: ...)' notes.
 Exit status: 0 if everything was copied, 1 if anything failed or the options were wrong.";
 
 #[derive(Debug, Parser)]
@@ -164,6 +163,37 @@ struct Opts {
     /// Re-read each copied file and compare it with its source.
     #[arg(long)]
     verify: bool,
+    /// Filled after parsing: see [`preserve_order`].
+    #[arg(skip)]
+    preserve_order: PreserveOrder,
+}
+
+/// The attribute switches in the order given: (index, list, on); see [`preserve_order`].
+type PreserveOrder = Vec<(usize, String, bool)>;
+
+/// `-a`, `-d`, `-p`, `--preserve` and `--no-preserve` in the order they were given (cp applies
+/// them so: `--no-preserve=mode -a` keeps modes, `-a --no-preserve=mode` does not).
+fn preserve_order(matches: &clap::ArgMatches) -> PreserveOrder {
+    let mut order = Vec::new();
+    let flags = [
+        ("archive", "all", true),
+        ("no_dereference_preserve_links", "links", true),
+        ("preserve_default", "mode,ownership,timestamps", true),
+    ];
+    for (id, list, on) in flags {
+        if matches.get_flag(id) {
+            for i in matches.indices_of(id).into_iter().flatten() {
+                order.push((i, list.to_owned(), on));
+            }
+        }
+    }
+    for (id, on) in [("preserve", true), ("no_preserve", false)] {
+        let values = matches.get_many::<String>(id).into_iter().flatten();
+        let indices = matches.indices_of(id).into_iter().flatten();
+        order.extend(indices.zip(values).map(|(i, list)| (i, list.clone(), on)));
+    }
+    order.sort_by_key(|(i, _, _)| *i);
+    order
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -229,22 +259,16 @@ fn backup_control(word: &str) -> Result<Option<BackupControl>, Usage> {
 
 fn copy_options(o: &Opts) -> Result<CopyOptions, Usage> {
     let mut c = CopyOptions::default();
+    // cp applies -a, -d, -p, --preserve and --no-preserve in the order given.
     let mut keep = Preserve::default();
-    if o.archive {
-        keep.set("all", true)?;
+    let mut explicit_no_mode = false;
+    for (_, list, on) in &o.preserve_order {
+        keep.set(list, *on)?;
+        if list.split(',').any(|w| w == "mode" || w == "all") {
+            explicit_no_mode = !on;
+        }
     }
-    if o.no_dereference_preserve_links {
-        keep.links = true;
-    }
-    if o.preserve_default {
-        keep.set("mode,ownership,timestamps", true)?;
-    }
-    for list in &o.preserve {
-        keep.set(list, true)?;
-    }
-    for list in &o.no_preserve {
-        keep.set(list, false)?;
-    }
+    c.default_modes = explicit_no_mode && !keep.mode;
     c.preserve_mode = keep.mode;
     c.preserve_ownership = keep.ownership;
     c.preserve_timestamps = keep.timestamps;
@@ -406,7 +430,12 @@ fn progress_bar() -> ProgressBar {
 }
 
 fn main() -> ExitCode {
-    let opts = match Opts::try_parse() {
+    let parsed = Opts::command().try_get_matches().and_then(|m| {
+        let mut opts = Opts::from_arg_matches(&m)?;
+        opts.preserve_order = preserve_order(&m);
+        Ok(opts)
+    });
+    let opts = match parsed {
         Ok(opts) => opts,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();

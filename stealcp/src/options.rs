@@ -69,6 +69,9 @@ pub struct CopyOptions {
     pub reflink: Reflink,
     /// Back up each existing destination before it is overwritten (`-b`, `--backup`).
     pub backup: Option<Backup>,
+    /// `--no-preserve=mode` said explicitly: new entries get the default bits (0666 for files,
+    /// 0777 for directories) less the umask, as with cp, instead of the source's less the umask.
+    pub default_modes: bool,
 }
 
 /// `--sparse=WHEN`: where copies have holes.
@@ -146,6 +149,16 @@ impl CopyOptions {
     /// ```
     pub fn follows_arguments(&self) -> bool {
         self.follow_arguments.unwrap_or(self.dereference || !self.recursive)
+    }
+
+    /// The permission bits a new entry is created with, before the umask: the source's, or
+    /// with [`default_modes`](CopyOptions::default_modes) the default ones.
+    pub(crate) fn creation_bits(&self, source_mode: u32, directory: bool) -> u32 {
+        match (self.default_modes, directory) {
+            (false, _) => source_mode & 0o777,
+            (true, false) => 0o666,
+            (true, true) => 0o777,
+        }
     }
 
     /// `cp -p`: modes, times and ownership kept.

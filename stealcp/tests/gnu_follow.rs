@@ -190,6 +190,10 @@ fn options_scripts_use() {
         &["-u", "f", "g"],
         &["-rf", "d", "out"],
         &["-a", "--no-preserve=links", "tree", "np"],
+        &["-a", "--no-preserve=all", "tree", "np2"],
+        &["-r", "--no-preserve=mode", "d", "np3"],
+        &["--no-preserve=mode", "f", "np4"],
+        &["--no-preserve=mode", "f", "g"],
     ];
     for args in cases {
         same_as_cp(tree, args);

@@ -83,6 +83,10 @@ pub(crate) fn finish_directory(job: &DirFinish, o: &CopyOptions) -> Result<(), F
     }
     if o.preserve_mode {
         fs::set_permissions(path, Permissions::from_mode(dir.mode)).map_err(fail(path, "set mode"))?;
+    } else if !existed && o.default_modes {
+        // --no-preserve=mode: the default bits less the umask, as cp.
+        let mode = 0o777 & !crate::attributes::umask().unwrap_or(0o022);
+        fs::set_permissions(path, Permissions::from_mode(mode)).map_err(fail(path, "set mode"))?;
     } else if !existed && dir.mode & 0o700 != 0o700 {
         // Take back the owner bits added so we could fill the directory.
         let current = fs::metadata(path).map_err(fail(path, "stat"))?.mode() & 0o7777;

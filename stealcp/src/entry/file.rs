@@ -154,7 +154,7 @@ fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> 
         Existing::Keep => return Ok(FileOutcome::Unchanged(meta.len())),
         Existing::Open { file, dev, regular } => (Staged { file, name: Naming::Existing }, dev, regular),
         Existing::Absent => {
-            let mode = creation_mode(&meta);
+            let mode = o.creation_bits(creation_mode(&meta), false);
             let staged = if job.in_staging {
                 Staged::in_place(dirs, &job.destination, mode)
             } else {

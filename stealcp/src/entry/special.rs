@@ -67,7 +67,7 @@ pub(crate) fn make_special(
     if check_existing && !clear_destination(destination, o, "create special file")? {
         return Ok(false);
     }
-    let perm = Mode::from_bits_truncate(meta.mode() & 0o7777);
+    let perm = Mode::from_bits_truncate(if o.default_modes { 0o666 } else { meta.mode() & 0o7777 });
     let kind = SFlag::from_bits_truncate(meta.mode() & SFlag::S_IFMT.bits());
     let made = if kind == SFlag::S_IFIFO {
         nix::unistd::mkfifo(destination, perm)

@@ -49,7 +49,7 @@ pub(crate) fn prepare_split(job: &FileJob, o: &CopyOptions) -> Result<Prepared, 
             let out = OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(creation_mode(&meta))
+                .mode(o.creation_bits(creation_mode(&meta), false))
                 .open(&temp)
                 .map_err(fail(&job.destination, "create"))?;
             (out, temp, job.dst_dev)
