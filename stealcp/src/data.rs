@@ -142,14 +142,57 @@ fn copy_extent(src: &File, dst: &File, start: u64, end: u64) -> io::Result<u64> 
     Ok(end)
 }
 
-/// The portable path: read and write through a buffer, at explicit offsets.
-fn read_write(src: &File, dst: &File, start: u64, end: u64) -> io::Result<u64> {
-    let mut buf = vec![0u8; FALLBACK_BUFFER.min((end - start) as usize)];
+/// Copies the whole of `src` into the empty `dst`, until `src`'s end of file: `len` (what
+/// `stat` said) is only where to expect it. A file that grew is copied to its new end; one that
+/// shrank to where it ends now. With `sparse`, only data extents are copied (the caller sets
+/// the length). Returns the bytes the copy has.
+///
+/// No call is added for the usual file: `copy_file_range` is asked for more than `len`, and a
+/// short answer once `len` is reached is the end of file.
+pub(super) fn copy_all(src: &File, dst: &File, len: u64, sparse: bool) -> io::Result<u64> {
+    if sparse {
+        let mut pos = 0u64;
+        loop {
+            let data = match nix::unistd::lseek(src, to_off(pos)?, Whence::SeekData) {
+                Ok(data) => data as u64,
+                Err(Errno::ENXIO) => break,
+                Err(e) => return Err(e.into()),
+            };
+            let hole = nix::unistd::lseek(src, to_off(data)?, Whence::SeekHole).map_err(io::Error::from)? as u64;
+            let reached = copy_to_eof(src, dst, data, Some(hole))?;
+            if reached < hole {
+                break;
+            }
+            pos = hole;
+        }
+        return Ok(src.metadata()?.len());
+    }
+    let mut off_in = 0i64;
+    let mut off_out = 0i64;
+    let want = CHUNK as usize;
+    loop {
+        match nix::fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
+            Ok(0) => return Ok(off_in as u64),
+            Ok(n) if n < want && off_in as u64 >= len => return Ok(off_in as u64),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(Errno::EXDEV | Errno::ENOSYS | Errno::EOPNOTSUPP | Errno::EINVAL | Errno::EPERM) => {
+                return copy_to_eof(src, dst, off_in as u64, None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// `pread`/`pwrite` from `start` to `end` or, without one, to the end of file; returns where
+/// it stopped (short of `end` if the file ends first).
+fn copy_to_eof(src: &File, dst: &File, start: u64, end: Option<u64>) -> io::Result<u64> {
+    let room = end.map_or(FALLBACK_BUFFER as u64, |end| end.saturating_sub(start).min(FALLBACK_BUFFER as u64));
+    let mut buf = vec![0u8; room as usize];
     let mut pos = start;
-    while pos < end {
-        let want = (end - pos).min(buf.len() as u64) as usize;
+    while end.is_none_or(|end| pos < end) {
+        let want = end.map_or(buf.len() as u64, |end| (end - pos).min(buf.len() as u64)) as usize;
         match src.read_at(&mut buf[..want], pos) {
-            Ok(0) => return Err(shrank()),
+            Ok(0) => break,
             Ok(n) => {
                 dst.write_all_at(&buf[..n], pos)?;
                 pos += n as u64;
@@ -157,6 +200,40 @@ fn read_write(src: &File, dst: &File, start: u64, end: u64) -> io::Result<u64> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+    Ok(pos)
+}
+
+/// Reads `src` from where it is to its end and writes it to `dst` in order: for FIFOs and
+/// devices on either side, and for files whose size says nothing (`/proc`, `/sys`: 0). An
+/// empty file costs one `read`. Returns the bytes copied.
+pub(super) fn stream(mut src: &File, mut dst: &File) -> io::Result<u64> {
+    use std::io::{Read, Write};
+    let mut small = [0u8; 8192];
+    let mut big = Vec::new();
+    let mut total = 0u64;
+    loop {
+        let buf: &mut [u8] = if big.is_empty() { &mut small } else { &mut big };
+        match src.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => {
+                dst.write_all(&buf[..n])?;
+                total += n as u64;
+                if big.is_empty() && n == small.len() {
+                    big = vec![0u8; FALLBACK_BUFFER];
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The portable path: read and write through a buffer, at explicit offsets; the source must
+/// reach `end`.
+fn read_write(src: &File, dst: &File, start: u64, end: u64) -> io::Result<u64> {
+    if copy_to_eof(src, dst, start, Some(end))? < end {
+        return Err(shrank());
     }
     Ok(end)
 }
@@ -243,6 +320,28 @@ mod tests {
         }
         let e = read_write(&src, &dst, 0, 5000).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_whole_copy_goes_to_the_end_of_file_whatever_size_it_was_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 249) as u8).collect();
+        std::fs::write(dir.path().join("src"), &data).unwrap();
+        let src = File::open(dir.path().join("src")).unwrap();
+        // Told too little (it grew since stat), too much (it shrank), or 0 (/proc).
+        for (told, sparse) in [(1000, false), (5_000_000, false), (0, false), (1000, true)] {
+            let out = dir.path().join(format!("out-{told}-{sparse}"));
+            let dst = File::create(&out).unwrap();
+            let copied = copy_all(&src, &dst, told, sparse).unwrap();
+            dst.set_len(copied).unwrap();
+            assert_eq!(copied, data.len() as u64, "told {told}");
+            assert!(std::fs::read(&out).unwrap() == data, "told {told}");
+        }
+        // (SEEK_DATA moved the first one's position; a stream reads from where a file is.)
+        let src = File::open(dir.path().join("src")).unwrap();
+        let dst = File::create(dir.path().join("streamed")).unwrap();
+        assert_eq!(stream(&src, &dst).unwrap(), data.len() as u64);
+        assert!(std::fs::read(dir.path().join("streamed")).unwrap() == data);
     }
 
     #[test]

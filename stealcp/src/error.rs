@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::path_bytes;
 
-/// An argument error found before any work starts.
+/// An argument error found before any work starts, worded as `cp` words it.
 #[derive(Debug)]
 pub struct PlanError {
     pub(crate) path: PathBuf,
@@ -23,29 +23,80 @@ pub(crate) enum PlanErrorKind {
     Missing(io::Error),
     DirectoryWithoutRecursive,
     IntoItself(PathBuf),
-    NotADirectory,
-    DirectoryOverFile,
+    /// The target must be a directory and is not: why, and whether it was named by `-t`.
+    NotADirectory(io::Error, bool),
+    /// A directory source over an existing non-directory (the path is the destination).
+    DirectoryOverFile(PathBuf),
+    /// A non-directory source over an existing directory (`-T`; the path is the destination).
+    FileOverDirectory,
     ParentsOutside,
+    /// The source and the destination are the same file (the path is the source).
+    SameFile(PathBuf),
+    /// An earlier source was copied to this destination (the path is the source).
+    JustCreated(PathBuf),
+    /// An earlier source was copied to this destination as a symlink (the path is the source).
+    ThroughJustCreatedSymlink(PathBuf),
+    /// Backing up the destination (the path) would replace the source, which is not copied.
+    BackupIsSource(PathBuf),
+    /// The same source named twice: a warning, the second is skipped.
+    SpecifiedTwice {
+        directory: bool,
+    },
+}
+
+impl PlanError {
+    /// Whether this is only a warning (`cp` goes on and does not fail for it): a source named
+    /// twice, which is copied once.
+    ///
+    /// # Examples
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let f = dir.path().join("f");
+    /// std::fs::write(&f, "x").unwrap();
+    /// let options = stealcp::CopyOptions::default();
+    /// let target = stealcp::Target::Auto(dir.path().join("out"));
+    /// std::fs::create_dir(dir.path().join("out")).unwrap();
+    /// let (plan, errors) = stealcp::plan_each(&[f.clone(), f], &target, &options).unwrap();
+    /// assert_eq!((plan.len(), errors.len()), (1, 1));
+    /// assert!(errors[0].is_warning());
+    /// ```
+    pub fn is_warning(&self) -> bool {
+        matches!(self.kind, PlanErrorKind::SpecifiedTwice { .. })
+    }
 }
 
 impl fmt::Display for PlanError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let p = self.path.display();
+        let p = Quoted(&self.path);
         match &self.kind {
-            PlanErrorKind::NoSources => f.write_str("no source given"),
-            PlanErrorKind::Missing(e) => write!(f, "cannot stat '{p}': {e}"),
-            PlanErrorKind::DirectoryWithoutRecursive => {
-                write!(f, "'{p}' is a directory (use -r to copy directories)")
-            }
+            PlanErrorKind::NoSources => f.write_str("missing file operand"),
+            PlanErrorKind::Missing(e) => write!(f, "cannot stat {p}: {}", Reason(e)),
+            PlanErrorKind::DirectoryWithoutRecursive => write!(f, "-r not specified; omitting directory {p}"),
             PlanErrorKind::IntoItself(dest) => {
-                write!(f, "cannot copy a directory, '{p}', into itself, '{}'", dest.display())
+                write!(f, "cannot copy a directory, {p}, into itself, {}", Quoted(dest))
             }
-            PlanErrorKind::NotADirectory => write!(f, "target '{p}' is not a directory"),
-            PlanErrorKind::DirectoryOverFile => {
-                write!(f, "cannot overwrite non-directory '{p}' with a directory")
+            PlanErrorKind::NotADirectory(e, false) => write!(f, "target {p}: {}", Reason(e)),
+            PlanErrorKind::NotADirectory(e, true) => write!(f, "target directory {p}: {}", Reason(e)),
+            PlanErrorKind::DirectoryOverFile(dest) => {
+                write!(f, "cannot overwrite non-directory {} with directory {p}", Quoted(dest))
             }
+            PlanErrorKind::FileOverDirectory => write!(f, "cannot overwrite directory {p} with non-directory"),
             PlanErrorKind::ParentsOutside => {
-                write!(f, "with --parents, '{p}' would be copied outside the target ('..' is refused)")
+                write!(f, "with --parents, {p} would be copied outside the target ('..' is refused)")
+            }
+            PlanErrorKind::SameFile(source) => write!(f, "{} and {p} are the same file", Quoted(source)),
+            PlanErrorKind::JustCreated(source) => {
+                write!(f, "will not overwrite just-created {p} with {}", Quoted(source))
+            }
+            PlanErrorKind::ThroughJustCreatedSymlink(source) => {
+                write!(f, "will not copy {} through just-created symlink {p}", Quoted(source))
+            }
+            PlanErrorKind::BackupIsSource(source) => {
+                write!(f, "backing up {p} might destroy source;  {} not copied", Quoted(source))
+            }
+            PlanErrorKind::SpecifiedTwice { directory } => {
+                let what = if *directory { "directory" } else { "file" };
+                write!(f, "warning: source {what} {p} specified more than once")
             }
         }
     }
@@ -64,6 +115,34 @@ pub(crate) fn plan_error(path: &Path, kind: PlanErrorKind) -> PlanError {
     PlanError { path: path.to_path_buf(), kind }
 }
 
+/// A path as `cp` shows it in messages: between single quotes (a quote inside is shown as
+/// `'\''`, as by the shell quoting `cp` uses).
+pub(crate) struct Quoted<'a>(pub(crate) &'a Path);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = self.0.to_string_lossy();
+        if shown.contains('\'') { write!(f, "\"{shown}\"") } else { write!(f, "'{shown}'") }
+    }
+}
+
+/// An error's reason as `cp` shows it: the system's words (`Permission denied`), without the
+/// `(os error 13)` that Rust's `io::Error` adds.
+pub(crate) struct Reason<'a>(pub(crate) &'a io::Error);
+
+impl fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.0.to_string();
+        match self.0.raw_os_error() {
+            Some(code) => {
+                let suffix = format!(" (os error {code})");
+                f.write_str(text.strip_suffix(suffix.as_str()).unwrap_or(&text))
+            }
+            None => f.write_str(&text),
+        }
+    }
+}
+
 /// What went wrong with one path.
 #[derive(Debug)]
 pub struct Failure {
@@ -76,8 +155,44 @@ pub struct Failure {
 }
 
 impl fmt::Display for Failure {
+    /// Worded as `cp` words the same failure (`cannot open 'a' for reading: Permission denied`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.path.display(), self.action, self.error)
+        let (p, e) = (Quoted(&self.path), Reason(&self.error));
+        match self.action {
+            "open" => write!(f, "cannot open {p} for reading: {e}"),
+            "stat" => write!(f, "cannot stat {p}: {e}"),
+            "create" => write!(f, "cannot create regular file {p}: {e}"),
+            "read" => write!(f, "error reading {p}: {e}"),
+            "write" => write!(f, "error writing {p}: {e}"),
+            "copy" => write!(f, "error copying {p}: {e}"),
+            "preserve ownership" => write!(f, "failed to preserve ownership for {p}: {e}"),
+            "preserve mode" => write!(f, "preserving permissions for {p}: {e}"),
+            "preserve timestamps" => write!(f, "preserving times for {p}: {e}"),
+            "verify" => write!(f, "verifying {p}: {e}"),
+            "rename into place" => write!(f, "cannot move the copy into place at {p}: {e}"),
+            "read symlink" => write!(f, "cannot read symbolic link {p}: {e}"),
+            "create symlink" => write!(f, "cannot create symbolic link {p}: {e}"),
+            "replace" => write!(f, "cannot remove {p}: {e}"),
+            "backup" => write!(f, "cannot backup {p}: {e}"),
+            "create hard link" => write!(f, "cannot create hard link {p}: {e}"),
+            "create directory" => write!(f, "cannot create directory {p}: {e}"),
+            "set mode" => write!(f, "setting permissions for {p}: {e}"),
+            "create special file" => write!(f, "cannot create special file {p}: {e}"),
+            "read directory" => write!(f, "cannot access {p}: {e}"),
+            "clone" => write!(f, "failed to clone {p}: {e}"),
+            // Whole sentences: the error only carries the other path, if any.
+            "overwrite directory" => write!(f, "cannot overwrite directory {p} with non-directory"),
+            "overwrite non-directory" => match self.error.to_string() {
+                source if source.is_empty() => write!(f, "cannot overwrite non-directory {p} with directory"),
+                source => write!(f, "cannot overwrite non-directory {p} with directory {source}"),
+            },
+            "dangling symlink" => write!(f, "not writing through dangling symlink {p}"),
+            "same file" => write!(f, "{e} and {p} are the same file"),
+            "relative symlink" => {
+                write!(f, "{}: can make relative symbolic links only in current directory", self.path.display())
+            }
+            action => write!(f, "cannot copy {p} ({action}): {e}"),
+        }
     }
 }
 
@@ -102,6 +217,15 @@ const ACTIONS: &[&str] = &[
     "create special file",
     "read directory",
     "copy job",
+    "read",
+    "write",
+    "backup",
+    "clone",
+    "overwrite directory",
+    "overwrite non-directory",
+    "dangling symlink",
+    "same file",
+    "relative symlink",
 ];
 
 /// A [`Failure`] as it travels between processes.

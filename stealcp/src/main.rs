@@ -1,5 +1,5 @@
-//! `stealcp`: copy files and directory trees in parallel, with `cp`'s options and naming rules, a
-//! progress bar, and every failure listed at the end.
+//! `stealcp`: copy files and directory trees in parallel, with GNU cp's options, naming rules and
+//! messages (each failure printed as it happens), and a progress bar.
 //!
 //! This binary only parses options, shows progress and reports; the copying is the `stealcp`
 //! library (the engine: plan, walk, copy, publish).
@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use stealcp::{CopyOptions, EntryKind, Failure, Observer, Target};
+use stealcp::{Backup, BackupControl, CopyOptions, EntryKind, Failure, Observer, Reflink, Sparse, Target};
 use stealpool::{ProcessPoolBuilder, ThreadPoolBuilder};
 
 const EXAMPLES: &str = "\
@@ -23,18 +24,26 @@ Examples:
   stealcp --parents -p src/a/f.txt /tmp/o  makes /tmp/o/src/a/f.txt (src, src/a copied as dirs)
   stealcp -a --backend process big/ /mnt/x copy in worker processes: a crash stays in its worker
 
-A new directory is built as .pcp-tmp-<pid>-*-<name> beside its destination and renamed into
-place once complete; in existing directories, files get their final names only once
-complete. A later run into the same places removes the leftovers of a killed one.
-FIFOs, sockets and device nodes inside a tree are recreated (devices need root), as by cp -R.
-Exit status: 0 if everything was copied, 1 if anything failed (all failures are listed).";
+As GNU cp 9: an existing destination file is written into (it keeps its inode, owner, other
+names and, without -p, its mode; a symlink is written through, a FIFO or device is written
+to); --remove-destination removes it first, -f removes it if it cannot be opened.
+Where stealcp does better than cp: a NEW file or directory is never visible half-written. A
+new directory is built as .pcp-tmp-<pid>-*-<name> beside its destination and renamed into
+place once complete; a new file in an existing directory gets its name only once complete.
+A later run into the same places removes the leftovers of a killed one.
+Not supported: -Z/--context (SELinux contexts: this build has no SELinux support; -Z is
+ignored with a warning, as cp does on a kernel without SELinux); --preserve=context (ignored);
+--sparse=always is taken as --sparse=auto (holes are kept where the source has them, runs
+of zeros are written); -i asks only about files named on the command line; --debug prints one
+line for the run, not one per file; -v does not add cp's 'removed' and '(backup: ...)' notes.
+Exit status: 0 if everything was copied, 1 if anything failed or the options were wrong.";
 
 #[derive(Debug, Parser)]
-#[command(name = "stealcp", version, about = "Copy files and directory trees in parallel, like cp -r / cp -a.")]
-#[command(after_help = EXAMPLES)]
+#[command(name = "stealcp", version, about = "Copy files and directory trees in parallel, like GNU cp.")]
+#[command(after_help = EXAMPLES, infer_long_args = true)]
 struct Opts {
     /// SOURCE... DEST, or SOURCE... with -t DIR.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(value_name = "PATH")]
     paths: Vec<PathBuf>,
     /// Copy directories recursively.
     #[arg(short = 'r', short_alias = 'R', long)]
@@ -43,27 +52,102 @@ struct Opts {
     /// timestamps and hard links kept).
     #[arg(short = 'a', long)]
     archive: bool,
-    /// Keep modes, ownership and timestamps.
-    #[arg(short = 'p')]
-    preserve: bool,
+    /// Copy only the attributes, not the contents.
+    #[arg(long)]
+    attributes_only: bool,
+    /// Back up each existing destination file (CONTROL: none/off, simple/never,
+    /// existing/nil, numbered/t; default: $VERSION_CONTROL, else existing).
+    #[arg(short = 'b', long, value_name = "CONTROL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "")]
+    backup: Option<String>,
+    /// The backup suffix (default: $SIMPLE_BACKUP_SUFFIX, else ~).
+    #[arg(short = 'S', long, value_name = "SUFFIX")]
+    suffix: Option<String>,
+    /// Copy the contents of FIFOs and devices when recursive.
+    #[arg(long)]
+    copy_contents: bool,
+    /// Same as --no-dereference --preserve=links.
+    #[arg(short = 'd')]
+    no_dereference_preserve_links: bool,
+    /// Say how copies are made (one line for the run).
+    #[arg(long)]
+    debug: bool,
+    /// If an existing destination cannot be opened, remove it and try again.
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// Ask before overwriting (files named on the command line).
+    #[arg(short = 'i', long, overrides_with_all = ["no_clobber"])]
+    interactive: bool,
+    /// Follow symlinks named on the command line.
+    #[arg(short = 'H', overrides_with_all = ["dereference", "no_dereference"])]
+    follow_arguments: bool,
+    /// Make hard links instead of copying.
+    #[arg(short = 'l', long)]
+    link: bool,
+    /// Always follow symlinks in the sources.
+    #[arg(short = 'L', long, overrides_with_all = ["no_dereference", "follow_arguments"])]
+    dereference: bool,
     /// Never overwrite an existing file.
-    #[arg(short = 'n', long)]
+    #[arg(short = 'n', long, overrides_with_all = ["interactive"])]
     no_clobber: bool,
+    /// Never follow symlinks in the sources (the default when recursive).
+    #[arg(short = 'P', long, overrides_with_all = ["dereference", "follow_arguments"])]
+    no_dereference: bool,
+    /// Same as --preserve=mode,ownership,timestamps.
+    #[arg(short = 'p')]
+    preserve_default: bool,
+    /// Keep these attributes (mode, ownership, timestamps, links, xattr, context, all).
+    #[arg(long, value_name = "ATTR_LIST", num_args = 0..=1, require_equals = true,
+          default_missing_value = "mode,ownership,timestamps")]
+    preserve: Vec<String>,
+    /// Do not keep these attributes.
+    #[arg(long, value_name = "ATTR_LIST")]
+    no_preserve: Vec<String>,
+    /// Append each source's path to the target directory (a/b/f into DIR is DIR/a/b/f).
+    #[arg(long)]
+    parents: bool,
+    /// Reflinks: auto (default), always (fail where impossible), never.
+    #[arg(long, value_name = "WHEN", num_args = 0..=1, require_equals = true,
+          default_missing_value = "always", value_parser = ["auto", "always", "never"])]
+    reflink: Option<String>,
+    /// Remove each existing destination file before copying (instead of writing into it).
+    #[arg(long)]
+    remove_destination: bool,
+    /// Holes: auto (default: where the source has them), always, never.
+    #[arg(long, value_name = "WHEN", value_parser = ["auto", "always", "never"])]
+    sparse: Option<String>,
+    /// Remove trailing slashes from each source.
+    #[arg(long)]
+    strip_trailing_slashes: bool,
+    /// Make symlinks instead of copying.
+    #[arg(short = 's', long)]
+    symbolic_link: bool,
+    /// Copy all sources into DIR.
+    #[arg(short = 't', long, value_name = "DIR")]
+    target_directory: Option<PathBuf>,
+    /// Treat DEST as a normal file (never copy into it as a directory).
+    #[arg(short = 'T', long)]
+    no_target_directory: bool,
+    /// Which existing files to replace: all, none, older (-u: older).
+    #[arg(long = "update", value_name = "WHEN", num_args = 0..=1, require_equals = true,
+          default_missing_value = "older", value_parser = ["all", "none", "older"])]
+    update_when: Option<String>,
     /// Copy only when the source is newer than the destination or the destination is missing.
-    #[arg(short = 'u', long)]
+    #[arg(short = 'u')]
     update: bool,
     /// Print each copy as 'SOURCE' -> 'DEST'.
     #[arg(short = 'v', long)]
     verbose: bool,
-    /// Always follow symlinks in the sources.
-    #[arg(short = 'L', long, overrides_with = "no_dereference")]
-    dereference: bool,
-    /// Never follow symlinks in the sources (the default when recursive).
-    #[arg(short = 'P', long, overrides_with = "dereference")]
-    no_dereference: bool,
-    /// Copy all sources into DIR.
-    #[arg(short = 't', long, value_name = "DIR")]
-    target_directory: Option<PathBuf>,
+    /// Keep a symlink to a directory at the destination (copy into the directory it leads to).
+    #[arg(long)]
+    keep_directory_symlink: bool,
+    /// Stay on this file system.
+    #[arg(short = 'x', long)]
+    one_file_system: bool,
+    /// SELinux context (not supported: ignored with a warning).
+    #[arg(short = 'Z', long = "context", value_name = "CTX", num_args = 0..=1, require_equals = true,
+          default_missing_value = "")]
+    context: Option<String>,
     /// Worker count (0: one per CPU).
     #[arg(short = 'j', long, value_name = "N", default_value_t = 0)]
     jobs: usize,
@@ -79,9 +163,37 @@ struct Opts {
     /// Re-read each copied file and compare it with its source.
     #[arg(long)]
     verify: bool,
-    /// Append each source's path to the target directory (a/b/f into DIR is DIR/a/b/f).
-    #[arg(long)]
-    parents: bool,
+    /// Filled after parsing: see [`preserve_order`].
+    #[arg(skip)]
+    preserve_order: PreserveOrder,
+}
+
+/// The attribute switches in the order given: (index, list, on); see [`preserve_order`].
+type PreserveOrder = Vec<(usize, String, bool)>;
+
+/// `-a`, `-d`, `-p`, `--preserve` and `--no-preserve` in the order they were given (cp applies
+/// them so: `--no-preserve=mode -a` keeps modes, `-a --no-preserve=mode` does not).
+fn preserve_order(matches: &clap::ArgMatches) -> PreserveOrder {
+    let mut order = Vec::new();
+    let flags = [
+        ("archive", "all", true),
+        ("no_dereference_preserve_links", "links", true),
+        ("preserve_default", "mode,ownership,timestamps", true),
+    ];
+    for (id, list, on) in flags {
+        if matches.get_flag(id) {
+            for i in matches.indices_of(id).into_iter().flatten() {
+                order.push((i, list.to_owned(), on));
+            }
+        }
+    }
+    for (id, on) in [("preserve", true), ("no_preserve", false)] {
+        let values = matches.get_many::<String>(id).into_iter().flatten();
+        let indices = matches.indices_of(id).into_iter().flatten();
+        order.extend(indices.zip(values).map(|(i, list)| (i, list.clone(), on)));
+    }
+    order.sort_by_key(|(i, _, _)| *i);
+    order
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -92,20 +204,131 @@ enum Backend {
     Process,
 }
 
-impl From<&Opts> for CopyOptions {
-    fn from(o: &Opts) -> Self {
-        let mut c = if o.archive { CopyOptions::archive() } else { CopyOptions::default() };
-        if o.preserve {
-            c = c.preserve();
+/// A usage error: printed with cp's hint, exit status 1.
+struct Usage(String);
+
+/// The attributes `--preserve` and friends name.
+#[derive(Debug, Default, Clone, Copy)]
+struct Preserve {
+    mode: bool,
+    ownership: bool,
+    timestamps: bool,
+    links: bool,
+    /// Recorded for `--preserve=xattr` / `-a`; the engine's switch for it is not there yet.
+    xattr: bool,
+}
+
+impl Preserve {
+    fn set(&mut self, list: &str, on: bool) -> Result<(), Usage> {
+        for word in list.split(',') {
+            match word {
+                "mode" => self.mode = on,
+                "ownership" => self.ownership = on,
+                "timestamps" => self.timestamps = on,
+                "links" => self.links = on,
+                "xattr" => self.xattr = on,
+                "context" => {}
+                "all" => *self = Preserve { mode: on, ownership: on, timestamps: on, links: on, xattr: on },
+                other => {
+                    return Err(Usage(format!(
+                        "invalid argument '{other}' for '--{}preserve'\nValid arguments are:\n  - 'mode'\n  - \
+                         'timestamps'\n  - 'ownership'\n  - 'links'\n  - 'context'\n  - 'xattr'\n  - 'all'",
+                        if on { "" } else { "no-" }
+                    )));
+                }
+            }
         }
-        c.recursive |= o.recursive;
-        c.dereference = o.dereference && !o.no_dereference;
-        c.no_clobber = o.no_clobber;
-        c.update = o.update;
-        c.verify = o.verify;
-        c.parents = o.parents;
-        c
+        Ok(())
     }
+}
+
+fn backup_control(word: &str) -> Result<Option<BackupControl>, Usage> {
+    Ok(Some(match word {
+        "none" | "off" => return Ok(None),
+        "simple" | "never" => BackupControl::Simple,
+        "existing" | "nil" => BackupControl::Existing,
+        "numbered" | "t" => BackupControl::Numbered,
+        other => {
+            return Err(Usage(format!(
+                "invalid argument '{other}' for 'backup type'\nValid arguments are:\n  - 'none', 'off'\n  - 'simple', \
+                 'never'\n  - 'existing', 'nil'\n  - 'numbered', 't'"
+            )));
+        }
+    }))
+}
+
+fn copy_options(o: &Opts) -> Result<CopyOptions, Usage> {
+    let mut c = CopyOptions::default();
+    // cp applies -a, -d, -p, --preserve and --no-preserve in the order given.
+    let mut keep = Preserve::default();
+    let mut explicit_no_mode = false;
+    for (_, list, on) in &o.preserve_order {
+        keep.set(list, *on)?;
+        if list.split(',').any(|w| w == "mode" || w == "all") {
+            explicit_no_mode = !on;
+        }
+    }
+    c.default_modes = explicit_no_mode && !keep.mode;
+    c.preserve_mode = keep.mode;
+    c.preserve_ownership = keep.ownership;
+    c.preserve_timestamps = keep.timestamps;
+    c.preserve_links = keep.links;
+    let _xattr_wanted = keep.xattr;
+    c.recursive = o.recursive || o.archive;
+    // -L, -H and -P override each other (clap keeps the last); -a and -d mean -P unless -L/-H.
+    if o.dereference {
+        c.dereference = true;
+        c.follow_arguments = Some(true);
+    } else if o.follow_arguments {
+        c.follow_arguments = Some(true);
+    } else if o.no_dereference || o.archive || o.no_dereference_preserve_links {
+        c.follow_arguments = Some(false);
+    } else if o.link {
+        // cp: -l without -P/-d/-a follows every symlink (links go to what they lead to).
+        c.dereference = true;
+        c.follow_arguments = Some(true);
+    }
+    c.no_clobber = o.no_clobber || o.update_when.as_deref() == Some("none");
+    c.update = o.update || o.update_when.as_deref() == Some("older");
+    c.verify = o.verify;
+    c.parents = o.parents;
+    c.remove_destination = o.remove_destination;
+    c.force = o.force;
+    c.copy_contents = o.copy_contents;
+    c.one_file_system = o.one_file_system;
+    c.hard_link = o.link;
+    c.symbolic_link = o.symbolic_link;
+    c.attributes_only = o.attributes_only;
+    c.keep_directory_symlink = o.keep_directory_symlink;
+    c.sparse = match o.sparse.as_deref() {
+        Some("always") => Sparse::Always,
+        Some("never") => Sparse::Never,
+        _ => Sparse::Auto,
+    };
+    c.reflink = match o.reflink.as_deref() {
+        Some("always") => Reflink::Always,
+        Some("never") => Reflink::Never,
+        _ => Reflink::Auto,
+    };
+    if o.backup.is_some() || o.suffix.is_some() {
+        let word = match o.backup.as_deref() {
+            Some(w) if !w.is_empty() => w.to_owned(),
+            _ => std::env::var("VERSION_CONTROL").unwrap_or_else(|_| "existing".to_owned()),
+        };
+        let suffix = o.suffix.clone().or_else(|| std::env::var("SIMPLE_BACKUP_SUFFIX").ok());
+        let suffix = suffix.filter(|s| !s.is_empty() && !s.contains('/')).unwrap_or_else(|| "~".to_owned());
+        c.backup = backup_control(&word)?.map(|control| Backup { control, suffix });
+    }
+    if c.hard_link && c.symbolic_link {
+        return Err(Usage("cannot make both hard and symbolic links".to_owned()));
+    }
+    if o.backup.is_some() && o.no_clobber {
+        return Err(Usage("options --backup and --no-clobber are mutually exclusive".to_owned()));
+    }
+    if o.reflink.as_deref() == Some("always") && o.sparse.as_deref().is_some_and(|s| s != "auto") {
+        return Err(Usage("--reflink can be used only with --sparse=auto".to_owned()));
+    }
+    Ok(c)
 }
 
 /// Progress bar and verbose listing.
@@ -165,6 +388,38 @@ impl Observer for Report {
     }
 }
 
+/// Prints each failure on stderr as it happens, as cp does (through the progress bar's own
+/// `failed` when there is a bar, which prints above it), and passes everything on.
+struct Messages<'a> {
+    report: &'a mut dyn Observer,
+    bar: bool,
+}
+
+impl Observer for Messages<'_> {
+    fn wants_totals(&self) -> bool {
+        self.report.wants_totals()
+    }
+
+    fn found(&mut self, files: u64, bytes: u64) {
+        self.report.found(files, bytes);
+    }
+
+    fn progressed(&mut self, bytes: u64) {
+        self.report.progressed(bytes);
+    }
+
+    fn copied(&mut self, kind: EntryKind, source: &Path, destination: &Path) {
+        self.report.copied(kind, source, destination);
+    }
+
+    fn failed(&mut self, failure: &Failure) {
+        self.report.failed(failure);
+        if !self.bar {
+            eprintln!("stealcp: {failure}");
+        }
+    }
+}
+
 fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::new(0);
     let style = ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} eta {eta}")
@@ -175,31 +430,136 @@ fn progress_bar() -> ProgressBar {
 }
 
 fn main() -> ExitCode {
-    let opts = Opts::parse();
+    let parsed = Opts::command().try_get_matches().and_then(|m| {
+        let mut opts = Opts::from_arg_matches(&m)?;
+        opts.preserve_order = preserve_order(&m);
+        Ok(opts)
+    });
+    let opts = match parsed {
+        Ok(opts) => opts,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap says what was wrong and how to get help; cp's status for it is 1, not 2.
+            let _ = e.print();
+            return ExitCode::FAILURE;
+        }
+    };
     match run(&opts) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
+        Err(Failed::Usage(Usage(message))) if message.starts_with("cannot combine") => {
+            eprintln!("stealcp: {message}");
+            ExitCode::FAILURE
+        }
+        Err(Failed::Usage(Usage(message))) => {
+            eprintln!("stealcp: {message}\nTry 'stealcp --help' for more information.");
+            ExitCode::FAILURE
+        }
+        Err(Failed::Other(e)) => {
             eprintln!("stealcp: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// Why nothing could be copied.
+enum Failed {
+    Usage(Usage),
+    Other(anyhow::Error),
+}
+
+impl From<Usage> for Failed {
+    fn from(u: Usage) -> Self {
+        Failed::Usage(u)
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failed {
+    fn from(e: E) -> Self {
+        Failed::Other(e.into())
+    }
+}
+
+/// The sources and where they go, from the operands, `-t` and `-T`.
+fn operands(opts: &Opts) -> Result<(Vec<PathBuf>, Target), Usage> {
+    let mut paths = opts.paths.clone();
+    if opts.strip_trailing_slashes {
+        for path in &mut paths {
+            *path = strip_trailing_slashes(path);
+        }
+    }
+    let quoted = |p: &Path| format!("'{}'", p.display());
+    match (&opts.target_directory, opts.no_target_directory) {
+        (Some(_), true) => {
+            Err(Usage("cannot combine --target-directory (-t) and --no-target-directory (-T)".to_owned()))
+        }
+        (Some(dir), false) if paths.is_empty() => Err(Usage(format!("missing file operand after {}", quoted(dir)))),
+        (Some(dir), false) => Ok((paths, Target::IntoDirectory(dir.clone()))),
+        (None, _) if paths.is_empty() => Err(Usage("missing file operand".to_owned())),
+        (None, _) if paths.len() == 1 => {
+            Err(Usage(format!("missing destination file operand after {}", quoted(&paths[0]))))
+        }
+        (None, true) if paths.len() > 2 => Err(Usage(format!("extra operand {}", quoted(&paths[2])))),
+        (None, true) => Ok((vec![paths[0].clone()], Target::Exactly(paths[1].clone()))),
+        (None, false) => {
+            let dest = paths.pop().expect("two or more operands");
+            Ok((paths, Target::Auto(dest)))
+        }
+    }
+}
+
+fn strip_trailing_slashes(path: &Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let mut bytes = path.as_os_str().as_bytes();
+    while bytes.len() > 1 && bytes.ends_with(b"/") {
+        bytes = &bytes[..bytes.len() - 1];
+    }
+    PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
+}
+
+/// `-i`: asks on stderr whether to overwrite `destination`; true for an answer starting with y.
+fn confirm_overwrite(destination: &Path) -> bool {
+    eprint!("stealcp: overwrite '{}'? ", destination.display());
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok() && answer.trim_start().starts_with(['y', 'Y'])
+}
+
 /// Copies; returns whether everything succeeded.
-fn run(opts: &Opts) -> anyhow::Result<bool> {
-    let options = CopyOptions::from(opts);
-    let (sources, target) = match &opts.target_directory {
-        Some(dir) => (opts.paths.clone(), Target::IntoDirectory(dir.clone())),
-        None => match opts.paths.split_last() {
-            Some((dest, sources)) if !sources.is_empty() => (sources.to_vec(), Target::Auto(dest.clone())),
-            _ => anyhow::bail!("missing destination file operand after {:?}", opts.paths),
-        },
-    };
-    let plan = stealcp::plan(&sources, &target, &options)?;
+fn run(opts: &Opts) -> Result<bool, Failed> {
+    let options = copy_options(opts)?;
+    let (sources, target) = operands(opts)?;
+    if opts.context.is_some() {
+        eprintln!("stealcp: warning: ignoring --context; SELinux contexts are not supported");
+    }
+    let (mut plan, errors) = stealcp::plan_each(&sources, &target, &options)?;
+    let mut ok = true;
+    for error in &errors {
+        eprintln!("stealcp: {error}");
+        ok &= error.is_warning();
+    }
+    if opts.interactive && !options.no_clobber {
+        plan.retain(|a| {
+            let existing = std::fs::symlink_metadata(&a.destination);
+            let source_is_dir = std::fs::metadata(&a.source).is_ok_and(|m| m.is_dir());
+            source_is_dir || existing.is_err() || confirm_overwrite(&a.destination)
+        });
+    }
+    if opts.debug {
+        println!(
+            "stealcp: debug: reflink: {:?}, copy offload: copy_file_range, sparse detection: {}",
+            options.reflink,
+            if options.sparse == Sparse::Never { "no" } else { "SEEK_HOLE" }
+        );
+    }
+    if plan.is_empty() {
+        return Ok(ok);
+    }
     let show_progress = opts.progress || (!opts.no_progress && std::io::stderr().is_terminal());
-    let mut observer =
-        Report { bar: show_progress.then(progress_bar), verbose: opts.verbose, files: 0, total_files: 0 };
+    let mut shown = Report { bar: show_progress.then(progress_bar), verbose: opts.verbose, files: 0, total_files: 0 };
+    let mut observer = Messages { report: &mut shown, bar: show_progress };
     let report = match opts.backend {
         Backend::Thread => {
             let pool = ThreadPoolBuilder::new().num_workers(opts.jobs).name_prefix("stealcp").build()?;
@@ -210,17 +570,12 @@ fn run(opts: &Opts) -> anyhow::Result<bool> {
             stealcp::copy(&plan, &options, &pool, &mut observer)?
         }
     };
-    if let Some(bar) = &observer.bar {
+    if let Some(bar) = &shown.bar {
         bar.finish_and_clear();
     }
     for skipped in &report.skipped {
         eprintln!("stealcp: warning: '{}': {}", skipped.path.display(), skipped.reason);
     }
-    if !report.failures.is_empty() {
-        eprintln!("stealcp: {} failure(s):", report.failures.len());
-        for failure in &report.failures {
-            eprintln!("stealcp:   {failure}");
-        }
-    }
-    Ok(report.is_success())
+    // Each failure was printed as it happened (Messages::failed).
+    Ok(ok && report.is_success())
 }

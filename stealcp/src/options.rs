@@ -38,6 +38,87 @@ pub struct CopyOptions {
     /// into `out` becomes `out/a/b/f`, with `out/a` and `out/a/b` made as copies of `a` and
     /// `a/b`.
     pub parents: bool,
+    /// Whether symlinks named as sources are followed: `Some(true)` for `-H` (or `-L`),
+    /// `Some(false)` for `-P`; `None` means `cp`'s default: followed unless recursing without
+    /// `dereference`. See [`CopyOptions::follows_arguments`].
+    pub follow_arguments: Option<bool>,
+    /// Remove an existing destination before copying (`--remove-destination`), instead of
+    /// writing into it.
+    pub remove_destination: bool,
+    /// If an existing destination cannot be opened for writing, remove it and try again
+    /// (`-f`).
+    pub force: bool,
+    /// Read FIFOs and devices met while recursing as files (`--copy-contents`), instead of
+    /// recreating them.
+    pub copy_contents: bool,
+    /// Do not descend into directories on other file systems (`-x`): their mount points are
+    /// copied as empty directories.
+    pub one_file_system: bool,
+    /// Make hard links to the source files instead of copying them (`-l`).
+    pub hard_link: bool,
+    /// Make symlinks to the source files instead of copying them (`-s`).
+    pub symbolic_link: bool,
+    /// Copy only attributes, not contents (`--attributes-only`).
+    pub attributes_only: bool,
+    /// Follow a symlink to a directory at the destination instead of refusing to put a
+    /// directory there (`--keep-directory-symlink`).
+    pub keep_directory_symlink: bool,
+    /// Holes in the copies (`--sparse=WHEN`).
+    pub sparse: Sparse,
+    /// Reflinks (`--reflink[=WHEN]`).
+    pub reflink: Reflink,
+    /// Back up each existing destination before it is overwritten (`-b`, `--backup`).
+    pub backup: Option<Backup>,
+    /// `--no-preserve=mode` said explicitly: new entries get the default bits (0666 for files,
+    /// 0777 for directories) less the umask, as with cp, instead of the source's less the umask.
+    pub default_modes: bool,
+}
+
+/// `--sparse=WHEN`: where copies have holes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Sparse {
+    /// Where the source has holes (found with `SEEK_DATA`/`SEEK_HOLE`).
+    #[default]
+    Auto,
+    /// Also where the source has long runs of zeros. (Taken as `Auto`: only the source's
+    /// holes are kept; what cp makes of zero runs is not made.)
+    Always,
+    /// Never: every byte is written.
+    Never,
+}
+
+/// `--reflink[=WHEN]`: whether copies share the source's extents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Reflink {
+    /// Where the file system can (the default, as in cp 9).
+    #[default]
+    Auto,
+    /// Always: a file that cannot be cloned fails.
+    Always,
+    /// Never: the bytes are copied.
+    Never,
+}
+
+/// `--backup[=CONTROL]` and `-S SUFFIX`: how an existing destination is kept before it is
+/// replaced.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Backup {
+    /// Numbered (`name.~N~`), simple (`name` + suffix), or numbered only where numbered backups
+    /// exist already.
+    pub control: BackupControl,
+    /// The simple backups' suffix (`~` unless `-S` or `SIMPLE_BACKUP_SUFFIX` says otherwise).
+    pub suffix: String,
+}
+
+/// The `CONTROL` of `--backup=CONTROL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum BackupControl {
+    /// `simple`, `never`: `name~`.
+    Simple,
+    /// `numbered`, `t`: `name.~1~`, `name.~2~`, ...
+    Numbered,
+    /// `existing`, `nil`: numbered if numbered backups exist, else simple.
+    Existing,
 }
 
 impl CopyOptions {
@@ -51,6 +132,32 @@ impl CopyOptions {
             preserve_ownership: true,
             preserve_links: true,
             ..CopyOptions::default()
+        }
+    }
+
+    /// Whether a symlink named as a source is followed: `-H`/`-L` yes, `-P` no; by default,
+    /// as `cp`, unless recursing without `dereference`.
+    ///
+    /// # Examples
+    /// ```
+    /// let mut o = stealcp::CopyOptions::default();
+    /// assert!(o.follows_arguments()); // cp a-link copy: copies the file it leads to
+    /// o.recursive = true;
+    /// assert!(!o.follows_arguments()); // cp -r a-link copy: copies the link
+    /// o.follow_arguments = Some(true); // -H
+    /// assert!(o.follows_arguments());
+    /// ```
+    pub fn follows_arguments(&self) -> bool {
+        self.follow_arguments.unwrap_or(self.dereference || !self.recursive)
+    }
+
+    /// The permission bits a new entry is created with, before the umask: the source's, or
+    /// with [`default_modes`](CopyOptions::default_modes) the default ones.
+    pub(crate) fn creation_bits(&self, source_mode: u32, directory: bool) -> u32 {
+        match (self.default_modes, directory) {
+            (false, _) => source_mode & 0o777,
+            (true, false) => 0o666,
+            (true, true) => 0o777,
         }
     }
 
@@ -71,4 +178,7 @@ pub enum Target {
     Auto(PathBuf),
     /// `cp -t DIR SRC...`: into the directory `DIR`, which must exist.
     IntoDirectory(PathBuf),
+    /// `cp -T SRC DEST`: `DEST` itself, even if it is a directory (a directory source is then
+    /// merged into it).
+    Exactly(PathBuf),
 }

@@ -4,7 +4,9 @@
 //!
 //! This module must never write anything: it only reads metadata.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::{PlanError, PlanErrorKind, plan_error};
@@ -22,12 +24,13 @@ pub struct Assignment {
     pub parents: Vec<(PathBuf, PathBuf)>,
 }
 
-/// Resolves where each source goes, with `cp`'s rules, and rejects bad arguments.
+/// Resolves where each source goes, with `cp`'s rules, and rejects bad arguments: the first
+/// error stops it (see [`plan_each`] for `cp`'s way, which copies the other sources).
 ///
 /// # Errors
 /// [`PlanError`] for a missing source, a directory without `recursive`, a directory copied
-/// into itself, several sources (or `-t`) with a target that is not a directory, or a directory
-/// over an existing non-directory.
+/// into itself, several sources (or `-t`) with a target that is not a directory, a directory
+/// over an existing non-directory, or a source that is its own destination.
 ///
 /// # Examples
 /// ```
@@ -42,49 +45,185 @@ pub struct Assignment {
 /// assert_eq!(plan[0].destination, out.join("notes.txt"));
 /// ```
 pub fn plan(sources: &[PathBuf], target: &Target, options: &CopyOptions) -> Result<Vec<Assignment>, PlanError> {
-    let (dest, must_be_dir) = match target {
-        Target::Auto(d) => (d, sources.len() > 1 || options.parents),
-        Target::IntoDirectory(d) => (d, true),
+    let (assignments, errors) = plan_each(sources, target, options)?;
+    match errors.into_iter().find(|e| !e.is_warning()) {
+        Some(error) => Err(error),
+        None => Ok(assignments),
+    }
+}
+
+/// Resolves where each source goes, as `cp` does: a bad source (missing, a directory without
+/// `recursive`, its own destination, a second source landing on a name an earlier one took)
+/// is an error of its own and the others are still copied. Returns the assignments and,
+/// in the order of the sources, the errors (and warnings: [`PlanError::is_warning`]).
+///
+/// # Errors
+/// Only for what stops every source: no sources, or a target that must be a directory (several
+/// sources, `-t`, `--parents`) and is not.
+///
+/// # Examples
+/// ```
+/// use stealcp::{plan_each, CopyOptions, Target};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let (a, out) = (dir.path().join("a"), dir.path().join("out"));
+/// std::fs::write(&a, "a").unwrap();
+/// std::fs::create_dir(&out).unwrap();
+/// let (plan, errors) =
+///     plan_each(&[dir.path().join("missing"), a], &Target::Auto(out.clone()), &CopyOptions::default()).unwrap();
+/// assert_eq!(plan[0].destination, out.join("a"));
+/// assert!(errors[0].to_string().starts_with("cannot stat"), "{}", errors[0]);
+/// ```
+pub fn plan_each(
+    sources: &[PathBuf],
+    target: &Target,
+    options: &CopyOptions,
+) -> Result<(Vec<Assignment>, Vec<PlanError>), PlanError> {
+    let (dest, must_be_dir, exact) = match target {
+        Target::Auto(d) => (d, sources.len() > 1 || options.parents, false),
+        Target::IntoDirectory(d) => (d, true, false),
+        Target::Exactly(d) => (d, false, true),
     };
     if sources.is_empty() {
         return Err(plan_error(dest, PlanErrorKind::NoSources));
     }
-    let dest_is_dir = std::fs::metadata(dest).is_ok_and(|m| m.is_dir());
+    let dest_meta = std::fs::metadata(dest);
+    let dest_is_dir = !exact && dest_meta.as_ref().is_ok_and(|m| m.is_dir());
     if must_be_dir && !dest_is_dir {
-        return Err(plan_error(dest, PlanErrorKind::NotADirectory));
+        let why = dest_meta.err().unwrap_or_else(|| io::Error::from_raw_os_error(nix::libc::ENOTDIR));
+        let named = matches!(target, Target::IntoDirectory(_));
+        return Err(plan_error(dest, PlanErrorKind::NotADirectory(why, named)));
     }
     let mut out = Vec::with_capacity(sources.len());
+    let mut errors = Vec::new();
+    // Destinations taken so far: whether each was made as a symlink.
+    let mut taken: HashMap<PathBuf, bool> = HashMap::new();
+    let mut seen_sources: HashSet<&Path> = HashSet::new();
     for source in sources {
-        // A symlink named on the command line is followed unless recursing without -L.
-        let follow = options.dereference || !options.recursive;
-        let meta = if follow { std::fs::metadata(source) } else { std::fs::symlink_metadata(source) };
-        let meta = meta.map_err(|e| plan_error(source, PlanErrorKind::Missing(e)))?;
-        if meta.is_dir() && !options.recursive {
-            return Err(plan_error(source, PlanErrorKind::DirectoryWithoutRecursive));
+        if !seen_sources.insert(source.as_path()) && !options.parents {
+            let directory = std::fs::metadata(source).is_ok_and(|m| m.is_dir());
+            errors.push(plan_error(source, PlanErrorKind::SpecifiedTwice { directory }));
+            continue;
         }
-        let (destination, parents) = if options.parents {
-            parents_destination(source, dest)?
-        } else if dest_is_dir {
-            match source.file_name() {
-                // `dir/.`, `.` or `..`: cp merges the directory's contents into the target.
-                Some(_) if ends_in_dot(source) => (dest.clone(), Vec::new()),
-                Some(name) => (dest.join(name), Vec::new()),
-                None => (dest.clone(), Vec::new()),
+        match plan_one(source, dest, dest_is_dir, exact, options, &taken) {
+            Ok((assignment, as_symlink)) => {
+                taken.insert(assignment.destination.clone(), as_symlink);
+                out.push(assignment);
             }
-        } else {
-            (dest.clone(), Vec::new())
-        };
-        if meta.is_dir() {
-            if std::fs::symlink_metadata(&destination).is_ok_and(|m| !m.is_dir()) {
-                return Err(plan_error(&destination, PlanErrorKind::DirectoryOverFile));
-            }
-            if is_inside(&destination, source) {
-                return Err(plan_error(source, PlanErrorKind::IntoItself(destination)));
-            }
+            Err(error) => errors.push(error),
         }
-        out.push(Assignment { source: source.clone(), destination, parents });
     }
-    Ok(out)
+    Ok((out, errors))
+}
+
+/// One source's destination: the assignment, and whether it will be copied as a symlink.
+fn plan_one(
+    source: &Path,
+    dest: &Path,
+    dest_is_dir: bool,
+    exact: bool,
+    options: &CopyOptions,
+    taken: &HashMap<PathBuf, bool>,
+) -> Result<(Assignment, bool), PlanError> {
+    let follow = options.follows_arguments();
+    let meta = if follow { std::fs::metadata(source) } else { std::fs::symlink_metadata(source) };
+    let meta = meta.map_err(|e| plan_error(source, PlanErrorKind::Missing(e)))?;
+    if meta.is_dir() && !options.recursive {
+        return Err(plan_error(source, PlanErrorKind::DirectoryWithoutRecursive));
+    }
+    let (destination, parents) = if options.parents {
+        parents_destination(source, dest)?
+    } else if dest_is_dir {
+        match source.file_name() {
+            // `dir/.`, `.` or `..`: cp merges the directory's contents into the target.
+            Some(_) if ends_in_dot(source) => (dest.to_path_buf(), Vec::new()),
+            Some(name) => (dest.join(name), Vec::new()),
+            None => (dest.to_path_buf(), Vec::new()),
+        }
+    } else {
+        (dest.to_path_buf(), Vec::new())
+    };
+    let existing = std::fs::symlink_metadata(&destination);
+    if meta.is_dir() {
+        let followed_dir = || std::fs::metadata(&destination).is_ok_and(|m| m.is_dir());
+        if let Ok(existing) = &existing
+            && !existing.is_dir()
+            && !(existing.is_symlink() && options.keep_directory_symlink && followed_dir())
+        {
+            return Err(plan_error(source, PlanErrorKind::DirectoryOverFile(destination)));
+        }
+        if is_inside(&destination, source) {
+            return Err(plan_error(source, PlanErrorKind::IntoItself(destination)));
+        }
+    } else {
+        if let Some(&as_symlink) = taken.get(&destination) {
+            let kind = if as_symlink && !meta.is_symlink() {
+                PlanErrorKind::ThroughJustCreatedSymlink(source.to_path_buf())
+            } else {
+                PlanErrorKind::JustCreated(source.to_path_buf())
+            };
+            return Err(plan_error(&destination, kind));
+        }
+        if let Ok(existing) = &existing {
+            if exact && existing.is_dir() {
+                return Err(plan_error(&destination, PlanErrorKind::FileOverDirectory));
+            }
+            if let Some(backup) = &options.backup
+                && same_entry(source, &crate::entry::backup_name(&destination, backup))
+            {
+                return Err(plan_error(&destination, PlanErrorKind::BackupIsSource(source.to_path_buf())));
+            }
+            if same_file(source, &meta, &destination, existing, options) {
+                return Err(plan_error(&destination, PlanErrorKind::SameFile(source.to_path_buf())));
+            }
+        }
+    }
+    let as_symlink = meta.is_symlink();
+    Ok((Assignment { source: source.to_path_buf(), destination, parents }, as_symlink))
+}
+
+/// Whether copying `source` (whose stat, followed or not as the copy will be, is `meta`) to the
+/// existing `destination` (`existing`, not followed) would copy a file onto itself, by `cp`'s
+/// rules: both lead to the same file, unless the destination is only another name of it that
+/// `--remove-destination` or `--backup` moves out of the way first, or a symlink that a
+/// symlink copy replaces. `-l` onto the same file is fine (nothing to do); `-s` fails later
+/// on the existing name.
+fn same_file(
+    source: &Path,
+    meta: &std::fs::Metadata,
+    destination: &Path,
+    existing: &std::fs::Metadata,
+    o: &CopyOptions,
+) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if o.hard_link || o.symbolic_link {
+        return false;
+    }
+    let (Ok(src), Ok(dst)) = (std::fs::metadata(source), std::fs::metadata(destination)) else { return false };
+    if (src.dev(), src.ino()) != (dst.dev(), dst.ino()) {
+        return false;
+    }
+    let same_name = same_entry(source, destination);
+    if meta.is_symlink() && existing.is_symlink() && !same_name {
+        // -P: one symlink replaces another, the file they lead to is not touched.
+        return false;
+    }
+    // Moving the destination away is no help when the source leads to it through a symlink.
+    let source_is_link = std::fs::symlink_metadata(source).is_ok_and(|m| m.is_symlink());
+    let moved_away = (o.remove_destination || o.backup.is_some()) && !source_is_link;
+    !moved_away || same_name
+}
+
+/// Whether two paths name the same directory entry (not merely the same file).
+fn same_entry(a: &Path, b: &Path) -> bool {
+    let parent = |p: &Path| {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        dir.canonicalize().ok()
+    };
+    a.file_name() == b.file_name() && parent(a).is_some() && parent(a) == parent(b)
 }
 
 /// Whether a path ends in a `.` component (`dir/.`), which `Path` normalizes away but which

@@ -13,7 +13,9 @@
 //! file reads the same facts from the open file anyway (see `entry/file.rs`, `HandBackReason`).
 
 use std::fs;
+use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -117,14 +119,29 @@ pub(crate) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
     let mut out = Listing::default();
     match entry::create_directory(&job.destination, &job.meta) {
         Ok(existed) => (out.created, out.existed) = (true, existed),
-        Err(failure) => {
+        Err(mut failure) => {
+            if failure.action == "overwrite non-directory" {
+                // cp names the source directory too.
+                failure.error = io::Error::other(format!("'{}'", job.source.display()));
+            }
             out.failures.push(failure);
             return out;
         }
     }
     if out.existed {
+        if !o.keep_directory_symlink && fs::symlink_metadata(&job.destination).is_ok_and(|m| m.is_symlink()) {
+            // cp puts a directory where a symlink to one is only with --keep-directory-symlink.
+            let error = io::Error::other(format!("'{}'", job.source.display()));
+            out.failures.push(Failure { path: job.destination.clone(), action: "overwrite non-directory", error });
+            out.created = false;
+            return out;
+        }
         // A re-run after a killed run: its temporary files go now.
         remove_stale_temps(&job.destination);
+    }
+    if job.meta.skip_contents {
+        // -x: a mount point, copied empty.
+        return out;
     }
     (out.dst_dev, out.dst_group) = destination_dir(&job.destination);
     let entries = match fs::read_dir(&job.source) {
@@ -166,8 +183,15 @@ pub(crate) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
         };
         let kind = meta.file_type();
         if kind.is_dir() {
-            out.subdirs.push(Found::new(&name, &meta));
-        } else if kind.is_file() {
+            let mut found = Found::new(&name, &meta);
+            if o.one_file_system
+                && let Some(dir) = &mut found.dir
+            {
+                dir.skip_contents = dir.dev != job.meta.dev;
+            }
+            out.subdirs.push(found);
+        } else if kind.is_file() || (o.copy_contents && !kind.is_symlink() && !kind.is_socket()) {
+            // --copy-contents: FIFOs and devices are read like files.
             out.files.push(Found::new(&name, &meta));
         } else {
             let destination = job.destination.join(&name);

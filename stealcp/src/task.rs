@@ -105,6 +105,8 @@ mod tests {
                     dst_dev: 0,
                     dst_group: None,
                     in_staging: false,
+                    read_special: false,
+                    open_as: None,
                 }
             })
             .collect();

@@ -23,6 +23,12 @@ pub(crate) struct DirMeta {
     gid: u32,
     atime: (i64, u32),
     mtime: (i64, u32),
+    /// The source directory's device (`-x` compares it with its parent's).
+    #[serde(default)]
+    pub(crate) dev: u64,
+    /// Copy the directory but not what is inside (`-x`: a mount point of another file system).
+    #[serde(default)]
+    pub(crate) skip_contents: bool,
 }
 
 impl DirMeta {
@@ -34,6 +40,8 @@ impl DirMeta {
             gid: meta.gid(),
             atime: (a.unix_seconds(), a.nanoseconds()),
             mtime: (m.unix_seconds(), m.nanoseconds()),
+            dev: meta.dev(),
+            skip_contents: false,
         }
     }
 }
@@ -46,8 +54,8 @@ pub(crate) fn create_directory(destination: &Path, meta: &DirMeta) -> Result<boo
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match fs::metadata(destination) {
             Ok(m) if m.is_dir() => Ok(true),
             _ => {
-                let error = io::Error::other("cannot overwrite a non-directory with a directory");
-                Err(Failure { path: destination.to_path_buf(), action: "create directory", error })
+                let error = io::Error::other("");
+                Err(Failure { path: destination.to_path_buf(), action: "overwrite non-directory", error })
             }
         },
         Err(e) => Err(fail(destination, "create directory")(e)),
@@ -75,6 +83,10 @@ pub(crate) fn finish_directory(job: &DirFinish, o: &CopyOptions) -> Result<(), F
     }
     if o.preserve_mode {
         fs::set_permissions(path, Permissions::from_mode(dir.mode)).map_err(fail(path, "set mode"))?;
+    } else if !existed && o.default_modes {
+        // --no-preserve=mode: the default bits less the umask, as cp.
+        let mode = 0o777 & !crate::attributes::umask().unwrap_or(0o022);
+        fs::set_permissions(path, Permissions::from_mode(mode)).map_err(fail(path, "set mode"))?;
     } else if !existed && dir.mode & 0o700 != 0o700 {
         // Take back the owner bits added so we could fill the directory.
         let current = fs::metadata(path).map_err(fail(path, "stat"))?.mode() & 0o7777;

@@ -14,11 +14,11 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 use super::dirs::{Dirs, dir_of};
-use super::staged::{Staged, seal};
+use super::staged::{Naming, Staged, seal};
 use crate::attributes::creation_mode;
 use crate::data;
 use crate::error::{Failure, fail};
-use crate::options::CopyOptions;
+use crate::options::{Backup, BackupControl, CopyOptions, Reflink, Sparse};
 use crate::path_bytes;
 use crate::tuning::SPLIT_AT;
 
@@ -51,6 +51,31 @@ pub(crate) struct FileJob {
     /// The destination directory is inside one this run builds under a temporary name: the
     /// file is written under its own name at once (nobody sees it before it is complete).
     pub(crate) in_staging: bool,
+    /// The source may be a FIFO or a device, read like a file until end of file (named on
+    /// the command line without `-r`, or `--copy-contents`); otherwise anything but a regular
+    /// file is refused when opened.
+    #[serde(default)]
+    pub(crate) read_special: bool,
+    /// The path to open instead of `source`, which stays the one shown to users: for
+    /// `/dev/stdin` and the like, the coordinator's descriptor as `/proc/<pid>/fd/N` (a worker
+    /// process's `/dev/stdin` is its own). See [`reachable_from_workers`].
+    #[serde(default, with = "path_bytes_opt")]
+    pub(crate) open_as: Option<PathBuf>,
+}
+
+/// `Option<PathBuf>` as raw bytes.
+mod path_bytes_opt {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::PathBuf;
+
+    pub(crate) fn serialize<S: serde::Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&p.as_ref().map(|p| serde_bytes::ByteBuf::from(p.as_os_str().as_bytes())), s)
+    }
+
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        let bytes: Option<serde_bytes::ByteBuf> = serde::Deserialize::deserialize(d)?;
+        Ok(bytes.map(|b| PathBuf::from(std::ffi::OsString::from_vec(b.into_vec()))))
+    }
 }
 
 /// The user and group that files this process creates belong to (read once per task).
@@ -105,7 +130,15 @@ pub(crate) fn copy_file(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut
 }
 
 fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> Result<FileOutcome, Failure> {
-    let (src, meta) = open_source_in(dirs, &job.source, job.follow)?;
+    if o.hard_link || o.symbolic_link {
+        return link_instead(job, o, dirs);
+    }
+    let (src, meta) = match &job.open_as {
+        Some(path) => {
+            open_source(path, job.follow, job.read_special).map_err(|f| Failure { path: job.source.clone(), ..f })?
+        }
+        None => open_source_in(dirs, &job.source, job.follow, job.read_special)?,
+    };
     if job.hand_back_links && o.preserve_links && meta.nlink() > 1 {
         return Ok(FileOutcome::HandedBack(HandBackReason::HardLinked {
             dev: meta.dev(),
@@ -116,76 +149,303 @@ fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> 
     if job.hand_back_large && meta.len() >= SPLIT_AT {
         return Ok(FileOutcome::HandedBack(HandBackReason::Large { len: meta.len() }));
     }
-    if job.check_existing && keep_existing(&job.destination, &meta, o)? {
-        return Ok(FileOutcome::Unchanged(meta.len()));
-    }
-    let mode = creation_mode(&meta);
-    let staged = if job.in_staging {
-        Staged::in_place(dirs, &job.destination, mode)
-    } else {
-        Staged::create(dirs, &job.destination, job.dst_dev, mode)
+    let existing = if job.check_existing { existing_destination(job, &meta, o, dirs)? } else { Existing::Absent };
+    let (staged, dst_dev, dst_regular) = match existing {
+        Existing::Keep => return Ok(FileOutcome::Unchanged(meta.len())),
+        Existing::Open { file, dev, regular } => (Staged { file, name: Naming::Existing }, dev, regular),
+        Existing::Absent => {
+            let mode = o.creation_bits(creation_mode(&meta), false);
+            let staged = if job.in_staging {
+                Staged::in_place(dirs, &job.destination, mode)
+            } else {
+                Staged::create(dirs, &job.destination, job.dst_dev, mode)
+            };
+            (staged.map_err(fail(&job.destination, "create"))?, job.dst_dev, true)
+        }
     };
-    let staged = staged.map_err(fail(&job.destination, "create"))?;
-    let len = meta.len();
-    if !data::reflink(&src, meta.dev(), &staged.file, job.dst_dev) && len > 0 {
-        let sparse = data::may_be_sparse(&meta);
-        if !sparse && len >= data::PREALLOCATE_FROM {
-            data::preallocate(&staged.file, len).map_err(fail(&job.destination, "copy"))?;
-        }
-        data::copy_range(&src, &staged.file, 0, len, sparse).map_err(fail(&job.source, "copy"))?;
-        if sparse {
-            // A hole at the end has no data extent to copy; the length brings it back.
-            staged.file.set_len(len).map_err(fail(&job.destination, "copy"))?;
-        }
-    }
+    let len =
+        if o.attributes_only { 0 } else { copy_contents(job, o, &src, &meta, &staged.file, dst_dev, dst_regular)? };
     let created = (owner.uid, job.dst_group.unwrap_or(owner.gid));
     let sealed = seal(staged, dirs, &src, &meta, &job.destination, Some(created), o)?;
     Ok(FileOutcome::sealed(sealed, len))
 }
 
+/// Moves the source's bytes into `out` (empty: new or truncated), until the source's end of
+/// file whatever `stat` said of its size; returns how many.
+fn copy_contents(
+    job: &FileJob,
+    o: &CopyOptions,
+    src: &File,
+    meta: &fs::Metadata,
+    out: &File,
+    dst_dev: u64,
+    dst_regular: bool,
+) -> Result<u64, Failure> {
+    let len = meta.len();
+    if !meta.is_file() || !dst_regular || len == 0 {
+        // A FIFO, a device, a /proc or /sys file (whose size says nothing), or a FIFO or
+        // device destination: read and write in turn until the end.
+        return data::stream(src, out).map_err(|e| io_failure(job, e));
+    }
+    let reflink = o.reflink != Reflink::Never && data::reflink(src, meta.dev(), out, dst_dev);
+    if reflink {
+        return Ok(len);
+    }
+    if o.reflink == Reflink::Always {
+        let error = io::Error::from_raw_os_error(nix::errno::Errno::EOPNOTSUPP as i32);
+        return Err(Failure { path: job.destination.clone(), action: "clone", error });
+    }
+    let sparse = o.sparse != Sparse::Never && data::may_be_sparse(meta);
+    let preallocated = !sparse
+        && len >= data::PREALLOCATE_FROM
+        && data::preallocate(out, len).map_err(fail(&job.destination, "write"))?;
+    let copied = data::copy_all(src, out, len, sparse).map_err(|e| io_failure(job, e))?;
+    if sparse || (preallocated && copied < len) {
+        // A hole at the end has no data extent to copy, and a file that shrank while being
+        // copied must not keep preallocated zeros: the length is set to what was read.
+        out.set_len(copied).map_err(fail(&job.destination, "write"))?;
+    }
+    Ok(copied)
+}
+
+/// A failure while moving bytes, blamed on the side that `cp` would name: the destination
+/// when it is full (or too big for it), else the source.
+fn io_failure(job: &FileJob, error: io::Error) -> Failure {
+    use nix::errno::Errno;
+    let writing = matches!(
+        error.raw_os_error().map(Errno::from_raw),
+        Some(Errno::ENOSPC | Errno::EDQUOT | Errno::EFBIG | Errno::EROFS | Errno::EPIPE)
+    );
+    if writing {
+        Failure { path: job.destination.clone(), action: "write", error }
+    } else {
+        Failure { path: job.source.clone(), action: "read", error }
+    }
+}
+
+/// `-l` / `-s`: a hard link to the source, or a symlink to it, instead of a copy.
+fn link_instead(job: &FileJob, o: &CopyOptions, dirs: &mut Dirs) -> Result<FileOutcome, Failure> {
+    let (dest, source) = (&job.destination, &job.source);
+    if job.check_existing && fs::symlink_metadata(dest).is_ok() {
+        let key = |m: fs::Metadata| (m.dev(), m.ino());
+        if o.hard_link && fs::metadata(dest).map(key).ok() == fs::metadata(source).map(key).ok() {
+            // Already a name of the source: nothing to do, as cp.
+            return Ok(FileOutcome::Copied(0));
+        }
+        if o.no_clobber {
+            return Ok(FileOutcome::Unchanged(0));
+        }
+        if let Some(backup) = &o.backup {
+            make_backup(dest, backup).map_err(fail(dest, "backup"))?;
+        } else if o.force || o.remove_destination {
+            fs::remove_file(dest).map_err(fail(dest, "replace"))?;
+        }
+    }
+    let _ = dirs;
+    if o.symbolic_link {
+        let relative_elsewhere = source.is_relative() && dest.parent().is_some_and(|p| !p.as_os_str().is_empty());
+        if relative_elsewhere {
+            return Err(Failure { path: dest.clone(), action: "relative symlink", error: io::Error::other("") });
+        }
+        std::os::unix::fs::symlink(source, dest).map_err(fail(dest, "create symlink"))?;
+    } else {
+        let flags = if job.follow { nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW } else { nix::fcntl::AtFlags::empty() };
+        nix::unistd::linkat(nix::fcntl::AT_FDCWD, source, nix::fcntl::AT_FDCWD, dest, flags)
+            .map_err(|e| fail(dest, "create hard link")(e.into()))?;
+    }
+    Ok(FileOutcome::Copied(0))
+}
+
+/// What is at a destination that may exist (its directory existed before the run).
+pub(super) enum Existing {
+    /// Nothing (or nothing any more: removed or backed up): make a new file.
+    Absent,
+    /// Leave it (`-n`, `-u`).
+    Keep,
+    /// Opened for writing and truncated, as `cp` writes into an existing file (through a
+    /// symlink to it); `dev` is the file's device, `regular` whether it is a regular file
+    /// (else a FIFO or device, written to in order).
+    Open { file: File, dev: u64, regular: bool },
+}
+
+/// Looks at an existing destination as `cp` does: a directory is refused, a dangling symlink
+/// is refused (unless removed or backed up), the same file as the source is refused; `-n` and
+/// `-u` leave it; `--backup` and `--remove-destination` move it out of the way; otherwise it is
+/// opened for writing and truncated (`-f`: removed if it cannot be opened). One `fstatat` when
+/// nothing is there.
+pub(super) fn existing_destination(
+    job: &FileJob,
+    source: &fs::Metadata,
+    o: &CopyOptions,
+    dirs: &mut Dirs,
+) -> Result<Existing, Failure> {
+    use nix::errno::Errno;
+    use nix::fcntl::AtFlags;
+    use nix::sys::stat::{SFlag, fstatat};
+    let dest = &job.destination;
+    let Some(name) = dest.file_name() else { return Ok(Existing::Absent) };
+    let dir = dir_of(&mut dirs.dst, dest).map_err(fail(dest, "stat"))?;
+    let kind = |st: &nix::sys::stat::FileStat| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    let here = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(Existing::Absent),
+        Err(e) => return Err(fail(dest, "stat")(e.into())),
+    };
+    let followed = if kind(&here) == SFlag::S_IFLNK {
+        match fstatat(dir, name, AtFlags::empty()) {
+            Ok(st) => Some(st),
+            Err(Errno::ENOENT) => None,
+            // A symlink loop is no file to write through; opening it fails (-f removes it).
+            Err(Errno::ELOOP) => Some(here),
+            Err(e) => return Err(fail(dest, "stat")(e.into())),
+        }
+    } else {
+        Some(here)
+    };
+    if followed.as_ref().is_some_and(|st| kind(st) == SFlag::S_IFDIR) {
+        return Err(Failure { path: dest.clone(), action: "overwrite directory", error: io::Error::other("") });
+    }
+    if o.no_clobber {
+        return Ok(Existing::Keep);
+    }
+    if o.update {
+        let st = followed.as_ref().unwrap_or(&here);
+        let dest_time = (st.st_mtime, st.st_mtime_nsec);
+        if dest_time >= (source.mtime(), source.mtime_nsec()) {
+            return Ok(Existing::Keep);
+        }
+    }
+    // cp's same-file rule: another name of the source may be moved away first.
+    let moved_away = o.remove_destination || o.backup.is_some();
+    if let Some(st) = &followed
+        && (st.st_dev, st.st_ino) == (source.dev(), source.ino())
+        && !moved_away
+    {
+        let error = io::Error::other(format!("'{}'", job.source.display()));
+        return Err(Failure { path: dest.clone(), action: "same file", error });
+    }
+    if let Some(backup) = &o.backup {
+        make_backup(dest, backup).map_err(fail(dest, "backup"))?;
+        return Ok(Existing::Absent);
+    }
+    let remove = |dirs: &mut Dirs| -> Result<Existing, Failure> {
+        let dir = dir_of(&mut dirs.dst, dest).map_err(fail(dest, "replace"))?;
+        nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+            .map_err(|e| fail(dest, "replace")(e.into()))?;
+        Ok(Existing::Absent)
+    };
+    if o.remove_destination {
+        return remove(dirs);
+    }
+    let Some(target) = followed else {
+        return Err(Failure { path: dest.clone(), action: "dangling symlink", error: io::Error::other("") });
+    };
+    let regular = kind(&target) == SFlag::S_IFREG;
+    // --verify reads the copy back.
+    let mut flags = if o.verify && regular { OFlag::O_RDWR } else { OFlag::O_WRONLY } | OFlag::O_CLOEXEC;
+    if !o.attributes_only {
+        flags |= OFlag::O_TRUNC;
+    }
+    match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => Ok(Existing::Open { file: File::from(fd), dev: target.st_dev, regular }),
+        Err(_) if o.force => remove(dirs),
+        Err(e) => Err(fail(dest, "create")(e.into())),
+    }
+}
+
+/// Moves an existing destination to its backup name (`--backup`).
+pub(crate) fn make_backup(destination: &Path, backup: &Backup) -> io::Result<PathBuf> {
+    let to = backup_name(destination, backup);
+    fs::rename(destination, &to)?;
+    Ok(to)
+}
+
+/// The name `--backup` gives an existing `destination`: `name~` (the suffix) or `name.~N~`.
+pub(crate) fn backup_name(destination: &Path, backup: &Backup) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let name = destination.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+    let parent = match destination.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // The highest N of the existing `name.~N~`.
+    let numbered = || -> u64 {
+        let Ok(entries) = fs::read_dir(parent) else { return 0 };
+        let mut prefix = name.clone();
+        prefix.extend_from_slice(b".~");
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name();
+                let rest = n.as_bytes().strip_prefix(prefix.as_slice())?.strip_suffix(b"~")?.to_vec();
+                std::str::from_utf8(&rest).ok()?.parse::<u64>().ok()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let mut backup_name = name.clone();
+    match backup.control {
+        BackupControl::Simple => backup_name.extend_from_slice(backup.suffix.as_bytes()),
+        BackupControl::Numbered => backup_name.extend_from_slice(format!(".~{}~", numbered() + 1).as_bytes()),
+        BackupControl::Existing => match numbered() {
+            0 => backup_name.extend_from_slice(backup.suffix.as_bytes()),
+            n => backup_name.extend_from_slice(format!(".~{}~", n + 1).as_bytes()),
+        },
+    }
+    destination.with_file_name(std::ffi::OsStr::from_bytes(&backup_name))
+}
+
+/// A path naming one of this process's descriptors (`/dev/stdin`, `/dev/fd/N`,
+/// `/proc/self/fd/N`) as `/proc/<pid>/fd/N`, which names the same file from a worker process
+/// too (where `/dev/stdin` would be the worker's own); `None` for other paths.
+pub(crate) fn reachable_from_workers(path: &Path) -> Option<PathBuf> {
+    let fd = match path.to_str() {
+        Some("/dev/stdin") => Some("0"),
+        Some("/dev/stdout") => Some("1"),
+        Some("/dev/stderr") => Some("2"),
+        Some(p) => p.strip_prefix("/dev/fd/").or_else(|| p.strip_prefix("/proc/self/fd/")),
+        None => None,
+    };
+    let fd = fd.filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))?;
+    Some(PathBuf::from(format!("/proc/{}/fd/{fd}", std::process::id())))
+}
+
 /// [`open_source`], resolving the name from the source's open directory.
-pub(super) fn open_source_in(dirs: &mut Dirs, path: &Path, follow: bool) -> Result<(File, fs::Metadata), Failure> {
-    let Some(name) = path.file_name() else { return open_source(path, follow) };
+pub(super) fn open_source_in(
+    dirs: &mut Dirs,
+    path: &Path,
+    follow: bool,
+    read_special: bool,
+) -> Result<(File, fs::Metadata), Failure> {
+    let Some(name) = path.file_name() else { return open_source(path, follow, read_special) };
     let dir = dir_of(&mut dirs.src, path).map_err(fail(path, "open"))?;
     let mut flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     if !follow {
         flags |= OFlag::O_NOFOLLOW;
     }
     let fd = nix::fcntl::openat(dir, name, flags, Mode::empty()).map_err(|e| fail(path, "open")(e.into()))?;
-    checked_source(File::from(fd), path)
+    checked_source(File::from(fd), path, read_special)
 }
 
 /// Opens a source file for reading; refuses anything that is no longer a regular file (it was
 /// replaced since the walk) and, unless following, a symlink.
-pub(super) fn open_source(path: &Path, follow: bool) -> Result<(File, fs::Metadata), Failure> {
+pub(super) fn open_source(path: &Path, follow: bool, read_special: bool) -> Result<(File, fs::Metadata), Failure> {
     let mut options = OpenOptions::new();
     options.read(true);
     if !follow {
         options.custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits());
     }
-    checked_source(options.open(path).map_err(fail(path, "open"))?, path)
+    checked_source(options.open(path).map_err(fail(path, "open"))?, path, read_special)
 }
 
-pub(super) fn checked_source(src: File, path: &Path) -> Result<(File, fs::Metadata), Failure> {
+pub(super) fn checked_source(src: File, path: &Path, read_special: bool) -> Result<(File, fs::Metadata), Failure> {
     let meta = src.metadata().map_err(fail(path, "stat"))?;
-    if !meta.is_file() {
+    let readable_special = read_special && !meta.is_dir();
+    if !meta.is_file() && !readable_special {
         let error = io::Error::other("no longer a regular file");
         return Err(Failure { path: path.to_path_buf(), action: "open", error });
     }
     Ok((src, meta))
-}
-
-/// Whether an existing destination is to be left alone (`-n`, `-u`); an error if it is a
-/// directory, which a file never replaces.
-pub(super) fn keep_existing(destination: &Path, source: &fs::Metadata, o: &CopyOptions) -> Result<bool, Failure> {
-    match fs::symlink_metadata(destination) {
-        Ok(existing) if existing.is_dir() => {
-            let error = io::Error::other("cannot overwrite a directory with a file");
-            Err(Failure { path: destination.to_path_buf(), action: "create", error })
-        }
-        Ok(existing) => Ok(o.no_clobber || (o.update && existing.modified().ok() >= source.modified().ok())),
-        Err(_) => Ok(false),
-    }
 }
 
 #[cfg(test)]
@@ -210,6 +470,8 @@ mod tests {
             dst_dev: 3,
             dst_group: Some(5),
             in_staging: true,
+            read_special: false,
+            open_as: None,
         };
         let back: FileJob = postcard::from_bytes(&postcard::to_stdvec(&job).unwrap()).unwrap();
         assert_eq!((back.source, back.len, back.dst_dev, back.in_staging), (odd.clone(), Some(7), 3, true));

@@ -20,11 +20,20 @@ fn clear_destination(destination: &Path, o: &CopyOptions, action: &'static str) 
     if o.no_clobber {
         return Ok(false);
     }
-    if existing.is_dir() {
-        let error = io::Error::other("cannot overwrite a directory");
-        return Err(Failure { path: destination.to_path_buf(), action, error });
+    if o.attributes_only && !o.remove_destination {
+        // cp --attributes-only never replaces what is there by another kind of entry.
+        return Err(fail(destination, action)(io::Error::from_raw_os_error(nix::libc::EEXIST)));
     }
-    fs::remove_file(destination).map_err(fail(destination, "replace"))?;
+    if existing.is_dir() {
+        let error = io::Error::other("");
+        return Err(Failure { path: destination.to_path_buf(), action: "overwrite directory", error });
+    }
+    match &o.backup {
+        Some(backup) => {
+            super::file::make_backup(destination, backup).map_err(fail(destination, "backup"))?;
+        }
+        None => fs::remove_file(destination).map_err(fail(destination, "replace"))?,
+    }
     Ok(true)
 }
 
@@ -58,7 +67,7 @@ pub(crate) fn make_special(
     if check_existing && !clear_destination(destination, o, "create special file")? {
         return Ok(false);
     }
-    let perm = Mode::from_bits_truncate(meta.mode() & 0o7777);
+    let perm = Mode::from_bits_truncate(if o.default_modes { 0o666 } else { meta.mode() & 0o7777 });
     let kind = SFlag::from_bits_truncate(meta.mode() & SFlag::S_IFMT.bits());
     let made = if kind == SFlag::S_IFIFO {
         nix::unistd::mkfifo(destination, perm)

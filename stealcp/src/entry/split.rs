@@ -9,12 +9,12 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::dirs::Dirs;
-use super::file::{FileJob, FileOutcome, keep_existing, open_source};
+use super::file::{Existing, FileJob, FileOutcome, existing_destination, open_source};
 use super::staged::{Naming, Staged, seal};
 use crate::attributes::creation_mode;
 use crate::data;
 use crate::error::{Failure, fail};
-use crate::options::CopyOptions;
+use crate::options::{CopyOptions, Reflink, Sparse};
 use crate::path_bytes;
 use crate::publish::{TempFile, temp_path};
 
@@ -33,22 +33,33 @@ pub(crate) enum Prepared {
 /// First step of a file copied in ranges by several workers: checks the destination and makes
 /// the temporary file. Cheap (no data moves), so the caller runs it inline.
 pub(crate) fn prepare_split(job: &FileJob, o: &CopyOptions) -> Result<Prepared, Failure> {
-    let (src, meta) = open_source(&job.source, job.follow)?;
-    if job.check_existing && keep_existing(&job.destination, &meta, o)? {
-        return Ok(Prepared::Unchanged);
-    }
-    let temp = temp_path(&job.destination);
-    let out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(creation_mode(&meta))
-        .open(&temp)
-        .map_err(fail(&job.destination, "create"))?;
-    let mut guard = TempFile { path: Some(&temp) };
-    let prepared = if data::reflink(&src, meta.dev(), &out, job.dst_dev) {
+    let (src, meta) = open_source(&job.source, job.follow, false)?;
+    let existing =
+        if job.check_existing { existing_destination(job, &meta, o, &mut Dirs::default())? } else { Existing::Absent };
+    let (out, temp, dst_dev) = match existing {
+        Existing::Keep => return Ok(Prepared::Unchanged),
+        // Written into, as cp does: the ranges go straight into the existing file.
+        Existing::Open { file, dev, regular: true } => (file, job.destination.clone(), dev),
+        Existing::Open { regular: false, .. } => {
+            let error = std::io::Error::other("a file this large is not written into a FIFO or device");
+            return Err(Failure { path: job.destination.clone(), action: "write", error });
+        }
+        Existing::Absent => {
+            let temp = temp_path(&job.destination);
+            let out = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(o.creation_bits(creation_mode(&meta), false))
+                .open(&temp)
+                .map_err(fail(&job.destination, "create"))?;
+            (out, temp, job.dst_dev)
+        }
+    };
+    let mut guard = TempFile { path: Some(temp.as_path()).filter(|t| *t != job.destination) };
+    let prepared = if o.reflink != Reflink::Never && data::reflink(&src, meta.dev(), &out, dst_dev) {
         Prepared::Cloned(temp.clone())
     } else {
-        let sparse = data::may_be_sparse(&meta);
+        let sparse = o.sparse != Sparse::Never && data::may_be_sparse(&meta);
         if sparse || !data::preallocate(&out, meta.len()).map_err(fail(&job.destination, "create"))? {
             out.set_len(meta.len()).map_err(fail(&job.destination, "create"))?;
         }
@@ -72,7 +83,7 @@ pub(crate) struct RangeJob {
 
 /// Copies one range of a split file into its temporary file, at the same offsets.
 pub(crate) fn copy_piece(job: &RangeJob) -> Result<u64, Failure> {
-    let (src, meta) = open_source(&job.source, job.follow)?;
+    let (src, meta) = open_source(&job.source, job.follow, false)?;
     let out = OpenOptions::new().write(true).open(&job.temp).map_err(fail(&job.temp, "open"))?;
     data::copy_range(&src, &out, job.start, job.end, data::may_be_sparse(&meta)).map_err(fail(&job.source, "copy"))?;
     Ok(job.end - job.start)
@@ -97,8 +108,10 @@ pub(crate) struct FinishJob {
 pub(crate) fn finish_split(job: &FinishJob, o: &CopyOptions) -> FileOutcome {
     let result = (|| {
         let file = OpenOptions::new().read(true).write(true).open(&job.temp);
-        let staged = Staged { file: file.map_err(fail(&job.temp, "open"))?, name: Naming::Temp(job.temp.clone()) };
-        let (src, meta) = open_source(&job.source, job.follow)?;
+        // The temporary file, or the existing destination written into.
+        let name = if job.temp == job.destination { Naming::Existing } else { Naming::Temp(job.temp.clone()) };
+        let staged = Staged { file: file.map_err(fail(&job.temp, "open"))?, name };
+        let (src, meta) = open_source(&job.source, job.follow, false)?;
         let sealed = seal(staged, &mut Dirs::default(), &src, &meta, &job.destination, None, o)?;
         Ok(FileOutcome::sealed(sealed, job.len))
     })();
@@ -108,7 +121,11 @@ pub(crate) fn finish_split(job: &FinishJob, o: &CopyOptions) -> FileOutcome {
     })
 }
 
-/// Removes the temporary file of a split copy that failed.
+/// Removes the temporary file of a split copy that failed; never an existing destination that
+/// was being written into (only names with [`TEMP_PREFIX`](crate::TEMP_PREFIX) go).
 pub(crate) fn discard(temp: &Path) {
-    let _ = fs::remove_file(temp);
+    use std::os::unix::ffi::OsStrExt;
+    if temp.file_name().is_some_and(|n| n.as_bytes().starts_with(crate::TEMP_PREFIX.as_bytes())) {
+        let _ = fs::remove_file(temp);
+    }
 }

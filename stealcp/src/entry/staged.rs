@@ -45,6 +45,9 @@ pub(super) enum Naming {
     Temp(PathBuf),
     /// Under its final name in a staging directory; removed if dropped unpublished.
     InPlace(PathBuf),
+    /// An existing destination written into (as `cp` does): it has its name already, and is
+    /// never removed.
+    Existing,
     /// Published.
     Done,
 }
@@ -79,7 +82,7 @@ impl Staged {
     /// Returns `false` if the name was taken (since the check) and left alone.
     fn publish(mut self, dirs: &mut Dirs, destination: &Path, no_clobber: bool) -> io::Result<bool> {
         match std::mem::replace(&mut self.name, Naming::Done) {
-            Naming::Done | Naming::InPlace(_) => return Ok(true),
+            Naming::Done | Naming::InPlace(_) | Naming::Existing => return Ok(true),
             Naming::Temp(temp) => {
                 return fs::rename(&temp, destination).map(|()| true).inspect_err(|_| {
                     let _ = fs::remove_file(&temp);
@@ -152,7 +155,8 @@ pub(super) fn seal(
     }
     // The file was created with the source's bits less the umask: only -p with bits the umask
     // took, or with set-id and sticky bits (which creation never sets), needs a chmod.
-    let bits = umask().map(|u| mode & 0o777 & !u);
+    // An existing file written into has its own mode: -p always sets it.
+    let bits = umask().map(|u| mode & 0o777 & !u).filter(|_| !matches!(staged.name, Naming::Existing));
     if o.preserve_mode && bits != Some(mode) {
         out.set_permissions(Permissions::from_mode(mode)).map_err(fail(destination, "preserve mode"))?;
     }

@@ -90,7 +90,10 @@ where
             return;
         }
         self.report.directories += 1;
-        self.observer.copied(EntryKind::Directory, &source, &shown(&self.stagings, &destination));
+        if !listing.existed {
+            // As cp -v: a directory is listed when it is made, not when it was there.
+            self.observer.copied(EntryKind::Directory, &source, &shown(&self.stagings, &destination));
+        }
         for dir in &listing.subdirs {
             let (Some(meta), Some(stat)) = (dir.dir, dir.stat) else { continue };
             let child = source.join(dir.name());
@@ -122,6 +125,8 @@ where
                 dst_dev: listing.dst_dev,
                 dst_group: listing.dst_group,
                 in_staging,
+                read_special: self.options.copy_contents,
+                open_as: None,
             };
             (job, file.stat.and_then(|s| s.link_key()))
         });
@@ -153,6 +158,8 @@ mod tests {
             dst_dev: 0,
             dst_group: None,
             in_staging: false,
+            read_special: false,
+            open_as: None,
         }
     }
 

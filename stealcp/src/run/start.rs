@@ -17,7 +17,7 @@ use crate::entry::{self, DirFinish, DirMeta, FileJob};
 use crate::error::{Failure, fail};
 use crate::plan::Assignment;
 use crate::publish::{remove_stale_temps, temp_path};
-use crate::report::{EntryKind, Skipped};
+use crate::report::EntryKind;
 use crate::scan::{self, ScanJob};
 use crate::task::CopyTask;
 
@@ -32,8 +32,8 @@ where
             self.make_parent(source, destination);
         }
         let (source, destination) = (&assignment.source, &assignment.destination);
-        // cp follows a symlink named on the command line unless recursing (without -L).
-        let follow = o.dereference || !o.recursive;
+        // -H/-L/-P, or cp's default: followed unless recursing (without -L).
+        let follow = o.follows_arguments();
         let meta = if follow { fs::metadata(source) } else { fs::symlink_metadata(source) };
         let meta = match meta {
             Ok(meta) => meta,
@@ -69,7 +69,9 @@ where
                 },
             };
             self.scans.push(ScanCtx { job, ancestors });
-        } else if kind.is_file() {
+        } else if kind.is_file() || (!kind.is_symlink() && (!o.recursive || o.copy_contents)) {
+            // A FIFO or device named without -r (or with --copy-contents) is read like a
+            // file, as cp does.
             let parent = match destination.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,
                 _ => Path::new("."),
@@ -86,17 +88,17 @@ where
                 dst_dev,
                 dst_group,
                 in_staging: false,
+                read_special: !kind.is_file(),
+                // A worker process opens the coordinator's /dev/stdin, not its own.
+                open_as: entry::reachable_from_workers(source),
             };
             self.add_found(vec![(job, scan::Stat::new(&meta).link_key())]);
         } else if kind.is_symlink() {
             let made = entry::make_symlink(source, destination, &meta, true, o);
             self.made(made, EntryKind::Symlink, source, destination);
-        } else if o.recursive {
+        } else {
             let made = entry::make_special(destination, &meta, true, o);
             self.made(made, EntryKind::Special, source, destination);
-        } else {
-            let reason = "special file not copied without -r";
-            self.report.skipped.push(Skipped { path: source.clone(), reason });
         }
     }
 
@@ -107,8 +109,14 @@ where
             Err(e) => return self.fail(fail(source, "stat")(e)),
         };
         match entry::create_directory(destination, &meta) {
-            // An existing directory on the way is used as it is, as cp does.
-            Ok(true) => {}
+            // An existing directory on the way is used as it is, as cp does; with -p it gets
+            // the source directory's attributes, as cp gives them.
+            Ok(true) => {
+                let o = self.options;
+                if o.preserve_mode || o.preserve_ownership || o.preserve_timestamps {
+                    self.directories.push(DirFinish { path: destination.to_path_buf(), meta, existed: true });
+                }
+            }
             Ok(false) => self.directories.push(DirFinish { path: destination.to_path_buf(), meta, existed: false }),
             Err(failure) => self.fail(failure),
         }

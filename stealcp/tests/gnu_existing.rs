@@ -1,0 +1,352 @@
+//! GNU cp side by side (see `gnu_harness`): existing destinations, same-file detection, two
+//! sources on one name, and one bad argument among good ones.
+//!
+//! coreutils tests/cp cases these follow: thru-dangling, same-file, no-deref-link1..3,
+//! slink-2-slink, special-f, dir-vs-file, into-self, existing-perm-dir (write-into keeps the
+//! mode), fail-perm (messages), link (-l onto itself), backup-1, backup-is-src.
+
+mod gnu_harness;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use gnu_harness::{Compare, file, same_as_cp, same_as_cp_with, symlink};
+
+/// A source `f`, a destination `g` (mode 600, with a second name `g2`), a symlink `sg` to it,
+/// a dangling symlink, a symlink loop, and a directory `d`.
+fn existing(dir: &Path) {
+    file(dir, "f", "new contents\n", 0o644);
+    file(dir, "g", "old\n", 0o600);
+    fs::hard_link(dir.join("g"), dir.join("g2")).unwrap();
+    symlink(dir, "g", "sg");
+    symlink(dir, "no-such", "dangle");
+    symlink(dir, "loop", "loop");
+    fs::create_dir(dir.join("d")).unwrap();
+    fs::hard_link(dir.join("f"), dir.join("hl")).unwrap();
+    symlink(dir, "f", "sl");
+}
+
+#[test]
+fn an_existing_file_is_written_into_keeping_its_inode_mode_and_other_names() {
+    for run in same_as_cp(existing, &["f", "g"]) {
+        assert_eq!(fs::read_to_string(run.dir.path().join("g2")).unwrap(), "new contents\n");
+    }
+    same_as_cp(existing, &["-p", "f", "g"]);
+    same_as_cp(existing, &["--preserve=mode", "f", "g"]);
+    same_as_cp(existing, &["-r", "f", "d"]);
+}
+
+#[test]
+fn a_symlink_destination_is_written_through() {
+    same_as_cp(existing, &["f", "sg"]);
+    same_as_cp(existing, &["-r", "f", "sg"]);
+}
+
+#[test]
+fn a_dangling_symlink_destination_is_refused_unless_removed() {
+    same_as_cp(existing, &["f", "dangle"]);
+    same_as_cp(existing, &["-f", "f", "dangle"]);
+    same_as_cp(existing, &["--remove-destination", "f", "dangle"]);
+    // A symlink loop: -f removes it (coreutils' thru-dangling).
+    same_as_cp(existing, &["-f", "f", "loop"]);
+}
+
+#[test]
+fn remove_destination_makes_a_new_file() {
+    for run in same_as_cp(existing, &["--remove-destination", "f", "g"]) {
+        assert_eq!(fs::read_to_string(run.dir.path().join("g2")).unwrap(), "old\n", "the other name is not touched");
+    }
+}
+
+#[test]
+fn force_removes_a_destination_that_cannot_be_opened() {
+    let read_only = |dir: &Path| {
+        existing(dir);
+        fs::set_permissions(dir.join("g"), std::os::unix::fs::PermissionsExt::from_mode(0o444)).unwrap();
+    };
+    // As root the file opens anyway; as 65534 only -f gets past it.
+    same_as_cp(read_only, &["f", "g"]);
+    same_as_cp(read_only, &["-f", "f", "g"]);
+}
+
+#[test]
+fn a_directory_is_never_overwritten_by_a_file_nor_a_file_by_a_directory() {
+    same_as_cp(existing, &["-T", "f", "d"]);
+    same_as_cp(existing, &["-R", "d", "f"]);
+    let nested = |dir: &Path| {
+        file(dir, "src/x", "file\n", 0o644);
+        fs::create_dir_all(dir.join("dst/src/x")).unwrap();
+    };
+    for run in same_as_cp(nested, &["-r", "src", "dst"]) {
+        let line = "stealcp: cannot overwrite directory 'dst/src/x' with non-directory\n";
+        assert_eq!(run.stderr, line, "the whole message, as cp's");
+    }
+}
+
+#[test]
+fn a_fifo_destination_is_replaced_by_cp_r_of_a_fifo() {
+    let fifo = |dir: &Path| {
+        nix::unistd::mkfifo(&dir.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        file(dir, "e", "", 0o644);
+    };
+    same_as_cp(fifo, &["-R", "fifo", "e"]);
+    same_as_cp(fifo, &["-R", "-f", "fifo", "e"]);
+}
+
+#[test]
+fn a_fifo_destination_is_written_to_not_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    file(dir.path(), "f", "through the pipe\n", 0o644);
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::read_to_string(fifo).unwrap())
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stealcp"))
+        .arg(dir.path().join("f"))
+        .arg(&fifo)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(reader.join().unwrap(), "through the pipe\n");
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo_like());
+}
+
+trait FifoLike {
+    fn is_fifo_like(&self) -> bool;
+}
+
+impl FifoLike for fs::FileType {
+    fn is_fifo_like(&self) -> bool {
+        std::os::unix::fs::FileTypeExt::is_fifo(self)
+    }
+}
+
+#[test]
+fn same_file_is_refused_as_cp_refuses_it() {
+    for args in [
+        &["f", "f"][..],
+        &["f", "hl"],
+        &["f", "sl"],
+        &["-f", "f", "hl"],
+        &["--remove-destination", "f", "hl"],
+        &["--remove-destination", "f", "f"],
+        &["--remove-destination", "f", "sl"],
+        &["--remove-destination", "sl", "f"],
+        &["-b", "f", "hl"],
+        &["-b", "f", "f"],
+        &["-P", "sl", "f"],
+        &["-P", "sl", "sl"],
+        &["-a", "f", "hl"],
+        &["-a", "sl", "hl"],
+        &["-l", "f", "hl"],
+    ] {
+        same_as_cp(existing, args);
+    }
+}
+
+#[test]
+fn no_dereference_onto_a_symlink_to_the_source_is_refused() {
+    // coreutils no-deref-link1.
+    let setup = |dir: &Path| {
+        file(dir, "a/foo", "bar\n", 0o644);
+        symlink(dir, "../a/foo", "b/foo");
+    };
+    same_as_cp(setup, &["-d", "a/foo", "b"]);
+    // slink-2-slink: one symlink over another is fine.
+    let links = |dir: &Path| {
+        file(dir, "file", "", 0o644);
+        symlink(dir, "file", "a");
+        symlink(dir, "file", "b");
+        symlink(dir, "no-such-file", "c");
+        symlink(dir, "no-such-file", "e");
+    };
+    same_as_cp(links, &["--update", "--no-dereference", "a", "b"]);
+    same_as_cp(links, &["--update", "--no-dereference", "c", "e"]);
+}
+
+#[test]
+fn two_sources_landing_on_one_name() {
+    let setup = |dir: &Path| {
+        file(dir, "f", "f\n", 0o644);
+        file(dir, "a/x", "a\n", 0o644);
+        file(dir, "b/x", "b\n", 0o644);
+        symlink(dir, "../f", "a/l");
+        symlink(dir, "../f", "b/l");
+        symlink(dir, "../f", "c/x");
+        fs::create_dir(dir.join("dst")).unwrap();
+    };
+    same_as_cp(setup, &["a/x", "b/x", "dst"]);
+    same_as_cp(setup, &["-r", "a/l", "b/l", "dst"]);
+    same_as_cp(setup, &["-P", "c/x", "b/x", "dst"]);
+    // The same source twice: a warning, copied once, status 0.
+    same_as_cp(setup, &["b/x", "b/x", "dst"]);
+}
+
+#[test]
+fn one_bad_argument_does_not_stop_the_others() {
+    let setup = |dir: &Path| {
+        file(dir, "f", "f\n", 0o644);
+        file(dir, "g", "g\n", 0o644);
+        fs::create_dir_all(dir.join("tree/sub")).unwrap();
+        file(dir, "tree/sub/x", "x\n", 0o644);
+        fs::create_dir(dir.join("d")).unwrap();
+    };
+    same_as_cp(setup, &["f", "missing", "g", "d"]);
+    same_as_cp(setup, &["f", "tree", "g", "d"]);
+    same_as_cp(setup, &["-r", "f", "missing", "tree", "d"]);
+    same_as_cp(setup, &["missing", "y"]);
+    same_as_cp(setup, &["tree", "y"]);
+    same_as_cp(setup, &["f", "g", "f"]);
+    same_as_cp(setup, &["f", "g", "missing-dir"]);
+}
+
+#[test]
+fn usage_errors_exit_with_status_1() {
+    let setup = |dir: &Path| file(dir, "f", "f\n", 0o644);
+    for args in [&[][..], &["f"], &["f", "g", "h", "-T"], &["-t", "x", "-T", "f"]] {
+        same_as_cp(setup, args);
+    }
+    let clap_words = Compare { skip_messages: true, ..Compare::default() };
+    for args in [&["--bogus", "f", "g"][..], &["--backup=bogus", "f", "g"], &["--sparse=bogus", "f", "g"]] {
+        same_as_cp_with(setup, args, None, clap_words);
+    }
+}
+
+#[test]
+fn unreadable_sources_and_unwritable_directories_are_worded_as_cp() {
+    let setup = |dir: &Path| {
+        file(dir, "f", "f\n", 0o644);
+        file(dir, "secret", "s\n", 0o000);
+        fs::create_dir(dir.join("locked")).unwrap();
+        file(dir, "tree/a", "a\n", 0o644);
+        file(dir, "tree/hidden", "h\n", 0o000);
+    };
+    let lock = |dir: &Path| {
+        setup(dir);
+        fs::set_permissions(dir.join("locked"), std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
+    };
+    same_as_cp(setup, &["secret", "copy"]);
+    same_as_cp(lock, &["f", "locked"]);
+    same_as_cp(setup, &["-r", "tree", "out"]);
+}
+
+#[test]
+fn verbose_lists_what_cp_lists() {
+    let setup = |dir: &Path| {
+        file(dir, "f", "f\n", 0o644);
+        file(dir, "tree/a", "a\n", 0o644);
+        symlink(dir, "a", "tree/l");
+        fs::create_dir(dir.join("d")).unwrap();
+    };
+    let stdout = Compare { stdout: true, ..Compare::default() };
+    same_as_cp_with(setup, &["-v", "f", "g"], None, stdout);
+    same_as_cp_with(setup, &["-rv", "tree", "f", "d"], None, stdout);
+}
+
+#[test]
+fn backups_are_named_as_cp_names_them() {
+    let setup = |dir: &Path| {
+        existing(dir);
+        file(dir, "n.~3~", "numbered\n", 0o644);
+        file(dir, "n", "n\n", 0o644);
+    };
+    same_as_cp(setup, &["-b", "f", "g"]);
+    same_as_cp(setup, &["--backup=numbered", "f", "g"]);
+    same_as_cp(setup, &["--backup=existing", "f", "n"]);
+    same_as_cp(setup, &["-b", "-S", ".bak", "f", "g"]);
+    same_as_cp(setup, &["--backup=simple", "f", "sg"]);
+    same_as_cp(setup, &["--backup=none", "f", "g"]);
+}
+
+#[test]
+fn no_clobber_and_update() {
+    let setup = |dir: &Path| {
+        existing(dir);
+        let old = filetime::FileTime::from_unix_time(1_000_000_000, 0);
+        filetime::set_file_mtime(dir.join("f"), old).unwrap();
+    };
+    same_as_cp(setup, &["-n", "f", "g"]);
+    same_as_cp(setup, &["-u", "f", "g"]);
+    same_as_cp(setup, &["-u", "g", "f"]);
+    // No answer on standard input: not overwritten.
+    same_as_cp(setup, &["-i", "f", "g"]);
+}
+
+#[test]
+fn interactive_asks_and_takes_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    existing(dir.path());
+    for (answer, expect) in [("n\n", "old\n"), ("y\n", "new contents\n")] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stealcp"))
+            .args(["-i", "f", "g"])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), answer.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stderr).starts_with("stealcp: overwrite 'g'? "));
+        assert_eq!(fs::read_to_string(dir.path().join("g")).unwrap(), expect);
+    }
+    assert_eq!(fs::metadata(dir.path().join("g")).unwrap().nlink(), 2, "written into, not replaced");
+}
+
+#[test]
+fn an_unreadable_directory_is_worded_as_cp() {
+    let setup = |dir: &Path| {
+        file(dir, "tree/a", "a\n", 0o644);
+        file(dir, "tree/closed/inside", "i\n", 0o644);
+        fs::set_permissions(dir.join("tree/closed"), std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    };
+    same_as_cp(setup, &["-r", "tree", "out"]);
+}
+
+#[test]
+fn a_directory_onto_a_file_inside_a_tree_is_worded_as_cp() {
+    let setup = |dir: &Path| {
+        file(dir, "src/x/inner", "i\n", 0o644);
+        file(dir, "src/y", "y\n", 0o644);
+        file(dir, "dst/src/x", "a file in the way\n", 0o644);
+    };
+    for run in same_as_cp(setup, &["-r", "src", "dst"]) {
+        let line = "stealcp: cannot overwrite non-directory 'dst/src/x' with directory 'src/x'\n";
+        assert_eq!(run.stderr, line, "the whole message, as cp's");
+    }
+}
+
+#[test]
+fn a_backup_that_would_replace_the_source_is_refused() {
+    // coreutils backup-is-src.
+    let setup = |dir: &Path| {
+        file(dir, "a", "a\n", 0o644);
+        file(dir, "a~", "a-tilde\n", 0o644);
+    };
+    same_as_cp(setup, &["--backup=simple", "a~", "a"]);
+    same_as_cp(setup, &["--backup=numbered", "a~", "a"]);
+}
+
+#[test]
+fn a_large_file_split_across_workers_is_written_into_an_existing_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    // 65 MiB: over the size from which a file is copied in ranges by several workers.
+    let data: Vec<u8> = (0..65u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    fs::write(dir.path().join("big"), &data).unwrap();
+    file(dir.path(), "dst", "old\n", 0o600);
+    fs::hard_link(dir.path().join("dst"), dir.path().join("dst2")).unwrap();
+    let inode = fs::metadata(dir.path().join("dst")).unwrap().ino();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stealcp"))
+        .args(["-j", "4", "big", "dst"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let meta = fs::metadata(dir.path().join("dst2")).unwrap();
+    assert_eq!((meta.ino(), meta.mode() & 0o777), (inode, 0o600), "written into: same inode, same mode");
+    assert!(fs::read(dir.path().join("dst2")).unwrap() == data);
+    let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 3, "no temporary file left: {names:?}");
+}
