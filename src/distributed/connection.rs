@@ -69,7 +69,7 @@ impl RedisConfig {
 
     /// Opens one connection, with the configured timeouts.
     pub fn connect(&self) -> Result<::redis::Connection, ConnectError> {
-        let fail = |source: ::redis::RedisError| ConnectError { url: self.redacted_url(), source };
+        let fail = |source: ::redis::RedisError| ConnectError::new(self, source);
         let client = ::redis::Client::open(self.url.as_str()).map_err(fail)?;
         let connection = client.get_connection_with_timeout(self.connect_timeout).map_err(fail)?;
         connection.set_read_timeout(Some(self.io_timeout)).map_err(fail)?;
@@ -94,18 +94,36 @@ impl RedisConfig {
 #[derive(Debug)]
 pub struct ConnectError {
     url: String,
-    source: ::redis::RedisError,
+    source: Option<::redis::RedisError>,
+    detail: Option<String>,
+}
+
+impl ConnectError {
+    /// The connection to `config` failed with `source`.
+    pub(crate) fn new(config: &RedisConfig, source: ::redis::RedisError) -> ConnectError {
+        ConnectError { url: config.redacted_url(), source: Some(source), detail: None }
+    }
+
+    /// Setting up the client of `config` failed for a reason that is no Redis error.
+    pub(crate) fn other(config: &RedisConfig, detail: String) -> ConnectError {
+        ConnectError { url: config.redacted_url(), source: None, detail: Some(detail) }
+    }
 }
 
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot connect to Redis at {}", self.url)
+        write!(f, "cannot connect to Redis at {}", self.url)?;
+        match (&self.source, &self.detail) {
+            (Some(source), _) => write!(f, ": {source}"),
+            (None, Some(detail)) => write!(f, ": {detail}"),
+            (None, None) => Ok(()),
+        }
     }
 }
 
 impl std::error::Error for ConnectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
+        self.source.as_ref().map(|s| s as &(dyn std::error::Error + 'static))
     }
 }
 

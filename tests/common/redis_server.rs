@@ -73,6 +73,12 @@ impl RedisServer {
         self.dir.path()
     }
 
+    /// Sends one command (binary-safe arguments: tests write garbage with it) and returns the
+    /// start of the reply, as text.
+    pub fn command(&self, args: &[&[u8]]) -> String {
+        command_bytes(self.port, args).unwrap_or_else(|e| format!("-ERR no reply: {e}"))
+    }
+
     /// The server's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -168,13 +174,21 @@ fn free_port() -> u16 {
 
 /// Sends one RESP command and returns the first reply chunk, as text.
 fn command(port: u16, args: &[&str]) -> std::io::Result<String> {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    command_bytes(port, &args)
+}
+
+/// [`command`] with binary arguments.
+fn command_bytes(port: u16, args: &[&[u8]]) -> std::io::Result<String> {
     let mut stream = TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut request = format!("*{}\r\n", args.len());
+    let mut request = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
-        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        request.extend_from_slice(arg);
+        request.extend_from_slice(b"\r\n");
     }
-    stream.write_all(request.as_bytes())?;
+    stream.write_all(&request)?;
     let mut reply = [0u8; 256];
     let n = stream.read(&mut reply)?;
     Ok(String::from_utf8_lossy(&reply[..n]).into_owned())
