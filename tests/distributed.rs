@@ -477,3 +477,31 @@ fn garbage_in_redis_is_skipped_without_a_panic() {
     assert_eq!(pool.workers().unwrap().len(), 1, "the malformed record is left out");
     poll_until("the garbage jobs to be deleted", || server.command(&[b"XLEN", jobs]).starts_with(":0"));
 }
+
+#[test]
+fn the_example_runs_as_the_readme_says() {
+    need_redis!();
+    // target/<profile>/deps/distributed-<hash> -> target/<profile>/examples/distributed_squares
+    let exe = std::env::current_exe().unwrap();
+    let example = exe.parent().unwrap().parent().unwrap().join("examples").join("distributed_squares");
+    assert!(
+        example.exists(),
+        "{} is not built: `cargo build --features redis --example distributed_squares` (.ci/run does)",
+        example.display()
+    );
+    let server = RedisServer::start();
+    let url = server.url();
+    let start_worker = || Owned {
+        child: Command::new(&example)
+            .args(["--stealpool-worker", &url, "--processes", "2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let (_host1, _host2) = (start_worker(), start_worker());
+    let out = Command::new(&example).arg(&url).stderr(Stdio::inherit()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("the longest chain starts at 6171 (261 steps)"), "{stdout}");
+}

@@ -92,7 +92,7 @@ impl Worker {
         self
     }
 
-    /// How many jobs the worker holds at once, running or waiting in its pool (default twice
+    /// How many jobs the worker holds at once, running or waiting in its pool (default four times
     /// the processes). Held jobs count as running: they cannot be cancelled without force.
     pub fn prefetch(mut self, jobs: usize) -> Worker {
         self.prefetch = Some(jobs.max(1));
@@ -122,7 +122,7 @@ impl Worker {
             host,
             keys: Keys::new(self.config.keys()),
             processes,
-            prefetch: self.prefetch.unwrap_or(2 * processes),
+            prefetch: self.prefetch.unwrap_or(4 * processes),
             heartbeat: self.heartbeat,
             lease: self.lease.max(2 * self.heartbeat),
             poll: self.poll,
