@@ -505,3 +505,34 @@ fn the_example_runs_as_the_readme_says() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("the longest chain starts at 6171 (261 steps)"), "{stdout}");
 }
+
+#[test]
+fn a_job_delivered_but_never_seen_is_read_again_after_a_reconnection() {
+    need_redis!();
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pool = client(&server);
+    let a = worker(&server, &pool, &[]); // prefetch 1: busy with `long`, it reads nothing more
+    let long = pool.apply_async(run_and_sleep, (dir.path().to_owned(), 60_000)).unwrap();
+    running_pid(dir.path(), &[]);
+    let mut job = pool.apply_async(square, 9).unwrap();
+    let name = pool.workers().unwrap().into_iter().find(|w| w.pid == a.pid()).unwrap().name;
+    // Deliver it to A's pending list behind A's back, as a reply lost with a connection would.
+    let reply = server.command(&[
+        b"XREADGROUP",
+        b"GROUP",
+        b"workers",
+        name.as_bytes(),
+        b"COUNT",
+        b"1",
+        b"STREAMS",
+        b"{stealpool}:jobs",
+        b">",
+    ]);
+    assert!(reply.starts_with("*1"), "{reply}");
+    // Every connection breaks; A, alive, holds a job it never saw: no other worker would take
+    // it, so A must find it in its own pending list when it reconnects.
+    assert!(server.command(&[b"CLIENT", b"KILL", b"TYPE", b"normal"]).starts_with(':'));
+    assert!(long.force_cancel());
+    assert_eq!(job.result_timeout(HANG), Ok(81));
+}

@@ -132,7 +132,8 @@ impl RedisExecutorBuilder {
 /// `imap_unordered`, `starmap`) and job types registered with
 /// [`register_job!`](crate::register_job) (through [`submit`](RedisExecutor::submit)).
 ///
-/// Dropping it waits for its jobs, like the pools; `terminate` cancels them.
+/// Dropping it waits for its jobs, like the pools (so, for as long as no worker runs them, or
+/// until Redis has been unreachable for `reconnect_timeout`); `terminate` cancels them.
 ///
 /// # Examples
 /// Needs a Redis server and a worker, so not run here (`tests/distributed.rs` runs the same):
@@ -378,13 +379,25 @@ impl RedisExecutor {
 
     fn stop_reader(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        if self.on_reader() {
+            return; // a done callback: the reader ends by itself once the table is empty
+        }
         if let Some(reader) = self.reader.lock().take() {
             let _ = reader.join();
         }
     }
 
-    /// Waits until every future of this client is resolved.
+    /// Whether this is the result reader's thread (done callbacks run there).
+    fn on_reader(&self) -> bool {
+        self.reader.lock().as_ref().is_some_and(|r| r.thread().id() == std::thread::current().id())
+    }
+
+    /// Waits until every future of this client is resolved (not from a done callback, which
+    /// runs on the thread that resolves them: there it returns at once).
     fn wait_drained(&self) {
+        if self.on_reader() {
+            return;
+        }
         let mut table = self.shared.table.lock();
         while !table.waiting.is_empty() {
             self.shared.drained.wait_for(&mut table, Duration::from_millis(200));

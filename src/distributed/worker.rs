@@ -303,6 +303,11 @@ pub(crate) enum Ended {
 fn read_jobs(state: &Arc<State>, first: redis::Connection) {
     let mut connection = Some(first);
     let mut backoff = Backoff::new();
+    // Jobs already delivered to this worker that it does not hold (a reply lost with a broken
+    // connection, a failure after reading): they are in its pending list, and no other worker
+    // takes them while this one is alive, so it reads them again ("0": its own history) at start
+    // and after every failure.
+    let mut recover = true;
     while !state.stop.load(Ordering::SeqCst) {
         let room = {
             let mut held = state.held.lock();
@@ -326,25 +331,27 @@ fn read_jobs(state: &Arc<State>, first: redis::Connection) {
             }
             continue;
         };
-        let reply = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(&state.name)
-            .arg("COUNT")
-            .arg(room)
-            .arg("BLOCK")
-            .arg(millis(BLOCK))
-            .arg("STREAMS")
-            .arg(state.keys.jobs())
-            .arg(">")
-            .query::<Value>(c);
-        match reply {
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP").arg(GROUP).arg(&state.name);
+        if recover {
+            read.arg("COUNT").arg(1000).arg("STREAMS").arg(state.keys.jobs()).arg("0");
+        } else {
+            read.arg("COUNT").arg(room).arg("BLOCK").arg(millis(BLOCK)).arg("STREAMS").arg(state.keys.jobs()).arg(">");
+        }
+        match read.query::<Value>(c) {
             Ok(reply) => {
-                let entries = wire::stream_entries(&reply).into_iter().map(|e| (e, Vec::new())).collect();
-                if let Err(e) = take_jobs(state, c, entries)
-                    && is_connection_error(&e)
-                {
-                    connection = None;
+                let mut entries = wire::stream_entries(&reply);
+                if recover {
+                    let held = state.held.lock();
+                    entries.retain(|e| !held.contains_key(&e.id));
+                }
+                let entries = entries.into_iter().map(|e| (e, Vec::new())).collect();
+                recover = false;
+                if let Err(e) = take_jobs(state, c, entries) {
+                    recover = true;
+                    if is_connection_error(&e) {
+                        connection = None;
+                    }
                 }
             }
             Err(e) if e.code() == Some("NOGROUP") => {
@@ -359,8 +366,12 @@ fn read_jobs(state: &Arc<State>, first: redis::Connection) {
                     .exec(c);
                 let _ = redis::cmd("PEXPIRE").arg(state.keys.jobs()).arg(24 * 3600 * 1000).arg("NX").exec(c);
             }
-            Err(e) if is_connection_error(&e) => connection = None,
+            Err(e) if is_connection_error(&e) => {
+                connection = None;
+                recover = true;
+            }
             Err(e) => {
+                recover = true;
                 eprintln!("stealpool worker {}: reading jobs: {e}", state.name);
                 std::thread::sleep(BLOCK);
             }
