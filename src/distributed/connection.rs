@@ -90,6 +90,31 @@ impl RedisConfig {
     }
 }
 
+impl RedisConfig {
+    /// The connection in `slot`; if there is none, one attempt to connect, and on failure a
+    /// wait of the backoff's next step (at most 2 s) and `None`: the loop of a thread that must
+    /// outlive outages, one bounded step at a time.
+    pub(crate) fn reconnect<'a>(
+        &self,
+        slot: &'a mut Option<::redis::Connection>,
+        backoff: &mut Backoff,
+    ) -> Option<&'a mut ::redis::Connection> {
+        if slot.is_none() {
+            match self.connect() {
+                Ok(c) => {
+                    *slot = Some(c);
+                    backoff.reset();
+                }
+                Err(_) => {
+                    backoff.wait_until(Instant::now() + Backoff::MAX);
+                    return None;
+                }
+            }
+        }
+        slot.as_mut()
+    }
+}
+
 /// A connection to Redis could not be made.
 #[derive(Debug)]
 pub struct ConnectError {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use redis::Value;
 
-use super::client::{WorkerInfo, after, is_connection_error, millis};
+use super::client::{WorkerInfo, is_connection_error, millis};
 use super::connection::Backoff;
 use super::scripts;
 use super::wire::{self, Failure, GROUP, Keys, Outcome, RESULT_FIELD, ResultHeader};
@@ -60,18 +60,7 @@ pub(crate) fn run(state: &Arc<State>, first: redis::Connection, ended: Receiver<
             }
             return;
         }
-        let Some(c) = connection.as_mut() else {
-            match state.config.connect() {
-                Ok(c) => {
-                    connection = Some(c);
-                    backoff.reset();
-                }
-                Err(_) => {
-                    backoff.wait_until(after(Duration::from_secs(2)));
-                }
-            }
-            continue;
-        };
+        let Some(c) = state.config.reconnect(&mut connection, &mut backoff) else { continue };
         let step = (|| {
             if !writes.is_empty() {
                 write(state, c, &writes)?;

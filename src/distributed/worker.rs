@@ -319,18 +319,7 @@ fn read_jobs(state: &Arc<State>, first: redis::Connection) {
         if room == 0 {
             continue;
         }
-        let Some(c) = connection.as_mut() else {
-            match state.config.connect() {
-                Ok(c) => {
-                    connection = Some(c);
-                    backoff.reset();
-                }
-                Err(_) => {
-                    backoff.wait_until(super::client::after(Duration::from_secs(2)));
-                }
-            }
-            continue;
-        };
+        let Some(c) = state.config.reconnect(&mut connection, &mut backoff) else { continue };
         let mut read = redis::cmd("XREADGROUP");
         read.arg("GROUP").arg(GROUP).arg(&state.name);
         if recover {
