@@ -536,3 +536,24 @@ fn a_job_delivered_but_never_seen_is_read_again_after_a_reconnection() {
     assert!(long.force_cancel());
     assert_eq!(job.result_timeout(HANG), Ok(81));
 }
+
+#[test]
+fn a_password_goes_in_the_url_and_never_into_messages() {
+    need_redis!();
+    let server = RedisServer::start_with_password("s3cret-pw");
+    let port = server.port();
+    let err = RedisExecutor::new(&format!("redis://127.0.0.1:{port}/")).unwrap_err().to_string();
+    assert!(err.contains("NOAUTH") || err.to_lowercase().contains("auth"), "{err}");
+    let err = RedisExecutor::new(&format!("redis://:wrong@127.0.0.1:{port}/")).unwrap_err().to_string();
+    assert!(err.contains("redis://:***@127.0.0.1") && !err.contains("wrong"), "{err}");
+
+    let url = format!("redis://:s3cret-pw@127.0.0.1:{port}/");
+    let pool = RedisExecutor::new(&url).unwrap();
+    let w = start("worker_process", &[("STEALPOOL_TEST_WORKER", url)]);
+    let suffix = format!(":{}", w.pid());
+    poll_until("the worker to announce itself", || {
+        pool.workers().is_ok_and(|ws| ws.iter().any(|i| i.name.ends_with(&suffix)))
+    });
+    assert_eq!(pool.apply_async(square, 11).unwrap().result(), Ok(121));
+    assert!(!format!("{pool:?}").contains("s3cret"));
+}

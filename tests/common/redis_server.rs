@@ -30,23 +30,31 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     append_only: bool,
+    /// `requirepass`, if the server was started with one.
+    password: Option<String>,
 }
 
 impl RedisServer {
     /// Starts a server without persistence.
     pub fn start() -> RedisServer {
-        RedisServer::start_with(false)
+        RedisServer::start_with(false, None)
     }
 
     /// Starts a server that writes every write to its append-only file (`appendfsync always`),
     /// so that [`RedisServer::restart`] keeps every acknowledged write.
     pub fn start_persistent() -> RedisServer {
-        RedisServer::start_with(true)
+        RedisServer::start_with(true, None)
     }
 
-    fn start_with(append_only: bool) -> RedisServer {
+    /// Starts a server without persistence that requires `password` (`requirepass`); stopping
+    /// it is a SIGKILL (its SHUTDOWN would need the password).
+    pub fn start_with_password(password: &str) -> RedisServer {
+        RedisServer::start_with(false, Some(password.to_owned()))
+    }
+
+    fn start_with(append_only: bool, password: Option<String>) -> RedisServer {
         let dir = tempfile::tempdir().expect("a temporary directory for redis-server");
-        let mut server = RedisServer { child: None, port: 0, dir, append_only };
+        let mut server = RedisServer { child: None, port: 0, dir, append_only, password };
         // A free port can be taken by someone else between our probe and the server's bind;
         // the server then exits at once and we pick another.
         for _ in 0..20 {
@@ -87,6 +95,9 @@ impl RedisServer {
     /// Stops the server (SHUTDOWN, which flushes the append-only file; SIGKILL if it does not
     /// exit in time) and waits for it.
     pub fn stop(&mut self) {
+        if self.password.is_some() {
+            return self.kill();
+        }
         let Some(mut child) = self.child.take() else { return };
         let _ = command(self.port, &["SHUTDOWN"]);
         let deadline = Instant::now() + START_OR_STOP;
@@ -140,13 +151,19 @@ impl RedisServer {
         if self.append_only {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         }
+        if let Some(password) = &self.password {
+            cmd.args(["--requirepass", password]);
+        }
         let mut child = cmd.spawn().expect("spawn redis-server");
         let deadline = Instant::now() + START_OR_STOP;
         loop {
             if let Ok(Some(_)) = child.try_wait() {
                 return false;
             }
-            if command(self.port, &["PING"]).is_ok_and(|reply| reply.starts_with("+PONG")) {
+            // Up: it answers PING, or refuses it for want of the password.
+            if command(self.port, &["PING"])
+                .is_ok_and(|reply| reply.starts_with("+PONG") || reply.starts_with("-NOAUTH"))
+            {
                 self.child = Some(child);
                 return true;
             }
