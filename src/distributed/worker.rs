@@ -401,7 +401,8 @@ pub(crate) fn take_jobs(
             continue;
         };
         let answer = |error| Some((header.client.to_owned(), header.seq, header.result_ttl_ms, error));
-        let client_alive = clients.binary_search_by(|c| c.as_str().cmp(header.client)).is_ok_and(|i| alive[i]);
+        let client_alive =
+            clients.binary_search_by(|c| c.as_str().cmp(header.client)).is_ok_and(|i| alive.get(i) == Some(&true));
         if !client_alive {
             let _ = done.send(Ended::WrittenOff { entry: id, answer: None });
             continue;
