@@ -46,7 +46,7 @@
 //! - **A client that dies** stops renewing its liveness key; once it lapses
 //!   ([`client_ttl`](RedisExecutorBuilder::client_ttl), default 30 s) workers drop its queued
 //!   jobs when they read them and kill its running ones within their poll interval: no work
-//!   runs for nobody later than `client_ttl` plus the poll interval after the client's last
+//!   runs for nobody later than `client_ttl` plus two poll intervals after the client's last
 //!   renewal. Its results expire after [`result_ttl`](RedisExecutorBuilder::result_ttl).
 //! - **Redis unavailable**: building a client or a worker fails with [`ConnectError`];
 //!   `submit` fails with a [`SubmitError`](crate::SubmitError) whose

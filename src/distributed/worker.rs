@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use redis::Value;
@@ -133,6 +133,7 @@ impl Worker {
             done: Mutex::new(done_tx),
             jobs_done: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            clients_seen: Mutex::new(HashMap::new()),
         });
         let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -277,6 +278,8 @@ pub(crate) struct State {
     pub(crate) done: Mutex<mpsc::Sender<Ended>>,
     pub(crate) jobs_done: AtomicU64,
     pub(crate) stop: AtomicBool,
+    /// Clients found alive, and when (entries older than `poll` are dropped at each use).
+    pub(crate) clients_seen: Mutex<HashMap<String, Instant>>,
 }
 
 /// A job the worker holds.
@@ -383,15 +386,27 @@ pub(crate) fn take_jobs(
         entries.iter().filter_map(|(e, _)| Some(JobHeader::parse(e.field(JOB_FIELD)?)?.0.client.to_owned())).collect();
     clients.sort();
     clients.dedup();
-    let alive: Vec<bool> = if clients.is_empty() {
-        Vec::new()
-    } else {
+    // A client seen alive within the last poll interval is not asked about again: a burst of
+    // small jobs costs no extra round trip per read. (One that died meanwhile has its jobs
+    // killed by the next poll: the bound is `client_ttl` plus two poll intervals.)
+    let now = Instant::now();
+    let mut seen = state.clients_seen.lock();
+    seen.retain(|_, at| now.duration_since(*at) < state.poll);
+    let unknown: Vec<&String> = clients.iter().filter(|c| !seen.contains_key(*c)).collect();
+    if !unknown.is_empty() {
         let mut exists = redis::pipe();
-        for client in &clients {
+        for client in &unknown {
             exists.cmd("EXISTS").arg(state.keys.client(client));
         }
-        exists.query::<Vec<bool>>(c)?
-    };
+        let answers = exists.query::<Vec<bool>>(c)?;
+        for (client, alive) in unknown.into_iter().zip(answers) {
+            if alive {
+                seen.insert(client.clone(), now);
+            }
+        }
+    }
+    let alive: Vec<bool> = clients.iter().map(|c| seen.contains_key(c)).collect();
+    drop(seen);
     let done = state.done.lock().clone();
     for (entry, lost) in entries {
         let id = entry.id.clone();
