@@ -557,3 +557,106 @@ fn a_password_goes_in_the_url_and_never_into_messages() {
     assert_eq!(pool.apply_async(square, 11).unwrap().result(), Ok(121));
     assert!(!format!("{pool:?}").contains("s3cret"));
 }
+
+/// Not a test: a process that runs a worker and a client over `rediss://` and exits 0 if a job
+/// comes back (a process of its own, so that `SSL_CERT_FILE`, which makes it trust the test's
+/// CA, is set from its start).
+#[cfg(feature = "redis-tls")]
+#[test]
+fn tls_process() {
+    let Ok(url) = std::env::var("STEALPOOL_TEST_TLS") else { return };
+    let worker = Worker::new(RedisConfig::new(url.as_str()))
+        .pool(ProcessPoolBuilder::new().num_workers(1))
+        .heartbeat(Duration::from_millis(100))
+        .start()
+        .unwrap();
+    let pool = RedisExecutor::new(&url).unwrap();
+    assert_eq!(pool.apply_async(square, 13).unwrap().result(), Ok(169));
+    drop(pool);
+    worker.stop();
+}
+
+#[cfg(feature = "redis-tls")]
+#[test]
+fn rediss_urls_speak_tls() {
+    need_redis!();
+    let certs = tempfile::tempdir().unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(certs.path()).output();
+        match out {
+            Ok(o) if o.status.success() => true,
+            Ok(o) => panic!("openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr)),
+            Err(e) => {
+                eprintln!("skipped: no openssl to make certificates ({e})");
+                false
+            }
+        }
+    };
+    let made = openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    if !made {
+        return;
+    }
+    std::fs::write(certs.path().join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.crt",
+    ]);
+    let server = RedisServer::start_with_tls(certs.path());
+    let url = server.tls_url().unwrap();
+    // Without trusting the CA, the certificate is refused.
+    let err = RedisExecutor::new(&url).unwrap_err().to_string();
+    assert!(err.starts_with("cannot connect to Redis at rediss://127.0.0.1:"), "{err}");
+    let mut child = start(
+        "tls_process",
+        &[("STEALPOOL_TEST_TLS", url), ("SSL_CERT_FILE", certs.path().join("ca.crt").display().to_string())],
+    );
+    let deadline = Instant::now() + HANG;
+    let status = loop {
+        if let Some(status) = child.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the TLS client did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "the job over TLS failed: {status}");
+    drop(child);
+}

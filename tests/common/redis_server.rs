@@ -32,6 +32,9 @@ pub struct RedisServer {
     append_only: bool,
     /// `requirepass`, if the server was started with one.
     password: Option<String>,
+    /// The TLS port and the directory of `server.crt`, `server.key` and `ca.crt`, if the
+    /// server also listens for TLS.
+    tls: Option<(u16, PathBuf)>,
 }
 
 impl RedisServer {
@@ -52,9 +55,30 @@ impl RedisServer {
         RedisServer::start_with(false, Some(password.to_owned()))
     }
 
+    /// Starts a server without persistence that also listens for TLS on another free port,
+    /// with the certificate `server.crt`, key `server.key` and CA `ca.crt` found in `certs`
+    /// (client certificates not required). The plain port stays, for the harness itself.
+    pub fn start_with_tls(certs: &Path) -> RedisServer {
+        let dir = tempfile::tempdir().expect("a temporary directory for redis-server");
+        let mut server = RedisServer { child: None, port: 0, dir, append_only: false, password: None, tls: None };
+        for _ in 0..20 {
+            server.port = free_port();
+            server.tls = Some((free_port(), certs.to_owned()));
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server with TLS did not start (see {})", server.log_path().display());
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT/`, for a server started with [`RedisServer::start_with_tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls.as_ref().map(|(port, _)| format!("rediss://127.0.0.1:{port}/"))
+    }
+
     fn start_with(append_only: bool, password: Option<String>) -> RedisServer {
         let dir = tempfile::tempdir().expect("a temporary directory for redis-server");
-        let mut server = RedisServer { child: None, port: 0, dir, append_only, password };
+        let mut server = RedisServer { child: None, port: 0, dir, append_only, password, tls: None };
         // A free port can be taken by someone else between our probe and the server's bind;
         // the server then exits at once and we pick another.
         for _ in 0..20 {
@@ -153,6 +177,15 @@ impl RedisServer {
         }
         if let Some(password) = &self.password {
             cmd.args(["--requirepass", password]);
+        }
+        if let Some((port, certs)) = &self.tls {
+            cmd.args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(certs.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(certs.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(certs.join("ca.crt"));
         }
         let mut child = cmd.spawn().expect("spawn redis-server");
         let deadline = Instant::now() + START_OR_STOP;
