@@ -5,6 +5,9 @@
 //! This file must never hold the table's lock across a Redis round trip other than the one that
 //! adds a job (so that a result is never seen before its job is in the table), and never resolve
 //! a future twice: a job leaves the table exactly once, and whoever removes it resolves it.
+//!
+//! (A little over 500 lines: the `Submit` implementations, one per shape of job, mirror the
+//! process pool's, and the cell's cancel logic belongs beside the table it edits.)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,8 +19,9 @@ use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::builder::RedisExecutorBuilder;
 use super::connection::{ConnectError, RedisConfig};
-use super::results;
+use super::control::WorkerInfo;
 use super::scripts;
 use super::wire::{self, GROUP, JOB_FIELD, JobHeader, Keys};
 use crate::error::{JobError, JoinError, SubmitError};
@@ -30,99 +34,6 @@ use crate::process::{RemoteJob, decode_many, decode_one, fn_code};
 /// The largest job frame the client sends (a Redis string may hold 512 MiB; a job this large
 /// belongs in shared storage, with its address in the job).
 const MAX_JOB_BYTES: usize = 64 << 20;
-
-/// The settings of a [`RedisExecutor`]; see [`RedisExecutor::builder`].
-#[derive(Clone, Debug)]
-pub struct RedisExecutorBuilder {
-    config: RedisConfig,
-    pub(crate) max_retries: u32,
-    task_timeout: Option<Duration>,
-    pub(crate) client_ttl: Duration,
-    pub(crate) result_ttl: Duration,
-    pub(crate) queue_ttl: Duration,
-    pub(crate) reconnect_timeout: Duration,
-}
-
-impl RedisExecutorBuilder {
-    /// How many times a job is run again after losing the worker that held it (it died, or
-    /// stopped sending heartbeats). Default 1: one lost host does not fail its jobs, and a job
-    /// that brings down every worker that runs it stops after two. 0 makes a lost job fail at
-    /// once (at most one run, unless a stopped worker resumes).
-    pub fn max_retries(mut self, retries: u32) -> Self {
-        self.max_retries = retries;
-        self
-    }
-
-    /// A time limit for every job, enforced by the worker that runs it (its process is killed and
-    /// the future fails with [`JobError::TimedOut`]). Default: none (the worker's own default).
-    pub fn task_timeout(mut self, limit: Duration) -> Self {
-        self.task_timeout = Some(limit);
-        self
-    }
-
-    /// How long after this client stops (killed, or cut off from Redis) workers go on with its
-    /// jobs: its liveness key lapses after this, and then workers drop its queued jobs and kill
-    /// its running ones. Default 30 s; at least 1 s.
-    pub fn client_ttl(mut self, ttl: Duration) -> Self {
-        self.client_ttl = ttl.max(Duration::from_secs(1));
-        self
-    }
-
-    /// How long a result waits in Redis for this client to read it. Default 1 hour.
-    pub fn result_ttl(mut self, ttl: Duration) -> Self {
-        self.result_ttl = ttl.max(Duration::from_secs(1));
-        self
-    }
-
-    /// How long the job stream lives after the last job was added to it (and each worker
-    /// heartbeat renews it). Default 1 day.
-    pub fn queue_ttl(mut self, ttl: Duration) -> Self {
-        self.queue_ttl = ttl.max(Duration::from_secs(1));
-        self
-    }
-
-    /// How long the client keeps trying to reach Redis again when it is gone before it fails
-    /// every unfinished future with [`JobError::Lost`]. Default 60 s.
-    pub fn reconnect_timeout(mut self, timeout: Duration) -> Self {
-        self.reconnect_timeout = timeout;
-        self
-    }
-
-    /// Connects and starts the client's result reader.
-    ///
-    /// # Errors
-    /// [`ConnectError`] if Redis cannot be reached now.
-    pub fn build(self) -> Result<RedisExecutor, ConnectError> {
-        let mut submitter = self.config.connect()?;
-        let id = client_id();
-        let keys = Keys::new(self.config.keys());
-        let alive = redis::cmd("SET")
-            .arg(keys.client(&id))
-            .arg(1)
-            .arg("PX")
-            .arg(millis(self.client_ttl))
-            .query::<redis::Value>(&mut submitter);
-        alive.map_err(|source| ConnectError::new(&self.config, source))?;
-        let reader_connection = self.config.connect()?;
-        let shared = Arc::new(Shared {
-            keys,
-            id,
-            options: self.clone(),
-            submitter: Mutex::new(Some(submitter)),
-            table: Mutex::new(Table { waiting: HashMap::new(), open: true }),
-            drained: Condvar::new(),
-            seq: AtomicU64::new(1),
-            stop: AtomicBool::new(false),
-            config: self.config,
-        });
-        let reader_shared = shared.clone();
-        let reader = std::thread::Builder::new()
-            .name("stealpool-redis-results".to_owned())
-            .spawn(move || results::run(&reader_shared, reader_connection))
-            .map_err(|e| ConnectError::other(&shared.config, format!("cannot start the result reader: {e}")))?;
-        Ok(RedisExecutor { shared, reader: Mutex::new(Some(reader)) })
-    }
-}
 
 /// The [`Executor`] over Redis: jobs go to worker processes on any host that run the same
 /// binary (see the [module docs](super) for the semantics and `PROTOCOL.md` for the keys).
@@ -149,8 +60,8 @@ impl RedisExecutorBuilder {
 /// assert_eq!(squares, [1, 4, 9, 16]);
 /// ```
 pub struct RedisExecutor {
-    shared: Arc<Shared>,
-    reader: Mutex<Option<JoinHandle<()>>>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) reader: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// What the executor, its futures and its result reader share.
@@ -161,11 +72,11 @@ pub(crate) struct Shared {
     pub(crate) id: String,
     pub(crate) options: RedisExecutorBuilder,
     /// The connection jobs are added and cancelled on (`None` after it failed).
-    submitter: Mutex<Option<redis::Connection>>,
+    pub(super) submitter: Mutex<Option<redis::Connection>>,
     pub(crate) table: Mutex<Table>,
     /// Notified when the table empties.
     pub(crate) drained: Condvar,
-    seq: AtomicU64,
+    pub(super) seq: AtomicU64,
     /// Tells the result reader to end once the table is empty.
     pub(crate) stop: AtomicBool,
 }
@@ -410,23 +321,6 @@ impl RedisExecutor {
     }
 }
 
-/// One worker as its heartbeat describes it (see [`RedisExecutor::workers`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkerInfo {
-    /// `host:pid`, the worker's name in the consumer group.
-    pub name: String,
-    /// The host it runs on.
-    pub host: String,
-    /// Its process id there.
-    pub pid: u32,
-    /// The processes of its local pool.
-    pub processes: usize,
-    /// Jobs it has finished (results written).
-    pub jobs_done: u64,
-    /// When it last sent a heartbeat.
-    pub last_seen: SystemTime,
-}
-
 /// A job's future: its core, how to read its result, and the way back to the client for a
 /// cancel.
 struct RedisCell<T> {
@@ -620,7 +514,7 @@ pub(crate) fn millis(d: Duration) -> u64 {
 
 /// A client id unlikely to be taken by any other client anywhere: host, pid, time and a random
 /// number from std's randomly seeded hasher.
-fn client_id() -> String {
+pub(super) fn client_id() -> String {
     use std::hash::BuildHasher;
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let random = std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id()));

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use redis::Value;
 
-use super::client::{WorkerInfo, is_connection_error, millis};
+use super::client::{is_connection_error, millis};
 use super::connection::Backoff;
 use super::scripts;
 use super::wire::{self, Failure, GROUP, Keys, Outcome, RESULT_FIELD, ResultHeader};
@@ -221,6 +221,23 @@ fn kill_abandoned(state: &State, c: &mut redis::Connection) -> redis::RedisResul
         }
     }
     Ok(())
+}
+
+/// One worker as its heartbeat describes it (see [`RedisExecutor::workers`](super::RedisExecutor::workers)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// `host:pid`, the worker's name in the consumer group.
+    pub name: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Its process id there.
+    pub pid: u32,
+    /// The processes of its local pool.
+    pub processes: usize,
+    /// Jobs it has finished (results written).
+    pub jobs_done: u64,
+    /// When it last sent a heartbeat.
+    pub last_seen: SystemTime,
 }
 
 /// A clean stop: the worker's record and consumer go now.

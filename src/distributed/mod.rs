@@ -72,6 +72,7 @@
 //! This module must never block without a bound, never panic on what it reads from Redis, and
 //! never write a key without the namespace prefix and an expiry.
 
+mod builder;
 mod client;
 pub mod connection;
 mod control;
@@ -80,6 +81,8 @@ mod scripts;
 mod wire;
 mod worker;
 
-pub use client::{RedisExecutor, RedisExecutorBuilder, WorkerInfo};
+pub use builder::RedisExecutorBuilder;
+pub use client::RedisExecutor;
 pub use connection::{ConnectError, Namespace, RedisConfig};
+pub use control::WorkerInfo;
 pub use worker::{Worker, WorkerError, WorkerHandle, serve_if_requested};
