@@ -274,6 +274,16 @@ fn the_generic_code_of_the_other_pools_runs_unchanged() {
     }
     poll_until("the jobs to be counted", || pool.workers().unwrap().iter().map(|w| w.jobs_done).sum::<u64>() >= 20);
 
+    // Every key the backend wrote is in the namespace and expires.
+    let mut redis = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis).unwrap();
+    assert!(keys.len() >= 6, "{keys:?}"); // jobs, results, client, workers, worker x2
+    for key in &keys {
+        assert!(key.starts_with("{stealpool}:"), "{key}");
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut redis).unwrap();
+        assert!(ttl > 0, "{key} has no expiry ({ttl})");
+    }
+
     pool.close();
     assert!(pool.submit(Square(1)).unwrap_err().is_shutdown());
     pool.join().unwrap();
