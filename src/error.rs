@@ -85,6 +85,18 @@ pub enum JobError {
     /// The [`Promise`](crate::Promise) of a [`Future::pending`](crate::Future::pending) was
     /// dropped without setting a result or an error, so none will ever come.
     Abandoned,
+    /// (Distributed backend.) Every worker that took the job was lost while it held it (it died
+    /// or stopped sending heartbeats), `max_retries + 1` times in all; the job is not run again.
+    WorkersLost {
+        /// The workers that held it, in order, each as `host:pid`.
+        workers: Box<[String]>,
+    },
+    /// (Distributed backend.) The job's outcome can no longer arrive: Redis stayed unreachable
+    /// past the reconnection bound, or came back without the job (restarted without its data).
+    Lost {
+        /// What happened, with the Redis URL (its password hidden).
+        reason: Box<str>,
+    },
 }
 
 /// How a child process ended: an exit code, or the signal that killed it.
@@ -308,6 +320,13 @@ impl fmt::Display for JobError {
             }
             JobError::Broken { reason } => write!(f, "the process pool is broken: {reason}"),
             JobError::Abandoned => f.write_str("the promise was dropped without setting a result"),
+            JobError::WorkersLost { workers } => write!(
+                f,
+                "the job was lost with each of the {} workers that held it ({}); it is not retried again",
+                workers.len(),
+                workers.join(", ")
+            ),
+            JobError::Lost { reason } => write!(f, "the job's outcome can no longer arrive: {reason}"),
         }
     }
 }

@@ -69,7 +69,7 @@ impl RedisConfig {
 
     /// Opens one connection, with the configured timeouts.
     pub fn connect(&self) -> Result<::redis::Connection, ConnectError> {
-        let fail = |source: ::redis::RedisError| ConnectError { url: self.redacted_url(), source };
+        let fail = |source: ::redis::RedisError| ConnectError::new(self, source);
         let client = ::redis::Client::open(self.url.as_str()).map_err(fail)?;
         let connection = client.get_connection_with_timeout(self.connect_timeout).map_err(fail)?;
         connection.set_read_timeout(Some(self.io_timeout)).map_err(fail)?;
@@ -90,22 +90,65 @@ impl RedisConfig {
     }
 }
 
+impl RedisConfig {
+    /// The connection in `slot`; if there is none, one attempt to connect, and on failure a
+    /// wait of the backoff's next step (at most 2 s) and `None`: the loop of a thread that must
+    /// outlive outages, one bounded step at a time.
+    pub(crate) fn reconnect<'a>(
+        &self,
+        slot: &'a mut Option<::redis::Connection>,
+        backoff: &mut Backoff,
+    ) -> Option<&'a mut ::redis::Connection> {
+        if slot.is_none() {
+            match self.connect() {
+                Ok(c) => {
+                    *slot = Some(c);
+                    backoff.reset();
+                }
+                Err(_) => {
+                    backoff.wait_until(Instant::now() + Backoff::MAX);
+                    return None;
+                }
+            }
+        }
+        slot.as_mut()
+    }
+}
+
 /// A connection to Redis could not be made.
 #[derive(Debug)]
 pub struct ConnectError {
     url: String,
-    source: ::redis::RedisError,
+    source: Option<::redis::RedisError>,
+    detail: Option<String>,
+}
+
+impl ConnectError {
+    /// The connection to `config` failed with `source`.
+    pub(crate) fn new(config: &RedisConfig, source: ::redis::RedisError) -> ConnectError {
+        ConnectError { url: config.redacted_url(), source: Some(source), detail: None }
+    }
+
+    /// Setting up the client of `config` failed for a reason that is no Redis error.
+    pub(crate) fn other(config: &RedisConfig, detail: String) -> ConnectError {
+        ConnectError { url: config.redacted_url(), source: None, detail: Some(detail) }
+    }
 }
 
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot connect to Redis at {}", self.url)
+        write!(f, "cannot connect to Redis at {}", self.url)?;
+        match (&self.source, &self.detail) {
+            (Some(source), _) => write!(f, ": {source}"),
+            (None, Some(detail)) => write!(f, ": {detail}"),
+            (None, None) => Ok(()),
+        }
     }
 }
 
 impl std::error::Error for ConnectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
+        self.source.as_ref().map(|s| s as &(dyn std::error::Error + 'static))
     }
 }
 

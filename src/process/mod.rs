@@ -323,11 +323,34 @@ impl ProcessPoolExecutor {
         self.pool.fork_server_pid()
     }
 
+    /// Queues a task already encoded elsewhere: the name of the code, the layout and the
+    /// postcard input as they came from another machine (the distributed worker's side). The
+    /// future holds the worker's status and reply body, undecoded; a worker's death, a time
+    /// limit or a cancel are its errors, as for any task. A `limit` of `None` is the pool's
+    /// default.
+    #[cfg(feature = "redis")]
+    pub(crate) fn submit_encoded(
+        &self,
+        code: &str,
+        mode: InputLayout,
+        input: &[u8],
+        limit: Option<Duration>,
+    ) -> Result<Future<(Status, Vec<u8>)>, SubmitError<()>> {
+        fn raw(status: Status, body: &[u8]) -> Result<(Status, Vec<u8>), JobError> {
+            Ok((status, body.to_vec()))
+        }
+        let encode = |(): &(), mut frame: Vec<u8>| {
+            frame.extend_from_slice(input);
+            Ok(frame)
+        };
+        self.send((), Ok(code), mode, encode, raw, limit.or(self.pool.default_limit()))
+    }
+
     /// Encodes and queues one task.
     fn send<J, T>(
         &self,
         job: J,
-        code: Result<&'static str, &'static str>,
+        code: Result<&str, &'static str>,
         mode: InputLayout,
         encode: impl FnOnce(&J, Vec<u8>) -> postcard::Result<Vec<u8>>,
         decode: fn(Status, &[u8]) -> Result<T, JobError>,
@@ -376,7 +399,7 @@ impl ProcessPoolExecutor {
 /// anything (or a function pointer) has a size, so it is refused when the program is built, by
 /// a constant evaluated for each `F` (a post-monomorphization error: `cargo build` reports it,
 /// `cargo check` may not).
-fn fn_code<F: 'static>() -> Result<&'static str, &'static str> {
+pub(crate) fn fn_code<F: 'static>() -> Result<&'static str, &'static str> {
     const {
         assert!(
             std::mem::size_of::<F>() == 0,
@@ -388,14 +411,17 @@ fn fn_code<F: 'static>() -> Result<&'static str, &'static str> {
     registration::name_of_fn::<F>().ok_or(std::any::type_name::<F>())
 }
 
-fn decode_one<T: DeserializeOwned>(status: Status, body: &[u8]) -> Result<T, JobError> {
+pub(crate) fn decode_one<T: DeserializeOwned>(status: Status, body: &[u8]) -> Result<T, JobError> {
     match status {
         Status::Ok => postcard::from_bytes(body).map_err(|e| JobError::Serialization { message: e.to_string() }),
         other => Err(failure(other, body)),
     }
 }
 
-fn decode_many<R: DeserializeOwned>(status: Status, body: &[u8]) -> Result<Vec<Result<R, JobError>>, JobError> {
+pub(crate) fn decode_many<R: DeserializeOwned>(
+    status: Status,
+    body: &[u8],
+) -> Result<Vec<Result<R, JobError>>, JobError> {
     let items: Vec<Result<R, PanicReport>> = decode_one(status, body)?;
     Ok(items.into_iter().map(|r| r.map_err(PanicReport::into_error)).collect())
 }

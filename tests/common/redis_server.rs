@@ -30,23 +30,55 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     append_only: bool,
+    /// `requirepass`, if the server was started with one.
+    password: Option<String>,
+    /// The TLS port and the directory of `server.crt`, `server.key` and `ca.crt`, if the
+    /// server also listens for TLS.
+    tls: Option<(u16, PathBuf)>,
 }
 
 impl RedisServer {
     /// Starts a server without persistence.
     pub fn start() -> RedisServer {
-        RedisServer::start_with(false)
+        RedisServer::start_with(false, None)
     }
 
     /// Starts a server that writes every write to its append-only file (`appendfsync always`),
     /// so that [`RedisServer::restart`] keeps every acknowledged write.
     pub fn start_persistent() -> RedisServer {
-        RedisServer::start_with(true)
+        RedisServer::start_with(true, None)
     }
 
-    fn start_with(append_only: bool) -> RedisServer {
+    /// Starts a server without persistence that requires `password` (`requirepass`); stopping
+    /// it is a SIGKILL (its SHUTDOWN would need the password).
+    pub fn start_with_password(password: &str) -> RedisServer {
+        RedisServer::start_with(false, Some(password.to_owned()))
+    }
+
+    /// Starts a server without persistence that also listens for TLS on another free port,
+    /// with the certificate `server.crt`, key `server.key` and CA `ca.crt` found in `certs`
+    /// (client certificates not required). The plain port stays, for the harness itself.
+    pub fn start_with_tls(certs: &Path) -> RedisServer {
         let dir = tempfile::tempdir().expect("a temporary directory for redis-server");
-        let mut server = RedisServer { child: None, port: 0, dir, append_only };
+        let mut server = RedisServer { child: None, port: 0, dir, append_only: false, password: None, tls: None };
+        for _ in 0..20 {
+            server.port = free_port();
+            server.tls = Some((free_port(), certs.to_owned()));
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server with TLS did not start (see {})", server.log_path().display());
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT/`, for a server started with [`RedisServer::start_with_tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls.as_ref().map(|(port, _)| format!("rediss://127.0.0.1:{port}/"))
+    }
+
+    fn start_with(append_only: bool, password: Option<String>) -> RedisServer {
+        let dir = tempfile::tempdir().expect("a temporary directory for redis-server");
+        let mut server = RedisServer { child: None, port: 0, dir, append_only, password, tls: None };
         // A free port can be taken by someone else between our probe and the server's bind;
         // the server then exits at once and we pick another.
         for _ in 0..20 {
@@ -73,6 +105,12 @@ impl RedisServer {
         self.dir.path()
     }
 
+    /// Sends one command (binary-safe arguments: tests write garbage with it) and returns the
+    /// start of the reply, as text.
+    pub fn command(&self, args: &[&[u8]]) -> String {
+        command_bytes(self.port, args).unwrap_or_else(|e| format!("-ERR no reply: {e}"))
+    }
+
     /// The server's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -81,6 +119,9 @@ impl RedisServer {
     /// Stops the server (SHUTDOWN, which flushes the append-only file; SIGKILL if it does not
     /// exit in time) and waits for it.
     pub fn stop(&mut self) {
+        if self.password.is_some() {
+            return self.kill();
+        }
         let Some(mut child) = self.child.take() else { return };
         let _ = command(self.port, &["SHUTDOWN"]);
         let deadline = Instant::now() + START_OR_STOP;
@@ -134,13 +175,28 @@ impl RedisServer {
         if self.append_only {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         }
+        if let Some(password) = &self.password {
+            cmd.args(["--requirepass", password]);
+        }
+        if let Some((port, certs)) = &self.tls {
+            cmd.args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(certs.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(certs.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(certs.join("ca.crt"));
+        }
         let mut child = cmd.spawn().expect("spawn redis-server");
         let deadline = Instant::now() + START_OR_STOP;
         loop {
             if let Ok(Some(_)) = child.try_wait() {
                 return false;
             }
-            if command(self.port, &["PING"]).is_ok_and(|reply| reply.starts_with("+PONG")) {
+            // Up: it answers PING, or refuses it for want of the password.
+            if command(self.port, &["PING"])
+                .is_ok_and(|reply| reply.starts_with("+PONG") || reply.starts_with("-NOAUTH"))
+            {
                 self.child = Some(child);
                 return true;
             }
@@ -168,13 +224,21 @@ fn free_port() -> u16 {
 
 /// Sends one RESP command and returns the first reply chunk, as text.
 fn command(port: u16, args: &[&str]) -> std::io::Result<String> {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    command_bytes(port, &args)
+}
+
+/// [`command`] with binary arguments.
+fn command_bytes(port: u16, args: &[&[u8]]) -> std::io::Result<String> {
     let mut stream = TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut request = format!("*{}\r\n", args.len());
+    let mut request = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
-        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        request.extend_from_slice(arg);
+        request.extend_from_slice(b"\r\n");
     }
-    stream.write_all(request.as_bytes())?;
+    stream.write_all(&request)?;
     let mut reply = [0u8; 256];
     let n = stream.read(&mut reply)?;
     Ok(String::from_utf8_lossy(&reply[..n]).into_owned())
