@@ -4,7 +4,9 @@
 //! Prints jobs/s. Starts its own `redis-server` (skipped, with the reason, when there is none)
 //! and its workers: this binary started again as `--stealpool-worker URL`.
 //!
-//! `cargo bench --features redis --bench distributed`
+//! `cargo bench --features redis --bench distributed`; in the same run as Celery and RQ:
+//! `benches/distributed/run.sh --stealpool-cmd "target/release/deps/distributed-*"` after
+//! `cargo bench --features redis --bench distributed --no-run` (see that script).
 
 #[path = "../tests/common/redis_server.rs"]
 #[allow(dead_code)]
@@ -37,63 +39,85 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// One measured scenario: its name (`submit`, `map`, `payload`), seconds, jobs.
+struct Measured(&'static str, f64, u64);
+
+/// Runs the three scenarios on the Redis at `url` with `n` worker processes.
+fn measure(url: &str, n: usize, jobs: u64, items: u64, payloads: usize, chunk: usize) -> Vec<Measured> {
+    let exe = std::env::current_exe().expect("the bench binary");
+    let workers: Vec<_> = (0..n)
+        .map(|_| {
+            let child = Command::new(&exe)
+                .args(["--stealpool-worker", url, "--processes", "1"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start a worker");
+            WorkerProcess(child)
+        })
+        .collect();
+    let pool = RedisExecutor::new(url).expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pool.workers().map_or(0, |w| w.len()) < n {
+        assert!(Instant::now() < deadline, "the workers did not announce themselves");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut measured = Vec::new();
+
+    let started = Instant::now();
+    let futures: Vec<_> = (0..jobs).map(|i| pool.apply_async(add, (i, i)).unwrap()).collect();
+    let sum: u64 = futures.into_iter().map(|f| f.result().unwrap()).sum();
+    assert_eq!(sum, jobs * (jobs - 1));
+    measured.push(Measured("submit", started.elapsed().as_secs_f64(), jobs));
+
+    let started = Instant::now();
+    let opts = MapOptions::new().chunksize(chunk);
+    let sum: u64 = pool.map_with(add, (0..items).map(|i| (i, i)), opts).unwrap().map(Result::unwrap).sum();
+    assert_eq!(sum, items * (items - 1));
+    measured.push(Measured("map", started.elapsed().as_secs_f64(), items));
+
+    let size = 64 << 10;
+    let started = Instant::now();
+    let futures: Vec<_> =
+        (0..payloads).map(|_| pool.apply_async(payload_len, ByteBuf::from(vec![7u8; size])).unwrap()).collect();
+    let total: usize = futures.into_iter().map(|f| f.result().unwrap()).sum();
+    assert_eq!(total, payloads * size);
+    measured.push(Measured("payload", started.elapsed().as_secs_f64(), payloads as u64));
+    drop(pool);
+    drop(workers);
+    measured
+}
+
 fn main() {
     stealpool::distributed::serve_if_requested();
+    // `cargo bench` adds `--bench`; the comparison script (benches/distributed/run.sh
+    // --stealpool-cmd) passes `WORKERS N_SUBMIT N_MAP N_PAYLOAD`, with REDIS_URL and CHUNK set.
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    if let (&[workers, jobs, items, payloads], Ok(url)) = (args.as_slice(), std::env::var("REDIS_URL")) {
+        let chunk = std::env::var("CHUNK").ok().and_then(|c| c.parse().ok()).unwrap_or(100);
+        for Measured(scenario, secs, count) in measure(&url, workers, jobs as u64, items as u64, payloads, chunk) {
+            println!("{scenario} {secs:.6} {count}");
+        }
+        return;
+    }
     if let Some(reason) = redis_server::unavailable() {
         println!("distributed bench skipped: {reason}");
         return;
     }
     let server = redis_server::RedisServer::start();
-    let url = server.url();
-    let exe = std::env::current_exe().expect("the bench binary");
-    let mut workers = Vec::new();
     for n in [1usize, 2, 4] {
-        while workers.len() < n {
-            let child = Command::new(&exe)
-                .args(["--stealpool-worker", &url, "--processes", "1"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("start a worker");
-            workers.push(WorkerProcess(child));
+        for Measured(scenario, secs, count) in measure(&server.url(), n, 20_000, 200_000, 1_000, 1000) {
+            let rate = count as f64 / secs;
+            match scenario {
+                "payload" => println!(
+                    "distributed/64 KiB payload/{n} workers: {count} jobs in {secs:.2} s = {:.1} MiB/s",
+                    rate * 64.0 / 1024.0
+                ),
+                "map" => println!(
+                    "distributed/map chunks of 1000/{n} workers: {count} items in {secs:.2} s = {rate:.0} items/s"
+                ),
+                _ => println!("distributed/{scenario}/{n} workers: {count} jobs in {secs:.2} s = {rate:.0} jobs/s"),
+            }
         }
-        let pool = RedisExecutor::new(&url).expect("connect");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while pool.workers().map_or(0, |w| w.len()) < n {
-            assert!(Instant::now() < deadline, "the workers did not announce themselves");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-
-        let jobs = 20_000u64;
-        let started = Instant::now();
-        let futures: Vec<_> = (0..jobs).map(|i| pool.apply_async(add, (i, i)).unwrap()).collect();
-        let sum: u64 = futures.into_iter().map(|f| f.result().unwrap()).sum();
-        assert_eq!(sum, jobs * (jobs - 1));
-        let secs = started.elapsed().as_secs_f64();
-        println!("distributed/submit/{n} workers: {jobs} jobs in {secs:.2} s = {:.0} jobs/s", jobs as f64 / secs);
-
-        let items = 200_000u64;
-        let started = Instant::now();
-        let opts = MapOptions::new().chunksize(1000);
-        let sum: u64 = pool.map_with(add, (0..items).map(|i| (i, i)), opts).unwrap().map(Result::unwrap).sum();
-        assert_eq!(sum, items * (items - 1));
-        let secs = started.elapsed().as_secs_f64();
-        println!(
-            "distributed/map chunks of 1000/{n} workers: {items} items in {secs:.2} s = {:.0} items/s",
-            items as f64 / secs
-        );
-
-        let count = 1_000usize;
-        let size = 64 << 10;
-        let started = Instant::now();
-        let futures: Vec<_> =
-            (0..count).map(|_| pool.apply_async(payload_len, ByteBuf::from(vec![7u8; size])).unwrap()).collect();
-        let total: usize = futures.into_iter().map(|f| f.result().unwrap()).sum();
-        assert_eq!(total, count * size);
-        let secs = started.elapsed().as_secs_f64();
-        println!(
-            "distributed/64 KiB payload/{n} workers: {count} jobs in {secs:.2} s = {:.1} MiB/s",
-            total as f64 / secs / (1 << 20) as f64
-        );
     }
 }
