@@ -45,9 +45,18 @@ const LEN: usize = 4096;
 
 /// One worker's slot, mapped in this process.
 pub(crate) struct Slot {
-    /// Two `AtomicU64`s at the start of a `LEN`-byte shared mapping: the word, the start time.
+    /// `AtomicU64`s at the start of a `LEN`-byte shared mapping, by index: written by the
+    /// worker, [`WORD`] and [`SINCE`]; written by the pool, [`FRAMES_SENT`] (a hint for the
+    /// worker, which the pool never reads back).
     base: NonNull<AtomicU64>,
 }
+
+/// The task the worker is in, with its flags.
+const WORD: usize = 0;
+/// When that task began.
+const SINCE: usize = 1;
+/// How many task messages the pool's writer has finished sending (after the first).
+const FRAMES_SENT: usize = 2;
 
 // SAFETY: the slot is only accessed through atomics, which are sound from any thread (and any
 // process) at once.
@@ -103,15 +112,32 @@ impl Slot {
             .ok_or_else(|| io::Error::other("mmap returned null"))
     }
 
-    fn word(&self) -> &AtomicU64 {
+    fn at(&self, index: usize) -> &AtomicU64 {
+        const { assert!(FRAMES_SENT * 8 + 8 <= LEN) };
+        debug_assert!(index <= FRAMES_SENT);
         // SAFETY: the mapping is page-aligned, `LEN` bytes long and lives as long as `self`;
-        // an AtomicU64 may alias memory another process writes concurrently.
-        unsafe { self.base.as_ref() }
+        // `index` is one of the constants above, all within it (checked at compile time); an
+        // AtomicU64 may alias memory another process writes concurrently.
+        unsafe { &*self.base.as_ptr().add(index.min(FRAMES_SENT)) }
+    }
+
+    fn word(&self) -> &AtomicU64 {
+        self.at(WORD)
     }
 
     fn since(&self) -> &AtomicU64 {
-        // SAFETY: as in `word`; the second u64 is within the mapping.
-        unsafe { &*self.base.as_ptr().add(1) }
+        self.at(SINCE)
+    }
+
+    /// In the pool's writer: `count` task messages have been sent (each one whole in the
+    /// socket). The worker reads the socket without waiting only while it has read fewer.
+    pub(crate) fn set_frames_sent(&self, count: u64) {
+        self.at(FRAMES_SENT).store(count, Ordering::Release);
+    }
+
+    /// In the worker: how many task messages the pool says it has sent. A hint.
+    pub(crate) fn frames_sent(&self) -> u64 {
+        self.at(FRAMES_SENT).load(Ordering::Acquire)
     }
 
     /// In the worker: task `id` starts; `since` is now on [`now_ns`]'s clock.

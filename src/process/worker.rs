@@ -8,6 +8,8 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::io::Write;
+use std::ops::Range;
+use std::rc::Rc;
 use std::time::Instant;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -70,26 +72,36 @@ fn serve_sockets(pid: u32, mut tasks: Reader, replies: OwnedFd, initializer: Opt
         return 1;
     }
 
-    let mut waiting: VecDeque<(Vec<u8>, usize)> = VecDeque::new();
+    let mut waiting: VecDeque<(Rc<Vec<u8>>, Range<usize>)> = VecDeque::new();
     let mut skipped: HashSet<u64> = HashSet::new();
     let mut open = true;
     let mut body = Vec::with_capacity(256);
+    // Task messages read (after the first): while the pool's writer says it has sent more,
+    // some are in the socket and a read without waiting finds them.
+    let mut received: u64 = 0;
     loop {
         if waiting.is_empty() {
             if !open {
                 return 0;
             }
             match tasks.recv_owned(Blocking::Yes) {
-                Ok(Some(f)) => sort_incoming(f, &mut waiting, &mut skipped),
+                Ok(Some(f)) => {
+                    received += 1;
+                    sort_incoming(f, &mut waiting, &mut skipped);
+                }
                 Ok(None) => {}
                 Err(e) => return closed(pid, &e), // the parent closed the channel: retire
             }
         }
         // Read whatever else has arrived, without blocking, so that a `Skip` sent after a task
-        // is seen before that task's turn.
-        while open {
+        // is seen before that task's turn. The slot says whether anything did (the writer
+        // counts what it has sent whole), so an empty socket costs no system call.
+        while open && received < slot.frames_sent() {
             match tasks.recv_owned(Blocking::No) {
-                Ok(Some(f)) => sort_incoming(f, &mut waiting, &mut skipped),
+                Ok(Some(f)) => {
+                    received += 1;
+                    sort_incoming(f, &mut waiting, &mut skipped);
+                }
                 Ok(None) => break,
                 Err(e) => {
                     closed(pid, &e);
@@ -97,8 +109,10 @@ fn serve_sockets(pid: u32, mut tasks: Reader, replies: OwnedFd, initializer: Opt
                 }
             }
         }
-        let Some((task, start)) = waiting.pop_front() else { continue };
-        let Ok((ToWorker::Task { id, mode, code }, input)) = protocol::split::<ToWorker<'_>>(&task[start..]) else {
+        let Some((message, at)) = waiting.pop_front() else { continue };
+        let Ok((ToWorker::Task { id, mode, code }, input)) =
+            protocol::split::<ToWorker<'_>>(message.get(at).unwrap_or_default())
+        else {
             let _ = writeln!(std::io::stderr(), "stealpool worker {pid}: unreadable task frame dropped");
             continue;
         };
@@ -139,28 +153,36 @@ fn serve_sockets(pid: u32, mut tasks: Reader, replies: OwnedFd, initializer: Opt
     }
 }
 
-/// Sorts an incoming message: a skip request is remembered, a batch is unpacked, anything else
+/// Sorts an incoming message: a skip request is remembered, a batch is unpacked (its frames
+/// stay where they arrived: the queue holds their places in the one message), anything else
 /// waits its turn.
 fn sort_incoming(
     (frame, start): (Vec<u8>, usize),
-    waiting: &mut VecDeque<(Vec<u8>, usize)>,
+    waiting: &mut VecDeque<(Rc<Vec<u8>>, Range<usize>)>,
     skipped: &mut HashSet<u64>,
 ) {
-    match protocol::split::<ToWorker<'_>>(&frame[start..]) {
+    let message = Rc::new(frame);
+    let whole = start..message.len();
+    match protocol::split::<ToWorker<'_>>(message.get(whole.clone()).unwrap_or_default()) {
         Ok((ToWorker::Skip { id }, _)) => {
             skipped.insert(id);
         }
         Ok((ToWorker::Batch, body)) => {
+            let base = message.as_ptr() as usize;
             for inner in protocol::batch_frames(body) {
                 match protocol::split::<ToWorker<'_>>(inner) {
                     Ok((ToWorker::Skip { id }, _)) => {
                         skipped.insert(id);
                     }
-                    _ => waiting.push_back((inner.to_vec(), 0)),
+                    _ => {
+                        // `inner` lies inside `message`: its place is its offset there.
+                        let at = inner.as_ptr() as usize - base;
+                        waiting.push_back((Rc::clone(&message), at..at + inner.len()));
+                    }
                 }
             }
         }
-        _ => waiting.push_back((frame, start)),
+        _ => waiting.push_back((Rc::clone(&message), whole)),
     }
 }
 
@@ -169,8 +191,8 @@ fn sort_incoming(
 pub(crate) fn sort_for_fuzzing(frame: &[u8]) {
     let (mut waiting, mut skipped) = (VecDeque::new(), HashSet::new());
     sort_incoming((frame.to_vec(), 0), &mut waiting, &mut skipped);
-    for (f, start) in waiting {
-        let _ = protocol::split::<ToWorker<'_>>(&f[start..]);
+    for (message, at) in waiting {
+        let _ = protocol::split::<ToWorker<'_>>(message.get(at).unwrap_or_default());
     }
 }
 

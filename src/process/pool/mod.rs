@@ -76,8 +76,9 @@ struct Link {
     /// later workers may come from a successor, if this one dies).
     server: Arc<ForkServer>,
     pid: u32,
-    /// Shared with the worker: which task it runs (see `slot.rs`).
-    slot: Slot,
+    /// Shared with the worker: which task it runs (see `slot.rs`); the writer also counts
+    /// there what it has sent.
+    slot: Arc<Slot>,
     /// What its reply reader is doing, shared with that thread.
     reader: Arc<ReaderMark>,
     /// Frames for its writer; `None` once the task channel is being closed. Only touched
@@ -286,10 +287,12 @@ impl Pool {
         let started = (|| {
             let (tasks, replies) = (ipc::take_socket(tasks)?, ipc::take_socket(replies)?);
             let (slot, slot_fd) = Slot::create()?;
+            let slot = Arc::new(slot);
             let pool = Arc::clone(self);
+            let counts = Arc::clone(&slot);
             let writer = spawn_thread(format!("stealpool-tx{index}"), move || {
                 let _guard = BreakOnPanic::new(&pool, "writer");
-                writer::write_frames(rx, tasks, slot_fd)
+                writer::write_frames(rx, tasks, slot_fd, &counts)
             })?;
             st.threads.push(writer);
             let pool = Arc::clone(self);
