@@ -117,11 +117,21 @@ fn write_garbage(kind: u8) -> u32 {
         // A second `Ready`, claiming a failed initializer (would break the pool if believed).
         6 => framed(&[0, 1, 1, 4, b'l', b'i', b'e', b's']),
         // More bytes than the length says.
-        _ => {
+        7 => {
             let mut b = 2u64.to_le_bytes().to_vec();
             b.extend_from_slice(&[9; 100]);
             b
         }
+        // A reply batch (header 3) with nothing in it.
+        8 => framed(&[3]),
+        // A reply batch whose one reply claims more bytes than follow.
+        9 => framed(&[3, 50, 2, 1]),
+        // A reply batch holding a second `Ready`.
+        10 => framed(&[3, 3, 0, 0, 0]),
+        // A reply batch holding a reply batch.
+        11 => framed(&[3, 1, 3]),
+        // A reply batch with a byte after its last reply (an empty reply).
+        _ => framed(&[3, 2, 2, 1, 0]),
     };
     let pass: &[RawFd] = if kind == 3 { &pipe } else { &[] };
     for fd in seqpacket_sockets() {
@@ -140,7 +150,7 @@ fn a_worker_that_writes_garbage_is_killed_and_replaced_and_only_its_job_fails() 
     let p = ProcessPoolBuilder::new().num_workers(2).build().unwrap();
     // Other work keeps flowing through the other worker (and the replacements) meanwhile.
     let others: Vec<_> = (0..400u64).map(|i| p.apply_async(square, i).unwrap()).collect();
-    for kind in 0..8u8 {
+    for kind in 0..13u8 {
         let before = p.worker_pids();
         let err = p.apply_async(write_garbage, kind).unwrap().result().unwrap_err();
         match &err {

@@ -98,6 +98,10 @@ impl WorkerHandle for Arc<Link> {
     fn reader_idle_since(&self, now: Instant, now_ns: u64) -> Option<Instant> {
         self.reader.idle_since(now, now_ns)
     }
+
+    fn held_replies(&self) -> Vec<u8> {
+        self.slot.held_replies()
+    }
 }
 
 type Rules = Supervisor<Arc<Link>>;
@@ -107,6 +111,9 @@ struct State {
     threads: Vec<JoinHandle<()>>,
     /// Whether the time-limit thread was started.
     limit_thread: bool,
+    /// Whether workers may hold replies to send several together: until the first task with
+    /// a time limit (a held reply would look missing to the limit rules).
+    holding: bool,
 }
 
 pub(crate) struct Pool {
@@ -150,6 +157,7 @@ impl Pool {
                 rules: Supervisor::new(n, config.max_window, config.max_tasks_per_child),
                 threads: Vec::new(),
                 limit_thread: false,
+                holding: true,
             }),
             changed: Condvar::new(),
             config,
@@ -265,6 +273,9 @@ impl Pool {
         for link in d.kill {
             link.server.kill(link.pid, Signal::SIGKILL);
         }
+        for (sink, status, body) in d.recovered {
+            sink.deliver(status, &body);
+        }
         for (sink, error) in d.fail {
             sink.fail(error);
         }
@@ -299,9 +310,11 @@ impl Pool {
             let server = Arc::clone(&server);
             let reader = Arc::new(ReaderMark::new());
             let mark = Arc::clone(&reader);
+            slot.allow_holding(st.holding);
+            let read_counts = Arc::clone(&slot);
             let link = spawn_thread(format!("stealpool-rx{index}"), move || {
                 let _guard = BreakOnPanic { pool: &pool, role: "reply reader", worker: Some(id) };
-                pool.read_replies(id, &server, pid, replies, &mark)
+                pool.read_replies(id, &server, pid, replies, &mark, &read_counts)
             })?;
             st.threads.push(link);
             std::io::Result::Ok((slot, reader))
@@ -338,6 +351,11 @@ impl Pool {
             let mut st = self.state.lock();
             if !st.rules.accepts_work() {
                 return Err(task);
+            }
+            if task.limit.is_some() && st.holding {
+                // From now on no worker holds a reply: each sees this before it reads the task.
+                st.holding = false;
+                st.rules.for_each_handle(|link| link.slot.allow_holding(false));
             }
             if task.limit.is_some() && !st.limit_thread {
                 let pool = Arc::clone(self);
