@@ -4,7 +4,9 @@
 //!
 //! Run with `cargo bench --bench process_compare` (about a minute; needs `python3`). It prints
 //! the README's process-pool table. `COMPARE_QUICK=1` (or a run without `--bench`, as
-//! `cargo test --benches` does) runs one small round.
+//! `cargo test --benches` does) runs one small round. `STEALPOOL_BENCH_FIXED_SMALL=N` runs only N small jobs through
+//! `submit` on a warm pool (for counting system calls and instructions per job);
+//! `STEALPOOL_BENCH_FIXED_PAYLOAD=N` N payload jobs, then N raw transfers.
 
 mod workloads;
 
@@ -49,8 +51,42 @@ fn cold_startup(workers: usize) -> f64 {
     String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
 }
 
+/// Runs `n` small jobs through `submit` on a warm pool and prints the time (for `strace -c -f`
+/// and `perf stat`, which count what one fixed run costs: `STEALPOOL_BENCH_FIXED_SMALL=N`).
+const FIXED_SMALL_ENV: &str = "STEALPOOL_BENCH_FIXED_SMALL";
+
+fn fixed_small_run(n: u64) {
+    let pool = ProcessPoolExecutor::new(WORKERS);
+    submit_small(&pool, 1_000);
+    let expected = (0..n).fold(0u64, |a, i| a.wrapping_add(i + 1));
+    let s = timed(|| submit_small(&pool, n), expected);
+    println!("{n} small jobs through submit: {s:.4} s, {:.0} jobs/s", n as f64 / s);
+}
+
+/// Runs `n` 1 MiB payload jobs on a warm pool, and as many raw transfers (`..._FIXED_PAYLOAD=N`).
+const FIXED_PAYLOAD_ENV: &str = "STEALPOOL_BENCH_FIXED_PAYLOAD";
+
+fn fixed_payload_run(n: u64) {
+    let pool = ProcessPoolExecutor::new(WORKERS);
+    let peer = RawPeer::start();
+    let payload = vec![7u8; MIB];
+    payloads(&pool, payload_args(4, &payload));
+    let args = payload_args(n, &payload);
+    let ours = timed(|| payloads(&pool, args), n * MIB as u64);
+    let raw = timed(|| peer.transfer(n, &payload), n * MIB as u64);
+    println!("{n} MiB: stealpool {:.0} MiB/s, raw {:.0} MiB/s", n as f64 / ours, n as f64 / raw);
+}
+
 fn main() {
     serve_raw_peer_if_asked();
+    if let Ok(n) = std::env::var(FIXED_SMALL_ENV) {
+        fixed_small_run(n.parse().expect("a job count"));
+        return;
+    }
+    if let Ok(n) = std::env::var(FIXED_PAYLOAD_ENV) {
+        fixed_payload_run(n.parse().expect("a job count"));
+        return;
+    }
     if let Ok(w) = std::env::var("STEALPOOL_BENCH_COLD_STARTUP") {
         println!("{}", startup(w.parse().unwrap()).as_secs_f64());
         return;

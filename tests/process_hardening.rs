@@ -117,11 +117,21 @@ fn write_garbage(kind: u8) -> u32 {
         // A second `Ready`, claiming a failed initializer (would break the pool if believed).
         6 => framed(&[0, 1, 1, 4, b'l', b'i', b'e', b's']),
         // More bytes than the length says.
-        _ => {
+        7 => {
             let mut b = 2u64.to_le_bytes().to_vec();
             b.extend_from_slice(&[9; 100]);
             b
         }
+        // A reply batch (header 3) with nothing in it.
+        8 => framed(&[3]),
+        // A reply batch whose one reply claims more bytes than follow.
+        9 => framed(&[3, 50, 2, 1]),
+        // A reply batch holding a second `Ready`.
+        10 => framed(&[3, 3, 0, 0, 0]),
+        // A reply batch holding a reply batch.
+        11 => framed(&[3, 1, 3]),
+        // A reply batch with a byte after its last reply (an empty reply).
+        _ => framed(&[3, 2, 2, 1, 0]),
     };
     let pass: &[RawFd] = if kind == 3 { &pipe } else { &[] };
     for fd in seqpacket_sockets() {
@@ -140,7 +150,7 @@ fn a_worker_that_writes_garbage_is_killed_and_replaced_and_only_its_job_fails() 
     let p = ProcessPoolBuilder::new().num_workers(2).build().unwrap();
     // Other work keeps flowing through the other worker (and the replacements) meanwhile.
     let others: Vec<_> = (0..400u64).map(|i| p.apply_async(square, i).unwrap()).collect();
-    for kind in 0..8u8 {
+    for kind in 0..13u8 {
         let before = p.worker_pids();
         let err = p.apply_async(write_garbage, kind).unwrap().result().unwrap_err();
         match &err {
@@ -476,4 +486,42 @@ fn a_worker_that_lies_in_its_slot_is_killed_and_its_job_fails() {
     }
     assert_eq!(p.apply_async(square, 7).unwrap().result(), Ok(49));
     assert_ne!(p.worker_pids(), before);
+}
+
+// ----- held replies ---------------------------------------------------------------------------
+
+/// Inside a worker: waits (at most 10 s) for `path` to exist; whether it came.
+fn wait_for_file(path: String) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if std::path::Path::new(&path).exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+stealpool::register_fn!(wait_for_file);
+
+#[test]
+fn a_held_reply_reaches_the_parent_while_the_next_job_waits_for_what_the_parent_does_with_it() {
+    let p = ProcessPoolBuilder::new().num_workers(1).build().unwrap();
+    for i in 0..50u64 {
+        assert_eq!(p.apply_async(square, i).unwrap().result(), Ok(i * i)); // short: the window opens
+    }
+    let base = std::env::temp_dir().join(format!("stealpool-held-{}", std::process::id()));
+    for round in 0..20 {
+        let path = format!("{}-{round}", base.display());
+        // Slow done callbacks keep the parent behind, so the worker holds the last quick reply
+        // while it runs the waiter, which waits for the parent to act on that very reply.
+        let mut quick: Vec<_> = (0..8u64)
+            .map(|i| p.apply_async_with(square, i, |_| std::thread::sleep(Duration::from_millis(1)), |_| {}).unwrap())
+            .collect();
+        let waiter = p.apply_async(wait_for_file, path.clone()).unwrap();
+        assert_eq!(quick.pop().unwrap().result(), Ok(49), "round {round}");
+        std::fs::write(&path, b"").unwrap();
+        let saw = waiter.result();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(saw, Ok(true), "round {round}: the held reply came while the next job ran");
+    }
 }

@@ -41,6 +41,12 @@ fn corpus() -> Vec<Vec<u8>> {
         protocol::reply_frame(&header, b"body bytes", &mut buf);
         out.push(buf.clone());
     }
+    // A reply batch of a `Done` and a `Skipped`, as a worker whose pool is behind sends.
+    let mut batch = Vec::new();
+    protocol::reply_frame(&FromWorker::Batch, &[], &mut batch);
+    protocol::batch_push(&mut batch, &out[out.len() - 3]);
+    protocol::batch_push(&mut batch, &out[out.len() - 1]);
+    out.push(batch);
     out
 }
 
@@ -82,7 +88,13 @@ fn decode_all(frame: &[u8]) {
             let _ = protocol::split::<ToWorker<'_>>(inner);
         }
     }
-    let _ = protocol::split::<FromWorker<'_>>(frame);
+    if let Ok((FromWorker::Batch, body)) = protocol::split::<FromWorker<'_>>(frame)
+        && let Ok(replies) = protocol::reply_batch(body)
+    {
+        for reply in replies {
+            let _ = protocol::split::<FromWorker<'_>>(reply);
+        }
+    }
     crate::process::worker::sort_for_fuzzing(frame);
 }
 

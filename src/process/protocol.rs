@@ -125,6 +125,11 @@ pub(crate) enum FromWorker<'a> {
     Done { id: u64, status: Status, busy_ns: u64 },
     /// A task was skipped as asked.
     Skipped { id: u64 },
+    /// Several `Done` / `Skipped` replies in one message, each preceded by its length (a
+    /// postcard `u64`), in the order of their tasks: a worker whose pool is behind holds the
+    /// replies of short tasks while it runs the next ones (see `PROTOCOL.md`). At least one,
+    /// at most [`MAX_HELD_REPLIES`], nothing after the last; anything else is a violation.
+    Batch,
 }
 
 /// Starts a task frame: the header, to which the caller appends the input.
@@ -161,6 +166,17 @@ pub(crate) fn batch_push(buf: &mut Vec<u8>, frame: &[u8]) {
     buf.extend_from_slice(frame);
 }
 
+/// Appends one frame made of `parts` to a batch message.
+pub(crate) fn batch_push_parts(buf: &mut Vec<u8>, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if let Ok(v) = append(&(len as u64), std::mem::take(buf)) {
+        *buf = v;
+    }
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
+}
+
 /// The frames of a batch message's body (what follows its header). Stops at the first
 /// malformed length.
 pub(crate) fn batch_frames(mut body: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -171,6 +187,39 @@ pub(crate) fn batch_frames(mut body: &[u8]) -> impl Iterator<Item = &[u8]> {
         body = rest;
         Some(frame)
     })
+}
+
+/// A worker holds at most this many replies before it sends them.
+pub(crate) const MAX_HELD_REPLIES: usize = 32;
+
+/// A worker holds replies of at most this many bytes in all (each at most [`BATCHABLE`]).
+pub(crate) const HELD_BYTES: usize = 16 << 10;
+
+/// The replies inside a reply batch's body (what follows its `Batch` header), checked whole
+/// before any is handed out: every length must decode and fit, none may be empty, there must
+/// be between one and [`MAX_HELD_REPLIES`], and no byte may follow the last. `Err` says how the
+/// body breaks those rules.
+pub(crate) fn reply_batch(body: &[u8]) -> Result<impl Iterator<Item = &[u8]>, String> {
+    let mut rest = body;
+    let mut count = 0usize;
+    while !rest.is_empty() {
+        let (len, after) =
+            postcard::take_from_bytes::<u64>(rest).map_err(|e| format!("a reply batch with a bad length ({e})"))?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&l| l > 0 && l <= after.len())
+            .ok_or_else(|| format!("a reply batch with a reply of {len} bytes where {} are left", after.len()))?;
+        count += 1;
+        if count > MAX_HELD_REPLIES {
+            return Err(format!("a reply batch of more than {MAX_HELD_REPLIES} replies"));
+        }
+        rest = &after[len..];
+    }
+    if count == 0 {
+        return Err("an empty reply batch".into());
+    }
+    // Checked: the lenient walker yields exactly the `count` replies.
+    Ok(batch_frames(body))
 }
 
 /// A reply frame: the header followed by `body`.
@@ -228,6 +277,39 @@ mod tests {
         let (h, body): (FromWorker<'_>, &[u8]) = split(&buf).unwrap();
         assert!(matches!(h, FromWorker::Done { id: 3, status: Status::Panicked, busy_ns: 9 }));
         assert_eq!(body, b"boom");
+    }
+
+    #[test]
+    fn reply_batches_are_checked_whole() {
+        let mut a = Vec::new();
+        reply_frame(&FromWorker::Done { id: 1, status: Status::Ok, busy_ns: 2 }, b"x", &mut a);
+        let mut b = Vec::new();
+        reply_frame(&FromWorker::Skipped { id: 2 }, &[], &mut b);
+        let mut batch = Vec::new();
+        reply_frame(&FromWorker::Batch, &[], &mut batch);
+        batch_push(&mut batch, &a);
+        batch_push(&mut batch, &b);
+        let (h, body): (FromWorker<'_>, &[u8]) = split(&batch).unwrap();
+        assert!(matches!(h, FromWorker::Batch));
+        assert_eq!(reply_batch(body).unwrap().collect::<Vec<_>>(), [&a[..], &b[..]]);
+        // Cut anywhere, or with a byte more, or empty: refused whole.
+        for cut in 0..body.len() {
+            // Cut right after the first reply, it is a batch of one.
+            assert_eq!(reply_batch(&body[..cut]).is_ok(), cut == 1 + a.len(), "cut at {cut}");
+        }
+        let mut longer = body.to_vec();
+        longer.push(0);
+        assert!(reply_batch(&longer).is_err(), "an empty reply at the end");
+        longer.pop();
+        longer.extend_from_slice(&[0xff; 11]);
+        assert!(reply_batch(&longer).is_err(), "a length that does not decode");
+        let mut many = Vec::new();
+        for _ in 0..=MAX_HELD_REPLIES {
+            batch_push(&mut many, &b);
+        }
+        assert!(reply_batch(&many).is_err(), "too many replies");
+        let huge = postcard::to_stdvec(&u64::MAX).unwrap();
+        assert!(reply_batch(&huge).is_err());
     }
 
     #[test]

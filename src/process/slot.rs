@@ -25,12 +25,17 @@
 //! pool's own clock still bounds how long any task may run, and a worker that claims an end it
 //! never replies to is killed as faulty (see `pool/supervisor/limits.rs`).
 //!
+//! Beyond the two words the worker writes, the slot carries hints from the pool to the worker
+//! (task messages sent, reply messages read, whether replies may be held) and, from the worker,
+//! a copy of the replies it holds to send together, which the pool reads only once the worker
+//! is gone and checks as strictly as a reply from the socket.
+//!
 //! This module must never read the shared memory other than through atomics.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use nix::libc;
 
@@ -41,13 +46,33 @@ pub(crate) const CONDEMNED: u64 = 1 << 63;
 /// The bit that marks a task id as ended (its reply is being sent).
 pub(crate) const ENDED: u64 = 1 << 62;
 
-const LEN: usize = 4096;
+/// The words, then (from [`HELD_AT`]) the worker's held replies.
+const LEN: usize = HELD_AT + crate::process::protocol::HELD_BYTES;
+
+/// Where the copy of the worker's held replies begins.
+const HELD_AT: usize = 4096;
 
 /// One worker's slot, mapped in this process.
 pub(crate) struct Slot {
-    /// Two `AtomicU64`s at the start of a `LEN`-byte shared mapping: the word, the start time.
+    /// `AtomicU64`s at the start of a `LEN`-byte shared mapping, by index: written by the
+    /// worker, [`WORD`] and [`SINCE`]; written by the pool, [`FRAMES_SENT`], [`REPLIES_READ`]
+    /// and [`HOLD_ALLOWED`] (hints for the worker, which the pool never reads back).
     base: NonNull<AtomicU64>,
 }
+
+/// The task the worker is in, with its flags.
+const WORD: usize = 0;
+/// When that task began.
+const SINCE: usize = 1;
+/// How many task messages the pool's writer has finished sending (after the first).
+const FRAMES_SENT: usize = 2;
+/// How many reply messages the pool's reply reader has read (after `Ready`).
+const REPLIES_READ: usize = 3;
+/// Non-zero while the pool lets the worker hold replies to send them together.
+const HOLD_ALLOWED: usize = 4;
+/// How many bytes of held replies (a `Batch` message not yet sent) the worker keeps a copy of
+/// from [`HELD_AT`] on, so that the pool can deliver them if the worker dies (0: none).
+const HELD_LEN: usize = 5;
 
 // SAFETY: the slot is only accessed through atomics, which are sound from any thread (and any
 // process) at once.
@@ -103,15 +128,82 @@ impl Slot {
             .ok_or_else(|| io::Error::other("mmap returned null"))
     }
 
-    fn word(&self) -> &AtomicU64 {
+    fn at(&self, index: usize) -> &AtomicU64 {
+        const { assert!(HELD_LEN * 8 + 8 <= HELD_AT) };
+        debug_assert!(index <= HELD_LEN);
         // SAFETY: the mapping is page-aligned, `LEN` bytes long and lives as long as `self`;
-        // an AtomicU64 may alias memory another process writes concurrently.
-        unsafe { self.base.as_ref() }
+        // `index` is one of the constants above, all within it (checked at compile time); an
+        // AtomicU64 may alias memory another process writes concurrently.
+        unsafe { &*self.base.as_ptr().add(index.min(HELD_LEN)) }
+    }
+
+    fn word(&self) -> &AtomicU64 {
+        self.at(WORD)
     }
 
     fn since(&self) -> &AtomicU64 {
-        // SAFETY: as in `word`; the second u64 is within the mapping.
-        unsafe { &*self.base.as_ptr().add(1) }
+        self.at(SINCE)
+    }
+
+    /// In the pool's writer: `count` task messages have been sent (each one whole in the
+    /// socket). The worker reads the socket without waiting only while it has read fewer.
+    pub(crate) fn set_frames_sent(&self, count: u64) {
+        self.at(FRAMES_SENT).store(count, Ordering::Release);
+    }
+
+    /// In the worker: how many task messages the pool says it has sent. A hint.
+    pub(crate) fn frames_sent(&self) -> u64 {
+        self.at(FRAMES_SENT).load(Ordering::Acquire)
+    }
+
+    /// In the pool's reply reader: `count` reply messages have been read.
+    pub(crate) fn set_replies_read(&self, count: u64) {
+        self.at(REPLIES_READ).store(count, Ordering::Release);
+    }
+
+    /// In the worker: how many reply messages the pool says it has read. A hint.
+    pub(crate) fn replies_read(&self) -> u64 {
+        self.at(REPLIES_READ).load(Ordering::Acquire)
+    }
+
+    /// In the pool: whether the worker may hold replies to send several together (only while
+    /// no task of the pool has a time limit; see `PROTOCOL.md`).
+    pub(crate) fn allow_holding(&self, allowed: bool) {
+        self.at(HOLD_ALLOWED).store(u64::from(allowed), Ordering::SeqCst);
+    }
+
+    /// The bytes of the held-replies copy, as atomics.
+    fn held_bytes(&self) -> &[AtomicU8] {
+        // SAFETY: `HELD_AT..LEN` lies within the mapping, which lives as long as `self`; an
+        // AtomicU8 has the layout of a byte and may alias memory another process writes.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().cast::<AtomicU8>().add(HELD_AT), LEN - HELD_AT) }
+    }
+
+    /// In the worker: the held replies are now `held` (a `Batch` message), of which the first
+    /// `unchanged` bytes are already copied; `held` empty: none (sent).
+    pub(crate) fn keep_held(&self, held: &[u8], unchanged: usize) {
+        let room = self.held_bytes();
+        if held.len() > room.len() {
+            self.at(HELD_LEN).store(0, Ordering::Release);
+            return;
+        }
+        for (cell, &b) in room[unchanged.min(held.len())..].iter().zip(&held[unchanged.min(held.len())..]) {
+            cell.store(b, Ordering::Relaxed);
+        }
+        self.at(HELD_LEN).store(held.len() as u64, Ordering::Release);
+    }
+
+    /// In the pool, once the worker is gone: the copy of the replies it held (untrusted bytes,
+    /// at most the region's size).
+    pub(crate) fn held_replies(&self) -> Vec<u8> {
+        let room = self.held_bytes();
+        let len = usize::try_from(self.at(HELD_LEN).load(Ordering::Acquire)).unwrap_or(usize::MAX).min(room.len());
+        room[..len].iter().map(|b| b.load(Ordering::Relaxed)).collect()
+    }
+
+    /// In the worker: whether it may hold replies.
+    pub(crate) fn holding_allowed(&self) -> bool {
+        self.at(HOLD_ALLOWED).load(Ordering::SeqCst) != 0
     }
 
     /// In the worker: task `id` starts; `since` is now on [`now_ns`]'s clock.

@@ -76,8 +76,9 @@ struct Link {
     /// later workers may come from a successor, if this one dies).
     server: Arc<ForkServer>,
     pid: u32,
-    /// Shared with the worker: which task it runs (see `slot.rs`).
-    slot: Slot,
+    /// Shared with the worker: which task it runs (see `slot.rs`); the writer also counts
+    /// there what it has sent.
+    slot: Arc<Slot>,
     /// What its reply reader is doing, shared with that thread.
     reader: Arc<ReaderMark>,
     /// Frames for its writer; `None` once the task channel is being closed. Only touched
@@ -97,6 +98,10 @@ impl WorkerHandle for Arc<Link> {
     fn reader_idle_since(&self, now: Instant, now_ns: u64) -> Option<Instant> {
         self.reader.idle_since(now, now_ns)
     }
+
+    fn held_replies(&self) -> Vec<u8> {
+        self.slot.held_replies()
+    }
 }
 
 type Rules = Supervisor<Arc<Link>>;
@@ -106,6 +111,9 @@ struct State {
     threads: Vec<JoinHandle<()>>,
     /// Whether the time-limit thread was started.
     limit_thread: bool,
+    /// Whether workers may hold replies to send several together: until the first task with
+    /// a time limit (a held reply would look missing to the limit rules).
+    holding: bool,
 }
 
 pub(crate) struct Pool {
@@ -149,6 +157,7 @@ impl Pool {
                 rules: Supervisor::new(n, config.max_window, config.max_tasks_per_child),
                 threads: Vec::new(),
                 limit_thread: false,
+                holding: true,
             }),
             changed: Condvar::new(),
             config,
@@ -264,6 +273,9 @@ impl Pool {
         for link in d.kill {
             link.server.kill(link.pid, Signal::SIGKILL);
         }
+        for (sink, status, body) in d.recovered {
+            sink.deliver(status, &body);
+        }
         for (sink, error) in d.fail {
             sink.fail(error);
         }
@@ -286,19 +298,23 @@ impl Pool {
         let started = (|| {
             let (tasks, replies) = (ipc::take_socket(tasks)?, ipc::take_socket(replies)?);
             let (slot, slot_fd) = Slot::create()?;
+            let slot = Arc::new(slot);
             let pool = Arc::clone(self);
+            let counts = Arc::clone(&slot);
             let writer = spawn_thread(format!("stealpool-tx{index}"), move || {
                 let _guard = BreakOnPanic::new(&pool, "writer");
-                writer::write_frames(rx, tasks, slot_fd)
+                writer::write_frames(rx, tasks, slot_fd, &counts)
             })?;
             st.threads.push(writer);
             let pool = Arc::clone(self);
             let server = Arc::clone(&server);
             let reader = Arc::new(ReaderMark::new());
             let mark = Arc::clone(&reader);
+            slot.allow_holding(st.holding);
+            let read_counts = Arc::clone(&slot);
             let link = spawn_thread(format!("stealpool-rx{index}"), move || {
                 let _guard = BreakOnPanic { pool: &pool, role: "reply reader", worker: Some(id) };
-                pool.read_replies(id, &server, pid, replies, &mark)
+                pool.read_replies(id, &server, pid, replies, &mark, &read_counts)
             })?;
             st.threads.push(link);
             std::io::Result::Ok((slot, reader))
@@ -335,6 +351,11 @@ impl Pool {
             let mut st = self.state.lock();
             if !st.rules.accepts_work() {
                 return Err(task);
+            }
+            if task.limit.is_some() && st.holding {
+                // From now on no worker holds a reply: each sees this before it reads the task.
+                st.holding = false;
+                st.rules.for_each_handle(|link| link.slot.allow_holding(false));
             }
             if task.limit.is_some() && !st.limit_thread {
                 let pool = Arc::clone(self);

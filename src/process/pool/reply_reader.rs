@@ -17,6 +17,7 @@ use crate::error::ExitStatus;
 use crate::ipc::{self, Blocking, FrameError, Reader};
 use crate::process::fork_server::ForkServer;
 use crate::process::protocol::{self, FromWorker};
+use crate::process::slot::Slot;
 
 impl Pool {
     /// A worker's link thread: reads replies until end of file, then handles the exit. A reply
@@ -29,6 +30,7 @@ impl Pool {
         pid: u32,
         replies: OwnedFd,
         mark: &ReaderMark,
+        slot: &Slot,
     ) {
         OWN_POOL.with(|p| p.set(Arc::as_ptr(self) as usize));
         #[cfg(test)]
@@ -36,12 +38,21 @@ impl Pool {
             panic!("a reply reader panic, injected by a test");
         }
         let mut replies = Reader::new(replies, ipc::MAX_FRAME);
+        // Reply messages read after `Ready`, told to the worker through the slot: while it has
+        // sent more than this, it may hold replies to send them together.
+        let mut read: u64 = 0;
+        let mut ready = false;
         loop {
             let fault = match replies.recv(Blocking::Yes) {
                 Ok(Some(frame)) => {
                     mark.enter();
-                    let handled = self.on_frame(worker, frame);
+                    let handled = self.on_message(worker, frame);
                     mark.leave();
+                    if ready {
+                        read += 1;
+                        slot.set_replies_read(read);
+                    }
+                    ready = true;
                     match handled {
                         Ok(()) => continue,
                         Err(fault) => fault,
@@ -71,6 +82,22 @@ impl Pool {
         let usable = server.is_usable();
         let d = self.event(|r| r.on_exit(worker, status, usable, Instant::now()));
         self.act(d);
+    }
+
+    /// Handles one message: a reply, or a batch of them (checked whole first, then handled in
+    /// order; each must be a `Done` or a `Skipped`). `Err` says how it breaks the protocol.
+    fn on_message(self: &Arc<Self>, worker: u64, frame: &[u8]) -> Result<(), String> {
+        let Ok((FromWorker::Batch, body)) = protocol::split::<FromWorker<'_>>(frame) else {
+            return self.on_frame(worker, frame);
+        };
+        for reply in protocol::reply_batch(body)? {
+            match protocol::split::<FromWorker<'_>>(reply) {
+                Ok((FromWorker::Done { .. } | FromWorker::Skipped { .. }, _)) => self.on_frame(worker, reply)?,
+                Ok((other, _)) => return Err(format!("a reply batch holding {other:?}")),
+                Err(e) => return Err(format!("an unreadable reply header ({e}) in a reply batch")),
+            }
+        }
+        Ok(())
     }
 
     /// Handles one reply. `Err` says how it breaks the protocol.

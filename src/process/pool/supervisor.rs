@@ -51,6 +51,9 @@ pub(crate) trait WorkerHandle: Clone {
     /// `None` while the reply reader handles a frame; else since when (by `now`, which is
     /// `now_ns` on the slot's clock) it has waited for the next one.
     fn reader_idle_since(&self, now: Instant, now_ns: u64) -> Option<Instant>;
+    /// Once the worker is gone: the copy of the replies it held to send together (a `Batch`
+    /// message; empty: none). Untrusted.
+    fn held_replies(&self) -> Vec<u8>;
 }
 
 /// A task waiting in the pool's queue.
@@ -83,7 +86,7 @@ pub(crate) enum Outgoing {
 }
 
 /// What the driver must do after an event, in this order: `send`, `close` and `forget` before
-/// it releases the pool's lock; then `deliver`, `wake`, `kill`, `fail`, `spawn`.
+/// it releases the pool's lock; then `deliver`, `wake`, `kill`, `recovered`, `fail`, `spawn`.
 pub(crate) struct Decisions<H> {
     /// Frames to queue on workers' task channels, in order.
     pub(crate) send: Vec<(H, Outgoing)>,
@@ -102,6 +105,9 @@ pub(crate) struct Decisions<H> {
     pub(crate) deliver: Option<(Arc<dyn Sink>, Status)>,
     /// Replacement workers to start, by index (already counted as starting).
     pub(crate) spawn: Vec<usize>,
+    /// Futures completed from the replies a dead worker held (a copy in its slot), with their
+    /// bodies; delivered before `fail`.
+    pub(crate) recovered: Vec<(Arc<dyn Sink>, Status, Vec<u8>)>,
 }
 
 impl<H> Default for Decisions<H> {
@@ -115,6 +121,7 @@ impl<H> Default for Decisions<H> {
             fail: Vec::new(),
             deliver: None,
             spawn: Vec::new(),
+            recovered: Vec::new(),
         }
     }
 }
@@ -195,6 +202,13 @@ impl<H: WorkerHandle> Supervisor<H> {
     /// The time-limit thread may end: the pool is shut and wound down.
     pub(crate) fn limits_done(&self) -> bool {
         self.lifecycle != Lifecycle::Open && self.is_wound_down()
+    }
+
+    /// Calls `f` with every registered worker's handle.
+    pub(crate) fn for_each_handle(&self, mut f: impl FnMut(&H)) {
+        for w in &self.workers {
+            f(&w.handle);
+        }
     }
 
     /// The pids of the registered workers.
@@ -356,6 +370,7 @@ impl<H: WorkerHandle> Supervisor<H> {
             return Err("a second `Ready`".into());
         }
         match header {
+            FromWorker::Batch => return Err("a reply batch inside a reply batch".into()),
             FromWorker::Ready { init_error: Some(e), .. } => {
                 let w = &mut self.workers[wi];
                 w.stop = Some(StopReason::Retired);
@@ -428,6 +443,11 @@ impl<H: WorkerHandle> Supervisor<H> {
                         w.send(Outgoing::Skip(id), &mut d);
                     }
                 }
+            } else if w.stop.is_none() && w.handle.condemn(id) {
+                // Inside a later task, the replies before it held to go together: kill it all
+                // the same (the held replies are delivered from the slot's copy at the exit).
+                w.stop = Some(StopReason::Cancelled);
+                d.kill.push(w.handle.clone());
             } else if !w.sent[fi].skipped {
                 w.sent[fi].skipped = true;
                 w.send(Outgoing::Skip(id), &mut d);

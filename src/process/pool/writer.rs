@@ -17,22 +17,26 @@ use crossbeam_channel::Receiver;
 
 use crate::ipc;
 use crate::process::protocol;
+use crate::process::slot::Slot;
 
 /// A worker's writer thread: frames from the outbox into the task channel, until the outbox
 /// closes (the worker then reads end of file) or the worker is gone. Small frames that queued
 /// up meanwhile go together in one batch message; large ones go alone, without a copy.
-pub(super) fn write_frames(outbox: Receiver<Arc<Vec<u8>>>, tasks: OwnedFd, slot: OwnedFd) {
-    write_until_closed(&outbox, &tasks, slot);
+pub(super) fn write_frames(outbox: Receiver<Arc<Vec<u8>>>, tasks: OwnedFd, slot_fd: OwnedFd, slot: &Slot) {
+    write_until_closed(&outbox, &tasks, slot_fd, slot);
     // Closing our descriptor alone would not end the stream while a forked copy of it lives.
     let _ = nix::sys::socket::shutdown(tasks.as_raw_fd(), nix::sys::socket::Shutdown::Write);
 }
 
-fn write_until_closed(outbox: &Receiver<Arc<Vec<u8>>>, tasks: &OwnedFd, slot: OwnedFd) {
+fn write_until_closed(outbox: &Receiver<Arc<Vec<u8>>>, tasks: &OwnedFd, slot_fd: OwnedFd, slot: &Slot) {
     // The first frame, empty, carries the worker's slot.
-    if ipc::send_parts(tasks.as_fd(), &[], Some(slot.as_fd())).is_err() {
+    if ipc::send_parts(tasks.as_fd(), &[], Some(slot_fd.as_fd())).is_err() {
         return;
     }
-    drop(slot);
+    drop(slot_fd);
+    // Messages sent whole, told to the worker through the slot after each: it reads its
+    // socket without waiting only while it has read fewer (no empty read per task).
+    let mut count_sent: u64 = 0;
     let mut batch = Vec::new();
     let mut carried: Option<Arc<Vec<u8>>> = None;
     loop {
@@ -68,5 +72,7 @@ fn write_until_closed(outbox: &Receiver<Arc<Vec<u8>>>, tasks: &OwnedFd, slot: Ow
         if sent.is_err() {
             return;
         }
+        count_sent += 1;
+        slot.set_frames_sent(count_sent);
     }
 }

@@ -6,8 +6,44 @@
 
 use std::time::Instant;
 
+use super::worker_state::WorkerState;
 use super::{Decisions, Lifecycle, MAX_FAILED_STARTS, QueuedTask, StopReason, Supervisor, WorkerHandle};
 use crate::error::{ExitStatus, JobError};
+use crate::process::protocol::{self, FromWorker};
+
+/// The replies a dead worker held to send together (their copy in its slot), delivered in
+/// order as far as they answer the tasks at the head of its window: they ran, and their
+/// results are here. Leading ones that answer nothing left were sent already and are passed
+/// over; anything else (garbage, a reply out of order) ends the recovery, and the tasks left
+/// are judged as for any death. Checked as strictly as a batch read from the socket.
+fn recover_held<H: WorkerHandle>(w: &mut WorkerState<H>, d: &mut Decisions<H>) {
+    let bytes = w.handle.held_replies();
+    if bytes.is_empty() {
+        return;
+    }
+    let Ok((FromWorker::Batch, body)) = protocol::split::<FromWorker<'_>>(&bytes) else { return };
+    let Ok(replies) = protocol::reply_batch(body) else { return };
+    let mut matched = false;
+    for reply in replies {
+        let (id, status, rest) = match protocol::split::<FromWorker<'_>>(reply) {
+            Ok((FromWorker::Done { id, status, .. }, rest)) => (id, Some(status), rest),
+            Ok((FromWorker::Skipped { id }, rest)) => (id, None, rest),
+            _ => return,
+        };
+        let answers_head = w.sent.front().is_some_and(|f| f.id == id && (status.is_some() || f.skipped));
+        if !answers_head {
+            if matched {
+                return;
+            }
+            continue; // sent before the worker died, and read
+        }
+        matched = true;
+        let Some(f) = w.sent.pop_front() else { return };
+        if let Some(status) = status {
+            d.recovered.push((f.sink, status, rest.to_vec()));
+        }
+    }
+}
 
 impl<H: WorkerHandle> Supervisor<H> {
     /// Worker `worker` broke the protocol: it is stopped as faulty (unless already stopped)
@@ -36,14 +72,23 @@ impl<H: WorkerHandle> Supervisor<H> {
         let mut d = Decisions::default();
         let Some(wi) = self.workers.iter().position(|w| w.id == worker) else { return d };
         let mut w = self.workers.swap_remove(wi);
+        recover_held(&mut w, &mut d);
         let pid = w.pid;
         let running = w.running_at_death();
         let mut unreached = Vec::new();
+        // Tasks ahead of the one the slot names ended: their replies were held, to be sent
+        // together, when the worker died. They ran; they fail, never run again.
+        let mut before_running = running.is_some();
         for f in w.sent.drain(..) {
+            if Some(f.id) == running {
+                before_running = false;
+            }
             if Some(f.id) != running && f.skipped {
                 continue; // already resolved as cancelled
             }
-            if Some(f.id) == running {
+            if before_running {
+                d.fail.push((f.sink, JobError::WorkerDied { pid, status }));
+            } else if Some(f.id) == running {
                 let error = match &w.stop {
                     Some(StopReason::Faulty(reason)) => {
                         JobError::ProtocolViolation { pid, reason: reason.as_str().into() }

@@ -20,6 +20,8 @@ struct FakeWorker {
     reader_busy: AtomicBool,
     /// When the reply reader went idle (`None`: the `now` it is asked at).
     reader_idle: Mutex<Option<Instant>>,
+    /// The copy of the replies it holds.
+    held: Mutex<Vec<u8>>,
 }
 
 #[derive(Clone)]
@@ -53,6 +55,10 @@ impl WorkerHandle for Fake {
             return None;
         }
         Some(self.0.reader_idle.lock().unwrap().unwrap_or(now))
+    }
+
+    fn held_replies(&self) -> Vec<u8> {
+        self.0.held.lock().unwrap().clone()
     }
 }
 
@@ -152,6 +158,7 @@ impl Harness {
             since: AtomicU64::new(0),
             reader_busy: AtomicBool::new(false),
             reader_idle: Mutex::new(None),
+            held: Mutex::new(Vec::new()),
         }));
         self.workers.push(fake.clone());
         self.rules.add_worker(id, index, pid_of(id), fake, self.now);
@@ -238,6 +245,9 @@ fn apply(d: Decisions<Fake>) -> Applied {
     if let Some((sink, status)) = d.deliver {
         sink.deliver(status, &[]);
     }
+    for (sink, status, body) in d.recovered {
+        sink.deliver(status, &body);
+    }
     for (sink, error) in d.fail {
         sink.fail(error);
     }
@@ -275,6 +285,76 @@ fn a_worker_death_fails_only_its_running_task_and_asks_for_a_replacement() {
     let id = h.fork(0);
     let a = h.reply(id, FromWorker::Ready { pid: pid_of(id), init_error: None }).unwrap();
     assert_eq!(a.sent, [(id, Sent::Task(3))]);
+}
+
+/// A reply batch as a worker holds it (and keeps a copy of in its slot).
+fn held_batch(replies: &[FromWorker<'_>]) -> Vec<u8> {
+    let mut batch = Vec::new();
+    crate::process::protocol::reply_frame(&FromWorker::Batch, &[], &mut batch);
+    for r in replies {
+        let mut one = Vec::new();
+        crate::process::protocol::reply_frame(r, &[7], &mut one);
+        crate::process::protocol::batch_push(&mut batch, &one);
+    }
+    batch
+}
+
+#[test]
+fn a_worker_that_dies_holding_replies_delivers_them_and_gives_back_the_rest() {
+    let mut h = Harness::new(1, 16, None);
+    let first = h.submit();
+    h.done(0, 1, 1_000); // short tasks: the window opens
+    assert!(first.outcome().is_some());
+    let t: Vec<_> = (0..5).map(|_| h.submit()).collect(); // tasks 2..=6, all sent
+    // Task 2's reply was sent and read; 3 and 4 ended, held (their copy in the slot, with 2's
+    // stale one first); 5 runs; 6 waits.
+    h.done(0, 2, 1_000);
+    *h.worker(0).0.held.lock().unwrap() = held_batch(&[
+        FromWorker::Done { id: 2, status: Status::Ok, busy_ns: 1 },
+        FromWorker::Done { id: 3, status: Status::Ok, busy_ns: 1 },
+        FromWorker::Done { id: 4, status: Status::Ok, busy_ns: 1 },
+    ]);
+    h.worker(0).begin(5, h.now_ns);
+    let a = h.exit(0, SIGKILL);
+    assert_eq!(t[1].outcome(), Some(Ok(Status::Ok)), "delivered from the held copy");
+    assert_eq!(t[2].outcome(), Some(Ok(Status::Ok)));
+    assert_eq!(t[3].outcome(), Some(Err(JobError::WorkerDied { pid: pid_of(0), status: SIGKILL })));
+    assert_eq!(t[4].outcome(), None, "task 6 never began: it goes back to the queue");
+    let id = h.fork(a.spawn[0]);
+    let a = h.reply(id, FromWorker::Ready { pid: pid_of(id), init_error: None }).unwrap();
+    assert_eq!(a.sent, [(id, Sent::Task(6))], "only the task that never began runs again");
+}
+
+#[test]
+fn force_cancel_of_a_task_run_behind_held_replies_kills_it_and_delivers_them() {
+    let mut h = Harness::new(1, 16, None);
+    let t: Vec<_> = (0..2).map(|_| h.submit()).collect(); // tasks 1, 2
+    *h.worker(0).0.held.lock().unwrap() = held_batch(&[FromWorker::Done { id: 1, status: Status::Ok, busy_ns: 1 }]);
+    h.worker(0).begin(2, h.now_ns);
+    t[1].fail(JobError::Cancelled); // the caller resolves the future first
+    let a = apply(h.rules.force_cancel(2));
+    assert_eq!(a.killed, [0], "inside task 2 by its slot: killed");
+    assert_eq!(h.worker(0).slot().0, 2 | CONDEMNED);
+    h.exit(0, SIGKILL);
+    assert_eq!(t[0].outcome(), Some(Ok(Status::Ok)), "task 1's held reply is delivered");
+    assert_eq!(t[1].outcome(), Some(Err(JobError::Cancelled)));
+}
+
+#[test]
+fn held_replies_that_are_garbage_or_out_of_order_deliver_nothing_wrong() {
+    for held in [
+        vec![3, 9, 9],                                                             // a broken batch
+        held_batch(&[FromWorker::Done { id: 3, status: Status::Ok, busy_ns: 1 }]), // not the head
+        held_batch(&[FromWorker::Ready { pid: 1, init_error: None }]),             // not a reply
+    ] {
+        let mut h = Harness::new(1, 16, None);
+        let t: Vec<_> = (0..2).map(|_| h.submit()).collect(); // tasks 1, 2
+        *h.worker(0).0.held.lock().unwrap() = held;
+        h.worker(0).begin(2, h.now_ns); // it says it ended 1 and runs 2
+        h.exit(0, SIGKILL);
+        let died = Some(Err(JobError::WorkerDied { pid: pid_of(0), status: SIGKILL }));
+        assert_eq!([t[0].outcome(), t[1].outcome()], [died.clone(), died], "both began: both fail");
+    }
 }
 
 #[test]

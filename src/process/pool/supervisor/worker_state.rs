@@ -60,21 +60,15 @@ impl<H: WorkerHandle> WorkerState<H> {
     }
 
     /// The task a dead worker was running, by its slot: the one the slot names, if it is one
-    /// the worker could have begun (up to the first not skipped: a task cancelled in the
-    /// instant it began may have run all the same); none if the slot says the worker had begun
-    /// nothing since its last answer. A slot that makes no sense blames the first task not
-    /// answered, as if there were no slot.
+    /// the worker had been sent (the tasks before it ended, their replies held to be sent
+    /// together, and fail with the worker: `deaths.rs`; a task cancelled in the instant it began may
+    /// have run all the same); none if the slot says the worker had begun nothing since its
+    /// last answer. A slot that makes no sense blames the first task not answered, as if there
+    /// were no slot.
     pub(super) fn running_at_death(&self) -> Option<u64> {
         let word = self.handle.slot().0;
         let said = word & !(CONDEMNED | ENDED);
-        let mut could = Vec::new();
-        for f in &self.sent {
-            could.push(f.id);
-            if !f.skipped {
-                break;
-            }
-        }
-        if said != 0 && could.contains(&said) {
+        if said != 0 && self.sent.iter().any(|f| f.id == said) {
             Some(said)
         } else if word == 0 || (word & ENDED != 0 && !self.sent.iter().any(|f| f.id == said)) {
             None
