@@ -119,3 +119,32 @@ fn loom_queue_cancel_callback_and_drop() {
         assert_eq!(drops.load(Ordering::SeqCst), 1);
     });
 }
+
+/// The worker runs the job while its future cancels it, another thread adds a callback and
+/// the future waits with a timeout: the callback runs exactly once, with the outcome of
+/// whichever of run and cancel won.
+#[test]
+fn loom_run_cancel_callback_and_timed_wait() {
+    loom::model(|| {
+        let calls = counter();
+        let (queued, future, _) = JobCell::new(|| 5u32, 0);
+        // SAFETY: the adder is joined before `future` is dropped.
+        let future_ref: &'static Future<u32> = unsafe { &*(&future as *const Future<u32>) };
+        let c = StdArc::clone(&calls);
+        let adder = thread::spawn(move || {
+            future_ref.add_done_callback(move |r| {
+                assert!(matches!(r, Ok(&5) | Err(&crate::JobError::Cancelled)), "{r:?}");
+                c.fetch_add(1, Ordering::SeqCst);
+            })
+        });
+        let worker = thread::spawn(move || run_job(queued));
+        let cancelled = future.cancel();
+        let done = future.wait_timeout(Duration::from_secs(60));
+        adder.join().unwrap();
+        worker.join().unwrap();
+        assert!(future.is_done());
+        assert!(!done || future.is_done());
+        assert_eq!(future.is_cancelled(), cancelled);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    });
+}
