@@ -55,6 +55,63 @@ fn command_output(cmd: &str, args: &[&str]) -> String {
         .map_or_else(|| "unknown".to_owned(), |s| s.trim().to_owned())
 }
 
+/// A busy process (a shell loop) taking a share of a core while it lives; killed and reaped
+/// on drop.
+struct Burner(std::process::Child);
+
+impl Drop for Burner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `map` with default options against `submit` (tiny jobs over an input of unknown length)
+/// and against rayon's `par_iter` (CPU-bound, sized and unsized input): speedups over the
+/// sequential run, as medians of per-round ratios.
+fn map_rows(cpus: usize, rounds: usize) {
+    let _burner = std::env::var_os("COMPARE_BURN").map(|_| {
+        Burner(Command::new("sh").args(["-c", "while :; do :; done"]).spawn().expect("start the busy process"))
+    });
+    let burn = if _burner.is_some() { ", a busy process sharing the cores" } else { "" };
+    let ours = stealpool_pool(cpus);
+    let rayon = rayon_pool(cpus);
+    let map = |jobs: u64, f: fn(u64) -> u64, sized: bool| -> u64 {
+        let results = if sized {
+            stealpool::Executor::map(&ours, f, 0..jobs).expect("map")
+        } else {
+            stealpool::Executor::map(&ours, f, (0..jobs).filter(|_| true)).expect("map")
+        };
+        results.map(|r| r.expect("item failed")).fold(0, u64::wrapping_add)
+    };
+    let tiny: Vec<Contender<'_>> = vec![
+        ("stealpool submit+result", Box::new(|| run_stealpool(&ours, TINY_JOBS, tiny_job))),
+        ("stealpool map, unsized input, defaults", Box::new(|| map(TINY_JOBS, tiny_job, false))),
+        ("stealpool map, sized input, defaults", Box::new(|| map(TINY_JOBS, tiny_job, true))),
+    ];
+    let times = interleave(rounds * 2, run_sequential(TINY_JOBS, tiny_job), &tiny);
+    report(&format!("100k tiny jobs{burn}"), &tiny, &times, 0);
+    let cpu: Vec<Contender<'_>> = vec![
+        ("sequential", Box::new(|| run_sequential(CPU_JOBS, cpu_job))),
+        ("rayon par_iter", Box::new(|| run_rayon(&rayon, CPU_JOBS, cpu_job))),
+        ("stealpool map, sized input, defaults", Box::new(|| map(CPU_JOBS, cpu_job, true))),
+        ("stealpool map, unsized input, defaults", Box::new(|| map(CPU_JOBS, cpu_job, false))),
+        ("stealpool submit+result", Box::new(|| run_stealpool(&ours, CPU_JOBS, cpu_job))),
+    ];
+    let times = interleave(rounds, run_sequential(CPU_JOBS, cpu_job), &cpu);
+    let speedups: Vec<Vec<f64>> = times
+        .iter()
+        .map(|t| t.iter().zip(&times[0]).map(|(p, s)| s.as_secs_f64() / p.as_secs_f64()).collect())
+        .collect();
+    for (k, (name, _)) in cpu.iter().enumerate().skip(1) {
+        let vs_rayon = median(speedups[k].iter().zip(&speedups[1]).map(|(a, b)| a / b).collect());
+        println!(
+            "| CPU-bound 64 x 15 ms{burn} | {name} | speedup {:.2} | {vs_rayon:.2} x rayon par_iter's (median of {rounds} rounds) |",
+            median(speedups[k].clone())
+        );
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; anything else (such as `cargo test --benches`) gets one
     // quick round so the harness stays fast.
@@ -75,13 +132,24 @@ fn main() {
     let ours = stealpool_pool(cpus);
     let rayon = rayon_pool(cpus);
     let tp = threadpool::ThreadPool::new(cpus);
-    let tiny: Vec<Contender<'_>> = vec![
-        ("stealpool submit+result", Box::new(|| run_stealpool(&ours, TINY_JOBS, tiny_job))),
-        ("rayon spawn+channel", Box::new(|| run_rayon_spawn(&rayon, TINY_JOBS, tiny_job))),
-        ("threadpool execute+channel", Box::new(|| run_threadpool(&tp, TINY_JOBS, tiny_job))),
-    ];
-    let times = interleave(rounds(40), run_sequential(TINY_JOBS, tiny_job), &tiny);
-    report("100k tiny jobs", &tiny, &times, 0);
+    // Tiny jobs with one worker too: the per-job cost without any parallelism to hide it.
+    for workers in [1, cpus] {
+        let (ours, rayon, tp) = (stealpool_pool(workers), rayon_pool(workers), threadpool::ThreadPool::new(workers));
+        let tiny: Vec<Contender<'_>> = vec![
+            ("stealpool submit+result", Box::new(|| run_stealpool(&ours, TINY_JOBS, tiny_job))),
+            ("rayon spawn+channel", Box::new(|| run_rayon_spawn(&rayon, TINY_JOBS, tiny_job))),
+            ("threadpool execute+channel", Box::new(|| run_threadpool(&tp, TINY_JOBS, tiny_job))),
+        ];
+        let times = interleave(rounds(40), run_sequential(TINY_JOBS, tiny_job), &tiny);
+        report(&format!("100k tiny jobs, {workers} worker(s)"), &tiny, &times, 0);
+    }
+    // `COMPARE_ONLY=tiny`: just the tiny-job rows (the per-job cost), for quick re-measuring;
+    // `COMPARE_ONLY=map`: the map rows (`COMPARE_BURN=1`: with a busy process sharing a core).
+    match std::env::var("COMPARE_ONLY").as_deref() {
+        Ok("tiny") => return,
+        Ok("map") => return map_rows(cpus, rounds(15)),
+        _ => map_rows(cpus, rounds(15)),
+    }
 
     let ours_arc = Arc::new(stealpool_pool(cpus));
     let fib_runs: Vec<Contender<'_>> = vec![

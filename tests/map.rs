@@ -42,13 +42,31 @@ fn an_endless_input_is_read_lazily() {
         r.fetch_add(1, Ordering::SeqCst);
     });
     let first: Vec<u64> = pool
-        .map_with(|x| x + 1, items, MapOptions::new().buffersize(8))
+        .map_with(|x| x + 1, items, MapOptions::new().buffersize(8).chunksize(1))
         .unwrap()
         .take(100)
         .map(Result::unwrap)
         .collect();
     assert_eq!(first, (1..=100).collect::<Vec<_>>());
     assert!(read.load(Ordering::SeqCst) <= 100 + 8, "read {} items", read.load(Ordering::SeqCst));
+}
+
+/// With the default (adaptive) chunk size the chunks grow on tiny items, but what is read
+/// ahead stays within the documented bound: 8 MiB of items and results in flight.
+#[test]
+fn an_endless_input_with_default_chunks_reads_a_bounded_amount_ahead() {
+    let pool = ThreadPoolExecutor::new(2);
+    let read = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&read);
+    let items = (0u64..).inspect(move |_| {
+        r.fetch_add(1, Ordering::SeqCst);
+    });
+    let wanted = 200_000;
+    let sum: u64 = pool.map(|x| x + 1, items).unwrap().take(wanted).map(Result::unwrap).sum();
+    assert_eq!(sum, (1..=wanted as u64).sum::<u64>());
+    let item_bytes = std::mem::size_of::<u64>() + std::mem::size_of::<Result<u64, stealpool::JobError>>();
+    let ahead = read.load(Ordering::SeqCst) - wanted;
+    assert!(ahead <= (8 << 20) / item_bytes, "read {ahead} items ahead");
 }
 
 #[test]

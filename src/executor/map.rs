@@ -42,9 +42,13 @@ impl MapOptions {
         MapOptions::default()
     }
 
-    /// Items per job. Default: when the input's length is known (an exact `size_hint`),
-    /// `len / (4 × workers)` rounded up, as in `multiprocessing.Pool`; otherwise 1.
-    /// 0 means the default.
+    /// Items per job. 0 means the default: adaptive. The first jobs get one item each; then,
+    /// from the rate at which items come back (wall time × workers / items done), each new
+    /// job gets about 100 µs of work, so tiny items travel in large chunks and slow ones one
+    /// at a time (an even spread across the workers, also when one of them gets less CPU).
+    /// The adaptive size is at most `len / (4 × workers)` rounded up when the input's length
+    /// is known (an exact `size_hint`, as `multiprocessing.Pool`'s chunk), and at most what
+    /// keeps the items and results in flight within 8 MiB (see [`buffersize`](Self::buffersize)).
     pub fn chunksize(mut self, items: usize) -> Self {
         self.chunksize = (items > 0).then_some(items);
         self
@@ -53,6 +57,11 @@ impl MapOptions {
     /// How many chunks may be submitted ahead of the consumer, like Python 3.14's `buffersize`.
     /// Items are read from the input only as the window allows, so an endless input works.
     /// Default: `4 × workers`. 0 means the default.
+    ///
+    /// The memory of a map is bounded by it: at most `(buffersize + 1) × chunksize` items are
+    /// in flight (submitted and not yet yielded), each costing its input item and its result
+    /// (`size_of::<A>() + size_of::<Result<R, JobError>>()`). With the default chunk size that
+    /// product stays within 8 MiB, whatever the input's length.
     pub fn buffersize(mut self, chunks: usize) -> Self {
         self.buffersize = (chunks > 0).then_some(chunks);
         self
@@ -78,6 +87,37 @@ type ChunkFuture<R> = Future<Vec<Result<R, JobError>>>;
 trait ChunkSource<R> {
     /// The next chunk: its first index, its length, and its future (or the refusal).
     fn next_chunk(&mut self) -> Option<(usize, usize, Result<ChunkFuture<R>, ShutdownError>)>;
+
+    /// Sets the number of items of the chunks to come.
+    fn set_chunksize(&mut self, items: usize);
+}
+
+/// Bytes of items and results a map with the default chunk size keeps in flight at most.
+const IN_FLIGHT_BYTES: usize = 8 << 20;
+
+/// The work an adaptive chunk aims at: far above a job's overhead (about a microsecond), far
+/// below what would leave a worker idle at the end of the map.
+const CHUNK_TARGET_SECS: f64 = 100e-6;
+
+/// The adaptive chunk size (see [`MapOptions::chunksize`]).
+#[derive(Debug)]
+struct Adaptive {
+    started: Instant,
+    /// Items whose results came back.
+    done: usize,
+    workers: usize,
+    max: usize,
+}
+
+impl Adaptive {
+    /// The chunk size after `items` more came back: the items of about `CHUNK_TARGET_SECS` of
+    /// work at the rate seen so far, growing at most fourfold a step.
+    fn update(&mut self, items: usize, current: usize) -> usize {
+        self.done += items;
+        let per_item = self.started.elapsed().as_secs_f64() * self.workers as f64 / self.done.max(1) as f64;
+        let wanted = if per_item > 0.0 { (CHUNK_TARGET_SECS / per_item) as usize } else { self.max };
+        wanted.clamp(1, self.max).min(current.saturating_mul(4).max(1))
+    }
 }
 
 struct Source<'a, E, F, I> {
@@ -106,6 +146,10 @@ where
         let submitted = self.executor.submit(Batch { f: self.f.clone(), items }).map_err(|_| ShutdownError);
         Some((start, len, submitted))
     }
+
+    fn set_chunksize(&mut self, items: usize) {
+        self.chunksize = items.max(1);
+    }
 }
 
 struct Chunk<R> {
@@ -133,6 +177,9 @@ pub struct MapIter<'a, R> {
     /// Results of the chunk being yielded now, with the input index of the next one.
     current: Option<(usize, std::vec::IntoIter<Result<R, JobError>>)>,
     finished: bool,
+    /// `None` when the caller chose the chunk size.
+    adaptive: Option<Adaptive>,
+    chunksize: usize,
 }
 
 impl<'a, R: Send + 'static> MapIter<'a, R> {
@@ -152,14 +199,21 @@ impl<'a, R: Send + 'static> MapIter<'a, R> {
             return Err(ShutdownError);
         }
         let workers = executor.max_workers().max(1);
-        let chunksize = options.chunksize.unwrap_or_else(|| match items.size_hint() {
-            (lo, Some(hi)) if lo == hi => lo.div_ceil(4 * workers).max(1),
-            _ => 1,
+        let window = options.buffersize.unwrap_or(4 * workers);
+        let adaptive = options.chunksize.is_none().then(|| {
+            let item_bytes = (std::mem::size_of::<A>() + std::mem::size_of::<Result<R, JobError>>()).max(1);
+            let by_memory = (IN_FLIGHT_BYTES / item_bytes / window.saturating_add(1)).max(1);
+            let by_length = match items.size_hint() {
+                (lo, Some(hi)) if lo == hi => lo.div_ceil(4 * workers).max(1),
+                _ => usize::MAX,
+            };
+            Adaptive { started: Instant::now(), done: 0, workers, max: by_memory.min(by_length) }
         });
+        let chunksize = options.chunksize.unwrap_or(1);
         let mut it = MapIter {
             source: Some(Box::new(Source { executor, f, items, chunksize, next_index: 0 })),
             order,
-            window: options.buffersize.unwrap_or(4 * workers),
+            window,
             deadline: deadline::after_opt(options.timeout),
             queue: VecDeque::new(),
             slots: Vec::new(),
@@ -167,6 +221,8 @@ impl<'a, R: Send + 'static> MapIter<'a, R> {
             completed: (order == Order::Unordered).then(CompletionQueue::new),
             current: None,
             finished: false,
+            adaptive,
+            chunksize,
         };
         it.fill();
         Ok(it)
@@ -243,6 +299,15 @@ impl<'a, R: Send + 'static> MapIter<'a, R> {
             // The chunk failed as a whole (not item by item): every item gets the error.
             Err(ResultTimeoutError::Failed(e)) => std::iter::repeat_with(|| Err(e.clone())).take(chunk.len).collect(),
         };
+        if let Some(adaptive) = &mut self.adaptive {
+            let size = adaptive.update(chunk.len, self.chunksize);
+            if size != self.chunksize {
+                self.chunksize = size;
+                if let Some(source) = self.source.as_mut() {
+                    source.set_chunksize(size);
+                }
+            }
+        }
         self.current = Some((chunk.start, results.into_iter()));
         None
     }

@@ -31,6 +31,7 @@ mod wait;
 
 use std::fmt;
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -40,7 +41,7 @@ use crate::deadline;
 use crate::error::{JobError, ResultTimeoutError, TryResultError};
 
 pub(crate) use self::completion::CompletionQueue;
-pub(crate) use self::core::{Callback, Cell, Core, Ending};
+pub(crate) use self::core::{Callback, Cell, Core, Ending, HANDLE_REF, Head, Outcome, PENDING, QUEUE_REF};
 pub use self::promise::{AlreadyCompleted, Promise};
 pub use self::shared::SharedFuture;
 pub use self::wait::{AsCompleted, DoneAndNotDone, ReturnWhen, Waitable, as_completed, wait};
@@ -79,11 +80,41 @@ pub use self::wait::{AsCompleted, DoneAndNotDone, ReturnWhen, Waitable, as_compl
 /// assert!(fut.is_done());
 /// ```
 pub struct Future<T> {
-    cell: Arc<dyn Cell<T>>,
+    /// The cell, referenced as its [`Cell::releaser`] says: through an `Arc` (promises, the
+    /// process pool) or counted by the thread pool's job cell itself. One pointer-sized
+    /// handle plus the vtable: a held job costs its cell and these 16 bytes.
+    cell: NonNull<dyn Cell<T>>,
+}
+
+// SAFETY: the handle is a shared reference to a `dyn Cell<T>`, which is `Send + Sync` by the
+// trait's bounds: exactly what made the `Arc<dyn Cell<T>>` this replaces `Send` and `Sync`.
+unsafe impl<T> Send for Future<T> {}
+// SAFETY: as for `Send`.
+unsafe impl<T> Sync for Future<T> {}
+
+impl<T> Drop for Future<T> {
+    fn drop(&mut self) {
+        // SAFETY: the cell is alive while this handle holds its reference; the releaser is the
+        // one that reference was made for, called once, after the borrow for it ended.
+        unsafe {
+            let release = self.cell.as_ref().releaser();
+            release(self.cell);
+        }
+    }
 }
 
 impl<T: Send + 'static> Future<T> {
     pub(crate) fn from_cell(cell: Arc<dyn Cell<T>>) -> Self {
+        // SAFETY: `Arc::into_raw` never returns null; the default releaser undoes it.
+        Future { cell: unsafe { NonNull::new_unchecked(Arc::into_raw(cell).cast_mut()) } }
+    }
+
+    /// A handle to a cell that counts its own references.
+    ///
+    /// # Safety
+    /// `cell` is alive and this handle owns one of its references, which the cell's
+    /// [`Cell::releaser`] drops.
+    pub(crate) unsafe fn from_counted_cell(cell: NonNull<dyn Cell<T>>) -> Self {
         Future { cell }
     }
 
@@ -102,13 +133,18 @@ impl<T: Send + 'static> Future<T> {
         if core.try_start() {
             core.complete(outcome);
         }
-        Future { cell: Arc::new(core) }
+        Future::from_cell(Arc::new(core))
     }
 }
 
 impl<T> Future<T> {
+    fn cell(&self) -> &dyn Cell<T> {
+        // SAFETY: the cell is alive while this handle holds its reference.
+        unsafe { self.cell.as_ref() }
+    }
+
     fn core(&self) -> &Core<T> {
-        self.cell.core()
+        self.cell().core()
     }
 
     /// Blocks until the job has finished, then moves its outcome out.
@@ -207,7 +243,7 @@ impl<T> Future<T> {
     /// queued job still gets a thread while this one waits.
     fn wait_inner(&self, deadline: Option<Instant>) -> bool {
         match deadline {
-            None if self.cell.run_inline() => return true,
+            None if self.cell().run_inline() => return true,
             None => {}
             // Already past: a poll, which never blocks, so it needs no compensation.
             Some(t) if t <= Instant::now() => return self.core().wait_done(deadline),
@@ -256,7 +292,7 @@ impl<T> Future<T> {
     /// assert_eq!(queued.result(), Err(JobError::Cancelled));
     /// ```
     pub fn cancel(&self) -> bool {
-        self.cell.cancel()
+        self.cell().cancel()
     }
 
     /// Cancels the job even if it is already running, where the backend can stop it.
@@ -273,7 +309,7 @@ impl<T> Future<T> {
     /// assert!(!f.force_cancel()); // already finished
     /// ```
     pub fn force_cancel(&self) -> bool {
-        self.cell.force_cancel()
+        self.cell().force_cancel()
     }
 
     /// Whether the job was cancelled.
@@ -346,6 +382,6 @@ impl<T> std::future::Future for Future<T> {
 
 impl<T> fmt::Debug for Future<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Future").field("state", &self.cell.core().describe()).finish()
+        f.debug_struct("Future").field("state", &self.core().describe()).finish()
     }
 }

@@ -6,18 +6,25 @@
 use std::cell::Cell;
 
 thread_local! {
-    /// The address of the registry whose thread this is, or 0: a plain value (no destructor),
-    /// so that the check every submission makes is a bare thread-local load.
-    static CURRENT: Cell<usize> = const { Cell::new(0) };
+    /// The address of the registry whose thread this is (or 0) and that registry's tag, the
+    /// number its job cells carry: a plain value (no destructor), so that the check every
+    /// submission makes is a bare thread-local load.
+    static CURRENT: Cell<(usize, u32)> = const { Cell::new((0, 0)) };
 }
 
 /// The address of the registry whose thread this is, if it is a pool thread.
 #[inline]
 pub(super) fn registry() -> Option<usize> {
-    Some(CURRENT.get()).filter(|&id| id != 0)
+    Some(CURRENT.get().0).filter(|&id| id != 0)
 }
 
-/// Marks this thread as a thread of the registry at address `id` (0: of none).
-pub(super) fn set(id: usize) {
-    CURRENT.set(id);
+/// The tag of the registry whose thread this is (see `Registry::tag`), if it has one.
+#[inline]
+pub(super) fn tag() -> Option<u32> {
+    Some(CURRENT.get().1).filter(|&tag| tag != 0)
+}
+
+/// Marks this thread as a thread of the registry at address `id` with tag `tag` (0, 0: of none).
+pub(super) fn set(id: usize, tag: u32) {
+    CURRENT.set((id, tag));
 }

@@ -35,7 +35,7 @@ use crossbeam_utils::Backoff;
 use parking_lot::Mutex;
 
 use super::current;
-use super::job_cell::{JobCell, JobRef, cancel_job, run_job};
+use super::job_cell::{Boxed, JobCell, JobRef, cancel_job, run_job};
 use super::sleep::{Sleep, SpareFate, Wake};
 use crate::blocking::{self, BlockingRegion};
 use crate::error::{BuildError, SubmitError};
@@ -56,11 +56,11 @@ thread_local! {
 /// Makes this thread a thread of `registry` (with `local` as its deque) until `run` returns.
 fn as_pool_thread(registry: &Arc<Registry>, local: Option<Worker<JobRef>>, run: impl FnOnce()) {
     WORKER.with_borrow_mut(|w| *w = Some(WorkerCtx { local }));
-    current::set(registry.id());
+    current::set(registry.id(), registry.tag);
     let region = blocking::install(Arc::new(PoolThread(Arc::clone(registry))));
     run();
     drop(region);
-    current::set(0);
+    current::set(0, 0);
     WORKER.with_borrow_mut(|w| *w = None);
 }
 
@@ -110,6 +110,16 @@ pub(crate) struct Registry {
     spares_started: AtomicUsize,
     /// Set when a spare's initializer panicked: no more spares are started.
     spares_disabled: AtomicBool,
+    /// This pool's number, carried by its job cells so that a waiting thread runs a job inline
+    /// only on a thread of the job's own pool: 1, 2, ... in the order pools are built, and 0
+    /// (no job runs inline; waits block, compensated) after 2^32 - 1 pools.
+    tag: u32,
+}
+
+/// The tag of the next pool (see `Registry::tag`).
+fn next_tag() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    u32::try_from(NEXT.fetch_add(1, Ordering::Relaxed)).unwrap_or(0)
 }
 
 impl Registry {
@@ -126,6 +136,7 @@ impl Registry {
             threads: Mutex::new(Vec::with_capacity(n)),
             spares_started: AtomicUsize::new(0),
             spares_disabled: AtomicBool::new(false),
+            tag: next_tag(),
         });
         let (report, reports) = std::sync::mpsc::channel::<Result<(), String>>();
         let mut failure = None;
@@ -218,16 +229,29 @@ impl Registry {
         if refused {
             return Err(SubmitError::shutdown(job));
         }
-        let cell = JobCell::new(job, self.id());
-        self.push(Arc::clone(&cell) as JobRef, inside);
-        let state = self.lifecycle.load(Ordering::SeqCst);
-        if state != RUNNING
-            && (state == TERMINATED || !inside)
-            && let Some(job) = cell.take_back()
-        {
-            return Err(SubmitError::shutdown(job));
+        if !JobCell::<J>::FITS {
+            return self.submit_cell(Boxed(Box::new(job)), inside).map_err(|b| SubmitError::shutdown(*b.0));
         }
-        Ok(Future::from_cell(cell))
+        self.submit_cell(job, inside).map_err(SubmitError::shutdown)
+    }
+
+    /// Makes `job`'s cell and queues it; hands the job back if the pool closed meanwhile.
+    #[inline]
+    fn submit_cell<J>(self: &Arc<Self>, job: J, inside: bool) -> Result<Future<J::Output>, J>
+    where
+        J: Job + Send + 'static,
+        J::Output: Send + 'static,
+    {
+        let (queued, future, cell) = JobCell::new(job, self.tag);
+        self.push(queued, inside);
+        let state = self.lifecycle.load(Ordering::SeqCst);
+        if state != RUNNING && (state == TERMINATED || !inside) {
+            // SAFETY: `future` holds a reference to the cell, so it is alive.
+            if let Some(job) = unsafe { cell.as_ref() }.take_back() {
+                return Err(job);
+            }
+        }
+        Ok(future)
     }
 
     /// Queues `job`: on this thread's deque if `inside` (a thread of this pool) and it has one,
