@@ -4,15 +4,17 @@
 //! This binary only parses options, shows progress and reports; the copying is the `stealcp`
 //! library (the engine: plan, walk, copy, publish).
 
+mod progress;
+
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
-use stealcp::{CopyOptions, EntryKind, Failure, Observer, Target};
+use stealcp::{CopyOptions, Target};
 use stealpool::{ProcessPoolBuilder, ThreadPoolBuilder};
+
+use crate::progress::Report;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -108,72 +110,6 @@ impl From<&Opts> for CopyOptions {
     }
 }
 
-/// Progress bar and verbose listing.
-struct Report {
-    bar: Option<ProgressBar>,
-    verbose: bool,
-    files: u64,
-    total_files: u64,
-}
-
-impl Report {
-    fn show_files(&self) {
-        if let Some(bar) = &self.bar {
-            bar.set_message(format!("{}/{} files", self.files, self.total_files));
-        }
-    }
-}
-
-impl Observer for Report {
-    /// Totals cost a `stat` per file in the walk: only worth it when a bar shows them.
-    fn wants_totals(&self) -> bool {
-        self.bar.is_some()
-    }
-
-    fn found(&mut self, files: u64, bytes: u64) {
-        self.total_files += files;
-        if let Some(bar) = &self.bar {
-            bar.inc_length(bytes);
-        }
-        self.show_files();
-    }
-
-    fn progressed(&mut self, bytes: u64) {
-        if let Some(bar) = &self.bar {
-            bar.inc(bytes);
-        }
-    }
-
-    fn copied(&mut self, kind: EntryKind, source: &Path, destination: &Path) {
-        if self.verbose {
-            let line = format!("'{}' -> '{}'", source.display(), destination.display());
-            match &self.bar {
-                Some(bar) => bar.println(line),
-                None => println!("{line}"),
-            }
-        }
-        if kind == EntryKind::File {
-            self.files += 1;
-            self.show_files();
-        }
-    }
-
-    fn failed(&mut self, failure: &Failure) {
-        if let Some(bar) = &self.bar {
-            bar.println(format!("stealcp: {failure}"));
-        }
-    }
-}
-
-fn progress_bar() -> ProgressBar {
-    let bar = ProgressBar::new(0);
-    let style = ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} eta {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
-}
-
 fn main() -> ExitCode {
     let opts = Opts::parse();
     match run(&opts) {
@@ -198,8 +134,7 @@ fn run(opts: &Opts) -> anyhow::Result<bool> {
     };
     let plan = stealcp::plan(&sources, &target, &options)?;
     let show_progress = opts.progress || (!opts.no_progress && std::io::stderr().is_terminal());
-    let mut observer =
-        Report { bar: show_progress.then(progress_bar), verbose: opts.verbose, files: 0, total_files: 0 };
+    let mut observer = Report::new(show_progress, opts.verbose);
     let report = match opts.backend {
         Backend::Thread => {
             let pool = ThreadPoolBuilder::new().num_workers(opts.jobs).name_prefix("stealcp").build()?;
@@ -210,9 +145,7 @@ fn run(opts: &Opts) -> anyhow::Result<bool> {
             stealcp::copy(&plan, &options, &pool, &mut observer)?
         }
     };
-    if let Some(bar) = &observer.bar {
-        bar.finish_and_clear();
-    }
+    observer.finish();
     for skipped in &report.skipped {
         eprintln!("stealcp: warning: '{}': {}", skipped.path.display(), skipped.reason);
     }
