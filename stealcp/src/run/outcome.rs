@@ -127,7 +127,7 @@ where
         });
         let found: Vec<_> = found.collect();
         self.add_found(found);
-        self.directories.push(DirFinish { path: destination, meta, existed: listing.existed });
+        self.directories.push(DirFinish { source, path: destination, meta, existed: listing.existed });
     }
 }
 

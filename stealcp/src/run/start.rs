@@ -109,7 +109,10 @@ where
         match entry::create_directory(destination, &meta) {
             // An existing directory on the way is used as it is, as cp does.
             Ok(true) => {}
-            Ok(false) => self.directories.push(DirFinish { path: destination.to_path_buf(), meta, existed: false }),
+            Ok(false) => {
+                let (source, path) = (source.to_path_buf(), destination.to_path_buf());
+                self.directories.push(DirFinish { source, path, meta, existed: false });
+            }
             Err(failure) => self.fail(failure),
         }
     }
