@@ -133,3 +133,71 @@ impl WaitRef for Child {
         Finished { status: self.wait().unwrap(), stderr }
     }
 }
+
+/// Visible text of terminal output: escape sequences removed, split at `\r` and `\n`.
+fn screen_lines(raw: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut line = String::new();
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            // CSI: ESC [ params final-byte.
+            '\x1b' if chars.peek() == Some(&'[') => {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            '\r' | '\n' => out.push(std::mem::take(&mut line)),
+            c if !c.is_control() => line.push(c),
+            _ => {}
+        }
+    }
+    out.push(line);
+    out.retain(|l| !l.trim().is_empty());
+    out
+}
+
+/// Under a 60-column terminal (a pty made by `script`), no progress line is wider than the
+/// terminal, and the run ends with one summary line; without a terminal, `--progress` still
+/// ends with it.
+#[test]
+fn progress_fits_a_60_column_terminal_and_ends_with_a_summary_line() {
+    let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..600 {
+        fs::write(src.join(format!("f{i}")), vec![7u8; 256 << 10]).unwrap();
+    }
+    let piped = Command::new(env!("CARGO_BIN_EXE_stealcp"))
+        .args(["-a", "--progress"])
+        .arg(&src)
+        .arg(dir.path().join("piped"))
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("stealcp: 600 files, 150.0 MiB in "), "{stderr}");
+    if Command::new("script").arg("--version").output().is_err() {
+        return eprintln!("skipped: no `script` to run under a pty");
+    }
+    let command = format!(
+        "stty cols 60 rows 20; {} -a --progress {} {}",
+        env!("CARGO_BIN_EXE_stealcp"),
+        src.display(),
+        dir.path().join("tty").display()
+    );
+    let out = Command::new("script").args(["-qec", &command, "/dev/null"]).stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = screen_lines(&String::from_utf8_lossy(&out.stdout));
+    for line in &lines {
+        // indicatif pads with blanks up to the width, never past it.
+        let text = line.trim_end().chars().count();
+        assert!(text < 60 && line.chars().count() <= 60, "wider than the terminal: {line:?}");
+    }
+    let summaries = lines.iter().filter(|l| l.contains(" files, ") && l.contains(" in ")).count();
+    assert_eq!(summaries, 1, "{lines:?}");
+}
