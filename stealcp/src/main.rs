@@ -4,16 +4,18 @@
 //! This binary only parses options, shows progress and reports; the copying is the `stealcp`
 //! library (the engine: plan, walk, copy, publish).
 
+mod progress;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use stealcp::{Backup, BackupControl, CopyOptions, EntryKind, Failure, Observer, Reflink, Sparse, Target};
 use stealpool::{ProcessPoolBuilder, ThreadPoolBuilder};
+
+use crate::progress::Report;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -214,8 +216,10 @@ struct Preserve {
     ownership: bool,
     timestamps: bool,
     links: bool,
-    /// Recorded for `--preserve=xattr` / `-a`; the engine's switch for it is not there yet.
+    /// `--preserve=xattr`, `-a`, `--preserve=all`: extended attributes kept.
     xattr: bool,
+    /// `xattr` named explicitly: a failure to keep them is an error (as cp), else silent.
+    xattr_required: bool,
 }
 
 impl Preserve {
@@ -226,9 +230,12 @@ impl Preserve {
                 "ownership" => self.ownership = on,
                 "timestamps" => self.timestamps = on,
                 "links" => self.links = on,
-                "xattr" => self.xattr = on,
+                "xattr" => {
+                    self.xattr = on;
+                    self.xattr_required = on;
+                }
                 "context" => {}
-                "all" => *self = Preserve { mode: on, ownership: on, timestamps: on, links: on, xattr: on },
+                "all" => *self = Preserve { mode: on, ownership: on, timestamps: on, links: on, xattr: on, ..*self },
                 other => {
                     return Err(Usage(format!(
                         "invalid argument '{other}' for '--{}preserve'\nValid arguments are:\n  - 'mode'\n  - \
@@ -273,7 +280,8 @@ fn copy_options(o: &Opts) -> Result<CopyOptions, Usage> {
     c.preserve_ownership = keep.ownership;
     c.preserve_timestamps = keep.timestamps;
     c.preserve_links = keep.links;
-    let _xattr_wanted = keep.xattr;
+    c.preserve_xattr = keep.xattr;
+    c.require_xattr = keep.xattr_required;
     c.recursive = o.recursive || o.archive;
     // -L, -H and -P override each other (clap keeps the last); -a and -d mean -P unless -L/-H.
     if o.dereference {
@@ -331,63 +339,6 @@ fn copy_options(o: &Opts) -> Result<CopyOptions, Usage> {
     Ok(c)
 }
 
-/// Progress bar and verbose listing.
-struct Report {
-    bar: Option<ProgressBar>,
-    verbose: bool,
-    files: u64,
-    total_files: u64,
-}
-
-impl Report {
-    fn show_files(&self) {
-        if let Some(bar) = &self.bar {
-            bar.set_message(format!("{}/{} files", self.files, self.total_files));
-        }
-    }
-}
-
-impl Observer for Report {
-    /// Totals cost a `stat` per file in the walk: only worth it when a bar shows them.
-    fn wants_totals(&self) -> bool {
-        self.bar.is_some()
-    }
-
-    fn found(&mut self, files: u64, bytes: u64) {
-        self.total_files += files;
-        if let Some(bar) = &self.bar {
-            bar.inc_length(bytes);
-        }
-        self.show_files();
-    }
-
-    fn progressed(&mut self, bytes: u64) {
-        if let Some(bar) = &self.bar {
-            bar.inc(bytes);
-        }
-    }
-
-    fn copied(&mut self, kind: EntryKind, source: &Path, destination: &Path) {
-        if self.verbose {
-            let line = format!("'{}' -> '{}'", source.display(), destination.display());
-            match &self.bar {
-                Some(bar) => bar.println(line),
-                None => println!("{line}"),
-            }
-        }
-        if kind == EntryKind::File {
-            self.files += 1;
-            self.show_files();
-        }
-    }
-
-    fn failed(&mut self, failure: &Failure) {
-        if let Some(bar) = &self.bar {
-            bar.println(format!("stealcp: {failure}"));
-        }
-    }
-}
-
 /// Prints each failure on stderr as it happens, as cp does (through the progress bar's own
 /// `failed` when there is a bar, which prints above it), and passes everything on.
 struct Messages<'a> {
@@ -418,15 +369,6 @@ impl Observer for Messages<'_> {
             eprintln!("stealcp: {failure}");
         }
     }
-}
-
-fn progress_bar() -> ProgressBar {
-    let bar = ProgressBar::new(0);
-    let style = ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} eta {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
 }
 
 fn main() -> ExitCode {
@@ -558,8 +500,10 @@ fn run(opts: &Opts) -> Result<bool, Failed> {
         return Ok(ok);
     }
     let show_progress = opts.progress || (!opts.no_progress && std::io::stderr().is_terminal());
-    let mut shown = Report { bar: show_progress.then(progress_bar), verbose: opts.verbose, files: 0, total_files: 0 };
-    let mut observer = Messages { report: &mut shown, bar: show_progress };
+    let mut shown = Report::new(show_progress, opts.verbose);
+    // The report prints failures above its bar when it draws one (on a terminal); otherwise
+    // Messages prints them.
+    let mut observer = Messages { report: &mut shown, bar: show_progress && std::io::stderr().is_terminal() };
     let report = match opts.backend {
         Backend::Thread => {
             let pool = ThreadPoolBuilder::new().num_workers(opts.jobs).name_prefix("stealcp").build()?;
@@ -570,9 +514,7 @@ fn run(opts: &Opts) -> Result<bool, Failed> {
             stealcp::copy(&plan, &options, &pool, &mut observer)?
         }
     };
-    if let Some(bar) = &shown.bar {
-        bar.finish_and_clear();
-    }
+    shown.finish();
     for skipped in &report.skipped {
         eprintln!("stealcp: warning: '{}': {}", skipped.path.display(), skipped.reason);
     }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// # Examples
 /// ```
 /// let archive = stealcp::CopyOptions::archive();
-/// assert!(archive.recursive && archive.preserve_links && !archive.dereference);
+/// assert!(archive.recursive && archive.preserve_links && archive.preserve_xattr && !archive.dereference);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CopyOptions {
@@ -19,8 +19,9 @@ pub struct CopyOptions {
     /// copied as a symlink. A symlink named on the command line without `recursive` is always
     /// followed, as `cp` does.
     pub dereference: bool,
-    /// Keep permission bits (`-p`, `-a`); otherwise new files get the source's bits less the
-    /// umask.
+    /// Keep permission bits and ACLs (`-p`, `-a`); otherwise new files get the source's bits
+    /// less the umask. An owner that could not be kept (an unprivileged copy of another user's
+    /// file) drops the set-user-ID and set-group-ID bits, as with `cp`.
     pub preserve_mode: bool,
     /// Keep modification and access times, to the nanosecond (`-p`, `-a`).
     pub preserve_timestamps: bool,
@@ -28,6 +29,16 @@ pub struct CopyOptions {
     pub preserve_ownership: bool,
     /// Keep hard links between copied files as hard links (`-a`).
     pub preserve_links: bool,
+    /// Keep extended attributes (`-a`, `--preserve=xattr`): `user.*`, `trusted.*` and
+    /// `security.*` ones (file capabilities are `security.capability`), on files, directories
+    /// and symlinks, as `cp` does. ACLs are kept with the mode ([`preserve_mode`](Self::preserve_mode)),
+    /// as by `cp -p`. Where the kernel or file system refuses one (`user.*` on a symlink, a
+    /// file system without xattrs, `security.capability` without privilege), it is left out
+    /// silently unless [`require_xattr`](Self::require_xattr).
+    pub preserve_xattr: bool,
+    /// Every extended attribute that could not be kept is a failure (`--preserve=xattr` named
+    /// explicitly, as with `cp`); `-a` leaves them out silently.
+    pub require_xattr: bool,
     /// Never overwrite an existing destination file (`-n`).
     pub no_clobber: bool,
     /// Copy a file only if the destination is missing or older (`-u`).
@@ -122,7 +133,8 @@ pub enum BackupControl {
 }
 
 impl CopyOptions {
-    /// `cp -a`: recursive, symlinks as symlinks, modes, times, ownership and hard links kept.
+    /// `cp -a`: recursive, symlinks as symlinks, modes (with ACLs), times, ownership, hard
+    /// links and extended attributes kept.
     pub fn archive() -> Self {
         CopyOptions {
             recursive: true,
@@ -131,6 +143,7 @@ impl CopyOptions {
             preserve_timestamps: true,
             preserve_ownership: true,
             preserve_links: true,
+            preserve_xattr: true,
             ..CopyOptions::default()
         }
     }

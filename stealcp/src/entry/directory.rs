@@ -9,7 +9,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::attributes::{filetimes, ignore_eperm};
+use crate::attributes::{Node, SPECIAL_BITS, copy_acls, copy_xattrs, filetimes, set_owner};
 use crate::error::{Failure, fail};
 use crate::options::CopyOptions;
 use crate::path_bytes;
@@ -65,6 +65,9 @@ pub(crate) fn create_directory(destination: &Path, meta: &DirMeta) -> Result<boo
 /// A copied directory to finish once everything inside is in place.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct DirFinish {
+    /// The source directory (its extended attributes and ACLs are read at the end).
+    #[serde(with = "path_bytes")]
+    pub(crate) source: PathBuf,
     #[serde(with = "path_bytes")]
     pub(crate) path: PathBuf,
     pub(crate) meta: DirMeta,
@@ -72,17 +75,24 @@ pub(crate) struct DirFinish {
     pub(crate) existed: bool,
 }
 
-/// Sets a copied directory's ownership, mode and times, once everything inside is in place.
+/// Sets a copied directory's ownership, extended attributes, ACLs, mode and times, once
+/// everything inside is in place (so that nothing inside inherits its default ACL, as with `cp`).
 /// Without `preserve_mode`, a directory that `existed` before the run keeps its mode, as with
 /// `cp -r`.
 pub(crate) fn finish_directory(job: &DirFinish, o: &CopyOptions) -> Result<(), Failure> {
     let (path, dir, existed) = (job.path.as_path(), &job.meta, job.existed);
+    let mut mode = dir.mode;
     if o.preserve_ownership {
-        ignore_eperm(std::os::unix::fs::chown(path, Some(dir.uid), Some(dir.gid)))
-            .map_err(fail(path, "preserve ownership"))?;
+        let chown = |uid, gid| std::os::unix::fs::chown(path, uid, gid);
+        if !set_owner(chown, dir.uid, dir.gid).map_err(fail(path, "preserve ownership"))? {
+            mode &= !SPECIAL_BITS;
+        }
     }
+    let (src, dst) = (Node::Followed(&job.source), Node::Followed(path));
+    let listed = copy_xattrs(src, dst, path, o)?;
     if o.preserve_mode {
-        fs::set_permissions(path, Permissions::from_mode(dir.mode)).map_err(fail(path, "set mode"))?;
+        copy_acls(src, dst, true, listed.as_deref()).map_err(fail(path, "preserve permissions"))?;
+        fs::set_permissions(path, Permissions::from_mode(mode)).map_err(fail(path, "set mode"))?;
     } else if !existed && o.default_modes {
         // --no-preserve=mode: the default bits less the umask, as cp.
         let mode = 0o777 & !crate::attributes::umask().unwrap_or(0o022);

@@ -51,7 +51,7 @@ pub(crate) fn make_symlink(
         return Ok(false);
     }
     std::os::unix::fs::symlink(&target, destination).map_err(fail(destination, "create symlink"))?;
-    preserve_unfollowed(destination, meta, o)?;
+    preserve_unfollowed(Some(source), destination, meta, o)?;
     Ok(true)
 }
 
@@ -75,11 +75,12 @@ pub(crate) fn make_special(
         nix::sys::stat::mknod(destination, kind, perm, meta.rdev())
     };
     made.map_err(|e| fail(destination, "create special file")(e.into()))?;
-    preserve_unfollowed(destination, meta, o)?;
+    let owner_kept = preserve_unfollowed(None, destination, meta, o)?;
     if o.preserve_mode {
-        // mknod applied the umask; -p wants the source's bits.
-        fs::set_permissions(destination, Permissions::from_mode(meta.mode() & 0o7777))
-            .map_err(fail(destination, "preserve mode"))?;
+        // mknod applied the umask; -p wants the source's bits (less the set-id ones if the
+        // owner could not be kept).
+        let mode = meta.mode() & if owner_kept { 0o7777 } else { 0o1777 };
+        fs::set_permissions(destination, Permissions::from_mode(mode)).map_err(fail(destination, "preserve mode"))?;
     }
     Ok(true)
 }

@@ -18,7 +18,7 @@ use nix::sys::stat::Mode;
 use parking_lot::Mutex;
 
 use super::dirs::{Dirs, dir_of};
-use crate::attributes::{file_times, ignore_eperm, umask};
+use crate::attributes::{Node, SPECIAL_BITS, copy_acls, copy_xattrs, file_times, set_owner, umask};
 use crate::error::{Failure, fail};
 use crate::options::CopyOptions;
 use crate::publish::temp_path;
@@ -147,17 +147,27 @@ pub(super) fn seal(
     o: &CopyOptions,
 ) -> Result<bool, Failure> {
     let out = &staged.file;
-    let mode = meta.mode() & 0o7777;
+    let mut mode = meta.mode() & 0o7777;
     if o.preserve_ownership && created != Some((meta.uid(), meta.gid())) {
-        // Ownership first: chown clears set-user-ID bits that chmod then restores.
-        ignore_eperm(std::os::unix::fs::fchown(out, Some(meta.uid()), Some(meta.gid())))
-            .map_err(fail(destination, "preserve ownership"))?;
+        // Ownership first: chown clears set-user-ID bits (that chmod then restores) and file
+        // capabilities (that the xattrs then bring back).
+        let chown = |uid, gid| std::os::unix::fs::fchown(out, uid, gid);
+        if !set_owner(chown, meta.uid(), meta.gid()).map_err(fail(destination, "preserve ownership"))? {
+            mode &= !SPECIAL_BITS;
+        }
+    }
+    let listed = copy_xattrs(Node::Open(src), Node::Open(out), destination, o)?;
+    let mut acl_changed = false;
+    if o.preserve_mode {
+        acl_changed = copy_acls(Node::Open(src), Node::Open(out), false, listed.as_deref())
+            .map_err(fail(destination, "preserve permissions"))?;
     }
     // The file was created with the source's bits less the umask: only -p with bits the umask
-    // took, or with set-id and sticky bits (which creation never sets), needs a chmod.
-    // An existing file written into has its own mode: -p always sets it.
+    // took, or with set-id and sticky bits (which creation never sets), or an ACL changed (it
+    // carries the group bits), needs a chmod. An existing file written into has its own mode:
+    // -p always sets it.
     let bits = umask().map(|u| mode & 0o777 & !u).filter(|_| !matches!(staged.name, Naming::Existing));
-    if o.preserve_mode && bits != Some(mode) {
+    if o.preserve_mode && (bits != Some(mode) || acl_changed) {
         out.set_permissions(Permissions::from_mode(mode)).map_err(fail(destination, "preserve mode"))?;
     }
     if o.preserve_timestamps {

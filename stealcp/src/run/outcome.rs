@@ -17,6 +17,7 @@ use super::staging::shown;
 use super::{InFlight, ScanCtx};
 use crate::entry::{self, DirFinish, FileJob, FileOutcome, HandBackReason};
 use crate::error::Failure;
+use crate::publish::remove_stale_temps;
 use crate::report::EntryKind;
 use crate::scan::{Listing, ScanJob};
 use crate::task::CopyTask;
@@ -59,7 +60,19 @@ where
         match pending {
             InFlight::Scan(ctx) => self.fail(failure(&ctx.job.source)),
             InFlight::Files(jobs) => {
+                // Whatever the worker left is removed here, since it cannot do it any more (a
+                // killed process runs no destructor): a file in a staging directory was
+                // written under its own name, maybe only partly (preallocated, zero-filled),
+                // and must not be published with the tree; a named temporary copy elsewhere
+                // is removed with the other leftovers of processes that are gone.
+                let mut swept: Vec<&Path> = Vec::new();
                 for job in jobs.iter() {
+                    if job.in_staging {
+                        let _ = std::fs::remove_file(&job.destination);
+                    } else if let Some(dir) = job.destination.parent().filter(|d| !swept.contains(d)) {
+                        swept.push(dir);
+                        remove_stale_temps(if dir.as_os_str().is_empty() { Path::new(".") } else { dir });
+                    }
                     self.fail(failure(&job.source));
                 }
             }
@@ -132,7 +145,7 @@ where
         });
         let found: Vec<_> = found.collect();
         self.add_found(found);
-        self.directories.push(DirFinish { path: destination, meta, existed: listing.existed });
+        self.directories.push(DirFinish { source, path: destination, meta, existed: listing.existed });
     }
 }
 

@@ -111,13 +111,13 @@ where
         match entry::create_directory(destination, &meta) {
             // An existing directory on the way is used as it is, as cp does; with -p it gets
             // the source directory's attributes, as cp gives them.
-            Ok(true) => {
+            Ok(existed) => {
                 let o = self.options;
-                if o.preserve_mode || o.preserve_ownership || o.preserve_timestamps {
-                    self.directories.push(DirFinish { path: destination.to_path_buf(), meta, existed: true });
+                if !existed || o.preserve_mode || o.preserve_ownership || o.preserve_timestamps {
+                    let (source, path) = (source.to_path_buf(), destination.to_path_buf());
+                    self.directories.push(DirFinish { source, path, meta, existed });
                 }
             }
-            Ok(false) => self.directories.push(DirFinish { path: destination.to_path_buf(), meta, existed: false }),
             Err(failure) => self.fail(failure),
         }
     }
