@@ -13,7 +13,7 @@ mod workloads;
 use std::process::Command;
 use std::time::Instant;
 
-use stealpool::ProcessPoolExecutor;
+use stealpool::{Executor, ProcessPoolExecutor};
 use workloads::process::*;
 
 const WORKERS: usize = 2;
@@ -32,6 +32,22 @@ fn python(scenario: &str, n: u64, workers: usize) -> Option<f64> {
         return None;
     }
     String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+}
+
+/// One job per argument (1 MiB each), at most two in flight: the next is submitted once the
+/// oldest of the two has its result (what a program streaming large inputs through the pool,
+/// with a bounded memory, does).
+fn payloads_two_in_flight(pool: &ProcessPoolExecutor, args: Vec<serde_bytes::ByteBuf>) -> u64 {
+    let mut in_flight: std::collections::VecDeque<stealpool::Future<u64>> =
+        std::collections::VecDeque::with_capacity(2);
+    let mut sum = 0;
+    for a in args {
+        if in_flight.len() == 2 {
+            sum += in_flight.pop_front().map_or(0, |f| f.result().unwrap());
+        }
+        in_flight.push_back(pool.apply_async(byte_len, a).unwrap());
+    }
+    sum + in_flight.into_iter().map(|f| f.result().unwrap()).sum::<u64>()
 }
 
 fn timed(f: impl FnOnce() -> u64, expected: u64) -> f64 {
@@ -103,6 +119,7 @@ fn main() {
     // Warm everything once.
     submit_small(&pool, 100);
     payloads(&pool, payload_args(2, &payload));
+    payloads_two_in_flight(&pool, payload_args(4, &payload));
     peer.transfer(2, &payload);
 
     let mut rows: Vec<(&str, &str, Vec<f64>)> = vec![
@@ -114,6 +131,8 @@ fn main() {
         ("1 MiB payloads (MiB/s)", "stealpool apply_async", vec![]),
         ("1 MiB payloads (MiB/s)", "raw ipc-channel bytes", vec![]),
         ("1 MiB payloads (MiB/s)", "Python ProcessPoolExecutor.submit", vec![]),
+        ("1 MiB payloads, at most 2 in flight (MiB/s)", "stealpool apply_async", vec![]),
+        ("1 MiB payloads, at most 2 in flight (MiB/s)", "raw ipc-channel bytes (pipelined)", vec![]),
         ("start-up, 2 workers (ms)", "stealpool, fork server running", vec![]),
         ("start-up, 2 workers (ms)", "stealpool, fork server started too", vec![]),
         ("start-up, 2 workers (ms)", "Python ProcessPoolExecutor, fork", vec![]),
@@ -143,7 +162,10 @@ fn main() {
         if let Some(s) = python("payload", payload_n, WORKERS) {
             push(7, mib / s);
         }
-        for (base, workers) in [(8, 2), (11, 8)] {
+        let args = payload_args(payload_n, &payload);
+        push(8, mib / timed(|| payloads_two_in_flight(&pool, args), payload_n * MIB as u64));
+        push(9, mib / timed(|| peer.transfer(payload_n, &payload), payload_n * MIB as u64));
+        for (base, workers) in [(10, 2), (13, 8)] {
             push(base, startup(workers).as_secs_f64() * 1e3);
             push(base + 1, cold_startup(workers) * 1e3);
             if let Some(s) = python("startup", 1, workers) {

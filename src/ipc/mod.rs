@@ -5,6 +5,8 @@
 //!   [`send_parts`], [`recv_with_fd`], [`MAX_FRAME`]).
 //! - `fd`: descriptor passing (`SCM_RIGHTS`) over seqpacket or stream sockets, the one
 //!   `sendmsg` / `recvmsg` pair that carries a descriptor.
+//! - `buffers`: [`BufferStock`], a bounded stock of reusable large frame buffers, and
+//!   [`Frame`], a frame's bytes that go back to it when dropped.
 //! - `codec`: postcard appended to a caller's buffer (`append`, `Extend`).
 //! - `channel`: the socket inside an ipc-channel channel end ([`take_socket`]).
 //! - `owner`: [`Owner`], the process that made an object (is this handle inherited?).
@@ -18,8 +20,10 @@
 //! panic on a peer's bytes, allocate by a number a peer sent, accept a descriptor it was not
 //! asked to take, or block past a peer's death.
 
-// `channel` and `frame` carry the process pool's sockets (made by ipc-channel); `codec`, `fd`,
+// `channel`, `frame` and `buffers` carry the process pool's sockets (made by ipc-channel); `codec`, `fd`,
 // `owner` and `per_process` serve the manager too.
+#[cfg(feature = "process")]
+pub(crate) mod buffers;
 #[cfg(feature = "process")]
 pub(crate) mod channel;
 pub(crate) mod codec;
@@ -29,6 +33,8 @@ pub(crate) mod frame;
 pub(crate) mod owner;
 pub(crate) mod per_process;
 
+#[cfg(feature = "process")]
+pub(crate) use self::buffers::{BufferStock, Frame};
 #[cfg(feature = "process")]
 pub(crate) use self::channel::take_socket;
 #[cfg(feature = "process")]

@@ -367,7 +367,9 @@ impl ProcessPoolExecutor {
             Err(type_name) => return Ok(Future::ready(Err(JobError::Unregistered { name: type_name.to_owned() }))),
         };
         let id = self.pool.next_task_id();
-        let frame = match encode(&job, protocol::task_frame(id, mode, code, 64)) {
+        let buffers = self.pool.buffers();
+        let start = protocol::task_frame_in(buffers.take(64 + code.len() + 24), id, mode, code);
+        let frame = match encode(&job, start) {
             Ok(f) => f,
             Err(e) => return Ok(Future::ready(Err(JobError::Serialization { message: e.to_string() }))),
         };
@@ -377,7 +379,13 @@ impl ProcessPoolExecutor {
             return Ok(Future::ready(Err(JobError::Serialization { message })));
         }
         let cell = Arc::new(ProcCell { core: Core::new(), decode, pool: Arc::downgrade(&self.pool), id });
-        let task = QueuedTask { id, frame: Arc::new(frame), sink: cell.clone(), limit, started: false };
+        let task = QueuedTask {
+            id,
+            frame: Arc::new(ipc::Frame::returning(frame, buffers)),
+            sink: cell.clone(),
+            limit,
+            started: false,
+        };
         match self.pool.submit(task) {
             Ok(()) => Ok(Future::from_cell(cell)),
             Err(_) => Err(self.refused(job)),

@@ -133,10 +133,18 @@ pub(crate) enum FromWorker<'a> {
 }
 
 /// Starts a task frame: the header, to which the caller appends the input.
+#[cfg(test)]
 pub(crate) fn task_frame(id: u64, mode: InputLayout, code: &str, capacity: usize) -> Vec<u8> {
+    task_frame_in(Vec::with_capacity(capacity + code.len() + 24), id, mode, code)
+}
+
+/// [`task_frame`] in `buf` (emptied first): a buffer kept for reuse, so that a large input is
+/// serialized straight into memory that is already mapped.
+pub(crate) fn task_frame_in(mut buf: Vec<u8>, id: u64, mode: InputLayout, code: &str) -> Vec<u8> {
+    buf.clear();
     let header = ToWorker::Task { id, mode, code };
     // Serializing a header of integers and a string into a Vec cannot fail.
-    append(&header, Vec::with_capacity(capacity + code.len() + 24)).unwrap_or_default()
+    append(&header, buf).unwrap_or_default()
 }
 
 /// A skip frame.

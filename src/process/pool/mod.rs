@@ -48,7 +48,7 @@ use self::supervisor::{Decisions, Outgoing, Supervisor, WorkerHandle};
 pub(crate) use self::supervisor::{QueuedTask, Sink};
 use self::threads::{BreakOnPanic, OWN_POOL, spawn_thread};
 use crate::error::{BuildError, JobError};
-use crate::ipc::{self, Owner};
+use crate::ipc::{self, BufferStock, Owner};
 use crate::process::fork_server::{self, ChildEnvironment, ForkServer, PendingSpawn, Spawned};
 use crate::process::protocol;
 use crate::process::protocol::Initializer;
@@ -83,7 +83,7 @@ struct Link {
     reader: Arc<ReaderMark>,
     /// Frames for its writer; `None` once the task channel is being closed. Only touched
     /// under the pool's lock.
-    outbox: Mutex<Option<Sender<Arc<Vec<u8>>>>>,
+    outbox: Mutex<Option<Sender<Arc<ipc::Frame>>>>,
 }
 
 impl WorkerHandle for Arc<Link> {
@@ -124,6 +124,8 @@ pub(crate) struct Pool {
     changed: Condvar,
     config: Config,
     next_task: AtomicU64,
+    /// Buffers that large task frames are built in and given back to (at most a few kept).
+    buffers: Arc<BufferStock>,
 }
 
 /// Applies the part of `d` that must happen under the pool's lock: frames to outboxes (in the
@@ -133,7 +135,7 @@ fn apply_locked(d: &mut Decisions<Arc<Link>>) {
         if let Some(out) = &*link.outbox.lock() {
             let frame = match frame {
                 Outgoing::Task { frame, .. } => frame,
-                Outgoing::Skip(id) => Arc::new(protocol::skip_frame(id)),
+                Outgoing::Skip(id) => Arc::new(protocol::skip_frame(id).into()),
             };
             let _ = out.send(frame);
         }
@@ -162,6 +164,7 @@ impl Pool {
             changed: Condvar::new(),
             config,
             next_task: AtomicU64::new(1),
+            buffers: BufferStock::new(),
         });
         // Ask for every worker first, then collect them: the forks overlap the waiting.
         let mut pending = Vec::with_capacity(n);
@@ -232,6 +235,11 @@ impl Pool {
 
     pub(crate) fn next_task_id(&self) -> u64 {
         self.next_task.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The stock of buffers this pool's large task frames are built in.
+    pub(crate) fn buffers(&self) -> &Arc<BufferStock> {
+        &self.buffers
     }
 
     pub(crate) fn default_limit(&self) -> Option<Duration> {

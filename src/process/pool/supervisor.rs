@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::JobError;
+use crate::ipc;
 use crate::process::protocol::{FromWorker, Status};
 
 mod deaths;
@@ -59,7 +60,7 @@ pub(crate) trait WorkerHandle: Clone {
 /// A task waiting in the pool's queue.
 pub(crate) struct QueuedTask {
     pub(crate) id: u64,
-    pub(crate) frame: Arc<Vec<u8>>,
+    pub(crate) frame: Arc<ipc::Frame>,
     pub(crate) sink: Arc<dyn Sink>,
     pub(crate) limit: Option<Duration>,
     /// Already moved to running (a task given back by a worker that died before reaching it).
@@ -80,7 +81,7 @@ enum Lifecycle {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outgoing {
     /// Task `id`, its frame as submitted.
-    Task { id: u64, frame: Arc<Vec<u8>> },
+    Task { id: u64, frame: Arc<ipc::Frame> },
     /// Ask the worker to skip task `id` if it has not begun it.
     Skip(u64),
 }

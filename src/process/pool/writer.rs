@@ -22,13 +22,13 @@ use crate::process::slot::Slot;
 /// A worker's writer thread: frames from the outbox into the task channel, until the outbox
 /// closes (the worker then reads end of file) or the worker is gone. Small frames that queued
 /// up meanwhile go together in one batch message; large ones go alone, without a copy.
-pub(super) fn write_frames(outbox: Receiver<Arc<Vec<u8>>>, tasks: OwnedFd, slot_fd: OwnedFd, slot: &Slot) {
+pub(super) fn write_frames(outbox: Receiver<Arc<ipc::Frame>>, tasks: OwnedFd, slot_fd: OwnedFd, slot: &Slot) {
     write_until_closed(&outbox, &tasks, slot_fd, slot);
     // Closing our descriptor alone would not end the stream while a forked copy of it lives.
     let _ = nix::sys::socket::shutdown(tasks.as_raw_fd(), nix::sys::socket::Shutdown::Write);
 }
 
-fn write_until_closed(outbox: &Receiver<Arc<Vec<u8>>>, tasks: &OwnedFd, slot_fd: OwnedFd, slot: &Slot) {
+fn write_until_closed(outbox: &Receiver<Arc<ipc::Frame>>, tasks: &OwnedFd, slot_fd: OwnedFd, slot: &Slot) {
     // The first frame, empty, carries the worker's slot.
     if ipc::send_parts(tasks.as_fd(), &[], Some(slot_fd.as_fd())).is_err() {
         return;
@@ -38,7 +38,7 @@ fn write_until_closed(outbox: &Receiver<Arc<Vec<u8>>>, tasks: &OwnedFd, slot_fd:
     // socket without waiting only while it has read fewer (no empty read per task).
     let mut count_sent: u64 = 0;
     let mut batch = Vec::new();
-    let mut carried: Option<Arc<Vec<u8>>> = None;
+    let mut carried: Option<Arc<ipc::Frame>> = None;
     loop {
         let first = match carried.take() {
             Some(f) => f,

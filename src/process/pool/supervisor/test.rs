@@ -186,8 +186,13 @@ impl Harness {
         let id = self.next_task;
         self.next_task += 1;
         assert!(self.rules.accepts_work());
-        let task =
-            QueuedTask { id, frame: Arc::new(id.to_le_bytes().to_vec()), sink: sink.clone(), limit, started: false };
+        let task = QueuedTask {
+            id,
+            frame: Arc::new(id.to_le_bytes().to_vec().into()),
+            sink: sink.clone(),
+            limit,
+            started: false,
+        };
         let d = self.rules.submit(task, self.now);
         (sink, apply(d))
     }

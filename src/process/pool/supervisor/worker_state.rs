@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Decisions, Outgoing, Sink, WorkerHandle};
+use crate::ipc;
 use crate::process::slot::{CONDEMNED, ENDED};
 
 /// Why the pool stopped a worker; decides what its unanswered head task becomes.
@@ -29,7 +30,7 @@ pub(super) enum StopReason {
 /// A task sent to a worker and not yet answered.
 pub(super) struct SentTask {
     pub(super) id: u64,
-    pub(super) frame: Arc<Vec<u8>>,
+    pub(super) frame: Arc<ipc::Frame>,
     pub(super) sink: Arc<dyn Sink>,
     pub(super) limit: Option<Duration>,
     pub(super) skipped: bool,
