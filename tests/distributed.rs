@@ -670,3 +670,27 @@ fn rediss_urls_speak_tls() {
     assert!(status.success(), "the job over TLS failed: {status}");
     drop(child);
 }
+
+/// `Duration::MAX` means "never" in the client's settings and the worker's lease: no overflow,
+/// no panic in a driver thread. (A worker's heartbeat or poll interval of `Duration::MAX` means
+/// it never heartbeats or polls, so it is not tried here.)
+#[test]
+fn duration_max_settings_mean_never_and_panic_nowhere() {
+    need_redis!();
+    let server = RedisServer::start();
+    let pool = RedisExecutor::builder(RedisConfig::new(server.url()))
+        .client_ttl(Duration::MAX)
+        .result_ttl(Duration::MAX)
+        .queue_ttl(Duration::MAX)
+        .reconnect_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    let worker = Worker::new(RedisConfig::new(server.url()))
+        .pool(ProcessPoolBuilder::new().num_workers(1))
+        .lease(Duration::MAX)
+        .start()
+        .unwrap();
+    assert_eq!(pool.apply_async(square, 9).unwrap().result(), Ok(81));
+    assert_eq!(pool.map(square, 1..=3u64).unwrap().map(Result::unwrap).sum::<u64>(), 14);
+    worker.stop();
+}

@@ -509,7 +509,7 @@ pub(crate) fn is_connection_error(e: &redis::RedisError) -> bool {
 
 /// A duration in whole milliseconds, at least 1.
 pub(crate) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    crate::distributed::objects::handle::millis(d)
 }
 
 /// A client id unlikely to be taken by any other client anywhere: host, pid, time and a random
@@ -521,7 +521,9 @@ pub(super) fn client_id() -> String {
     format!("{}:{}:{:016x}", wire::host_name(), std::process::id(), random)
 }
 
-/// When a wait that started now would end.
+/// When a wait that started now would end: a century away for durations too long for the
+/// clock (`Duration::MAX` means "never", and must not overflow `Instant`).
 pub(crate) fn after(d: Duration) -> Instant {
-    Instant::now() + d
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    crate::deadline::after(d.min(CENTURY)).unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
 }

@@ -71,11 +71,11 @@ pub(crate) fn run(state: &Arc<State>, first: redis::Connection, ended: Receiver<
                 if !stopping {
                     reclaim(state, c)?;
                 }
-                heartbeat_due = Instant::now() + state.heartbeat;
+                heartbeat_due = crate::distributed::client::after(state.heartbeat);
             }
             if Instant::now() >= poll_due {
                 kill_abandoned(state, c)?;
-                poll_due = Instant::now() + state.poll;
+                poll_due = crate::distributed::client::after(state.poll);
             }
             Ok::<(), redis::RedisError>(())
         })();

@@ -107,7 +107,7 @@ impl Reader {
                 .arg("PX")
                 .arg(millis(ttl))
                 .exec(c)?;
-            self.alive_due = Instant::now() + ttl / 3;
+            self.alive_due = crate::distributed::client::after(ttl / 3);
         }
         let reply: Value = redis::cmd("XREAD")
             .arg("COUNT")

@@ -124,7 +124,7 @@ impl Worker {
             processes,
             prefetch: self.prefetch.unwrap_or(4 * processes),
             heartbeat: self.heartbeat,
-            lease: self.lease.max(2 * self.heartbeat),
+            lease: self.lease.max(self.heartbeat.saturating_mul(2)),
             poll: self.poll,
             config: self.config,
             pool,

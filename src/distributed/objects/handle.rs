@@ -179,7 +179,7 @@ impl Handle {
                 }
                 Ok(None) => {}
                 Err(e) if is_transient(&e) => {
-                    let until = Instant::now() + location.reconnect_window;
+                    let until = crate::distributed::client::after(location.reconnect_window);
                     let until = deadline.map_or(until, |d| d.min(until));
                     conn = location.config().connect_until(until).map_err(|_| location.disconnected(Some(e)))?;
                 }

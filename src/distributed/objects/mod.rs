@@ -53,7 +53,7 @@
 
 mod error;
 mod event;
-mod handle;
+pub(crate) mod handle;
 mod lease;
 mod map;
 mod queue;
