@@ -88,8 +88,19 @@ pub enum JobError {
     /// (Distributed backend.) Every worker that took the job was lost while it held it (it died
     /// or stopped sending heartbeats), `max_retries + 1` times in all; the job is not run again.
     WorkersLost {
-        /// The workers that held it, in order, each as `host:pid`.
+        /// The workers that held it, in order, each by its name, `host:pid:<random>`.
         workers: Box<[String]>,
+    },
+    /// (Distributed backend.) The job ran, but Redis refused to store its result (out of memory
+    /// under `maxmemory` with `noeviction`, say: the result is too big for what Redis has left),
+    /// every time its worker tried, for about a second and a half; this small answer was stored
+    /// instead. The job is not run again.
+    ResultRefused {
+        /// The size of the result frame Redis refused.
+        bytes: u64,
+        /// The worker that ran it (`host:pid:<random>`) and what Redis said, as `worker NAME:
+        /// REDIS ERROR` (one field, so that a `JobError` stays 32 bytes).
+        reason: Box<str>,
     },
     /// (Distributed backend.) The job's outcome can no longer arrive: Redis stayed unreachable
     /// past the reconnection bound, or came back without the job (restarted without its data).
@@ -326,6 +337,9 @@ impl fmt::Display for JobError {
                 workers.len(),
                 workers.join(", ")
             ),
+            JobError::ResultRefused { bytes, reason } => {
+                write!(f, "Redis refused to store the job's result ({bytes} bytes) from {reason}")
+            }
             JobError::Lost { reason } => write!(f, "the job's outcome can no longer arrive: {reason}"),
         }
     }

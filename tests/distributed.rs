@@ -170,9 +170,9 @@ fn worker(server: &RedisServer, client: &RedisExecutor, extra: &[(&str, String)]
     let mut env = vec![("STEALPOOL_TEST_WORKER", server.url())];
     env.extend(extra.iter().cloned());
     let w = start("worker_process", &env);
-    let suffix = format!(":{}", w.pid());
+    let pid = format!(":{}:", w.pid());
     poll_until("the worker to announce itself", || {
-        client.workers().is_ok_and(|ws| ws.iter().any(|i| i.name.ends_with(&suffix)))
+        client.workers().is_ok_and(|ws| ws.iter().any(|i| i.name.contains(&pid)))
     });
     w
 }
@@ -269,7 +269,7 @@ fn the_generic_code_of_the_other_pools_runs_unchanged() {
     assert_eq!(workers.iter().map(|w| w.processes).sum::<usize>(), 3);
     assert_eq!(pool.max_workers(), 3);
     for w in &workers {
-        assert!(w.name.starts_with(&w.host) && w.name.ends_with(&format!(":{}", w.pid)), "{w:?}");
+        assert!(w.name.starts_with(&format!("{}:{}:", w.host, w.pid)), "{w:?}");
         assert!(SystemTime::now().duration_since(w.last_seen).unwrap_or_default() < Duration::from_secs(10));
     }
     poll_until("the jobs to be counted", || pool.workers().unwrap().iter().map(|w| w.jobs_done).sum::<u64>() >= 20);
@@ -314,7 +314,7 @@ fn a_worker_killed_mid_job_loses_it_to_another_until_max_retries() {
     let err = job.result().unwrap_err();
     let JobError::WorkersLost { workers } = &err else { panic!("{err:?}") };
     assert_eq!(workers.len(), 2, "{err}");
-    assert!(workers[0].ends_with(&format!(":{a_pid}")) && workers[1].ends_with(&format!(":{b_pid}")), "{err}");
+    assert!(workers[0].contains(&format!(":{a_pid}:")) && workers[1].contains(&format!(":{b_pid}:")), "{err}");
     assert!(err.to_string().contains(&a_pid.to_string()), "{err}");
     let runs = std::fs::read_to_string(dir.path().join("runs")).unwrap();
     assert_eq!(runs.lines().count(), 2, "run by the two lost workers only");
@@ -342,9 +342,8 @@ fn a_stopped_worker_loses_its_job_and_the_first_result_wins() {
     assert_ne!(running_pid(dir.path(), &[first]), first);
     a.signal(Signal::SIGCONT);
     // A wakes up, writes its own (late) result of the first run: it is dropped.
-    let a_suffix = format!(":{}", a.pid());
     poll_until("the resumed worker to write its late result", || {
-        pool.workers().unwrap().iter().any(|w| w.name.ends_with(&a_suffix) && w.jobs_done == 1)
+        pool.workers().unwrap().iter().any(|w| w.pid == a.pid() && w.jobs_done == 1)
     });
     assert_eq!(pool.apply_async(square, 4).unwrap().result(), Ok(16));
     assert_eq!(resolved.load(Ordering::SeqCst), 1, "resolved exactly once");
@@ -560,10 +559,7 @@ fn a_password_goes_in_the_url_and_never_into_messages() {
     let url = format!("redis://:s3cret-pw@127.0.0.1:{port}/");
     let pool = RedisExecutor::new(&url).unwrap();
     let w = start("worker_process", &[("STEALPOOL_TEST_WORKER", url)]);
-    let suffix = format!(":{}", w.pid());
-    poll_until("the worker to announce itself", || {
-        pool.workers().is_ok_and(|ws| ws.iter().any(|i| i.name.ends_with(&suffix)))
-    });
+    poll_until("the worker to announce itself", || pool.workers().is_ok_and(|ws| ws.iter().any(|i| i.pid == w.pid())));
     assert_eq!(pool.apply_async(square, 11).unwrap().result(), Ok(121));
     assert!(!format!("{pool:?}").contains("s3cret"));
 }
@@ -672,8 +668,8 @@ fn rediss_urls_speak_tls() {
 }
 
 /// `Duration::MAX` means "never" in the client's settings and the worker's lease: no overflow,
-/// no panic in a driver thread. (A worker's heartbeat or poll interval of `Duration::MAX` means
-/// it never heartbeats or polls, so it is not tried here.)
+/// no panic in a driver thread. (A worker's heartbeat and poll intervals are capped at a minute:
+/// see `a_worker_with_duration_max_intervals_serves_and_stops`.)
 #[test]
 fn duration_max_settings_mean_never_and_panic_nowhere() {
     need_redis!();
@@ -693,4 +689,166 @@ fn duration_max_settings_mean_never_and_panic_nowhere() {
     assert_eq!(pool.apply_async(square, 9).unwrap().result(), Ok(81));
     assert_eq!(pool.map(square, 1..=3u64).unwrap().map(Result::unwrap).sum::<u64>(), 14);
     worker.stop();
+}
+
+// ----- worker-side defects found in review (issue 16) ----------------------------------------
+
+/// Runs once as `run_and_sleep` does without sleeping, and then, on its first run only, sleeps a
+/// minute: how many runs there were when it started.
+fn hang_on_first_run(dir: PathBuf) -> usize {
+    let runs = run_and_sleep((dir, 0));
+    if runs == 1 {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+    runs
+}
+stealpool::register_fn!(hang_on_first_run);
+
+fn bytes_of(n: usize) -> Vec<u8> {
+    vec![7; n]
+}
+stealpool::register_fn!(bytes_of);
+
+/// Counts how many times `future` resolves.
+fn count_resolutions<T: Send + 'static>(future: &stealpool::Future<T>) -> Arc<AtomicUsize> {
+    let resolved = Arc::new(AtomicUsize::new(0));
+    let count = resolved.clone();
+    future.add_done_callback(move |_| {
+        count.fetch_add(1, Ordering::SeqCst);
+    });
+    resolved
+}
+
+#[test]
+fn a_lost_workers_job_behind_a_live_workers_long_job_is_reclaimed() {
+    need_redis!();
+    let server = RedisServer::start();
+    let (ahead, behind) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let pool = client(&server);
+    // A, alive, holds a job that runs far longer than the lease: first in the pending list.
+    let _a = worker(&server, &pool, &[]);
+    let long = pool.apply_async(run_and_sleep, (ahead.path().to_owned(), 60_000)).unwrap();
+    running_pid(ahead.path(), &[]);
+    // B takes the next job and is killed while it runs it.
+    let b = worker(&server, &pool, &[]);
+    let job = pool.apply_async(hang_on_first_run, behind.path().to_owned()).unwrap();
+    let resolved = count_resolutions(&job);
+    let first = running_pid(behind.path(), &[]);
+    b.kill();
+    poll_until("the killed worker's job process to end", || !alive(first));
+    // C has room for one job: it must look past A's (idle for more than the lease, but A is
+    // alive) to B's.
+    let _c = worker(&server, &pool, &[]);
+    let mut job = job;
+    assert_eq!(job.result_timeout(HANG), Ok(2), "the lost worker's job was not run again");
+    poll_until("the future's callback", || resolved.load(Ordering::SeqCst) == 1);
+    assert!(long.force_cancel());
+    assert_eq!(pool.apply_async(square, 3).unwrap().result(), Ok(9));
+    assert_eq!(resolved.load(Ordering::SeqCst), 1, "resolved exactly once");
+    assert_eq!(std::fs::read_to_string(behind.path().join("runs")).unwrap().lines().count(), 2);
+}
+
+#[test]
+fn a_worker_named_like_a_lost_one_inherits_its_jobs_only_through_reclaim() {
+    need_redis!();
+    let server = RedisServer::start();
+    let pool = RedisExecutor::builder(RedisConfig::new(server.url())).max_retries(0).build().unwrap();
+    // Two workers on this host have names of their own, with the host and pid in them.
+    let (_a, _b) = (worker(&server, &pool, &[]), worker(&server, &pool, &[]));
+    let workers = pool.workers().unwrap();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    assert_ne!(workers[0].name, workers[1].name);
+    for w in &workers {
+        assert!(w.name.starts_with(&format!("{}:{}:", w.host, w.pid)) && w.name.len() > w.host.len() + 10, "{w:?}");
+    }
+    drop((_a, _b));
+
+    // A worker of this process, dead, left a job in its pending list under the name a worker
+    // would get from its host and pid alone (pid 1 in every container; a restart on a host).
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned();
+    let namesake = format!("{host}:{}", std::process::id());
+    let job = pool.apply_async(square, 5).unwrap();
+    let jobs = b"{stealpool}:jobs";
+    let made = server.command(&[b"XGROUP", b"CREATE", jobs, b"workers", b"0", b"MKSTREAM"]);
+    assert!(made.starts_with("+OK") || made.contains("BUSYGROUP"), "{made}");
+    let reply = server.command(&[
+        b"XREADGROUP",
+        b"GROUP",
+        b"workers",
+        namesake.as_bytes(),
+        b"COUNT",
+        b"1",
+        b"STREAMS",
+        jobs,
+        b">",
+    ]);
+    assert!(reply.starts_with("*1"), "{reply}");
+    // A worker started in this process now does not read that job as its own: it reclaims it,
+    // counting the loss, so with max_retries 0 the job fails naming the lost worker.
+    let worker = Worker::new(RedisConfig::new(server.url()))
+        .pool(ProcessPoolBuilder::new().num_workers(1))
+        .heartbeat(Duration::from_millis(100))
+        .lease(Duration::from_millis(LEASE_MS))
+        .start()
+        .unwrap();
+    assert_ne!(worker.name(), namesake);
+    let mut job = job;
+    let err = job.result_timeout(HANG).unwrap_err();
+    assert!(
+        matches!(&err, stealpool::ResultTimeoutError::Failed(JobError::WorkersLost { workers }) if **workers == [namesake.clone()]),
+        "{err:?}"
+    );
+    worker.stop();
+}
+
+#[test]
+fn a_result_redis_refuses_fails_its_future_instead_of_hanging() {
+    need_redis!();
+    let server = RedisServer::start();
+    let pool = client(&server);
+    let w = worker(&server, &pool, &[]);
+    assert_eq!(pool.apply_async(bytes_of, 3).unwrap().result(), Ok(vec![7; 3]));
+    // Redis takes no write once it holds 8 MiB, and evicts nothing: a 16 MiB result never fits.
+    for (key, value) in [("maxmemory", "8mb"), ("maxmemory-policy", "noeviction")] {
+        let set = server.command(&[b"CONFIG", b"SET", key.as_bytes(), value.as_bytes()]);
+        assert!(set.starts_with("+OK"), "{set}");
+    }
+    let mut big = pool.apply_async(bytes_of, 16 << 20).unwrap();
+    let resolved = count_resolutions(&big);
+    let err = big.result_timeout(HANG).unwrap_err();
+    let stealpool::ResultTimeoutError::Failed(JobError::ResultRefused { bytes, reason }) = &err else {
+        panic!("{err:?}")
+    };
+    let named = format!("worker {}:{}:", std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim(), w.pid());
+    assert!(*bytes > 16 << 20 && reason.starts_with(&named) && reason.contains("OOM"), "{err:?}");
+    // The worker goes on serving, and the refused job is acknowledged, not left to be rerun.
+    assert_eq!(pool.apply_async(bytes_of, 2).unwrap().result(), Ok(vec![7; 2]));
+    poll_until("the refused job to be acknowledged", || {
+        server.command(&[b"XPENDING", b"{stealpool}:jobs", b"workers"]).starts_with("*4\r\n:0\r\n")
+    });
+    assert_eq!(resolved.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_worker_with_duration_max_intervals_serves_and_stops() {
+    need_redis!();
+    let server = RedisServer::start();
+    let pool = client(&server);
+    let worker = Worker::new(RedisConfig::new(server.url()))
+        .pool(ProcessPoolBuilder::new().num_workers(1))
+        .heartbeat(Duration::MAX)
+        .poll(Duration::MAX)
+        .start()
+        .unwrap();
+    let name = worker.name().to_owned();
+    poll_until("the worker to announce itself", || pool.workers().is_ok_and(|ws| ws.iter().any(|w| w.name == name)));
+    assert_eq!(pool.apply_async(square, 6).unwrap().result(), Ok(36));
+    // Stopping waits for the control thread, which must not sleep for ever between looks.
+    let (stopped, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        worker.stop();
+        let _ = stopped.send(());
+    });
+    wait.recv_timeout(HANG).expect("the worker did not stop");
+    poll_until("the stopped worker's record to go", || pool.workers().is_ok_and(|ws| ws.is_empty()));
 }

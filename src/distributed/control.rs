@@ -4,8 +4,10 @@
 //! records, for [`RedisExecutor::workers`](super::RedisExecutor::workers).
 //!
 //! A result is kept in memory until Redis has acknowledged its write: a Redis restart delays
-//! it, never loses it. This thread must never block without a bound and never panic on a
-//! reply.
+//! it, never loses it. A result Redis *refuses* (out of memory under `noeviction`, say) is tried
+//! again with backoff while the job is still this worker's, then replaced by a small
+//! [`JobError::ResultRefused`] answer, so that the client's future resolves. This thread must
+//! never block without a bound and never panic on a reply.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,7 +20,7 @@ use super::client::{is_connection_error, millis};
 use super::connection::Backoff;
 use super::scripts;
 use super::wire::{self, Failure, GROUP, Keys, Outcome, RESULT_FIELD, ResultHeader};
-use super::worker::{Ended, State, take_jobs};
+use super::worker::{BLOCK, Ended, State, take_jobs};
 use crate::error::JobError;
 
 /// How long the list of workers (`{ns}:workers`) and the lists of lost workers live unrenewed.
@@ -27,23 +29,58 @@ const DAY_MS: u64 = 24 * 3600 * 1000;
 /// At most this many results go in one `MULTI`.
 const WRITE_BATCH: usize = 512;
 
+/// How many times a write Redis refused is tried in all before its result is replaced by a
+/// [`JobError::ResultRefused`] answer (and, when the worker stops, before that answer is given
+/// up on), with [`REFUSED_FIRST_WAIT`] doubling between tries: about 1.5 s in all.
+const REFUSED_TRIES: u32 = 5;
+
+/// The wait after a write's first refusal.
+const REFUSED_FIRST_WAIT: Duration = Duration::from_millis(100);
+
+/// The longest wait between two tries of a refused write.
+const REFUSED_LAST_WAIT: Duration = Duration::from_secs(2);
+
 /// One write: acknowledge and delete a job entry, with its result if it has one.
 struct Write {
     entry: String,
     result: Option<(String, u64, Vec<u8>)>,
+    /// The job's number, while `result` is the job's own reply (not an answer of the worker's).
+    seq: Option<u64>,
+}
+
+/// A write Redis refused, waiting to be tried again.
+struct Refused {
+    write: Write,
+    /// Times refused since its result was last replaced.
+    tries: u32,
+    due: Instant,
+    /// What Redis said the last time.
+    reason: String,
+}
+
+impl Refused {
+    fn new(write: Write, error: &redis::RedisError) -> Refused {
+        Refused { write, tries: 1, due: Instant::now() + REFUSED_FIRST_WAIT, reason: error.to_string() }
+    }
 }
 
 /// Runs the control thread until the worker stops and every held job's result is written.
 pub(crate) fn run(state: &Arc<State>, first: redis::Connection, ended: Receiver<Ended>) {
     let mut connection = Some(first);
     let mut writes: Vec<Write> = Vec::new();
+    let mut refused: Vec<Refused> = Vec::new();
+    // Entries left un-acknowledged in this worker's pending list (their answers refused until
+    // it stopped): its consumer must stay for another worker to reclaim them.
+    let mut left_pending = false;
     let mut heartbeat_due = Instant::now();
     let mut poll_due = Instant::now();
     let mut backoff = Backoff::new();
-    let tick = state.poll.min(state.heartbeat);
+    // At most BLOCK: a stop is seen that soon, whatever the intervals.
+    let tick = state.poll.min(state.heartbeat).min(BLOCK);
     loop {
         if writes.len() < WRITE_BATCH {
-            match ended.recv_timeout(tick) {
+            let next_retry = refused.iter().map(|r| r.due.saturating_duration_since(Instant::now())).min();
+            match ended.recv_timeout(next_retry.map_or(tick, |wait| wait.min(tick))) {
                 Ok(m) => writes.push(prepare(state, m)),
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
             }
@@ -54,52 +91,190 @@ pub(crate) fn run(state: &Arc<State>, first: redis::Connection, ended: Receiver<
             }
         }
         let stopping = state.stop.load(Ordering::SeqCst);
-        if stopping && writes.is_empty() && state.held.lock().is_empty() {
+        if stopping && writes.is_empty() && refused.is_empty() && state.held.lock().is_empty() {
             if let Some(c) = connection.as_mut() {
-                deregister(state, c);
+                deregister(state, c, left_pending);
             }
             return;
         }
         let Some(c) = state.config.reconnect(&mut connection, &mut backoff) else { continue };
         let step = (|| {
             if !writes.is_empty() {
-                write(state, c, &writes)?;
-                writes.clear();
+                write_all(state, c, &mut writes, &mut refused)?;
             }
+            if refused.iter().any(|r| r.due <= Instant::now()) {
+                left_pending |= retry_refused(state, c, &mut refused, stopping)?;
+            }
+            // A step Redis refused is due again after its interval (a refusal is said once per
+            // interval, not in a loop); one cut short by a broken connection, at once.
             if Instant::now() >= heartbeat_due {
-                heartbeat(state, c)?;
+                refused_or(state, "a heartbeat", heartbeat(state, c))?;
                 if !stopping {
-                    reclaim(state, c)?;
+                    refused_or(state, "the reclaim of lost workers' jobs", reclaim(state, c))?;
                 }
                 heartbeat_due = crate::distributed::client::after(state.heartbeat);
             }
             if Instant::now() >= poll_due {
-                kill_abandoned(state, c)?;
+                refused_or(state, "the check for cancelled jobs", kill_abandoned(state, c))?;
                 poll_due = crate::distributed::client::after(state.poll);
             }
             Ok::<(), redis::RedisError>(())
         })();
-        match step {
-            Ok(()) => {}
-            Err(e) if is_connection_error(&e) => connection = None,
-            Err(e) => {
-                // Refused (a key of ours overwritten with another type, say): say so, drop the
-                // writes Redis will not take rather than retry them forever, and go on.
-                eprintln!("stealpool worker {}: Redis refused: {e}", state.name);
-                writes.clear();
-                std::thread::sleep(tick);
-            }
+        if step.is_err() {
+            // Broken: every unwritten result is kept, and written after reconnecting.
+            connection = None;
         }
     }
+}
+
+/// A connection error, or `Ok` after saying on stderr what Redis refused.
+fn refused_or(state: &State, what: &str, step: redis::RedisResult<()>) -> redis::RedisResult<()> {
+    match step {
+        Err(e) if !is_connection_error(&e) => {
+            eprintln!("stealpool worker {}: Redis refused {what}: {e}", state.name);
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Writes `writes` in one `MULTI`, or, if Redis refuses that, one by one, so that a result
+/// Redis will not take (too big for its memory, say) holds up no other; the refused ones go to
+/// `refused`. On a connection error the writes not done stay in `writes`.
+fn write_all(
+    state: &State,
+    c: &mut redis::Connection,
+    writes: &mut Vec<Write>,
+    refused: &mut Vec<Refused>,
+) -> redis::RedisResult<()> {
+    match write(state, c, writes) {
+        Ok(()) => {
+            writes.clear();
+            return Ok(());
+        }
+        Err(e) if is_connection_error(&e) => return Err(e),
+        Err(e) if writes.len() == 1 => {
+            refused.extend(writes.pop().map(|w| Refused::new(w, &e)));
+            return Ok(());
+        }
+        Err(_) => {}
+    }
+    while let Some(w) = writes.pop() {
+        match write(state, c, std::slice::from_ref(&w)) {
+            Ok(()) => {}
+            Err(e) if is_connection_error(&e) => {
+                writes.push(w);
+                return Err(e);
+            }
+            Err(e) => refused.push(Refused::new(w, &e)),
+        }
+    }
+    Ok(())
+}
+
+/// Tries the refused writes that are due again, while their jobs are still this worker's.
+/// After [`REFUSED_TRIES`] a job's result is replaced by a small [`JobError::ResultRefused`]
+/// answer; that answer is tried as long as the worker runs (a Redis that refuses even it is
+/// out of memory for everyone: the answer waits, as through an outage). A stopping worker gives
+/// an answer up after as many tries and leaves the job in its pending list, for another worker
+/// to reclaim (the loss counted); returns whether it did.
+fn retry_refused(
+    state: &State,
+    c: &mut redis::Connection,
+    refused: &mut Vec<Refused>,
+    stopping: bool,
+) -> redis::RedisResult<bool> {
+    let mut left_pending = false;
+    let now = Instant::now();
+    let mut i = 0;
+    while i < refused.len() {
+        if refused[i].due > now {
+            i += 1;
+            continue;
+        }
+        if !still_ours(state, c, &refused[i].write.entry)? {
+            // Reclaimed by another worker (this one's record lapsed), or gone: its answer is not
+            // this worker's to give.
+            state.unwritten.lock().remove(&refused[i].write.entry);
+            refused.swap_remove(i);
+            continue;
+        }
+        let r = &mut refused[i];
+        match write(state, c, std::slice::from_ref(&r.write)) {
+            Ok(()) => {
+                refused.swap_remove(i);
+                continue;
+            }
+            Err(e) if is_connection_error(&e) => return Err(e),
+            Err(e) => r.reason = e.to_string(),
+        }
+        r.tries += 1;
+        if r.tries >= REFUSED_TRIES {
+            match (r.write.seq.take(), &mut r.write.result) {
+                (Some(seq), Some((_, _, frame))) => {
+                    eprintln!(
+                        "stealpool worker {}: Redis refused the result of job {} ({} bytes) {} times ({}); \
+                         answering with the refusal instead",
+                        state.name,
+                        r.write.entry,
+                        frame.len(),
+                        r.tries,
+                        r.reason
+                    );
+                    let error = JobError::ResultRefused {
+                        bytes: frame.len() as u64,
+                        reason: format!("worker {}: {}", state.name, r.reason).into(),
+                    };
+                    *frame = ResultHeader { seq, worker: &state.name, outcome: Outcome::Failed(Failure::of(error)) }
+                        .frame(&[]);
+                    r.tries = 0;
+                }
+                _ if stopping => {
+                    eprintln!(
+                        "stealpool worker {}: stopping with job {} unanswered (Redis refused: {}); another \
+                         worker will reclaim it",
+                        state.name, r.write.entry, r.reason
+                    );
+                    refused.swap_remove(i);
+                    left_pending = true;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        let wait = REFUSED_FIRST_WAIT.saturating_mul(1 << r.tries.saturating_sub(1).min(5)).min(REFUSED_LAST_WAIT);
+        r.due = Instant::now() + wait;
+        i += 1;
+    }
+    Ok(left_pending)
+}
+
+/// Whether this worker still holds `entry` (in its pending list); not if Redis cannot say (the
+/// stream is no stream).
+fn still_ours(state: &State, c: &mut redis::Connection, entry: &str) -> redis::RedisResult<bool> {
+    let reply = redis::cmd("XPENDING").arg(state.keys.jobs()).arg(GROUP).arg(entry).arg(entry).arg(1).query(c);
+    let reply: Value = match reply {
+        Err(e) if is_connection_error(&e) => return Err(e),
+        Err(_) => return Ok(false),
+        Ok(reply) => reply,
+    };
+    Ok(wire::items(&reply)
+        .first()
+        .and_then(|p| wire::items(p).get(1))
+        .and_then(wire::text)
+        .is_some_and(|owner| owner == state.name))
 }
 
 /// Turns what the reader or the pool announced into a write.
 fn prepare(state: &State, ended: Ended) -> Write {
     match ended {
         Ended::Ran(entry) => {
+            // In `unwritten` before it leaves `held`: the reader's recovery read never sees it
+            // in neither (and runs it again) while its result waits.
+            state.unwritten.lock().insert(entry.clone());
             let held = state.held.lock().remove(&entry);
             state.room.notify_all();
-            let Some(held) = held else { return Write { entry, result: None } };
+            let Some(held) = held else { return Write { entry, result: None, seq: None } };
             // Done: the callback that sent this runs just before the outcome is stored.
             let frame = match held.future.result() {
                 Ok((status, body)) => {
@@ -108,14 +283,15 @@ fn prepare(state: &State, ended: Ended) -> Write {
                 Err(e) => ResultHeader { seq: held.seq, worker: &state.name, outcome: Outcome::Failed(Failure::of(e)) }
                     .frame(&[]),
             };
-            Write { entry, result: Some((held.client, held.result_ttl_ms, frame)) }
+            Write { entry, result: Some((held.client, held.result_ttl_ms, frame)), seq: Some(held.seq) }
         }
         Ended::WrittenOff { entry, answer } => {
             let result = answer.map(|(client, seq, ttl, error): (String, u64, u64, JobError)| {
                 let header = ResultHeader { seq, worker: &state.name, outcome: Outcome::Failed(Failure::of(error)) };
                 (client, ttl, header.frame(&[]))
             });
-            Write { entry, result }
+            // An answer of its own is small already: never replaced.
+            Write { entry, result, seq: None }
         }
     }
 }
@@ -139,6 +315,11 @@ fn write(state: &State, c: &mut redis::Connection, writes: &[Write]) -> redis::R
         pipe.cmd("DEL").arg(format!("{attempts}{}", w.entry)).ignore();
     }
     pipe.exec(c)?;
+    let mut unwritten = state.unwritten.lock();
+    for w in writes {
+        unwritten.remove(&w.entry);
+    }
+    drop(unwritten);
     state.jobs_done.fetch_add(results, Ordering::Relaxed);
     Ok(())
 }
@@ -226,7 +407,8 @@ fn kill_abandoned(state: &State, c: &mut redis::Connection) -> redis::RedisResul
 /// One worker as its heartbeat describes it (see [`RedisExecutor::workers`](super::RedisExecutor::workers)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerInfo {
-    /// `host:pid`, the worker's name in the consumer group.
+    /// `host:pid:<64 random bits>`, the worker's name in the consumer group (a pid alone is
+    /// no name: pid 1 in every container, and a restarted worker may get its predecessor's).
     pub name: String,
     /// The host it runs on.
     pub host: String,
@@ -240,11 +422,14 @@ pub struct WorkerInfo {
     pub last_seen: SystemTime,
 }
 
-/// A clean stop: the worker's record and consumer go now.
-fn deregister(state: &State, c: &mut redis::Connection) {
+/// A clean stop: the worker's record and consumer go now; the consumer stays if it still has
+/// jobs pending (deleting it would delete them), for another worker to reclaim them.
+fn deregister(state: &State, c: &mut redis::Connection, left_pending: bool) {
     let _ = redis::cmd("DEL").arg(state.keys.worker(&state.name)).exec(c);
     let _ = redis::cmd("ZREM").arg(state.keys.workers()).arg(&state.name).exec(c);
-    let _ = redis::cmd("XGROUP").arg("DELCONSUMER").arg(state.keys.jobs()).arg(GROUP).arg(&state.name).exec(c);
+    if !left_pending {
+        let _ = redis::cmd("XGROUP").arg("DELCONSUMER").arg(state.keys.jobs()).arg(GROUP).arg(&state.name).exec(c);
+    }
 }
 
 /// The workers whose record is alive, by name; records that do not read are left out.

@@ -3,8 +3,9 @@
 //! the client's check, after a reconnection, of which of its jobs Redis still has.
 //!
 //! Scripts are sent by hash and re-sent in full when Redis does not know them (after a restart),
-//! by the `redis` crate's `Script`. They must never loop over more than their arguments or a
-//! `COUNT` they are given, and every key they write gets an expiry.
+//! by the `redis` crate's `Script`. They must never loop over more than their arguments, a
+//! `COUNT` they are given or the group's consumers (one per worker), and every key they write
+//! gets an expiry.
 
 use std::sync::OnceLock;
 
@@ -32,6 +33,12 @@ pub(crate) fn cancel_pending() -> &'static Script {
 /// worker that holds it has no record (its heartbeat lapsed). Each taken job's list of the
 /// workers that lost it gets the previous holder.
 ///
+/// The script walks the group's consumers (`XINFO CONSUMERS`: one per worker, live or recently
+/// lost, since empty lost ones are deleted here) and asks `XPENDING ... IDLE` only about those
+/// whose record lapsed: a live worker's long jobs never fill the page ahead of a lost one's. It
+/// looks at no more pending entries than the most jobs to take, in all: Redis runs nothing else
+/// meanwhile, so one call never walks a long pending list; the next heartbeat goes on.
+///
 /// KEYS: the job stream. ARGV: the group, this worker's name, the lease in ms, the most jobs to
 /// take, the worker record prefix, the attempts prefix, the attempts expiry in ms.
 /// Returns `[[id, [field, value...], [lost worker...]]...]`.
@@ -40,34 +47,36 @@ pub(crate) fn reclaim() -> &'static Script {
     S.get_or_init(|| {
         Script::new(
             r"
-            local group, me, lease, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+            local group, me, lease, budget = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
             local out = {}
-            local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], group, 'IDLE', lease, '-', '+', count)
+            local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], group)
             if not ok then return out end
-            for _, p in ipairs(pending) do
-                local id, owner = p[1], p[2]
-                if owner ~= me and redis.call('EXISTS', ARGV[5] .. owner) == 0 then
-                    local claimed = redis.call('XCLAIM', KEYS[1], group, me, lease, id)
-                    local entry = claimed[1]
-                    if entry and entry ~= false and entry[2] then
-                        local attempts = ARGV[6] .. id
-                        redis.call('RPUSH', attempts, owner)
-                        redis.call('PEXPIRE', attempts, ARGV[7])
-                        table.insert(out, {entry[1], entry[2], redis.call('LRANGE', attempts, 0, -1)})
-                    else
-                        -- deleted since it was read: nothing to run, nothing to keep
-                        redis.call('XACK', KEYS[1], group, id)
-                    end
-                end
-            end
-            local consumers = redis.call('XINFO', 'CONSUMERS', KEYS[1], group)
             for _, c in ipairs(consumers) do
                 local name, held = nil, nil
                 for i = 1, #c - 1, 2 do
                     if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'pending' then held = c[i + 1] end
                 end
-                if name and name ~= me and held == 0 and redis.call('EXISTS', ARGV[5] .. name) == 0 then
-                    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], group, name)
+                if name and name ~= me and redis.call('EXISTS', ARGV[5] .. name) == 0 then
+                    if held == 0 then
+                        redis.call('XGROUP', 'DELCONSUMER', KEYS[1], group, name)
+                    elseif budget > 0 then
+                        local pending = redis.call('XPENDING', KEYS[1], group, 'IDLE', lease, '-', '+', budget, name)
+                        budget = budget - #pending
+                        for _, p in ipairs(pending) do
+                            local id = p[1]
+                            local claimed = redis.call('XCLAIM', KEYS[1], group, me, lease, id)
+                            local entry = claimed[1]
+                            if entry and entry ~= false and entry[2] then
+                                local attempts = ARGV[6] .. id
+                                redis.call('RPUSH', attempts, name)
+                                redis.call('PEXPIRE', attempts, ARGV[7])
+                                table.insert(out, {entry[1], entry[2], redis.call('LRANGE', attempts, 0, -1)})
+                            else
+                                -- deleted since it was read: nothing to run, nothing to keep
+                                redis.call('XACK', KEYS[1], group, id)
+                            end
+                        end
+                    end
                 end
             end
             return out

@@ -50,7 +50,7 @@ impl Keys {
         self.ns.key(&["client", client])
     }
 
-    /// The prefix of the workers' records (`worker:<host:pid>`), used by the scripts.
+    /// The prefix of the workers' records (`worker:<name>`), used by the scripts.
     pub(crate) fn worker_prefix(&self) -> String {
         self.ns.key(&["worker", ""])
     }
@@ -112,7 +112,7 @@ impl JobHeader<'_> {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ResultHeader<'a> {
     pub(crate) seq: u64,
-    /// `host:pid` of the worker that ran it.
+    /// The name (`host:pid:<random>`) of the worker that ran it.
     pub(crate) worker: &'a str,
     pub(crate) outcome: Outcome,
 }
@@ -150,6 +150,7 @@ pub(crate) enum Failure {
     Serialization { message: String },
     Unregistered { name: String },
     WorkersLost { workers: Vec<String> },
+    ResultRefused { bytes: u64, reason: String },
     Other { message: String },
 }
 
@@ -173,6 +174,7 @@ impl Failure {
             JobError::Serialization { message } => Failure::Serialization { message },
             JobError::Unregistered { name } => Failure::Unregistered { name },
             JobError::WorkersLost { workers } => Failure::WorkersLost { workers: workers.into() },
+            JobError::ResultRefused { bytes, reason } => Failure::ResultRefused { bytes, reason: reason.into() },
             other => Failure::Other { message: other.to_string() },
         }
     }
@@ -194,6 +196,7 @@ impl Failure {
             Failure::Serialization { message } => JobError::Serialization { message },
             Failure::Unregistered { name } => JobError::Unregistered { name },
             Failure::WorkersLost { workers } => JobError::WorkersLost { workers: workers.into() },
+            Failure::ResultRefused { bytes, reason } => JobError::ResultRefused { bytes, reason: reason.into() },
             Failure::Other { message } => JobError::Lost { reason: message.into() },
         }
     }
@@ -321,6 +324,8 @@ mod test {
         assert_eq!(Failure::of(died.clone()).into_error(), died);
         let late = JobError::TimedOut { limit: Duration::from_millis(250) };
         assert_eq!(Failure::of(late.clone()).into_error(), late);
+        let refused = JobError::ResultRefused { bytes: 9, reason: "worker h:1:ab: OOM".into() };
+        assert_eq!(Failure::of(refused.clone()).into_error(), refused);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! This file must never run a job it could not read (a malformed entry is acknowledged and
 //! deleted), never run one whose client is gone, and never hold more jobs than its room.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use redis::Value;
 
-use super::client::{is_connection_error, millis};
+use super::client::{client_id, is_connection_error, millis};
 use super::connection::{Backoff, ConnectError, RedisConfig};
 use super::control;
 use super::wire::{self, Entry, GROUP, JOB_FIELD, JobHeader, Keys};
@@ -31,7 +31,12 @@ use crate::process::protocol::Status;
 use crate::process::{ProcessPoolBuilder, ProcessPoolExecutor};
 
 /// How long one read of the job stream blocks (also how long a stopping worker takes to see it).
-const BLOCK: Duration = Duration::from_millis(250);
+pub(crate) const BLOCK: Duration = Duration::from_millis(250);
+
+/// The longest heartbeat and poll intervals: a worker that looked less often would leave lost
+/// workers' jobs, forced cancels and dead clients' jobs unseen for longer than anyone waits (and
+/// `Duration::MAX` would mean never).
+pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A worker: serves the jobs of every client of one Redis namespace, in a local process pool.
 ///
@@ -45,7 +50,7 @@ const BLOCK: Duration = Duration::from_millis(250);
 ///
 /// let pool = ProcessPoolBuilder::new().num_workers(8).max_tasks_per_child(1000);
 /// let worker = Worker::new(RedisConfig::new("redis://127.0.0.1:6379/")).pool(pool).start().unwrap();
-/// assert!(worker.name().ends_with(&format!(":{}", std::process::id())));
+/// assert!(worker.name().contains(&format!(":{}:", std::process::id())));
 /// worker.stop();
 /// ```
 #[derive(Debug)]
@@ -78,9 +83,10 @@ impl Worker {
         self
     }
 
-    /// How often the worker renews its record (default 1 s).
+    /// How often the worker renews its record and looks for the jobs of lost workers (default
+    /// 1 s; at least 10 ms, at most one minute).
     pub fn heartbeat(mut self, every: Duration) -> Worker {
-        self.heartbeat = every.max(Duration::from_millis(10));
+        self.heartbeat = every.clamp(Duration::from_millis(10), MAX_INTERVAL);
         self
     }
 
@@ -100,9 +106,9 @@ impl Worker {
     }
 
     /// How often the worker checks its running jobs for a forced cancel or a lost client
-    /// (default 100 ms).
+    /// (default 100 ms; at least 10 ms, at most one minute).
     pub fn poll(mut self, every: Duration) -> Worker {
-        self.poll = every.max(Duration::from_millis(10));
+        self.poll = every.clamp(Duration::from_millis(10), MAX_INTERVAL);
         self
     }
 
@@ -118,7 +124,10 @@ impl Worker {
         let host = wire::host_name();
         let (done_tx, done_rx) = mpsc::channel();
         let state = Arc::new(State {
-            name: format!("{host}:{}", std::process::id()),
+            // `host:pid:<64 random bits>`, as a client id: a pid is no name (pid 1 in every
+            // container; a restarted worker on the same host), and two workers under one name
+            // would share one consumer and read each other's jobs as their own.
+            name: client_id(),
             host,
             keys: Keys::new(self.config.keys()),
             processes,
@@ -134,6 +143,7 @@ impl Worker {
             jobs_done: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             clients_seen: Mutex::new(HashMap::new()),
+            unwritten: Mutex::new(HashSet::new()),
         });
         let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -169,7 +179,8 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    /// The worker's name, `host:pid`, as [`workers`](super::RedisExecutor::workers) lists it.
+    /// The worker's name, `host:pid:<64 random bits>` (its consumer name in Redis), as
+    /// [`workers`](super::RedisExecutor::workers) lists it.
     pub fn name(&self) -> &str {
         &self.state.name
     }
@@ -259,7 +270,7 @@ pub fn serve_if_requested() {
 /// What the worker's threads share.
 #[derive(Debug)]
 pub(crate) struct State {
-    /// `host:pid`: the worker's consumer name and record.
+    /// `host:pid:<random>`: the worker's consumer name and record.
     pub(crate) name: String,
     pub(crate) host: String,
     pub(crate) config: RedisConfig,
@@ -280,6 +291,9 @@ pub(crate) struct State {
     pub(crate) stop: AtomicBool,
     /// Clients found alive, and when (entries older than `poll` are dropped at each use).
     pub(crate) clients_seen: Mutex<HashMap<String, Instant>>,
+    /// Entries no longer held whose acknowledgement is not written yet (their results wait
+    /// for Redis): still in this worker's pending list, and not to be taken again from there.
+    pub(crate) unwritten: Mutex<HashSet<String>>,
 }
 
 /// A job the worker holds.
@@ -308,9 +322,9 @@ fn read_jobs(state: &Arc<State>, first: redis::Connection) {
     let mut backoff = Backoff::new();
     // Jobs already delivered to this worker that it does not hold (a reply lost with a broken
     // connection, a failure after reading): they are in its pending list, and no other worker
-    // takes them while this one is alive, so it reads them again ("0": its own history) at start
-    // and after every failure.
-    let mut recover = true;
+    // takes them while this one is alive, so it reads them again (its own history, from "0") at
+    // start and after every failure, `room` at a time, from the last one it read.
+    let mut recover = Some(String::from("0"));
     while !state.stop.load(Ordering::SeqCst) {
         let room = {
             let mut held = state.held.lock();
@@ -325,22 +339,26 @@ fn read_jobs(state: &Arc<State>, first: redis::Connection) {
         let Some(c) = state.config.reconnect(&mut connection, &mut backoff) else { continue };
         let mut read = redis::cmd("XREADGROUP");
         read.arg("GROUP").arg(GROUP).arg(&state.name);
-        if recover {
-            read.arg("COUNT").arg(1000).arg("STREAMS").arg(state.keys.jobs()).arg("0");
+        if let Some(after) = &recover {
+            read.arg("COUNT").arg(room).arg("STREAMS").arg(state.keys.jobs()).arg(after);
         } else {
             read.arg("COUNT").arg(room).arg("BLOCK").arg(millis(BLOCK)).arg("STREAMS").arg(state.keys.jobs()).arg(">");
         }
         match read.query::<Value>(c) {
             Ok(reply) => {
                 let mut entries = wire::stream_entries(&reply);
-                if recover {
+                if recover.is_some() {
+                    // A full page may have more behind it; a short one is the end of the list.
+                    recover = entries.last().filter(|_| entries.len() >= room).map(|e| e.id.clone());
+                    // An entry leaves `held` only once it is in `unwritten` (the control thread
+                    // adds it there first), so no ended job is taken again between the two.
                     let held = state.held.lock();
-                    entries.retain(|e| !held.contains_key(&e.id));
+                    let unwritten = state.unwritten.lock();
+                    entries.retain(|e| !held.contains_key(&e.id) && !unwritten.contains(&e.id));
                 }
                 let entries = entries.into_iter().map(|e| (e, Vec::new())).collect();
-                recover = false;
                 if let Err(e) = take_jobs(state, c, entries) {
-                    recover = true;
+                    recover = Some(String::from("0"));
                     if is_connection_error(&e) {
                         connection = None;
                     }
@@ -360,10 +378,10 @@ fn read_jobs(state: &Arc<State>, first: redis::Connection) {
             }
             Err(e) if is_connection_error(&e) => {
                 connection = None;
-                recover = true;
+                recover = Some(String::from("0"));
             }
             Err(e) => {
-                recover = true;
+                recover = Some(String::from("0"));
                 eprintln!("stealpool worker {}: reading jobs: {e}", state.name);
                 std::thread::sleep(BLOCK);
             }
