@@ -4,6 +4,7 @@
 //! This binary only parses options, shows progress and reports; the copying is the `stealcp`
 //! library (the engine: plan, walk, copy, publish).
 
+mod long_options;
 mod progress;
 
 use std::io::IsTerminal;
@@ -33,6 +34,9 @@ Where stealcp does better than cp: a NEW file or directory is never visible half
 new directory is built as .pcp-tmp-<pid>-*-<name> beside its destination and renamed into
 place once complete; a new file in an existing directory gets its name only once complete.
 A later run into the same places removes the leftovers of a killed one.
+Long options may be abbreviated as GNU cp 9.1 takes them (--b is --backup, --pr --preserve,
+--d --dereference); stealcp's own (--backend, --jobs, --progress, --no-progress, --verify,
+--debug, --keep-directory-symlink) only where no cp option begins so (--backe, --pro, --veri).
 Not supported: -Z/--context (SELinux contexts: this build has no SELinux support; -Z is
 ignored with a warning, as cp does on a kernel without SELinux); --preserve=context (ignored);
 --sparse=always is taken as --sparse=auto (holes are kept where the source has them, runs
@@ -42,7 +46,7 @@ Exit status: 0 if everything was copied, 1 if anything failed or the options wer
 
 #[derive(Debug, Parser)]
 #[command(name = "stealcp", version, about = "Copy files and directory trees in parallel, like GNU cp.")]
-#[command(after_help = EXAMPLES, infer_long_args = true)]
+#[command(after_help = EXAMPLES)]
 struct Opts {
     /// SOURCE... DEST, or SOURCE... with -t DIR.
     #[arg(value_name = "PATH")]
@@ -372,7 +376,17 @@ impl Observer for Messages<'_> {
 }
 
 fn main() -> ExitCode {
-    let parsed = Opts::command().try_get_matches().and_then(|m| {
+    // cp's abbreviations are written out first (see long_options.rs): clap sees full names.
+    let mut args = std::env::args_os();
+    let program = args.next().unwrap_or_else(|| "stealcp".into());
+    let args = match long_options::expand(args) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("stealcp: {message}\nTry 'stealcp --help' for more information.");
+            return ExitCode::FAILURE;
+        }
+    };
+    let parsed = Opts::command().try_get_matches_from(std::iter::once(program).chain(args)).and_then(|m| {
         let mut opts = Opts::from_arg_matches(&m)?;
         opts.preserve_order = preserve_order(&m);
         Ok(opts)
