@@ -33,7 +33,10 @@ to); --remove-destination removes it first, -f removes it if it cannot be opened
 Where stealcp does better than cp: a NEW file or directory is never visible half-written. A
 new directory is built as .pcp-tmp-<pid>-*-<name> beside its destination and renamed into
 place once complete; a new file in an existing directory gets its name only once complete.
-A later run into the same places removes the leftovers of a killed one.
+A later run into the same places removes the leftovers of a killed one. If a new
+directory's name was taken by the time its copy is complete, the copy stays under its
+temporary name, and the line after that failure says where:
+  stealcp: the copied tree is at '.pcp-tmp-<pid>-<n>-<name>'
 Long options may be abbreviated as GNU cp 9.1 takes them (--b is --backup, --pr --preserve,
 --d --dereference); stealcp's own (--backend, --jobs, --progress, --no-progress, --verify,
 --debug, --keep-directory-symlink) only where no cp option begins so (--backe, --pro, --veri).
@@ -371,6 +374,13 @@ impl Observer for Messages<'_> {
         self.report.failed(failure);
         if !self.bar {
             eprintln!("stealcp: {failure}");
+        }
+    }
+
+    fn left_staged(&mut self, destination: &Path, temp: &Path) {
+        self.report.left_staged(destination, temp);
+        if !self.bar {
+            eprintln!("stealcp: {}", progress::left_staged_line(temp));
         }
     }
 }

@@ -254,6 +254,17 @@ impl Observer for Report {
             bar.println(format!("stealcp: {failure}"));
         }
     }
+
+    fn left_staged(&mut self, _destination: &Path, temp: &Path) {
+        if let Some(bar) = &self.bar {
+            bar.println(format!("stealcp: {}", left_staged_line(temp)));
+        }
+    }
+}
+
+/// The line after the failure of a new directory that could not be renamed into place.
+pub(crate) fn left_staged_line(temp: &Path) -> String {
+    format!("the copied tree is at '{}'", temp.display())
 }
 
 #[cfg(test)]

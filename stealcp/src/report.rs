@@ -38,6 +38,20 @@ pub struct CopyReport {
     pub skipped: Vec<Skipped>,
     /// Everything that failed; the copy went on past each.
     pub failures: Vec<Failure>,
+    /// New directories copied whole but left under their temporary names, because their
+    /// final name could not be given to them at the end (see [`LeftStaged`]).
+    pub left_staged: Vec<LeftStaged>,
+}
+
+/// A new directory built under a temporary name beside its destination that could not be
+/// renamed into place at the end (something took the name meanwhile, or the rename was
+/// refused): the copy stays at `temp`, and its failure is in [`CopyReport::failures`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftStaged {
+    /// Where the copy should have gone.
+    pub destination: PathBuf,
+    /// Where the copy is.
+    pub temp: PathBuf,
 }
 
 impl CopyReport {
@@ -84,6 +98,9 @@ pub trait Observer {
     fn copied(&mut self, _kind: EntryKind, _source: &Path, _destination: &Path) {}
     /// One path failed.
     fn failed(&mut self, _failure: &Failure) {}
+    /// A new directory's copy could not be renamed into place and stays at `temp`; called
+    /// right after [`failed`](Observer::failed) reported why.
+    fn left_staged(&mut self, _destination: &Path, _temp: &Path) {}
 }
 
 /// An [`Observer`] that ignores everything.
@@ -99,4 +116,17 @@ impl Observer for Quiet {
 pub(crate) fn record(report: &mut CopyReport, observer: &mut dyn Observer, failure: Failure) {
     observer.failed(&failure);
     report.failures.push(failure);
+}
+
+/// A staged directory that could not be published: its failure first, then where it is.
+pub(crate) fn record_left_staged(
+    report: &mut CopyReport,
+    observer: &mut dyn Observer,
+    failure: Failure,
+    temp: PathBuf,
+    destination: PathBuf,
+) {
+    record(report, observer, failure);
+    observer.left_staged(&destination, &temp);
+    report.left_staged.push(LeftStaged { destination, temp });
 }

@@ -13,7 +13,7 @@ use super::staging::shown;
 use crate::entry::{self, DirFinish};
 use crate::error::Failure;
 use crate::publish::publish_directory;
-use crate::report::{CopyReport, EntryKind};
+use crate::report::{CopyReport, EntryKind, record_left_staged};
 use crate::task::CopyTask;
 use crate::task::{Outcome, TaskOutcome, Work};
 use crate::tuning::DIRS_WORTH_SHARING;
@@ -54,7 +54,7 @@ where
                 if let Some(i) = self.stagings.iter().position(|s| s.temp == dir.path) {
                     let staging = self.stagings.remove(i);
                     if let Err(failure) = publish_directory(&staging.temp, &staging.destination) {
-                        self.fail(failure);
+                        record_left_staged(&mut self.report, self.observer, failure, staging.temp, staging.destination);
                     }
                 }
             }
