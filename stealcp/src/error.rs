@@ -154,6 +154,42 @@ pub struct Failure {
     pub error: io::Error,
 }
 
+impl Failure {
+    /// Whether `cp -v` would have listed the entry (`'SOURCE' -> 'DEST'`) before this failure:
+    /// cp lists an entry once its checks of the destination pass (same file, directory, backup,
+    /// removal), before it opens, creates, writes or links anything.
+    ///
+    /// # Examples
+    /// ```
+    /// let failure = |action| stealcp::Failure { path: "d".into(), action, error: std::io::Error::other("") };
+    /// assert!(failure("open").listed_by_cp() && failure("dangling symlink").listed_by_cp());
+    /// assert!(!failure("same file").listed_by_cp() && !failure("backup").listed_by_cp());
+    /// ```
+    pub fn listed_by_cp(&self) -> bool {
+        matches!(
+            self.action,
+            "open"
+                | "create"
+                | "copy"
+                | "read"
+                | "write"
+                | "clone"
+                | "preserve ownership"
+                | "preserve mode"
+                | "preserve permissions"
+                | "preserve timestamps"
+                | "verify"
+                | "rename into place"
+                | "dangling symlink"
+                | "create hard link"
+                | "create symlink"
+                | "relative symlink"
+                | "read symlink"
+                | "create special file"
+        )
+    }
+}
+
 impl fmt::Display for Failure {
     /// Worded as `cp` words the same failure (`cannot open 'a' for reading: Permission denied`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
-use stealcp::{Backup, BackupControl, CopyOptions, EntryKind, Failure, Observer, Reflink, Sparse, Target};
+use stealcp::{Backup, BackupControl, CopyOptions, Displaced, EntryKind, Failure, Observer, Reflink, Sparse, Target};
 use stealpool::{ProcessPoolBuilder, ThreadPoolBuilder};
 
 use crate::progress::Report;
@@ -44,7 +44,10 @@ Not supported: -Z/--context (SELinux contexts: this build has no SELinux support
 ignored with a warning, as cp does on a kernel without SELinux); --preserve=context (ignored);
 --sparse=always is taken as --sparse=auto (holes are kept where the source has them, runs
 of zeros are written); -i asks only about files named on the command line; --debug prints one
-line for the run, not one per file; -v does not add cp's 'removed' and '(backup: ...)' notes.
+line for the run, not one per file.
+-v lists what cp -v lists, with each destination's lines in cp's order ('removed' before or
+after its copy, ' (backup: ...)' at the end); entries are copied in parallel, so the order
+of different entries is not cp's.
 Exit status: 0 if everything was copied, 1 if anything failed or the options were wrong.";
 
 #[derive(Debug, Parser)]
@@ -368,6 +371,18 @@ impl Observer for Messages<'_> {
 
     fn copied(&mut self, kind: EntryKind, source: &Path, destination: &Path) {
         self.report.copied(kind, source, destination);
+    }
+
+    fn replaced(&mut self, kind: EntryKind, source: &Path, destination: &Path, displaced: &Displaced) {
+        self.report.replaced(kind, source, destination, displaced);
+    }
+
+    fn made_parent(&mut self, source: &Path, destination: &Path) {
+        self.report.made_parent(source, destination);
+    }
+
+    fn attempted(&mut self, kind: EntryKind, source: &Path, destination: &Path) {
+        self.report.attempted(kind, source, destination);
     }
 
     fn failed(&mut self, failure: &Failure) {

@@ -76,6 +76,35 @@ pub enum EntryKind {
     HardLink,
 }
 
+/// What became of an existing destination that a new entry replaced: what `cp -v` says of it.
+///
+/// # Examples
+/// ```
+/// use stealcp::Displaced;
+/// let backup = Displaced::BackedUp("d~".into());
+/// assert!(Displaced::Removed.listed_before() && !backup.listed_before() && !Displaced::Replaced.listed_before());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Displaced {
+    /// Removed before the new entry was made: `--remove-destination`, a symlink or special
+    /// file copied over it, `-a` over a file with other names. `cp -v` prints
+    /// `removed 'DEST'` before the entry's line.
+    Removed,
+    /// Removed after all: it could not be opened for writing (`-f`), or a hard link took its
+    /// place. `cp -v` prints `removed 'DEST'` after the entry's line.
+    Replaced,
+    /// Renamed to this backup name first (`--backup`): `cp -v` ends the entry's line with
+    /// ` (backup: 'NAME')`.
+    BackedUp(#[serde(with = "crate::path_bytes")] PathBuf),
+}
+
+impl Displaced {
+    /// Whether `cp -v` says `removed 'DEST'` before the entry's own line.
+    pub fn listed_before(&self) -> bool {
+        matches!(self, Displaced::Removed)
+    }
+}
+
 /// Progress events, for a progress bar or a verbose listing.
 ///
 /// Calls come from the thread that called [`copy`](crate::copy()). The walk runs alongside the copies, so
@@ -96,6 +125,18 @@ pub trait Observer {
     fn progressed(&mut self, _bytes: u64) {}
     /// One entry is complete.
     fn copied(&mut self, _kind: EntryKind, _source: &Path, _destination: &Path) {}
+    /// One entry is complete, and it replaced an existing destination ([`Displaced`] says
+    /// how). Defaults to [`copied`](Observer::copied).
+    fn replaced(&mut self, kind: EntryKind, source: &Path, destination: &Path, _displaced: &Displaced) {
+        self.copied(kind, source, destination);
+    }
+    /// An entry was tried and failed (its failure comes next, through
+    /// [`failed`](Observer::failed)) after the point where `cp -v` lists it (see
+    /// [`Failure::listed_by_cp`]). Defaults to nothing.
+    fn attempted(&mut self, _kind: EntryKind, _source: &Path, _destination: &Path) {}
+    /// `--parents` made the directory `destination` on the way to a source, as a copy of
+    /// `source` (`cp -v` lists it unquoted). Defaults to nothing.
+    fn made_parent(&mut self, _source: &Path, _destination: &Path) {}
     /// One path failed.
     fn failed(&mut self, _failure: &Failure) {}
     /// A new directory's copy could not be renamed into place and stays at `temp`; called
@@ -110,6 +151,21 @@ pub struct Quiet;
 impl Observer for Quiet {
     fn wants_totals(&self) -> bool {
         false
+    }
+}
+
+/// One entry is complete: [`Observer::replaced`] if it took the place of an existing one, else
+/// [`Observer::copied`].
+pub(crate) fn listed(
+    observer: &mut dyn Observer,
+    kind: EntryKind,
+    source: &Path,
+    destination: &Path,
+    displaced: Option<&Displaced>,
+) {
+    match displaced {
+        Some(displaced) => observer.replaced(kind, source, destination, displaced),
+        None => observer.copied(kind, source, destination),
     }
 }
 

@@ -20,6 +20,7 @@ use crate::data;
 use crate::error::{Failure, fail};
 use crate::options::{Backup, BackupControl, CopyOptions, Reflink, Sparse};
 use crate::path_bytes;
+use crate::report::Displaced;
 use crate::tuning::SPLIT_AT;
 
 /// One regular file to copy whole, on a worker (in a thread or a worker process: it serializes,
@@ -94,8 +95,8 @@ impl Owner {
 /// What became of a [`FileJob`] (or of a split file's last step).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum FileOutcome {
-    /// Copied, with this many bytes.
-    Copied(u64),
+    /// Copied, with this many bytes; and what became of the destination it replaced.
+    Copied(u64, Option<Displaced>),
     /// Left alone (`no_clobber`, or `update` with a destination at least as new); the
     /// source's size, for progress.
     Unchanged(u64),
@@ -118,8 +119,8 @@ pub(crate) enum HandBackReason {
 
 impl FileOutcome {
     /// After [`seal`]: copied, or left alone because `no_clobber` found the name taken.
-    pub(super) fn sealed(sealed: bool, len: u64) -> Self {
-        if sealed { FileOutcome::Copied(len) } else { FileOutcome::Unchanged(len) }
+    pub(super) fn sealed(sealed: bool, len: u64, displaced: Option<Displaced>) -> Self {
+        if sealed { FileOutcome::Copied(len, displaced) } else { FileOutcome::Unchanged(len) }
     }
 }
 
@@ -149,11 +150,13 @@ fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> 
     if job.hand_back_large && meta.len() >= SPLIT_AT {
         return Ok(FileOutcome::HandedBack(HandBackReason::Large { len: meta.len() }));
     }
-    let existing = if job.check_existing { existing_destination(job, &meta, o, dirs)? } else { Existing::Absent };
+    let existing = if job.check_existing { existing_destination(job, &meta, o, dirs)? } else { Existing::Absent(None) };
+    let mut displaced = None;
     let (staged, dst_dev, dst_regular) = match existing {
         Existing::Keep => return Ok(FileOutcome::Unchanged(meta.len())),
         Existing::Open { file, dev, regular } => (Staged { file, name: Naming::Existing }, dev, regular),
-        Existing::Absent => {
+        Existing::Absent(moved) => {
+            displaced = moved;
             let mode = o.creation_bits(creation_mode(&meta), false);
             let staged = if job.in_staging {
                 Staged::in_place(dirs, &job.destination, mode)
@@ -167,7 +170,7 @@ fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> 
         if o.attributes_only { 0 } else { copy_contents(job, o, &src, &meta, &staged.file, dst_dev, dst_regular)? };
     let created = (owner.uid, job.dst_group.unwrap_or(owner.gid));
     let sealed = seal(staged, dirs, &src, &meta, &job.destination, Some(created), o)?;
-    Ok(FileOutcome::sealed(sealed, len))
+    Ok(FileOutcome::sealed(sealed, len, displaced))
 }
 
 /// Moves the source's bytes into `out` (empty: new or truncated), until the source's end of
@@ -226,19 +229,22 @@ fn io_failure(job: &FileJob, error: io::Error) -> Failure {
 /// `-l` / `-s`: a hard link to the source, or a symlink to it, instead of a copy.
 fn link_instead(job: &FileJob, o: &CopyOptions, dirs: &mut Dirs) -> Result<FileOutcome, Failure> {
     let (dest, source) = (&job.destination, &job.source);
+    let mut displaced = None;
     if job.check_existing && fs::symlink_metadata(dest).is_ok() {
         let key = |m: fs::Metadata| (m.dev(), m.ino());
         if o.hard_link && fs::metadata(dest).map(key).ok() == fs::metadata(source).map(key).ok() {
             // Already a name of the source: nothing to do, as cp.
-            return Ok(FileOutcome::Copied(0));
+            return Ok(FileOutcome::Copied(0, None));
         }
         if o.no_clobber {
             return Ok(FileOutcome::Unchanged(0));
         }
         if let Some(backup) = &o.backup {
-            make_backup(dest, backup).map_err(fail(dest, "backup"))?;
+            displaced = Some(Displaced::BackedUp(make_backup(dest, backup).map_err(fail(dest, "backup"))?));
         } else if o.force || o.remove_destination {
             fs::remove_file(dest).map_err(fail(dest, "replace"))?;
+            // cp -v says so only for --remove-destination (-f replaces the link silently).
+            displaced = o.remove_destination.then_some(Displaced::Removed);
         }
     }
     let _ = dirs;
@@ -253,13 +259,13 @@ fn link_instead(job: &FileJob, o: &CopyOptions, dirs: &mut Dirs) -> Result<FileO
         nix::unistd::linkat(nix::fcntl::AT_FDCWD, source, nix::fcntl::AT_FDCWD, dest, flags)
             .map_err(|e| fail(dest, "create hard link")(e.into()))?;
     }
-    Ok(FileOutcome::Copied(0))
+    Ok(FileOutcome::Copied(0, displaced))
 }
 
 /// What is at a destination that may exist (its directory existed before the run).
 pub(super) enum Existing {
-    /// Nothing (or nothing any more: removed or backed up): make a new file.
-    Absent,
+    /// Nothing (or nothing any more: removed or backed up, as it says): make a new file.
+    Absent(Option<Displaced>),
     /// Leave it (`-n`, `-u`).
     Keep,
     /// Opened for writing and truncated, as `cp` writes into an existing file (through a
@@ -283,12 +289,12 @@ pub(super) fn existing_destination(
     use nix::fcntl::AtFlags;
     use nix::sys::stat::{SFlag, fstatat};
     let dest = &job.destination;
-    let Some(name) = dest.file_name() else { return Ok(Existing::Absent) };
+    let Some(name) = dest.file_name() else { return Ok(Existing::Absent(None)) };
     let dir = dir_of(&mut dirs.dst, dest).map_err(fail(dest, "stat"))?;
     let kind = |st: &nix::sys::stat::FileStat| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
     let here = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => st,
-        Err(Errno::ENOENT) => return Ok(Existing::Absent),
+        Err(Errno::ENOENT) => return Ok(Existing::Absent(None)),
         Err(e) => return Err(fail(dest, "stat")(e.into())),
     };
     let followed = if kind(&here) == SFlag::S_IFLNK {
@@ -325,17 +331,20 @@ pub(super) fn existing_destination(
         return Err(Failure { path: dest.clone(), action: "same file", error });
     }
     if let Some(backup) = &o.backup {
-        make_backup(dest, backup).map_err(fail(dest, "backup"))?;
-        return Ok(Existing::Absent);
+        let to = make_backup(dest, backup).map_err(fail(dest, "backup"))?;
+        return Ok(Existing::Absent(Some(Displaced::BackedUp(to))));
     }
-    let remove = |dirs: &mut Dirs| -> Result<Existing, Failure> {
+    let remove = |dirs: &mut Dirs, displaced| -> Result<Existing, Failure> {
         let dir = dir_of(&mut dirs.dst, dest).map_err(fail(dest, "replace"))?;
         nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
             .map_err(|e| fail(dest, "replace")(e.into()))?;
-        Ok(Existing::Absent)
+        Ok(Existing::Absent(Some(displaced)))
     };
-    if o.remove_destination {
-        return remove(dirs);
+    // cp removes the file first for --remove-destination, and with -a (links kept) when the
+    // file has other names, which then keep the old contents.
+    let other_names = o.preserve_links && !o.attributes_only && followed.as_ref().is_some_and(|st| st.st_nlink > 1);
+    if o.remove_destination || other_names {
+        return remove(dirs, Displaced::Removed);
     }
     let Some(target) = followed else {
         return Err(Failure { path: dest.clone(), action: "dangling symlink", error: io::Error::other("") });
@@ -348,7 +357,7 @@ pub(super) fn existing_destination(
     }
     match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
         Ok(fd) => Ok(Existing::Open { file: File::from(fd), dev: target.st_dev, regular }),
-        Err(_) if o.force => remove(dirs),
+        Err(_) if o.force => remove(dirs, Displaced::Replaced),
         Err(e) => Err(fail(dest, "create")(e.into())),
     }
 }

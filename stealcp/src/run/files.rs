@@ -12,7 +12,7 @@ use super::Run;
 use super::finish::HardLink;
 use super::staging::shown;
 use crate::entry::{FileJob, FileOutcome, HandBackReason};
-use crate::report::EntryKind;
+use crate::report::{EntryKind, listed};
 use crate::task::CopyTask;
 use crate::tuning::{BYTES_PER_TASK, FILES_PER_TASK, SPLIT_AT};
 
@@ -64,17 +64,23 @@ where
 
     pub(super) fn file_done(&mut self, job: &FileJob, outcome: FileOutcome) {
         match outcome {
-            FileOutcome::Copied(bytes) => {
+            FileOutcome::Copied(bytes, displaced) => {
                 self.report.files += 1;
                 self.report.bytes += bytes;
                 self.observer.progressed(bytes);
-                self.observer.copied(EntryKind::File, &job.source, &shown(&self.stagings, &job.destination));
+                let destination = shown(&self.stagings, &job.destination);
+                listed(self.observer, EntryKind::File, &job.source, &destination, displaced.as_ref());
             }
             FileOutcome::Unchanged(bytes) => {
                 self.report.unchanged += 1;
                 self.observer.progressed(bytes);
             }
-            FileOutcome::Failed(failure) => self.fail(failure),
+            FileOutcome::Failed(failure) => {
+                if failure.listed_by_cp() {
+                    self.observer.attempted(EntryKind::File, &job.source, &shown(&self.stagings, &job.destination));
+                }
+                self.fail(failure);
+            }
             FileOutcome::HandedBack(back) => self.handed_back(job.clone(), back),
         }
     }

@@ -13,7 +13,7 @@ use super::staging::shown;
 use crate::entry::{self, DirFinish};
 use crate::error::Failure;
 use crate::publish::publish_directory;
-use crate::report::{CopyReport, EntryKind, record_left_staged};
+use crate::report::{CopyReport, EntryKind, listed, record_left_staged};
 use crate::task::CopyTask;
 use crate::task::{Outcome, TaskOutcome, Work};
 use crate::tuning::DIRS_WORTH_SHARING;
@@ -35,9 +35,10 @@ where
     pub(super) fn finish(mut self) -> CopyReport {
         for link in std::mem::take(&mut self.hard_links) {
             match entry::hard_link(&link.first, &link.destination, self.options) {
-                Ok(()) => {
+                Ok(displaced) => {
                     self.report.hard_links += 1;
-                    self.observer.copied(EntryKind::HardLink, &link.source, &shown(&self.stagings, &link.destination));
+                    let destination = shown(&self.stagings, &link.destination);
+                    listed(self.observer, EntryKind::HardLink, &link.source, &destination, displaced.as_ref());
                 }
                 Err(failure) => self.fail(failure),
             }

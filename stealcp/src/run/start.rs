@@ -13,11 +13,11 @@ use stealpool::{Executor, Submit};
 use super::Run;
 use super::ScanCtx;
 use super::staging::{Staging, shown};
-use crate::entry::{self, DirFinish, DirMeta, FileJob};
+use crate::entry::{self, DirFinish, DirMeta, FileJob, Made};
 use crate::error::{Failure, fail};
 use crate::plan::Assignment;
 use crate::publish::{remove_stale_temps, temp_path};
-use crate::report::EntryKind;
+use crate::report::{EntryKind, listed};
 use crate::scan::{self, ScanJob};
 use crate::task::CopyTask;
 
@@ -112,6 +112,9 @@ where
             // An existing directory on the way is used as it is, as cp does; with -p it gets
             // the source directory's attributes, as cp gives them.
             Ok(existed) => {
+                if !existed {
+                    self.observer.made_parent(source, destination);
+                }
                 let o = self.options;
                 if !existed || o.preserve_mode || o.preserve_ownership || o.preserve_timestamps {
                     let (source, path) = (source.to_path_buf(), destination.to_path_buf());
@@ -122,17 +125,22 @@ where
         }
     }
 
-    pub(super) fn made(&mut self, made: Result<bool, Failure>, kind: EntryKind, source: &Path, destination: &Path) {
+    pub(super) fn made(&mut self, made: Result<Made, Failure>, kind: EntryKind, source: &Path, destination: &Path) {
         match made {
-            Ok(true) => {
+            Ok((true, displaced)) => {
                 match kind {
                     EntryKind::Special => self.report.specials += 1,
                     _ => self.report.symlinks += 1,
                 }
-                self.observer.copied(kind, source, &shown(&self.stagings, destination));
+                listed(self.observer, kind, source, &shown(&self.stagings, destination), displaced.as_ref());
             }
-            Ok(false) => self.report.unchanged += 1,
-            Err(failure) => self.fail(failure),
+            Ok((false, _)) => self.report.unchanged += 1,
+            Err(failure) => {
+                if failure.listed_by_cp() {
+                    self.observer.attempted(kind, source, &shown(&self.stagings, destination));
+                }
+                self.fail(failure);
+            }
         }
     }
 }
