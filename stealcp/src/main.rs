@@ -13,7 +13,10 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
-use stealcp::{Backup, BackupControl, CopyOptions, Displaced, EntryKind, Failure, Observer, Reflink, Sparse, Target};
+use stealcp::{
+    Backup, BackupControl, CopyOptions, Displaced, EntryKind, Failure, Observer, OverwriteQuestion, Reflink, Sparse,
+    Target,
+};
 use stealpool::{ProcessPoolBuilder, ThreadPoolBuilder};
 
 use crate::progress::Report;
@@ -43,8 +46,10 @@ Long options may be abbreviated as GNU cp 9.1 takes them (--b is --backup, --pr 
 Not supported: -Z/--context (SELinux contexts: this build has no SELinux support; -Z is
 ignored with a warning, as cp does on a kernel without SELinux); --preserve=context (ignored);
 --sparse=always is taken as --sparse=auto (holes are kept where the source has them, runs
-of zeros are written); -i asks only about files named on the command line; --debug prints one
-line for the run, not one per file.
+of zeros are written); --debug prints one line for the run, not one per file.
+-i asks, as cp, about every existing destination it would replace, inside trees too (after
+-n/-u decide); the questions come in the order the workers reach the files, not cp's, and no
+progress bar is drawn unless --progress is given.
 -v lists what cp -v lists, with each destination's lines in cp's order ('removed' before or
 after its copy, ' (backup: ...)' at the end); entries are copied in parallel, so the order
 of different entries is not cp's.
@@ -87,7 +92,7 @@ struct Opts {
     /// If an existing destination cannot be opened, remove it and try again.
     #[arg(short = 'f', long)]
     force: bool,
-    /// Ask before overwriting (files named on the command line).
+    /// Ask before replacing each existing destination (inside trees too).
     #[arg(short = 'i', long, overrides_with_all = ["no_clobber"])]
     interactive: bool,
     /// Follow symlinks named on the command line.
@@ -308,6 +313,8 @@ fn copy_options(o: &Opts) -> Result<CopyOptions, Usage> {
     }
     c.no_clobber = o.no_clobber || o.update_when.as_deref() == Some("none");
     c.update = o.update || o.update_when.as_deref() == Some("older");
+    // -i and -n override each other (clap keeps the last given).
+    c.interactive = o.interactive && !c.no_clobber;
     c.verify = o.verify;
     c.parents = o.parents;
     c.remove_destination = o.remove_destination;
@@ -350,10 +357,13 @@ fn copy_options(o: &Opts) -> Result<CopyOptions, Usage> {
 }
 
 /// Prints each failure on stderr as it happens, as cp does (through the progress bar's own
-/// `failed` when there is a bar, which prints above it), and passes everything on.
+/// `failed` when there is a bar, which prints above it), asks `-i`'s questions, and passes
+/// everything on.
 struct Messages<'a> {
     report: &'a mut dyn Observer,
     bar: bool,
+    /// `-f` or `--remove-destination`: an unwritable destination is "replaced", not "tried".
+    removes: bool,
 }
 
 impl Observer for Messages<'_> {
@@ -390,6 +400,10 @@ impl Observer for Messages<'_> {
         if !self.bar {
             eprintln!("stealcp: {failure}");
         }
+    }
+
+    fn overwrite(&mut self, question: &OverwriteQuestion) -> bool {
+        confirm(&overwrite_prompt(question, self.removes))
     }
 
     fn left_staged(&mut self, destination: &Path, temp: &Path) {
@@ -501,9 +515,47 @@ fn strip_trailing_slashes(path: &Path) -> PathBuf {
     PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
 }
 
-/// `-i`: asks on stderr whether to overwrite `destination`; true for an answer starting with y.
-fn confirm_overwrite(destination: &Path) -> bool {
-    eprint!("stealcp: overwrite '{}'? ", destination.display());
+/// `-i`'s question, worded as cp words it: `overwrite 'D'? `, or for a destination this user
+/// cannot write `unwritable 'D' (mode 0444, r--r--r--); try anyway? ` (`replace 'D',
+/// overriding mode 0444 (r--r--r--)? ` when it would be removed anyway: `removes`).
+fn overwrite_prompt(question: &OverwriteQuestion, removes: bool) -> String {
+    let d = question.destination.display();
+    if question.writable {
+        return format!("stealcp: overwrite '{d}'? ");
+    }
+    let bits = question.mode & 0o7777;
+    let on = |b: u32, c: char| if bits & b != 0 { c } else { '-' };
+    // The execute column shows set-id and sticky bits as cp's strmode does.
+    let x = |b: u32, special: u32, lower: char| match (bits & special != 0, bits & b != 0) {
+        (true, true) => lower,
+        (true, false) => lower.to_ascii_uppercase(),
+        (false, true) => 'x',
+        (false, false) => '-',
+    };
+    let perms: String = [
+        on(0o400, 'r'),
+        on(0o200, 'w'),
+        x(0o100, 0o4000, 's'),
+        on(0o040, 'r'),
+        on(0o020, 'w'),
+        x(0o010, 0o2000, 's'),
+        on(0o004, 'r'),
+        on(0o002, 'w'),
+        x(0o001, 0o1000, 't'),
+    ]
+    .into_iter()
+    .collect();
+    if removes {
+        format!("stealcp: replace '{d}', overriding mode {bits:04o} ({perms})? ")
+    } else {
+        format!("stealcp: unwritable '{d}' (mode {bits:04o}, {perms}); try anyway? ")
+    }
+}
+
+/// Asks `prompt` on stderr and reads the answer from stdin: yes for one starting with y (at
+/// the end of input: no, as cp).
+fn confirm(prompt: &str) -> bool {
+    eprint!("{prompt}");
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer).is_ok() && answer.trim_start().starts_with(['y', 'Y'])
 }
@@ -515,18 +567,11 @@ fn run(opts: &Opts) -> Result<bool, Failed> {
     if opts.context.is_some() {
         eprintln!("stealcp: warning: ignoring --context; SELinux contexts are not supported");
     }
-    let (mut plan, errors) = stealcp::plan_each(&sources, &target, &options)?;
+    let (plan, errors) = stealcp::plan_each(&sources, &target, &options)?;
     let mut ok = true;
     for error in &errors {
         eprintln!("stealcp: {error}");
         ok &= error.is_warning();
-    }
-    if opts.interactive && !options.no_clobber {
-        plan.retain(|a| {
-            let existing = std::fs::symlink_metadata(&a.destination);
-            let source_is_dir = std::fs::metadata(&a.source).is_ok_and(|m| m.is_dir());
-            source_is_dir || existing.is_err() || confirm_overwrite(&a.destination)
-        });
     }
     if opts.debug {
         println!(
@@ -538,11 +583,14 @@ fn run(opts: &Opts) -> Result<bool, Failed> {
     if plan.is_empty() {
         return Ok(ok);
     }
-    let show_progress = opts.progress || (!opts.no_progress && std::io::stderr().is_terminal());
+    // -i's questions are asked on stderr: no bar there unless asked for.
+    let show_progress = opts.progress || (!opts.no_progress && !options.interactive && std::io::stderr().is_terminal());
     let mut shown = Report::new(show_progress, opts.verbose);
     // The report prints failures above its bar when it draws one (on a terminal); otherwise
     // Messages prints them.
-    let mut observer = Messages { report: &mut shown, bar: show_progress && std::io::stderr().is_terminal() };
+    let bar = show_progress && std::io::stderr().is_terminal();
+    let removes = options.force || options.remove_destination;
+    let mut observer = Messages { report: &mut shown, bar, removes };
     let report = match opts.backend {
         Backend::Thread => {
             let pool = ThreadPoolBuilder::new().num_workers(opts.jobs).name_prefix("stealcp").build()?;

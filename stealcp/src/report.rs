@@ -76,6 +76,17 @@ pub enum EntryKind {
     HardLink,
 }
 
+/// An existing destination that `-i` asks about ([`Observer::overwrite`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverwriteQuestion {
+    /// The destination.
+    pub destination: PathBuf,
+    /// Its mode (type and permission bits, as `st_mode`).
+    pub mode: u32,
+    /// Whether this process may write it (else cp asks whether to "try anyway").
+    pub writable: bool,
+}
+
 /// What became of an existing destination that a new entry replaced: what `cp -v` says of it.
 ///
 /// # Examples
@@ -139,6 +150,12 @@ pub trait Observer {
     fn made_parent(&mut self, _source: &Path, _destination: &Path) {}
     /// One path failed.
     fn failed(&mut self, _failure: &Failure) {}
+    /// `interactive`: whether to replace this existing destination (asked on the thread that
+    /// called [`copy`](crate::copy()), never on a worker). Defaults to `false`: nothing is
+    /// replaced without a yes.
+    fn overwrite(&mut self, _question: &OverwriteQuestion) -> bool {
+        false
+    }
     /// A new directory's copy could not be renamed into place and stays at `temp`; called
     /// right after [`failed`](Observer::failed) reported why.
     fn left_staged(&mut self, _destination: &Path, _temp: &Path) {}

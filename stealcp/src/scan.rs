@@ -103,6 +103,10 @@ pub(crate) struct Listing {
     pub(crate) made: Vec<(serde_bytes::ByteBuf, EntryKind, Option<Displaced>)>,
     /// Entries left alone (`no_clobber`).
     pub(crate) unchanged: u64,
+    /// `interactive`: symlinks and special files whose destination exists, by name, left for
+    /// the coordinator to ask about and make.
+    #[serde(default)]
+    pub(crate) ask: Vec<serde_bytes::ByteBuf>,
     pub(crate) failures: Vec<Failure>,
 }
 
@@ -193,6 +197,8 @@ pub(crate) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
         } else if kind.is_file() || (o.copy_contents && !kind.is_symlink() && !kind.is_socket()) {
             // --copy-contents: FIFOs and devices are read like files.
             out.files.push(Found::new(&name, &meta));
+        } else if o.interactive && out.existed && fs::symlink_metadata(job.destination.join(&name)).is_ok() {
+            out.ask.push(serde_bytes::ByteBuf::from(name.as_bytes()));
         } else {
             let destination = job.destination.join(&name);
             let made = if kind.is_symlink() {

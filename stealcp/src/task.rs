@@ -107,6 +107,7 @@ mod tests {
                     in_staging: false,
                     read_special: false,
                     open_as: None,
+                    confirmed: false,
                 }
             })
             .collect();

@@ -62,6 +62,10 @@ pub(crate) struct FileJob {
     /// process's `/dev/stdin` is its own). See [`reachable_from_workers`].
     #[serde(default, with = "path_bytes_opt")]
     pub(crate) open_as: Option<PathBuf>,
+    /// `interactive`: the coordinator asked, and the answer was yes (else an existing
+    /// destination is handed back to be asked about: [`HandBackReason::Ask`]).
+    #[serde(default)]
+    pub(crate) confirmed: bool,
 }
 
 /// `Option<PathBuf>` as raw bytes.
@@ -115,6 +119,9 @@ pub(crate) enum HandBackReason {
     HardLinked { dev: u64, ino: u64, len: u64 },
     /// The file is large enough to be split.
     Large { len: u64 },
+    /// `interactive`: the destination exists (mode, whether writable) and may be replaced
+    /// only if the coordinator's observer says yes.
+    Ask { len: u64, mode: u32, writable: bool },
 }
 
 impl FileOutcome {
@@ -154,6 +161,9 @@ fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> 
     let mut displaced = None;
     let (staged, dst_dev, dst_regular) = match existing {
         Existing::Keep => return Ok(FileOutcome::Unchanged(meta.len())),
+        Existing::Ask { mode, writable } => {
+            return Ok(FileOutcome::HandedBack(HandBackReason::Ask { len: meta.len(), mode, writable }));
+        }
         Existing::Open { file, dev, regular } => (Staged { file, name: Naming::Existing }, dev, regular),
         Existing::Absent(moved) => {
             displaced = moved;
@@ -268,6 +278,8 @@ pub(super) enum Existing {
     Absent(Option<Displaced>),
     /// Leave it (`-n`, `-u`).
     Keep,
+    /// `interactive` and not yet confirmed: the coordinator must ask first.
+    Ask { mode: u32, writable: bool },
     /// Opened for writing and truncated, as `cp` writes into an existing file (through a
     /// symlink to it); `dev` is the file's device, `regular` whether it is a regular file
     /// (else a FIFO or device, written to in order).
@@ -329,6 +341,15 @@ pub(super) fn existing_destination(
     {
         let error = io::Error::other(format!("'{}'", job.source.display()));
         return Err(Failure { path: dest.clone(), action: "same file", error });
+    }
+    if o.interactive && !job.confirmed {
+        // As cp: the destination as it will be replaced (a symlink itself if it is moved
+        // away), writable if root or if access(2) says so.
+        let st = if moved_away { &here } else { followed.as_ref().unwrap_or(&here) };
+        let writable = kind(st) == SFlag::S_IFLNK
+            || nix::unistd::geteuid().is_root()
+            || nix::unistd::faccessat(dir, name, nix::unistd::AccessFlags::W_OK, AtFlags::AT_EACCESS).is_ok();
+        return Ok(Existing::Ask { mode: st.st_mode, writable });
     }
     if let Some(backup) = &o.backup {
         let to = make_backup(dest, backup).map_err(fail(dest, "backup"))?;
@@ -481,6 +502,7 @@ mod tests {
             in_staging: true,
             read_special: false,
             open_as: None,
+            confirmed: false,
         };
         let back: FileJob = postcard::from_bytes(&postcard::to_stdvec(&job).unwrap()).unwrap();
         assert_eq!((back.source, back.len, back.dst_dev, back.in_staging), (odd.clone(), Some(7), 3, true));

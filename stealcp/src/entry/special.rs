@@ -18,11 +18,17 @@ use crate::report::Displaced;
 /// left alone (`no_clobber`); `displaced` says what became of one it replaced.
 pub(crate) type Made = (bool, Option<Displaced>);
 
-/// Makes room for a new non-regular entry at `destination`: `made` false means leave the
-/// existing one (`no_clobber`); a directory is never replaced.
-fn clear_destination(destination: &Path, o: &CopyOptions, action: &'static str) -> Result<Made, Failure> {
+/// Makes room for a new non-regular entry at `destination` (a copy of the entry whose `lstat`
+/// is `source`): `made` false means leave the existing one (`no_clobber`, or `update` and it is
+/// not older); a directory is never replaced.
+fn clear_destination(
+    destination: &Path,
+    source: &fs::Metadata,
+    o: &CopyOptions,
+    action: &'static str,
+) -> Result<Made, Failure> {
     let Ok(existing) = fs::symlink_metadata(destination) else { return Ok((true, None)) };
-    if o.no_clobber {
+    if o.no_clobber || (o.update && not_older(&existing, source)) {
         return Ok((false, None));
     }
     if o.attributes_only && !o.remove_destination {
@@ -55,7 +61,7 @@ pub(crate) fn make_symlink(
     o: &CopyOptions,
 ) -> Result<Made, Failure> {
     let target = fs::read_link(source).map_err(fail(source, "read symlink"))?;
-    let made = if check_existing { clear_destination(destination, o, "create symlink")? } else { (true, None) };
+    let made = if check_existing { clear_destination(destination, meta, o, "create symlink")? } else { (true, None) };
     if !made.0 {
         return Ok(made);
     }
@@ -73,7 +79,8 @@ pub(crate) fn make_special(
     o: &CopyOptions,
 ) -> Result<Made, Failure> {
     use nix::sys::stat::{Mode, SFlag};
-    let room = if check_existing { clear_destination(destination, o, "create special file")? } else { (true, None) };
+    let room =
+        if check_existing { clear_destination(destination, meta, o, "create special file")? } else { (true, None) };
     if !room.0 {
         return Ok(room);
     }
@@ -93,6 +100,11 @@ pub(crate) fn make_special(
         fs::set_permissions(destination, Permissions::from_mode(mode)).map_err(fail(destination, "preserve mode"))?;
     }
     Ok(room)
+}
+
+/// Whether `existing` is at least as new as `source` (`update` leaves it then, as cp).
+pub(crate) fn not_older(existing: &fs::Metadata, source: &fs::Metadata) -> bool {
+    (existing.mtime(), existing.mtime_nsec()) >= (source.mtime(), source.mtime_nsec())
 }
 
 /// Makes `destination` a hard link to `first`, the copy of the first path of the same inode;

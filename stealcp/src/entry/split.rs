@@ -25,6 +25,8 @@ use crate::report::Displaced;
 pub(crate) enum Prepared {
     /// `no_clobber` / `update` left the destination alone.
     Unchanged,
+    /// `interactive`: the destination exists; ask, then prepare again confirmed.
+    Ask { mode: u32, writable: bool },
     /// The temporary file shares the source's extents; only [`finish_split`] is left.
     Cloned(PathBuf),
     /// The temporary file has the source's length (all hole); copy `len` bytes into it.
@@ -44,6 +46,7 @@ pub(crate) fn prepare_split(job: &FileJob, o: &CopyOptions) -> Result<(Prepared,
     let mut displaced = None;
     let (out, temp, dst_dev) = match existing {
         Existing::Keep => return Ok((Prepared::Unchanged, None)),
+        Existing::Ask { mode, writable } => return Ok((Prepared::Ask { mode, writable }, None)),
         // Written into, as cp does: the ranges go straight into the existing file.
         Existing::Open { file, dev, regular: true } => (file, job.destination.clone(), dev),
         Existing::Open { regular: false, .. } => {

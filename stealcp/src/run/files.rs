@@ -12,9 +12,10 @@ use super::Run;
 use super::finish::HardLink;
 use super::staging::shown;
 use crate::entry::{FileJob, FileOutcome, HandBackReason};
-use crate::report::{EntryKind, listed};
+use crate::report::{EntryKind, OverwriteQuestion, listed};
 use crate::task::CopyTask;
 use crate::tuning::{BYTES_PER_TASK, FILES_PER_TASK, SPLIT_AT};
+use std::path::Path;
 
 impl<'a, E> Run<'a, E>
 where
@@ -111,6 +112,20 @@ where
                 }
             }
             HandBackReason::Large { len } => self.split(checked(len), len),
+            HandBackReason::Ask { len, mode, writable } => {
+                if self.ask(&job.destination, mode, writable) {
+                    self.queue_files(vec![FileJob { confirmed: true, ..job }]);
+                } else {
+                    self.report.unchanged += 1;
+                    self.observer.progressed(len);
+                }
+            }
         }
+    }
+
+    /// `interactive`: asks the observer whether to replace `destination`.
+    pub(super) fn ask(&mut self, destination: &Path, mode: u32, writable: bool) -> bool {
+        let destination = shown(&self.stagings, destination).into_owned();
+        self.observer.overwrite(&OverwriteQuestion { destination, mode, writable })
     }
 }

@@ -34,6 +34,10 @@ where
     /// finished; returns the report.
     pub(super) fn finish(mut self) -> CopyReport {
         for link in std::mem::take(&mut self.hard_links) {
+            if !self.may_replace(&link.destination, None) {
+                self.report.unchanged += 1;
+                continue;
+            }
             match entry::hard_link(&link.first, &link.destination, self.options) {
                 Ok(displaced) => {
                     self.report.hard_links += 1;

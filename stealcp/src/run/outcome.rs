@@ -99,6 +99,10 @@ where
             let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&name);
             self.made(Ok((true, displaced)), kind, &source.join(name), &destination.join(name));
         }
+        for name in listing.ask {
+            let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&name);
+            self.ask_then_make(&source.join(name), &destination.join(name));
+        }
         if !listing.created {
             return;
         }
@@ -140,6 +144,7 @@ where
                 in_staging,
                 read_special: self.options.copy_contents,
                 open_as: None,
+                confirmed: false,
             };
             (job, file.stat.and_then(|s| s.link_key()))
         });
@@ -173,6 +178,7 @@ mod tests {
             in_staging: false,
             read_special: false,
             open_as: None,
+            confirmed: false,
         }
     }
 

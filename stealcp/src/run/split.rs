@@ -55,6 +55,13 @@ where
                 self.report.unchanged += 1;
                 return self.observer.progressed(len);
             }
+            Prepared::Ask { mode, writable } => {
+                if self.ask(&job.destination, mode, writable) {
+                    return self.split(FileJob { confirmed: true, ..job }, len);
+                }
+                self.report.unchanged += 1;
+                return self.observer.progressed(len);
+            }
             Prepared::Cloned(temp) => (temp, len, 0),
             Prepared::Ranges { temp, len } => (temp, len, len.div_ceil(RANGE) as usize),
         };

@@ -261,3 +261,33 @@ pub fn same_listing_as_cp(setup: impl Fn(&Path), args: &[&str], stdin: Option<&[
     }
     runs
 }
+
+/// The messages on stderr one by one, the program's name replaced by `PROGRAM`: `-i`'s
+/// questions end without a newline, so one line may hold several (`cp: overwrite 'a'? cp: ...`).
+pub fn messages(stderr: &str, program: &str) -> Vec<String> {
+    let text = stderr.replace(program, "PROGRAM");
+    let mut out: Vec<String> = text.split("PROGRAM: ").map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect();
+    out.sort();
+    out
+}
+
+/// `-i` side by side: [`same_as_cp_with`] (tree, status, stdout; not its line by line messages),
+/// then, against cp run again as the same user, every question and message, sorted: workers
+/// finish in another order than cp, so the questions come in another order. `input` must
+/// therefore answer every question alike (or the case ask one).
+pub fn same_questions_as_cp(setup: impl Fn(&Path), args: &[&str], input: &[u8]) -> Vec<Run> {
+    let how = Compare { skip_messages: true, stdout: true, ..Compare::default() };
+    let runs = same_as_cp_with(&setup, args, Some(input), how);
+    let Some(cp) = gnu_cp().filter(|_| !runs.is_empty()) else { return runs };
+    for (run, user) in runs.iter().zip(users().into_iter().chain([User::Me])) {
+        let by_cp = run_one(cp, &setup, args, Some(input), user);
+        assert_eq!(
+            messages(&run.stderr, "stealcp"),
+            messages(&by_cp.stderr, cp),
+            "{args:?} as {user:?}: questions and messages\ncp:\n{}\nstealcp:\n{}",
+            by_cp.stderr,
+            run.stderr
+        );
+    }
+    runs
+}
