@@ -6,6 +6,7 @@
 
 mod long_options;
 mod progress;
+mod questions;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -403,7 +404,7 @@ impl Observer for Messages<'_> {
     }
 
     fn overwrite(&mut self, question: &OverwriteQuestion) -> bool {
-        confirm(&overwrite_prompt(question, self.removes))
+        questions::confirm(&questions::overwrite_prompt(question, self.removes))
     }
 
     fn left_staged(&mut self, destination: &Path, temp: &Path) {
@@ -513,51 +514,6 @@ fn strip_trailing_slashes(path: &Path) -> PathBuf {
         bytes = &bytes[..bytes.len() - 1];
     }
     PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
-}
-
-/// `-i`'s question, worded as cp words it: `overwrite 'D'? `, or for a destination this user
-/// cannot write `unwritable 'D' (mode 0444, r--r--r--); try anyway? ` (`replace 'D',
-/// overriding mode 0444 (r--r--r--)? ` when it would be removed anyway: `removes`).
-fn overwrite_prompt(question: &OverwriteQuestion, removes: bool) -> String {
-    let d = question.destination.display();
-    if question.writable {
-        return format!("stealcp: overwrite '{d}'? ");
-    }
-    let bits = question.mode & 0o7777;
-    let on = |b: u32, c: char| if bits & b != 0 { c } else { '-' };
-    // The execute column shows set-id and sticky bits as cp's strmode does.
-    let x = |b: u32, special: u32, lower: char| match (bits & special != 0, bits & b != 0) {
-        (true, true) => lower,
-        (true, false) => lower.to_ascii_uppercase(),
-        (false, true) => 'x',
-        (false, false) => '-',
-    };
-    let perms: String = [
-        on(0o400, 'r'),
-        on(0o200, 'w'),
-        x(0o100, 0o4000, 's'),
-        on(0o040, 'r'),
-        on(0o020, 'w'),
-        x(0o010, 0o2000, 's'),
-        on(0o004, 'r'),
-        on(0o002, 'w'),
-        x(0o001, 0o1000, 't'),
-    ]
-    .into_iter()
-    .collect();
-    if removes {
-        format!("stealcp: replace '{d}', overriding mode {bits:04o} ({perms})? ")
-    } else {
-        format!("stealcp: unwritable '{d}' (mode {bits:04o}, {perms}); try anyway? ")
-    }
-}
-
-/// Asks `prompt` on stderr and reads the answer from stdin: yes for one starting with y (at
-/// the end of input: no, as cp).
-fn confirm(prompt: &str) -> bool {
-    eprint!("{prompt}");
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer).is_ok() && answer.trim_start().starts_with(['y', 'Y'])
 }
 
 /// Copies; returns whether everything succeeded.
