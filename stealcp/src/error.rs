@@ -202,7 +202,9 @@ impl fmt::Display for Failure {
             "write" => write!(f, "error writing {p}: {e}"),
             "copy" => write!(f, "error copying {p}: {e}"),
             "preserve ownership" => write!(f, "failed to preserve ownership for {p}: {e}"),
-            "preserve mode" => write!(f, "preserving permissions for {p}: {e}"),
+            "preserve mode" | "preserve permissions" => write!(f, "preserving permissions for {p}: {e}"),
+            // cp (libattr) names the attribute too: "setting attribute 'user.x' for 'd'".
+            "preserve extended attributes" => write!(f, "setting attributes for {p}: {e}"),
             "preserve timestamps" => write!(f, "preserving times for {p}: {e}"),
             "verify" => write!(f, "verifying {p}: {e}"),
             "rename into place" => write!(f, "cannot move the copy into place at {p}: {e}"),
@@ -241,6 +243,8 @@ const ACTIONS: &[&str] = &[
     "copy",
     "preserve ownership",
     "preserve mode",
+    "preserve permissions",
+    "preserve extended attributes",
     "preserve timestamps",
     "verify",
     "rename into place",
@@ -298,4 +302,24 @@ impl<'de> serde::Deserialize<'de> for Failure {
 
 pub(crate) fn fail<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> Failure + 'a {
     move |error| Failure { path: path.to_path_buf(), action, error }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failure from a worker process keeps its action (and so its wording): ACL and xattr
+    /// failures were shown as "cannot copy ... (copy)" after the trip.
+    #[test]
+    fn acl_and_xattr_failures_keep_their_wording_across_processes() {
+        for (action, words) in [
+            ("preserve permissions", "preserving permissions for 'd': "),
+            ("preserve extended attributes", "setting attributes for 'd': "),
+        ] {
+            let failure = Failure { path: "d".into(), action, error: io::Error::from_raw_os_error(nix::libc::EPERM) };
+            let back: Failure = postcard::from_bytes(&postcard::to_stdvec(&failure).unwrap()).unwrap();
+            assert_eq!(back.action, action);
+            assert!(back.to_string().starts_with(words), "{back}");
+        }
+    }
 }
