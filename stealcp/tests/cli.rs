@@ -797,18 +797,23 @@ fn a_new_tree_whose_name_was_taken_before_its_publish_says_where_it_is() {
         } else {
             Command::new(env!("CARGO_BIN_EXE_stealcp"))
         };
-        let mut child =
+        let child =
             command.args(args).stdin(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-        let staging = wait_for_entry(&parent, &mut child, is_temp);
+        // Killed and reaped if the test fails before it ends (it would wait on the FIFO forever).
+        let mut child = Reaped(Some(child));
+        let running = child.0.as_mut().unwrap();
+        let staging = wait_for_entry(&parent, running, is_temp);
         let staging = staging.unwrap_or_else(|| panic!("{backend}: stealcp ended before staging its copy"));
         fs::create_dir(&dst).unwrap();
         // The copy reads the FIFO until it is closed: open it once a reader has it open
-        // (no reader: ENXIO), write, close. Bounded by the child: it holds the FIFO until then.
+        // (no reader: ENXIO), write, close.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let mut fifo = loop {
             match fs::OpenOptions::new().write(true).custom_flags(nix::libc::O_NONBLOCK).open(src.join("p")) {
                 Ok(fifo) => break fifo,
                 Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => {
-                    assert!(child.try_wait().unwrap().is_none(), "{backend}: stealcp ended without reading the FIFO");
+                    assert!(running.try_wait().unwrap().is_none(), "{backend}: stealcp ended without reading the FIFO");
+                    assert!(std::time::Instant::now() < deadline, "{backend}: the FIFO was not opened within 60 s");
                     std::thread::yield_now();
                 }
                 Err(e) => panic!("{backend}: open the FIFO: {e}"),
@@ -816,7 +821,7 @@ fn a_new_tree_whose_name_was_taken_before_its_publish_says_where_it_is() {
         };
         fifo.write_all(b"through the fifo\n").unwrap();
         drop(fifo);
-        let out = child.wait_with_output().unwrap();
+        let out = child.0.take().unwrap().wait_with_output().unwrap();
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{backend}: {err}");
         let lines: Vec<&str> = err.lines().collect();
@@ -831,5 +836,17 @@ fn a_new_tree_whose_name_was_taken_before_its_publish_says_where_it_is() {
         assert_eq!(fs::read_to_string(staging.join("p")).unwrap(), "through the fifo\n", "{backend}");
         assert_eq!(fs::read_to_string(staging.join("sub/f")).unwrap(), "f\n", "{backend}");
         assert_eq!(fs::read_dir(&dst).unwrap().count(), 0, "{backend}: what took the name is left alone");
+    }
+}
+
+/// A child killed and reaped when dropped, unless taken out (a failing test leaves no process).
+struct Reaped(Option<std::process::Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
