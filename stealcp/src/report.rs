@@ -77,6 +77,38 @@ pub enum EntryKind {
 }
 
 /// An existing destination that `-i` asks about ([`Observer::overwrite`]).
+///
+/// # Examples
+/// ```
+/// use stealcp::{CopyOptions, Observer, OverwriteQuestion, Target};
+///
+/// /// Says no to every question, and remembers them.
+/// struct No(Vec<std::path::PathBuf>);
+/// impl Observer for No {
+///     fn overwrite(&mut self, question: &OverwriteQuestion) -> bool {
+///         self.0.push(question.destination.clone());
+///         false
+///     }
+/// }
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let (src, out) = (dir.path().join("tree"), dir.path().join("out"));
+/// std::fs::create_dir_all(src.join("sub")).unwrap();
+/// std::fs::write(src.join("sub/kept.txt"), "new").unwrap();
+/// std::fs::write(src.join("added.txt"), "added").unwrap();
+/// std::fs::create_dir_all(out.join("tree/sub")).unwrap();
+/// std::fs::write(out.join("tree/sub/kept.txt"), "old").unwrap();
+///
+/// let options = CopyOptions { recursive: true, interactive: true, ..CopyOptions::default() };
+/// let plan = stealcp::plan(&[src], &Target::Auto(out.clone()), &options).unwrap();
+/// let mut no = No(Vec::new());
+/// let pool = stealpool::ThreadPoolExecutor::new(2);
+/// let report = stealcp::copy(&plan, &options, &pool, &mut no).unwrap();
+/// assert!(report.is_success());
+/// assert_eq!(no.0, [out.join("tree/sub/kept.txt")]);
+/// assert_eq!(std::fs::read_to_string(out.join("tree/sub/kept.txt")).unwrap(), "old");
+/// assert_eq!(std::fs::read_to_string(out.join("tree/added.txt")).unwrap(), "added");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverwriteQuestion {
     /// The destination.
