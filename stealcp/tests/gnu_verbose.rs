@@ -56,7 +56,7 @@ fn backups_are_named_at_the_end_of_the_line() {
 }
 
 #[test]
-fn a_large_file_split_across_workers_names_its_backup() {
+fn a_large_file_split_across_workers_is_listed_as_cp_lists_it() {
     let large = |dir: &Path| {
         // Past the size from which a file is copied in ranges (64 MiB); sparse, so cheap.
         let f = fs::File::create(dir.join("big")).unwrap();
@@ -66,6 +66,12 @@ fn a_large_file_split_across_workers_names_its_backup() {
     };
     same_listing_as_cp(large, &["-v", "-b", "big", "d"], None);
     same_listing_as_cp(large, &["-v", "--remove-destination", "big", "o"], None);
+    // Unreadable to uid 65534: listed, then the failure, as cp.
+    let unreadable = |dir: &Path| {
+        large(dir);
+        fs::set_permissions(dir.join("big"), fs::Permissions::from_mode(0o000)).unwrap();
+    };
+    same_listing_as_cp(unreadable, &["-v", "big", "n"], None);
 }
 
 #[test]

@@ -12,6 +12,7 @@ use super::Run;
 use super::finish::HardLink;
 use super::staging::shown;
 use crate::entry::{FileJob, FileOutcome, HandBackReason};
+use crate::error::Failure;
 use crate::report::{EntryKind, OverwriteQuestion, listed};
 use crate::task::CopyTask;
 use crate::tuning::{BYTES_PER_TASK, FILES_PER_TASK, SPLIT_AT};
@@ -76,12 +77,7 @@ where
                 self.report.unchanged += 1;
                 self.observer.progressed(bytes);
             }
-            FileOutcome::Failed(failure) => {
-                if failure.listed_by_cp() {
-                    self.observer.attempted(EntryKind::File, &job.source, &shown(&self.stagings, &job.destination));
-                }
-                self.fail(failure);
-            }
+            FileOutcome::Failed(failure) => self.file_failed(&job.source, &job.destination, failure),
             FileOutcome::HandedBack(back) => self.handed_back(job.clone(), back),
         }
     }
@@ -121,6 +117,14 @@ where
                 }
             }
         }
+    }
+
+    /// A file failed: listed first if `cp -v` lists it before such a failure.
+    pub(super) fn file_failed(&mut self, source: &Path, destination: &Path, failure: Failure) {
+        if failure.listed_by_cp() {
+            self.observer.attempted(EntryKind::File, source, &shown(&self.stagings, destination));
+        }
+        self.fail(failure);
     }
 
     /// `interactive`: asks the observer whether to replace `destination`.

@@ -47,7 +47,7 @@ where
     /// the workers.
     pub(super) fn split(&mut self, job: FileJob, len: u64) {
         let (prepared, displaced) = match entry::prepare_split(&job, self.options) {
-            Err(failure) => return self.fail(failure),
+            Err(failure) => return self.file_failed(&job.source, &job.destination, failure),
             Ok(prepared) => prepared,
         };
         let (temp, len, ranges) = match prepared {
@@ -132,7 +132,7 @@ where
             let Some(mut split) = self.splits.remove(&id) else { return };
             entry::discard(&split.temp);
             if let Some(failure) = split.failure.take() {
-                self.fail(failure);
+                self.file_failed(&split.source, &split.destination, failure);
             }
         } else {
             self.queue_finish(id);
@@ -151,7 +151,7 @@ where
                 listed(self.observer, EntryKind::File, &split.source, &destination, split.displaced.as_ref());
             }
             FileOutcome::Unchanged(_) => self.report.unchanged += 1,
-            FileOutcome::Failed(failure) => self.fail(failure),
+            FileOutcome::Failed(failure) => self.file_failed(&split.source, &split.destination, failure),
             // A finishing step never hands its file back.
             FileOutcome::HandedBack(_) => {
                 entry::discard(&split.temp);
