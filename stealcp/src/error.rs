@@ -154,6 +154,42 @@ pub struct Failure {
     pub error: io::Error,
 }
 
+impl Failure {
+    /// Whether `cp -v` would have listed the entry (`'SOURCE' -> 'DEST'`) before this failure:
+    /// cp lists an entry once its checks of the destination pass (same file, directory, backup,
+    /// removal), before it opens, creates, writes or links anything.
+    ///
+    /// # Examples
+    /// ```
+    /// let failure = |action| stealcp::Failure { path: "d".into(), action, error: std::io::Error::other("") };
+    /// assert!(failure("open").listed_by_cp() && failure("dangling symlink").listed_by_cp());
+    /// assert!(!failure("same file").listed_by_cp() && !failure("backup").listed_by_cp());
+    /// ```
+    pub fn listed_by_cp(&self) -> bool {
+        matches!(
+            self.action,
+            "open"
+                | "create"
+                | "copy"
+                | "read"
+                | "write"
+                | "clone"
+                | "preserve ownership"
+                | "preserve mode"
+                | "preserve permissions"
+                | "preserve timestamps"
+                | "verify"
+                | "rename into place"
+                | "dangling symlink"
+                | "create hard link"
+                | "create symlink"
+                | "relative symlink"
+                | "read symlink"
+                | "create special file"
+        )
+    }
+}
+
 impl fmt::Display for Failure {
     /// Worded as `cp` words the same failure (`cannot open 'a' for reading: Permission denied`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -166,7 +202,9 @@ impl fmt::Display for Failure {
             "write" => write!(f, "error writing {p}: {e}"),
             "copy" => write!(f, "error copying {p}: {e}"),
             "preserve ownership" => write!(f, "failed to preserve ownership for {p}: {e}"),
-            "preserve mode" => write!(f, "preserving permissions for {p}: {e}"),
+            "preserve mode" | "preserve permissions" => write!(f, "preserving permissions for {p}: {e}"),
+            // cp (libattr) names the attribute too: "setting attribute 'user.x' for 'd'".
+            "preserve extended attributes" => write!(f, "setting attributes for {p}: {e}"),
             "preserve timestamps" => write!(f, "preserving times for {p}: {e}"),
             "verify" => write!(f, "verifying {p}: {e}"),
             "rename into place" => write!(f, "cannot move the copy into place at {p}: {e}"),
@@ -205,6 +243,8 @@ const ACTIONS: &[&str] = &[
     "copy",
     "preserve ownership",
     "preserve mode",
+    "preserve permissions",
+    "preserve extended attributes",
     "preserve timestamps",
     "verify",
     "rename into place",
@@ -262,4 +302,24 @@ impl<'de> serde::Deserialize<'de> for Failure {
 
 pub(crate) fn fail<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> Failure + 'a {
     move |error| Failure { path: path.to_path_buf(), action, error }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failure from a worker process keeps its action (and so its wording): ACL and xattr
+    /// failures were shown as "cannot copy ... (copy)" after the trip.
+    #[test]
+    fn acl_and_xattr_failures_keep_their_wording_across_processes() {
+        for (action, words) in [
+            ("preserve permissions", "preserving permissions for 'd': "),
+            ("preserve extended attributes", "setting attributes for 'd': "),
+        ] {
+            let failure = Failure { path: "d".into(), action, error: io::Error::from_raw_os_error(nix::libc::EPERM) };
+            let back: Failure = postcard::from_bytes(&postcard::to_stdvec(&failure).unwrap()).unwrap();
+            assert_eq!(back.action, action);
+            assert!(back.to_string().starts_with(words), "{back}");
+        }
+    }
 }

@@ -87,7 +87,7 @@ pub use crate::error::{Failure, PlanError};
 pub use crate::options::{Backup, BackupControl, CopyOptions, Reflink, Sparse, Target};
 pub use crate::plan::{Assignment, plan, plan_each};
 pub use crate::publish::TEMP_PREFIX;
-pub use crate::report::{CopyReport, EntryKind, Observer, Quiet, Skipped};
+pub use crate::report::{CopyReport, Displaced, EntryKind, LeftStaged, Observer, OverwriteQuestion, Quiet, Skipped};
 pub use crate::run::copy;
 pub use crate::task::{CopyTask, TaskOutcome};
 

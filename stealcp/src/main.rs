@@ -4,7 +4,9 @@
 //! This binary only parses options, shows progress and reports; the copying is the `stealcp`
 //! library (the engine: plan, walk, copy, publish).
 
+mod long_options;
 mod progress;
+mod questions;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,10 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
-use stealcp::{Backup, BackupControl, CopyOptions, EntryKind, Failure, Observer, Reflink, Sparse, Target};
+use stealcp::{
+    Backup, BackupControl, CopyOptions, Displaced, EntryKind, Failure, Observer, OverwriteQuestion, Reflink, Sparse,
+    Target,
+};
 use stealpool::{ProcessPoolBuilder, ThreadPoolBuilder};
 
 use crate::progress::Report;
@@ -32,17 +37,28 @@ to); --remove-destination removes it first, -f removes it if it cannot be opened
 Where stealcp does better than cp: a NEW file or directory is never visible half-written. A
 new directory is built as .pcp-tmp-<pid>-*-<name> beside its destination and renamed into
 place once complete; a new file in an existing directory gets its name only once complete.
-A later run into the same places removes the leftovers of a killed one.
+A later run into the same places removes the leftovers of a killed one. If a new
+directory's name was taken by the time its copy is complete, the copy stays under its
+temporary name, and the line after that failure says where:
+  stealcp: the copied tree is at '.pcp-tmp-<pid>-<n>-<name>'
+Long options may be abbreviated as GNU cp 9.1 takes them (--b is --backup, --pr --preserve,
+--d --dereference); stealcp's own (--backend, --jobs, --progress, --no-progress, --verify,
+--debug, --keep-directory-symlink) only where no cp option begins so (--backe, --pro, --veri).
 Not supported: -Z/--context (SELinux contexts: this build has no SELinux support; -Z is
 ignored with a warning, as cp does on a kernel without SELinux); --preserve=context (ignored);
 --sparse=always is taken as --sparse=auto (holes are kept where the source has them, runs
-of zeros are written); -i asks only about files named on the command line; --debug prints one
-line for the run, not one per file; -v does not add cp's 'removed' and '(backup: ...)' notes.
+of zeros are written); --debug prints one line for the run, not one per file.
+-i asks, as cp, about every existing destination it would replace, inside trees too (after
+-n/-u decide); the questions come in the order the workers reach the files, not cp's, and no
+progress bar is drawn unless --progress is given.
+-v lists what cp -v lists, with each destination's lines in cp's order ('removed' before or
+after its copy, ' (backup: ...)' at the end); entries are copied in parallel, so the order
+of different entries is not cp's.
 Exit status: 0 if everything was copied, 1 if anything failed or the options were wrong.";
 
 #[derive(Debug, Parser)]
 #[command(name = "stealcp", version, about = "Copy files and directory trees in parallel, like GNU cp.")]
-#[command(after_help = EXAMPLES, infer_long_args = true)]
+#[command(after_help = EXAMPLES)]
 struct Opts {
     /// SOURCE... DEST, or SOURCE... with -t DIR.
     #[arg(value_name = "PATH")]
@@ -77,7 +93,7 @@ struct Opts {
     /// If an existing destination cannot be opened, remove it and try again.
     #[arg(short = 'f', long)]
     force: bool,
-    /// Ask before overwriting (files named on the command line).
+    /// Ask before replacing each existing destination (inside trees too).
     #[arg(short = 'i', long, overrides_with_all = ["no_clobber"])]
     interactive: bool,
     /// Follow symlinks named on the command line.
@@ -298,6 +314,8 @@ fn copy_options(o: &Opts) -> Result<CopyOptions, Usage> {
     }
     c.no_clobber = o.no_clobber || o.update_when.as_deref() == Some("none");
     c.update = o.update || o.update_when.as_deref() == Some("older");
+    // -i and -n override each other (clap keeps the last given).
+    c.interactive = o.interactive && !c.no_clobber;
     c.verify = o.verify;
     c.parents = o.parents;
     c.remove_destination = o.remove_destination;
@@ -340,10 +358,13 @@ fn copy_options(o: &Opts) -> Result<CopyOptions, Usage> {
 }
 
 /// Prints each failure on stderr as it happens, as cp does (through the progress bar's own
-/// `failed` when there is a bar, which prints above it), and passes everything on.
+/// `failed` when there is a bar, which prints above it), asks `-i`'s questions, and passes
+/// everything on.
 struct Messages<'a> {
     report: &'a mut dyn Observer,
     bar: bool,
+    /// `-f` or `--remove-destination`: an unwritable destination is "replaced", not "tried".
+    removes: bool,
 }
 
 impl Observer for Messages<'_> {
@@ -363,16 +384,49 @@ impl Observer for Messages<'_> {
         self.report.copied(kind, source, destination);
     }
 
+    fn replaced(&mut self, kind: EntryKind, source: &Path, destination: &Path, displaced: &Displaced) {
+        self.report.replaced(kind, source, destination, displaced);
+    }
+
+    fn made_parent(&mut self, source: &Path, destination: &Path) {
+        self.report.made_parent(source, destination);
+    }
+
+    fn attempted(&mut self, kind: EntryKind, source: &Path, destination: &Path) {
+        self.report.attempted(kind, source, destination);
+    }
+
     fn failed(&mut self, failure: &Failure) {
         self.report.failed(failure);
         if !self.bar {
             eprintln!("stealcp: {failure}");
         }
     }
+
+    fn overwrite(&mut self, question: &OverwriteQuestion) -> bool {
+        questions::confirm(&questions::overwrite_prompt(question, self.removes))
+    }
+
+    fn left_staged(&mut self, destination: &Path, temp: &Path) {
+        self.report.left_staged(destination, temp);
+        if !self.bar {
+            eprintln!("stealcp: {}", progress::left_staged_line(temp));
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let parsed = Opts::command().try_get_matches().and_then(|m| {
+    // cp's abbreviations are written out first (see long_options.rs): clap sees full names.
+    let mut args = std::env::args_os();
+    let program = args.next().unwrap_or_else(|| "stealcp".into());
+    let args = match long_options::expand(args) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("stealcp: {message}\nTry 'stealcp --help' for more information.");
+            return ExitCode::FAILURE;
+        }
+    };
+    let parsed = Opts::command().try_get_matches_from(std::iter::once(program).chain(args)).and_then(|m| {
         let mut opts = Opts::from_arg_matches(&m)?;
         opts.preserve_order = preserve_order(&m);
         Ok(opts)
@@ -462,13 +516,6 @@ fn strip_trailing_slashes(path: &Path) -> PathBuf {
     PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
 }
 
-/// `-i`: asks on stderr whether to overwrite `destination`; true for an answer starting with y.
-fn confirm_overwrite(destination: &Path) -> bool {
-    eprint!("stealcp: overwrite '{}'? ", destination.display());
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer).is_ok() && answer.trim_start().starts_with(['y', 'Y'])
-}
-
 /// Copies; returns whether everything succeeded.
 fn run(opts: &Opts) -> Result<bool, Failed> {
     let options = copy_options(opts)?;
@@ -476,18 +523,11 @@ fn run(opts: &Opts) -> Result<bool, Failed> {
     if opts.context.is_some() {
         eprintln!("stealcp: warning: ignoring --context; SELinux contexts are not supported");
     }
-    let (mut plan, errors) = stealcp::plan_each(&sources, &target, &options)?;
+    let (plan, errors) = stealcp::plan_each(&sources, &target, &options)?;
     let mut ok = true;
     for error in &errors {
         eprintln!("stealcp: {error}");
         ok &= error.is_warning();
-    }
-    if opts.interactive && !options.no_clobber {
-        plan.retain(|a| {
-            let existing = std::fs::symlink_metadata(&a.destination);
-            let source_is_dir = std::fs::metadata(&a.source).is_ok_and(|m| m.is_dir());
-            source_is_dir || existing.is_err() || confirm_overwrite(&a.destination)
-        });
     }
     if opts.debug {
         println!(
@@ -499,11 +539,14 @@ fn run(opts: &Opts) -> Result<bool, Failed> {
     if plan.is_empty() {
         return Ok(ok);
     }
-    let show_progress = opts.progress || (!opts.no_progress && std::io::stderr().is_terminal());
+    // -i's questions are asked on stderr: no bar there unless asked for.
+    let show_progress = opts.progress || (!opts.no_progress && !options.interactive && std::io::stderr().is_terminal());
     let mut shown = Report::new(show_progress, opts.verbose);
     // The report prints failures above its bar when it draws one (on a terminal); otherwise
     // Messages prints them.
-    let mut observer = Messages { report: &mut shown, bar: show_progress && std::io::stderr().is_terminal() };
+    let bar = show_progress && std::io::stderr().is_terminal();
+    let removes = options.force || options.remove_destination;
+    let mut observer = Messages { report: &mut shown, bar, removes };
     let report = match opts.backend {
         Backend::Thread => {
             let pool = ThreadPoolBuilder::new().num_workers(opts.jobs).name_prefix("stealcp").build()?;

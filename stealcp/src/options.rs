@@ -43,6 +43,11 @@ pub struct CopyOptions {
     pub no_clobber: bool,
     /// Copy a file only if the destination is missing or older (`-u`).
     pub update: bool,
+    /// Ask before replacing an existing destination (`-i`), after the checks that may leave it
+    /// alone (`no_clobber`, `update`, same file): the coordinator asks its observer
+    /// ([`Observer::overwrite`](crate::Observer::overwrite)), never a worker; a "no" leaves
+    /// the destination alone and is no failure. Directories are merged without asking.
+    pub interactive: bool,
     /// Re-read each copied file and compare it with its source (`--verify`).
     pub verify: bool,
     /// Append each source's path, as given, to the target directory (`--parents`): `a/b/f`

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, bounded};
 use indicatif::{ProgressBar, ProgressStyle};
 use parking_lot::Mutex;
-use stealcp::{EntryKind, Failure, Observer};
+use stealcp::{Displaced, EntryKind, Failure, Observer};
 
 /// How often the bar is redrawn, and how often a plain line is printed without a terminal.
 const REDRAW: Duration = Duration::from_millis(200);
@@ -237,16 +237,23 @@ impl Observer for Report {
     }
 
     fn copied(&mut self, kind: EntryKind, source: &Path, destination: &Path) {
+        self.listed(kind, verbose_line(source, destination, None));
+    }
+
+    fn replaced(&mut self, kind: EntryKind, source: &Path, destination: &Path, displaced: &Displaced) {
+        self.listed(kind, verbose_line(source, destination, Some(displaced)));
+    }
+
+    fn attempted(&mut self, _kind: EntryKind, source: &Path, destination: &Path) {
+        // Listed, not counted: its failure follows.
         if self.verbose {
-            let line = format!("'{}' -> '{}'", source.display(), destination.display());
-            match &self.bar {
-                Some(bar) => bar.println(line),
-                None => println!("{line}"),
-            }
+            self.print(verbose_line(source, destination, None));
         }
-        if kind == EntryKind::File {
-            self.counts.lock().files += 1;
-        }
+    }
+
+    fn made_parent(&mut self, source: &Path, destination: &Path) {
+        // cp -v --parents lists the directories it makes unquoted.
+        self.listed(EntryKind::Directory, format!("{} -> {}", source.display(), destination.display()));
     }
 
     fn failed(&mut self, failure: &Failure) {
@@ -254,6 +261,54 @@ impl Observer for Report {
             bar.println(format!("stealcp: {failure}"));
         }
     }
+
+    fn left_staged(&mut self, _destination: &Path, temp: &Path) {
+        if let Some(bar) = &self.bar {
+            bar.println(format!("stealcp: {}", left_staged_line(temp)));
+        }
+    }
+}
+
+impl Report {
+    /// Prints `lines` (`-v`) and counts the entry.
+    fn listed(&mut self, kind: EntryKind, lines: String) {
+        if self.verbose {
+            self.print(lines);
+        }
+        if kind == EntryKind::File {
+            self.counts.lock().files += 1;
+        }
+    }
+}
+
+impl Report {
+    /// Prints `-v` lines on stdout, above the bar if there is one.
+    fn print(&self, lines: String) {
+        match &self.bar {
+            Some(bar) => bar.println(lines),
+            None => println!("{lines}"),
+        }
+    }
+}
+
+/// What `cp -v` prints for one entry, in its order: `'SOURCE' -> 'DEST'`, with
+/// `removed 'DEST'` before or after it when it replaced an existing destination, or
+/// ` (backup: 'NAME')` at its end when that was backed up.
+fn verbose_line(source: &Path, destination: &Path, displaced: Option<&Displaced>) -> String {
+    let (source, destination) = (source.display(), destination.display());
+    match displaced {
+        None => format!("'{source}' -> '{destination}'"),
+        Some(Displaced::Removed) => format!("removed '{destination}'\n'{source}' -> '{destination}'"),
+        Some(Displaced::Replaced) => format!("'{source}' -> '{destination}'\nremoved '{destination}'"),
+        Some(Displaced::BackedUp(backup)) => {
+            format!("'{source}' -> '{destination}' (backup: '{}')", backup.display())
+        }
+    }
+}
+
+/// The line after the failure of a new directory that could not be renamed into place.
+pub(crate) fn left_staged_line(temp: &Path) -> String {
+    format!("the copied tree is at '{}'", temp.display())
 }
 
 #[cfg(test)]
@@ -302,6 +357,16 @@ mod tests {
             }
         }
         assert!(checked > 100);
+    }
+
+    #[test]
+    fn verbose_lines_are_worded_and_ordered_as_by_cp() {
+        let (s, d) = (Path::new("A/x"), Path::new("B/A/x"));
+        assert_eq!(verbose_line(s, d, None), "'A/x' -> 'B/A/x'");
+        assert_eq!(verbose_line(s, d, Some(&Displaced::Removed)), "removed 'B/A/x'\n'A/x' -> 'B/A/x'");
+        assert_eq!(verbose_line(s, d, Some(&Displaced::Replaced)), "'A/x' -> 'B/A/x'\nremoved 'B/A/x'");
+        let backup = Displaced::BackedUp("B/A/x.~2~".into());
+        assert_eq!(verbose_line(s, d, Some(&backup)), "'A/x' -> 'B/A/x' (backup: 'B/A/x.~2~')");
     }
 
     #[test]

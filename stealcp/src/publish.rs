@@ -55,12 +55,12 @@ pub(crate) fn temp_path(destination: &Path) -> PathBuf {
 }
 
 /// Gives a directory built under the temporary name `temp` its final name, unless something
-/// took that name meanwhile (then the copy stays at `temp`, and the error says so).
+/// took that name meanwhile (then the copy stays at `temp`: the caller reports where).
 pub(crate) fn publish_directory(temp: &Path, destination: &Path) -> Result<(), Failure> {
-    rename_no_replace(temp, destination).map_err(|e| Failure {
+    rename_no_replace(temp, destination).map_err(|error| Failure {
         path: destination.to_path_buf(),
         action: "rename into place",
-        error: io::Error::new(e.kind(), format!("{e}; the copy is left at {}", temp.display())),
+        error,
     })
 }
 

@@ -38,6 +38,20 @@ pub struct CopyReport {
     pub skipped: Vec<Skipped>,
     /// Everything that failed; the copy went on past each.
     pub failures: Vec<Failure>,
+    /// New directories copied whole but left under their temporary names, because their
+    /// final name could not be given to them at the end (see [`LeftStaged`]).
+    pub left_staged: Vec<LeftStaged>,
+}
+
+/// A new directory built under a temporary name beside its destination that could not be
+/// renamed into place at the end (something took the name meanwhile, or the rename was
+/// refused): the copy stays at `temp`, and its failure is in [`CopyReport::failures`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftStaged {
+    /// Where the copy should have gone.
+    pub destination: PathBuf,
+    /// Where the copy is.
+    pub temp: PathBuf,
 }
 
 impl CopyReport {
@@ -62,6 +76,78 @@ pub enum EntryKind {
     HardLink,
 }
 
+/// An existing destination that `-i` asks about ([`Observer::overwrite`]).
+///
+/// # Examples
+/// ```
+/// use stealcp::{CopyOptions, Observer, OverwriteQuestion, Target};
+///
+/// /// Says no to every question, and remembers them.
+/// struct No(Vec<std::path::PathBuf>);
+/// impl Observer for No {
+///     fn overwrite(&mut self, question: &OverwriteQuestion) -> bool {
+///         self.0.push(question.destination.clone());
+///         false
+///     }
+/// }
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let (src, out) = (dir.path().join("tree"), dir.path().join("out"));
+/// std::fs::create_dir_all(src.join("sub")).unwrap();
+/// std::fs::write(src.join("sub/kept.txt"), "new").unwrap();
+/// std::fs::write(src.join("added.txt"), "added").unwrap();
+/// std::fs::create_dir_all(out.join("tree/sub")).unwrap();
+/// std::fs::write(out.join("tree/sub/kept.txt"), "old").unwrap();
+///
+/// let options = CopyOptions { recursive: true, interactive: true, ..CopyOptions::default() };
+/// let plan = stealcp::plan(&[src], &Target::Auto(out.clone()), &options).unwrap();
+/// let mut no = No(Vec::new());
+/// let pool = stealpool::ThreadPoolExecutor::new(2);
+/// let report = stealcp::copy(&plan, &options, &pool, &mut no).unwrap();
+/// assert!(report.is_success());
+/// assert_eq!(no.0, [out.join("tree/sub/kept.txt")]);
+/// assert_eq!(std::fs::read_to_string(out.join("tree/sub/kept.txt")).unwrap(), "old");
+/// assert_eq!(std::fs::read_to_string(out.join("tree/added.txt")).unwrap(), "added");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverwriteQuestion {
+    /// The destination.
+    pub destination: PathBuf,
+    /// Its mode (type and permission bits, as `st_mode`).
+    pub mode: u32,
+    /// Whether this process may write it (else cp asks whether to "try anyway").
+    pub writable: bool,
+}
+
+/// What became of an existing destination that a new entry replaced: what `cp -v` says of it.
+///
+/// # Examples
+/// ```
+/// use stealcp::Displaced;
+/// let backup = Displaced::BackedUp("d~".into());
+/// assert!(Displaced::Removed.listed_before() && !backup.listed_before() && !Displaced::Replaced.listed_before());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Displaced {
+    /// Removed before the new entry was made: `--remove-destination`, a symlink or special
+    /// file copied over it, `-a` over a file with other names. `cp -v` prints
+    /// `removed 'DEST'` before the entry's line.
+    Removed,
+    /// Removed after all: it could not be opened for writing (`-f`), or a hard link took its
+    /// place. `cp -v` prints `removed 'DEST'` after the entry's line.
+    Replaced,
+    /// Renamed to this backup name first (`--backup`): `cp -v` ends the entry's line with
+    /// ` (backup: 'NAME')`.
+    BackedUp(#[serde(with = "crate::path_bytes")] PathBuf),
+}
+
+impl Displaced {
+    /// Whether `cp -v` says `removed 'DEST'` before the entry's own line.
+    pub fn listed_before(&self) -> bool {
+        matches!(self, Displaced::Removed)
+    }
+}
+
 /// Progress events, for a progress bar or a verbose listing.
 ///
 /// Calls come from the thread that called [`copy`](crate::copy()). The walk runs alongside the copies, so
@@ -82,8 +168,29 @@ pub trait Observer {
     fn progressed(&mut self, _bytes: u64) {}
     /// One entry is complete.
     fn copied(&mut self, _kind: EntryKind, _source: &Path, _destination: &Path) {}
+    /// One entry is complete, and it replaced an existing destination ([`Displaced`] says
+    /// how). Defaults to [`copied`](Observer::copied).
+    fn replaced(&mut self, kind: EntryKind, source: &Path, destination: &Path, _displaced: &Displaced) {
+        self.copied(kind, source, destination);
+    }
+    /// An entry was tried and failed (its failure comes next, through
+    /// [`failed`](Observer::failed)) after the point where `cp -v` lists it (see
+    /// [`Failure::listed_by_cp`]). Defaults to nothing.
+    fn attempted(&mut self, _kind: EntryKind, _source: &Path, _destination: &Path) {}
+    /// `--parents` made the directory `destination` on the way to a source, as a copy of
+    /// `source` (`cp -v` lists it unquoted). Defaults to nothing.
+    fn made_parent(&mut self, _source: &Path, _destination: &Path) {}
     /// One path failed.
     fn failed(&mut self, _failure: &Failure) {}
+    /// `interactive`: whether to replace this existing destination (asked on the thread that
+    /// called [`copy`](crate::copy()), never on a worker). Defaults to `false`: nothing is
+    /// replaced without a yes.
+    fn overwrite(&mut self, _question: &OverwriteQuestion) -> bool {
+        false
+    }
+    /// A new directory's copy could not be renamed into place and stays at `temp`; called
+    /// right after [`failed`](Observer::failed) reported why.
+    fn left_staged(&mut self, _destination: &Path, _temp: &Path) {}
 }
 
 /// An [`Observer`] that ignores everything.
@@ -96,7 +203,35 @@ impl Observer for Quiet {
     }
 }
 
+/// One entry is complete: [`Observer::replaced`] if it took the place of an existing one, else
+/// [`Observer::copied`].
+pub(crate) fn listed(
+    observer: &mut dyn Observer,
+    kind: EntryKind,
+    source: &Path,
+    destination: &Path,
+    displaced: Option<&Displaced>,
+) {
+    match displaced {
+        Some(displaced) => observer.replaced(kind, source, destination, displaced),
+        None => observer.copied(kind, source, destination),
+    }
+}
+
 pub(crate) fn record(report: &mut CopyReport, observer: &mut dyn Observer, failure: Failure) {
     observer.failed(&failure);
     report.failures.push(failure);
+}
+
+/// A staged directory that could not be published: its failure first, then where it is.
+pub(crate) fn record_left_staged(
+    report: &mut CopyReport,
+    observer: &mut dyn Observer,
+    failure: Failure,
+    temp: PathBuf,
+    destination: PathBuf,
+) {
+    record(report, observer, failure);
+    observer.left_staged(&destination, &temp);
+    report.left_staged.push(LeftStaged { destination, temp });
 }

@@ -24,7 +24,7 @@ use crate::error::{Failure, fail};
 use crate::options::CopyOptions;
 use crate::path_bytes;
 use crate::publish::remove_stale_temps;
-use crate::report::EntryKind;
+use crate::report::{Displaced, EntryKind};
 
 /// Copy the directory `source` to `destination` and list what is inside.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -99,10 +99,14 @@ pub(crate) struct Listing {
     pub(crate) dst_group: Option<u32>,
     pub(crate) subdirs: Vec<Found>,
     pub(crate) files: Vec<Found>,
-    /// Symlinks and special files made, by name.
-    pub(crate) made: Vec<(serde_bytes::ByteBuf, EntryKind)>,
+    /// Symlinks and special files made, by name, with what became of an entry they replaced.
+    pub(crate) made: Vec<(serde_bytes::ByteBuf, EntryKind, Option<Displaced>)>,
     /// Entries left alone (`no_clobber`).
     pub(crate) unchanged: u64,
+    /// `interactive`: symlinks and special files whose destination exists, by name, left for
+    /// the coordinator to ask about and make.
+    #[serde(default)]
+    pub(crate) ask: Vec<serde_bytes::ByteBuf>,
     pub(crate) failures: Vec<Failure>,
 }
 
@@ -193,6 +197,8 @@ pub(crate) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
         } else if kind.is_file() || (o.copy_contents && !kind.is_symlink() && !kind.is_socket()) {
             // --copy-contents: FIFOs and devices are read like files.
             out.files.push(Found::new(&name, &meta));
+        } else if o.interactive && out.existed && fs::symlink_metadata(job.destination.join(&name)).is_ok() {
+            out.ask.push(serde_bytes::ByteBuf::from(name.as_bytes()));
         } else {
             let destination = job.destination.join(&name);
             let made = if kind.is_symlink() {
@@ -201,8 +207,10 @@ pub(crate) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
                 entry::make_special(&destination, &meta, out.existed, o).map(|m| (m, EntryKind::Special))
             };
             match made {
-                Ok((true, kind)) => out.made.push((serde_bytes::ByteBuf::from(name.as_bytes()), kind)),
-                Ok((false, _)) => out.unchanged += 1,
+                Ok(((true, displaced), kind)) => {
+                    out.made.push((serde_bytes::ByteBuf::from(name.as_bytes()), kind, displaced));
+                }
+                Ok(((false, _), _)) => out.unchanged += 1,
                 Err(failure) => out.failures.push(failure),
             }
         }

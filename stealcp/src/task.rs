@@ -61,7 +61,7 @@ impl Job for CopyTask {
                         return FileOutcome::HandedBack(HandBackReason::NotRun);
                     }
                     let outcome = entry::copy_file(job, o, owner, &mut dirs);
-                    if let FileOutcome::Copied(bytes) = outcome {
+                    if let FileOutcome::Copied(bytes, _) = outcome {
                         copied += bytes;
                     }
                     outcome
@@ -107,6 +107,7 @@ mod tests {
                     in_staging: false,
                     read_special: false,
                     open_as: None,
+                    confirmed: false,
                 }
             })
             .collect();
@@ -115,7 +116,7 @@ mod tests {
         let summary: Vec<String> = outcomes
             .iter()
             .map(|o| match o {
-                FileOutcome::Copied(n) => format!("copied {n}"),
+                FileOutcome::Copied(n, _) => format!("copied {n}"),
                 FileOutcome::HandedBack(HandBackReason::NotRun) => "not run".to_owned(),
                 other => format!("{other:?}"),
             })

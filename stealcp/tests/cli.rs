@@ -611,7 +611,8 @@ fn a_staged_copy_whose_name_was_taken_meanwhile_stays_under_its_temporary_name()
     let out = stealcp(&[os("-r"), os(&src), os(&other.join("src")), os(&dst)]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("the copy is left at"), "{err}");
+    let staged = err.lines().skip_while(|l| !l.starts_with("stealcp: cannot move the copy into place")).nth(1);
+    assert!(staged.is_some_and(|l| l.starts_with("stealcp: the copied tree is at '")), "{err}");
     let copies: Vec<_> = fs::read_dir(&dst).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(copies.len(), 2, "one copy in place, the other under its clearly named temporary name: {copies:?}");
     assert!(copies.iter().any(|n| n == "src") && copies.iter().any(|n| is_temp(n)), "{copies:?}");
@@ -759,4 +760,93 @@ fn a_full_disk_fails_the_files_that_do_not_fit_and_leaves_no_partial_files() {
         fs::remove_dir_all(&target).unwrap();
     }
     drop(disk);
+}
+
+/// A FIFO in the source tree holds the copy open (`--copy-contents` reads it until its writer
+/// closes it): the test takes the destination's name meanwhile, so renaming the staged tree
+/// into place fails at the end, every time. The failure comes first, then where the tree is.
+#[test]
+fn a_new_tree_whose_name_was_taken_before_its_publish_says_where_it_is() {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let root = nix::unistd::geteuid().is_root();
+    let setpriv = Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success());
+    let mut runs = vec![("thread", false), ("process", false)];
+    if root && setpriv {
+        runs.push(("thread", true));
+    } else {
+        eprintln!("unprivileged run skipped: {}", if root { "no setpriv" } else { "not root" });
+    }
+    for (backend, unprivileged) in runs {
+        let dir = TempDir::new().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("sub/f"), "f\n").unwrap();
+        nix::unistd::mkfifo(&src.join("p"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let parent = dir.path().join("out");
+        fs::create_dir(&parent).unwrap();
+        let dst = parent.join("copy");
+        let args = [os("--backend"), os(backend), os("-r"), os("--copy-contents"), os(&src), os(&dst)];
+        let mut command = if unprivileged {
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+            let chown = Command::new("chown").args(["-R", "65534:65534"]).arg(dir.path()).status().unwrap();
+            assert!(chown.success());
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_stealcp")]);
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_stealcp"))
+        };
+        let child =
+            command.args(args).stdin(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        // Killed and reaped if the test fails before it ends (it would wait on the FIFO forever).
+        let mut child = Reaped(Some(child));
+        let running = child.0.as_mut().unwrap();
+        let staging = wait_for_entry(&parent, running, is_temp);
+        let staging = staging.unwrap_or_else(|| panic!("{backend}: stealcp ended before staging its copy"));
+        fs::create_dir(&dst).unwrap();
+        // The copy reads the FIFO until it is closed: open it once a reader has it open
+        // (no reader: ENXIO), write, close.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut fifo = loop {
+            match fs::OpenOptions::new().write(true).custom_flags(nix::libc::O_NONBLOCK).open(src.join("p")) {
+                Ok(fifo) => break fifo,
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => {
+                    assert!(running.try_wait().unwrap().is_none(), "{backend}: stealcp ended without reading the FIFO");
+                    assert!(std::time::Instant::now() < deadline, "{backend}: the FIFO was not opened within 60 s");
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("{backend}: open the FIFO: {e}"),
+            }
+        };
+        fifo.write_all(b"through the fifo\n").unwrap();
+        drop(fifo);
+        let out = child.0.take().unwrap().wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{backend}: {err}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                format!("stealcp: cannot move the copy into place at '{}': File exists", dst.display()).as_str(),
+                format!("stealcp: the copied tree is at '{}'", staging.display()).as_str(),
+            ],
+            "{backend}, unprivileged: {unprivileged}"
+        );
+        assert_eq!(fs::read_to_string(staging.join("p")).unwrap(), "through the fifo\n", "{backend}");
+        assert_eq!(fs::read_to_string(staging.join("sub/f")).unwrap(), "f\n", "{backend}");
+        assert_eq!(fs::read_dir(&dst).unwrap().count(), 0, "{backend}: what took the name is left alone");
+    }
+}
+
+/// A child killed and reaped when dropped, unless taken out (a failing test leaves no process).
+struct Reaped(Option<std::process::Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -20,6 +20,7 @@ use crate::data;
 use crate::error::{Failure, fail};
 use crate::options::{Backup, BackupControl, CopyOptions, Reflink, Sparse};
 use crate::path_bytes;
+use crate::report::Displaced;
 use crate::tuning::SPLIT_AT;
 
 /// One regular file to copy whole, on a worker (in a thread or a worker process: it serializes,
@@ -61,6 +62,10 @@ pub(crate) struct FileJob {
     /// process's `/dev/stdin` is its own). See [`reachable_from_workers`].
     #[serde(default, with = "path_bytes_opt")]
     pub(crate) open_as: Option<PathBuf>,
+    /// `interactive`: the coordinator asked, and the answer was yes (else an existing
+    /// destination is handed back to be asked about: [`HandBackReason::Ask`]).
+    #[serde(default)]
+    pub(crate) confirmed: bool,
 }
 
 /// `Option<PathBuf>` as raw bytes.
@@ -94,8 +99,8 @@ impl Owner {
 /// What became of a [`FileJob`] (or of a split file's last step).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum FileOutcome {
-    /// Copied, with this many bytes.
-    Copied(u64),
+    /// Copied, with this many bytes; and what became of the destination it replaced.
+    Copied(u64, Option<Displaced>),
     /// Left alone (`no_clobber`, or `update` with a destination at least as new); the
     /// source's size, for progress.
     Unchanged(u64),
@@ -114,12 +119,15 @@ pub(crate) enum HandBackReason {
     HardLinked { dev: u64, ino: u64, len: u64 },
     /// The file is large enough to be split.
     Large { len: u64 },
+    /// `interactive`: the destination exists (mode, whether writable) and may be replaced
+    /// only if the coordinator's observer says yes.
+    Ask { len: u64, mode: u32, writable: bool },
 }
 
 impl FileOutcome {
     /// After [`seal`]: copied, or left alone because `no_clobber` found the name taken.
-    pub(super) fn sealed(sealed: bool, len: u64) -> Self {
-        if sealed { FileOutcome::Copied(len) } else { FileOutcome::Unchanged(len) }
+    pub(super) fn sealed(sealed: bool, len: u64, displaced: Option<Displaced>) -> Self {
+        if sealed { FileOutcome::Copied(len, displaced) } else { FileOutcome::Unchanged(len) }
     }
 }
 
@@ -149,11 +157,16 @@ fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> 
     if job.hand_back_large && meta.len() >= SPLIT_AT {
         return Ok(FileOutcome::HandedBack(HandBackReason::Large { len: meta.len() }));
     }
-    let existing = if job.check_existing { existing_destination(job, &meta, o, dirs)? } else { Existing::Absent };
+    let existing = if job.check_existing { existing_destination(job, &meta, o, dirs)? } else { Existing::Absent(None) };
+    let mut displaced = None;
     let (staged, dst_dev, dst_regular) = match existing {
         Existing::Keep => return Ok(FileOutcome::Unchanged(meta.len())),
+        Existing::Ask { mode, writable } => {
+            return Ok(FileOutcome::HandedBack(HandBackReason::Ask { len: meta.len(), mode, writable }));
+        }
         Existing::Open { file, dev, regular } => (Staged { file, name: Naming::Existing }, dev, regular),
-        Existing::Absent => {
+        Existing::Absent(moved) => {
+            displaced = moved;
             let mode = o.creation_bits(creation_mode(&meta), false);
             let staged = if job.in_staging {
                 Staged::in_place(dirs, &job.destination, mode)
@@ -167,7 +180,7 @@ fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> 
         if o.attributes_only { 0 } else { copy_contents(job, o, &src, &meta, &staged.file, dst_dev, dst_regular)? };
     let created = (owner.uid, job.dst_group.unwrap_or(owner.gid));
     let sealed = seal(staged, dirs, &src, &meta, &job.destination, Some(created), o)?;
-    Ok(FileOutcome::sealed(sealed, len))
+    Ok(FileOutcome::sealed(sealed, len, displaced))
 }
 
 /// Moves the source's bytes into `out` (empty: new or truncated), until the source's end of
@@ -226,19 +239,22 @@ fn io_failure(job: &FileJob, error: io::Error) -> Failure {
 /// `-l` / `-s`: a hard link to the source, or a symlink to it, instead of a copy.
 fn link_instead(job: &FileJob, o: &CopyOptions, dirs: &mut Dirs) -> Result<FileOutcome, Failure> {
     let (dest, source) = (&job.destination, &job.source);
+    let mut displaced = None;
     if job.check_existing && fs::symlink_metadata(dest).is_ok() {
         let key = |m: fs::Metadata| (m.dev(), m.ino());
         if o.hard_link && fs::metadata(dest).map(key).ok() == fs::metadata(source).map(key).ok() {
             // Already a name of the source: nothing to do, as cp.
-            return Ok(FileOutcome::Copied(0));
+            return Ok(FileOutcome::Copied(0, None));
         }
         if o.no_clobber {
             return Ok(FileOutcome::Unchanged(0));
         }
         if let Some(backup) = &o.backup {
-            make_backup(dest, backup).map_err(fail(dest, "backup"))?;
+            displaced = Some(Displaced::BackedUp(make_backup(dest, backup).map_err(fail(dest, "backup"))?));
         } else if o.force || o.remove_destination {
             fs::remove_file(dest).map_err(fail(dest, "replace"))?;
+            // cp -v says so only for --remove-destination (-f replaces the link silently).
+            displaced = o.remove_destination.then_some(Displaced::Removed);
         }
     }
     let _ = dirs;
@@ -253,15 +269,17 @@ fn link_instead(job: &FileJob, o: &CopyOptions, dirs: &mut Dirs) -> Result<FileO
         nix::unistd::linkat(nix::fcntl::AT_FDCWD, source, nix::fcntl::AT_FDCWD, dest, flags)
             .map_err(|e| fail(dest, "create hard link")(e.into()))?;
     }
-    Ok(FileOutcome::Copied(0))
+    Ok(FileOutcome::Copied(0, displaced))
 }
 
 /// What is at a destination that may exist (its directory existed before the run).
 pub(super) enum Existing {
-    /// Nothing (or nothing any more: removed or backed up): make a new file.
-    Absent,
+    /// Nothing (or nothing any more: removed or backed up, as it says): make a new file.
+    Absent(Option<Displaced>),
     /// Leave it (`-n`, `-u`).
     Keep,
+    /// `interactive` and not yet confirmed: the coordinator must ask first.
+    Ask { mode: u32, writable: bool },
     /// Opened for writing and truncated, as `cp` writes into an existing file (through a
     /// symlink to it); `dev` is the file's device, `regular` whether it is a regular file
     /// (else a FIFO or device, written to in order).
@@ -283,12 +301,12 @@ pub(super) fn existing_destination(
     use nix::fcntl::AtFlags;
     use nix::sys::stat::{SFlag, fstatat};
     let dest = &job.destination;
-    let Some(name) = dest.file_name() else { return Ok(Existing::Absent) };
+    let Some(name) = dest.file_name() else { return Ok(Existing::Absent(None)) };
     let dir = dir_of(&mut dirs.dst, dest).map_err(fail(dest, "stat"))?;
     let kind = |st: &nix::sys::stat::FileStat| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
     let here = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => st,
-        Err(Errno::ENOENT) => return Ok(Existing::Absent),
+        Err(Errno::ENOENT) => return Ok(Existing::Absent(None)),
         Err(e) => return Err(fail(dest, "stat")(e.into())),
     };
     let followed = if kind(&here) == SFlag::S_IFLNK {
@@ -324,18 +342,30 @@ pub(super) fn existing_destination(
         let error = io::Error::other(format!("'{}'", job.source.display()));
         return Err(Failure { path: dest.clone(), action: "same file", error });
     }
-    if let Some(backup) = &o.backup {
-        make_backup(dest, backup).map_err(fail(dest, "backup"))?;
-        return Ok(Existing::Absent);
+    if o.interactive && !job.confirmed {
+        // As cp: the destination as it will be replaced (a symlink itself if it is moved
+        // away), writable if root or if access(2) says so.
+        let st = if moved_away { &here } else { followed.as_ref().unwrap_or(&here) };
+        let writable = kind(st) == SFlag::S_IFLNK
+            || nix::unistd::geteuid().is_root()
+            || nix::unistd::faccessat(dir, name, nix::unistd::AccessFlags::W_OK, AtFlags::AT_EACCESS).is_ok();
+        return Ok(Existing::Ask { mode: st.st_mode, writable });
     }
-    let remove = |dirs: &mut Dirs| -> Result<Existing, Failure> {
+    if let Some(backup) = &o.backup {
+        let to = make_backup(dest, backup).map_err(fail(dest, "backup"))?;
+        return Ok(Existing::Absent(Some(Displaced::BackedUp(to))));
+    }
+    let remove = |dirs: &mut Dirs, displaced| -> Result<Existing, Failure> {
         let dir = dir_of(&mut dirs.dst, dest).map_err(fail(dest, "replace"))?;
         nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
             .map_err(|e| fail(dest, "replace")(e.into()))?;
-        Ok(Existing::Absent)
+        Ok(Existing::Absent(Some(displaced)))
     };
-    if o.remove_destination {
-        return remove(dirs);
+    // cp removes the file first for --remove-destination, and with -a (links kept) when the
+    // file has other names, which then keep the old contents.
+    let other_names = o.preserve_links && !o.attributes_only && followed.as_ref().is_some_and(|st| st.st_nlink > 1);
+    if o.remove_destination || other_names {
+        return remove(dirs, Displaced::Removed);
     }
     let Some(target) = followed else {
         return Err(Failure { path: dest.clone(), action: "dangling symlink", error: io::Error::other("") });
@@ -348,7 +378,7 @@ pub(super) fn existing_destination(
     }
     match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
         Ok(fd) => Ok(Existing::Open { file: File::from(fd), dev: target.st_dev, regular }),
-        Err(_) if o.force => remove(dirs),
+        Err(_) if o.force => remove(dirs, Displaced::Replaced),
         Err(e) => Err(fail(dest, "create")(e.into())),
     }
 }
@@ -472,6 +502,7 @@ mod tests {
             in_staging: true,
             read_special: false,
             open_as: None,
+            confirmed: false,
         };
         let back: FileJob = postcard::from_bytes(&postcard::to_stdvec(&job).unwrap()).unwrap();
         assert_eq!((back.source, back.len, back.dst_dev, back.in_staging), (odd.clone(), Some(7), 3, true));

@@ -30,5 +30,5 @@ pub(crate) use self::dirs::Dirs;
 pub(crate) use self::file::{
     FileJob, FileOutcome, HandBackReason, Owner, backup_name, copy_file, reachable_from_workers,
 };
-pub(crate) use self::special::{hard_link, make_special, make_symlink};
+pub(crate) use self::special::{Made, hard_link, make_special, make_symlink, not_older};
 pub(crate) use self::split::{FinishJob, Prepared, RangeJob, copy_piece, discard, finish_split, prepare_split};

@@ -17,6 +17,7 @@ use crate::error::{Failure, fail};
 use crate::options::{CopyOptions, Reflink, Sparse};
 use crate::path_bytes;
 use crate::publish::{TempFile, temp_path};
+use crate::report::Displaced;
 
 /// A large file, once its temporary copy exists: either already complete (reflinked) or
 /// sized and waiting for its ranges.
@@ -24,6 +25,8 @@ use crate::publish::{TempFile, temp_path};
 pub(crate) enum Prepared {
     /// `no_clobber` / `update` left the destination alone.
     Unchanged,
+    /// `interactive`: the destination exists; ask, then prepare again confirmed.
+    Ask { mode: u32, writable: bool },
     /// The temporary file shares the source's extents; only [`finish_split`] is left.
     Cloned(PathBuf),
     /// The temporary file has the source's length (all hole); copy `len` bytes into it.
@@ -32,19 +35,26 @@ pub(crate) enum Prepared {
 
 /// First step of a file copied in ranges by several workers: checks the destination and makes
 /// the temporary file. Cheap (no data moves), so the caller runs it inline.
-pub(crate) fn prepare_split(job: &FileJob, o: &CopyOptions) -> Result<Prepared, Failure> {
+/// Also returns what became of the destination it replaces.
+pub(crate) fn prepare_split(job: &FileJob, o: &CopyOptions) -> Result<(Prepared, Option<Displaced>), Failure> {
     let (src, meta) = open_source(&job.source, job.follow, false)?;
-    let existing =
-        if job.check_existing { existing_destination(job, &meta, o, &mut Dirs::default())? } else { Existing::Absent };
+    let existing = if job.check_existing {
+        existing_destination(job, &meta, o, &mut Dirs::default())?
+    } else {
+        Existing::Absent(None)
+    };
+    let mut displaced = None;
     let (out, temp, dst_dev) = match existing {
-        Existing::Keep => return Ok(Prepared::Unchanged),
+        Existing::Keep => return Ok((Prepared::Unchanged, None)),
+        Existing::Ask { mode, writable } => return Ok((Prepared::Ask { mode, writable }, None)),
         // Written into, as cp does: the ranges go straight into the existing file.
         Existing::Open { file, dev, regular: true } => (file, job.destination.clone(), dev),
         Existing::Open { regular: false, .. } => {
             let error = std::io::Error::other("a file this large is not written into a FIFO or device");
             return Err(Failure { path: job.destination.clone(), action: "write", error });
         }
-        Existing::Absent => {
+        Existing::Absent(moved) => {
+            displaced = moved;
             let temp = temp_path(&job.destination);
             let out = OpenOptions::new()
                 .write(true)
@@ -66,7 +76,7 @@ pub(crate) fn prepare_split(job: &FileJob, o: &CopyOptions) -> Result<Prepared, 
         Prepared::Ranges { temp: temp.clone(), len: meta.len() }
     };
     guard.path = None;
-    Ok(prepared)
+    Ok((prepared, displaced))
 }
 
 /// One range of a split file.
@@ -113,7 +123,8 @@ pub(crate) fn finish_split(job: &FinishJob, o: &CopyOptions) -> FileOutcome {
         let staged = Staged { file: file.map_err(fail(&job.temp, "open"))?, name };
         let (src, meta) = open_source(&job.source, job.follow, false)?;
         let sealed = seal(staged, &mut Dirs::default(), &src, &meta, &job.destination, None, o)?;
-        Ok(FileOutcome::sealed(sealed, job.len))
+        // What the destination replaced is known to the coordinator (from `prepare_split`).
+        Ok(FileOutcome::sealed(sealed, job.len, None))
     })();
     result.unwrap_or_else(|failure| {
         discard(&job.temp);

@@ -12,9 +12,11 @@ use super::Run;
 use super::finish::HardLink;
 use super::staging::shown;
 use crate::entry::{FileJob, FileOutcome, HandBackReason};
-use crate::report::EntryKind;
+use crate::error::Failure;
+use crate::report::{EntryKind, OverwriteQuestion, listed};
 use crate::task::CopyTask;
 use crate::tuning::{BYTES_PER_TASK, FILES_PER_TASK, SPLIT_AT};
+use std::path::Path;
 
 impl<'a, E> Run<'a, E>
 where
@@ -64,17 +66,18 @@ where
 
     pub(super) fn file_done(&mut self, job: &FileJob, outcome: FileOutcome) {
         match outcome {
-            FileOutcome::Copied(bytes) => {
+            FileOutcome::Copied(bytes, displaced) => {
                 self.report.files += 1;
                 self.report.bytes += bytes;
                 self.observer.progressed(bytes);
-                self.observer.copied(EntryKind::File, &job.source, &shown(&self.stagings, &job.destination));
+                let destination = shown(&self.stagings, &job.destination);
+                listed(self.observer, EntryKind::File, &job.source, &destination, displaced.as_ref());
             }
             FileOutcome::Unchanged(bytes) => {
                 self.report.unchanged += 1;
                 self.observer.progressed(bytes);
             }
-            FileOutcome::Failed(failure) => self.fail(failure),
+            FileOutcome::Failed(failure) => self.file_failed(&job.source, &job.destination, failure),
             FileOutcome::HandedBack(back) => self.handed_back(job.clone(), back),
         }
     }
@@ -105,6 +108,28 @@ where
                 }
             }
             HandBackReason::Large { len } => self.split(checked(len), len),
+            HandBackReason::Ask { len, mode, writable } => {
+                if self.ask(&job.destination, mode, writable) {
+                    self.queue_files(vec![FileJob { confirmed: true, ..job }]);
+                } else {
+                    self.report.unchanged += 1;
+                    self.observer.progressed(len);
+                }
+            }
         }
+    }
+
+    /// A file failed: listed first if `cp -v` lists it before such a failure.
+    pub(super) fn file_failed(&mut self, source: &Path, destination: &Path, failure: Failure) {
+        if failure.listed_by_cp() {
+            self.observer.attempted(EntryKind::File, source, &shown(&self.stagings, destination));
+        }
+        self.fail(failure);
+    }
+
+    /// `interactive`: asks the observer whether to replace `destination`.
+    pub(super) fn ask(&mut self, destination: &Path, mode: u32, writable: bool) -> bool {
+        let destination = shown(&self.stagings, destination).into_owned();
+        self.observer.overwrite(&OverwriteQuestion { destination, mode, writable })
     }
 }

@@ -13,7 +13,7 @@ use super::staging::shown;
 use crate::entry::{self, DirFinish};
 use crate::error::Failure;
 use crate::publish::publish_directory;
-use crate::report::{CopyReport, EntryKind};
+use crate::report::{CopyReport, EntryKind, listed, record_left_staged};
 use crate::task::CopyTask;
 use crate::task::{Outcome, TaskOutcome, Work};
 use crate::tuning::DIRS_WORTH_SHARING;
@@ -34,10 +34,15 @@ where
     /// finished; returns the report.
     pub(super) fn finish(mut self) -> CopyReport {
         for link in std::mem::take(&mut self.hard_links) {
+            if !self.may_replace(&link.destination, None) {
+                self.report.unchanged += 1;
+                continue;
+            }
             match entry::hard_link(&link.first, &link.destination, self.options) {
-                Ok(()) => {
+                Ok(displaced) => {
                     self.report.hard_links += 1;
-                    self.observer.copied(EntryKind::HardLink, &link.source, &shown(&self.stagings, &link.destination));
+                    let destination = shown(&self.stagings, &link.destination);
+                    listed(self.observer, EntryKind::HardLink, &link.source, &destination, displaced.as_ref());
                 }
                 Err(failure) => self.fail(failure),
             }
@@ -54,7 +59,7 @@ where
                 if let Some(i) = self.stagings.iter().position(|s| s.temp == dir.path) {
                     let staging = self.stagings.remove(i);
                     if let Err(failure) = publish_directory(&staging.temp, &staging.destination) {
-                        self.fail(failure);
+                        record_left_staged(&mut self.report, self.observer, failure, staging.temp, staging.destination);
                     }
                 }
             }

@@ -95,9 +95,13 @@ where
         }
         self.report.unchanged += listing.unchanged;
         let ScanJob { source, destination, meta, in_staging, .. } = ctx.job;
-        for (name, kind) in &listing.made {
-            let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name);
-            self.made(Ok(true), *kind, &source.join(name), &destination.join(name));
+        for (name, kind, displaced) in listing.made {
+            let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&name);
+            self.made(Ok((true, displaced)), kind, &source.join(name), &destination.join(name));
+        }
+        for name in listing.ask {
+            let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&name);
+            self.ask_then_make(&source.join(name), &destination.join(name));
         }
         if !listing.created {
             return;
@@ -140,6 +144,7 @@ where
                 in_staging,
                 read_special: self.options.copy_contents,
                 open_as: None,
+                confirmed: false,
             };
             (job, file.stat.and_then(|s| s.link_key()))
         });
@@ -173,6 +178,7 @@ mod tests {
             in_staging: false,
             read_special: false,
             open_as: None,
+            confirmed: false,
         }
     }
 
@@ -186,7 +192,9 @@ mod tests {
         let mut run = Run::new(&pool, &options, &mut quiet);
         let jobs: Arc<[FileJob]> = (0..9).map(job).collect::<Vec<_>>().into();
         let outcomes = (0..9)
-            .map(|i| if i < 2 { FileOutcome::Copied(8 << 20) } else { FileOutcome::HandedBack(HandBackReason::NotRun) })
+            .map(|i| {
+                if i < 2 { FileOutcome::Copied(8 << 20, None) } else { FileOutcome::HandedBack(HandBackReason::NotRun) }
+            })
             .collect();
         run.absorb(Ok(TaskOutcome(Outcome::Files(outcomes))), InFlight::Files(jobs));
         let sizes: Vec<usize> = run.ready.iter().map(|group| group.iter().map(Vec::len).sum()).collect();

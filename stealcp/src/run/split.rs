@@ -15,7 +15,7 @@ use super::Run;
 use super::staging::shown;
 use crate::entry::{self, FileJob, FileOutcome, FinishJob, Prepared, RangeJob};
 use crate::error::Failure;
-use crate::report::EntryKind;
+use crate::report::{Displaced, EntryKind, listed};
 use crate::task::CopyTask;
 use crate::task::Work;
 use crate::tuning::RANGE;
@@ -35,6 +35,8 @@ pub(super) struct Split {
     pub(super) progressed: u64,
     /// The first range that failed.
     pub(super) failure: Option<Failure>,
+    /// What became of the destination it replaces.
+    pub(super) displaced: Option<Displaced>,
 }
 
 impl<'a, E> Run<'a, E>
@@ -44,14 +46,24 @@ where
     /// Starts a large file (of `len` bytes): its temporary copy is made here, its ranges go to
     /// the workers.
     pub(super) fn split(&mut self, job: FileJob, len: u64) {
-        let (temp, len, ranges) = match entry::prepare_split(&job, self.options) {
-            Err(failure) => return self.fail(failure),
-            Ok(Prepared::Unchanged) => {
+        let (prepared, displaced) = match entry::prepare_split(&job, self.options) {
+            Err(failure) => return self.file_failed(&job.source, &job.destination, failure),
+            Ok(prepared) => prepared,
+        };
+        let (temp, len, ranges) = match prepared {
+            Prepared::Unchanged => {
                 self.report.unchanged += 1;
                 return self.observer.progressed(len);
             }
-            Ok(Prepared::Cloned(temp)) => (temp, len, 0),
-            Ok(Prepared::Ranges { temp, len }) => (temp, len, len.div_ceil(RANGE) as usize),
+            Prepared::Ask { mode, writable } => {
+                if self.ask(&job.destination, mode, writable) {
+                    return self.split(FileJob { confirmed: true, ..job }, len);
+                }
+                self.report.unchanged += 1;
+                return self.observer.progressed(len);
+            }
+            Prepared::Cloned(temp) => (temp, len, 0),
+            Prepared::Ranges { temp, len } => (temp, len, len.div_ceil(RANGE) as usize),
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -65,6 +77,7 @@ where
             remaining: ranges,
             progressed: 0,
             failure: None,
+            displaced,
         };
         self.splits.insert(id, split);
         if ranges == 0 {
@@ -119,7 +132,7 @@ where
             let Some(mut split) = self.splits.remove(&id) else { return };
             entry::discard(&split.temp);
             if let Some(failure) = split.failure.take() {
-                self.fail(failure);
+                self.file_failed(&split.source, &split.destination, failure);
             }
         } else {
             self.queue_finish(id);
@@ -129,15 +142,16 @@ where
     pub(super) fn finish_done(&mut self, id: u64, outcome: FileOutcome) {
         let Some(split) = self.splits.remove(&id) else { return };
         match outcome {
-            FileOutcome::Copied(bytes) => {
+            FileOutcome::Copied(bytes, _) => {
                 self.report.files += 1;
                 self.report.bytes += bytes;
                 // A reflinked file had no ranges: its bytes count now.
                 self.observer.progressed(bytes.saturating_sub(split.progressed));
-                self.observer.copied(EntryKind::File, &split.source, &shown(&self.stagings, &split.destination));
+                let destination = shown(&self.stagings, &split.destination);
+                listed(self.observer, EntryKind::File, &split.source, &destination, split.displaced.as_ref());
             }
             FileOutcome::Unchanged(_) => self.report.unchanged += 1,
-            FileOutcome::Failed(failure) => self.fail(failure),
+            FileOutcome::Failed(failure) => self.file_failed(&split.source, &split.destination, failure),
             // A finishing step never hands its file back.
             FileOutcome::HandedBack(_) => {
                 entry::discard(&split.temp);

@@ -13,11 +13,11 @@ use stealpool::{Executor, Submit};
 use super::Run;
 use super::ScanCtx;
 use super::staging::{Staging, shown};
-use crate::entry::{self, DirFinish, DirMeta, FileJob};
+use crate::entry::{self, DirFinish, DirMeta, FileJob, Made};
 use crate::error::{Failure, fail};
 use crate::plan::Assignment;
 use crate::publish::{remove_stale_temps, temp_path};
-use crate::report::EntryKind;
+use crate::report::{EntryKind, OverwriteQuestion, listed};
 use crate::scan::{self, ScanJob};
 use crate::task::CopyTask;
 
@@ -91,8 +91,11 @@ where
                 read_special: !kind.is_file(),
                 // A worker process opens the coordinator's /dev/stdin, not its own.
                 open_as: entry::reachable_from_workers(source),
+                confirmed: false,
             };
             self.add_found(vec![(job, scan::Stat::new(&meta).link_key())]);
+        } else if !self.may_replace(destination, Some(&meta)) {
+            self.report.unchanged += 1;
         } else if kind.is_symlink() {
             let made = entry::make_symlink(source, destination, &meta, true, o);
             self.made(made, EntryKind::Symlink, source, destination);
@@ -112,6 +115,9 @@ where
             // An existing directory on the way is used as it is, as cp does; with -p it gets
             // the source directory's attributes, as cp gives them.
             Ok(existed) => {
+                if !existed {
+                    self.observer.made_parent(source, destination);
+                }
                 let o = self.options;
                 if !existed || o.preserve_mode || o.preserve_ownership || o.preserve_timestamps {
                     let (source, path) = (source.to_path_buf(), destination.to_path_buf());
@@ -122,17 +128,67 @@ where
         }
     }
 
-    pub(super) fn made(&mut self, made: Result<bool, Failure>, kind: EntryKind, source: &Path, destination: &Path) {
+    /// `interactive`: whether a symlink, special file or hard link may replace what is at
+    /// `destination` (a directory is refused later, without asking; with `update`, one not
+    /// older than `source` is kept without asking): asked of the observer.
+    pub(super) fn may_replace(&mut self, destination: &Path, source: Option<&fs::Metadata>) -> bool {
+        let o = self.options;
+        if !o.interactive || o.no_clobber {
+            return true;
+        }
+        match fs::symlink_metadata(destination) {
+            Ok(meta) if o.update && source.is_some_and(|s| entry::not_older(&meta, s)) => true,
+            Ok(meta) if !meta.is_dir() => {
+                let question = OverwriteQuestion {
+                    destination: shown(&self.stagings, destination).into_owned(),
+                    mode: meta.mode(),
+                    // A symlink is replaced, not written.
+                    writable: true,
+                };
+                self.observer.overwrite(&question)
+            }
+            _ => true,
+        }
+    }
+
+    /// `interactive`: a symlink or special file found by a scan, whose destination exists:
+    /// made here once the observer says yes.
+    pub(super) fn ask_then_make(&mut self, source: &Path, destination: &Path) {
+        let meta = fs::symlink_metadata(source);
+        if !self.may_replace(destination, meta.as_ref().ok()) {
+            self.report.unchanged += 1;
+            return;
+        }
+        let o = self.options;
+        match meta {
+            Ok(meta) if meta.is_symlink() => {
+                let made = entry::make_symlink(source, destination, &meta, true, o);
+                self.made(made, EntryKind::Symlink, source, destination);
+            }
+            Ok(meta) => {
+                let made = entry::make_special(destination, &meta, true, o);
+                self.made(made, EntryKind::Special, source, destination);
+            }
+            Err(e) => self.fail(fail(source, "stat")(e)),
+        }
+    }
+
+    pub(super) fn made(&mut self, made: Result<Made, Failure>, kind: EntryKind, source: &Path, destination: &Path) {
         match made {
-            Ok(true) => {
+            Ok((true, displaced)) => {
                 match kind {
                     EntryKind::Special => self.report.specials += 1,
                     _ => self.report.symlinks += 1,
                 }
-                self.observer.copied(kind, source, &shown(&self.stagings, destination));
+                listed(self.observer, kind, source, &shown(&self.stagings, destination), displaced.as_ref());
             }
-            Ok(false) => self.report.unchanged += 1,
-            Err(failure) => self.fail(failure),
+            Ok((false, _)) => self.report.unchanged += 1,
+            Err(failure) => {
+                if failure.listed_by_cp() {
+                    self.observer.attempted(kind, source, &shown(&self.stagings, destination));
+                }
+                self.fail(failure);
+            }
         }
     }
 }

@@ -221,3 +221,73 @@ pub fn symlink(dir: &Path, target: &str, name: &str) {
     }
     std::os::unix::fs::symlink(target, path).unwrap();
 }
+
+/// `-v` lines filed under the destination each names (`removed 'D'`, `'S' -> 'D'`,
+/// `'S' -> 'D' (backup: 'B')` and `--parents`' unquoted `S -> D` under `D`), in their order:
+/// a parallel copy lists entries in another order than cp, but each destination's own lines
+/// must come in cp's order.
+pub fn listing_by_destination(stdout: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in stdout.lines() {
+        let destination = if let Some(removed) = line.strip_prefix("removed '") {
+            removed.trim_end_matches('\'').to_owned()
+        } else if let Some((_, to)) = line.split_once(" -> '") {
+            to.split('\'').next().unwrap_or_default().to_owned()
+        } else if let Some((_, to)) = line.split_once(" -> ") {
+            to.to_owned()
+        } else {
+            String::new()
+        };
+        out.entry(destination).or_default().push(line.to_owned());
+    }
+    out
+}
+
+/// [`same_as_cp_with`] comparing stdout too (`-v`), and then, against one more run of cp as
+/// the same user, each destination's lines in their order ([`listing_by_destination`]).
+pub fn same_listing_as_cp(setup: impl Fn(&Path), args: &[&str], stdin: Option<&[u8]>) -> Vec<Run> {
+    let runs = same_as_cp_with(&setup, args, stdin, Compare { stdout: true, ..Compare::default() });
+    let Some(cp) = gnu_cp().filter(|_| !runs.is_empty()) else { return runs };
+    // The runs are as each of `users()`, then with worker processes as the current user.
+    for (run, user) in runs.iter().zip(users().into_iter().chain([User::Me])) {
+        let by_cp = run_one(cp, &setup, args, stdin, user);
+        assert_eq!(
+            listing_by_destination(&run.stdout),
+            listing_by_destination(&by_cp.stdout),
+            "{args:?}: the lines of each destination, in order\ncp:\n{}\nstealcp:\n{}",
+            by_cp.stdout,
+            run.stdout
+        );
+    }
+    runs
+}
+
+/// The messages on stderr one by one, the program's name replaced by `PROGRAM`: `-i`'s
+/// questions end without a newline, so one line may hold several (`cp: overwrite 'a'? cp: ...`).
+pub fn messages(stderr: &str, program: &str) -> Vec<String> {
+    let text = stderr.replace(program, "PROGRAM");
+    let mut out: Vec<String> = text.split("PROGRAM: ").map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect();
+    out.sort();
+    out
+}
+
+/// `-i` side by side: [`same_as_cp_with`] (tree, status, stdout; not its line by line messages),
+/// then, against cp run again as the same user, every question and message, sorted: workers
+/// finish in another order than cp, so the questions come in another order. `input` must
+/// therefore answer every question alike (or the case ask one).
+pub fn same_questions_as_cp(setup: impl Fn(&Path), args: &[&str], input: &[u8]) -> Vec<Run> {
+    let how = Compare { skip_messages: true, stdout: true, ..Compare::default() };
+    let runs = same_as_cp_with(&setup, args, Some(input), how);
+    let Some(cp) = gnu_cp().filter(|_| !runs.is_empty()) else { return runs };
+    for (run, user) in runs.iter().zip(users().into_iter().chain([User::Me])) {
+        let by_cp = run_one(cp, &setup, args, Some(input), user);
+        assert_eq!(
+            messages(&run.stderr, "stealcp"),
+            messages(&by_cp.stderr, cp),
+            "{args:?} as {user:?}: questions and messages\ncp:\n{}\nstealcp:\n{}",
+            by_cp.stderr,
+            run.stderr
+        );
+    }
+    runs
+}
