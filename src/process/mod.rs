@@ -170,6 +170,7 @@
 
 mod builder;
 mod child;
+pub(crate) mod encoded;
 mod error;
 mod fork_server;
 #[cfg(test)]
@@ -184,14 +185,12 @@ use std::fmt;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{JobError, JoinError, SubmitError};
-use crate::executor::{Executor, Submit};
+use crate::executor::Executor;
 use crate::future::{Cell, Core, Ending, Future};
 use crate::ipc;
-use crate::job::{Apply, Batch, Call, Star};
 
 pub use self::builder::ProcessPoolBuilder;
 pub use self::child::{Process, ProcessBuilder};
@@ -537,75 +536,29 @@ impl Executor for ProcessPoolExecutor {
     }
 }
 
-impl<J: RemoteJob> Submit<J> for ProcessPoolExecutor {
-    fn submit(&self, job: J) -> Result<Future<J::Output>, SubmitError<J>> {
-        ProcessPoolExecutor::submit(self, job)
+impl encoded::EncodedSubmit for ProcessPoolExecutor {
+    fn default_limit(&self) -> Option<Duration> {
+        self.pool.default_limit()
     }
-}
 
-/// `apply_async(f, args)` with a registered function of one argument.
-impl<F, A, R> Submit<Call<F, A>> for ProcessPoolExecutor
-where
-    F: Fn(A) -> R + 'static,
-    A: Serialize,
-    R: DeserializeOwned + Send + 'static,
-{
-    fn submit(&self, call: Call<F, A>) -> Result<Future<R>, SubmitError<Call<F, A>>> {
-        let limit = self.pool.default_limit();
-        self.send(
-            call,
-            fn_code::<F>(),
-            InputLayout::One,
-            |c, frame| protocol::append(&c.args, frame),
-            decode_one,
-            limit,
-        )
-    }
-}
-
-/// One chunk of `map` / `imap` / `imap_unordered` with a registered function of one argument.
-impl<F, A, R> Submit<Batch<F, A>> for ProcessPoolExecutor
-where
-    F: Fn(A) -> R + 'static,
-    A: Serialize,
-    R: DeserializeOwned + Send + 'static,
-{
-    fn submit(&self, batch: Batch<F, A>) -> Result<Future<Vec<Result<R, JobError>>>, SubmitError<Batch<F, A>>> {
-        let limit = self.pool.default_limit();
-        self.send(
-            batch,
-            fn_code::<F>(),
-            InputLayout::Many,
-            |b, frame| protocol::append(&b.items, frame),
-            decode_many,
-            limit,
-        )
-    }
-}
-
-/// One chunk of `starmap` with a registered function of two to four arguments.
-impl<F, A, R> Submit<Batch<Star<F>, A>> for ProcessPoolExecutor
-where
-    Star<F>: Apply<A, Output = R>,
-    F: 'static,
-    A: Serialize,
-    R: DeserializeOwned + Send + 'static,
-{
-    fn submit(
+    #[inline]
+    fn send_encoded<J, T>(
         &self,
-        batch: Batch<Star<F>, A>,
-    ) -> Result<Future<Vec<Result<R, JobError>>>, SubmitError<Batch<Star<F>, A>>> {
-        let limit = self.pool.default_limit();
-        self.send(
-            batch,
-            fn_code::<F>(),
-            InputLayout::Many,
-            |b, frame| protocol::append(&b.items, frame),
-            decode_many,
-            limit,
-        )
+        job: J,
+        code: Result<&'static str, &'static str>,
+        layout: InputLayout,
+        encode: impl FnOnce(&J, Vec<u8>) -> postcard::Result<Vec<u8>>,
+        decode: fn(Status, &[u8]) -> Result<T, JobError>,
+        limit: Option<Duration>,
+    ) -> Result<Future<T>, SubmitError<J>>
+    where
+        T: Send + 'static,
+    {
+        self.send(job, code, layout, encode, decode, limit)
     }
 }
+
+encoded::encoded_submit_impls!(ProcessPoolExecutor);
 
 impl Drop for ProcessPoolExecutor {
     fn drop(&mut self) {
