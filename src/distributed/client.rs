@@ -170,7 +170,7 @@ impl RedisExecutor {
             client_ttl: Duration::from_secs(30),
             result_ttl: Duration::from_secs(3600),
             queue_ttl: Duration::from_secs(24 * 3600),
-            reconnect_timeout: Duration::from_secs(60),
+            reconnect_timeout: None,
         }
     }
 
