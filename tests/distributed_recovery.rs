@@ -95,6 +95,14 @@ fn all_resolved<T: Send + 'static>(futures: &[Future<T>]) -> bool {
     wait(futures, ReturnWhen::AllCompleted, Some(HANG)).not_done.is_empty()
 }
 
+/// Checks that job `i` of `futures` resolved (within [`HANG`]) with `i * i`.
+fn assert_squares(futures: Vec<Future<u64>>, what: &str) {
+    assert!(all_resolved(&futures), "{what} did not all resolve");
+    for (i, f) in (0u64..).zip(futures) {
+        assert_eq!(f.result(), Ok(i * i), "job {i}");
+    }
+}
+
 /// Whether the client's result reader is connected again: our own probe is one client, the
 /// reader another.
 fn reader_connected(server: &RedisServer) -> bool {
@@ -148,11 +156,7 @@ fn thousands_of_pending_jobs_are_checked_after_a_restart() {
     assert!(scripts >= batches, "{scripts} script calls for {} jobs: {stats}", KEPT + LOST);
 
     let _worker = Serving::start(&server);
-    assert!(all_resolved(&kept), "the kept jobs did not all run");
-    for (i, f) in kept.into_iter().enumerate() {
-        let i = i as u64;
-        assert_eq!(f.result(), Ok(i * i), "job {i}");
-    }
+    assert_squares(kept, "the kept jobs");
 }
 
 /// A restart in the middle of thousands of jobs being run (with AOF): the worker writes results
@@ -174,11 +178,7 @@ fn thousands_of_jobs_running_through_a_restart_all_resolve() {
     }
     server.kill();
     server.restart();
-    assert!(all_resolved(&jobs), "not every job resolved after the restart");
-    for (i, f) in jobs.into_iter().enumerate() {
-        let i = i as u64;
-        assert_eq!(f.result(), Ok(i * i), "job {i}");
-    }
+    assert_squares(jobs, "the jobs, after the restart,");
     drop(worker);
 }
 
@@ -243,14 +243,7 @@ fn the_reconnect_timeout_follows_client_ttl() {
 #[test]
 fn the_example_reports_a_failed_job_and_exits_1() {
     need_redis!();
-    // target/<profile>/deps/distributed_recovery-<hash> -> target/<profile>/examples/...
-    let exe = std::env::current_exe().unwrap();
-    let example = exe.parent().unwrap().parent().unwrap().join("examples").join("distributed_squares");
-    assert!(
-        example.exists(),
-        "{} is not built: `cargo build --features redis --example distributed_squares` (.ci/run does)",
-        example.display()
-    );
+    let example = common::example_binary("distributed_squares", "redis");
     let server = RedisServer::start();
     let _worker = Serving::start(&server);
     let out = Command::new(&example).arg(server.url()).stdin(Stdio::null()).output().unwrap();

@@ -210,79 +210,6 @@ impl RedisExecutor {
         self.shared.with_connection(|c| super::control::list(c, keys))
     }
 
-    fn send<J, T>(
-        &self,
-        job: J,
-        code: Result<&'static str, &'static str>,
-        layout: InputLayout,
-        encode: impl FnOnce(&J, Vec<u8>) -> postcard::Result<Vec<u8>>,
-        decode: fn(Status, &[u8]) -> Result<T, JobError>,
-        limit: Option<Duration>,
-    ) -> Result<Future<T>, SubmitError<J>>
-    where
-        T: Send + 'static,
-    {
-        let shared = &self.shared;
-        if !shared.table.lock().open {
-            return Err(SubmitError::shutdown(job));
-        }
-        let code = match code {
-            Ok(name) => name,
-            Err(type_name) => return Ok(Future::ready(Err(JobError::Unregistered { name: type_name.to_owned() }))),
-        };
-        let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
-        let limit_ms = limit.map(millis);
-        let header = JobHeader {
-            client: &shared.id,
-            seq,
-            code,
-            layout,
-            limit_ms,
-            max_retries: shared.options.max_retries,
-            result_ttl_ms: millis(shared.options.result_ttl),
-        };
-        let frame = match encode(&job, header.frame()) {
-            Ok(f) if f.len() <= MAX_JOB_BYTES => f,
-            Ok(f) => {
-                let message = format!("the job takes {} bytes, more than the {MAX_JOB_BYTES} a job may", f.len());
-                return Ok(Future::ready(Err(JobError::Serialization { message })));
-            }
-            Err(e) => return Ok(Future::ready(Err(JobError::Serialization { message: e.to_string() }))),
-        };
-        let cell = Arc::new(RedisCell { core: Core::new(), decode, shared: Arc::downgrade(shared), seq });
-        {
-            let mut table = shared.table.lock();
-            if !table.open {
-                return Err(SubmitError::shutdown(job));
-            }
-            table.waiting.insert(seq, Waiting { entry: None, sink: cell.clone() });
-        }
-        let jobs = shared.keys.jobs();
-        let ttl = millis(shared.options.queue_ttl);
-        let added = shared.with_connection(|c| {
-            let mut pipe = redis::pipe();
-            pipe.cmd("XADD").arg(&jobs).arg("*").arg(JOB_FIELD).arg(&frame);
-            pipe.cmd("PEXPIRE").arg(&jobs).arg(ttl).ignore();
-            pipe.query::<(redis::Value,)>(c)
-        });
-        match added.map(|(id,)| wire::text(&id).map(str::to_owned)) {
-            Ok(Some(entry)) => {
-                if let Some(w) = shared.table.lock().waiting.get_mut(&seq) {
-                    w.entry = Some(entry);
-                }
-                Ok(Future::from_cell(cell))
-            }
-            Ok(None) => {
-                shared.take(seq);
-                Err(SubmitError::broken(job, "Redis answered XADD with something other than an entry id".to_owned()))
-            }
-            Err(reason) => {
-                shared.take(seq);
-                Err(SubmitError::broken(job, reason))
-            }
-        }
-    }
-
     fn stop_reader(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         if self.on_reader() {
@@ -434,11 +361,11 @@ impl EncodedSubmit for RedisExecutor {
         self.shared.options.task_timeout
     }
 
-    #[inline]
-    fn send_encoded<J, T>(
+    /// Encodes one job, puts it in the table and adds it to the job stream.
+    fn send<J, T>(
         &self,
         job: J,
-        code: Result<&'static str, &'static str>,
+        code: Result<&str, &'static str>,
         layout: InputLayout,
         encode: impl FnOnce(&J, Vec<u8>) -> postcard::Result<Vec<u8>>,
         decode: fn(Status, &[u8]) -> Result<T, JobError>,
@@ -447,7 +374,65 @@ impl EncodedSubmit for RedisExecutor {
     where
         T: Send + 'static,
     {
-        self.send(job, code, layout, encode, decode, limit)
+        let shared = &self.shared;
+        if !shared.table.lock().open {
+            return Err(SubmitError::shutdown(job));
+        }
+        let code = match code {
+            Ok(name) => name,
+            Err(type_name) => return Ok(Future::ready(Err(JobError::Unregistered { name: type_name.to_owned() }))),
+        };
+        let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
+        let limit_ms = limit.map(millis);
+        let header = JobHeader {
+            client: &shared.id,
+            seq,
+            code,
+            layout,
+            limit_ms,
+            max_retries: shared.options.max_retries,
+            result_ttl_ms: millis(shared.options.result_ttl),
+        };
+        let frame = match encode(&job, header.frame()) {
+            Ok(f) if f.len() <= MAX_JOB_BYTES => f,
+            Ok(f) => {
+                let message = format!("the job takes {} bytes, more than the {MAX_JOB_BYTES} a job may", f.len());
+                return Ok(Future::ready(Err(JobError::Serialization { message })));
+            }
+            Err(e) => return Ok(Future::ready(Err(JobError::Serialization { message: e.to_string() }))),
+        };
+        let cell = Arc::new(RedisCell { core: Core::new(), decode, shared: Arc::downgrade(shared), seq });
+        {
+            let mut table = shared.table.lock();
+            if !table.open {
+                return Err(SubmitError::shutdown(job));
+            }
+            table.waiting.insert(seq, Waiting { entry: None, sink: cell.clone() });
+        }
+        let jobs = shared.keys.jobs();
+        let ttl = millis(shared.options.queue_ttl);
+        let added = shared.with_connection(|c| {
+            let mut pipe = redis::pipe();
+            pipe.cmd("XADD").arg(&jobs).arg("*").arg(JOB_FIELD).arg(&frame);
+            pipe.cmd("PEXPIRE").arg(&jobs).arg(ttl).ignore();
+            pipe.query::<(redis::Value,)>(c)
+        });
+        match added.map(|(id,)| wire::text(&id).map(str::to_owned)) {
+            Ok(Some(entry)) => {
+                if let Some(w) = shared.table.lock().waiting.get_mut(&seq) {
+                    w.entry = Some(entry);
+                }
+                Ok(Future::from_cell(cell))
+            }
+            Ok(None) => {
+                shared.take(seq);
+                Err(SubmitError::broken(job, "Redis answered XADD with something other than an entry id".to_owned()))
+            }
+            Err(reason) => {
+                shared.take(seq);
+                Err(SubmitError::broken(job, reason))
+            }
+        }
     }
 }
 

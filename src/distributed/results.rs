@@ -107,7 +107,8 @@ struct Outage {
 impl Outage {
     /// Records a failure (`error`): starts an outage or continues the current one (which a
     /// reconnection that did not last does not end), and fails every unresolved future once it
-    /// has lasted the client's `reconnect_timeout`.
+    /// has lasted the client's `reconnect_timeout`. Then the clock starts again, for the jobs
+    /// submitted later (while Redis was up for a moment): each gets its own full timeout.
     fn note(outage: &mut Option<Outage>, error: String, reader: &Reader) {
         let o = outage.get_or_insert_with(|| Outage { since: Instant::now(), back: None });
         o.back = None;
@@ -118,6 +119,7 @@ impl Outage {
                  back) for {timeout:?} (the client's reconnect_timeout): {error}",
                 reader.shared.config.redacted_url(),
             ));
+            o.since = Instant::now();
         }
     }
 }

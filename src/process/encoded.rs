@@ -28,10 +28,10 @@ pub(crate) trait EncodedSubmit {
     /// Encodes `job` after the frame start it is given and queues it; `code` is the registered
     /// name, or the type name of unregistered code (its future then fails with
     /// [`JobError::Unregistered`]).
-    fn send_encoded<J, T>(
+    fn send<J, T>(
         &self,
         job: J,
-        code: Result<&'static str, &'static str>,
+        code: Result<&str, &'static str>,
         layout: InputLayout,
         encode: impl FnOnce(&J, Vec<u8>) -> postcard::Result<Vec<u8>>,
         decode: fn(Status, &[u8]) -> Result<T, JobError>,
@@ -44,6 +44,19 @@ pub(crate) trait EncodedSubmit {
 /// The four `Submit` implementations of an [`EncodedSubmit`] executor `$executor`: registered
 /// job types, `Call` (apply_async), `Batch` (map chunks) and `Batch<Star>` (starmap chunks).
 macro_rules! encoded_submit_impls {
+    // One job to `send`: its input is the job itself, or the named field of it.
+    (@send $self:ident, $job:ident, $code:expr, $layout:ident, $decode:ident $(, $field:ident)?) => {{
+        use $crate::process::encoded::EncodedSubmit as _;
+        let limit = $self.default_limit();
+        $self.send(
+            $job,
+            $code,
+            $crate::process::protocol::InputLayout::$layout,
+            |job, frame| $crate::process::protocol::append(&(job $(.$field)?), frame),
+            $crate::process::$decode,
+            limit,
+        )
+    }};
     ($executor:ty) => {
         /// A registered job type (see [`register_job!`](crate::register_job)).
         impl<J: $crate::process::RemoteJob> $crate::executor::Submit<J> for $executor {
@@ -51,15 +64,7 @@ macro_rules! encoded_submit_impls {
                 &self,
                 job: J,
             ) -> ::std::result::Result<$crate::future::Future<J::Output>, $crate::error::SubmitError<J>> {
-                use $crate::process::encoded::EncodedSubmit as _;
-                self.send_encoded(
-                    job,
-                    Ok(J::NAME),
-                    $crate::process::protocol::InputLayout::One,
-                    |job, frame| $crate::process::protocol::append(job, frame),
-                    $crate::process::decode_one,
-                    self.default_limit(),
-                )
+                $crate::process::encoded::encoded_submit_impls!(@send self, job, Ok(J::NAME), One, decode_one)
             }
         }
 
@@ -75,15 +80,7 @@ macro_rules! encoded_submit_impls {
                 call: $crate::job::Call<F, A>,
             ) -> ::std::result::Result<$crate::future::Future<R>, $crate::error::SubmitError<$crate::job::Call<F, A>>>
             {
-                use $crate::process::encoded::EncodedSubmit as _;
-                self.send_encoded(
-                    call,
-                    $crate::process::fn_code::<F>(),
-                    $crate::process::protocol::InputLayout::One,
-                    |c, frame| $crate::process::protocol::append(&c.args, frame),
-                    $crate::process::decode_one,
-                    self.default_limit(),
-                )
+                $crate::process::encoded::encoded_submit_impls!(@send self, call, $crate::process::fn_code::<F>(), One, decode_one, args)
             }
         }
 
@@ -102,15 +99,7 @@ macro_rules! encoded_submit_impls {
                 $crate::future::Future<Vec<Result<R, $crate::error::JobError>>>,
                 $crate::error::SubmitError<$crate::job::Batch<F, A>>,
             > {
-                use $crate::process::encoded::EncodedSubmit as _;
-                self.send_encoded(
-                    batch,
-                    $crate::process::fn_code::<F>(),
-                    $crate::process::protocol::InputLayout::Many,
-                    |b, frame| $crate::process::protocol::append(&b.items, frame),
-                    $crate::process::decode_many,
-                    self.default_limit(),
-                )
+                $crate::process::encoded::encoded_submit_impls!(@send self, batch, $crate::process::fn_code::<F>(), Many, decode_many, items)
             }
         }
 
@@ -129,15 +118,7 @@ macro_rules! encoded_submit_impls {
                 $crate::future::Future<Vec<Result<R, $crate::error::JobError>>>,
                 $crate::error::SubmitError<$crate::job::Batch<$crate::job::Star<F>, A>>,
             > {
-                use $crate::process::encoded::EncodedSubmit as _;
-                self.send_encoded(
-                    batch,
-                    $crate::process::fn_code::<F>(),
-                    $crate::process::protocol::InputLayout::Many,
-                    |b, frame| $crate::process::protocol::append(&b.items, frame),
-                    $crate::process::decode_many,
-                    self.default_limit(),
-                )
+                $crate::process::encoded::encoded_submit_impls!(@send self, batch, $crate::process::fn_code::<F>(), Many, decode_many, items)
             }
         }
     };

@@ -194,6 +194,7 @@ use crate::ipc;
 
 pub use self::builder::ProcessPoolBuilder;
 pub use self::child::{Process, ProcessBuilder};
+use self::encoded::EncodedSubmit;
 pub use self::error::ProcessError;
 pub use self::fork_server::MAX_ENVIRONMENT_BYTES;
 use self::pool::{Pool, QueuedTask, Sink};
@@ -345,52 +346,6 @@ impl ProcessPoolExecutor {
         self.send((), Ok(code), mode, encode, raw, limit.or(self.pool.default_limit()))
     }
 
-    /// Encodes and queues one task.
-    fn send<J, T>(
-        &self,
-        job: J,
-        code: Result<&str, &'static str>,
-        mode: InputLayout,
-        encode: impl FnOnce(&J, Vec<u8>) -> postcard::Result<Vec<u8>>,
-        decode: fn(Status, &[u8]) -> Result<T, JobError>,
-        limit: Option<Duration>,
-    ) -> Result<Future<T>, SubmitError<J>>
-    where
-        T: Send + 'static,
-    {
-        if !self.pool.is_open() {
-            return Err(self.refused(job));
-        }
-        let code = match code {
-            Ok(name) => name,
-            Err(type_name) => return Ok(Future::ready(Err(JobError::Unregistered { name: type_name.to_owned() }))),
-        };
-        let id = self.pool.next_task_id();
-        let buffers = self.pool.buffers();
-        let start = protocol::task_frame_in(buffers.take(64 + code.len() + 24), id, mode, code);
-        let frame = match encode(&job, start) {
-            Ok(f) => f,
-            Err(e) => return Ok(Future::ready(Err(JobError::Serialization { message: e.to_string() }))),
-        };
-        if frame.len() > ipc::MAX_FRAME {
-            let message =
-                format!("the input takes {} bytes, more than the {} a task may carry", frame.len(), ipc::MAX_FRAME);
-            return Ok(Future::ready(Err(JobError::Serialization { message })));
-        }
-        let cell = Arc::new(ProcCell { core: Core::new(), decode, pool: Arc::downgrade(&self.pool), id });
-        let task = QueuedTask {
-            id,
-            frame: Arc::new(ipc::Frame::returning(frame, buffers)),
-            sink: cell.clone(),
-            limit,
-            started: false,
-        };
-        match self.pool.submit(task) {
-            Ok(()) => Ok(Future::from_cell(cell)),
-            Err(_) => Err(self.refused(job)),
-        }
-    }
-
     /// The refusal of `job` by a pool that no longer takes work: says why if it broke.
     fn refused<J>(&self, job: J) -> SubmitError<J> {
         match self.pool.broken_reason() {
@@ -536,16 +491,16 @@ impl Executor for ProcessPoolExecutor {
     }
 }
 
-impl encoded::EncodedSubmit for ProcessPoolExecutor {
+impl EncodedSubmit for ProcessPoolExecutor {
     fn default_limit(&self) -> Option<Duration> {
         self.pool.default_limit()
     }
 
-    #[inline]
-    fn send_encoded<J, T>(
+    /// Encodes and queues one task.
+    fn send<J, T>(
         &self,
         job: J,
-        code: Result<&'static str, &'static str>,
+        code: Result<&str, &'static str>,
         layout: InputLayout,
         encode: impl FnOnce(&J, Vec<u8>) -> postcard::Result<Vec<u8>>,
         decode: fn(Status, &[u8]) -> Result<T, JobError>,
@@ -554,7 +509,37 @@ impl encoded::EncodedSubmit for ProcessPoolExecutor {
     where
         T: Send + 'static,
     {
-        self.send(job, code, layout, encode, decode, limit)
+        if !self.pool.is_open() {
+            return Err(self.refused(job));
+        }
+        let code = match code {
+            Ok(name) => name,
+            Err(type_name) => return Ok(Future::ready(Err(JobError::Unregistered { name: type_name.to_owned() }))),
+        };
+        let id = self.pool.next_task_id();
+        let buffers = self.pool.buffers();
+        let start = protocol::task_frame_in(buffers.take(64 + code.len() + 24), id, layout, code);
+        let frame = match encode(&job, start) {
+            Ok(f) => f,
+            Err(e) => return Ok(Future::ready(Err(JobError::Serialization { message: e.to_string() }))),
+        };
+        if frame.len() > ipc::MAX_FRAME {
+            let message =
+                format!("the input takes {} bytes, more than the {} a task may carry", frame.len(), ipc::MAX_FRAME);
+            return Ok(Future::ready(Err(JobError::Serialization { message })));
+        }
+        let cell = Arc::new(ProcCell { core: Core::new(), decode, pool: Arc::downgrade(&self.pool), id });
+        let task = QueuedTask {
+            id,
+            frame: Arc::new(ipc::Frame::returning(frame, buffers)),
+            sink: cell.clone(),
+            limit,
+            started: false,
+        };
+        match self.pool.submit(task) {
+            Ok(()) => Ok(Future::from_cell(cell)),
+            Err(_) => Err(self.refused(job)),
+        }
     }
 }
 
