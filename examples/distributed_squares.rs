@@ -4,7 +4,7 @@
 //! gives the commands:
 //!
 //! ```text
-//! redis-server --port 6379 --appendonly yes --appendfsync always
+//! redis-server --port 6379 --appendonly yes --appendfsync always --dir "$(mktemp -d)"
 //! target/release/examples/distributed_squares --stealpool-worker redis://127.0.0.1:6379/ --processes 2   # host 1
 //! target/release/examples/distributed_squares --stealpool-worker redis://127.0.0.1:6379/ --processes 2   # host 2
 //! target/release/examples/distributed_squares redis://127.0.0.1:6379/                                   # the client
@@ -34,16 +34,27 @@ fn main() {
     let pool = match RedisExecutor::new(&url) {
         Ok(pool) => pool,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("distributed_squares: {e}");
             std::process::exit(1);
         }
     };
     let started = Instant::now();
-    let lens: Vec<u32> = pool
-        .map_with(collatz_len, 1..=10_000u64, MapOptions::new().chunksize(500))
-        .expect("the executor is open")
-        .map(|r| r.expect("every job succeeds"))
-        .collect();
+    let lens = match pool.map_with(collatz_len, 1..=10_000u64, MapOptions::new().chunksize(500)) {
+        Ok(results) => results.collect::<Result<Vec<u32>, _>>(),
+        Err(e) => {
+            eprintln!("distributed_squares: {e}");
+            std::process::exit(1);
+        }
+    };
+    let lens = match lens {
+        Ok(lens) => lens,
+        // A job that failed (its worker crashed, a worker of another build, Redis lost): say
+        // what happened and stop.
+        Err(e) => {
+            eprintln!("distributed_squares: a job failed: {e}");
+            std::process::exit(1);
+        }
+    };
     let (longest, start) = lens.iter().zip(1u64..).max().map(|(l, n)| (*l, n)).unwrap_or((0, 0));
     assert_eq!((longest, start), (261, 6171), "the longest Collatz chain below 10 000");
     println!(

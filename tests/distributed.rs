@@ -8,6 +8,8 @@
 //! Skipped, with the reason printed, when `redis-server` is not installed (`.ci/run` installs it).
 
 mod common;
+#[path = "common/generic.rs"]
+mod generic;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,32 +18,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::redis_server::{RedisServer, unavailable};
+use generic::{Square, add, fail_on_three, square};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use stealpool::distributed::{RedisConfig, RedisExecutor, Worker};
 use stealpool::{
-    Executor, Job, JobError, MapOptions, ProcessPoolBuilder, ProcessPoolExecutor, ReturnWhen, Submit,
-    ThreadPoolExecutor, as_completed, wait,
+    Executor, Job, JobError, MapOptions, ProcessPoolBuilder, ProcessPoolExecutor, ReturnWhen, ThreadPoolExecutor,
+    as_completed, wait,
 };
 
 // ----- registered code -----------------------------------------------------------------------
-
-fn square(x: u64) -> u64 {
-    x * x
-}
-stealpool::register_fn!(square);
-
-fn add(a: u64, b: u64) -> u64 {
-    a + b
-}
-stealpool::register_fn!(add);
-
-fn fail_on_three(x: u32) -> u32 {
-    assert!(x != 3, "three is not allowed");
-    x
-}
-stealpool::register_fn!(fail_on_three);
 
 /// Appends a line to `dir/runs`, writes its own pid to `dir/running`, sleeps `ms`, and returns
 /// how many runs there were when it started (1 for the first run of the job, 2 for a rerun).
@@ -63,17 +50,6 @@ fn touch(path: PathBuf) -> bool {
     std::fs::write(path, b"ran").is_ok()
 }
 stealpool::register_fn!(touch);
-
-#[derive(Serialize, Deserialize)]
-struct Square(u64);
-
-impl Job for Square {
-    type Output = u64;
-    fn run(self) -> u64 {
-        self.0 * self.0
-    }
-}
-stealpool::register_job!(Square);
 
 #[derive(Serialize, Deserialize)]
 struct Nap(u64);
@@ -224,14 +200,10 @@ fn the_generic_code_of_the_other_pools_runs_unchanged() {
         worker(&server, &pool, &[("STEALPOOL_TEST_PROCESSES", "2".into()), ("STEALPOOL_TEST_PREFETCH", "4".into())]);
     let _w2 = worker(&server, &pool, &[]);
 
-    // The same generic code as tests/process.rs, on all three executors.
-    fn total<E: Executor + Submit<Square>>(e: &E) -> u64 {
-        let fs: Vec<_> = (1..=4).map(|i| e.submit(Square(i)).unwrap()).collect();
-        fs.into_iter().map(|f| f.result().unwrap()).sum()
-    }
-    assert_eq!(total(&pool), 30);
-    assert_eq!(total(&ProcessPoolExecutor::new(1)), 30);
-    assert_eq!(total(&ThreadPoolExecutor::new(2)), 30);
+    // The same generic code as tests/process.rs (tests/common/generic.rs), on all three executors.
+    generic::generic_code_runs(&pool, square);
+    generic::generic_code_runs(&ProcessPoolExecutor::new(1), square);
+    generic::generic_code_runs(&ThreadPoolExecutor::new(2), square);
 
     assert_eq!(pool.apply_async(square, 12).unwrap().result(), Ok(144));
     let (tx, rx) = std::sync::mpsc::channel();

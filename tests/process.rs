@@ -7,23 +7,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+#[path = "common/generic.rs"]
+mod generic;
+
+use generic::{Square, add, square};
 use serde::{Deserialize, Serialize};
 use stealpool::{
-    Executor, ExitStatus, Future, Job, JobError, MapOptions, ProcessPoolBuilder, ProcessPoolExecutor, Submit,
+    Executor, ExitStatus, Future, Job, JobError, MapOptions, ProcessPoolBuilder, ProcessPoolExecutor,
     ThreadPoolExecutor,
 };
 
 // ----- registered code -----------------------------------------------------------------------
-
-fn square(x: u64) -> u64 {
-    x * x
-}
-stealpool::register_fn!(square);
-
-fn add(a: u64, b: u64) -> u64 {
-    a + b
-}
-stealpool::register_fn!(add);
 
 fn my_pid(_: ()) -> u32 {
     std::process::id()
@@ -127,18 +121,6 @@ fn crash(_: ()) -> u32 {
 }
 stealpool::register_fn!(crash);
 
-/// A job type, usable on both pools.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Square(u64);
-
-impl Job for Square {
-    type Output = u64;
-    fn run(self) -> u64 {
-        self.0 * self.0
-    }
-}
-stealpool::register_job!(Square);
-
 /// A job type that sleeps for its number of milliseconds.
 #[derive(Debug, Serialize, Deserialize)]
 struct Nap(u64);
@@ -230,13 +212,10 @@ fn apply_async_submit_and_generic_code() {
     assert_eq!(p.apply_async(square, 12).unwrap().result(), Ok(144));
     assert_eq!(p.submit(Square(9)).unwrap().result(), Ok(81));
 
-    // The same generic code runs the same job type on either backend.
-    fn total<E: Executor + Submit<Square>>(e: &E) -> u64 {
-        let fs: Vec<_> = (1..=4).map(|i| e.submit(Square(i)).unwrap()).collect();
-        fs.into_iter().map(|f| f.result().unwrap()).sum()
-    }
-    assert_eq!(total(&p), 30);
-    assert_eq!(total(&ThreadPoolExecutor::new(2)), 30);
+    // The same generic code (tests/common/generic.rs) runs on either backend (and on Redis, in
+    // tests/distributed.rs).
+    generic::generic_code_runs(&p, square);
+    generic::generic_code_runs(&ThreadPoolExecutor::new(2), square);
 }
 
 #[test]
@@ -302,7 +281,7 @@ fn a_panic_fails_its_job_only_and_the_worker_survives() {
     let before = p.worker_pids();
     let err = p.apply_async(fail_on_three, 3).unwrap().result().unwrap_err();
     assert!(matches!(&err, JobError::Panicked { message, .. } if message == "three is not allowed"), "{err:?}");
-    assert_eq!(err.panic_location(), Some(concat!(file!(), ":35:9")), "the panic! in fail_on_three");
+    assert_eq!(err.panic_location(), Some(concat!(file!(), ":29:9")), "the panic! in fail_on_three");
     assert_eq!(p.apply_async(fail_on_three, 4).unwrap().result(), Ok(4));
     assert_eq!(p.worker_pids(), before, "a panic must not cost the worker");
 

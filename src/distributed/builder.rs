@@ -25,7 +25,8 @@ pub struct RedisExecutorBuilder {
     pub(crate) client_ttl: Duration,
     pub(crate) result_ttl: Duration,
     pub(crate) queue_ttl: Duration,
-    pub(crate) reconnect_timeout: Duration,
+    /// `None`: the client's `client_ttl`.
+    pub(crate) reconnect_timeout: Option<Duration>,
 }
 
 impl RedisExecutorBuilder {
@@ -67,17 +68,49 @@ impl RedisExecutorBuilder {
     }
 
     /// How long the client keeps trying to reach Redis again when it is gone before it fails
-    /// every unfinished future with [`JobError::Lost`](crate::JobError::Lost). Default 60 s.
+    /// every unfinished future with [`JobError::Lost`](crate::JobError::Lost). An outage ends
+    /// only once Redis has served the client for 5 s without a break: a Redis that flaps (up a
+    /// moment, down again) does not restart the clock.
+    ///
+    /// Default: [`client_ttl`](Self::client_ttl) (30 s), and it may not be longer
+    /// ([`build`](Self::build) refuses it): once the client has been out of reach for
+    /// `client_ttl`, its liveness key has lapsed and workers drop its jobs, so a longer wait
+    /// could only end in `JobError::Lost`. To ride out longer outages, raise `client_ttl`
+    /// with it.
     pub fn reconnect_timeout(mut self, timeout: Duration) -> Self {
-        self.reconnect_timeout = timeout;
+        self.reconnect_timeout = Some(timeout);
         self
+    }
+
+    /// The reconnect timeout in effect: the one set, or `client_ttl`.
+    pub(crate) fn outage_limit(&self) -> Duration {
+        self.reconnect_timeout.unwrap_or(self.client_ttl)
+    }
+
+    /// The settings' consistency: a message for the first rule they break.
+    fn check(&self) -> Result<(), String> {
+        if let Some(timeout) = self.reconnect_timeout
+            && timeout > self.client_ttl
+        {
+            return Err(format!(
+                "reconnect_timeout ({timeout:?}) is longer than client_ttl ({:?}): workers drop the jobs of a client \
+                 they have not heard from for client_ttl, so waiting longer for Redis could only end in \
+                 JobError::Lost; raise client_ttl with it",
+                self.client_ttl
+            ));
+        }
+        Ok(())
     }
 
     /// Connects and starts the client's result reader.
     ///
     /// # Errors
-    /// [`ConnectError`] if Redis cannot be reached now.
+    /// [`ConnectError`] if the settings are inconsistent (a
+    /// [`reconnect_timeout`](Self::reconnect_timeout) longer than the
+    /// [`client_ttl`](Self::client_ttl); [`ConnectError::is_invalid_settings`]) or Redis cannot be
+    /// reached now.
     pub fn build(self) -> Result<RedisExecutor, ConnectError> {
+        self.check().map_err(|detail| ConnectError::invalid(&self.config, detail))?;
         let mut submitter = self.config.connect()?;
         let id = client_id();
         let keys = Keys::new(self.config.keys());

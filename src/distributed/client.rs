@@ -5,9 +5,6 @@
 //! This file must never hold the table's lock across a Redis round trip other than the one that
 //! adds a job (so that a result is never seen before its job is in the table), and never resolve
 //! a future twice: a job leaves the table exactly once, and whoever removes it resolves it.
-//!
-//! (A little over 500 lines: the `Submit` implementations, one per shape of job, mirror the
-//! process pool's, and the cell's cancel logic belongs beside the table it edits.)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,8 +13,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use super::builder::RedisExecutorBuilder;
 use super::connection::{ConnectError, RedisConfig};
@@ -25,11 +20,11 @@ use super::control::WorkerInfo;
 use super::scripts;
 use super::wire::{self, GROUP, JOB_FIELD, JobHeader, Keys};
 use crate::error::{JobError, JoinError, SubmitError};
-use crate::executor::{Executor, Submit};
+use crate::executor::Executor;
 use crate::future::{Cell, Core, Ending, Future};
-use crate::job::{Apply, Batch, Call, Star};
+use crate::process::encoded::{EncodedSubmit, encoded_submit_impls};
 use crate::process::protocol::{self, InputLayout, Status};
-use crate::process::{RemoteJob, decode_many, decode_one, fn_code};
+use crate::process::{RemoteJob, decode_one};
 
 /// The largest job frame the client sends (a Redis string may hold 512 MiB; a job this large
 /// belongs in shared storage, with its address in the job).
@@ -175,7 +170,7 @@ impl RedisExecutor {
             client_ttl: Duration::from_secs(30),
             result_ttl: Duration::from_secs(3600),
             queue_ttl: Duration::from_secs(24 * 3600),
-            reconnect_timeout: Duration::from_secs(60),
+            reconnect_timeout: None,
         }
     }
 
@@ -213,79 +208,6 @@ impl RedisExecutor {
     pub fn workers(&self) -> Result<Vec<WorkerInfo>, String> {
         let keys = &self.shared.keys;
         self.shared.with_connection(|c| super::control::list(c, keys))
-    }
-
-    fn send<J, T>(
-        &self,
-        job: J,
-        code: Result<&'static str, &'static str>,
-        layout: InputLayout,
-        encode: impl FnOnce(&J, Vec<u8>) -> postcard::Result<Vec<u8>>,
-        decode: fn(Status, &[u8]) -> Result<T, JobError>,
-        limit: Option<Duration>,
-    ) -> Result<Future<T>, SubmitError<J>>
-    where
-        T: Send + 'static,
-    {
-        let shared = &self.shared;
-        if !shared.table.lock().open {
-            return Err(SubmitError::shutdown(job));
-        }
-        let code = match code {
-            Ok(name) => name,
-            Err(type_name) => return Ok(Future::ready(Err(JobError::Unregistered { name: type_name.to_owned() }))),
-        };
-        let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
-        let limit_ms = limit.map(millis);
-        let header = JobHeader {
-            client: &shared.id,
-            seq,
-            code,
-            layout,
-            limit_ms,
-            max_retries: shared.options.max_retries,
-            result_ttl_ms: millis(shared.options.result_ttl),
-        };
-        let frame = match encode(&job, header.frame()) {
-            Ok(f) if f.len() <= MAX_JOB_BYTES => f,
-            Ok(f) => {
-                let message = format!("the job takes {} bytes, more than the {MAX_JOB_BYTES} a job may", f.len());
-                return Ok(Future::ready(Err(JobError::Serialization { message })));
-            }
-            Err(e) => return Ok(Future::ready(Err(JobError::Serialization { message: e.to_string() }))),
-        };
-        let cell = Arc::new(RedisCell { core: Core::new(), decode, shared: Arc::downgrade(shared), seq });
-        {
-            let mut table = shared.table.lock();
-            if !table.open {
-                return Err(SubmitError::shutdown(job));
-            }
-            table.waiting.insert(seq, Waiting { entry: None, sink: cell.clone() });
-        }
-        let jobs = shared.keys.jobs();
-        let ttl = millis(shared.options.queue_ttl);
-        let added = shared.with_connection(|c| {
-            let mut pipe = redis::pipe();
-            pipe.cmd("XADD").arg(&jobs).arg("*").arg(JOB_FIELD).arg(&frame);
-            pipe.cmd("PEXPIRE").arg(&jobs).arg(ttl).ignore();
-            pipe.query::<(redis::Value,)>(c)
-        });
-        match added.map(|(id,)| wire::text(&id).map(str::to_owned)) {
-            Ok(Some(entry)) => {
-                if let Some(w) = shared.table.lock().waiting.get_mut(&seq) {
-                    w.entry = Some(entry);
-                }
-                Ok(Future::from_cell(cell))
-            }
-            Ok(None) => {
-                shared.take(seq);
-                Err(SubmitError::broken(job, "Redis answered XADD with something other than an entry id".to_owned()))
-            }
-            Err(reason) => {
-                shared.take(seq);
-                Err(SubmitError::broken(job, reason))
-            }
-        }
     }
 
     fn stop_reader(&self) {
@@ -434,54 +356,88 @@ impl Executor for RedisExecutor {
     }
 }
 
-impl<J: RemoteJob> Submit<J> for RedisExecutor {
-    fn submit(&self, job: J) -> Result<Future<J::Output>, SubmitError<J>> {
-        RedisExecutor::submit(self, job)
+impl EncodedSubmit for RedisExecutor {
+    fn default_limit(&self) -> Option<Duration> {
+        self.shared.options.task_timeout
     }
-}
 
-/// `apply_async(f, args)` with a registered function of one argument.
-impl<F, A, R> Submit<Call<F, A>> for RedisExecutor
-where
-    F: Fn(A) -> R + 'static,
-    A: Serialize,
-    R: DeserializeOwned + Send + 'static,
-{
-    fn submit(&self, call: Call<F, A>) -> Result<Future<R>, SubmitError<Call<F, A>>> {
-        let limit = self.shared.options.task_timeout;
-        self.send(call, fn_code::<F>(), InputLayout::One, |c, f| protocol::append(&c.args, f), decode_one, limit)
-    }
-}
-
-/// One chunk of `map` / `imap` / `imap_unordered` with a registered function of one argument.
-impl<F, A, R> Submit<Batch<F, A>> for RedisExecutor
-where
-    F: Fn(A) -> R + 'static,
-    A: Serialize,
-    R: DeserializeOwned + Send + 'static,
-{
-    fn submit(&self, batch: Batch<F, A>) -> Result<Future<Vec<Result<R, JobError>>>, SubmitError<Batch<F, A>>> {
-        let limit = self.shared.options.task_timeout;
-        self.send(batch, fn_code::<F>(), InputLayout::Many, |b, f| protocol::append(&b.items, f), decode_many, limit)
-    }
-}
-
-/// One chunk of `starmap` with a registered function of two to four arguments.
-impl<F, A, R> Submit<Batch<Star<F>, A>> for RedisExecutor
-where
-    Star<F>: Apply<A, Output = R>,
-    F: 'static,
-    A: Serialize,
-    R: DeserializeOwned + Send + 'static,
-{
-    fn submit(
+    /// Encodes one job, puts it in the table and adds it to the job stream.
+    fn send<J, T>(
         &self,
-        batch: Batch<Star<F>, A>,
-    ) -> Result<Future<Vec<Result<R, JobError>>>, SubmitError<Batch<Star<F>, A>>> {
-        let limit = self.shared.options.task_timeout;
-        self.send(batch, fn_code::<F>(), InputLayout::Many, |b, f| protocol::append(&b.items, f), decode_many, limit)
+        job: J,
+        code: Result<&str, &'static str>,
+        layout: InputLayout,
+        encode: impl FnOnce(&J, Vec<u8>) -> postcard::Result<Vec<u8>>,
+        decode: fn(Status, &[u8]) -> Result<T, JobError>,
+        limit: Option<Duration>,
+    ) -> Result<Future<T>, SubmitError<J>>
+    where
+        T: Send + 'static,
+    {
+        let shared = &self.shared;
+        if !shared.table.lock().open {
+            return Err(SubmitError::shutdown(job));
+        }
+        let code = match code {
+            Ok(name) => name,
+            Err(type_name) => return Ok(Future::ready(Err(JobError::Unregistered { name: type_name.to_owned() }))),
+        };
+        let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
+        let limit_ms = limit.map(millis);
+        let header = JobHeader {
+            client: &shared.id,
+            seq,
+            code,
+            layout,
+            limit_ms,
+            max_retries: shared.options.max_retries,
+            result_ttl_ms: millis(shared.options.result_ttl),
+        };
+        let frame = match encode(&job, header.frame()) {
+            Ok(f) if f.len() <= MAX_JOB_BYTES => f,
+            Ok(f) => {
+                let message = format!("the job takes {} bytes, more than the {MAX_JOB_BYTES} a job may", f.len());
+                return Ok(Future::ready(Err(JobError::Serialization { message })));
+            }
+            Err(e) => return Ok(Future::ready(Err(JobError::Serialization { message: e.to_string() }))),
+        };
+        let cell = Arc::new(RedisCell { core: Core::new(), decode, shared: Arc::downgrade(shared), seq });
+        {
+            let mut table = shared.table.lock();
+            if !table.open {
+                return Err(SubmitError::shutdown(job));
+            }
+            table.waiting.insert(seq, Waiting { entry: None, sink: cell.clone() });
+        }
+        let jobs = shared.keys.jobs();
+        let ttl = millis(shared.options.queue_ttl);
+        let added = shared.with_connection(|c| {
+            let mut pipe = redis::pipe();
+            pipe.cmd("XADD").arg(&jobs).arg("*").arg(JOB_FIELD).arg(&frame);
+            pipe.cmd("PEXPIRE").arg(&jobs).arg(ttl).ignore();
+            pipe.query::<(redis::Value,)>(c)
+        });
+        match added.map(|(id,)| wire::text(&id).map(str::to_owned)) {
+            Ok(Some(entry)) => {
+                if let Some(w) = shared.table.lock().waiting.get_mut(&seq) {
+                    w.entry = Some(entry);
+                }
+                Ok(Future::from_cell(cell))
+            }
+            Ok(None) => {
+                shared.take(seq);
+                Err(SubmitError::broken(job, "Redis answered XADD with something other than an entry id".to_owned()))
+            }
+            Err(reason) => {
+                shared.take(seq);
+                Err(SubmitError::broken(job, reason))
+            }
+        }
     }
 }
+
+// The same `Submit` implementations as the process pool's (one per shape of job), over `send`.
+encoded_submit_impls!(RedisExecutor);
 
 impl Drop for RedisExecutor {
     fn drop(&mut self) {

@@ -121,23 +121,54 @@ pub struct ConnectError {
     url: String,
     source: Option<::redis::RedisError>,
     detail: Option<String>,
+    /// The settings were refused before any connection was tried.
+    invalid: bool,
 }
 
 impl ConnectError {
     /// The connection to `config` failed with `source`.
     pub(crate) fn new(config: &RedisConfig, source: ::redis::RedisError) -> ConnectError {
-        ConnectError { url: config.redacted_url(), source: Some(source), detail: None }
+        ConnectError { url: config.redacted_url(), source: Some(source), detail: None, invalid: false }
     }
 
     /// Setting up the client of `config` failed for a reason that is no Redis error.
     pub(crate) fn other(config: &RedisConfig, detail: String) -> ConnectError {
-        ConnectError { url: config.redacted_url(), source: None, detail: Some(detail) }
+        ConnectError { url: config.redacted_url(), source: None, detail: Some(detail), invalid: false }
+    }
+
+    /// The settings of a client of `config` are inconsistent (`detail` says how).
+    pub(crate) fn invalid(config: &RedisConfig, detail: String) -> ConnectError {
+        ConnectError { url: config.redacted_url(), source: None, detail: Some(detail), invalid: true }
+    }
+
+    /// Whether the settings were refused (nothing was tried): retrying cannot help.
+    ///
+    /// # Examples
+    /// The settings are checked before any connection is tried, so this needs no Redis:
+    /// ```
+    /// use std::time::Duration;
+    /// use stealpool::distributed::{RedisConfig, RedisExecutor};
+    ///
+    /// let err = RedisExecutor::builder(RedisConfig::new("redis://127.0.0.1:1/"))
+    ///     .client_ttl(Duration::from_secs(10))
+    ///     .reconnect_timeout(Duration::from_secs(60))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(err.is_invalid_settings());
+    /// assert!(err.to_string().contains("reconnect_timeout (60s) is longer than client_ttl (10s)"), "{err}");
+    /// ```
+    pub fn is_invalid_settings(&self) -> bool {
+        self.invalid
     }
 }
 
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot connect to Redis at {}", self.url)?;
+        if self.invalid {
+            write!(f, "invalid settings for the Redis client of {}", self.url)?;
+        } else {
+            write!(f, "cannot connect to Redis at {}", self.url)?;
+        }
         match (&self.source, &self.detail) {
             (Some(source), _) => write!(f, ": {source}"),
             (None, Some(detail)) => write!(f, ": {detail}"),

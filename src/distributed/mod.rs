@@ -55,9 +55,12 @@
 //!   2 s). Results not yet written stay in the worker's memory until written; with Redis's
 //!   append-only file (`appendfsync always`) nothing acknowledged is lost. A client that comes
 //!   back to a Redis without some of its jobs (restarted without persistence) fails those
-//!   futures with [`JobError::Lost`](crate::JobError::Lost); one that cannot reach Redis for
-//!   [`reconnect_timeout`](RedisExecutorBuilder::reconnect_timeout) (default 60 s) fails all
-//!   its unresolved futures the same way. Nothing hangs for longer.
+//!   futures with [`JobError::Lost`](crate::JobError::Lost) (so does one cut off for longer
+//!   than its keys live); one that cannot reach Redis for
+//!   [`reconnect_timeout`](RedisExecutorBuilder::reconnect_timeout) (default and at most its
+//!   `client_ttl`, 30 s: workers give up on a silent client's jobs then) fails all its
+//!   unresolved futures the same way, counting a Redis that flaps as still gone. Nothing hangs
+//!   for longer.
 //! - **Keys**: every key is under the [`Namespace`] (`{stealpool}` by default, a Redis Cluster
 //!   hash tag) and has an expiry; nothing accumulates when clients and workers go.
 //! - **Authentication and TLS** come from the URL: `redis://user:password@host:6379/0`,

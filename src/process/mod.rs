@@ -170,6 +170,7 @@
 
 mod builder;
 mod child;
+pub(crate) mod encoded;
 mod error;
 mod fork_server;
 #[cfg(test)]
@@ -184,17 +185,16 @@ use std::fmt;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{JobError, JoinError, SubmitError};
-use crate::executor::{Executor, Submit};
+use crate::executor::Executor;
 use crate::future::{Cell, Core, Ending, Future};
 use crate::ipc;
-use crate::job::{Apply, Batch, Call, Star};
 
 pub use self::builder::ProcessPoolBuilder;
 pub use self::child::{Process, ProcessBuilder};
+use self::encoded::EncodedSubmit;
 pub use self::error::ProcessError;
 pub use self::fork_server::MAX_ENVIRONMENT_BYTES;
 use self::pool::{Pool, QueuedTask, Sink};
@@ -346,52 +346,6 @@ impl ProcessPoolExecutor {
         self.send((), Ok(code), mode, encode, raw, limit.or(self.pool.default_limit()))
     }
 
-    /// Encodes and queues one task.
-    fn send<J, T>(
-        &self,
-        job: J,
-        code: Result<&str, &'static str>,
-        mode: InputLayout,
-        encode: impl FnOnce(&J, Vec<u8>) -> postcard::Result<Vec<u8>>,
-        decode: fn(Status, &[u8]) -> Result<T, JobError>,
-        limit: Option<Duration>,
-    ) -> Result<Future<T>, SubmitError<J>>
-    where
-        T: Send + 'static,
-    {
-        if !self.pool.is_open() {
-            return Err(self.refused(job));
-        }
-        let code = match code {
-            Ok(name) => name,
-            Err(type_name) => return Ok(Future::ready(Err(JobError::Unregistered { name: type_name.to_owned() }))),
-        };
-        let id = self.pool.next_task_id();
-        let buffers = self.pool.buffers();
-        let start = protocol::task_frame_in(buffers.take(64 + code.len() + 24), id, mode, code);
-        let frame = match encode(&job, start) {
-            Ok(f) => f,
-            Err(e) => return Ok(Future::ready(Err(JobError::Serialization { message: e.to_string() }))),
-        };
-        if frame.len() > ipc::MAX_FRAME {
-            let message =
-                format!("the input takes {} bytes, more than the {} a task may carry", frame.len(), ipc::MAX_FRAME);
-            return Ok(Future::ready(Err(JobError::Serialization { message })));
-        }
-        let cell = Arc::new(ProcCell { core: Core::new(), decode, pool: Arc::downgrade(&self.pool), id });
-        let task = QueuedTask {
-            id,
-            frame: Arc::new(ipc::Frame::returning(frame, buffers)),
-            sink: cell.clone(),
-            limit,
-            started: false,
-        };
-        match self.pool.submit(task) {
-            Ok(()) => Ok(Future::from_cell(cell)),
-            Err(_) => Err(self.refused(job)),
-        }
-    }
-
     /// The refusal of `job` by a pool that no longer takes work: says why if it broke.
     fn refused<J>(&self, job: J) -> SubmitError<J> {
         match self.pool.broken_reason() {
@@ -537,75 +491,59 @@ impl Executor for ProcessPoolExecutor {
     }
 }
 
-impl<J: RemoteJob> Submit<J> for ProcessPoolExecutor {
-    fn submit(&self, job: J) -> Result<Future<J::Output>, SubmitError<J>> {
-        ProcessPoolExecutor::submit(self, job)
+impl EncodedSubmit for ProcessPoolExecutor {
+    fn default_limit(&self) -> Option<Duration> {
+        self.pool.default_limit()
     }
-}
 
-/// `apply_async(f, args)` with a registered function of one argument.
-impl<F, A, R> Submit<Call<F, A>> for ProcessPoolExecutor
-where
-    F: Fn(A) -> R + 'static,
-    A: Serialize,
-    R: DeserializeOwned + Send + 'static,
-{
-    fn submit(&self, call: Call<F, A>) -> Result<Future<R>, SubmitError<Call<F, A>>> {
-        let limit = self.pool.default_limit();
-        self.send(
-            call,
-            fn_code::<F>(),
-            InputLayout::One,
-            |c, frame| protocol::append(&c.args, frame),
-            decode_one,
-            limit,
-        )
-    }
-}
-
-/// One chunk of `map` / `imap` / `imap_unordered` with a registered function of one argument.
-impl<F, A, R> Submit<Batch<F, A>> for ProcessPoolExecutor
-where
-    F: Fn(A) -> R + 'static,
-    A: Serialize,
-    R: DeserializeOwned + Send + 'static,
-{
-    fn submit(&self, batch: Batch<F, A>) -> Result<Future<Vec<Result<R, JobError>>>, SubmitError<Batch<F, A>>> {
-        let limit = self.pool.default_limit();
-        self.send(
-            batch,
-            fn_code::<F>(),
-            InputLayout::Many,
-            |b, frame| protocol::append(&b.items, frame),
-            decode_many,
-            limit,
-        )
-    }
-}
-
-/// One chunk of `starmap` with a registered function of two to four arguments.
-impl<F, A, R> Submit<Batch<Star<F>, A>> for ProcessPoolExecutor
-where
-    Star<F>: Apply<A, Output = R>,
-    F: 'static,
-    A: Serialize,
-    R: DeserializeOwned + Send + 'static,
-{
-    fn submit(
+    /// Encodes and queues one task.
+    fn send<J, T>(
         &self,
-        batch: Batch<Star<F>, A>,
-    ) -> Result<Future<Vec<Result<R, JobError>>>, SubmitError<Batch<Star<F>, A>>> {
-        let limit = self.pool.default_limit();
-        self.send(
-            batch,
-            fn_code::<F>(),
-            InputLayout::Many,
-            |b, frame| protocol::append(&b.items, frame),
-            decode_many,
+        job: J,
+        code: Result<&str, &'static str>,
+        layout: InputLayout,
+        encode: impl FnOnce(&J, Vec<u8>) -> postcard::Result<Vec<u8>>,
+        decode: fn(Status, &[u8]) -> Result<T, JobError>,
+        limit: Option<Duration>,
+    ) -> Result<Future<T>, SubmitError<J>>
+    where
+        T: Send + 'static,
+    {
+        if !self.pool.is_open() {
+            return Err(self.refused(job));
+        }
+        let code = match code {
+            Ok(name) => name,
+            Err(type_name) => return Ok(Future::ready(Err(JobError::Unregistered { name: type_name.to_owned() }))),
+        };
+        let id = self.pool.next_task_id();
+        let buffers = self.pool.buffers();
+        let start = protocol::task_frame_in(buffers.take(64 + code.len() + 24), id, layout, code);
+        let frame = match encode(&job, start) {
+            Ok(f) => f,
+            Err(e) => return Ok(Future::ready(Err(JobError::Serialization { message: e.to_string() }))),
+        };
+        if frame.len() > ipc::MAX_FRAME {
+            let message =
+                format!("the input takes {} bytes, more than the {} a task may carry", frame.len(), ipc::MAX_FRAME);
+            return Ok(Future::ready(Err(JobError::Serialization { message })));
+        }
+        let cell = Arc::new(ProcCell { core: Core::new(), decode, pool: Arc::downgrade(&self.pool), id });
+        let task = QueuedTask {
+            id,
+            frame: Arc::new(ipc::Frame::returning(frame, buffers)),
+            sink: cell.clone(),
             limit,
-        )
+            started: false,
+        };
+        match self.pool.submit(task) {
+            Ok(()) => Ok(Future::from_cell(cell)),
+            Err(_) => Err(self.refused(job)),
+        }
     }
 }
+
+encoded::encoded_submit_impls!(ProcessPoolExecutor);
 
 impl Drop for ProcessPoolExecutor {
     fn drop(&mut self) {

@@ -8,6 +8,20 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
+/// The path of the example `name`, built beside this test binary (`target/<profile>/deps/<test>`
+/// -> `target/<profile>/examples/<name>`); panics, saying how to build it, when it is not there
+/// (`cargo test --test ...` builds no examples; `.ci/run` builds the ones tests run).
+pub fn example_binary(name: &str, features: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let example = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
+    assert!(
+        example.exists(),
+        "{} is not built: `cargo build --features {features} --example {name}` (.ci/run does)",
+        example.display()
+    );
+    example
+}
+
 /// How long a test waits for something that must happen before calling it a hang.
 pub const HANG: Duration = Duration::from_secs(30);
 
