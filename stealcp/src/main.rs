@@ -35,9 +35,8 @@ place once complete; a new file in an existing directory gets its name only once
 A later run into the same places removes the leftovers of a killed one.
 Not supported: -Z/--context (SELinux contexts: this build has no SELinux support; -Z is
 ignored with a warning, as cp does on a kernel without SELinux); --preserve=context (ignored);
---sparse=always is taken as --sparse=auto (holes are kept where the source has them, runs
-of zeros are written); -i asks only about files named on the command line; --debug prints one
-line for the run, not one per file; -v does not add cp's 'removed' and '(backup: ...)' notes.
+-i asks only about files named on the command line; --debug prints one line for the
+run, not one per file; -v does not add cp's 'removed' and '(backup: ...)' notes.
 Exit status: 0 if everything was copied, 1 if anything failed or the options were wrong.";
 
 #[derive(Debug, Parser)]

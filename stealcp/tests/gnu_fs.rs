@@ -1,0 +1,269 @@
+//! GNU cp side by side (see `gnu_harness`) on file system cases: `--sparse=WHEN` (allocated
+//! blocks compared with cp's, on the test directory's file system and on tmpfs), sources that
+//! cannot be split into ranges (a large standard input, a FIFO with `--copy-contents`) under
+//! both backends, a directory copied into itself, and extended attributes on special files.
+//!
+//! coreutils tests/cp cases these follow: sparse, sparse-2, sparse-extents, fiemap-2,
+//! into-self, copy-FMR (FIFOs), preserve-xattr / special-xattr.
+
+mod gnu_harness;
+
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use gnu_harness::{Run, User, both_runs, configurations, file, first_words, snapshot};
+
+/// `len` bytes that are never a block of zeros (xorshift), for files whose zeros are placed.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&(x | 0x0101_0101_0101_0101).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Asserts that two runs agree on status and messages (and returns the context to show).
+fn agree(by_cp: &Run, by_us: &Run, what: &str) -> String {
+    let context = format!(
+        "{what}\ncp: status {:?}, stderr:\n{}\nstealcp: status {:?}, stderr:\n{}",
+        by_cp.status, by_cp.stderr, by_us.status, by_us.stderr
+    );
+    assert_eq!(by_us.status, by_cp.status, "exit status: {context}");
+    assert_eq!(first_words(&by_us.stderr, "stealcp"), first_words(&by_cp.stderr, "/usr/bin/cp"), "messages: {context}");
+    context
+}
+
+/// Blocks allocated to `path` (512-byte units), and its contents.
+fn blocks_and_contents(path: &Path) -> (u64, Vec<u8>) {
+    let meta = fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.blocks(), fs::read(path).unwrap())
+}
+
+/// Small files with zeros in them: an aligned 64 KiB run, an unaligned 10 000-byte run, a
+/// 5 000-byte zero tail; a file of zeros only; a sparse file with a little data.
+fn zeros_tree(dir: &Path) {
+    fs::create_dir(dir.join("src")).unwrap();
+    let mut z = noise(1 << 20, 7);
+    z[65536..131072].fill(0);
+    z[300_000..310_000].fill(0);
+    z.extend_from_slice(&[0; 5000]);
+    fs::write(dir.join("src/z"), &z).unwrap();
+    fs::write(dir.join("src/zeros"), vec![0u8; 200_000]).unwrap();
+    let mut sparse = fs::File::create(dir.join("src/sparse")).unwrap();
+    sparse.seek(SeekFrom::Start(3 << 20)).unwrap();
+    sparse.write_all(&noise(10_000, 3)).unwrap();
+    sparse.set_len(6 << 20).unwrap();
+    file(dir, "src/small", "no zeros\n", 0o644);
+}
+
+#[test]
+fn sparse_when_makes_the_holes_cp_makes() {
+    for mode in ["--sparse=always", "--sparse=auto", "--sparse=never"] {
+        let args = ["-r", mode, "src", "out"];
+        for (user, extra) in configurations() {
+            let Some((by_cp, by_us)) = both_runs(&zeros_tree, &args, None, user, extra) else {
+                return eprintln!("skipped: /usr/bin/cp is not GNU cp");
+            };
+            let context = agree(&by_cp, &by_us, &format!("{extra:?} {args:?} as {user:?}"));
+            assert_eq!(snapshot(by_us.dir.path(), false), snapshot(by_cp.dir.path(), false), "tree: {context}");
+            for name in ["z", "zeros", "sparse", "small"] {
+                let ours = blocks_and_contents(&by_us.dir.path().join("out").join(name));
+                let theirs = blocks_and_contents(&by_cp.dir.path().join("out").join(name));
+                assert_eq!(ours.0, theirs.0, "blocks of {name}: {context}");
+                assert!(ours.1 == theirs.1, "contents of {name}: {context}");
+            }
+            if mode == "--sparse=always" {
+                let (blocks, _) = blocks_and_contents(&by_us.dir.path().join("out/zeros"));
+                assert_eq!(blocks, 0, "a file of zeros is all hole");
+            }
+        }
+    }
+}
+
+/// A file large enough to be split into ranges (80 MiB, a 40 MiB run of zeros inside), and a
+/// 70 MiB sparse file with 3 bytes of data.
+fn large_tree(dir: &Path) {
+    let mut big = noise(80 << 20, 11);
+    big[10 << 20..50 << 20].fill(0);
+    big.extend_from_slice(&[0; 3000]);
+    fs::write(dir.join("big"), &big).unwrap();
+    let mut sparse = fs::File::create(dir.join("sparse")).unwrap();
+    sparse.seek(SeekFrom::Start(66 << 20)).unwrap();
+    sparse.write_all(b"abc").unwrap();
+    sparse.set_len(70 << 20).unwrap();
+}
+
+/// Temporary directories on tmpfs, kept until the test ends, each open to 65534.
+struct OnTmpfs(std::cell::RefCell<Vec<tempfile::TempDir>>);
+
+impl OnTmpfs {
+    fn new_dir(&self) -> Option<PathBuf> {
+        let dir = tempfile::Builder::new().prefix("stealcp-gnu-fs").tempdir_in("/dev/shm").ok()?;
+        let path = dir.path().to_path_buf();
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        }
+        self.0.borrow_mut().push(dir);
+        Some(path)
+    }
+}
+
+#[test]
+fn sparse_when_on_split_files_and_on_tmpfs_makes_the_holes_cp_makes() {
+    let tmpfs = OnTmpfs(Default::default());
+    let on_tmpfs = fs::metadata("/dev/shm").is_ok_and(|m| m.is_dir()) && tmpfs.new_dir().is_some();
+    if !on_tmpfs {
+        eprintln!("tmpfs cases skipped: no writable /dev/shm");
+    }
+    for into_tmpfs in [false, true].into_iter().filter(|&t| !t || on_tmpfs) {
+        let setup = |dir: &Path| {
+            large_tree(dir);
+            match into_tmpfs {
+                true => std::os::unix::fs::symlink(tmpfs.new_dir().unwrap(), dir.join("out")).unwrap(),
+                false => fs::create_dir(dir.join("out")).unwrap(),
+            }
+        };
+        for mode in ["--sparse=always", "--sparse=never", "--sparse=auto"] {
+            let args = [mode, "big", "sparse", "out/"];
+            for (user, extra) in configurations() {
+                let Some((by_cp, by_us)) = both_runs(&setup, &args, None, user, extra) else {
+                    return eprintln!("skipped: /usr/bin/cp is not GNU cp");
+                };
+                let context = agree(&by_cp, &by_us, &format!("{extra:?} {args:?} as {user:?}, tmpfs {into_tmpfs}"));
+                for name in ["big", "sparse"] {
+                    let ours = blocks_and_contents(&by_us.dir.path().join("out").join(name));
+                    let theirs = blocks_and_contents(&by_cp.dir.path().join("out").join(name));
+                    assert_eq!(ours.0, theirs.0, "blocks of {name}: {context}");
+                    assert!(ours.1 == theirs.1, "contents of {name}: {context}");
+                    assert!(
+                        ours.1 == fs::read(by_us.dir.path().join(name)).unwrap(),
+                        "{name} is its source: {context}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Runs stealcp in `dir` as `user` with `stdin`, returning (status, stderr).
+fn stealcp_in(dir: &Path, user: User, args: &[&str], stdin: Stdio) -> (Option<i32>, String) {
+    let program = env!("CARGO_BIN_EXE_stealcp");
+    let mut command = match user {
+        User::Me => Command::new(program),
+        User::Nobody => {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+            c
+        }
+    };
+    let out = command.args(args).current_dir(dir).stdin(stdin).stderr(Stdio::piped()).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A directory for `user` to write in.
+fn workdir(user: User) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    if user == User::Nobody {
+        std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn a_large_standard_input_is_copied_whole_by_both_backends() {
+    // Larger than a split (64 MiB): from a file (stdin is then a regular file, which a worker
+    // process cannot reopen as its own /dev/stdin) and from a pipe.
+    let data = noise(70 << 20, 5);
+    let source = tempfile::NamedTempFile::new().unwrap();
+    fs::write(source.path(), &data).unwrap();
+    fs::set_permissions(source.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    for (user, extra) in configurations() {
+        for (from_pipe, name) in [(false, "/dev/stdin"), (true, "/dev/stdin"), (false, "/proc/self/fd/0")] {
+            if from_pipe && user == User::Nobody {
+                // The pipe is made here, by root: 65534 may not open it by name (cp neither;
+                // `standard_input_from_a_pipe_is_copied_as_cp_copies_it` compares that).
+                continue;
+            }
+            let dir = workdir(user);
+            let mut args: Vec<&str> = extra.to_vec();
+            args.extend([name, "out"]);
+            let (status, stderr) = if from_pipe {
+                let mut writer = Command::new("cat").arg(source.path()).stdout(Stdio::piped()).spawn().unwrap();
+                let pipe = writer.stdout.take().unwrap();
+                let result = stealcp_in(dir.path(), user, &args, Stdio::from(pipe));
+                writer.wait().unwrap();
+                result
+            } else {
+                stealcp_in(dir.path(), user, &args, Stdio::from(fs::File::open(source.path()).unwrap()))
+            };
+            let what = format!("{args:?} as {user:?}, from a pipe: {from_pipe}");
+            assert_eq!(status, Some(0), "{what}: {stderr}");
+            let copy = fs::read(dir.path().join("out")).unwrap();
+            assert!(copy.len() == data.len() && copy == data, "{what}: {} bytes, not the input", copy.len());
+        }
+    }
+}
+
+#[test]
+fn standard_input_from_a_pipe_is_copied_as_cp_copies_it() {
+    let input = noise(1 << 20, 9);
+    let none = |_: &Path| {};
+    gnu_harness::same_as_cp_with(none, &["/dev/stdin", "out"], Some(&input), Default::default());
+    gnu_harness::same_as_cp_with(none, &["--sparse=never", "/dev/stdin", "out"], Some(&input), Default::default());
+}
+
+/// Writes `data` into the FIFO `path` once a reader opens it; gives up (returning false) if
+/// none does within `wait`.
+fn feed_fifo(path: PathBuf, data: Vec<u8>, wait: std::time::Duration) -> std::thread::JoinHandle<bool> {
+    std::thread::spawn(move || {
+        use std::os::unix::fs::OpenOptionsExt;
+        let deadline = std::time::Instant::now() + wait;
+        let fifo = loop {
+            // Non-blocking: fails with ENXIO until there is a reader, so a copy that never
+            // opens the FIFO cannot leave this thread blocked.
+            match fs::OpenOptions::new().write(true).custom_flags(nix::libc::O_NONBLOCK).open(&path) {
+                Ok(f) => break f,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(_) => return false,
+            }
+        };
+        let flags = nix::fcntl::fcntl(&fifo, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        let blocking = nix::fcntl::OFlag::from_bits_truncate(flags) & !nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&fifo, nix::fcntl::FcntlArg::F_SETFL(blocking)).unwrap();
+        (&fifo).write_all(&data).is_ok()
+    })
+}
+
+#[test]
+fn a_fifo_read_with_copy_contents_is_copied_whole_by_both_backends() {
+    let data = noise(70 << 20, 13);
+    for (user, extra) in configurations() {
+        let dir = workdir(user);
+        fs::create_dir(dir.path().join("tree")).unwrap();
+        fs::write(dir.path().join("tree/plain"), b"plain\n").unwrap();
+        nix::unistd::mkfifo(&dir.path().join("tree/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        if user == User::Nobody {
+            let chown = Command::new("chown").args(["-R", "65534:65534"]).arg(dir.path()).status().unwrap();
+            assert!(chown.success());
+        }
+        let feeder = feed_fifo(dir.path().join("tree/fifo"), data.clone(), std::time::Duration::from_secs(60));
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend(["-r", "--copy-contents", "tree", "out"]);
+        let (status, stderr) = stealcp_in(dir.path(), user, &args, Stdio::null());
+        assert!(feeder.join().unwrap(), "{args:?} as {user:?}: the FIFO was not read to its end: {stderr}");
+        assert_eq!(status, Some(0), "{args:?} as {user:?}: {stderr}");
+        let copy = fs::read(dir.path().join("out/fifo")).unwrap();
+        assert!(copy == data, "{args:?} as {user:?}: {} bytes, not what went into the FIFO", copy.len());
+        assert_eq!(fs::read(dir.path().join("out/plain")).unwrap(), b"plain\n");
+    }
+}
