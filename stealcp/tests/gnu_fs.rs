@@ -267,3 +267,94 @@ fn a_fifo_read_with_copy_contents_is_copied_whole_by_both_backends() {
         assert_eq!(fs::read(dir.path().join("out/plain")).unwrap(), b"plain\n");
     }
 }
+
+/// A source tree `d` (files and directories at two depths).
+fn self_tree(dir: &Path) {
+    file(dir, "d/a", "a\n", 0o644);
+    file(dir, "d/sub/b", "b\n", 0o644);
+    file(dir, "d/z/q", "q\n", 0o600);
+    file(dir, "d/sub/deeper/c", "c\n", 0o644);
+    file(dir, "d/m", "m\n", 0o644);
+}
+
+/// [`self_tree`] with an empty `d/x` there already.
+fn self_tree_with_x(dir: &Path) {
+    self_tree(dir);
+    fs::create_dir(dir.join("d/x")).unwrap();
+}
+
+/// Every path under `dir`, relative to it.
+fn paths_under(dir: &Path) -> std::collections::BTreeSet<PathBuf> {
+    snapshot(dir, false).into_keys().collect()
+}
+
+/// What cp 9 copies of `source` into its own subdirectory `copy` (see `scan::IntoSelf`): in
+/// each directory on the way from `source` to `copy`, the entries of lower inode numbers than
+/// the next step, whole, and the next step (whose own copy is not copied). Read after the run,
+/// from the run's directory, so it holds for cp's inode numbers and for stealcp's.
+fn expected_into_self(source: &Path, copy: &Path) -> std::collections::BTreeSet<PathBuf> {
+    use std::os::unix::fs::DirEntryExt;
+    let steps: Vec<_> = copy.strip_prefix(source).unwrap().iter().map(PathBuf::from).collect();
+    let mut out = std::collections::BTreeSet::new();
+    let (mut dir, mut rel) = (source.to_path_buf(), PathBuf::new());
+    for (i, step) in steps.iter().enumerate() {
+        let entries: Vec<_> = fs::read_dir(&dir).unwrap().map(Result::unwrap).collect();
+        let at = entries.iter().find(|e| Path::new(&e.file_name()) == step).map(|e| e.ino()).unwrap();
+        for entry in entries.iter().filter(|e| e.ino() < at) {
+            let name = rel.join(entry.file_name());
+            out.insert(name.clone());
+            out.extend(paths_under(&entry.path()).into_iter().map(|p| name.join(p)));
+        }
+        if i + 1 == steps.len() {
+            break;
+        }
+        rel.push(step);
+        out.insert(rel.clone());
+        dir.push(step);
+    }
+    out
+}
+
+#[test]
+fn a_directory_copied_into_itself_is_copied_as_cp_copies_it_and_never_loops() {
+    type Setup = fn(&Path);
+    // (tree, arguments, the source directory, where its copy is)
+    let cases: [(Setup, &[&str], &str, &str); 10] = [
+        (self_tree, &["-r", "d", "d/x"], "d", "d/x"),
+        (self_tree, &["-r", "d/", "d/x"], "d", "d/x"),
+        (self_tree, &["-a", "d", "d/x"], "d", "d/x"),
+        (self_tree, &["-r", "d", "d"], "d", "d/d"),
+        (self_tree, &["-r", "d", "d/"], "d", "d/d"),
+        (self_tree, &["-r", "d/sub", "d/sub/x"], "d/sub", "d/sub/x"),
+        (self_tree, &["-r", "d", "./d/x"], "d", "d/x"),
+        (self_tree, &["-R", "d", "d/sub/deeper/x"], "d", "d/sub/deeper/x"),
+        (self_tree, &["-r", "d/.", "d/x"], "d", "d/x"),
+        (self_tree_with_x, &["-r", "d", "d/x"], "d", "d/x/d"),
+    ];
+    for (setup, args, source, copy) in cases {
+        for (user, extra) in configurations() {
+            let Some((by_cp, by_us)) = both_runs(&setup, args, None, user, extra) else {
+                return eprintln!("skipped: /usr/bin/cp is not GNU cp");
+            };
+            let context = agree(&by_cp, &by_us, &format!("{extra:?} {args:?} as {user:?}"));
+            for (who, run) in [("cp", &by_cp), ("stealcp", &by_us)] {
+                let (source, copy) = (run.dir.path().join(source), run.dir.path().join(copy));
+                let expected = expected_into_self(&source, &copy);
+                assert_eq!(paths_under(&copy), expected, "what {who} copied: {context}");
+                let (copied, sources) = (snapshot(&copy, false), snapshot(&source, false));
+                for (path, what) in copied {
+                    let like = sources.get(&path).unwrap_or_else(|| panic!("{who}: {path:?} has no source"));
+                    assert_eq!(&what, like, "{who}: {path:?} is not a copy of its source: {context}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn into_itself_where_cp_stops_before_copying() {
+    // The copy's parent does not exist; the source is its own destination.
+    gnu_harness::same_as_cp(self_tree, &["-r", "d", "d/x/y"]);
+    gnu_harness::same_as_cp(self_tree, &["-r", "d/sub", "d"]);
+    gnu_harness::same_as_cp(self_tree, &["-a", "d/sub", "d/"]);
+}
