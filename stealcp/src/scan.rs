@@ -253,7 +253,10 @@ pub(crate) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
             let made = if kind.is_symlink() {
                 entry::make_symlink(&entry.path(), &destination, &meta, out.existed, o).map(|m| (m, EntryKind::Symlink))
             } else {
-                entry::make_special(&destination, &meta, out.existed, o).map(|m| (m, EntryKind::Special))
+                // Attributes from what is copied: with -L, the symlink's target.
+                let path = entry.path();
+                let path = if o.dereference { fs::canonicalize(&path).unwrap_or(path) } else { path };
+                entry::make_special(&path, &destination, &meta, out.existed, o).map(|m| (m, EntryKind::Special))
             };
             match made {
                 Ok((true, kind)) => out.made.push((serde_bytes::ByteBuf::from(name.as_bytes()), kind)),

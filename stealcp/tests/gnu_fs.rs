@@ -358,3 +358,111 @@ fn into_itself_where_cp_stops_before_copying() {
     gnu_harness::same_as_cp(self_tree, &["-r", "d/sub", "d"]);
     gnu_harness::same_as_cp(self_tree, &["-a", "d/sub", "d/"]);
 }
+
+/// Every entry's extended attributes (not followed), by path.
+fn xattrs_under(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<(String, Vec<u8>)>> {
+    let mut out = std::collections::BTreeMap::new();
+    for rel in paths_under(root) {
+        let path = root.join(&rel);
+        let mut names: Vec<_> = xattr::list(&path).map(|n| n.collect()).unwrap_or_else(|_| Vec::new());
+        names.sort();
+        let values = names
+            .iter()
+            .filter_map(|n| Some((n.to_string_lossy().into_owned(), xattr::get(&path, n).ok()??)))
+            .collect();
+        out.insert(rel, values);
+    }
+    out
+}
+
+/// The bytes of a POSIX access ACL: user::rw- user:65534:r-- group::r-- mask::r-- other::r--.
+fn acl_644() -> Vec<u8> {
+    let mut out = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in
+        [(1u16, 6u16, u32::MAX), (2, 4, 65534), (4, 4, u32::MAX), (0x10, 4, u32::MAX), (0x20, 4, u32::MAX)]
+    {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&perm.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    out
+}
+
+/// Special files with extended attributes, where this run may make them: a FIFO and (as root)
+/// a character device with a `trusted.*` attribute (root only) and an ACL, a symlink with a
+/// `trusted.*` attribute, a file with a `user.*` one. Returns what could not be made.
+fn special_xattr_tree(dir: &Path) -> Vec<String> {
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    let mut missing = Vec::new();
+    let src = dir.join("src");
+    fs::create_dir(&src).unwrap();
+    file(dir, "src/f", "f\n", 0o644);
+    nix::unistd::mkfifo(&src.join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        mknod(&src.join("null"), SFlag::S_IFCHR, Mode::from_bits_truncate(0o644), makedev(1, 3)).unwrap();
+    } else {
+        missing.push("a device (not root)".to_owned());
+    }
+    std::os::unix::fs::symlink("f", src.join("link")).unwrap();
+    let mut set = |name: &str, key: &str, value: &[u8]| {
+        if let Err(e) = xattr::set(src.join(name), key, value) {
+            missing.push(format!("{key} on {name}: {e}"));
+        }
+    };
+    set("f", "user.u", b"file");
+    for special in ["fifo", "null"].into_iter().filter(|&n| n == "fifo" || root) {
+        set(special, "trusted.t", b"special");
+        set(special, "system.posix_acl_access", &acl_644());
+    }
+    set("link", "trusted.l", b"link");
+    missing
+}
+
+#[test]
+fn extended_attributes_of_fifos_devices_and_symlinks_are_kept_as_cp_keeps_them() {
+    let probe = tempfile::tempdir().unwrap();
+    let missing = special_xattr_tree(probe.path());
+    if !missing.is_empty() {
+        eprintln!("partly skipped, this file system or user cannot have: {}", missing.join("; "));
+    }
+    let setup = |dir: &Path| {
+        special_xattr_tree(dir);
+    };
+    let cases: [&[&str]; 5] = [
+        &["-a", "src", "out"],
+        &["-r", "--preserve=xattr", "src", "out"],
+        &["-r", "--preserve=mode", "src", "out"],
+        &["-r", "src", "out"],
+        &["-a", "src/fifo", "src/null", "src/link", "."],
+    ];
+    for args in cases {
+        for (user, extra) in configurations() {
+            let args: Vec<&str> = match args.last() {
+                // Named specials are copied beside the tree, as copies of their own.
+                Some(&".") if user == User::Me => vec!["-a", "src/fifo", "src/link", "src/null", "out"],
+                Some(&".") => vec!["-a", "src/fifo", "src/link", "out"],
+                _ => args.to_vec(),
+            };
+            let named = args.len() > 4;
+            let setup = |dir: &Path| {
+                setup(dir);
+                if named {
+                    fs::create_dir(dir.join("out")).unwrap();
+                }
+            };
+            let Some((by_cp, by_us)) = both_runs(&setup, &args, None, user, extra) else {
+                return eprintln!("skipped: /usr/bin/cp is not GNU cp");
+            };
+            let context = agree(&by_cp, &by_us, &format!("{extra:?} {args:?} as {user:?}"));
+            assert_eq!(snapshot(by_us.dir.path(), false), snapshot(by_cp.dir.path(), false), "tree: {context}");
+            let (ours, theirs) =
+                (xattrs_under(&by_us.dir.path().join("out")), xattrs_under(&by_cp.dir.path().join("out")));
+            assert_eq!(ours, theirs, "xattrs: {context}");
+            if user == User::Me && args[0] == "-a" && missing.is_empty() {
+                let fifo = &ours[Path::new("fifo")];
+                assert!(fifo.iter().any(|(n, _)| n == "trusted.t"), "the FIFO's own attribute is kept: {fifo:?}");
+            }
+        }
+    }
+}

@@ -107,7 +107,10 @@ where
             let made = entry::make_symlink(source, destination, &meta, true, o);
             self.made(made, EntryKind::Symlink, source, destination);
         } else {
-            let made = entry::make_special(destination, &meta, true, o);
+            // Its attributes are read from what is copied: the symlink's target if followed.
+            let named =
+                if follow { fs::canonicalize(source).unwrap_or_else(|_| source.clone()) } else { source.clone() };
+            let made = entry::make_special(&named, destination, &meta, true, o);
             self.made(made, EntryKind::Special, source, destination);
         }
     }
