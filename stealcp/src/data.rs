@@ -29,14 +29,13 @@ const FALLBACK_BUFFER: usize = 256 * 1024;
 /// Where a copy gets holes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Holes {
-    /// Nowhere: every byte is written (`--sparse=never`, or a source without holes).
+    /// Nowhere: every byte is written (`--sparse=never`, or `auto` and a source without holes).
     None,
-    /// Where the source has them (`SEEK_DATA`/`SEEK_HOLE`; `--sparse=auto`).
-    Source,
-    /// Where the source has them, and wherever an aligned block of this many bytes (the
-    /// destination's block size) holds only zeros, as `cp --sparse=always` does: its blocks
-    /// are counted from the start of each read (so from offset 0 for a file), a last, shorter
-    /// block of zeros included.
+    /// Where the source has them (`SEEK_DATA`/`SEEK_HOLE`), and wherever an aligned block of
+    /// this many bytes (the destination's block size) holds only zeros, as cp makes them for
+    /// `--sparse=always`, and for `auto` when the source has holes: its blocks are counted
+    /// from the start of each read (so from offset 0 for a file), a last, shorter block of
+    /// zeros included.
     Zeros(usize),
 }
 
@@ -44,14 +43,15 @@ impl Holes {
     /// The holes `--sparse=WHEN` asks for in a copy of `src` into `dst`.
     pub(super) fn of(sparse: crate::options::Sparse, src: &std::fs::Metadata, dst: &File) -> io::Result<Self> {
         use crate::options::Sparse;
-        Ok(match sparse {
-            Sparse::Never => Holes::None,
-            Sparse::Auto if may_be_sparse(src) => Holes::Source,
-            Sparse::Auto => Holes::None,
-            Sparse::Always => {
-                Holes::Zeros(usize::try_from(dst.metadata()?.blksize()).unwrap_or(4096).clamp(512, 1 << 20))
-            }
-        })
+        let sparse = match sparse {
+            Sparse::Never => false,
+            Sparse::Auto => may_be_sparse(src),
+            Sparse::Always => true,
+        };
+        if !sparse {
+            return Ok(Holes::None);
+        }
+        Ok(Holes::Zeros(usize::try_from(dst.metadata()?.blksize()).unwrap_or(4096).clamp(512, 1 << 20)))
     }
 
     /// Whether the copy may end in a hole, so that the caller must set its length.
@@ -119,18 +119,16 @@ pub(super) fn preallocate(dst: &File, len: u64) -> io::Result<bool> {
     }
 }
 
-/// Copies the bytes `[start, end)` of `src` into `dst` at the same offsets. With [`Holes::Source`]
-/// only the data extents are copied, so the holes of the source stay holes in `dst`, which must
-/// then be (or be made) as long as the source; [`Holes::Zeros`] also leaves blocks of zeros
-/// unwritten (`start` must then be a multiple of the block size). Returns `end`.
+/// Copies the bytes `[start, end)` of `src` into `dst` at the same offsets. With
+/// [`Holes::Zeros`] only the data extents are copied, less their blocks of zeros, so the holes
+/// of the source stay holes in `dst`, which must then be (or be made) as long as the source
+/// (`start` must be a multiple of the block size). Returns `end`.
 ///
 /// # Errors
 /// The first I/O error; `UnexpectedEof` if the source ends before `end` (it shrank while being
 /// copied).
 pub(super) fn copy_range(src: &File, dst: &File, start: u64, end: u64, holes: Holes) -> io::Result<u64> {
-    if holes == Holes::None {
-        return copy_extent(src, dst, start, end);
-    }
+    let Holes::Zeros(block) = holes else { return copy_extent(src, dst, start, end) };
     let mut pos = start;
     while pos < end {
         let data = match nix::unistd::lseek(src, to_off(pos)?, Whence::SeekData) {
@@ -143,10 +141,7 @@ pub(super) fn copy_range(src: &File, dst: &File, start: u64, end: u64, holes: Ho
             break;
         }
         let hole = nix::unistd::lseek(src, to_off(data)?, Whence::SeekHole).map_err(io::Error::from)? as u64;
-        pos = match holes {
-            Holes::Zeros(block) => read_write_holes(src, dst, data, hole.min(end), block)?,
-            _ => copy_extent(src, dst, data, hole.min(end))?,
-        };
+        pos = read_write_holes(src, dst, data, hole.min(end), block)?;
     }
     if src.metadata()?.len() < end {
         return Err(shrank());
@@ -183,20 +178,15 @@ fn copy_extent(src: &File, dst: &File, start: u64, end: u64) -> io::Result<u64> 
 
 /// Copies the whole of `src` into the empty `dst`, until `src`'s end of file: `len` (what
 /// `stat` said) is only where to expect it. A file that grew is copied to its new end; one that
-/// shrank to where it ends now. With holes ([`Holes::any`]), only data extents are copied, less
-/// blocks of zeros with [`Holes::Zeros`] (the caller sets the length). Returns the bytes the
-/// copy has.
+/// shrank to where it ends now. With [`Holes::Zeros`], only data extents are copied, less
+/// their blocks of zeros (the caller sets the length). Returns the bytes the copy has.
 ///
 /// No call is added for the usual file: `copy_file_range` is asked for more than `len`, and a
 /// short answer once `len` is reached is the end of file.
 pub(super) fn copy_all(src: &File, dst: &File, len: u64, holes: Holes) -> io::Result<u64> {
-    if holes != Holes::None {
-        // The source's data extents, each to its end (blocks of zeros in them left unwritten
-        // with `Zeros`).
-        let zeros = match holes {
-            Holes::Zeros(block) => Some(block),
-            _ => None,
-        };
+    if let Holes::Zeros(block) = holes {
+        // The source's data extents, each to its end, blocks of zeros in them left unwritten.
+        let zeros = Some(block);
         let mut pos = 0u64;
         loop {
             let data = match nix::unistd::lseek(src, to_off(pos)?, Whence::SeekData) {
@@ -264,7 +254,9 @@ fn write_at(dst: &File, buf: &[u8], pos: u64, hole: Option<usize>) -> io::Result
     let mut run: Option<usize> = None;
     for (i, chunk) in buf.chunks(block).enumerate() {
         let at = i * block;
-        let zeros = chunk.iter().all(|&b| b == 0);
+        // All zeros: the first byte is, and each byte equals the next (one memcmp, as cp's
+        // is_nul).
+        let zeros = chunk.first() == Some(&0) && chunk[1..] == chunk[..chunk.len() - 1];
         match (zeros, run) {
             (false, None) => run = Some(at),
             (true, Some(from)) => {
@@ -379,7 +371,7 @@ mod tests {
         assert!(may_be_sparse(&meta), "the test file system keeps holes");
         let out_path = dir.path().join("out");
         let dst = File::create(&out_path).unwrap();
-        assert_eq!(copy_range(&src, &dst, 0, 8 << 20, Holes::Source).unwrap(), 8 << 20);
+        assert_eq!(copy_range(&src, &dst, 0, 8 << 20, Holes::Zeros(4096)).unwrap(), 8 << 20);
         dst.set_len(8 << 20).unwrap();
         assert_eq!(std::fs::read(&out_path).unwrap(), expect);
         let out_meta = dst.metadata().unwrap();
@@ -426,7 +418,7 @@ mod tests {
         std::fs::write(dir.path().join("src"), [7u8; 1000]).unwrap();
         let src = File::open(dir.path().join("src")).unwrap();
         let dst = File::create(dir.path().join("dst")).unwrap();
-        for holes in [Holes::None, Holes::Source, Holes::Zeros(4096)] {
+        for holes in [Holes::None, Holes::Zeros(4096)] {
             let e = copy_range(&src, &dst, 0, 5000, holes).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         }
@@ -441,8 +433,9 @@ mod tests {
         std::fs::write(dir.path().join("src"), &data).unwrap();
         let src = File::open(dir.path().join("src")).unwrap();
         // Told too little (it grew since stat), too much (it shrank), or 0 (/proc).
-        let cases = [(1000, Holes::None), (5_000_000, Holes::None), (0, Holes::None), (1000, Holes::Source)];
-        for (told, holes) in cases.into_iter().chain([(1000, Holes::Zeros(4096))]) {
+        for (told, holes) in
+            [(1000, Holes::None), (5_000_000, Holes::None), (0, Holes::None), (1000, Holes::Zeros(4096))]
+        {
             let out = dir.path().join(format!("out-{told}-{holes:?}"));
             let dst = File::create(&out).unwrap();
             let copied = copy_all(&src, &dst, told, holes).unwrap();
