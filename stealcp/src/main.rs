@@ -114,7 +114,7 @@ struct Opts {
     /// Remove each existing destination file before copying (instead of writing into it).
     #[arg(long)]
     remove_destination: bool,
-    /// Holes: auto (default: where the source has them), always, never.
+    /// Holes: auto (default: where the source has them), always (also blocks of zeros), never.
     #[arg(long, value_name = "WHEN", value_parser = ["auto", "always", "never"])]
     sparse: Option<String>,
     /// Remove trailing slashes from each source.
