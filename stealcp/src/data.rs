@@ -1,6 +1,7 @@
 //! Moving a regular file's bytes: reflink (FICLONE) where the file system shares extents,
 //! `copy_file_range` (the kernel copies, page cache to page cache), and plain `pread`/`pwrite`
-//! where neither works; holes found with `SEEK_DATA`/`SEEK_HOLE` stay holes.
+//! where neither works; holes found with `SEEK_DATA`/`SEEK_HOLE` stay holes, and with
+//! `--sparse=always` ([`Holes::Zeros`]) blocks of zeros become holes too, as cp makes them.
 //!
 //! Every function here works at explicit offsets and never moves a file position, so several
 //! workers can fill different ranges of one file at once. Nothing here ever decides where a
@@ -24,6 +25,40 @@ const CHUNK: u64 = 1 << 30;
 
 /// Buffer size of the `pread`/`pwrite` fallback.
 const FALLBACK_BUFFER: usize = 256 * 1024;
+
+/// Where a copy gets holes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Holes {
+    /// Nowhere: every byte is written (`--sparse=never`, or `auto` and a source without holes).
+    None,
+    /// Where the source has them (`SEEK_DATA`/`SEEK_HOLE`), and wherever an aligned block of
+    /// this many bytes (the destination's block size) holds only zeros, as cp makes them for
+    /// `--sparse=always`, and for `auto` when the source has holes: its blocks are counted
+    /// from the start of each read (so from offset 0 for a file), a last, shorter block of
+    /// zeros included.
+    Zeros(usize),
+}
+
+impl Holes {
+    /// The holes `--sparse=WHEN` asks for in a copy of `src` into `dst`.
+    pub(super) fn of(sparse: crate::options::Sparse, src: &std::fs::Metadata, dst: &File) -> io::Result<Self> {
+        use crate::options::Sparse;
+        let sparse = match sparse {
+            Sparse::Never => false,
+            Sparse::Auto => may_be_sparse(src),
+            Sparse::Always => true,
+        };
+        if !sparse {
+            return Ok(Holes::None);
+        }
+        Ok(Holes::Zeros(usize::try_from(dst.metadata()?.blksize()).unwrap_or(4096).clamp(512, 1 << 20)))
+    }
+
+    /// Whether the copy may end in a hole, so that the caller must set its length.
+    pub(super) fn any(self) -> bool {
+        self != Holes::None
+    }
+}
 
 /// Whether a file may have holes worth keeping: it occupies fewer blocks than its length needs.
 /// (A file with data inlined in its inode also qualifies; the hole search then costs two
@@ -84,17 +119,16 @@ pub(super) fn preallocate(dst: &File, len: u64) -> io::Result<bool> {
     }
 }
 
-/// Copies the bytes `[start, end)` of `src` into `dst` at the same offsets. With `sparse`, only
-/// the data extents are copied, so the holes of the source stay holes in `dst`, which must then
-/// be (or be made) as long as the source. Returns `end`.
+/// Copies the bytes `[start, end)` of `src` into `dst` at the same offsets. With
+/// [`Holes::Zeros`] only the data extents are copied, less their blocks of zeros, so the holes
+/// of the source stay holes in `dst`, which must then be (or be made) as long as the source
+/// (`start` must be a multiple of the block size). Returns `end`.
 ///
 /// # Errors
 /// The first I/O error; `UnexpectedEof` if the source ends before `end` (it shrank while being
 /// copied).
-pub(super) fn copy_range(src: &File, dst: &File, start: u64, end: u64, sparse: bool) -> io::Result<u64> {
-    if !sparse {
-        return copy_extent(src, dst, start, end);
-    }
+pub(super) fn copy_range(src: &File, dst: &File, start: u64, end: u64, holes: Holes) -> io::Result<u64> {
+    let Holes::Zeros(block) = holes else { return copy_extent(src, dst, start, end) };
     let mut pos = start;
     while pos < end {
         let data = match nix::unistd::lseek(src, to_off(pos)?, Whence::SeekData) {
@@ -107,7 +141,7 @@ pub(super) fn copy_range(src: &File, dst: &File, start: u64, end: u64, sparse: b
             break;
         }
         let hole = nix::unistd::lseek(src, to_off(data)?, Whence::SeekHole).map_err(io::Error::from)? as u64;
-        pos = copy_extent(src, dst, data, hole.min(end))?;
+        pos = read_write_holes(src, dst, data, hole.min(end), block)?;
     }
     if src.metadata()?.len() < end {
         return Err(shrank());
@@ -144,13 +178,15 @@ fn copy_extent(src: &File, dst: &File, start: u64, end: u64) -> io::Result<u64> 
 
 /// Copies the whole of `src` into the empty `dst`, until `src`'s end of file: `len` (what
 /// `stat` said) is only where to expect it. A file that grew is copied to its new end; one that
-/// shrank to where it ends now. With `sparse`, only data extents are copied (the caller sets
-/// the length). Returns the bytes the copy has.
+/// shrank to where it ends now. With [`Holes::Zeros`], only data extents are copied, less
+/// their blocks of zeros (the caller sets the length). Returns the bytes the copy has.
 ///
 /// No call is added for the usual file: `copy_file_range` is asked for more than `len`, and a
 /// short answer once `len` is reached is the end of file.
-pub(super) fn copy_all(src: &File, dst: &File, len: u64, sparse: bool) -> io::Result<u64> {
-    if sparse {
+pub(super) fn copy_all(src: &File, dst: &File, len: u64, holes: Holes) -> io::Result<u64> {
+    if let Holes::Zeros(block) = holes {
+        // The source's data extents, each to its end, blocks of zeros in them left unwritten.
+        let zeros = Some(block);
         let mut pos = 0u64;
         loop {
             let data = match nix::unistd::lseek(src, to_off(pos)?, Whence::SeekData) {
@@ -159,7 +195,7 @@ pub(super) fn copy_all(src: &File, dst: &File, len: u64, sparse: bool) -> io::Re
                 Err(e) => return Err(e.into()),
             };
             let hole = nix::unistd::lseek(src, to_off(data)?, Whence::SeekHole).map_err(io::Error::from)? as u64;
-            let reached = copy_to_eof(src, dst, data, Some(hole))?;
+            let reached = copy_to_eof_with(src, dst, data, Some(hole), zeros)?;
             if reached < hole {
                 break;
             }
@@ -186,6 +222,12 @@ pub(super) fn copy_all(src: &File, dst: &File, len: u64, sparse: bool) -> io::Re
 /// `pread`/`pwrite` from `start` to `end` or, without one, to the end of file; returns where
 /// it stopped (short of `end` if the file ends first).
 fn copy_to_eof(src: &File, dst: &File, start: u64, end: Option<u64>) -> io::Result<u64> {
+    copy_to_eof_with(src, dst, start, end, None)
+}
+
+/// [`copy_to_eof`], leaving every block of `hole` bytes that holds only zeros unwritten (the
+/// caller sets the length, in case the copy ends in one).
+fn copy_to_eof_with(src: &File, dst: &File, start: u64, end: Option<u64>, hole: Option<usize>) -> io::Result<u64> {
     let room = end.map_or(FALLBACK_BUFFER as u64, |end| end.saturating_sub(start).min(FALLBACK_BUFFER as u64));
     let mut buf = vec![0u8; room as usize];
     let mut pos = start;
@@ -194,7 +236,7 @@ fn copy_to_eof(src: &File, dst: &File, start: u64, end: Option<u64>) -> io::Resu
         match src.read_at(&mut buf[..want], pos) {
             Ok(0) => break,
             Ok(n) => {
-                dst.write_all_at(&buf[..n], pos)?;
+                write_at(dst, &buf[..n], pos, hole)?;
                 pos += n as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -204,10 +246,72 @@ fn copy_to_eof(src: &File, dst: &File, start: u64, end: Option<u64>) -> io::Resu
     Ok(pos)
 }
 
+/// Writes `buf` at `pos`, or with `hole`, only its blocks of `hole` bytes (counted from the
+/// start of `buf`, as cp counts them from the start of each read) that are not all zeros.
+/// Neighbouring blocks to write go in one call.
+fn write_at(dst: &File, buf: &[u8], pos: u64, hole: Option<usize>) -> io::Result<()> {
+    let Some(block) = hole else { return dst.write_all_at(buf, pos) };
+    let mut run: Option<usize> = None;
+    for (i, chunk) in buf.chunks(block).enumerate() {
+        let at = i * block;
+        // All zeros: the first byte is, and each byte equals the next (one memcmp, as cp's
+        // is_nul).
+        let zeros = chunk.first() == Some(&0) && chunk[1..] == chunk[..chunk.len() - 1];
+        match (zeros, run) {
+            (false, None) => run = Some(at),
+            (true, Some(from)) => {
+                dst.write_all_at(&buf[from..at], pos + from as u64)?;
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(from) = run {
+        dst.write_all_at(&buf[from..], pos + from as u64)?;
+    }
+    Ok(())
+}
+
+/// The portable path with [`Holes::Zeros`]: `[start, end)` read through a buffer, blocks of
+/// zeros left unwritten; the source must reach `end`.
+fn read_write_holes(src: &File, dst: &File, start: u64, end: u64, block: usize) -> io::Result<u64> {
+    if copy_to_eof_with(src, dst, start, Some(end), Some(block))? < end {
+        return Err(shrank());
+    }
+    Ok(end)
+}
+
 /// Reads `src` from where it is to its end and writes it to `dst` in order: for FIFOs and
 /// devices on either side, and for files whose size says nothing (`/proc`, `/sys`: 0). An
 /// empty file costs one `read`. Returns the bytes copied.
-pub(super) fn stream(mut src: &File, mut dst: &File) -> io::Result<u64> {
+///
+/// With `hole` (`--sparse=always`; `dst` must then be a regular file, written at offsets from
+/// 0), blocks of zeros of each read are left unwritten, and the caller sets the length.
+pub(super) fn stream(src: &File, dst: &File, hole: Option<usize>) -> io::Result<u64> {
+    if hole.is_some() {
+        return stream_at(src, dst, hole);
+    }
+    stream_in_order(src, dst)
+}
+
+fn stream_at(mut src: &File, dst: &File, hole: Option<usize>) -> io::Result<u64> {
+    use std::io::Read;
+    let mut buf = vec![0u8; FALLBACK_BUFFER];
+    let mut total = 0u64;
+    loop {
+        match src.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => {
+                write_at(dst, &buf[..n], total, hole)?;
+                total += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn stream_in_order(mut src: &File, mut dst: &File) -> io::Result<u64> {
     use std::io::{Read, Write};
     let mut small = [0u8; 8192];
     let mut big = Vec::new();
@@ -267,7 +371,7 @@ mod tests {
         assert!(may_be_sparse(&meta), "the test file system keeps holes");
         let out_path = dir.path().join("out");
         let dst = File::create(&out_path).unwrap();
-        assert_eq!(copy_range(&src, &dst, 0, 8 << 20, true).unwrap(), 8 << 20);
+        assert_eq!(copy_range(&src, &dst, 0, 8 << 20, Holes::Zeros(4096)).unwrap(), 8 << 20);
         dst.set_len(8 << 20).unwrap();
         assert_eq!(std::fs::read(&out_path).unwrap(), expect);
         let out_meta = dst.metadata().unwrap();
@@ -288,7 +392,7 @@ mod tests {
         let meta = dst.metadata().unwrap();
         assert_eq!(meta.len(), data.len() as u64);
         assert!(meta.blocks() * 512 >= data.len() as u64, "only {} blocks", meta.blocks());
-        copy_range(&src, &dst, 0, data.len() as u64, false).unwrap();
+        copy_range(&src, &dst, 0, data.len() as u64, Holes::None).unwrap();
         assert!(std::fs::read(dir.path().join("dst")).unwrap() == data);
     }
 
@@ -302,7 +406,7 @@ mod tests {
         dst.set_len(data.len() as u64).unwrap();
         // Out of order, as workers would finish them.
         for (a, b) in [(2_000_000, 3_000_001), (0, 1_000_000), (1_000_000, 2_000_000)] {
-            assert_eq!(copy_range(&src, &dst, a, b, false).unwrap(), b);
+            assert_eq!(copy_range(&src, &dst, a, b, Holes::None).unwrap(), b);
             assert_eq!(read_write(&src, &dst, a, b).unwrap(), b);
         }
         assert_eq!(std::fs::read(dir.path().join("dst")).unwrap(), data);
@@ -314,8 +418,8 @@ mod tests {
         std::fs::write(dir.path().join("src"), [7u8; 1000]).unwrap();
         let src = File::open(dir.path().join("src")).unwrap();
         let dst = File::create(dir.path().join("dst")).unwrap();
-        for sparse in [false, true] {
-            let e = copy_range(&src, &dst, 0, 5000, sparse).unwrap_err();
+        for holes in [Holes::None, Holes::Zeros(4096)] {
+            let e = copy_range(&src, &dst, 0, 5000, holes).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         }
         let e = read_write(&src, &dst, 0, 5000).unwrap_err();
@@ -329,10 +433,12 @@ mod tests {
         std::fs::write(dir.path().join("src"), &data).unwrap();
         let src = File::open(dir.path().join("src")).unwrap();
         // Told too little (it grew since stat), too much (it shrank), or 0 (/proc).
-        for (told, sparse) in [(1000, false), (5_000_000, false), (0, false), (1000, true)] {
-            let out = dir.path().join(format!("out-{told}-{sparse}"));
+        for (told, holes) in
+            [(1000, Holes::None), (5_000_000, Holes::None), (0, Holes::None), (1000, Holes::Zeros(4096))]
+        {
+            let out = dir.path().join(format!("out-{told}-{holes:?}"));
             let dst = File::create(&out).unwrap();
-            let copied = copy_all(&src, &dst, told, sparse).unwrap();
+            let copied = copy_all(&src, &dst, told, holes).unwrap();
             dst.set_len(copied).unwrap();
             assert_eq!(copied, data.len() as u64, "told {told}");
             assert!(std::fs::read(&out).unwrap() == data, "told {told}");
@@ -340,7 +446,7 @@ mod tests {
         // (SEEK_DATA moved the first one's position; a stream reads from where a file is.)
         let src = File::open(dir.path().join("src")).unwrap();
         let dst = File::create(dir.path().join("streamed")).unwrap();
-        assert_eq!(stream(&src, &dst).unwrap(), data.len() as u64);
+        assert_eq!(stream(&src, &dst, None).unwrap(), data.len() as u64);
         assert!(std::fs::read(dir.path().join("streamed")).unwrap() == data);
     }
 

@@ -226,6 +226,7 @@ impl fmt::Display for Failure {
             },
             "dangling symlink" => write!(f, "not writing through dangling symlink {p}"),
             "same file" => write!(f, "{e} and {p} are the same file"),
+            "into itself" => write!(f, "cannot copy a directory, {p}, into itself, {e}"),
             "relative symlink" => {
                 write!(f, "{}: can make relative symbolic links only in current directory", self.path.display())
             }
@@ -266,6 +267,7 @@ const ACTIONS: &[&str] = &[
     "dangling symlink",
     "same file",
     "relative symlink",
+    "into itself",
 ];
 
 /// A [`Failure`] as it travels between processes.

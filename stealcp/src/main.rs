@@ -46,8 +46,7 @@ Long options may be abbreviated as GNU cp 9.1 takes them (--b is --backup, --pr 
 --debug, --keep-directory-symlink) only where no cp option begins so (--backe, --pro, --veri).
 Not supported: -Z/--context (SELinux contexts: this build has no SELinux support; -Z is
 ignored with a warning, as cp does on a kernel without SELinux); --preserve=context (ignored);
---sparse=always is taken as --sparse=auto (holes are kept where the source has them, runs
-of zeros are written); --debug prints one line for the run, not one per file.
+--debug prints one line for the run, not one per file.
 -i asks, as cp, about every existing destination it would replace, inside trees too (after
 -n/-u decide); the questions come in the order the workers reach the files, not cp's, and no
 progress bar is drawn unless --progress is given.
@@ -131,7 +130,7 @@ struct Opts {
     /// Remove each existing destination file before copying (instead of writing into it).
     #[arg(long)]
     remove_destination: bool,
-    /// Holes: auto (default: where the source has them), always, never.
+    /// Holes: auto (default: where the source has them), always (also blocks of zeros), never.
     #[arg(long, value_name = "WHEN", value_parser = ["auto", "always", "never"])]
     sparse: Option<String>,
     /// Remove trailing slashes from each source.

@@ -96,8 +96,8 @@ pub enum Sparse {
     /// Where the source has holes (found with `SEEK_DATA`/`SEEK_HOLE`).
     #[default]
     Auto,
-    /// Also where the source has long runs of zeros. (Taken as `Auto`: only the source's
-    /// holes are kept; what cp makes of zero runs is not made.)
+    /// Also wherever a block of the destination's block size (counted from the start of the
+    /// file) holds only zeros, as cp makes them, even if the source has no holes.
     Always,
     /// Never: every byte is written.
     Never,

@@ -1,6 +1,7 @@
 //! Step 1 of a copy: resolve each source's destination with `cp`'s naming rules, and reject
-//! bad arguments (missing source, directory without `recursive`, a directory into itself)
-//! before anything is written.
+//! bad arguments (missing source, directory without `recursive`, a directory into an existing
+//! directory inside itself) before anything is written. (A directory copied to a new name
+//! inside itself is left to the run, which copies it as cp does: see `scan::IntoSelf`.)
 //!
 //! This module must never write anything: it only reads metadata.
 
@@ -28,9 +29,9 @@ pub struct Assignment {
 /// error stops it (see [`plan_each`] for `cp`'s way, which copies the other sources).
 ///
 /// # Errors
-/// [`PlanError`] for a missing source, a directory without `recursive`, a directory copied
-/// into itself, several sources (or `-t`) with a target that is not a directory, a directory
-/// over an existing non-directory, or a source that is its own destination.
+/// [`PlanError`] for a missing source, a directory without `recursive`, a directory copied into an
+/// existing directory inside itself, several sources (or `-t`) with a target that is not a
+/// directory, a directory over an existing non-directory, or a source that is its own destination.
 ///
 /// # Examples
 /// ```
@@ -152,7 +153,17 @@ fn plan_one(
         {
             return Err(plan_error(source, PlanErrorKind::DirectoryOverFile(destination)));
         }
-        if is_inside(&destination, source) {
+        // A new directory inside the source is copied as cp copies it, until the walk meets
+        // the copy (see `scan::IntoSelf`); an existing one (a merge) is refused, and the
+        // source itself as destination is cp's "same file".
+        if let Ok(existing) = &existing
+            && is_inside(&destination, source)
+        {
+            use std::os::unix::fs::MetadataExt;
+            let same = std::fs::metadata(&destination).is_ok_and(|d| (d.dev(), d.ino()) == (meta.dev(), meta.ino()));
+            if same && !existing.is_symlink() {
+                return Err(plan_error(&destination, PlanErrorKind::SameFile(source.to_path_buf())));
+            }
             return Err(plan_error(source, PlanErrorKind::IntoItself(destination)));
         }
     } else {
@@ -258,7 +269,14 @@ fn parents_destination(source: &Path, dest: &Path) -> Result<(PathBuf, Vec<(Path
 
 /// Whether `path` (which may not exist yet) is `dir` or lies inside it.
 fn is_inside(path: &Path, dir: &Path) -> bool {
-    let Ok(dir) = dir.canonicalize() else { return false };
+    below(path, dir).is_some()
+}
+
+/// The names that lead from `dir` down to `path` (which need not exist), if `path` is `dir`
+/// or inside it, both seen without symlinks; empty if `path` is `dir`.
+pub(crate) fn below(path: &Path, dir: &Path) -> Option<Vec<serde_bytes::ByteBuf>> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = dir.canonicalize().ok()?;
     // Canonicalize the deepest existing ancestor and re-append the rest.
     let mut existing = path.to_path_buf();
     let mut rest: Vec<OsString> = Vec::new();
@@ -268,13 +286,14 @@ fn is_inside(path: &Path, dir: &Path) -> bool {
                 rest.push(name);
                 existing = parent.to_path_buf();
             }
-            _ => return false,
+            _ => return None,
         }
         if existing.as_os_str().is_empty() {
             existing = PathBuf::from(".");
         }
     }
-    let Ok(mut full) = existing.canonicalize() else { return false };
+    let mut full = existing.canonicalize().ok()?;
     full.extend(rest.iter().rev());
-    full.starts_with(&dir)
+    let inside = full.strip_prefix(&dir).ok()?;
+    Some(inside.iter().map(|name| serde_bytes::ByteBuf::from(name.as_bytes())).collect())
 }

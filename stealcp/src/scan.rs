@@ -38,6 +38,57 @@ pub(crate) struct ScanJob {
     pub(crate) in_staging: bool,
     /// Read each regular file's size and links now (for totals up front).
     pub(crate) stat_files: bool,
+    /// The copy's own top directory is inside this directory (`cp -r d d/x`): where the walk
+    /// stops, as cp's does.
+    #[serde(default)]
+    pub(crate) into_self: Option<IntoSelf>,
+}
+
+/// A directory copied into itself, as cp 9 copies it: cp lists each directory in inode order
+/// and, when its walk meets the directory it made for the copy, says so ("cannot copy a
+/// directory, 'd', into itself, 'd/x'") and stops listing that directory and every directory
+/// above it on the way there. So in each directory on the path from the source to the copy,
+/// the entries of lower inode numbers than the path's next step are copied whole, that step
+/// is followed (the copy itself is skipped), and the entries after it are not copied.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct IntoSelf {
+    /// The names from the scanned directory down to the copy's top directory (last: its name
+    /// in the scanned source, which is the temporary name it is built under).
+    pub(crate) path: Vec<serde_bytes::ByteBuf>,
+    /// The source and destination as named, for the message.
+    #[serde(with = "path_bytes")]
+    pub(crate) source: PathBuf,
+    #[serde(with = "path_bytes")]
+    pub(crate) destination: PathBuf,
+}
+
+impl IntoSelf {
+    /// The same walk one step down, if it goes through the subdirectory `name`.
+    pub(crate) fn below(&self, name: &[u8]) -> Option<IntoSelf> {
+        let (first, rest) = self.path.split_first()?;
+        (first.as_slice() == name && !rest.is_empty()).then(|| IntoSelf { path: rest.to_vec(), ..self.clone() })
+    }
+
+    /// The entries of the scanned directory that cp copies (see the type's docs); the copy
+    /// itself, if it is here, is replaced by a failure in `failures`. Unchanged if the path's
+    /// next step is not among them.
+    fn keep(&self, entries: fs::ReadDir, failures: &mut Vec<Failure>) -> Vec<io::Result<fs::DirEntry>> {
+        use std::os::unix::fs::DirEntryExt;
+        let mut entries: Vec<_> = entries.collect();
+        let Some(next) = self.path.first() else { return entries };
+        let is_next = |e: &fs::DirEntry| e.file_name().as_bytes() == next.as_slice();
+        let Some(at) = entries.iter().flatten().find(|e| is_next(e)).map(|e| e.ino()) else { return entries };
+        let last = self.path.len() == 1;
+        entries.retain(|e| match e {
+            Ok(e) => e.ino() < at || (!last && e.ino() == at && is_next(e)),
+            Err(_) => true,
+        });
+        if last {
+            let error = io::Error::other(crate::error::Quoted(&self.destination).to_string());
+            failures.push(Failure { path: self.source.clone(), action: "into itself", error });
+        }
+        entries
+    }
 }
 
 /// One entry found by a scan that the coordinator handles (a regular file or a directory).
@@ -155,6 +206,10 @@ pub(crate) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
             return out;
         }
     };
+    let entries: Box<dyn Iterator<Item = io::Result<fs::DirEntry>>> = match &job.into_self {
+        None => Box::new(entries),
+        Some(cut) => Box::new(cut.keep(entries, &mut out.failures).into_iter()),
+    };
     for entry in entries {
         let entry = match entry {
             Ok(entry) => entry,
@@ -204,7 +259,10 @@ pub(crate) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
             let made = if kind.is_symlink() {
                 entry::make_symlink(&entry.path(), &destination, &meta, out.existed, o).map(|m| (m, EntryKind::Symlink))
             } else {
-                entry::make_special(&destination, &meta, out.existed, o).map(|m| (m, EntryKind::Special))
+                // Attributes from what is copied: with -L, the symlink's target.
+                let path = entry.path();
+                let path = if o.dereference { fs::canonicalize(&path).unwrap_or(path) } else { path };
+                entry::make_special(&path, &destination, &meta, out.existed, o).map(|m| (m, EntryKind::Special))
             };
             match made {
                 Ok(((true, displaced), kind)) => {

@@ -68,7 +68,7 @@ impl Job for CopyTask {
                 });
                 Outcome::Files(outcomes.collect())
             }
-            Work::Range(job) => Outcome::Range(entry::copy_piece(&job)),
+            Work::Range(job) => Outcome::Range(entry::copy_piece(&job, o)),
             Work::Finish(job) => Outcome::Finished(entry::finish_split(&job, o)),
             Work::Directories(dirs) => {
                 Outcome::Directories(dirs.iter().filter_map(|d| entry::finish_directory(d, o).err()).collect())

@@ -18,7 +18,7 @@ use super::staged::{Naming, Staged, seal};
 use crate::attributes::creation_mode;
 use crate::data;
 use crate::error::{Failure, fail};
-use crate::options::{Backup, BackupControl, CopyOptions, Reflink, Sparse};
+use crate::options::{Backup, BackupControl, CopyOptions, Reflink};
 use crate::path_bytes;
 use crate::report::Displaced;
 use crate::tuning::SPLIT_AT;
@@ -197,8 +197,17 @@ fn copy_contents(
     let len = meta.len();
     if !meta.is_file() || !dst_regular || len == 0 {
         // A FIFO, a device, a /proc or /sys file (whose size says nothing), or a FIFO or
-        // device destination: read and write in turn until the end.
-        return data::stream(src, out).map_err(|e| io_failure(job, e));
+        // device destination: read and write in turn until the end (blocks of zeros left as
+        // holes in a regular file with --sparse=always, as cp leaves them).
+        let holes = match data::Holes::of(o.sparse, meta, out).map_err(fail(&job.destination, "write"))? {
+            data::Holes::Zeros(block) if dst_regular => Some(block),
+            _ => None,
+        };
+        let copied = data::stream(src, out, holes).map_err(|e| io_failure(job, e))?;
+        if holes.is_some() {
+            out.set_len(copied).map_err(fail(&job.destination, "write"))?;
+        }
+        return Ok(copied);
     }
     let reflink = o.reflink != Reflink::Never && data::reflink(src, meta.dev(), out, dst_dev);
     if reflink {
@@ -208,12 +217,12 @@ fn copy_contents(
         let error = io::Error::from_raw_os_error(nix::errno::Errno::EOPNOTSUPP as i32);
         return Err(Failure { path: job.destination.clone(), action: "clone", error });
     }
-    let sparse = o.sparse != Sparse::Never && data::may_be_sparse(meta);
-    let preallocated = !sparse
+    let holes = data::Holes::of(o.sparse, meta, out).map_err(fail(&job.destination, "write"))?;
+    let preallocated = !holes.any()
         && len >= data::PREALLOCATE_FROM
         && data::preallocate(out, len).map_err(fail(&job.destination, "write"))?;
-    let copied = data::copy_all(src, out, len, sparse).map_err(|e| io_failure(job, e))?;
-    if sparse || (preallocated && copied < len) {
+    let copied = data::copy_all(src, out, len, holes).map_err(|e| io_failure(job, e))?;
+    if holes.any() || (preallocated && copied < len) {
         // A hole at the end has no data extent to copy, and a file that shrank while being
         // copied must not keep preallocated zeros: the length is set to what was read.
         out.set_len(copied).map_err(fail(&job.destination, "write"))?;

@@ -9,7 +9,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use crate::attributes::preserve_unfollowed;
+use crate::attributes::{Node, copy_acls, preserve_unfollowed};
 use crate::error::{Failure, fail};
 use crate::options::CopyOptions;
 use crate::report::Displaced;
@@ -70,9 +70,12 @@ pub(crate) fn make_symlink(
     Ok(made)
 }
 
-/// Recreates a FIFO, socket or device node, as `cp -R` does (devices need privilege; without
-/// it the failure is reported like any other). See [`Made`].
+/// Recreates a FIFO, socket or device node `source`, as `cp -R` does (devices need privilege;
+/// without it the failure is reported like any other), with its extended attributes
+/// (`preserve_xattr`: `trusted.*` and `security.*`; Linux allows no `user.*` on special files)
+/// and, with the mode, its ACL, as `cp -a` keeps them. See [`Made`].
 pub(crate) fn make_special(
+    source: &Path,
     destination: &Path,
     meta: &fs::Metadata,
     check_existing: bool,
@@ -92,10 +95,12 @@ pub(crate) fn make_special(
         nix::sys::stat::mknod(destination, kind, perm, meta.rdev())
     };
     made.map_err(|e| fail(destination, "create special file")(e.into()))?;
-    let owner_kept = preserve_unfollowed(None, destination, meta, o)?;
+    let owner_kept = preserve_unfollowed(Some(source), destination, meta, o)?;
     if o.preserve_mode {
+        copy_acls(Node::Link(source), Node::Link(destination), false, None)
+            .map_err(fail(destination, "preserve permissions"))?;
         // mknod applied the umask; -p wants the source's bits (less the set-id ones if the
-        // owner could not be kept).
+        // owner could not be kept), set after the ACL (whose mask entry is the group bits).
         let mode = meta.mode() & if owner_kept { 0o7777 } else { 0o1777 };
         fs::set_permissions(destination, Permissions::from_mode(mode)).map_err(fail(destination, "preserve mode"))?;
     }

@@ -14,7 +14,7 @@ use super::staged::{Naming, Staged, seal};
 use crate::attributes::creation_mode;
 use crate::data;
 use crate::error::{Failure, fail};
-use crate::options::{CopyOptions, Reflink, Sparse};
+use crate::options::{CopyOptions, Reflink};
 use crate::path_bytes;
 use crate::publish::{TempFile, temp_path};
 use crate::report::Displaced;
@@ -69,8 +69,8 @@ pub(crate) fn prepare_split(job: &FileJob, o: &CopyOptions) -> Result<(Prepared,
     let prepared = if o.reflink != Reflink::Never && data::reflink(&src, meta.dev(), &out, dst_dev) {
         Prepared::Cloned(temp.clone())
     } else {
-        let sparse = o.sparse != Sparse::Never && data::may_be_sparse(&meta);
-        if sparse || !data::preallocate(&out, meta.len()).map_err(fail(&job.destination, "create"))? {
+        let holes = data::Holes::of(o.sparse, &meta, &out).map_err(fail(&job.destination, "create"))?;
+        if holes.any() || !data::preallocate(&out, meta.len()).map_err(fail(&job.destination, "create"))? {
             out.set_len(meta.len()).map_err(fail(&job.destination, "create"))?;
         }
         Prepared::Ranges { temp: temp.clone(), len: meta.len() }
@@ -91,11 +91,14 @@ pub(crate) struct RangeJob {
     pub(crate) follow: bool,
 }
 
-/// Copies one range of a split file into its temporary file, at the same offsets.
-pub(crate) fn copy_piece(job: &RangeJob) -> Result<u64, Failure> {
+/// Copies one range of a split file into its temporary file, at the same offsets, with the
+/// holes `--sparse=WHEN` asks for (ranges start at multiples of [`RANGE`](crate::tuning::RANGE),
+/// so blocks of zeros are counted from offset 0 as in a whole copy).
+pub(crate) fn copy_piece(job: &RangeJob, o: &CopyOptions) -> Result<u64, Failure> {
     let (src, meta) = open_source(&job.source, job.follow, false)?;
     let out = OpenOptions::new().write(true).open(&job.temp).map_err(fail(&job.temp, "open"))?;
-    data::copy_range(&src, &out, job.start, job.end, data::may_be_sparse(&meta)).map_err(fail(&job.source, "copy"))?;
+    let holes = data::Holes::of(o.sparse, &meta, &out).map_err(fail(&job.temp, "open"))?;
+    data::copy_range(&src, &out, job.start, job.end, holes).map_err(fail(&job.source, "copy"))?;
     Ok(job.end - job.start)
 }
 

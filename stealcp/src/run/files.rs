@@ -45,11 +45,15 @@ where
         Some(job)
     }
 
-    /// Files to copy: large ones (of a known size) are split, the rest batched.
+    /// Files to copy: large ones (of a known size) are split, the rest batched. A source
+    /// reached through one of this process's descriptors (`/dev/stdin` redirected from a large
+    /// file) is copied whole: a worker process opening it by name would get its own
+    /// descriptor. (A FIFO or device has no size, so it is never split either.)
     pub(super) fn queue_files(&mut self, jobs: Vec<FileJob>) {
         let mut full = VecDeque::new();
         for job in jobs {
-            if let Some(len) = job.len.filter(|&len| len >= SPLIT_AT && self.split_workers) {
+            let splittable = self.split_workers && job.open_as.is_none();
+            if let Some(len) = job.len.filter(|&len| len >= SPLIT_AT && splittable) {
                 self.split(job, len);
                 continue;
             }

@@ -94,7 +94,7 @@ where
             self.fail(failure);
         }
         self.report.unchanged += listing.unchanged;
-        let ScanJob { source, destination, meta, in_staging, .. } = ctx.job;
+        let ScanJob { source, destination, meta, in_staging, into_self, .. } = ctx.job;
         for (name, kind, displaced) in listing.made {
             let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&name);
             self.made(Ok((true, displaced)), kind, &source.join(name), &destination.join(name));
@@ -125,7 +125,8 @@ where
                 ancestors.push((stat.dev, stat.ino));
             }
             let destination = destination.join(dir.name());
-            let job = ScanJob { source: child, destination, meta, in_staging, stat_files: self.totals };
+            let into_self = into_self.as_ref().and_then(|cut| cut.below(&dir.name));
+            let job = ScanJob { source: child, destination, meta, in_staging, stat_files: self.totals, into_self };
             self.scans.push(ScanCtx { job, ancestors });
         }
         let found = listing.files.iter().map(|file| {

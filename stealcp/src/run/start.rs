@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -18,7 +19,7 @@ use crate::error::{Failure, fail};
 use crate::plan::Assignment;
 use crate::publish::{remove_stale_temps, temp_path};
 use crate::report::{EntryKind, OverwriteQuestion, listed};
-use crate::scan::{self, ScanJob};
+use crate::scan::{self, IntoSelf, ScanJob};
 use crate::task::CopyTask;
 
 impl<'a, E> Run<'a, E>
@@ -52,12 +53,20 @@ where
                         remove_stale_temps(if parent.as_os_str().is_empty() { Path::new(".") } else { parent });
                     }
                     self.stagings.push(Staging { temp: temp.clone(), destination: destination.clone() });
+                    // `cp -r d d/x`: the walk stops at the copy (made as `temp`), as cp's does.
+                    let into_self = crate::plan::below(destination, source).map(|mut path| {
+                        if let (Some(last), Some(name)) = (path.last_mut(), temp.file_name()) {
+                            *last = serde_bytes::ByteBuf::from(name.as_bytes());
+                        }
+                        IntoSelf { path, source: source.clone(), destination: destination.clone() }
+                    });
                     ScanJob {
                         source: source.clone(),
                         destination: temp,
                         meta,
                         in_staging: true,
                         stat_files: self.totals,
+                        into_self,
                     }
                 }
                 _ => ScanJob {
@@ -66,6 +75,7 @@ where
                     meta,
                     in_staging: false,
                     stat_files: self.totals,
+                    into_self: None,
                 },
             };
             self.scans.push(ScanCtx { job, ancestors });
@@ -100,7 +110,10 @@ where
             let made = entry::make_symlink(source, destination, &meta, true, o);
             self.made(made, EntryKind::Symlink, source, destination);
         } else {
-            let made = entry::make_special(destination, &meta, true, o);
+            // Its attributes are read from what is copied: the symlink's target if followed.
+            let named =
+                if follow { fs::canonicalize(source).unwrap_or_else(|_| source.clone()) } else { source.clone() };
+            let made = entry::make_special(&named, destination, &meta, true, o);
             self.made(made, EntryKind::Special, source, destination);
         }
     }
@@ -166,7 +179,7 @@ where
                 self.made(made, EntryKind::Symlink, source, destination);
             }
             Ok(meta) => {
-                let made = entry::make_special(destination, &meta, true, o);
+                let made = entry::make_special(source, destination, &meta, true, o);
                 self.made(made, EntryKind::Special, source, destination);
             }
             Err(e) => self.fail(fail(source, "stat")(e)),

@@ -291,3 +291,26 @@ pub fn same_questions_as_cp(setup: impl Fn(&Path), args: &[&str], input: &[u8]) 
     }
     runs
 }
+
+/// One case run by both commands, unchecked, for tests that compare more than [`same_as_cp`]
+/// does (allocated blocks) or less (files too large to snapshot): (cp's run, stealcp's run),
+/// as `user`, stealcp given `extra` options first (`--backend process`). `None` without GNU cp.
+pub fn both_runs(
+    setup: &dyn Fn(&Path),
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    user: User,
+    extra: &[&str],
+) -> Option<(Run, Run)> {
+    let cp = gnu_cp()?;
+    let ours: Vec<&str> = extra.iter().chain(args).copied().collect();
+    Some((run_one(cp, setup, args, stdin, user), run_one(env!("CARGO_BIN_EXE_stealcp"), setup, &ours, stdin, user)))
+}
+
+/// The runs [`same_as_cp`] makes: every user of [`users`] with stealcp as it is, and the
+/// current user with `--backend process`.
+pub fn configurations() -> Vec<(User, &'static [&'static str])> {
+    let mut out: Vec<(User, &'static [&'static str])> = users().into_iter().map(|u| (u, &[][..])).collect();
+    out.push((User::Me, &["--backend", "process"]));
+    out
+}
