@@ -3,7 +3,9 @@
 //! machine, and each ratio is the median of the per-round ratios.
 //!
 //! Run with `cargo bench --bench compare` (about a minute); it prints a Markdown table.
-//! `COMPARE_QUICK=1` runs one round of each, which is what `cargo test --benches` would want.
+//! `COMPARE_QUICK=1` runs one round of each, which is what `cargo test --benches` would want;
+//! `COMPARE_PROFILE=stealpool` (or `rayon`, `threadpool`) runs one contender's tiny jobs only,
+//! for profilers (see `profile_tiny`).
 
 mod workloads;
 
@@ -112,12 +114,40 @@ fn map_rows(cpus: usize, rounds: usize) {
     }
 }
 
+/// `COMPARE_PROFILE=stealpool|rayon|threadpool` (and `COMPARE_WORKERS`, default 1): only that
+/// contender's tiny-job run, `rounds` times, for `perf stat` or callgrind to count one pool at a
+/// time (the pool is built before the rounds, so its start is a small fixed part).
+fn profile_tiny(which: &str, rounds: usize) {
+    let workers = std::env::var("COMPARE_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(1);
+    let run: Box<dyn Fn() -> u64> = match which {
+        "stealpool" => {
+            let pool = stealpool_pool(workers);
+            Box::new(move || run_stealpool(&pool, TINY_JOBS, tiny_job))
+        }
+        "rayon" => {
+            let pool = rayon_pool(workers);
+            Box::new(move || run_rayon_spawn(&pool, TINY_JOBS, tiny_job))
+        }
+        "threadpool" => {
+            let pool = threadpool::ThreadPool::new(workers);
+            Box::new(move || run_threadpool(&pool, TINY_JOBS, tiny_job))
+        }
+        other => panic!("COMPARE_PROFILE={other}: expected stealpool, rayon or threadpool"),
+    };
+    let times = interleave(rounds, run_sequential(TINY_JOBS, tiny_job), &[("profiled", run)]);
+    let ms = median(times[0].iter().map(|d| d.as_secs_f64() * 1e3).collect());
+    println!("{which}, {workers} worker(s): {rounds} rounds of 100k tiny jobs, median {ms:.2} ms");
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; anything else (such as `cargo test --benches`) gets one
     // quick round so the harness stays fast.
     let quick = std::env::var_os("COMPARE_QUICK").is_some() || !std::env::args().any(|a| a == "--bench");
     let rounds = |full: usize| if quick { 1 } else { full };
     let cpus = num_cpus::get();
+    if let Ok(which) = std::env::var("COMPARE_PROFILE") {
+        return profile_tiny(&which, rounds(40));
+    }
 
     println!("Interleaved comparison, {cpus} CPUs, {}", command_output("rustc", &["--version"]));
     println!(
