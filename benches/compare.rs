@@ -116,27 +116,32 @@ fn map_rows(cpus: usize, rounds: usize) {
 
 /// `COMPARE_PROFILE=stealpool|rayon|threadpool` (and `COMPARE_WORKERS`, default 1): only that
 /// contender's tiny-job run, `rounds` times, for `perf stat` or callgrind to count one pool at a
-/// time (the pool is built before the rounds, so its start is a small fixed part).
+/// time (the pool is built before the rounds, so its start is a small fixed part). A comma list
+/// (`stealpool,threadpool`) interleaves those contenders, each with its own pool.
 fn profile_tiny(which: &str, rounds: usize) {
     let workers = std::env::var("COMPARE_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(1);
-    let run: Box<dyn Fn() -> u64> = match which {
-        "stealpool" => {
-            let pool = stealpool_pool(workers);
-            Box::new(move || run_stealpool(&pool, TINY_JOBS, tiny_job))
-        }
-        "rayon" => {
-            let pool = rayon_pool(workers);
-            Box::new(move || run_rayon_spawn(&pool, TINY_JOBS, tiny_job))
-        }
-        "threadpool" => {
-            let pool = threadpool::ThreadPool::new(workers);
-            Box::new(move || run_threadpool(&pool, TINY_JOBS, tiny_job))
-        }
-        other => panic!("COMPARE_PROFILE={other}: expected stealpool, rayon or threadpool"),
-    };
-    let times = interleave(rounds, run_sequential(TINY_JOBS, tiny_job), &[("profiled", run)]);
-    let ms = median(times[0].iter().map(|d| d.as_secs_f64() * 1e3).collect());
-    println!("{which}, {workers} worker(s): {rounds} rounds of 100k tiny jobs, median {ms:.2} ms");
+    let contenders: Vec<Contender<'_>> = which
+        .split(',')
+        .map(|name| -> Contender<'_> {
+            match name {
+                "stealpool" => {
+                    let pool = stealpool_pool(workers);
+                    ("stealpool", Box::new(move || run_stealpool(&pool, TINY_JOBS, tiny_job)))
+                }
+                "rayon" => {
+                    let pool = rayon_pool(workers);
+                    ("rayon", Box::new(move || run_rayon_spawn(&pool, TINY_JOBS, tiny_job)))
+                }
+                "threadpool" => {
+                    let pool = threadpool::ThreadPool::new(workers);
+                    ("threadpool", Box::new(move || run_threadpool(&pool, TINY_JOBS, tiny_job)))
+                }
+                other => panic!("COMPARE_PROFILE={other}: expected stealpool, rayon or threadpool"),
+            }
+        })
+        .collect();
+    let times = interleave(rounds, run_sequential(TINY_JOBS, tiny_job), &contenders);
+    report(&format!("100k tiny jobs, {workers} worker(s), {rounds} rounds"), &contenders, &times, 0);
 }
 
 fn main() {

@@ -514,7 +514,15 @@ impl<T> Core<T> {
                 _ => Err(JobError::Cancelled),
             }
         };
-        self.state().fetch_or(TAKEN, Ordering::Relaxed);
+        if s & (QUEUE_REF | HANDLE_REF) == HANDLE_REF {
+            // A job cell whose queue reference is gone: this handle is its only reference,
+            // so no other thread reads or writes the word any more (the queue's release was
+            // observed with `Acquire` above), and a plain store does what `fetch_or` would,
+            // without a locked instruction.
+            self.state().store(s | TAKEN, Ordering::Relaxed);
+        } else {
+            self.state().fetch_or(TAKEN, Ordering::Relaxed);
+        }
         Some(outcome)
     }
 

@@ -192,8 +192,17 @@ where
     /// # Safety
     /// `this` is a cell this caller holds the reference `bit` of, not used by it afterwards.
     unsafe fn release(this: NonNull<Self>, bit: u32) {
-        // SAFETY: the reference is held until this swap.
-        let before = unsafe { this.as_ref() }.core().clear(bit);
+        // SAFETY: the reference is held until it is dropped below.
+        let core = unsafe { this.as_ref() }.core();
+        // The other reference already gone (observed with `Acquire`, so after its release):
+        // this is the last one, and references are never added, so nobody else can touch the
+        // cell: free it without a locked read-modify-write (the common end of `result`).
+        if core.state_for_drop() & (QUEUE_REF | HANDLE_REF) == bit {
+            // SAFETY: the last reference, as just argued.
+            unsafe { Self::free(this) };
+            return;
+        }
+        let before = core.clear(bit);
         if before & (QUEUE_REF | HANDLE_REF) == bit {
             // SAFETY: it was the last reference; the swap acquired every other's release.
             unsafe { Self::free(this) }
