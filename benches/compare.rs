@@ -114,10 +114,18 @@ fn map_rows(cpus: usize, rounds: usize) {
     }
 }
 
+/// One job at a time: each submitted once the previous one's result is back (a job's latency).
+fn run_stealpool_serial(pool: &stealpool::ThreadPoolExecutor, jobs: u64, f: fn(u64) -> u64) -> u64 {
+    (0..jobs)
+        .map(|i| pool.submit(move || f(i)).expect("submit").result().expect("job failed"))
+        .fold(0, u64::wrapping_add)
+}
+
 /// `COMPARE_PROFILE=stealpool|rayon|threadpool` (and `COMPARE_WORKERS`, default 1): only that
 /// contender's tiny-job run, `rounds` times, for `perf stat` or callgrind to count one pool at a
 /// time (the pool is built before the rounds, so its start is a small fixed part). A comma list
 /// (`stealpool,threadpool`) interleaves those contenders, each with its own pool.
+/// `stealpool-serial` waits for each job before it submits the next: the latency of one job.
 fn profile_tiny(which: &str, rounds: usize) {
     let workers = std::env::var("COMPARE_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(1);
     let contenders: Vec<Contender<'_>> = which
@@ -128,6 +136,10 @@ fn profile_tiny(which: &str, rounds: usize) {
                     let pool = stealpool_pool(workers);
                     ("stealpool", Box::new(move || run_stealpool(&pool, TINY_JOBS, tiny_job)))
                 }
+                "stealpool-serial" => {
+                    let pool = stealpool_pool(workers);
+                    ("stealpool-serial", Box::new(move || run_stealpool_serial(&pool, TINY_JOBS, tiny_job)))
+                }
                 "rayon" => {
                     let pool = rayon_pool(workers);
                     ("rayon", Box::new(move || run_rayon_spawn(&pool, TINY_JOBS, tiny_job)))
@@ -136,7 +148,7 @@ fn profile_tiny(which: &str, rounds: usize) {
                     let pool = threadpool::ThreadPool::new(workers);
                     ("threadpool", Box::new(move || run_threadpool(&pool, TINY_JOBS, tiny_job)))
                 }
-                other => panic!("COMPARE_PROFILE={other}: expected stealpool, rayon or threadpool"),
+                other => panic!("COMPARE_PROFILE={other}: expected stealpool, stealpool-serial, rayon or threadpool"),
             }
         })
         .collect();
