@@ -3,7 +3,9 @@
 //! machine, and each ratio is the median of the per-round ratios.
 //!
 //! Run with `cargo bench --bench compare` (about a minute); it prints a Markdown table.
-//! `COMPARE_QUICK=1` runs one round of each, which is what `cargo test --benches` would want.
+//! `COMPARE_QUICK=1` runs one round of each, which is what `cargo test --benches` would want;
+//! `COMPARE_PROFILE=stealpool` (or `rayon`, `threadpool`) runs one contender's tiny jobs only,
+//! for profilers (see `profile_tiny`).
 
 mod workloads;
 
@@ -112,12 +114,57 @@ fn map_rows(cpus: usize, rounds: usize) {
     }
 }
 
+/// One job at a time: each submitted once the previous one's result is back (a job's latency).
+fn run_stealpool_serial(pool: &stealpool::ThreadPoolExecutor, jobs: u64, f: fn(u64) -> u64) -> u64 {
+    (0..jobs)
+        .map(|i| pool.submit(move || f(i)).expect("submit").result().expect("job failed"))
+        .fold(0, u64::wrapping_add)
+}
+
+/// `COMPARE_PROFILE=stealpool|rayon|threadpool` (and `COMPARE_WORKERS`, default 1): only that
+/// contender's tiny-job run, `rounds` times, for `perf stat` or callgrind to count one pool at a
+/// time (the pool is built before the rounds, so its start is a small fixed part). A comma list
+/// (`stealpool,threadpool`) interleaves those contenders, each with its own pool.
+/// `stealpool-serial` waits for each job before it submits the next: the latency of one job.
+fn profile_tiny(which: &str, rounds: usize) {
+    let workers = std::env::var("COMPARE_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(1);
+    let contenders: Vec<Contender<'_>> = which
+        .split(',')
+        .map(|name| -> Contender<'_> {
+            match name {
+                "stealpool" => {
+                    let pool = stealpool_pool(workers);
+                    ("stealpool", Box::new(move || run_stealpool(&pool, TINY_JOBS, tiny_job)))
+                }
+                "stealpool-serial" => {
+                    let pool = stealpool_pool(workers);
+                    ("stealpool-serial", Box::new(move || run_stealpool_serial(&pool, TINY_JOBS, tiny_job)))
+                }
+                "rayon" => {
+                    let pool = rayon_pool(workers);
+                    ("rayon", Box::new(move || run_rayon_spawn(&pool, TINY_JOBS, tiny_job)))
+                }
+                "threadpool" => {
+                    let pool = threadpool::ThreadPool::new(workers);
+                    ("threadpool", Box::new(move || run_threadpool(&pool, TINY_JOBS, tiny_job)))
+                }
+                other => panic!("COMPARE_PROFILE={other}: expected stealpool, stealpool-serial, rayon or threadpool"),
+            }
+        })
+        .collect();
+    let times = interleave(rounds, run_sequential(TINY_JOBS, tiny_job), &contenders);
+    report(&format!("100k tiny jobs, {workers} worker(s), {rounds} rounds"), &contenders, &times, 0);
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; anything else (such as `cargo test --benches`) gets one
     // quick round so the harness stays fast.
     let quick = std::env::var_os("COMPARE_QUICK").is_some() || !std::env::args().any(|a| a == "--bench");
     let rounds = |full: usize| if quick { 1 } else { full };
     let cpus = num_cpus::get();
+    if let Ok(which) = std::env::var("COMPARE_PROFILE") {
+        return profile_tiny(&which, rounds(40));
+    }
 
     println!("Interleaved comparison, {cpus} CPUs, {}", command_output("rustc", &["--version"]));
     println!(

@@ -76,6 +76,10 @@ const PARKED: u32 = 1 << 8;
 /// future's. Cells owned through an `Arc` leave them clear.
 pub(crate) const QUEUE_REF: u32 = 1 << 9;
 pub(crate) const HANDLE_REF: u32 = 1 << 10;
+/// A thread began a blocking wait for the outcome: a hint to the thread pool's runner that
+/// someone is waiting on its jobs, so that it looks for the next one without delay
+/// (`thread/registry.rs`, `Registry::search`). Never cleared; nothing depends on it for safety.
+const WATCHED: u32 = 1 << 11;
 
 static CANCELLED_ERROR: JobError = JobError::Cancelled;
 static TAKEN_ERROR: JobError = JobError::AlreadyTaken;
@@ -462,6 +466,10 @@ impl<T> Core<T> {
     /// Blocks until `Done` or the deadline. Returns whether the job is done.
     pub(crate) fn wait_done(&self, deadline: Option<Instant>) -> bool {
         let state = self.state();
+        // Relaxed: a hint for the runner's scheduling (see `WATCHED`), which orders nothing.
+        if state.fetch_or(WATCHED, Ordering::Relaxed) & PHASE == DONE {
+            return true;
+        }
         // A tiny job is done within a microsecond or so, less than a park and an unpark cost:
         // spin briefly first (about 127 spin hints, doubling; never yielding the core).
         #[cfg(not(loom))]
@@ -514,7 +522,15 @@ impl<T> Core<T> {
                 _ => Err(JobError::Cancelled),
             }
         };
-        self.state().fetch_or(TAKEN, Ordering::Relaxed);
+        if s & (QUEUE_REF | HANDLE_REF) == HANDLE_REF {
+            // A job cell whose queue reference is gone: this handle is its only reference,
+            // so no other thread reads or writes the word any more (the queue's release was
+            // observed with `Acquire` above), and a plain store does what `fetch_or` would,
+            // without a locked instruction.
+            self.state().store(s | TAKEN, Ordering::Relaxed);
+        } else {
+            self.state().fetch_or(TAKEN, Ordering::Relaxed);
+        }
         Some(outcome)
     }
 
@@ -554,6 +570,12 @@ impl<T> Core<T> {
     /// The phase bits of a state (for the job cell).
     pub(crate) fn phase_of(state: u32) -> u32 {
         state & PHASE
+    }
+
+    /// Whether a thread began a blocking wait for the outcome before `state` (for the job
+    /// cell's runner, given the state `publish` replaced).
+    pub(crate) fn watched(state: u32) -> bool {
+        state & WATCHED != 0
     }
 
     /// Clears `bits` (reference bits) from the state; returns the state before.

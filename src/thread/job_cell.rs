@@ -34,7 +34,8 @@ pub(super) struct JobRef {
 
 struct JobVTable {
     /// Runs the job unless it was cancelled or already started, then drops the reference.
-    run: unsafe fn(NonNull<()>),
+    /// Returns whether a thread was waiting for its outcome (see [`run_job`]).
+    run: unsafe fn(NonNull<()>) -> bool,
     /// Cancels the job if it has not started, then drops the reference.
     cancel: unsafe fn(NonNull<()>),
     /// Drops the reference.
@@ -62,11 +63,15 @@ impl Drop for JobRef {
 /// Runs a queued job and drops the queue's reference to it. That reference may be the last
 /// one (the future was dropped, or the job ran inline elsewhere), and then its drop drops the
 /// job's outcome: user code, which may panic, caught here like the job itself.
+///
+/// Returns whether a thread had begun a blocking wait for the job's outcome before it was
+/// published (false if the job did not run here): the worker then looks for its next job at
+/// once, since someone is likely to submit another as soon as it has this one.
 #[inline]
-pub(super) fn run_job(job: JobRef) {
+pub(super) fn run_job(job: JobRef) -> bool {
     let (cell, vtable) = job.into_parts();
     // SAFETY: the reference taken out of `job` is handed to `run`, which drops it.
-    let _ = unwind::catch(move || unsafe { (vtable.run)(cell) });
+    unwind::catch(move || unsafe { (vtable.run)(cell) }).unwrap_or(false)
 }
 
 /// Cancels a queued job and drops the queue's reference to it, both under a panic guard for
@@ -192,8 +197,17 @@ where
     /// # Safety
     /// `this` is a cell this caller holds the reference `bit` of, not used by it afterwards.
     unsafe fn release(this: NonNull<Self>, bit: u32) {
-        // SAFETY: the reference is held until this swap.
-        let before = unsafe { this.as_ref() }.core().clear(bit);
+        // SAFETY: the reference is held until it is dropped below.
+        let core = unsafe { this.as_ref() }.core();
+        // The other reference already gone (observed with `Acquire`, so after its release):
+        // this is the last one, and references are never added, so nobody else can touch the
+        // cell: free it without a locked read-modify-write (the common end of `result`).
+        if core.state_for_drop() & (QUEUE_REF | HANDLE_REF) == bit {
+            // SAFETY: the last reference, as just argued.
+            unsafe { Self::free(this) };
+            return;
+        }
+        let before = core.clear(bit);
         if before & (QUEUE_REF | HANDLE_REF) == bit {
             // SAFETY: it was the last reference; the swap acquired every other's release.
             unsafe { Self::free(this) }
@@ -209,7 +223,7 @@ where
 
     /// # Safety
     /// `cell` is a live `JobCell<J>` whose queue reference the caller hands over.
-    unsafe fn run_queued(cell: NonNull<()>) {
+    unsafe fn run_queued(cell: NonNull<()>) -> bool {
         let this = cell.cast::<Self>();
         // SAFETY: alive: the queue's reference is held until released here or in `publish`.
         match unsafe { this.as_ref() }.execute(QUEUE_REF) {
@@ -220,9 +234,13 @@ where
                     // SAFETY: both references are gone; the publication acquired the handle's.
                     unsafe { Self::free(this) }
                 }
+                Core::<J::Output>::watched(before)
             }
-            // SAFETY: the queue's reference, dropped once.
-            _ => unsafe { Self::release(this, QUEUE_REF) },
+            ran => {
+                // SAFETY: the queue's reference, dropped once.
+                unsafe { Self::release(this, QUEUE_REF) };
+                ran.is_some_and(|(before, _)| Core::<J::Output>::watched(before))
+            }
         }
     }
 

@@ -148,3 +148,21 @@ fn loom_run_cancel_callback_and_timed_wait() {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     });
 }
+
+/// The future is dropped (its outcome never taken) while the worker runs the job: whichever
+/// of the two releases comes last frees the cell, once, and drops the output, once. The
+/// handle's release may see the queue's reference already gone and free the cell after a
+/// plain `Acquire` load (no read-modify-write): the drop count shows that it never frees a
+/// cell the worker still uses, and never misses one.
+#[test]
+fn loom_drop_future_while_running_frees_once() {
+    loom::model(|| {
+        let drops = counter();
+        let d = StdArc::clone(&drops);
+        let (queued, future, _) = JobCell::new(move || Counted(d), 0);
+        let worker = thread::spawn(move || run_job(queued));
+        drop(future);
+        worker.join().unwrap();
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    });
+}

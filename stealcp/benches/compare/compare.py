@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Wall-time comparison of stealcp against cp -a, rsync -a, xcp and fcp on two corpora.
+"""Wall-time comparison of stealcp against cp -a, rsync -aAX, xcp and fcp on two corpora.
 
 Run through `stealcp/benches/compare/run.sh`, which builds stealcp and installs the other contenders.
 
@@ -7,6 +7,8 @@ Corpora (built once under the work directory, reused by later runs):
   small  many small files in a real tree: the Rust toolchain's HTML documentation
          (tens of thousands of files), or, without it, the cargo registry sources;
   large  a few large files (4 x 256 MiB of incompressible bytes).
+Both get extended attributes (a `user.*` attribute on every 4th file, an ACL on every 16th;
+`--no-xattrs` leaves them out), so that `-a` is measured with its full preservation set.
 
 For each corpus, every contender copies the source into a fresh destination, `rounds` times,
 in an order that rotates each round; the destination is removed and `sync` run between runs
@@ -21,7 +23,8 @@ figures then measure earlier deletions, not copiers. Without the loop file syste
 --keep-small-outputs (each run then writes a fresh directory, all removed at the end) and a
 --settle time. After every run the
 output tree is compared with the source: contents and file types for every contender, and
-modes and modification times (ns) for the contenders that keep them (cp -a, rsync -a, stealcp -a).
+modes, modification times (ns) and extended attributes with ACLs for the contenders that keep
+them (cp -a, rsync -aAX, stealcp -a).
 
 Writes results.json and results.md to the work directory and, if matplotlib is available,
 the plot given with --plot.
@@ -62,10 +65,32 @@ def manifest(root, with_meta):
             else:
                 entry = ("special", stat.S_IFMT(st.st_mode))
             if with_meta and not stat.S_ISLNK(st.st_mode):
-                # Directory times are checked too: cp -a keeps them.
-                entry += (stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+                # Directory times are checked too: cp -a keeps them. ACLs are the
+                # system.posix_acl_* attributes.
+                entry += (stat.S_IMODE(st.st_mode), st.st_mtime_ns, xattrs(path))
             out[rel] = entry
     return out
+
+
+def xattrs(path):
+    """The extended attributes of `path` (ACLs included), sorted, with their values."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return ()
+    return tuple(sorted((n, os.getxattr(path, n, follow_symlinks=False)) for n in names))
+
+
+def add_xattrs(root):
+    """A `user.*` attribute on every 4th regular file and an ACL (setfacl) on every 16th."""
+    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
+    files = [f for f in files if stat.S_ISREG(os.lstat(f).st_mode)]
+    for i, f in enumerate(files[::4]):
+        os.setxattr(f, "user.stealcp.bench", f"attribute {i}".encode())
+    acl = files[::16]
+    for i in range(0, len(acl), 500):
+        subprocess.run(["setfacl", "-m", "u:65534:r", "--", *acl[i : i + 500]], check=True)
+    return f"xattrs on {len(files[::4])} files, ACLs on {len(acl)}"
 
 
 def build_small(dest):
@@ -97,7 +122,7 @@ def contenders(stealcp, tools, jobs):
         "cp -a": (lambda s, d: ["cp", "-a", s, d], True),
     }
     if shutil.which("rsync"):
-        c["rsync -a"] = (lambda s, d: ["rsync", "-a", s + "/", d + "/"], True)
+        c["rsync -aAX"] = (lambda s, d: ["rsync", "-aAX", s + "/", d + "/"], True)
     xcp = tools / "xcp"
     if xcp.exists():
         c["xcp -r"] = (lambda s, d: [str(xcp), "-r", "-w", "0", "--no-progress", s, d], False)
@@ -141,6 +166,7 @@ def main():
     ap.add_argument("--settle-always", action="store_true", help="wait before the small corpus even if this run deleted nothing")
     ap.add_argument("--fs-note", default="", help="how to describe the file system in the results")
     ap.add_argument("--skipped", default="", help="notes on contenders that could not be installed")
+    ap.add_argument("--no-xattrs", action="store_true", help="build the corpora without xattrs and ACLs")
     args = ap.parse_args()
 
     work = Path(args.work).resolve()
@@ -160,6 +186,8 @@ def main():
         src = work / f"corpus-{name}"
         if not src.exists():
             origin = build_small(src) if name == "small" else build_large(src, args.large_files, args.large_mib)
+            if not args.no_xattrs:
+                origin += "; " + add_xattrs(src)
             (work / f"corpus-{name}.origin").write_text(origin)
         origin = (work / f"corpus-{name}.origin").read_text()
         files = sum(len(f) for _, _, f in os.walk(src))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# stealcp against cp -a, rsync -a, xcp and fcp: builds stealcp, installs what is missing, runs
+# stealcp against cp -a, rsync -aAX, xcp and fcp: builds stealcp, installs what is missing, runs
 # stealcp/benches/compare/compare.py (options are passed on, e.g. --rounds 3 --corpus small).
-# Results: target/pcp-bench/results.{md,json}; plot: docs/pcp-bench.png.
+# Results: target/pcp-bench/{ext4,tmpfs}/results.{md,json}; plots: docs/pcp-bench{,-tmpfs}.png.
 set -uo pipefail
 cd "$(dirname "$0")/../../.." # the workspace root
 work=target/pcp-bench
@@ -30,21 +30,48 @@ if [ ! -x "$work/venv/bin/python" ]; then
 fi
 [ -x "$work/venv/bin/python" ] && python="$work/venv/bin/python"
 
-# A fresh journaled ext4 in a loop-mounted image (root only): every run starts from the same
-# file system state (see compare.py's notes). Otherwise the work directory is used as it is.
-fs="$work/fs"
-if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null 2>&1 && [ -z "${PCP_BENCH_NO_LOOP:-}" ]; then
-  mountpoint -q "$fs" && umount "$fs"
+# Two file systems, one after the other, results in $work/<fs>/results.{md,json}:
+# - ext4: a fresh journaled ext4 in a loop-mounted image (root only), so every run starts from
+#   the same file system state (see compare.py's notes); otherwise the work directory as it is;
+# - tmpfs: where no disk is involved and each copier's own CPU cost shows (a tmpfs mounted for
+#   the run as root, else a directory in /dev/shm). PCP_BENCH_FS=ext4 or =tmpfs runs one only.
+status=0
+run_compare() { "$python" stealcp/benches/compare/compare.py --skipped "$skipped" "$@" || status=1; }
+cleanup() {
+  for m in "$work/fs" "$work/tmpfs"; do mountpoint -q "$m" && umount "$m"; done
   rm -f "$work/ext4.img"
-  truncate -s 12G "$work/ext4.img"
-  mkfs.ext4 -q -F "$work/ext4.img"
-  mkdir -p "$fs"
-  if mount -o loop "$work/ext4.img" "$fs"; then
-    trap 'umount "$fs"; rm -f "$work/ext4.img"' EXIT
-    "$python" stealcp/benches/compare/compare.py --work "$fs" --results "$work" \
-      --fs-note "fresh ext4 (journal) in a loop-mounted image" --skipped "$skipped" "$@"
-    exit $?
+  [ -n "${shm:-}" ] && rm -rf "$shm"
+}
+trap cleanup EXIT
+want="${PCP_BENCH_FS:-ext4 tmpfs}"
+
+if [[ " $want " == *" ext4 "* ]]; then
+  fs="$work/fs"
+  if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null 2>&1 && [ -z "${PCP_BENCH_NO_LOOP:-}" ]; then
+    mountpoint -q "$fs" && umount "$fs"
+    rm -f "$work/ext4.img"
+    truncate -s 12G "$work/ext4.img"
+    mkfs.ext4 -q -F "$work/ext4.img"
+    mkdir -p "$fs"
   fi
-  echo "could not mount a loop file system; using $work as it is"
+  if mountpoint -q "$fs" || mount -o loop "$work/ext4.img" "$fs" 2>/dev/null; then
+    run_compare --work "$fs" --results "$work/ext4" --plot docs/pcp-bench.png \
+      --fs-note "fresh ext4 (journal) in a loop-mounted image" "$@"
+    umount "$fs"; rm -f "$work/ext4.img"
+  else
+    echo "could not mount a loop file system; using $work as it is"
+    run_compare --results "$work/ext4" --keep-small-outputs --settle 120 --settle-always "$@"
+  fi
 fi
-"$python" stealcp/benches/compare/compare.py --keep-small-outputs --settle 120 --settle-always --skipped "$skipped" "$@"
+
+if [[ " $want " == *" tmpfs "* ]]; then
+  t="$work/tmpfs"
+  mkdir -p "$t"
+  if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=8G tmpfs "$t" 2>/dev/null; then
+    note="tmpfs (a fresh mount)"
+  else
+    shm=$(mktemp -d -p /dev/shm pcp-bench.XXXXXX); t="$shm"; note="tmpfs (/dev/shm)"
+  fi
+  run_compare --work "$t" --results "$work/tmpfs" --plot docs/pcp-bench-tmpfs.png --fs-note "$note" "$@"
+fi
+exit $status
