@@ -213,6 +213,8 @@ def main():
         for c, (argv, _) in cands.items():
             dst = fresh()
             subprocess.run(argv(str(src), dst), check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if not keep:
+                clear(dst)  # seven warm-up copies of the large corpus would fill a tmpfs
             subprocess.run(["sync"], check=True)
         order = list(cands)
         for r in range(args.rounds):

@@ -38,7 +38,7 @@ fi
 status=0
 run_compare() { "$python" stealcp/benches/compare/compare.py --skipped "$skipped" "$@" || status=1; }
 cleanup() {
-  for m in "$work/fs" "$work/tmpfs"; do mountpoint -q "$m" && umount "$m"; done
+  for m in "$work/fs" "$work/tmpfs-fs"; do mountpoint -q "$m" && umount "$m"; done
   rm -f "$work/ext4.img"
   [ -n "${shm:-}" ] && rm -rf "$shm"
 }
@@ -65,7 +65,7 @@ if [[ " $want " == *" ext4 "* ]]; then
 fi
 
 if [[ " $want " == *" tmpfs "* ]]; then
-  t="$work/tmpfs"
+  t="$work/tmpfs-fs"
   mkdir -p "$t"
   if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=8G tmpfs "$t" 2>/dev/null; then
     note="tmpfs (a fresh mount)"
