@@ -1,7 +1,9 @@
 //! Memory per job: the peak resident memory above the floor of 1,000,000 tiny jobs submitted
 //! with their handles held (stealpool futures; rayon `spawn` and `threadpool` each sending
 //! into a channel that is read only at the end), and the peak of a 10,000,000-item `map` over
-//! a range with default options (items in flight).
+//! a range with default options, and the cost of one item in flight: a `map` with chunks of
+//! one item and a window of 100,000 chunks, measured while its jobs wait (so the whole window
+//! is submitted and not yet run).
 //!
 //! Each case runs in its own child process (this binary re-run with `child CASE`), so each
 //! has its own resident memory: the child resets its peak (`/proc/self/clear_refs`) once its
@@ -15,11 +17,12 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 
-use stealpool::{Executor, ThreadPoolExecutor};
+use stealpool::{Executor, MapOptions, ThreadPoolExecutor};
 
 const HELD: u64 = 1_000_000;
 const MAPPED: u64 = 10_000_000;
 const WORKERS: usize = 2;
+const WINDOW: u64 = 100_000;
 
 fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -94,6 +97,26 @@ fn child(case: &str) {
             assert_eq!(sum, MAPPED * (MAPPED - 1));
             (above, MAPPED)
         }
+        "window" => {
+            let pool = ThreadPoolExecutor::new(WORKERS);
+            let go = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let gate = Arc::clone(&go);
+            let f = move |x: u64| {
+                while !gate.load(Ordering::Acquire) {
+                    std::thread::yield_now();
+                }
+                x * 2
+            };
+            let base = floor();
+            // Creating the map submits the whole window; its jobs wait at the gate.
+            let options = MapOptions::new().chunksize(1).buffersize(WINDOW as usize);
+            let results = pool.map_with(f, 0..WINDOW, options).unwrap();
+            let above = peak().saturating_sub(base);
+            go.store(true, Ordering::Release);
+            let sum: u64 = results.map(Result::unwrap).sum();
+            assert_eq!(sum, WINDOW * (WINDOW - 1));
+            (above, WINDOW)
+        }
         other => panic!("unknown case {other}"),
     };
     println!("{above} {per}");
@@ -111,7 +134,7 @@ fn main() {
         return;
     }
     let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
-    let cases = ["stealpool", "rayon", "threadpool", "map"];
+    let cases = ["stealpool", "rayon", "threadpool", "map", "window"];
     let mut figures: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let exe = std::env::current_exe().expect("this binary");
     for _ in 0..rounds {
@@ -129,6 +152,7 @@ fn main() {
         let m = median(figures[k].clone());
         match *case {
             "map" => println!("  map of {MAPPED} items, default options: {:.1} MiB", m / (1024.0 * 1024.0)),
+            "window" => println!("  map with {WINDOW} one-item chunks in flight: {m:.1} bytes per item in flight"),
             _ => println!("  {case:<10} {HELD} held jobs: {m:.1} bytes per job"),
         }
     }
