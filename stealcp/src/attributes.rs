@@ -14,6 +14,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, FileTimes};
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -241,11 +242,21 @@ pub(crate) fn copy_xattrs(
 
 /// Gives `dst` the ACLs of `src` (`preserve_mode`, as `cp -p`): the access ACL and, for a
 /// directory, the default one; an ACL the source does not have is removed from the copy (it
-/// may have inherited one from its new parent). Returns whether the copy's ACL changed, in
-/// which case its mode must be set again (an ACL carries the group bits). A file system
-/// without ACLs is not an error when the source has none to keep. `listed`: the source's
-/// names, if [`copy_xattrs`] listed them (then an ACL not among them is not asked for).
-pub(crate) fn copy_acls(src: Node<'_>, dst: Node<'_>, is_dir: bool, listed: Option<&[OsString]>) -> io::Result<bool> {
+/// may have inherited one from its new parent), unless `dst_bare` says the copy cannot have
+/// one (see [`has_default_acl`]). Returns whether the copy's ACL changed, in which case its
+/// mode must be set again (an ACL carries the group bits). A file system without ACLs is not
+/// an error when the source has none to keep. `listed`: the source's names, if
+/// [`copy_xattrs`] listed them (then an ACL not among them is not asked for).
+///
+/// (Removing an ACL that is not there succeeds on Linux, so without `dst_bare` every copy
+/// would cost a `removexattr` and then a `chmod` for nothing.)
+pub(crate) fn copy_acls(
+    src: Node<'_>,
+    dst: Node<'_>,
+    is_dir: bool,
+    listed: Option<&[OsString]>,
+    dst_bare: bool,
+) -> io::Result<bool> {
     let mut changed = false;
     let names: &[&str] = if is_dir { &[ACL_ACCESS, ACL_DEFAULT] } else { &[ACL_ACCESS] };
     for name in names {
@@ -259,10 +270,25 @@ pub(crate) fn copy_acls(src: Node<'_>, dst: Node<'_>, is_dir: bool, listed: Opti
                 dst.set(name, &value)?;
                 changed = true;
             }
+            None if dst_bare => {}
             None => changed |= dst.remove(name)?,
         }
     }
     Ok(changed)
+}
+
+/// Whether the directory open as `dir` (an `O_PATH` descriptor) has a default ACL, which
+/// what is created in it inherits: if not, a new file there has no ACL. `true` when that
+/// cannot be told (no `/proc`, an error), so that the caller assumes the worst.
+pub(crate) fn has_default_acl(dir: BorrowedFd<'_>) -> bool {
+    // An O_PATH descriptor takes no fgetxattr; its /proc/self/fd link leads to the very
+    // directory it was opened on, whatever its path names now.
+    has_default_acl_at(Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())))
+}
+
+/// [`has_default_acl`] for the directory `dir` names (followed).
+pub(crate) fn has_default_acl_at(dir: &Path) -> bool {
+    !matches!(Node::Followed(dir).get(OsStr::new(ACL_DEFAULT)), Ok(None))
 }
 
 #[cfg(test)]
@@ -301,6 +327,32 @@ mod tests {
             (failure.action, failure.error.kind()),
             ("preserve extended attributes", io::ErrorKind::PermissionDenied)
         );
+    }
+
+    #[test]
+    fn a_default_acl_is_seen_through_an_o_path_descriptor() {
+        use nix::fcntl::OFlag;
+        use std::os::fd::AsFd;
+        let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::open(dir.path(), flags, nix::sys::stat::Mode::empty()).unwrap();
+        assert!(!has_default_acl(fd.as_fd()));
+        // user::rwx user:65534:r-x group::r-x mask::r-x other::r-x: (tag, perm, id) after the
+        // version (an ACL of the mode's entries alone would not be inherited as an ACL).
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in
+            [(1u16, 7u16, u32::MAX), (2, 5, 65534), (4, 5, u32::MAX), (0x10, 5, u32::MAX), (0x20, 5, u32::MAX)]
+        {
+            acl.extend([tag.to_le_bytes(), perm.to_le_bytes()].concat());
+            acl.extend(id.to_le_bytes());
+        }
+        if let Err(e) = xattr::set(dir.path(), ACL_DEFAULT, &acl) {
+            return eprintln!("skipped: no ACLs here: {e}");
+        }
+        assert!(has_default_acl(fd.as_fd()));
+        let file = dir.path().join("f");
+        fs::write(&file, "").unwrap();
+        assert!(xattr::get(&file, ACL_ACCESS).unwrap().is_some(), "a new file inherits the default ACL");
     }
 
     #[test]

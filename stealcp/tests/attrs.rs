@@ -87,6 +87,18 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
     out
 }
 
+/// A [`snapshot`] without the modification times.
+fn untimed(snapshot: BTreeMap<PathBuf, String>) -> BTreeMap<PathBuf, String> {
+    snapshot
+        .into_iter()
+        .map(|(k, v)| {
+            let cut = v.find(" mtime=").unwrap();
+            let rest = &v[cut + 7..];
+            (k, format!("{}{}", &v[..cut], &rest[rest.find(' ').unwrap()..]))
+        })
+        .collect()
+}
+
 fn run(program: &str, args: &[&str], src: &Path, dst: &Path, prefix: &[&str]) -> std::process::Output {
     let (program, mut all) = match prefix.split_first() {
         Some((first, rest)) => {
@@ -161,16 +173,7 @@ fn p_keeps_acls_and_r_keeps_neither_as_cp() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let (ours, theirs) = (snapshot(&by_stealcp), snapshot(&by_cp));
         // Without -p the times are the copy's own: compare everything else.
-        let strip = |m: BTreeMap<PathBuf, String>| -> BTreeMap<PathBuf, String> {
-            m.into_iter()
-                .map(|(k, v)| {
-                    let cut = v.find(" mtime=").unwrap();
-                    let rest = &v[cut + 7..];
-                    (k, format!("{}{}", &v[..cut], &rest[rest.find(' ').unwrap()..]))
-                })
-                .collect()
-        };
-        assert_eq!(strip(ours), strip(theirs), "{args:?}");
+        assert_eq!(untimed(ours), untimed(theirs), "{args:?}");
     }
 }
 
@@ -241,4 +244,50 @@ fn an_unprivileged_copy_keeps_the_group_it_can_and_drops_set_id_bits_as_cp() {
     let out = run(stealcp(), &["-a"], &src, &by_stealcp, &as_nobody);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(snapshot(&by_stealcp), expected);
+}
+
+/// Copies into a directory with a default ACL, which new entries inherit: `-a` takes it away
+/// again from the copies whose source has none, as `cp -a`, in a tree made new, in one that
+/// existed (files written into, one file made new beside them) and for one file copied alone;
+/// `-r` leaves what they inherited, as `cp -r`.
+#[test]
+fn copies_into_a_directory_with_a_default_acl_match_cp() {
+    let Some(dir) = xattr_dir() else { return };
+    let src = dir.path().join("src");
+    attr_tree(&src);
+    for args in [&["-a"][..], &["-r"][..]] {
+        let name = args.join("");
+        let parents = [dir.path().join(format!("cp{name}")), dir.path().join(format!("stealcp{name}"))];
+        for parent in &parents {
+            fs::create_dir(parent).unwrap();
+            xattr::set(parent, "system.posix_acl_default", &acl_755()).unwrap();
+        }
+        let [by_cp, by_stealcp] = &parents;
+        for round in ["new tree", "existing tree"] {
+            for (program, parent) in [("cp", by_cp), (stealcp(), by_stealcp)] {
+                if round == "existing tree" {
+                    fs::remove_file(parent.join("tree/plain")).unwrap();
+                }
+                let tree_args: Vec<&str> = args.iter().copied().chain(["-T"]).collect();
+                let out = run(program, &tree_args, &src, &parent.join("tree"), &[]);
+                assert!(out.status.success(), "{program} {round}: {}", String::from_utf8_lossy(&out.stderr));
+                let out = run(program, args, &src.join("plain"), &parent.join("alone"), &[]);
+                assert!(out.status.success(), "{program} {round}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            // (The parents themselves were made by this test, at different times.)
+            let contents = |parent| {
+                let mut all = snapshot(parent);
+                all.remove(Path::new(""));
+                all
+            };
+            let (ours, theirs) = (contents(by_stealcp), contents(by_cp));
+            assert!(theirs[Path::new("tree/plain")].contains("posix_acl_access") == (name == "-r"), "{theirs:?}");
+            if name == "-a" {
+                assert_eq!(ours, theirs, "{args:?} {round}");
+            } else {
+                // The times are the copies' own: compare everything else.
+                assert_eq!(untimed(ours), untimed(theirs), "{args:?} {round}");
+            }
+        }
+    }
 }

@@ -9,7 +9,8 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::attributes::{Node, SPECIAL_BITS, copy_acls, copy_xattrs, filetimes, set_owner};
+use super::dirs::parent_of;
+use crate::attributes::{Node, SPECIAL_BITS, copy_acls, copy_xattrs, filetimes, has_default_acl_at, set_owner};
 use crate::error::{Failure, fail};
 use crate::options::CopyOptions;
 use crate::path_bytes;
@@ -91,7 +92,10 @@ pub(crate) fn finish_directory(job: &DirFinish, o: &CopyOptions) -> Result<(), F
     let (src, dst) = (Node::Followed(&job.source), Node::Followed(path));
     let listed = copy_xattrs(src, dst, path, o)?;
     if o.preserve_mode {
-        copy_acls(src, dst, true, listed.as_deref()).map_err(fail(path, "preserve permissions"))?;
+        // A directory made new has ACLs only if its parent passed on a default one when it
+        // was made: its parent, finished after it, still has what it had then.
+        let bare = !existed && !has_default_acl_at(parent_of(path));
+        copy_acls(src, dst, true, listed.as_deref(), bare).map_err(fail(path, "preserve permissions"))?;
         fs::set_permissions(path, Permissions::from_mode(mode)).map_err(fail(path, "set mode"))?;
     } else if !existed && o.default_modes {
         // --no-preserve=mode: the default bits less the umask, as cp.
@@ -104,8 +108,11 @@ pub(crate) fn finish_directory(job: &DirFinish, o: &CopyOptions) -> Result<(), F
         fs::set_permissions(path, Permissions::from_mode(mode)).map_err(fail(path, "set mode"))?;
     }
     if o.preserve_timestamps {
-        let time = |(s, ns): (i64, u32)| filetime::FileTime::from_unix_time(s, ns);
-        filetime::set_file_times(path, time(dir.atime), time(dir.mtime)).map_err(fail(path, "preserve timestamps"))?;
+        // One utimensat by path (filetime's set_file_times opens the directory first).
+        use nix::sys::stat::{UtimensatFlags, utimensat};
+        let time = |(s, ns): (i64, u32)| nix::sys::time::TimeSpec::new(s, ns.into());
+        utimensat(nix::fcntl::AT_FDCWD, path, &time(dir.atime), &time(dir.mtime), UtimensatFlags::FollowSymlink)
+            .map_err(|e| fail(path, "preserve timestamps")(e.into()))?;
     }
     Ok(())
 }

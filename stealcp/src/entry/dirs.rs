@@ -1,7 +1,8 @@
-//! The directories of the files one task copies, kept open (`O_PATH`).
+//! The directories of the files one task copies, kept open (`O_PATH`), and whether the
+//! destination directory passes a default ACL on to what is created in it.
 //!
-//! This module must never create or remove anything; it only opens directories to resolve
-//! names from.
+//! This module must never create, remove or change anything; it only opens directories to
+//! resolve names from, and reads one of their attributes.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -18,14 +19,39 @@ use nix::sys::stat::Mode;
 pub(crate) struct Dirs {
     pub(super) src: Option<(PathBuf, OwnedFd)>,
     pub(super) dst: Option<(PathBuf, OwnedFd)>,
+    /// A destination directory and whether it has a default ACL ([`Dirs::may_inherit_acl`]).
+    dst_acl: Option<(PathBuf, bool)>,
+}
+
+impl Dirs {
+    /// Whether an entry created now at `destination` may have inherited an ACL: its directory
+    /// has a default ACL, or that cannot be told. Asked once per directory per task (a
+    /// directory gets its own ACLs only once everything in it is in place, so a task's files
+    /// all see the same answer).
+    pub(super) fn may_inherit_acl(&mut self, destination: &Path) -> bool {
+        let dir = parent_of(destination);
+        if let Some((known, inherits)) = &self.dst_acl
+            && known == dir
+        {
+            return *inherits;
+        }
+        let inherits = dir_of(&mut self.dst, destination).map_or(true, crate::attributes::has_default_acl);
+        self.dst_acl = Some((dir.to_path_buf(), inherits));
+        inherits
+    }
+}
+
+/// The directory holding `path` (`.` for a bare name).
+pub(super) fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// The open directory holding `path` (opened `O_PATH`, only to resolve names from).
 pub(super) fn dir_of<'a>(slot: &'a mut Option<(PathBuf, OwnedFd)>, path: &Path) -> io::Result<BorrowedFd<'a>> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = parent_of(path);
     if slot.as_ref().is_none_or(|(open, _)| open != dir) {
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         *slot = Some((dir.to_path_buf(), nix::fcntl::open(dir, flags, Mode::empty())?));

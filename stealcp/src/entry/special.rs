@@ -97,7 +97,7 @@ pub(crate) fn make_special(
     made.map_err(|e| fail(destination, "create special file")(e.into()))?;
     let owner_kept = preserve_unfollowed(Some(source), destination, meta, o)?;
     if o.preserve_mode {
-        copy_acls(Node::Link(source), Node::Link(destination), false, None)
+        copy_acls(Node::Link(source), Node::Link(destination), false, None, false)
             .map_err(fail(destination, "preserve permissions"))?;
         // mknod applied the umask; -p wants the source's bits (less the set-id ones if the
         // owner could not be kept), set after the ACL (whose mask entry is the group bits).

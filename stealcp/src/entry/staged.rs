@@ -159,7 +159,10 @@ pub(super) fn seal(
     let listed = copy_xattrs(Node::Open(src), Node::Open(out), destination, o)?;
     let mut acl_changed = false;
     if o.preserve_mode {
-        acl_changed = copy_acls(Node::Open(src), Node::Open(out), false, listed.as_deref())
+        // A copy made new has an ACL only if its directory passed on a default one: else
+        // there is nothing to remove when the source has none.
+        let bare = !matches!(staged.name, Naming::Existing) && !dirs.may_inherit_acl(destination);
+        acl_changed = copy_acls(Node::Open(src), Node::Open(out), false, listed.as_deref(), bare)
             .map_err(fail(destination, "preserve permissions"))?;
     }
     // The file was created with the source's bits less the umask: only -p with bits the umask
