@@ -220,7 +220,7 @@ fn copy_contents(
     let holes = data::Holes::of(o.sparse, meta, out).map_err(fail(&job.destination, "write"))?;
     let preallocated = !holes.any()
         && len >= data::PREALLOCATE_FROM
-        && data::preallocate(out, len).map_err(fail(&job.destination, "write"))?;
+        && data::preallocate(out, dst_dev, len).map_err(fail(&job.destination, "write"))?;
     let copied = data::copy_all(src, out, len, holes).map_err(|e| io_failure(job, e))?;
     if holes.any() || (preallocated && copied < len) {
         // A hole at the end has no data extent to copy, and a file that shrank while being

@@ -70,7 +70,7 @@ pub(crate) fn prepare_split(job: &FileJob, o: &CopyOptions) -> Result<(Prepared,
         Prepared::Cloned(temp.clone())
     } else {
         let holes = data::Holes::of(o.sparse, &meta, &out).map_err(fail(&job.destination, "create"))?;
-        if holes.any() || !data::preallocate(&out, meta.len()).map_err(fail(&job.destination, "create"))? {
+        if holes.any() || !data::preallocate(&out, dst_dev, meta.len()).map_err(fail(&job.destination, "create"))? {
             out.set_len(meta.len()).map_err(fail(&job.destination, "create"))?;
         }
         Prepared::Ranges { temp: temp.clone(), len: meta.len() }
