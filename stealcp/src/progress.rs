@@ -237,11 +237,11 @@ impl Observer for Report {
     }
 
     fn copied(&mut self, kind: EntryKind, source: &Path, destination: &Path) {
-        self.listed(kind, verbose_line(source, destination, None));
+        self.listed(kind, || verbose_line(source, destination, None));
     }
 
     fn replaced(&mut self, kind: EntryKind, source: &Path, destination: &Path, displaced: &Displaced) {
-        self.listed(kind, verbose_line(source, destination, Some(displaced)));
+        self.listed(kind, || verbose_line(source, destination, Some(displaced)));
     }
 
     fn attempted(&mut self, _kind: EntryKind, source: &Path, destination: &Path) {
@@ -253,7 +253,7 @@ impl Observer for Report {
 
     fn made_parent(&mut self, source: &Path, destination: &Path) {
         // cp -v --parents lists the directories it makes unquoted.
-        self.listed(EntryKind::Directory, format!("{} -> {}", source.display(), destination.display()));
+        self.listed(EntryKind::Directory, || format!("{} -> {}", source.display(), destination.display()));
     }
 
     fn failed(&mut self, failure: &Failure) {
@@ -270,10 +270,11 @@ impl Observer for Report {
 }
 
 impl Report {
-    /// Prints `lines` (`-v`) and counts the entry.
-    fn listed(&mut self, kind: EntryKind, lines: String) {
+    /// Counts an entry and, with `-v`, prints its lines (only then made: this runs for every
+    /// entry).
+    fn listed(&mut self, kind: EntryKind, lines: impl FnOnce() -> String) {
         if self.verbose {
-            self.print(lines);
+            self.print(lines());
         }
         if kind == EntryKind::File {
             self.counts.lock().files += 1;

@@ -4,8 +4,10 @@
 //! This module must never create, remove or change anything; it only opens directories to
 //! resolve names from, and reads one of their attributes.
 
+use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -43,10 +45,34 @@ impl Dirs {
 
 /// The directory holding `path` (`.` for a bare name).
 pub(super) fn parent_of(path: &Path) -> &Path {
+    if let Some((dir, _)) = split_name(path) {
+        return dir;
+    }
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     }
+}
+
+/// The last name of `path` ([`Path::file_name`]).
+pub(super) fn name_of(path: &Path) -> Option<&OsStr> {
+    split_name(path).map(|(_, name)| name).or_else(|| path.file_name())
+}
+
+/// `path`'s directory (`.` for a bare name) and last name, found from its bytes: each file
+/// of a task asks this several times, and `Path::parent` parses every component of a long
+/// path. `None` where only a parse gives the answer (a path ending in `/`, `.` or `..`).
+fn split_name(path: &Path) -> Option<(&Path, &OsStr)> {
+    let bytes = path.as_os_str().as_bytes();
+    let (dir, name) = match bytes.iter().rposition(|&b| b == b'/') {
+        None => (&b"."[..], bytes),
+        Some(0) => (&b"/"[..], &bytes[1..]),
+        Some(i) => (&bytes[..i], &bytes[i + 1..]),
+    };
+    if matches!(name, b"" | b"." | b"..") {
+        return None;
+    }
+    Some((Path::new(OsStr::from_bytes(dir)), OsStr::from_bytes(name)))
 }
 
 /// The open directory holding `path` (opened `O_PATH`, only to resolve names from).
@@ -57,4 +83,25 @@ pub(super) fn dir_of<'a>(slot: &'a mut Option<(PathBuf, OwnedFd)>, path: &Path) 
         *slot = Some((dir.to_path_buf(), nix::fcntl::open(dir, flags, Mode::empty())?));
     }
     slot.as_ref().map(|(_, fd)| fd.as_fd()).ok_or_else(|| io::Error::other("no directory"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_split_by_bytes_match_the_std_parse() {
+        for path in
+            ["a/b/c", "c", "/c", "./c", "a//c", "a/./c", "a/../c", ".hidden", "/", "a/b/", "a/.", "a/..", ".", ".."]
+        {
+            let p = Path::new(path);
+            let std_parent = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            // The same directory (as a parse sees it) and the same name.
+            assert!(parent_of(p).components().eq(std_parent.components()), "{path}: {:?}", parent_of(p));
+            assert_eq!(name_of(p), p.file_name(), "{path}");
+        }
+    }
 }

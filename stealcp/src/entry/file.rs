@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
-use super::dirs::{Dirs, dir_of};
+use super::dirs::{Dirs, dir_of, name_of};
 use super::staged::{Naming, Staged, seal};
 use crate::attributes::creation_mode;
 use crate::data;
@@ -456,7 +456,7 @@ pub(super) fn open_source_in(
     follow: bool,
     read_special: bool,
 ) -> Result<(File, fs::Metadata), Failure> {
-    let Some(name) = path.file_name() else { return open_source(path, follow, read_special) };
+    let Some(name) = name_of(path) else { return open_source(path, follow, read_special) };
     let dir = dir_of(&mut dirs.src, path).map_err(fail(path, "open"))?;
     let mut flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     if !follow {

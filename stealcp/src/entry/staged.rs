@@ -17,7 +17,7 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use parking_lot::Mutex;
 
-use super::dirs::{Dirs, dir_of};
+use super::dirs::{Dirs, dir_of, name_of};
 use crate::attributes::{Node, SPECIAL_BITS, copy_acls, copy_xattrs, file_times, set_owner, umask};
 use crate::error::{Failure, fail};
 use crate::options::CopyOptions;
@@ -71,7 +71,7 @@ impl Staged {
 
     /// Creates the file under its own name, in a directory nobody sees yet.
     pub(super) fn in_place(dirs: &mut Dirs, destination: &Path, mode: u32) -> io::Result<Staged> {
-        let Some(name) = destination.file_name() else { return Err(io::Error::from(io::ErrorKind::InvalidInput)) };
+        let Some(name) = name_of(destination) else { return Err(io::Error::from(io::ErrorKind::InvalidInput)) };
         let dir = dir_of(&mut dirs.dst, destination)?;
         let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC;
         let fd = nix::fcntl::openat(dir, name, flags, Mode::from_bits_truncate(mode))?;
@@ -119,7 +119,7 @@ impl Drop for Staged {
 /// Gives an unnamed (`O_TMPFILE`) file the name `to`.
 fn link_unnamed(file: &File, dirs: &mut Dirs, to: &Path) -> io::Result<()> {
     use nix::fcntl::{AT_FDCWD, AtFlags};
-    let Some(name) = to.file_name() else { return Err(io::Error::from(io::ErrorKind::InvalidInput)) };
+    let Some(name) = name_of(to) else { return Err(io::Error::from(io::ErrorKind::InvalidInput)) };
     let dir = dir_of(&mut dirs.dst, to)?;
     if !NO_EMPTY_PATH_LINK.load(Ordering::Relaxed) {
         match nix::unistd::linkat(file, "", dir, name, AtFlags::AT_EMPTY_PATH) {
