@@ -348,9 +348,8 @@ impl Registry {
     /// [`PATIENCE`] hints without touching shared memory, so the submitter queues a few jobs
     /// undisturbed and this thread then takes them in a row. A thread someone waits on (a
     /// `result()` of one job at a time) polls at once: its next job comes right after.
-    fn search(&self, local: Option<&Worker<JobRef>>, start: usize, patient: bool) -> Option<JobRef> {
+    fn search(&self, local: Option<&Worker<JobRef>>, start: usize, mut patient: bool) -> Option<JobRef> {
         let backoff = Backoff::new();
-        let mut patient = patient;
         loop {
             if let Some(job) = self.find_work(local, start) {
                 return Some(job);
