@@ -69,6 +69,7 @@ pub(crate) fn run(state: &Arc<State>, first: redis::Connection, ended: Receiver<
     let mut connection = Some(first);
     let mut writes: Vec<Write> = Vec::new();
     let mut refused: Vec<Refused> = Vec::new();
+    let mut said = Refusals::default();
     // Entries left un-acknowledged in this worker's pending list (their answers refused until
     // it stopped): its consumer must stay for another worker to reclaim them.
     let mut left_pending = false;
@@ -108,14 +109,14 @@ pub(crate) fn run(state: &Arc<State>, first: redis::Connection, ended: Receiver<
             // A step Redis refused is due again after its interval (a refusal is said once per
             // interval, not in a loop); one cut short by a broken connection, at once.
             if Instant::now() >= heartbeat_due {
-                refused_or(state, "a heartbeat", heartbeat(state, c))?;
+                refused_or(state, &mut said, "a heartbeat", heartbeat(state, c))?;
                 if !stopping {
-                    refused_or(state, "the reclaim of lost workers' jobs", reclaim(state, c))?;
+                    refused_or(state, &mut said, "the reclaim of lost workers' jobs", reclaim(state, c))?;
                 }
                 heartbeat_due = crate::distributed::client::after(state.heartbeat);
             }
             if Instant::now() >= poll_due {
-                refused_or(state, "the check for cancelled jobs", kill_abandoned(state, c))?;
+                refused_or(state, &mut said, "the check for cancelled jobs", kill_abandoned(state, c))?;
                 poll_due = crate::distributed::client::after(state.poll);
             }
             Ok::<(), redis::RedisError>(())
@@ -127,14 +128,41 @@ pub(crate) fn run(state: &Arc<State>, first: redis::Connection, ended: Receiver<
     }
 }
 
-/// A connection error, or `Ok` after saying on stderr what Redis refused.
-fn refused_or(state: &State, what: &str, step: redis::RedisResult<()>) -> redis::RedisResult<()> {
+/// A connection error, or `Ok` after saying on stderr what Redis refused (through `said`).
+fn refused_or(state: &State, said: &mut Refusals, what: &str, step: redis::RedisResult<()>) -> redis::RedisResult<()> {
     match step {
         Err(e) if !is_connection_error(&e) => {
-            eprintln!("stealpool worker {}: Redis refused {what}: {e}", state.name);
+            if let Some(unsaid) = said.say(Instant::now()) {
+                let more =
+                    if unsaid > 0 { format!(" ({unsaid} more refusals since the last said)") } else { String::new() };
+                eprintln!("stealpool worker {}: Redis refused {what}: {e}{more}", state.name);
+            }
             Ok(())
         }
         other => other,
+    }
+}
+
+/// How often refusals of the control thread's steps reach stderr: the first at once, then at
+/// most one per [`Refusals::EVERY`], with a count of those not said. A Redis out of memory
+/// refuses every heartbeat; a week of that must not be a line per heartbeat.
+#[derive(Debug, Default)]
+struct Refusals {
+    last: Option<Instant>,
+    unsaid: u64,
+}
+
+impl Refusals {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// `Some(refusals not said since the last one said)` if this one, at `now`, is to be said.
+    fn say(&mut self, now: Instant) -> Option<u64> {
+        if self.last.is_some_and(|last| now.saturating_duration_since(last) < Self::EVERY) {
+            self.unsaid += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unsaid))
     }
 }
 
@@ -468,4 +496,22 @@ fn worker_info(name: String, record: &Value) -> Option<WorkerInfo> {
         jobs_done: get("done")?.parse().ok()?,
         last_seen: SystemTime::UNIX_EPOCH + Duration::from_millis(seen),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_said_at_most_once_a_minute_with_a_count_of_the_rest() {
+        let mut said = Refusals::default();
+        let start = Instant::now();
+        assert_eq!(said.say(start), Some(0), "the first is said at once");
+        for s in 1..60 {
+            assert_eq!(said.say(start + Duration::from_secs(s)), None, "{s} s later");
+        }
+        assert_eq!(said.say(start + Duration::from_secs(60)), Some(59));
+        assert_eq!(said.say(start + Duration::from_secs(61)), None);
+        assert_eq!(said.say(start + Duration::from_secs(200)), Some(1));
+    }
 }
