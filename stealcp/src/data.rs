@@ -485,6 +485,15 @@ mod tests {
             assert_eq!(copied, data.len() as u64, "told {told}");
             assert!(std::fs::read(&out).unwrap() == data, "told {told}");
         }
+        // A small file told its size, too much, too little, 0.
+        std::fs::write(dir.path().join("small"), &data[..3000]).unwrap();
+        let small = File::open(dir.path().join("small")).unwrap();
+        for told in [3000, 5000, 2000, 0] {
+            let out = dir.path().join(format!("small-{told}"));
+            let dst = File::create(&out).unwrap();
+            assert_eq!(copy_all(&small, &dst, told, Holes::None).unwrap(), 3000, "told {told}");
+            assert!(std::fs::read(&out).unwrap() == data[..3000], "told {told}");
+        }
         // (SEEK_DATA moved the first one's position; a stream reads from where a file is.)
         let src = File::open(dir.path().join("src")).unwrap();
         let dst = File::create(dir.path().join("streamed")).unwrap();
