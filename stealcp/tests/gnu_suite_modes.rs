@@ -314,3 +314,25 @@ fn preserve_slink_time_p_keeps_a_dangling_symlinks_time() {
         }
     });
 }
+
+#[test]
+fn a_new_directory_keeps_the_setgid_bit_its_parent_gives_it() {
+    // parent-perm-race's destination is setgid: a directory made in it gets the bit from the
+    // kernel, and cp keeps it, with or without -p (a setgid source keeps its own with -p).
+    with_umask(0o022, || {
+        let setup = |dir: &Path| {
+            fs::create_dir(dir.join("d")).unwrap();
+            fs::set_permissions(dir.join("d"), fs::Permissions::from_mode(0o2775)).unwrap();
+            file(dir, "s/f", "f\n", 0o644);
+            file(dir, "g/f", "g\n", 0o644);
+            fs::set_permissions(dir.join("g"), fs::Permissions::from_mode(0o2750)).unwrap();
+        };
+        for opts in [&["-r"][..], &["-pr"], &["--preserve=mode", "-r"], &["-a"], &["--preserve=ownership", "-r"]] {
+            for (src, dst) in [("s", "d"), ("g", "d"), ("g", "new")] {
+                let mut args = opts.to_vec();
+                args.extend([src, dst]);
+                same_as_cp(setup, &args);
+            }
+        }
+    });
+}
