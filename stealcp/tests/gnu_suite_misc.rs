@@ -4,8 +4,8 @@
 //! preallocated unwritten extents).
 //!
 //! Cases (coreutils names): cp-mv-backup (cp's half), cp-i, reflink-auto, acl, capability,
-//! sparse-perf (without --debug), sparse-extents-2 (a reduced grid), sparse-extents, copy-FMR
-//! (without valgrind). They never touch anything outside their temporary directories (the
+//! sparse-perf (without --debug), sparse-2 (without --debug), sparse-extents-2 (a reduced
+//! grid), sparse-extents, copy-FMR (without valgrind). They never touch anything outside their temporary directories (the
 //! cross-device sources are made in one under /dev/shm, removed at the end).
 
 mod gnu_harness;
@@ -286,6 +286,42 @@ fn sparse_extents_2_many_extents_copied_with_sparse_always() {
             same_as_cp(setup, &["--reflink=never", "--sparse=always", "j1", "j2"]);
         }
     }
+}
+
+#[test]
+fn sparse_2_a_hole_at_the_end_and_a_file_of_zeros() {
+    // One byte, then a hole to 128 KiB (and with one more byte after it); then one byte and
+    // 255 KiB of written zeros. (Its --debug lines are not compared: see gnu_debug.)
+    for append in [false, true] {
+        let setup = move |dir: &Path| {
+            let mut k = fs::File::create(dir.join("k")).unwrap();
+            k.write_all(b"x").unwrap();
+            k.set_len(128 << 10).unwrap();
+            if append {
+                k.seek(SeekFrom::End(0)).unwrap();
+                k.write_all(b"y").unwrap();
+            }
+        };
+        for sparse in ["--sparse=always", "--sparse=never"] {
+            same_as_cp(setup, &["--reflink=never", sparse, "k", "k2"]);
+        }
+    }
+    let zeros = |dir: &Path| {
+        let mut k = fs::File::create(dir.join("k")).unwrap();
+        k.write_all(b"x").unwrap();
+        k.write_all(&[0; 255 << 10]).unwrap();
+    };
+    for run in same_as_cp(zeros, &["--reflink=never", "--sparse=always", "k", "k2"]) {
+        let (k, k2) =
+            (fs::metadata(run.dir.path().join("k")).unwrap(), fs::metadata(run.dir.path().join("k2")).unwrap());
+        assert!(
+            k2.blocks() < k.blocks(),
+            "--sparse=always makes holes of the zeros ({} < {} blocks)",
+            k2.blocks(),
+            k.blocks()
+        );
+    }
+    same_as_cp(zeros, &["--sparse=never", "k", "k2"]);
 }
 
 #[test]
