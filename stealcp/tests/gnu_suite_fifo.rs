@@ -88,12 +88,25 @@ struct Case<'a> {
 /// Runs `program` (then `extra`) on a [`Case`]: writes one line into the FIFO, waits until
 /// the copy has read it and `ready` says it has got far enough, asks `check`, writes one more
 /// line and closes the FIFO.
-fn race(program: &str, extra: &[&str], case: &Case) -> Raced {
+/// `groups`: run as uid 65534 through `setpriv` with these group options (the tree made
+/// 65534's, its groups left as `setup` made them), or as the current user.
+fn race(program: &str, extra: &[&str], case: &Case, groups: Option<&[String]>) -> Raced {
     let Case { args, umask, setup, fifo, ready, check } = *case;
     let dir = tempfile::TempDir::new().unwrap();
     setup(dir.path());
     let script = format!("umask {umask:o}; exec \"$0\" \"$@\"");
-    let child = Command::new("sh")
+    let mut command = match groups {
+        None => Command::new("sh"),
+        Some(groups) => {
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+            let chown = Command::new("chown").args(["-hR", "65534"]).arg(dir.path()).status().unwrap();
+            assert!(chown.success());
+            let mut c = Command::new("setpriv");
+            c.arg("--reuid=65534").args(groups).arg("sh");
+            c
+        }
+    };
+    let child = command
         .args(["-c", &script, program])
         .args(extra)
         .args(args)
@@ -131,20 +144,23 @@ fn race(program: &str, extra: &[&str], case: &Case) -> Raced {
     Raced { status, seen, tree, groups, stderr }
 }
 
-/// [`race`] with cp and with stealcp (each configuration as the current user): each must pass
-/// `check`, and they must agree on status and the finished tree.
-fn same_race_as_cp(case: &Case) {
+/// [`race`] with cp and with stealcp (each configuration as the current user, and as uid
+/// 65534 with the group options `groups` when root with setpriv): each must pass `check`, and
+/// they must agree on status and the finished tree.
+fn same_race_as_cp(case: &Case, groups: &[String]) {
     let args = case.args;
     let Some(cp) = gnu_cp() else {
         eprintln!("skipped: /usr/bin/cp is not GNU cp");
         return;
     };
-    let by_cp = race(cp, &[], case);
-    assert_eq!(by_cp.seen, Ok(()), "cp itself: {args:?}: {}", by_cp.stderr);
-    for (_, extra) in configurations().into_iter().filter(|(user, _)| *user == User::Me) {
-        let by_us = race(env!("CARGO_BIN_EXE_stealcp"), extra, case);
+    let runs = configurations().into_iter().map(|(user, extra)| (user == User::Nobody, extra));
+    for (nobody, extra) in runs {
+        let as_user = nobody.then_some(groups);
+        let by_cp = race(cp, &[], case, as_user);
+        assert_eq!(by_cp.seen, Ok(()), "cp itself: {args:?} as 65534: {nobody}: {}", by_cp.stderr);
+        let by_us = race(env!("CARGO_BIN_EXE_stealcp"), extra, case, as_user);
         let context = format!(
-            "{extra:?} {args:?}\ncp: {:?} {}\nstealcp: {:?} {}",
+            "{extra:?} {args:?} as 65534: {nobody}\ncp: {:?} {}\nstealcp: {:?} {}",
             by_cp.status, by_cp.stderr, by_us.status, by_us.stderr
         );
         assert_eq!(by_us.seen, Ok(()), "while copying: {context}");
@@ -152,6 +168,11 @@ fn same_race_as_cp(case: &Case) {
         assert_eq!(by_us.tree, by_cp.tree, "finished tree: {context}");
         assert_eq!(by_us.groups, by_cp.groups, "finished groups: {context}");
     }
+}
+
+/// Group options for a run as 65534 in no other group.
+fn no_groups() -> Vec<String> {
+    vec!["--regid=65534".into(), "--clear-groups".into()]
 }
 
 fn mkfifo(path: &Path, mode: u32) {
@@ -189,7 +210,10 @@ fn file_perm_race_a_new_copy_is_private_while_written() {
         Ok(())
     };
     let args = ["-p", "--copy-contents", "fifo", "fifo-copy"];
-    same_race_as_cp(&Case { args: &args, umask: 0o022, setup: &setup, fifo: "fifo", ready: &ready, check: &check });
+    same_race_as_cp(
+        &Case { args: &args, umask: 0o022, setup: &setup, fifo: "fifo", ready: &ready, check: &check },
+        &no_groups(),
+    );
 }
 
 #[test]
@@ -215,7 +239,12 @@ fn existing_perm_race_an_existing_copy_is_not_opened_to_the_sources_group() {
         }
     };
     let args = ["-p", "--copy-contents", "fifo", "fifo-copy"];
-    same_race_as_cp(&Case { args: &args, umask: 0o077, setup: &setup, fifo: "fifo", ready: &ready, check: &check });
+    // As 65534, a member of both groups (as the coreutils case needs of its user).
+    let groups = [format!("--regid={g1}"), format!("--groups={g1},{g2}")];
+    same_race_as_cp(
+        &Case { args: &args, umask: 0o077, setup: &setup, fifo: "fifo", ready: &ready, check: &check },
+        &groups,
+    );
 }
 
 #[test]
@@ -241,7 +270,10 @@ fn parent_perm_race_directories_made_by_parents_are_closed_while_filled() {
         let preserve = format!("--preserve={attr}");
         let (args, fifo) =
             ([preserve.as_str(), "-R", "--copy-contents", "--parents", attr, "d"], format!("{attr}/fifo"));
-        same_race_as_cp(&Case { args: &args, umask: 0o002, setup: &setup, fifo: &fifo, ready: &ready, check: &check });
+        same_race_as_cp(
+            &Case { args: &args, umask: 0o002, setup: &setup, fifo: &fifo, ready: &ready, check: &check },
+            &no_groups(),
+        );
     }
 }
 

@@ -336,3 +336,34 @@ fn a_new_directory_keeps_the_setgid_bit_its_parent_gives_it() {
         }
     });
 }
+
+#[test]
+fn p_gives_an_existing_destination_the_sources_owner_and_group() {
+    // existing-perm-race's end state, without the FIFO: -p onto a file written into.
+    if !root_with_setpriv("existing destination owner") {
+        return;
+    }
+    let (g1, g2) = (61_022, 61_023);
+    with_umask(0o022, || {
+        let setup = |dir: &Path| {
+            file(dir, "s", "new\n", 0o640);
+            file(dir, "d", "old\n", 0o660);
+            chown(&dir.join("s"), 65534, g1);
+            chown(&dir.join("d"), 65534, g2);
+            chown(dir, 65534, 65534);
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        same_owners_as_cp(&setup, &[], &["-p", "s", "d"]);
+        let (regid, groups) = (format!("--regid={g2}"), format!("--groups={g1},{g2}"));
+        for tree in same_owners_as_cp(&setup, &["setpriv", "--reuid=65534", &regid, &groups], &["-p", "s", "d"]) {
+            assert_eq!(tree[Path::new("d")], (65534, g1, 0o640), "d: the source's group and mode");
+        }
+        let root_owned = |dir: &Path| {
+            setup(dir);
+            chown(&dir.join("s"), 0, 0);
+        };
+        for tree in same_owners_as_cp(&root_owned, &[], &["-p", "s", "d"]) {
+            assert_eq!(tree[Path::new("d")], (0, 0, 0o640), "d: root's, as the source");
+        }
+    });
+}

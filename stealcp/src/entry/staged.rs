@@ -151,6 +151,8 @@ pub(super) fn seal(
     o: &CopyOptions,
 ) -> Result<bool, Failure> {
     let out = &staged.file;
+    // An existing file written into was not created by us: it has its own owner and group.
+    let created = created.filter(|_| !matches!(staged.name, Naming::Existing));
     let mut first_failure: Option<Failure> = None;
     let mut note = |failure: Failure| {
         first_failure.get_or_insert(failure);
