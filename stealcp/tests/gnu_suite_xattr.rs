@@ -1,6 +1,7 @@
 //! coreutils tests/cp, side by side with GNU cp: extended attributes copied onto a file system
 //! that has none (a ramfs mounted for the test, as root): `-a` and `--preserve=all` copy the
-//! file and say nothing, an explicit `--preserve=xattr` fails with cp's message.
+//! file and say nothing, an explicit `--preserve=xattr` fails with cp's message and leaves the
+//! copy (a file, or a tree) in place, as cp does.
 //!
 //! Case (coreutils name): cp-mv-enotsup-xattr (cp's half). It skips, saying why, when not
 //! root, when ramfs cannot be mounted, or when /dev/shm takes no user xattrs. The mount is
@@ -12,7 +13,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
-use gnu_harness::{User, configurations, first_words, gnu_cp, run_prepared};
+use gnu_harness::{User, configurations, first_words, gnu_cp, run_prepared, snapshot};
 
 /// A ramfs mounted at a directory: unmounted on drop (before the directory is removed).
 struct Ramfs(PathBuf);
@@ -66,7 +67,12 @@ fn onto_ramfs(whole: bool) {
         eprintln!("cp-mv-enotsup-xattr skipped: this ramfs takes user xattrs");
         return;
     }
-    let source = source.to_str().unwrap();
+    // A tree too: the failure inside it leaves the tree published, as cp leaves what it copied.
+    fs::create_dir(source_dir.path().join("d")).unwrap();
+    fs::write(source_dir.path().join("d/f"), "in a tree\n").unwrap();
+    xattr::set(source_dir.path().join("d/f"), "user.foo", b"bar").unwrap();
+    let tree = source_dir.path().join("d");
+    let (source, tree) = (source.to_str().unwrap(), tree.to_str().unwrap());
     let mut run = 0;
     let mut in_fresh_dir = |program: &str, extra: &[&str], args: &[&str]| {
         run += 1;
@@ -74,10 +80,12 @@ fn onto_ramfs(whole: bool) {
         fs::create_dir_all(dir.join("dst")).unwrap();
         let out = run_prepared(&dir, &[], program, extra, args);
         let copy = fs::read(dir.join("dst/a")).ok();
-        (out, copy)
+        (out, (copy, snapshot(&dir.join("dst"), false)))
     };
     for args in
         [&["-a", source, "dst/"][..], &["--preserve=all", source, "dst/"], &["-a", "--preserve=xattr", source, "dst/"]]
+            .into_iter()
+            .chain([&["-a", "--preserve=xattr", tree, "dst/"][..], &["-a", tree, "dst/"]])
     {
         let ((status, stderr), copy) = in_fresh_dir(cp, &[], args);
         for (_, extra) in configurations().into_iter().filter(|(user, _)| *user == User::Me) {
@@ -89,8 +97,8 @@ fn onto_ramfs(whole: bool) {
                 assert_eq!(our_stderr.replace("stealcp", "PROGRAM"), stderr.replace(cp, "PROGRAM"), "{context}");
             }
             assert_eq!(our_copy, copy, "the copy: {context}");
-            if status == Some(0) {
-                assert_eq!(our_copy.as_deref(), Some(&b"test\n"[..]), "the copy is whole: {context}");
+            if status == Some(0) && args.contains(&source) {
+                assert_eq!(our_copy.0.as_deref(), Some(&b"test\n"[..]), "the copy is whole: {context}");
             }
         }
     }
