@@ -47,10 +47,19 @@ impl DirMeta {
     }
 }
 
-/// Creates a destination directory, writable by us whatever the source's mode (the final mode
-/// is set by [`finish_directory`]). An existing directory is reused: returns whether it existed.
+/// Creates a destination directory, writable by us whatever the source's mode, and closed to
+/// everyone else while it is filled (the final mode is set by [`finish_directory`]): a group
+/// or others must not be able to add or rename entries in a copy under way (coreutils
+/// parent-perm-race; cp closes it so with -p). Where the parent has a default ACL the
+/// directory is made with the source's bits, as before: its ACL is derived from the mode it
+/// is made with, and a later chmod would not give the same one. An existing directory is
+/// reused: returns whether it existed.
 pub(crate) fn create_directory(destination: &Path, meta: &DirMeta) -> Result<bool, Failure> {
-    match fs::DirBuilder::new().mode(meta.mode | 0o700).create(destination) {
+    let mut mode = meta.mode | 0o700;
+    if mode & 0o077 != 0 && !has_default_acl_at(parent_of(destination)) {
+        mode &= !0o077;
+    }
+    match fs::DirBuilder::new().mode(mode).create(destination) {
         Ok(()) => Ok(false),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match fs::metadata(destination) {
             Ok(m) if m.is_dir() => Ok(true),
@@ -96,16 +105,30 @@ pub(crate) fn finish_directory(job: &DirFinish, o: &CopyOptions) -> Result<(), F
         // was made: its parent, finished after it, still has what it had then.
         let bare = !existed && !has_default_acl_at(parent_of(path));
         copy_acls(src, dst, true, listed.as_deref(), bare).map_err(fail(path, "preserve permissions"))?;
+        if !existed {
+            // A setgid bit the new directory got from its parent stays, as with cp -p.
+            mode |= fs::metadata(path).map_err(fail(path, "stat"))?.mode() & 0o2000;
+        }
         fs::set_permissions(path, Permissions::from_mode(mode)).map_err(fail(path, "set mode"))?;
     } else if !existed && o.default_modes {
         // --no-preserve=mode: the default bits less the umask, as cp.
         let mode = 0o777 & !crate::attributes::umask().unwrap_or(0o022);
         fs::set_permissions(path, Permissions::from_mode(mode)).map_err(fail(path, "set mode"))?;
-    } else if !existed && dir.mode & 0o700 != 0o700 {
-        // Take back the owner bits added so we could fill the directory.
+    } else if !existed {
+        // What making it with the source's bits would have given (less the umask; setgid as
+        // inherited from the parent), had it not been closed while filled (see
+        // create_directory), and without the owner bits added so we could fill it.
         let current = fs::metadata(path).map_err(fail(path, "stat"))?.mode() & 0o7777;
-        let mode = current & !(0o700 & !dir.mode);
-        fs::set_permissions(path, Permissions::from_mode(mode)).map_err(fail(path, "set mode"))?;
+        let umask = crate::attributes::umask().unwrap_or(0o022);
+        let closed = current & 0o077 == 0 && dir.mode & !umask & 0o077 != 0;
+        let mode = if closed && !has_default_acl_at(parent_of(path)) {
+            (dir.mode & 0o1777 & !umask) | (current & 0o2000)
+        } else {
+            current & !(0o700 & !dir.mode)
+        };
+        if mode != current {
+            fs::set_permissions(path, Permissions::from_mode(mode)).map_err(fail(path, "set mode"))?;
+        }
     }
     if o.preserve_timestamps {
         // One utimensat by path (filetime's set_file_times opens the directory first).

@@ -137,6 +137,10 @@ fn link_unnamed(file: &File, dirs: &mut Dirs, to: &Path) -> io::Result<()> {
 /// publishes it under its final name. `created` is the owner and group the copy was created
 /// with, when known: no chown is needed if they already match. Returns `false` if
 /// `no_clobber` found the name taken.
+///
+/// An attribute that cannot be kept is an error, but, as with cp, the rest are still applied
+/// and the copy (its contents complete) is published: the first such failure is returned
+/// after it. A copy that differs from its source (`verify`) is never published.
 pub(super) fn seal(
     staged: Staged,
     dirs: &mut Dirs,
@@ -147,39 +151,64 @@ pub(super) fn seal(
     o: &CopyOptions,
 ) -> Result<bool, Failure> {
     let out = &staged.file;
+    // An existing file written into was not created by us: it has its own owner and group.
+    let created = created.filter(|_| !matches!(staged.name, Naming::Existing));
+    let mut first_failure: Option<Failure> = None;
+    let mut note = |failure: Failure| {
+        first_failure.get_or_insert(failure);
+    };
     let mut mode = meta.mode() & 0o7777;
     if o.preserve_ownership && created != Some((meta.uid(), meta.gid())) {
         // Ownership first: chown clears set-user-ID bits (that chmod then restores) and file
         // capabilities (that the xattrs then bring back).
         let chown = |uid, gid| std::os::unix::fs::fchown(out, uid, gid);
-        if !set_owner(chown, meta.uid(), meta.gid()).map_err(fail(destination, "preserve ownership"))? {
-            mode &= !SPECIAL_BITS;
+        match set_owner(chown, meta.uid(), meta.gid()) {
+            Ok(true) => {}
+            Ok(false) => mode &= !SPECIAL_BITS,
+            Err(e) => {
+                mode &= !SPECIAL_BITS;
+                note(fail(destination, "preserve ownership")(e));
+            }
         }
     }
-    let listed = copy_xattrs(Node::Open(src), Node::Open(out), destination, o)?;
+    let listed = copy_xattrs(Node::Open(src), Node::Open(out), destination, o).unwrap_or_else(|failure| {
+        note(failure);
+        None
+    });
     let mut acl_changed = false;
     if o.preserve_mode {
         // A copy made new has an ACL only if its directory passed on a default one: else
         // there is nothing to remove when the source has none.
         let bare = !matches!(staged.name, Naming::Existing) && !dirs.may_inherit_acl(destination);
-        acl_changed = copy_acls(Node::Open(src), Node::Open(out), false, listed.as_deref(), bare)
-            .map_err(fail(destination, "preserve permissions"))?;
+        match copy_acls(Node::Open(src), Node::Open(out), false, listed.as_deref(), bare) {
+            Ok(changed) => acl_changed = changed,
+            Err(e) => note(fail(destination, "preserve permissions")(e)),
+        }
     }
     // The file was created with the source's bits less the umask: only -p with bits the umask
     // took, or with set-id and sticky bits (which creation never sets), or an ACL changed (it
     // carries the group bits), needs a chmod. An existing file written into has its own mode:
     // -p always sets it.
     let bits = umask().map(|u| mode & 0o777 & !u).filter(|_| !matches!(staged.name, Naming::Existing));
-    if o.preserve_mode && (bits != Some(mode) || acl_changed) {
-        out.set_permissions(Permissions::from_mode(mode)).map_err(fail(destination, "preserve mode"))?;
+    if o.preserve_mode
+        && (bits != Some(mode) || acl_changed)
+        && let Err(e) = out.set_permissions(Permissions::from_mode(mode))
+    {
+        note(fail(destination, "preserve mode")(e));
     }
-    if o.preserve_timestamps {
-        out.set_times(file_times(meta)).map_err(fail(destination, "preserve timestamps"))?;
+    if o.preserve_timestamps
+        && let Err(e) = out.set_times(file_times(meta))
+    {
+        note(fail(destination, "preserve timestamps")(e));
     }
     if o.verify {
         verify(src, out).map_err(fail(destination, "verify"))?;
     }
-    staged.publish(dirs, destination, o.no_clobber).map_err(fail(destination, "rename into place"))
+    let published = staged.publish(dirs, destination, o.no_clobber).map_err(fail(destination, "rename into place"))?;
+    match first_failure {
+        Some(failure) => Err(failure),
+        None => Ok(published),
+    }
 }
 
 /// Re-reads both files from the start and compares them.

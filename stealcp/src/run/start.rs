@@ -103,7 +103,12 @@ where
                 open_as: entry::reachable_from_workers(source),
                 confirmed: false,
             };
-            self.add_found(vec![(job, scan::Stat::new(&meta).link_key())]);
+            // cp remembers every file it reaches by following a command-line argument
+            // (-H, -L, or no -r), not only those with other names: `cp -H --preserve=links a
+            // b D` with b a symlink to a makes D/b a hard link to D/a.
+            let followed_file = follow && kind.is_file() && !o.hard_link && !o.symbolic_link;
+            let link = if followed_file { Some((meta.dev(), meta.ino())) } else { scan::Stat::new(&meta).link_key() };
+            self.add_found(vec![(job, link)]);
         } else if !self.may_replace(destination, Some(&meta)) {
             self.report.unchanged += 1;
         } else if kind.is_symlink() {

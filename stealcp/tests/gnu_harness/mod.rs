@@ -314,3 +314,26 @@ pub fn configurations() -> Vec<(User, &'static [&'static str])> {
     out.push((User::Me, &["--backend", "process"]));
     out
 }
+
+/// Runs `program` in `dir` as it stands, without [`run_one`]'s chown (for cases whose owners
+/// matter: root's files in a directory of 65534's), `wrap` first (`setpriv ...`, or nothing),
+/// then `extra` and `args`: (status, stderr).
+pub fn run_prepared<S: AsRef<std::ffi::OsStr>>(
+    dir: &Path,
+    wrap: &[&str],
+    program: &str,
+    extra: &[&str],
+    args: &[S],
+) -> (Option<i32>, String) {
+    let mut command = match wrap.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    command.args(extra).args(args).current_dir(dir).stdin(Stdio::null());
+    let out = command.output().expect("start the command");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
