@@ -231,7 +231,8 @@ pub(crate) fn copy_xattrs(
             None => Ok(()), // removed since the listing
         });
         if let Err(e) = copied {
-            first_error.get_or_insert_with(|| io::Error::new(e.kind(), format!("{}: {e}", name.to_string_lossy())));
+            // The error as it came (cp names no attribute: "setting attributes for 'D': ...").
+            first_error.get_or_insert(e);
         }
     }
     match first_error {

@@ -30,7 +30,6 @@ fn cp_mv_enotsup_xattr_onto_a_file_system_without_xattrs() {
 }
 
 #[test]
-#[ignore = "stealcp says \"setting attributes for 'dst/a': user.foo: Operation not supported (os error 95)\", cp \"...: Operation not supported\" (attributes.rs copy_xattrs wraps the error with the name)"]
 fn cp_mv_enotsup_xattr_message_word_for_word() {
     onto_ramfs(true);
 }
