@@ -212,7 +212,12 @@ impl fmt::Display for Failure {
             "create symlink" => write!(f, "cannot create symbolic link {p}: {e}"),
             "replace" => write!(f, "cannot remove {p}: {e}"),
             "backup" => write!(f, "cannot backup {p}: {e}"),
-            "create hard link" => write!(f, "cannot create hard link {p}: {e}"),
+            "create hard link" => match self.error.get_ref().and_then(|e| e.downcast_ref::<LinkError>()) {
+                Some(link) => {
+                    write!(f, "cannot create hard link {p} to {}: {}", Quoted(&link.target), Reason(&link.error))
+                }
+                None => write!(f, "cannot create hard link {p}: {e}"),
+            },
             "create directory" => write!(f, "cannot create directory {p}: {e}"),
             "set mode" => write!(f, "setting permissions for {p}: {e}"),
             "create special file" => write!(f, "cannot create special file {p}: {e}"),
@@ -270,6 +275,35 @@ const ACTIONS: &[&str] = &[
     "into itself",
 ];
 
+/// Why a hard link could not be made, with the file it was to lead to: cp names both
+/// (`cannot create hard link 'D' to 'S': Invalid cross-device link`).
+#[derive(Debug)]
+struct LinkError {
+    target: PathBuf,
+    error: io::Error,
+}
+
+impl fmt::Display for LinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", Quoted(&self.target), Reason(&self.error))
+    }
+}
+
+impl std::error::Error for LinkError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// The failure to make `destination` a hard link to `target` (the error's kind is kept; the
+/// OS error is its [`source`](std::error::Error::source)).
+pub(crate) fn link_failed<'a>(destination: &'a Path, target: &'a Path) -> impl FnOnce(io::Error) -> Failure + 'a {
+    move |error| {
+        let error = io::Error::new(error.kind(), LinkError { target: target.to_path_buf(), error });
+        Failure { path: destination.to_path_buf(), action: "create hard link", error }
+    }
+}
+
 /// A [`Failure`] as it travels between processes.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct WireFailure {
@@ -278,15 +312,21 @@ struct WireFailure {
     action: String,
     os_error: Option<i32>,
     message: String,
+    /// A hard link's target ([`LinkError`]); `os_error` and `message` are then its error's.
+    #[serde(default, with = "crate::entry::path_bytes_opt")]
+    link_target: Option<PathBuf>,
 }
 
 impl serde::Serialize for Failure {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let link = self.error.get_ref().and_then(|e| e.downcast_ref::<LinkError>());
+        let error = link.map_or(&self.error, |link| &link.error);
         WireFailure {
             path: self.path.clone(),
             action: self.action.to_owned(),
-            os_error: self.error.raw_os_error(),
-            message: self.error.to_string(),
+            os_error: error.raw_os_error(),
+            message: error.to_string(),
+            link_target: link.map(|link| link.target.clone()),
         }
         .serialize(s)
     }
@@ -298,6 +338,10 @@ impl<'de> serde::Deserialize<'de> for Failure {
         let action = ACTIONS.iter().find(|a| **a == w.action).copied().unwrap_or("copy");
         // An OS error number rebuilds the same error (and message); anything else keeps its text.
         let error = w.os_error.map_or_else(|| io::Error::other(w.message), io::Error::from_raw_os_error);
+        let error = match w.link_target {
+            Some(target) => io::Error::new(error.kind(), LinkError { target, error }),
+            None => error,
+        };
         Ok(Failure { path: w.path, action, error })
     }
 }
@@ -322,6 +366,17 @@ mod tests {
             let back: Failure = postcard::from_bytes(&postcard::to_stdvec(&failure).unwrap()).unwrap();
             assert_eq!(back.action, action);
             assert!(back.to_string().starts_with(words), "{back}");
+        }
+    }
+
+    /// A hard link's failure names both ends, as cp's, also after a trip from a worker process.
+    #[test]
+    fn a_hard_link_failure_names_its_target_across_processes() {
+        let failure = link_failed(Path::new("d"), Path::new("s"))(io::Error::from_raw_os_error(nix::libc::EXDEV));
+        let back: Failure = postcard::from_bytes(&postcard::to_stdvec(&failure).unwrap()).unwrap();
+        for f in [&failure, &back] {
+            assert_eq!(f.to_string(), "cannot create hard link 'd' to 's': Invalid cross-device link");
+            assert_eq!(f.error.kind(), io::ErrorKind::CrossesDevices);
         }
     }
 }

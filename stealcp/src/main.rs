@@ -75,7 +75,7 @@ struct Opts {
     /// Back up each existing destination file (CONTROL: none/off, simple/never,
     /// existing/nil, numbered/t; default: $VERSION_CONTROL, else existing).
     #[arg(short = 'b', long, value_name = "CONTROL", num_args = 0..=1, require_equals = true,
-          default_missing_value = "")]
+          default_missing_value = "", overrides_with = "backup")]
     backup: Option<String>,
     /// The backup suffix (default: $SIMPLE_BACKUP_SUFFIX, else ~).
     #[arg(short = 'S', long, value_name = "SUFFIX")]
@@ -506,6 +506,20 @@ fn operands(opts: &Opts) -> Result<(Vec<PathBuf>, Target), Usage> {
     }
 }
 
+/// `cp -fb f f`: as cp does, the backup is the copy. cp turns `--force --backup` with one
+/// source named exactly as its destination, an existing regular file (followed), into a copy to
+/// the backup's name with backups off (`cp -f f f~`: an existing `f~` is written into); `f`
+/// itself is untouched. Without `-f`, or with other names for the same file (`./f f`), the
+/// plan refuses it as the same file.
+fn backup_copy_of_itself(sources: &[PathBuf], target: &mut Target, options: &mut CopyOptions) {
+    let (Some(backup), [source]) = (&options.backup, sources) else { return };
+    let (Target::Auto(dest) | Target::Exactly(dest)) = &*target else { return };
+    if options.force && source.as_os_str() == dest.as_os_str() && std::fs::metadata(dest).is_ok_and(|m| m.is_file()) {
+        *target = Target::Exactly(backup.name_for(dest));
+        options.backup = None;
+    }
+}
+
 fn strip_trailing_slashes(path: &Path) -> PathBuf {
     use std::os::unix::ffi::OsStrExt;
     let mut bytes = path.as_os_str().as_bytes();
@@ -517,8 +531,9 @@ fn strip_trailing_slashes(path: &Path) -> PathBuf {
 
 /// Copies; returns whether everything succeeded.
 fn run(opts: &Opts) -> Result<bool, Failed> {
-    let options = copy_options(opts)?;
-    let (sources, target) = operands(opts)?;
+    let mut options = copy_options(opts)?;
+    let (sources, mut target) = operands(opts)?;
+    backup_copy_of_itself(&sources, &mut target, &mut options);
     if opts.context.is_some() {
         eprintln!("stealcp: warning: ignoring --context; SELinux contexts are not supported");
     }

@@ -17,7 +17,7 @@ use super::dirs::{Dirs, dir_of};
 use super::staged::{Naming, Staged, seal};
 use crate::attributes::creation_mode;
 use crate::data;
-use crate::error::{Failure, fail};
+use crate::error::{Failure, fail, link_failed};
 use crate::options::{Backup, BackupControl, CopyOptions, Reflink};
 use crate::path_bytes;
 use crate::report::Displaced;
@@ -69,7 +69,7 @@ pub(crate) struct FileJob {
 }
 
 /// `Option<PathBuf>` as raw bytes.
-mod path_bytes_opt {
+pub(crate) mod path_bytes_opt {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     use std::path::PathBuf;
 
@@ -276,7 +276,7 @@ fn link_instead(job: &FileJob, o: &CopyOptions, dirs: &mut Dirs) -> Result<FileO
     } else {
         let flags = if job.follow { nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW } else { nix::fcntl::AtFlags::empty() };
         nix::unistd::linkat(nix::fcntl::AT_FDCWD, source, nix::fcntl::AT_FDCWD, dest, flags)
-            .map_err(|e| fail(dest, "create hard link")(e.into()))?;
+            .map_err(|e| link_failed(dest, source)(e.into()))?;
     }
     Ok(FileOutcome::Copied(0, displaced))
 }
@@ -397,6 +397,28 @@ pub(crate) fn make_backup(destination: &Path, backup: &Backup) -> io::Result<Pat
     let to = backup_name(destination, backup);
     fs::rename(destination, &to)?;
     Ok(to)
+}
+
+impl Backup {
+    /// The name this backup gives an existing `destination` now: `name` + the suffix, or
+    /// `name.~N~` one past the highest numbered backup there (which it reads the directory
+    /// for).
+    ///
+    /// # Examples
+    /// ```
+    /// use stealcp::{Backup, BackupControl};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let d = dir.path().join("d");
+    /// std::fs::write(dir.path().join("d.~1~"), "older").unwrap();
+    /// let numbered = Backup { control: BackupControl::Numbered, suffix: "~".into() };
+    /// assert_eq!(numbered.name_for(&d), dir.path().join("d.~2~"));
+    /// let simple = Backup { control: BackupControl::Simple, suffix: ".old".into() };
+    /// assert_eq!(simple.name_for(&d), dir.path().join("d.old"));
+    /// ```
+    pub fn name_for(&self, destination: &Path) -> PathBuf {
+        backup_name(destination, self)
+    }
 }
 
 /// The name `--backup` gives an existing `destination`: `name~` (the suffix) or `name.~N~`.
