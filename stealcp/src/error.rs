@@ -212,17 +212,18 @@ impl fmt::Display for Failure {
             "create symlink" => write!(f, "cannot create symbolic link {p}: {e}"),
             "replace" => write!(f, "cannot remove {p}: {e}"),
             "backup" => write!(f, "cannot backup {p}: {e}"),
-            "create hard link" => match self.error.get_ref().and_then(|e| e.downcast_ref::<LinkError>()) {
-                Some(link) => {
-                    write!(f, "cannot create hard link {p} to {}: {}", Quoted(&link.target), Reason(&link.error))
-                }
+            "create hard link" => match self.other_path() {
+                Some((other, e)) => write!(f, "cannot create hard link {p} to {}: {}", Quoted(other), Reason(e)),
                 None => write!(f, "cannot create hard link {p}: {e}"),
             },
             "create directory" => write!(f, "cannot create directory {p}: {e}"),
             "set mode" => write!(f, "setting permissions for {p}: {e}"),
             "create special file" => write!(f, "cannot create special file {p}: {e}"),
             "read directory" => write!(f, "cannot access {p}: {e}"),
-            "clone" => write!(f, "failed to clone {p}: {e}"),
+            "clone" => match self.other_path() {
+                Some((other, e)) => write!(f, "failed to clone {p} from {}: {}", Quoted(other), Reason(e)),
+                None => write!(f, "failed to clone {p}: {e}"),
+            },
             // Whole sentences: the error only carries the other path, if any.
             "overwrite directory" => write!(f, "cannot overwrite directory {p} with non-directory"),
             "overwrite non-directory" => match self.error.to_string() {
@@ -275,33 +276,50 @@ const ACTIONS: &[&str] = &[
     "into itself",
 ];
 
-/// Why a hard link could not be made, with the file it was to lead to: cp names both
-/// (`cannot create hard link 'D' to 'S': Invalid cross-device link`).
+/// An error about two paths, of which the [`Failure`]'s is the first: cp names both for a hard
+/// link (`cannot create hard link 'D' to 'S': ...`) and a clone (`failed to clone 'D' from 'S'`).
 #[derive(Debug)]
-struct LinkError {
-    target: PathBuf,
+struct TwoPaths {
+    other: PathBuf,
     error: io::Error,
 }
 
-impl fmt::Display for LinkError {
+impl fmt::Display for TwoPaths {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", Quoted(&self.target), Reason(&self.error))
+        write!(f, "{}: {}", Quoted(&self.other), Reason(&self.error))
     }
 }
 
-impl std::error::Error for LinkError {
+impl std::error::Error for TwoPaths {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.error)
     }
 }
 
-/// The failure to make `destination` a hard link to `target` (the error's kind is kept; the
-/// OS error is its [`source`](std::error::Error::source)).
-pub(crate) fn link_failed<'a>(destination: &'a Path, target: &'a Path) -> impl FnOnce(io::Error) -> Failure + 'a {
-    move |error| {
-        let error = io::Error::new(error.kind(), LinkError { target: target.to_path_buf(), error });
-        Failure { path: destination.to_path_buf(), action: "create hard link", error }
+impl Failure {
+    /// The other path a two-path failure names, and the OS error.
+    fn other_path(&self) -> Option<(&Path, &io::Error)> {
+        let two = self.error.get_ref()?.downcast_ref::<TwoPaths>()?;
+        Some((&two.other, &two.error))
     }
+}
+
+/// A failure of `action` on `path` that names `other` too (see [`TwoPaths`]); the error's kind
+/// is kept, and the OS error is its [`source`](std::error::Error::source).
+pub(crate) fn fail_with<'a>(
+    path: &'a Path,
+    action: &'static str,
+    other: &'a Path,
+) -> impl FnOnce(io::Error) -> Failure + 'a {
+    move |error| {
+        let error = io::Error::new(error.kind(), TwoPaths { other: other.to_path_buf(), error });
+        Failure { path: path.to_path_buf(), action, error }
+    }
+}
+
+/// The failure to make `destination` a hard link to `target`.
+pub(crate) fn link_failed<'a>(destination: &'a Path, target: &'a Path) -> impl FnOnce(io::Error) -> Failure + 'a {
+    fail_with(destination, "create hard link", target)
 }
 
 /// A [`Failure`] as it travels between processes.
@@ -312,21 +330,21 @@ struct WireFailure {
     action: String,
     os_error: Option<i32>,
     message: String,
-    /// A hard link's target ([`LinkError`]); `os_error` and `message` are then its error's.
+    /// The other path of a [`TwoPaths`] error; `os_error` and `message` are then its error's.
     #[serde(default, with = "crate::entry::path_bytes_opt")]
-    link_target: Option<PathBuf>,
+    other_path: Option<PathBuf>,
 }
 
 impl serde::Serialize for Failure {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let link = self.error.get_ref().and_then(|e| e.downcast_ref::<LinkError>());
-        let error = link.map_or(&self.error, |link| &link.error);
+        let other = self.other_path();
+        let error = other.map_or(&self.error, |(_, error)| error);
         WireFailure {
             path: self.path.clone(),
             action: self.action.to_owned(),
             os_error: error.raw_os_error(),
             message: error.to_string(),
-            link_target: link.map(|link| link.target.clone()),
+            other_path: other.map(|(path, _)| path.to_path_buf()),
         }
         .serialize(s)
     }
@@ -338,8 +356,8 @@ impl<'de> serde::Deserialize<'de> for Failure {
         let action = ACTIONS.iter().find(|a| **a == w.action).copied().unwrap_or("copy");
         // An OS error number rebuilds the same error (and message); anything else keeps its text.
         let error = w.os_error.map_or_else(|| io::Error::other(w.message), io::Error::from_raw_os_error);
-        let error = match w.link_target {
-            Some(target) => io::Error::new(error.kind(), LinkError { target, error }),
+        let error = match w.other_path {
+            Some(other) => io::Error::new(error.kind(), TwoPaths { other, error }),
             None => error,
         };
         Ok(Failure { path: w.path, action, error })
@@ -369,14 +387,22 @@ mod tests {
         }
     }
 
-    /// A hard link's failure names both ends, as cp's, also after a trip from a worker process.
+    /// Hard link and clone failures name both paths, as cp's, also after a trip from a worker
+    /// process.
     #[test]
-    fn a_hard_link_failure_names_its_target_across_processes() {
-        let failure = link_failed(Path::new("d"), Path::new("s"))(io::Error::from_raw_os_error(nix::libc::EXDEV));
-        let back: Failure = postcard::from_bytes(&postcard::to_stdvec(&failure).unwrap()).unwrap();
-        for f in [&failure, &back] {
-            assert_eq!(f.to_string(), "cannot create hard link 'd' to 's': Invalid cross-device link");
-            assert_eq!(f.error.kind(), io::ErrorKind::CrossesDevices);
+    fn two_path_failures_name_both_across_processes() {
+        let exdev = || io::Error::from_raw_os_error(nix::libc::EXDEV);
+        let link = link_failed(Path::new("d"), Path::new("s"))(exdev());
+        let clone = fail_with(Path::new("d"), "clone", Path::new("s"))(exdev());
+        for (failure, words) in [
+            (link, "cannot create hard link 'd' to 's': Invalid cross-device link"),
+            (clone, "failed to clone 'd' from 's': Invalid cross-device link"),
+        ] {
+            let back: Failure = postcard::from_bytes(&postcard::to_stdvec(&failure).unwrap()).unwrap();
+            for f in [&failure, &back] {
+                assert_eq!(f.to_string(), words);
+                assert_eq!(f.error.kind(), io::ErrorKind::CrossesDevices);
+            }
         }
     }
 }

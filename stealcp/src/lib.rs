@@ -71,6 +71,7 @@
 #![deny(missing_docs, missing_debug_implementations)]
 
 mod attributes;
+mod copy_debug;
 mod data;
 mod entry;
 mod error;
@@ -84,6 +85,7 @@ mod scan;
 mod task;
 mod tuning;
 
+pub use crate::copy_debug::{Attempt, CopyDebug, SparseDetection};
 pub use crate::error::{Failure, PlanError};
 pub use crate::options::{Backup, BackupControl, CopyOptions, Reflink, Sparse, Target};
 pub use crate::plan::{Assignment, plan, plan_each};

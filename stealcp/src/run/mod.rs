@@ -47,6 +47,7 @@ use stealpool::{Executor, Future, ShutdownError, Submit};
 use self::finish::HardLink;
 use self::split::Split;
 use self::staging::{Staging, shown};
+use crate::copy_debug::CopyDebug;
 use crate::entry::{self, DirFinish, FileJob};
 use crate::error::Failure;
 use crate::options::CopyOptions;
@@ -143,6 +144,8 @@ struct Run<'a, E> {
     /// Directories to finish once everything is copied.
     directories: Vec<DirFinish>,
     splits: HashMap<u64, Split>,
+    /// How the ranges of each split file were copied (`--debug`), once one is back.
+    split_debug: HashMap<u64, CopyDebug>,
     /// Split files with ranges still to send, taken in turn: concurrent ranges then mostly
     /// belong to different files, because writes to one file are serialized by the kernel
     /// (the inode lock), while writes to different files run in parallel.
@@ -180,6 +183,7 @@ where
             hard_links: Vec::new(),
             directories: Vec::new(),
             splits: HashMap::new(),
+            split_debug: HashMap::new(),
             range_turns: VecDeque::new(),
             split_workers: workers > 1,
             stagings: Vec::new(),

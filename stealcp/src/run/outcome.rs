@@ -15,6 +15,7 @@ use stealpool::{Executor, Submit};
 use super::Run;
 use super::staging::shown;
 use super::{InFlight, ScanCtx};
+use crate::copy_debug::CopyDebug;
 use crate::entry::{self, DirFinish, FileJob, FileOutcome, HandBackReason};
 use crate::error::Failure;
 use crate::publish::remove_stale_temps;
@@ -32,16 +33,41 @@ where
             (Ok(TaskOutcome(Outcome::Scanned(listing))), InFlight::Scan(ctx)) => self.listing(ctx, listing),
             (Ok(TaskOutcome(Outcome::Files(outcomes))), InFlight::Files(jobs)) if outcomes.len() == jobs.len() => {
                 let mut not_run = Vec::new();
-                for (job, outcome) in jobs.iter().zip(outcomes) {
+                for (job, (outcome, how)) in jobs.iter().zip(outcomes) {
                     match outcome {
                         FileOutcome::HandedBack(HandBackReason::NotRun) => not_run.push(job.clone()),
-                        outcome => self.file_done(job, outcome),
+                        outcome => {
+                            self.file_done(job, outcome);
+                            // After the file's -v line (and failure), as cp --debug.
+                            if let Some(how) = how {
+                                self.observer.data_copied(&job.source, &shown(&self.stagings, &job.destination), &how);
+                            }
+                        }
                     }
                 }
                 self.requeue(not_run);
             }
-            (Ok(TaskOutcome(Outcome::Range(result))), InFlight::Range(id)) => self.range_done(id, result),
-            (Ok(TaskOutcome(Outcome::Finished(outcome))), InFlight::Finish(id)) => self.finish_done(id, outcome),
+            (Ok(TaskOutcome(Outcome::Range(result, how))), InFlight::Range(id)) => {
+                // Every range of a file is copied the same way: the first one says how.
+                if let Some(how) = how {
+                    self.split_debug.entry(id).or_insert(how);
+                }
+                self.range_done(id, result);
+                if !self.splits.contains_key(&id) {
+                    // Failed and discarded: nothing to say of it.
+                    self.split_debug.remove(&id);
+                }
+            }
+            (Ok(TaskOutcome(Outcome::Finished(outcome))), InFlight::Finish(id)) => {
+                let copied = matches!(outcome, FileOutcome::Copied(..));
+                let paths = self.splits.get(&id).map(|s| (s.source.clone(), s.destination.clone()));
+                // No range: the file was cloned whole.
+                let how = self.split_debug.remove(&id).unwrap_or_else(CopyDebug::cloned);
+                self.finish_done(id, outcome);
+                if let (true, Some((source, destination))) = (copied, paths) {
+                    self.observer.data_copied(&source, &shown(&self.stagings, &destination), &how);
+                }
+            }
             (outcome, pending) => {
                 // A task that panicked, or whose worker process died (or, impossibly, an
                 // outcome that does not match its task): everything it covered failed.
@@ -79,8 +105,12 @@ where
             InFlight::Range(id) => {
                 let source = self.splits.get(&id).map(|s| s.source.clone()).unwrap_or_default();
                 self.range_done(id, Err(failure(&source)));
+                if !self.splits.contains_key(&id) {
+                    self.split_debug.remove(&id);
+                }
             }
             InFlight::Finish(id) => {
+                self.split_debug.remove(&id);
                 if let Some(split) = self.splits.remove(&id) {
                     entry::discard(&split.temp);
                     self.fail(failure(&split.source));
@@ -194,7 +224,12 @@ mod tests {
         let jobs: Arc<[FileJob]> = (0..9).map(job).collect::<Vec<_>>().into();
         let outcomes = (0..9)
             .map(|i| {
-                if i < 2 { FileOutcome::Copied(8 << 20, None) } else { FileOutcome::HandedBack(HandBackReason::NotRun) }
+                let outcome = if i < 2 {
+                    FileOutcome::Copied(8 << 20, None)
+                } else {
+                    FileOutcome::HandedBack(HandBackReason::NotRun)
+                };
+                (outcome, None)
             })
             .collect();
         run.absorb(Ok(TaskOutcome(Outcome::Files(outcomes))), InFlight::Files(jobs));
