@@ -22,7 +22,6 @@ pub(crate) enum PlanErrorKind {
     NoSources,
     Missing(io::Error),
     DirectoryWithoutRecursive,
-    IntoItself(PathBuf),
     /// The target must be a directory and is not: why, and whether it was named by `-t`.
     NotADirectory(io::Error, bool),
     /// A directory source over an existing non-directory (the path is the destination).
@@ -72,9 +71,6 @@ impl fmt::Display for PlanError {
             PlanErrorKind::NoSources => f.write_str("missing file operand"),
             PlanErrorKind::Missing(e) => write!(f, "cannot stat {p}: {}", Reason(e)),
             PlanErrorKind::DirectoryWithoutRecursive => write!(f, "-r not specified; omitting directory {p}"),
-            PlanErrorKind::IntoItself(dest) => {
-                write!(f, "cannot copy a directory, {p}, into itself, {}", Quoted(dest))
-            }
             PlanErrorKind::NotADirectory(e, false) => write!(f, "target {p}: {}", Reason(e)),
             PlanErrorKind::NotADirectory(e, true) => write!(f, "target directory {p}: {}", Reason(e)),
             PlanErrorKind::DirectoryOverFile(dest) => {

@@ -7,9 +7,9 @@
 //!
 //! A copy runs in three steps:
 //! 1. **Plan** ([`plan()`]): resolve each source's destination with `cp`'s naming rules and
-//!    reject bad arguments (missing source, directory without `recursive`, a directory into
-//!    an existing directory inside itself) before anything is written. (A directory copied
-//!    to a new name inside itself is copied as cp 9 copies it: up to the copy, then an error.)
+//!    reject bad arguments (missing source, directory without `recursive`) before anything is
+//!    written. (A directory copied into itself, to a new name or merged into an existing
+//!    directory, is copied as cp 9 copies it: up to the first directory made, then an error.)
 //! 2. **Run** ([`copy()`]): the calling thread coordinates; every piece of work is a [`CopyTask`]
 //!    on the executor. A directory is one scan task (make its copy, list it; `scan.rs`), so the
 //!    walk runs on every worker at once and copies start while it goes on. Regular files go out

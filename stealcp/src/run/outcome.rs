@@ -5,6 +5,7 @@
 //! This module must never drop an outcome silently: every path a task covered ends up copied,
 //! failed or queued again.
 
+use std::fs;
 use std::io;
 use std::path::Path;
 
@@ -13,6 +14,7 @@ use stealpool::JobError;
 use stealpool::{Executor, Submit};
 
 use super::Run;
+use super::into_self::lexical;
 use super::staging::shown;
 use super::{InFlight, ScanCtx};
 use crate::copy_debug::CopyDebug;
@@ -136,14 +138,20 @@ where
         if !listing.created {
             return;
         }
+        // A directory made before its scan (into_self.rs) is new all the same.
+        let existed = listing.existed && !self.precreated.remove(&destination);
         self.report.directories += 1;
-        if !listing.existed {
+        if !existed {
             // As cp -v: a directory is listed when it is made, not when it was there.
             self.observer.copied(EntryKind::Directory, &source, &shown(&self.stagings, &destination));
         }
         for dir in &listing.subdirs {
             let (Some(meta), Some(stat)) = (dir.dir, dir.stat) else { continue };
             let child = source.join(dir.name());
+            if self.made_dirs.as_ref().is_some_and(|made| made.contains(&lexical(&child))) {
+                // A copy this run makes, met inside its own source (see `Run::made_dirs`).
+                continue;
+            }
             let mut ancestors = Vec::new();
             if self.options.dereference {
                 if ctx.ancestors.contains(&(stat.dev, stat.ino)) {
@@ -155,9 +163,19 @@ where
                 ancestors.push((stat.dev, stat.ino));
             }
             let destination = destination.join(dir.name());
+            if let Some(made) = &mut self.made_dirs
+                && fs::symlink_metadata(&destination).is_err()
+            {
+                made.insert(lexical(&destination));
+            }
             let into_self = into_self.as_ref().and_then(|cut| cut.below(&dir.name));
+            let last_step = into_self.as_ref().is_some_and(|cut| cut.path.len() == 1);
             let job = ScanJob { source: child, destination, meta, in_staging, stat_files: self.totals, into_self };
-            self.scans.push(ScanCtx { job, ancestors });
+            if last_step {
+                self.last_steps.push(ScanCtx { job, ancestors });
+            } else {
+                self.scans.push(ScanCtx { job, ancestors });
+            }
         }
         let found = listing.files.iter().map(|file| {
             // A file the scan did not stat is checked by its worker, which hands it back if
@@ -181,7 +199,7 @@ where
         });
         let found: Vec<_> = found.collect();
         self.add_found(found);
-        self.directories.push(DirFinish { source, path: destination, meta, existed: listing.existed });
+        self.directories.push(DirFinish { source, path: destination, meta, existed });
     }
 }
 
