@@ -10,7 +10,7 @@ mod gnu_harness;
 use std::fs;
 use std::path::Path;
 
-use gnu_harness::{file, same_as_cp};
+use gnu_harness::{file, same_as_cp, same_listing_as_cp};
 
 /// Files only beside the existing `x`: its copy of itself holds what was copied into it before.
 fn files_beside(dir: &Path) {
@@ -56,9 +56,14 @@ fn merged_into_an_existing_directory_inside_itself_as_cp() {
             &["-aT", "d", "d/x"],
             &["-r", "d/", "d/x/."],
             &["-rT", "d", "./d/x"],
+            // Each file cp copies before its first directory is copied once: no backup of it.
+            &["-rbT", "d", "d/x"],
+            &["-rnT", "d", "d/x"],
         ] {
             same_as_cp(setup, args);
         }
+        // -v lists what cp lists, each destination's lines in cp's order.
+        same_listing_as_cp(setup, &["-rvT", "d", "d/x"], None);
     }
     same_as_cp(copy_there, &["-r", "d", "d/x"]);
     same_as_cp(copy_there, &["-a", "d", "d/x/"]);

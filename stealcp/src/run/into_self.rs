@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use stealpool::{Executor, Submit};
 
-use super::Run;
+use super::{InFlight, Run};
 use crate::entry::{self, DirMeta, FileJob};
 use crate::error::Failure;
 use crate::plan::Assignment;
@@ -102,8 +102,8 @@ where
 
     /// Copies, before the first directory is made, the regular files cp copies into its
     /// directory before it: those listed before its source in their directory (waits for the
-    /// one task; nothing else is in flight yet). Their own copies come later, as usual,
-    /// into the same files; anything that fails here fails there again and is reported then.
+    /// one task; nothing else is in flight yet). The walk leaves them out when it lists their
+    /// directory (`Run::precopied`): each is copied once.
     fn copy_before(&mut self, first_source: &Path, first: &Path) {
         let (Some(from), Some(into)) = (first_source.parent(), first.parent()) else { return };
         let Ok(stop) = fs::symlink_metadata(first_source).map(|m| m.ino()) else { return };
@@ -131,9 +131,12 @@ where
         if jobs.is_empty() {
             return;
         }
-        let task = CopyTask { options: self.options.clone(), work: Work::Files(Arc::from(jobs)) };
+        self.precopied.extend(jobs.iter().map(|job| job.destination.clone()));
+        let jobs: Arc<[FileJob]> = Arc::from(jobs);
+        let task = CopyTask { options: self.options.clone(), work: Work::Files(Arc::clone(&jobs)) };
         if let Ok(future) = self.executor.submit(task) {
-            let _ = future.result();
+            // Listed, counted and failed as any batch (in cp's order: before everything else).
+            self.absorb(future.result(), InFlight::Files(jobs));
         }
     }
 }

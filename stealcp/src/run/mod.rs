@@ -140,6 +140,8 @@ struct Run<'a, E> {
     last_steps: Vec<ScanCtx>,
     /// Directories made before their scan (`into_self.rs`): new, though their scan finds them.
     precreated: HashSet<PathBuf>,
+    /// Files copied before the walk (`into_self.rs`), which it leaves out when it finds them.
+    precopied: HashSet<PathBuf>,
     /// When a directory is copied into itself: every directory this run makes, which the walk
     /// never lists as a source (it may be met inside the source with a lower inode number
     /// than the walk's next step, and a copy of it would be a copy of a copy without end).
@@ -190,6 +192,7 @@ where
             scans: Vec::new(),
             last_steps: Vec::new(),
             precreated: HashSet::new(),
+            precopied: HashSet::new(),
             made_dirs: None,
             queued: VecDeque::new(),
             ready: VecDeque::new(),

@@ -197,7 +197,11 @@ where
             };
             (job, file.stat.and_then(|s| s.link_key()))
         });
-        let found: Vec<_> = found.collect();
+        let mut found: Vec<_> = found.collect();
+        if !self.precopied.is_empty() {
+            // Copied before the walk (into_self.rs).
+            found.retain(|(job, _)| !self.precopied.remove(&job.destination));
+        }
         self.add_found(found);
         self.directories.push(DirFinish { source, path: destination, meta, existed });
     }
