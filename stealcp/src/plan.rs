@@ -237,7 +237,7 @@ fn same_entry(a: &Path, b: &Path) -> bool {
 
 /// Whether a path ends in a `.` component (`dir/.`), which `Path` normalizes away but which
 /// tells `cp` to copy the directory's contents rather than the directory.
-fn ends_in_dot(path: &Path) -> bool {
+pub(crate) fn ends_in_dot(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let raw = path.as_os_str().as_bytes();
     raw == b"." || raw.ends_with(b"/.")

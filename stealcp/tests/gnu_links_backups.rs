@@ -11,7 +11,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use gnu_harness::{both_runs, configurations, file, messages, same_as_cp, same_listing_as_cp, snapshot, symlink};
+use gnu_harness::{
+    both_runs, configurations, file, messages, same_as_cp, same_listing_as_cp, snapshot, snapshot_but, symlink,
+};
 
 /// A source file, a tree, a read-only directory, and `shm`: a symlink to a new directory (open
 /// to all) on another file system (tmpfs, `shm_dirs`) than the test's, where a hard link to `s`
@@ -50,13 +52,7 @@ fn a_hard_link_that_cannot_be_made_names_its_target_as_cp() {
             let context = format!("{extra:?} {args:?} as {user:?}\ncp:\n{}\nstealcp:\n{}", by_cp.stderr, by_us.stderr);
             assert_eq!(by_us.status, by_cp.status, "{context}");
             assert_eq!(messages(&by_us.stderr, "stealcp"), messages(&by_cp.stderr, "/usr/bin/cp"), "{context}");
-            // The trees but for `shm`, whose targets differ.
-            let tree = |dir: &Path| {
-                let mut tree = snapshot(dir, false);
-                tree.remove(Path::new("shm"));
-                tree
-            };
-            assert_eq!(tree(by_us.dir.path()), tree(by_cp.dir.path()), "{context}");
+            assert_eq!(snapshot_but(by_us.dir.path(), "shm"), snapshot_but(by_cp.dir.path(), "shm"), "{context}");
             let [.., cp_shm, our_shm] = &shm_dirs.borrow()[..] else { unreachable!("two runs, two directories") };
             assert_eq!(snapshot(our_shm.path(), false), snapshot(cp_shm.path(), false), "on tmpfs: {context}");
         }

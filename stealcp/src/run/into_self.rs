@@ -79,7 +79,7 @@ where
                 self.watch_made().insert(lexical(&first));
                 self.precreated.insert(first);
                 // cp names `d/.`'s destination `d/x/.`.
-                let shown = if ends_in_dot(source) { destination.join(".") } else { destination.clone() };
+                let shown = if crate::plan::ends_in_dot(source) { destination.join(".") } else { destination.clone() };
                 let cut = IntoSelf { path, source: source.clone(), destination: shown };
                 self.scans[at].job.into_self = Some(cut);
             }
@@ -144,13 +144,6 @@ where
 /// `path` without its `.` components (`./d/x` and `d/x` are one path in `Run::made_dirs`).
 pub(super) fn lexical(path: &Path) -> PathBuf {
     path.components().filter(|c| *c != std::path::Component::CurDir).collect()
-}
-
-/// Whether a path ends in a `.` component (`d/.`).
-fn ends_in_dot(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let raw = path.as_os_str().as_bytes();
-    raw == b"." || raw.ends_with(b"/.")
 }
 
 /// cp's walk of `source` into `destination` (each directory's entries in inode order, depth
