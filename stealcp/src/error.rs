@@ -22,7 +22,6 @@ pub(crate) enum PlanErrorKind {
     NoSources,
     Missing(io::Error),
     DirectoryWithoutRecursive,
-    IntoItself(PathBuf),
     /// The target must be a directory and is not: why, and whether it was named by `-t`.
     NotADirectory(io::Error, bool),
     /// A directory source over an existing non-directory (the path is the destination).
@@ -72,9 +71,6 @@ impl fmt::Display for PlanError {
             PlanErrorKind::NoSources => f.write_str("missing file operand"),
             PlanErrorKind::Missing(e) => write!(f, "cannot stat {p}: {}", Reason(e)),
             PlanErrorKind::DirectoryWithoutRecursive => write!(f, "-r not specified; omitting directory {p}"),
-            PlanErrorKind::IntoItself(dest) => {
-                write!(f, "cannot copy a directory, {p}, into itself, {}", Quoted(dest))
-            }
             PlanErrorKind::NotADirectory(e, false) => write!(f, "target {p}: {}", Reason(e)),
             PlanErrorKind::NotADirectory(e, true) => write!(f, "target directory {p}: {}", Reason(e)),
             PlanErrorKind::DirectoryOverFile(dest) => {
@@ -212,12 +208,18 @@ impl fmt::Display for Failure {
             "create symlink" => write!(f, "cannot create symbolic link {p}: {e}"),
             "replace" => write!(f, "cannot remove {p}: {e}"),
             "backup" => write!(f, "cannot backup {p}: {e}"),
-            "create hard link" => write!(f, "cannot create hard link {p}: {e}"),
+            "create hard link" => match self.other_path() {
+                Some((other, e)) => write!(f, "cannot create hard link {p} to {}: {}", Quoted(other), Reason(e)),
+                None => write!(f, "cannot create hard link {p}: {e}"),
+            },
             "create directory" => write!(f, "cannot create directory {p}: {e}"),
             "set mode" => write!(f, "setting permissions for {p}: {e}"),
             "create special file" => write!(f, "cannot create special file {p}: {e}"),
             "read directory" => write!(f, "cannot access {p}: {e}"),
-            "clone" => write!(f, "failed to clone {p}: {e}"),
+            "clone" => match self.other_path() {
+                Some((other, e)) => write!(f, "failed to clone {p} from {}: {}", Quoted(other), Reason(e)),
+                None => write!(f, "failed to clone {p}: {e}"),
+            },
             // Whole sentences: the error only carries the other path, if any.
             "overwrite directory" => write!(f, "cannot overwrite directory {p} with non-directory"),
             "overwrite non-directory" => match self.error.to_string() {
@@ -270,6 +272,52 @@ const ACTIONS: &[&str] = &[
     "into itself",
 ];
 
+/// An error about two paths, of which the [`Failure`]'s is the first: cp names both for a hard
+/// link (`cannot create hard link 'D' to 'S': ...`) and a clone (`failed to clone 'D' from 'S'`).
+#[derive(Debug)]
+struct TwoPaths {
+    other: PathBuf,
+    error: io::Error,
+}
+
+impl fmt::Display for TwoPaths {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", Quoted(&self.other), Reason(&self.error))
+    }
+}
+
+impl std::error::Error for TwoPaths {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl Failure {
+    /// The other path a two-path failure names, and the OS error.
+    fn other_path(&self) -> Option<(&Path, &io::Error)> {
+        let two = self.error.get_ref()?.downcast_ref::<TwoPaths>()?;
+        Some((&two.other, &two.error))
+    }
+}
+
+/// A failure of `action` on `path` that names `other` too (see [`TwoPaths`]); the error's kind
+/// is kept, and the OS error is its [`source`](std::error::Error::source).
+pub(crate) fn fail_with<'a>(
+    path: &'a Path,
+    action: &'static str,
+    other: &'a Path,
+) -> impl FnOnce(io::Error) -> Failure + 'a {
+    move |error| {
+        let error = io::Error::new(error.kind(), TwoPaths { other: other.to_path_buf(), error });
+        Failure { path: path.to_path_buf(), action, error }
+    }
+}
+
+/// The failure to make `destination` a hard link to `target`.
+pub(crate) fn link_failed<'a>(destination: &'a Path, target: &'a Path) -> impl FnOnce(io::Error) -> Failure + 'a {
+    fail_with(destination, "create hard link", target)
+}
+
 /// A [`Failure`] as it travels between processes.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct WireFailure {
@@ -278,15 +326,21 @@ struct WireFailure {
     action: String,
     os_error: Option<i32>,
     message: String,
+    /// The other path of a [`TwoPaths`] error; `os_error` and `message` are then its error's.
+    #[serde(default, with = "crate::entry::path_bytes_opt")]
+    other_path: Option<PathBuf>,
 }
 
 impl serde::Serialize for Failure {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let other = self.other_path();
+        let error = other.map_or(&self.error, |(_, error)| error);
         WireFailure {
             path: self.path.clone(),
             action: self.action.to_owned(),
-            os_error: self.error.raw_os_error(),
-            message: self.error.to_string(),
+            os_error: error.raw_os_error(),
+            message: error.to_string(),
+            other_path: other.map(|(path, _)| path.to_path_buf()),
         }
         .serialize(s)
     }
@@ -298,6 +352,10 @@ impl<'de> serde::Deserialize<'de> for Failure {
         let action = ACTIONS.iter().find(|a| **a == w.action).copied().unwrap_or("copy");
         // An OS error number rebuilds the same error (and message); anything else keeps its text.
         let error = w.os_error.map_or_else(|| io::Error::other(w.message), io::Error::from_raw_os_error);
+        let error = match w.other_path {
+            Some(other) => io::Error::new(error.kind(), TwoPaths { other, error }),
+            None => error,
+        };
         Ok(Failure { path: w.path, action, error })
     }
 }
@@ -322,6 +380,25 @@ mod tests {
             let back: Failure = postcard::from_bytes(&postcard::to_stdvec(&failure).unwrap()).unwrap();
             assert_eq!(back.action, action);
             assert!(back.to_string().starts_with(words), "{back}");
+        }
+    }
+
+    /// Hard link and clone failures name both paths, as cp's, also after a trip from a worker
+    /// process.
+    #[test]
+    fn two_path_failures_name_both_across_processes() {
+        let exdev = || io::Error::from_raw_os_error(nix::libc::EXDEV);
+        let link = link_failed(Path::new("d"), Path::new("s"))(exdev());
+        let clone = fail_with(Path::new("d"), "clone", Path::new("s"))(exdev());
+        for (failure, words) in [
+            (link, "cannot create hard link 'd' to 's': Invalid cross-device link"),
+            (clone, "failed to clone 'd' from 's': Invalid cross-device link"),
+        ] {
+            let back: Failure = postcard::from_bytes(&postcard::to_stdvec(&failure).unwrap()).unwrap();
+            for f in [&failure, &back] {
+                assert_eq!(f.to_string(), words);
+                assert_eq!(f.error.kind(), io::ErrorKind::CrossesDevices);
+            }
         }
     }
 }

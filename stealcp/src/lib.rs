@@ -7,9 +7,9 @@
 //!
 //! A copy runs in three steps:
 //! 1. **Plan** ([`plan()`]): resolve each source's destination with `cp`'s naming rules and
-//!    reject bad arguments (missing source, directory without `recursive`, a directory into
-//!    an existing directory inside itself) before anything is written. (A directory copied
-//!    to a new name inside itself is copied as cp 9 copies it: up to the copy, then an error.)
+//!    reject bad arguments (missing source, directory without `recursive`) before anything is
+//!    written. (A directory copied into itself, to a new name or merged into an existing
+//!    directory, is copied as cp 9 copies it: up to the first directory made, then an error.)
 //! 2. **Run** ([`copy()`]): the calling thread coordinates; every piece of work is a [`CopyTask`]
 //!    on the executor. A directory is one scan task (make its copy, list it; `scan.rs`), so the
 //!    walk runs on every worker at once and copies start while it goes on. Regular files go out
@@ -71,6 +71,7 @@
 #![deny(missing_docs, missing_debug_implementations)]
 
 mod attributes;
+mod copy_debug;
 mod data;
 mod entry;
 mod error;
@@ -84,6 +85,7 @@ mod scan;
 mod task;
 mod tuning;
 
+pub use crate::copy_debug::{Attempt, CopyDebug, SparseDetection};
 pub use crate::error::{Failure, PlanError};
 pub use crate::options::{Backup, BackupControl, CopyOptions, Reflink, Sparse, Target};
 pub use crate::plan::{Assignment, plan, plan_each};

@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use stealcp::{
-    Backup, BackupControl, CopyOptions, Displaced, EntryKind, Failure, Observer, OverwriteQuestion, Reflink, Sparse,
-    Target,
+    Backup, BackupControl, CopyDebug, CopyOptions, Displaced, EntryKind, Failure, Observer, OverwriteQuestion, Reflink,
+    Sparse, Target,
 };
 use stealpool::{ProcessPoolBuilder, ThreadPoolBuilder};
 
@@ -46,7 +46,12 @@ Long options may be abbreviated as GNU cp 9.1 takes them (--b is --backup, --pr 
 --debug, --keep-directory-symlink) only where no cp option begins so (--backe, --pro, --veri).
 Not supported: -Z/--context (SELinux contexts: this build has no SELinux support; -Z is
 ignored with a warning, as cp does on a kernel without SELinux); --preserve=context (ignored);
---debug prints one line for the run, not one per file.
+--debug lists what -v lists, each regular file's line followed by how its bytes were
+copied, in cp 9.2's words ('copy offload: yes, reflink: unsupported, sparse detection: no');
+the words say what stealcp did, which differs from cp where its way differs: with
+--sparse=auto a file with holes is also scanned for blocks of zeros ('copy offload: avoided,
+..., SEEK_HOLE + zeros'), --reflink=never still lets the kernel copy ('copy offload: yes'),
+--sparse=never never looks for holes ('sparse detection: no').
 -i asks, as cp, about every existing destination it would replace, inside trees too (after
 -n/-u decide); the questions come in the order the workers reach the files, not cp's, and no
 progress bar is drawn unless --progress is given.
@@ -75,7 +80,7 @@ struct Opts {
     /// Back up each existing destination file (CONTROL: none/off, simple/never,
     /// existing/nil, numbered/t; default: $VERSION_CONTROL, else existing).
     #[arg(short = 'b', long, value_name = "CONTROL", num_args = 0..=1, require_equals = true,
-          default_missing_value = "")]
+          default_missing_value = "", overrides_with = "backup")]
     backup: Option<String>,
     /// The backup suffix (default: $SIMPLE_BACKUP_SUFFIX, else ~).
     #[arg(short = 'S', long, value_name = "SUFFIX")]
@@ -86,7 +91,7 @@ struct Opts {
     /// Same as --no-dereference --preserve=links.
     #[arg(short = 'd')]
     no_dereference_preserve_links: bool,
-    /// Say how copies are made (one line for the run).
+    /// Explain how each file is copied (lists as -v, with how each file's bytes were copied).
     #[arg(long)]
     debug: bool,
     /// If an existing destination cannot be opened, remove it and try again.
@@ -364,6 +369,8 @@ struct Messages<'a> {
     bar: bool,
     /// `-f` or `--remove-destination`: an unwritable destination is "replaced", not "tried".
     removes: bool,
+    /// `--debug`: how each regular file was copied, on stdout after its `-v` line.
+    debug: bool,
 }
 
 impl Observer for Messages<'_> {
@@ -389,6 +396,13 @@ impl Observer for Messages<'_> {
 
     fn made_parent(&mut self, source: &Path, destination: &Path) {
         self.report.made_parent(source, destination);
+    }
+
+    fn data_copied(&mut self, source: &Path, destination: &Path, how: &CopyDebug) {
+        self.report.data_copied(source, destination, how);
+        if self.debug {
+            println!("{how}");
+        }
     }
 
     fn attempted(&mut self, kind: EntryKind, source: &Path, destination: &Path) {
@@ -506,6 +520,20 @@ fn operands(opts: &Opts) -> Result<(Vec<PathBuf>, Target), Usage> {
     }
 }
 
+/// `cp -fb f f`: as cp does, the backup is the copy. cp turns `--force --backup` with one
+/// source named exactly as its destination, an existing regular file (followed), into a copy to
+/// the backup's name with backups off (`cp -f f f~`: an existing `f~` is written into); `f`
+/// itself is untouched. Without `-f`, or with other names for the same file (`./f f`), the
+/// plan refuses it as the same file.
+fn backup_copy_of_itself(sources: &[PathBuf], target: &mut Target, options: &mut CopyOptions) {
+    let (Some(backup), [source]) = (&options.backup, sources) else { return };
+    let (Target::Auto(dest) | Target::Exactly(dest)) = &*target else { return };
+    if options.force && source.as_os_str() == dest.as_os_str() && std::fs::metadata(dest).is_ok_and(|m| m.is_file()) {
+        *target = Target::Exactly(backup.name_for(dest));
+        options.backup = None;
+    }
+}
+
 fn strip_trailing_slashes(path: &Path) -> PathBuf {
     use std::os::unix::ffi::OsStrExt;
     let mut bytes = path.as_os_str().as_bytes();
@@ -517,8 +545,9 @@ fn strip_trailing_slashes(path: &Path) -> PathBuf {
 
 /// Copies; returns whether everything succeeded.
 fn run(opts: &Opts) -> Result<bool, Failed> {
-    let options = copy_options(opts)?;
-    let (sources, target) = operands(opts)?;
+    let mut options = copy_options(opts)?;
+    let (sources, mut target) = operands(opts)?;
+    backup_copy_of_itself(&sources, &mut target, &mut options);
     if opts.context.is_some() {
         eprintln!("stealcp: warning: ignoring --context; SELinux contexts are not supported");
     }
@@ -528,24 +557,19 @@ fn run(opts: &Opts) -> Result<bool, Failed> {
         eprintln!("stealcp: {error}");
         ok &= error.is_warning();
     }
-    if opts.debug {
-        println!(
-            "stealcp: debug: reflink: {:?}, copy offload: copy_file_range, sparse detection: {}",
-            options.reflink,
-            if options.sparse == Sparse::Never { "no" } else { "SEEK_HOLE" }
-        );
-    }
     if plan.is_empty() {
         return Ok(ok);
     }
-    // -i's questions are asked on stderr: no bar there unless asked for.
-    let show_progress = opts.progress || (!opts.no_progress && !options.interactive && std::io::stderr().is_terminal());
-    let mut shown = Report::new(show_progress, opts.verbose);
+    // -i's questions are asked on stderr, --debug's lines go between -v's: no bar unless asked for.
+    let quiet_terminal = !options.interactive && !opts.debug && std::io::stderr().is_terminal();
+    let show_progress = opts.progress || (!opts.no_progress && quiet_terminal);
+    // --debug lists each copy as -v does, each regular file's line followed by how it was copied.
+    let mut shown = Report::new(show_progress, opts.verbose || opts.debug);
     // The report prints failures above its bar when it draws one (on a terminal); otherwise
     // Messages prints them.
     let bar = show_progress && std::io::stderr().is_terminal();
     let removes = options.force || options.remove_destination;
-    let mut observer = Messages { report: &mut shown, bar, removes };
+    let mut observer = Messages { report: &mut shown, bar, removes, debug: opts.debug };
     let report = match opts.backend {
         Backend::Thread => {
             let pool = ThreadPoolBuilder::new().num_workers(opts.jobs).name_prefix("stealcp").build()?;

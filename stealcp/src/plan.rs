@@ -1,7 +1,7 @@
 //! Step 1 of a copy: resolve each source's destination with `cp`'s naming rules, and reject
-//! bad arguments (missing source, directory without `recursive`, a directory into an existing
-//! directory inside itself) before anything is written. (A directory copied to a new name
-//! inside itself is left to the run, which copies it as cp does: see `scan::IntoSelf`.)
+//! bad arguments (missing source, directory without `recursive`) before anything is written.
+//! (A directory copied into itself, to a new name or merged into an existing directory, is
+//! left to the run, which copies it as cp does: see `scan::IntoSelf`, `run/into_self.rs`.)
 //!
 //! This module must never write anything: it only reads metadata.
 
@@ -29,8 +29,7 @@ pub struct Assignment {
 /// error stops it (see [`plan_each`] for `cp`'s way, which copies the other sources).
 ///
 /// # Errors
-/// [`PlanError`] for a missing source, a directory without `recursive`, a directory copied into an
-/// existing directory inside itself, several sources (or `-t`) with a target that is not a
+/// [`PlanError`] for a missing source, a directory without `recursive`, several sources (or `-t`) with a target that is not a
 /// directory, a directory over an existing non-directory, or a source that is its own destination.
 ///
 /// # Examples
@@ -153,9 +152,9 @@ fn plan_one(
         {
             return Err(plan_error(source, PlanErrorKind::DirectoryOverFile(destination)));
         }
-        // A new directory inside the source is copied as cp copies it, until the walk meets
-        // the copy (see `scan::IntoSelf`); an existing one (a merge) is refused, and the
-        // source itself as destination is cp's "same file".
+        // A directory inside the source, new or existing (a merge), is copied as cp copies
+        // it, until the walk meets the first directory it made (see `scan::IntoSelf` and
+        // `run/into_self.rs`); the source itself as destination is cp's "same file".
         if let Ok(existing) = &existing
             && is_inside(&destination, source)
         {
@@ -164,7 +163,6 @@ fn plan_one(
             if same && !existing.is_symlink() {
                 return Err(plan_error(&destination, PlanErrorKind::SameFile(source.to_path_buf())));
             }
-            return Err(plan_error(source, PlanErrorKind::IntoItself(destination)));
         }
     } else {
         if let Some(&as_symlink) = taken.get(&destination) {
@@ -239,7 +237,7 @@ fn same_entry(a: &Path, b: &Path) -> bool {
 
 /// Whether a path ends in a `.` component (`dir/.`), which `Path` normalizes away but which
 /// tells `cp` to copy the directory's contents rather than the directory.
-fn ends_in_dot(path: &Path) -> bool {
+pub(crate) fn ends_in_dot(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let raw = path.as_os_str().as_bytes();
     raw == b"." || raw.ends_with(b"/.")

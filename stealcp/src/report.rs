@@ -177,6 +177,11 @@ pub trait Observer {
     /// [`failed`](Observer::failed)) after the point where `cp -v` lists it (see
     /// [`Failure::listed_by_cp`]). Defaults to nothing.
     fn attempted(&mut self, _kind: EntryKind, _source: &Path, _destination: &Path) {}
+    /// A regular file's contents were copied this way (after its [`copied`](Observer::copied)
+    /// or [`replaced`](Observer::replaced), or after [`attempted`](Observer::attempted) and the
+    /// failure of a `--reflink=always` copy): what `cp --debug` prints after the file's `-v`
+    /// line. Not called for links (`-l`, `-s`) or `--attributes-only`. Defaults to nothing.
+    fn data_copied(&mut self, _source: &Path, _destination: &Path, _how: &crate::CopyDebug) {}
     /// `--parents` made the directory `destination` on the way to a source, as a copy of
     /// `source` (`cp -v` lists it unquoted). Defaults to nothing.
     fn made_parent(&mut self, _source: &Path, _destination: &Path) {}

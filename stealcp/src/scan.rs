@@ -50,6 +50,9 @@ pub(crate) struct ScanJob {
 /// above it on the way there. So in each directory on the path from the source to the copy,
 /// the entries of lower inode numbers than the path's next step are copied whole, that step
 /// is followed (the copy itself is skipped), and the entries after it are not copied.
+/// Merged into an existing directory inside itself (`cp -rT d d/x`), the walk stops at the
+/// first directory cp makes instead, which `run/into_self.rs` finds and makes first; the last
+/// step's directory is listed once everything else is copied (`Run::last_steps`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct IntoSelf {
     /// The names from the scanned directory down to the copy's top directory (last: its name

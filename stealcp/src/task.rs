@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
+use crate::copy_debug::CopyDebug;
 use crate::entry::{self, DirFinish, FileJob, FileOutcome, FinishJob, HandBackReason, RangeJob};
 use crate::error::Failure;
-use crate::options::CopyOptions;
+use crate::options::{CopyOptions, Sparse};
 use crate::scan::{self, Listing, ScanJob};
 use crate::tuning::BYTES_PER_TASK;
 use stealpool::Job;
@@ -37,8 +38,10 @@ pub struct TaskOutcome(pub(crate) Outcome);
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Outcome {
     Scanned(Listing),
-    Files(Vec<FileOutcome>),
-    Range(Result<u64, Failure>),
+    /// Each file's outcome, and how its contents were copied (`--debug`), if they were.
+    Files(Vec<(FileOutcome, Option<CopyDebug>)>),
+    /// A range's bytes, and how they were copied.
+    Range(Result<u64, Failure>, Option<CopyDebug>),
     Finished(FileOutcome),
     Directories(Vec<Failure>),
 }
@@ -58,23 +61,44 @@ impl Job for CopyTask {
                 let mut copied = 0;
                 let outcomes = jobs.iter().map(|job| {
                     if copied >= BYTES_PER_TASK {
-                        return FileOutcome::HandedBack(HandBackReason::NotRun);
+                        return (FileOutcome::HandedBack(HandBackReason::NotRun), None);
                     }
-                    let outcome = entry::copy_file(job, o, owner, &mut dirs);
+                    let (outcome, how) = entry::copy_file(job, o, owner, &mut dirs);
                     if let FileOutcome::Copied(bytes, _) = outcome {
                         copied += bytes;
                     }
-                    outcome
+                    (outcome, how)
                 });
                 Outcome::Files(outcomes.collect())
             }
-            Work::Range(job) => Outcome::Range(entry::copy_piece(&job, o)),
+            Work::Range(job) => {
+                let result = entry::copy_piece(&job, o);
+                let how = result.as_ref().ok().and_then(|_| range_debug(&job, o));
+                Outcome::Range(result, how)
+            }
             Work::Finish(job) => Outcome::Finished(entry::finish_split(&job, o)),
             Work::Directories(dirs) => {
                 Outcome::Directories(dirs.iter().filter_map(|d| entry::finish_directory(d, o).err()).collect())
             }
         })
     }
+}
+
+/// How `copy_piece` copied a range of a split file (`data::copy_range`: the source's extents
+/// through `copy_file_range`, or with `--sparse` holes read and written), from the same facts
+/// it decided on: the source's blocks and the two files' devices. `None` if they cannot be
+/// read any more.
+fn range_debug(job: &RangeJob, o: &CopyOptions) -> Option<CopyDebug> {
+    use std::os::unix::fs::MetadataExt;
+    let source = if job.follow { std::fs::metadata(&job.source) } else { std::fs::symlink_metadata(&job.source) };
+    let (source, temp) = (source.ok()?, std::fs::metadata(&job.temp).ok()?);
+    let sparse = crate::data::may_be_sparse(&source);
+    let zeros = match o.sparse {
+        Sparse::Never => false,
+        Sparse::Auto => sparse,
+        Sparse::Always => true,
+    };
+    Some(CopyDebug::moved(o.reflink, zeros, sparse, source.dev() == temp.dev(), job.end - job.start))
 }
 
 stealpool::register_job!(CopyTask, name = "stealcp::CopyTask");
@@ -115,7 +139,7 @@ mod tests {
         let TaskOutcome(Outcome::Files(outcomes)) = task.run() else { panic!("not a batch outcome") };
         let summary: Vec<String> = outcomes
             .iter()
-            .map(|o| match o {
+            .map(|(o, _)| match o {
                 FileOutcome::Copied(n, _) => format!("copied {n}"),
                 FileOutcome::HandedBack(HandBackReason::NotRun) => "not run".to_owned(),
                 other => format!("{other:?}"),

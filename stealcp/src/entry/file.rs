@@ -16,8 +16,9 @@ use nix::sys::stat::Mode;
 use super::dirs::{Dirs, dir_of, name_of};
 use super::staged::{Naming, Staged, seal};
 use crate::attributes::creation_mode;
+use crate::copy_debug::CopyDebug;
 use crate::data;
-use crate::error::{Failure, fail};
+use crate::error::{Failure, fail, fail_with, link_failed};
 use crate::options::{Backup, BackupControl, CopyOptions, Reflink};
 use crate::path_bytes;
 use crate::report::Displaced;
@@ -69,7 +70,7 @@ pub(crate) struct FileJob {
 }
 
 /// `Option<PathBuf>` as raw bytes.
-mod path_bytes_opt {
+pub(crate) mod path_bytes_opt {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     use std::path::PathBuf;
 
@@ -132,12 +133,25 @@ impl FileOutcome {
 }
 
 /// Copies one regular file whole, unnamed or under a temporary name until complete, or hands
-/// it back (see [`FileJob`]).
-pub(crate) fn copy_file(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> FileOutcome {
-    copy_whole(job, o, owner, dirs).unwrap_or_else(FileOutcome::Failed)
+/// it back (see [`FileJob`]); and, if its contents were copied (or a clone was tried), how.
+pub(crate) fn copy_file(
+    job: &FileJob,
+    o: &CopyOptions,
+    owner: Owner,
+    dirs: &mut Dirs,
+) -> (FileOutcome, Option<CopyDebug>) {
+    let mut how = None;
+    let outcome = copy_whole(job, o, owner, dirs, &mut how).unwrap_or_else(FileOutcome::Failed);
+    (outcome, how)
 }
 
-fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> Result<FileOutcome, Failure> {
+fn copy_whole(
+    job: &FileJob,
+    o: &CopyOptions,
+    owner: Owner,
+    dirs: &mut Dirs,
+    how: &mut Option<CopyDebug>,
+) -> Result<FileOutcome, Failure> {
     if o.hard_link || o.symbolic_link {
         return link_instead(job, o, dirs);
     }
@@ -176,15 +190,20 @@ fn copy_whole(job: &FileJob, o: &CopyOptions, owner: Owner, dirs: &mut Dirs) -> 
             (staged.map_err(fail(&job.destination, "create"))?, job.dst_dev, true)
         }
     };
-    let len =
-        if o.attributes_only { 0 } else { copy_contents(job, o, &src, &meta, &staged.file, dst_dev, dst_regular)? };
+    let len = if o.attributes_only {
+        0
+    } else {
+        copy_contents(job, o, &src, &meta, &staged.file, dst_dev, dst_regular, how)?
+    };
     let created = (owner.uid, job.dst_group.unwrap_or(owner.gid));
     let sealed = seal(staged, dirs, &src, &meta, &job.destination, Some(created), o)?;
     Ok(FileOutcome::sealed(sealed, len, displaced))
 }
 
 /// Moves the source's bytes into `out` (empty: new or truncated), until the source's end of
-/// file whatever `stat` said of its size; returns how many.
+/// file whatever `stat` said of its size; returns how many, and sets `how` to how (also when a
+/// `--reflink=always` clone failed, as cp reports it).
+#[allow(clippy::too_many_arguments)]
 fn copy_contents(
     job: &FileJob,
     o: &CopyOptions,
@@ -193,9 +212,22 @@ fn copy_contents(
     out: &File,
     dst_dev: u64,
     dst_regular: bool,
+    how: &mut Option<CopyDebug>,
 ) -> Result<u64, Failure> {
     let len = meta.len();
-    if !meta.is_file() || !dst_regular || len == 0 {
+    let regular = meta.is_file() && dst_regular;
+    // As cp: a reflink is tried first, for every file (an empty one too), whenever asked for.
+    if o.reflink != Reflink::Never {
+        if regular && data::reflink(src, meta.dev(), out, dst_dev) {
+            *how = Some(CopyDebug::cloned());
+            return Ok(len);
+        }
+        if o.reflink == Reflink::Always {
+            *how = Some(CopyDebug::clone_failed());
+            return Err(clone_failure(job, meta.dev() == dst_dev, regular));
+        }
+    }
+    if !regular || len == 0 {
         // A FIFO, a device, a /proc or /sys file (whose size says nothing), or a FIFO or
         // device destination: read and write in turn until the end (blocks of zeros left as
         // holes in a regular file with --sparse=always, as cp leaves them).
@@ -207,15 +239,8 @@ fn copy_contents(
         if holes.is_some() {
             out.set_len(copied).map_err(fail(&job.destination, "write"))?;
         }
+        *how = Some(CopyDebug::streamed(o.reflink, regular, holes.is_some()));
         return Ok(copied);
-    }
-    let reflink = o.reflink != Reflink::Never && data::reflink(src, meta.dev(), out, dst_dev);
-    if reflink {
-        return Ok(len);
-    }
-    if o.reflink == Reflink::Always {
-        let error = io::Error::from_raw_os_error(nix::errno::Errno::EOPNOTSUPP as i32);
-        return Err(Failure { path: job.destination.clone(), action: "clone", error });
     }
     let holes = data::Holes::of(o.sparse, meta, out).map_err(fail(&job.destination, "write"))?;
     let preallocated = !holes.any()
@@ -227,7 +252,22 @@ fn copy_contents(
         // copied must not keep preallocated zeros: the length is set to what was read.
         out.set_len(copied).map_err(fail(&job.destination, "write"))?;
     }
+    let same_fs = meta.dev() == dst_dev;
+    *how = Some(CopyDebug::moved(o.reflink, holes.any(), data::may_be_sparse(meta), same_fs, copied));
     Ok(copied)
+}
+
+/// `--reflink=always` where no clone can be made, worded as cp: `failed to clone 'D' from 'S'`
+/// with the kernel's reason (`FICLONE` refuses another file system first, then anything but
+/// two regular files, then a file system without reflinks).
+fn clone_failure(job: &FileJob, same_fs: bool, regular: bool) -> Failure {
+    use nix::errno::Errno;
+    let errno = match (same_fs, regular) {
+        (false, _) => Errno::EXDEV,
+        (true, false) => Errno::EINVAL,
+        (true, true) => Errno::EOPNOTSUPP,
+    };
+    fail_with(&job.destination, "clone", &job.source)(io::Error::from_raw_os_error(errno as i32))
 }
 
 /// A failure while moving bytes, blamed on the side that `cp` would name: the destination
@@ -276,7 +316,7 @@ fn link_instead(job: &FileJob, o: &CopyOptions, dirs: &mut Dirs) -> Result<FileO
     } else {
         let flags = if job.follow { nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW } else { nix::fcntl::AtFlags::empty() };
         nix::unistd::linkat(nix::fcntl::AT_FDCWD, source, nix::fcntl::AT_FDCWD, dest, flags)
-            .map_err(|e| fail(dest, "create hard link")(e.into()))?;
+            .map_err(|e| link_failed(dest, source)(e.into()))?;
     }
     Ok(FileOutcome::Copied(0, displaced))
 }
@@ -397,6 +437,28 @@ pub(crate) fn make_backup(destination: &Path, backup: &Backup) -> io::Result<Pat
     let to = backup_name(destination, backup);
     fs::rename(destination, &to)?;
     Ok(to)
+}
+
+impl Backup {
+    /// The name this backup gives an existing `destination` now: `name` + the suffix, or
+    /// `name.~N~` one past the highest numbered backup there (which it reads the directory
+    /// for).
+    ///
+    /// # Examples
+    /// ```
+    /// use stealcp::{Backup, BackupControl};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let d = dir.path().join("d");
+    /// std::fs::write(dir.path().join("d.~1~"), "older").unwrap();
+    /// let numbered = Backup { control: BackupControl::Numbered, suffix: "~".into() };
+    /// assert_eq!(numbered.name_for(&d), dir.path().join("d.~2~"));
+    /// let simple = Backup { control: BackupControl::Simple, suffix: ".old".into() };
+    /// assert_eq!(simple.name_for(&d), dir.path().join("d.old"));
+    /// ```
+    pub fn name_for(&self, destination: &Path) -> PathBuf {
+        backup_name(destination, self)
+    }
 }
 
 /// The name `--backup` gives an existing `destination`: `name~` (the suffix) or `name.~N~`.

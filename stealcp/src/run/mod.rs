@@ -22,6 +22,7 @@
 //! - `outcome.rs`: folding a finished task's outcome in (listings, batches, task failures).
 //! - `files.rs`: batching files, dedup of hard links, files handed back by workers.
 //! - `split.rs`: large files copied in ranges.
+//! - `into_self.rs`: a directory merged into an existing directory inside itself.
 //! - `finish.rs`: hard links, then directories deepest first, staged ones renamed into place.
 //! - `staging.rs`: directories built under a temporary name, and the paths users are shown.
 //!
@@ -30,13 +31,14 @@
 
 mod files;
 mod finish;
+mod into_self;
 mod outcome;
 mod split;
 mod staging;
 mod start;
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,6 +49,7 @@ use stealpool::{Executor, Future, ShutdownError, Submit};
 use self::finish::HardLink;
 use self::split::Split;
 use self::staging::{Staging, shown};
+use crate::copy_debug::CopyDebug;
 use crate::entry::{self, DirFinish, FileJob};
 use crate::error::Failure;
 use crate::options::CopyOptions;
@@ -92,6 +95,7 @@ where
     let mut run = Run::new(executor, options, observer);
     for assignment in assignments {
         run.start(assignment);
+        run.stop_at_first_made_directory(assignment);
     }
     run.drive()?;
     Ok(run.finish())
@@ -130,6 +134,18 @@ struct Run<'a, E> {
     limit: usize,
     /// Scans waiting to be sent (taken last in, first out: depth first, which keeps this short).
     scans: Vec<ScanCtx>,
+    /// Scans of the directory that holds a copy made inside its own source (`scan::IntoSelf`,
+    /// the walk's last step): sent once nothing else is left, so that what they list is no
+    /// longer being written.
+    last_steps: Vec<ScanCtx>,
+    /// Directories made before their scan (`into_self.rs`): new, though their scan finds them.
+    precreated: HashSet<PathBuf>,
+    /// Files copied before the walk (`into_self.rs`), which it leaves out when it finds them.
+    precopied: HashSet<PathBuf>,
+    /// When a directory is copied into itself: every directory this run makes, which the walk
+    /// never lists as a source (it may be met inside the source with a lower inode number
+    /// than the walk's next step, and a copy of it would be a copy of a copy without end).
+    made_dirs: Option<HashSet<PathBuf>>,
     /// Finishing steps of split files waiting to be sent.
     queued: VecDeque<(Work, InFlight)>,
     /// Full batches waiting to be sent, grouped by the listing (directory) they came from and
@@ -143,6 +159,8 @@ struct Run<'a, E> {
     /// Directories to finish once everything is copied.
     directories: Vec<DirFinish>,
     splits: HashMap<u64, Split>,
+    /// How the ranges of each split file were copied (`--debug`), once one is back.
+    split_debug: HashMap<u64, CopyDebug>,
     /// Split files with ranges still to send, taken in turn: concurrent ranges then mostly
     /// belong to different files, because writes to one file are serialized by the kernel
     /// (the inode lock), while writes to different files run in parallel.
@@ -172,6 +190,10 @@ where
             in_flight: HashMap::new(),
             limit: workers * TASKS_PER_WORKER,
             scans: Vec::new(),
+            last_steps: Vec::new(),
+            precreated: HashSet::new(),
+            precopied: HashSet::new(),
+            made_dirs: None,
             queued: VecDeque::new(),
             ready: VecDeque::new(),
             batch: Vec::new(),
@@ -180,6 +202,7 @@ where
             hard_links: Vec::new(),
             directories: Vec::new(),
             splits: HashMap::new(),
+            split_debug: HashMap::new(),
             range_turns: VecDeque::new(),
             split_workers: workers > 1,
             stagings: Vec::new(),
@@ -230,6 +253,10 @@ where
                 range
             } else if !self.batch.is_empty() {
                 files_task(self.take_batch())
+            } else if self.in_flight.is_empty()
+                && let Some(ctx) = self.last_steps.pop()
+            {
+                (Work::Scan(ctx.job.clone()), InFlight::Scan(ctx))
             } else {
                 break;
             };

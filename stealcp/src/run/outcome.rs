@@ -5,6 +5,7 @@
 //! This module must never drop an outcome silently: every path a task covered ends up copied,
 //! failed or queued again.
 
+use std::fs;
 use std::io;
 use std::path::Path;
 
@@ -13,8 +14,10 @@ use stealpool::JobError;
 use stealpool::{Executor, Submit};
 
 use super::Run;
+use super::into_self::lexical;
 use super::staging::shown;
 use super::{InFlight, ScanCtx};
+use crate::copy_debug::CopyDebug;
 use crate::entry::{self, DirFinish, FileJob, FileOutcome, HandBackReason};
 use crate::error::Failure;
 use crate::publish::remove_stale_temps;
@@ -32,16 +35,41 @@ where
             (Ok(TaskOutcome(Outcome::Scanned(listing))), InFlight::Scan(ctx)) => self.listing(ctx, listing),
             (Ok(TaskOutcome(Outcome::Files(outcomes))), InFlight::Files(jobs)) if outcomes.len() == jobs.len() => {
                 let mut not_run = Vec::new();
-                for (job, outcome) in jobs.iter().zip(outcomes) {
+                for (job, (outcome, how)) in jobs.iter().zip(outcomes) {
                     match outcome {
                         FileOutcome::HandedBack(HandBackReason::NotRun) => not_run.push(job.clone()),
-                        outcome => self.file_done(job, outcome),
+                        outcome => {
+                            self.file_done(job, outcome);
+                            // After the file's -v line (and failure), as cp --debug.
+                            if let Some(how) = how {
+                                self.observer.data_copied(&job.source, &shown(&self.stagings, &job.destination), &how);
+                            }
+                        }
                     }
                 }
                 self.requeue(not_run);
             }
-            (Ok(TaskOutcome(Outcome::Range(result))), InFlight::Range(id)) => self.range_done(id, result),
-            (Ok(TaskOutcome(Outcome::Finished(outcome))), InFlight::Finish(id)) => self.finish_done(id, outcome),
+            (Ok(TaskOutcome(Outcome::Range(result, how))), InFlight::Range(id)) => {
+                // Every range of a file is copied the same way: the first one says how.
+                if let Some(how) = how {
+                    self.split_debug.entry(id).or_insert(how);
+                }
+                self.range_done(id, result);
+                if !self.splits.contains_key(&id) {
+                    // Failed and discarded: nothing to say of it.
+                    self.split_debug.remove(&id);
+                }
+            }
+            (Ok(TaskOutcome(Outcome::Finished(outcome))), InFlight::Finish(id)) => {
+                let copied = matches!(outcome, FileOutcome::Copied(..));
+                let paths = self.splits.get(&id).map(|s| (s.source.clone(), s.destination.clone()));
+                // No range: the file was cloned whole.
+                let how = self.split_debug.remove(&id).unwrap_or_else(CopyDebug::cloned);
+                self.finish_done(id, outcome);
+                if let (true, Some((source, destination))) = (copied, paths) {
+                    self.observer.data_copied(&source, &shown(&self.stagings, &destination), &how);
+                }
+            }
             (outcome, pending) => {
                 // A task that panicked, or whose worker process died (or, impossibly, an
                 // outcome that does not match its task): everything it covered failed.
@@ -79,8 +107,12 @@ where
             InFlight::Range(id) => {
                 let source = self.splits.get(&id).map(|s| s.source.clone()).unwrap_or_default();
                 self.range_done(id, Err(failure(&source)));
+                if !self.splits.contains_key(&id) {
+                    self.split_debug.remove(&id);
+                }
             }
             InFlight::Finish(id) => {
+                self.split_debug.remove(&id);
                 if let Some(split) = self.splits.remove(&id) {
                     entry::discard(&split.temp);
                     self.fail(failure(&split.source));
@@ -106,14 +138,20 @@ where
         if !listing.created {
             return;
         }
+        // A directory made before its scan (into_self.rs) is new all the same.
+        let existed = listing.existed && !self.precreated.remove(&destination);
         self.report.directories += 1;
-        if !listing.existed {
+        if !existed {
             // As cp -v: a directory is listed when it is made, not when it was there.
             self.observer.copied(EntryKind::Directory, &source, &shown(&self.stagings, &destination));
         }
         for dir in &listing.subdirs {
             let (Some(meta), Some(stat)) = (dir.dir, dir.stat) else { continue };
             let child = source.join(dir.name());
+            if self.made_dirs.as_ref().is_some_and(|made| made.contains(&lexical(&child))) {
+                // A copy this run makes, met inside its own source (see `Run::made_dirs`).
+                continue;
+            }
             let mut ancestors = Vec::new();
             if self.options.dereference {
                 if ctx.ancestors.contains(&(stat.dev, stat.ino)) {
@@ -125,9 +163,19 @@ where
                 ancestors.push((stat.dev, stat.ino));
             }
             let destination = destination.join(dir.name());
+            if let Some(made) = &mut self.made_dirs
+                && fs::symlink_metadata(&destination).is_err()
+            {
+                made.insert(lexical(&destination));
+            }
             let into_self = into_self.as_ref().and_then(|cut| cut.below(&dir.name));
+            let last_step = into_self.as_ref().is_some_and(|cut| cut.path.len() == 1);
             let job = ScanJob { source: child, destination, meta, in_staging, stat_files: self.totals, into_self };
-            self.scans.push(ScanCtx { job, ancestors });
+            if last_step {
+                self.last_steps.push(ScanCtx { job, ancestors });
+            } else {
+                self.scans.push(ScanCtx { job, ancestors });
+            }
         }
         let found = listing.files.iter().map(|file| {
             // A file the scan did not stat is checked by its worker, which hands it back if
@@ -149,9 +197,13 @@ where
             };
             (job, file.stat.and_then(|s| s.link_key()))
         });
-        let found: Vec<_> = found.collect();
+        let mut found: Vec<_> = found.collect();
+        if !self.precopied.is_empty() {
+            // Copied before the walk (into_self.rs).
+            found.retain(|(job, _)| !self.precopied.remove(&job.destination));
+        }
         self.add_found(found);
-        self.directories.push(DirFinish { source, path: destination, meta, existed: listing.existed });
+        self.directories.push(DirFinish { source, path: destination, meta, existed });
     }
 }
 
@@ -194,7 +246,12 @@ mod tests {
         let jobs: Arc<[FileJob]> = (0..9).map(job).collect::<Vec<_>>().into();
         let outcomes = (0..9)
             .map(|i| {
-                if i < 2 { FileOutcome::Copied(8 << 20, None) } else { FileOutcome::HandedBack(HandBackReason::NotRun) }
+                let outcome = if i < 2 {
+                    FileOutcome::Copied(8 << 20, None)
+                } else {
+                    FileOutcome::HandedBack(HandBackReason::NotRun)
+                };
+                (outcome, None)
             })
             .collect();
         run.absorb(Ok(TaskOutcome(Outcome::Files(outcomes))), InFlight::Files(jobs));

@@ -337,3 +337,11 @@ pub fn run_prepared<S: AsRef<std::ffi::OsStr>>(
     let out = command.output().expect("start the command");
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// [`snapshot`] without the entry `skip` (a symlink to each run's own directory elsewhere,
+/// whose targets differ between the two runs).
+pub fn snapshot_but(root: &Path, skip: &str) -> BTreeMap<PathBuf, String> {
+    let mut tree = snapshot(root, false);
+    tree.remove(Path::new(skip));
+    tree
+}
