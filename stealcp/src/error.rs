@@ -293,6 +293,16 @@ impl std::error::Error for TwoPaths {
 }
 
 impl Failure {
+    /// Rewrites the other path a two-path failure names, where `map` gives a new one (a
+    /// staged name becomes the name it will have).
+    pub(crate) fn map_other_path(&mut self, map: impl FnOnce(&Path) -> Option<PathBuf>) {
+        if let Some(two) = self.error.get_mut().and_then(|e| e.downcast_mut::<TwoPaths>())
+            && let Some(other) = map(&two.other)
+        {
+            two.other = other;
+        }
+    }
+
     /// The other path a two-path failure names, and the OS error.
     fn other_path(&self) -> Option<(&Path, &io::Error)> {
         let two = self.error.get_ref()?.downcast_ref::<TwoPaths>()?;

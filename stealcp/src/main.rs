@@ -63,6 +63,9 @@ Exit status: 0 if everything was copied, 1 if anything failed or the options wer
 #[derive(Debug, Parser)]
 #[command(name = "stealcp", version, about = "Copy files and directory trees in parallel, like GNU cp.")]
 #[command(after_help = EXAMPLES)]
+// An option given again takes its last value, as in cp (`--reflink=auto --reflink=never`,
+// `-rr`); lists (`--preserve`) still add up, and `-t` twice is refused as cp refuses it.
+#[command(args_override_self = true)]
 struct Opts {
     /// SOURCE... DEST, or SOURCE... with -t DIR.
     #[arg(value_name = "PATH")]
@@ -145,8 +148,8 @@ struct Opts {
     #[arg(short = 's', long)]
     symbolic_link: bool,
     /// Copy all sources into DIR.
-    #[arg(short = 't', long, value_name = "DIR")]
-    target_directory: Option<PathBuf>,
+    #[arg(short = 't', long, value_name = "DIR", action = clap::ArgAction::Append)]
+    target_directory: Vec<PathBuf>,
     /// Treat DEST as a normal file (never copy into it as a directory).
     #[arg(short = 'T', long)]
     no_target_directory: bool,
@@ -459,7 +462,10 @@ fn main() -> ExitCode {
     match run(&opts) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
-        Err(Failed::Usage(Usage(message))) if message.starts_with("cannot combine") => {
+        // Said without the hint, as cp says them.
+        Err(Failed::Usage(Usage(message)))
+            if message.starts_with("cannot combine") || message.starts_with("multiple target") =>
+        {
             eprintln!("stealcp: {message}");
             ExitCode::FAILURE
         }
@@ -501,7 +507,10 @@ fn operands(opts: &Opts) -> Result<(Vec<PathBuf>, Target), Usage> {
         }
     }
     let quoted = |p: &Path| format!("'{}'", p.display());
-    match (&opts.target_directory, opts.no_target_directory) {
+    if opts.target_directory.len() > 1 {
+        return Err(Usage("multiple target directories specified".to_owned()));
+    }
+    match (opts.target_directory.first(), opts.no_target_directory) {
         (Some(_), true) => {
             Err(Usage("cannot combine --target-directory (-t) and --no-target-directory (-T)".to_owned()))
         }

@@ -174,7 +174,8 @@ fn plan_one(
             return Err(plan_error(&destination, kind));
         }
         if let Ok(existing) = &existing {
-            if exact && existing.is_dir() {
+            // With -i, cp asks first (the copy asks, then refuses on "y").
+            if exact && existing.is_dir() && !options.interactive {
                 return Err(plan_error(&destination, PlanErrorKind::FileOverDirectory));
             }
             if let Some(backup) = &options.backup

@@ -210,3 +210,23 @@ fn reflink_always_without_reflinks_fails_each_file_as_cp() {
         }
     }
 }
+
+/// A file large enough to be copied in ranges fails `--reflink=always` as a small one does,
+/// worded as cp words it, and leaves nothing under its name or a temporary one.
+#[test]
+fn reflink_always_fails_a_split_file_as_cp() {
+    if reflinks_here() {
+        return eprintln!("skipped: the test directory's file system makes reflinks");
+    }
+    let setup = |dir: &Path| sparse(dir, "big", 65 << 20);
+    for (user, extra) in configurations() {
+        let Some((by_cp, by_us)) = both_runs(&setup, &["--reflink=always", "big", "out"], None, user, extra) else {
+            return eprintln!("skipped: /usr/bin/cp is not GNU cp");
+        };
+        let context = format!("{extra:?} as {user:?}\ncp: {}\nstealcp: {}", by_cp.stderr, by_us.stderr);
+        assert_eq!(by_us.status, by_cp.status, "{context}");
+        assert_eq!(by_us.stderr, by_cp.stderr.replace("/usr/bin/cp", "stealcp"), "{context}");
+        let left: Vec<_> = fs::read_dir(by_us.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["big"], "{context}");
+    }
+}

@@ -97,7 +97,6 @@ fn file_and_symlink_to_it_in_a_tree(dir: &Path) {
 }
 
 #[test]
-#[ignore = "inside a tree, -L --preserve=links links only files with st_nlink > 1 (scan.rs Stat::link_key, entry/file.rs copy_whole's hand-back): cp remembers every file it reaches under -L"]
 fn link_preserve_a_file_and_a_symlink_to_it_in_a_tree_under_l() {
     let runs = same_as_cp(file_and_symlink_to_it_in_a_tree, &["--preserve=links", "-R", "-L", "d", "c"]);
     linked(&runs, "c/a", "c/b", true);
@@ -164,7 +163,6 @@ fn no_deref_link_2_and_3_onto_a_symlink_to_the_source() {
 }
 
 #[test]
-#[ignore = "stealcp -s refuses a relative source when the destination is ./NAME (entry/file.rs link_instead: cp compares the destination's directory with . by inode)"]
 fn cross_dev_symlink_dsf_onto_a_symlink_to_the_source_on_another_file_system() {
     // `mnt` leads to a directory on tmpfs, the test directory is elsewhere; `file` is a
     // symlink to mnt/path1/file, which `-dsf` is asked to symlink over it (coreutils runs in
@@ -179,17 +177,16 @@ fn cross_dev_symlink_dsf_onto_a_symlink_to_the_source_on_another_file_system() {
         eprintln!("skipped: the test directory is on the same file system as /dev/shm");
         return;
     }
-    // Removed when the test ends, also when it fails.
-    let dirs = std::sync::Mutex::new(Vec::new());
+    // One directory for every run (none writes into it, and the trees compare equal), removed
+    // when the test ends, also when it fails.
+    let other = tempfile::TempDir::new_in(shm).unwrap();
+    file(other.path(), "path1/file", "", 0o644);
+    // The unprivileged run must reach it too.
+    let chown = Command::new("chown").args(["-R", "65534:65534"]).arg(other.path()).status().unwrap();
+    assert!(chown.success());
     let setup = |dir: &Path| {
-        let other = tempfile::TempDir::new_in(shm).unwrap();
-        file(other.path(), "path1/file", "", 0o644);
         std::os::unix::fs::symlink(other.path(), dir.join("mnt")).unwrap();
         symlink(dir, "mnt/path1/file", "file");
-        // The unprivileged run must reach it too.
-        let chown = Command::new("chown").args(["-R", "65534:65534"]).arg(other.path()).status().unwrap();
-        assert!(chown.success());
-        dirs.lock().unwrap().push(other);
     };
     same_as_cp(setup, &["-dsf", "mnt/path1/file", "."]);
 }
@@ -288,4 +285,38 @@ fn backup_dir_directories_are_merged_not_backed_up() {
     };
     same_as_cp(setup, &["-ab", "x", "y"]);
     same_as_cp(setup, &["--recursive", "--backup", "src/foo", "dst"]);
+}
+
+/// `-a` keeps a hard link by linking to the first copy; where that fails (a read-only
+/// directory, as an unprivileged user), the message names both paths as cp's does:
+/// `cannot create hard link 'D' to 'FIRST'`, word for word, on both backends. (The two names
+/// are arguments, with `--parents`, so that which one is first does not hang on the order a
+/// directory lists them in: cp follows that order, stealcp copies a directory's files first.)
+#[test]
+fn a_hard_link_that_cannot_be_made_names_both_paths_as_cp() {
+    let setup = |dir: &Path| {
+        file(dir, "d/a", "data\n", 0o644);
+        fs::create_dir(dir.join("d/sub")).unwrap();
+        fs::hard_link(dir.join("d/a"), dir.join("d/sub/b")).unwrap();
+        fs::create_dir_all(dir.join("dst/d/sub")).unwrap();
+        // Read-only on both sides, so that -a has no mode of its own to give it.
+        for sub in ["d/sub", "dst/d/sub"] {
+            fs::set_permissions(dir.join(sub), std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
+        }
+    };
+    let args = ["-a", "--parents", "d/a", "d/sub/b", "dst"];
+    let runs = same_as_cp(setup, &args);
+    let Some(cp) = gnu_cp().filter(|_| !runs.is_empty()) else { return };
+    for (user, extra) in configurations() {
+        let Some((by_cp, by_us)) = gnu_harness::both_runs(&setup, &args, None, user, extra) else {
+            return;
+        };
+        let (ours, theirs) =
+            (gnu_harness::messages(&by_us.stderr, "stealcp"), gnu_harness::messages(&by_cp.stderr, cp));
+        assert_eq!(ours, theirs, "{extra:?} as {user:?}");
+        if user != gnu_harness::User::Me || !nix::unistd::geteuid().is_root() {
+            assert!(theirs.iter().any(|m| m.starts_with("cannot create hard link")), "the case fails: {theirs:?}");
+        }
+        assert_eq!(by_us.status, by_cp.status, "{extra:?} as {user:?}");
+    }
 }

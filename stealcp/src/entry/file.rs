@@ -257,10 +257,19 @@ fn copy_contents(
     Ok(copied)
 }
 
+/// Whether `path` names an entry of the current directory, as cp decides it for a relative
+/// `-s`: its directory is `.`, or is the current directory by device and inode (`./x`,
+/// `../here/x`).
+fn in_current_directory(path: &Path) -> bool {
+    let dir = super::dirs::parent_of(path);
+    let key = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    dir == Path::new(".") || key(Path::new(".")).is_some_and(|here| key(dir) == Some(here))
+}
+
 /// `--reflink=always` where no clone can be made, worded as cp: `failed to clone 'D' from 'S'`
 /// with the kernel's reason (`FICLONE` refuses another file system first, then anything but
 /// two regular files, then a file system without reflinks).
-fn clone_failure(job: &FileJob, same_fs: bool, regular: bool) -> Failure {
+pub(super) fn clone_failure(job: &FileJob, same_fs: bool, regular: bool) -> Failure {
     use nix::errno::Errno;
     let errno = match (same_fs, regular) {
         (false, _) => Errno::EXDEV,
@@ -308,8 +317,7 @@ fn link_instead(job: &FileJob, o: &CopyOptions, dirs: &mut Dirs) -> Result<FileO
     }
     let _ = dirs;
     if o.symbolic_link {
-        let relative_elsewhere = source.is_relative() && dest.parent().is_some_and(|p| !p.as_os_str().is_empty());
-        if relative_elsewhere {
+        if source.is_relative() && !in_current_directory(dest) {
             return Err(Failure { path: dest.clone(), action: "relative symlink", error: io::Error::other("") });
         }
         std::os::unix::fs::symlink(source, dest).map_err(fail(dest, "create symlink"))?;
@@ -369,7 +377,21 @@ pub(super) fn existing_destination(
     } else {
         Some(here)
     };
+    // As cp: the destination as it will be replaced (a symlink itself if it is moved away),
+    // writable if root or if access(2) says so.
+    let moved_away = o.remove_destination || o.backup.is_some();
+    let ask = || {
+        let st = if moved_away { &here } else { followed.as_ref().unwrap_or(&here) };
+        let writable = kind(st) == SFlag::S_IFLNK
+            || nix::unistd::geteuid().is_root()
+            || nix::unistd::faccessat(dir, name, nix::unistd::AccessFlags::W_OK, AtFlags::AT_EACCESS).is_ok();
+        Existing::Ask { mode: st.st_mode, writable }
+    };
     if followed.as_ref().is_some_and(|st| kind(st) == SFlag::S_IFDIR) {
+        // cp -i asks first: "n" leaves it (status 0), "y" meets the refusal.
+        if o.interactive && !job.confirmed {
+            return Ok(ask());
+        }
         return Err(Failure { path: dest.clone(), action: "overwrite directory", error: io::Error::other("") });
     }
     if o.no_clobber {
@@ -383,7 +405,6 @@ pub(super) fn existing_destination(
         }
     }
     // cp's same-file rule: another name of the source may be moved away first.
-    let moved_away = o.remove_destination || o.backup.is_some();
     if let Some(st) = &followed
         && (st.st_dev, st.st_ino) == (source.dev(), source.ino())
         && !moved_away
@@ -392,13 +413,7 @@ pub(super) fn existing_destination(
         return Err(Failure { path: dest.clone(), action: "same file", error });
     }
     if o.interactive && !job.confirmed {
-        // As cp: the destination as it will be replaced (a symlink itself if it is moved
-        // away), writable if root or if access(2) says so.
-        let st = if moved_away { &here } else { followed.as_ref().unwrap_or(&here) };
-        let writable = kind(st) == SFlag::S_IFLNK
-            || nix::unistd::geteuid().is_root()
-            || nix::unistd::faccessat(dir, name, nix::unistd::AccessFlags::W_OK, AtFlags::AT_EACCESS).is_ok();
-        return Ok(Existing::Ask { mode: st.st_mode, writable });
+        return Ok(ask());
     }
     if let Some(backup) = &o.backup {
         let to = make_backup(dest, backup).map_err(fail(dest, "backup"))?;

@@ -130,6 +130,6 @@ pub(crate) fn hard_link(first: &Path, destination: &Path, o: &CopyOptions) -> Re
             }
         });
     }
-    fs::hard_link(first, destination).map_err(fail(destination, "create hard link"))?;
+    fs::hard_link(first, destination).map_err(crate::error::link_failed(destination, first))?;
     Ok(displaced)
 }

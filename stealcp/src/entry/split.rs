@@ -68,6 +68,9 @@ pub(crate) fn prepare_split(job: &FileJob, o: &CopyOptions) -> Result<(Prepared,
     let mut guard = TempFile { path: Some(temp.as_path()).filter(|t| *t != job.destination) };
     let prepared = if o.reflink != Reflink::Never && data::reflink(&src, meta.dev(), &out, dst_dev) {
         Prepared::Cloned(temp.clone())
+    } else if o.reflink == Reflink::Always {
+        // As a whole file fails (the guard removes the temporary file).
+        return Err(super::file::clone_failure(job, meta.dev() == dst_dev, true));
     } else {
         let holes = data::Holes::of(o.sparse, &meta, &out).map_err(fail(&job.destination, "create"))?;
         if holes.any() || !data::preallocate(&out, dst_dev, meta.len()).map_err(fail(&job.destination, "create"))? {

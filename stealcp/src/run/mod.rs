@@ -210,10 +210,31 @@ where
         }
     }
 
+    /// Whether scans stat every regular file: for totals up front, and under `-L` with
+    /// `--preserve=links`, where a file and a symlink to it are one file to link (cp remembers
+    /// every file it reaches so), whatever its link count.
+    fn stat_files(&self) -> bool {
+        self.totals || self.links_by_inode()
+    }
+
+    /// `-L` with `--preserve=links`: every regular file is deduplicated by (device, inode).
+    fn links_by_inode(&self) -> bool {
+        self.options.dereference && self.options.preserve_links
+    }
+
+    /// The (device, inode) a found file is deduplicated on, if any.
+    fn link_key(&self, stat: crate::scan::Stat) -> Option<(u64, u64)> {
+        if self.links_by_inode() { Some((stat.dev, stat.ino)) } else { stat.link_key() }
+    }
+
     fn fail(&mut self, mut failure: Failure) {
         if let Cow::Owned(path) = shown(&self.stagings, &failure.path) {
             failure.path = path;
         }
+        failure.map_other_path(|other| match shown(&self.stagings, other) {
+            Cow::Owned(other) => Some(other),
+            Cow::Borrowed(_) => None,
+        });
         record(&mut self.report, self.observer, failure);
     }
 

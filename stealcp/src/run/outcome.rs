@@ -170,14 +170,16 @@ where
             }
             let into_self = into_self.as_ref().and_then(|cut| cut.below(&dir.name));
             let last_step = into_self.as_ref().is_some_and(|cut| cut.path.len() == 1);
-            let job = ScanJob { source: child, destination, meta, in_staging, stat_files: self.totals, into_self };
+            let job =
+                ScanJob { source: child, destination, meta, in_staging, stat_files: self.stat_files(), into_self };
             if last_step {
                 self.last_steps.push(ScanCtx { job, ancestors });
             } else {
                 self.scans.push(ScanCtx { job, ancestors });
             }
         }
-        let found = listing.files.iter().map(|file| {
+        let keys: Vec<_> = listing.files.iter().map(|file| file.stat.and_then(|s| self.link_key(s))).collect();
+        let found = listing.files.iter().zip(keys).map(|(file, key)| {
             // A file the scan did not stat is checked by its worker, which hands it back if
             // it has to be deduplicated or split.
             let job = FileJob {
@@ -195,7 +197,7 @@ where
                 open_as: None,
                 confirmed: false,
             };
-            (job, file.stat.and_then(|s| s.link_key()))
+            (job, key)
         });
         let mut found: Vec<_> = found.collect();
         if !self.precopied.is_empty() {

@@ -65,7 +65,7 @@ where
                         destination: temp,
                         meta,
                         in_staging: true,
-                        stat_files: self.totals,
+                        stat_files: self.stat_files(),
                         into_self,
                     }
                 }
@@ -74,7 +74,7 @@ where
                     destination: destination.clone(),
                     meta,
                     in_staging: false,
-                    stat_files: self.totals,
+                    stat_files: self.stat_files(),
                     into_self: None,
                 },
             };
