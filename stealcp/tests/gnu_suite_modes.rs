@@ -146,6 +146,27 @@ fn parent_perm_p_parents_sets_modes_of_existing_parents() {
     });
 }
 
+/// The other half of cp's rule: where every directory on the way exists already, `-p
+/// --parents` uses them as they are (cp gives them attributes only when it makes one of them).
+#[test]
+fn parent_perm_p_parents_leaves_existing_parents_when_none_is_made() {
+    with_umask(0o022, || {
+        let setup = |dir: &Path| {
+            file(dir, "d/a", "x\n", 0o644);
+            file(dir, "d/sub/b", "y\n", 0o644);
+            fs::create_dir_all(dir.join("dst/d/sub")).unwrap();
+            fs::set_permissions(dir.join("dst/d/sub"), fs::Permissions::from_mode(0o555)).unwrap();
+            fs::set_permissions(dir.join("dst/d"), fs::Permissions::from_mode(0o700)).unwrap();
+        };
+        for args in [&["-a", "--parents", "d/a", "d/sub/b", "dst"][..], &["-p", "--parents", "d/sub/b", "dst"]] {
+            for run in same_as_cp(setup, args) {
+                assert_eq!(mode(&run.dir.path().join("dst/d")), 0o700, "{args:?}");
+                assert_eq!(mode(&run.dir.path().join("dst/d/sub")), 0o555, "{args:?}");
+            }
+        }
+    });
+}
+
 #[test]
 fn readonly_dir_modes_kept_by_r_and_a() {
     with_umask(0o022, || {

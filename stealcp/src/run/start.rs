@@ -29,8 +29,11 @@ where
     /// Starts one source named on the command line.
     pub(super) fn start(&mut self, assignment: &Assignment) {
         let o = self.options;
+        // cp gives the directories on the way the source's attributes only if it has to make
+        // one of them: where the last is there already, all are used as they are.
+        let all_there = assignment.parents.last().is_some_and(|(_, last)| fs::metadata(last).is_ok_and(|m| m.is_dir()));
         for (source, destination) in &assignment.parents {
-            self.make_parent(source, destination);
+            self.make_parent(source, destination, !all_there);
         }
         let (source, destination) = (&assignment.source, &assignment.destination);
         // -H/-L/-P, or cp's default: followed unless recursing (without -L).
@@ -123,21 +126,23 @@ where
         }
     }
 
-    /// `--parents`: makes one directory on the way to a source, as a copy of `source`.
-    pub(super) fn make_parent(&mut self, source: &Path, destination: &Path) {
+    /// `--parents`: makes one directory on the way to a source, as a copy of `source`; one
+    /// that exists gets the source's attributes (with `-p`) only if `restore_existing`.
+    pub(super) fn make_parent(&mut self, source: &Path, destination: &Path, restore_existing: bool) {
         let meta = match fs::metadata(source) {
             Ok(meta) => DirMeta::new(&meta),
             Err(e) => return self.fail(fail(source, "stat")(e)),
         };
         match entry::create_directory(destination, &meta) {
             // An existing directory on the way is used as it is, as cp does; with -p it gets
-            // the source directory's attributes, as cp gives them.
+            // the source directory's attributes, as cp gives them, when another is made.
             Ok(existed) => {
                 if !existed {
                     self.observer.made_parent(source, destination);
                 }
                 let o = self.options;
-                if !existed || o.preserve_mode || o.preserve_ownership || o.preserve_timestamps {
+                let restore = restore_existing && (o.preserve_mode || o.preserve_ownership || o.preserve_timestamps);
+                if !existed || restore {
                     let (source, path) = (source.to_path_buf(), destination.to_path_buf());
                     self.directories.push(DirFinish { source, path, meta, existed });
                 }
