@@ -83,8 +83,10 @@ struct Opts {
     /// Back up each existing destination file (CONTROL: none/off, simple/never,
     /// existing/nil, numbered/t; default: $VERSION_CONTROL, else existing).
     #[arg(short = 'b', long, value_name = "CONTROL", num_args = 0..=1, require_equals = true,
-          default_missing_value = "", overrides_with = "backup")]
-    backup: Option<String>,
+          default_missing_value = "", action = clap::ArgAction::Append)]
+    // Every -b/--backup given, in order: a bare one turns backups on and keeps the control an
+    // earlier one named, as in cp (the last named control counts).
+    backup: Vec<String>,
     /// The backup suffix (default: $SIMPLE_BACKUP_SUFFIX, else ~).
     #[arg(short = 'S', long, value_name = "SUFFIX")]
     suffix: Option<String>,
@@ -343,10 +345,10 @@ fn copy_options(o: &Opts) -> Result<CopyOptions, Usage> {
         Some("never") => Reflink::Never,
         _ => Reflink::Auto,
     };
-    if o.backup.is_some() || o.suffix.is_some() {
-        let word = match o.backup.as_deref() {
-            Some(w) if !w.is_empty() => w.to_owned(),
-            _ => std::env::var("VERSION_CONTROL").unwrap_or_else(|_| "existing".to_owned()),
+    if !o.backup.is_empty() || o.suffix.is_some() {
+        let word = match o.backup.iter().rev().find(|w| !w.is_empty()) {
+            Some(w) => w.to_owned(),
+            None => std::env::var("VERSION_CONTROL").unwrap_or_else(|_| "existing".to_owned()),
         };
         let suffix = o.suffix.clone().or_else(|| std::env::var("SIMPLE_BACKUP_SUFFIX").ok());
         let suffix = suffix.filter(|s| !s.is_empty() && !s.contains('/')).unwrap_or_else(|| "~".to_owned());
@@ -355,7 +357,7 @@ fn copy_options(o: &Opts) -> Result<CopyOptions, Usage> {
     if c.hard_link && c.symbolic_link {
         return Err(Usage("cannot make both hard and symbolic links".to_owned()));
     }
-    if o.backup.is_some() && o.no_clobber {
+    if !o.backup.is_empty() && o.no_clobber {
         return Err(Usage("options --backup and --no-clobber are mutually exclusive".to_owned()));
     }
     if o.reflink.as_deref() == Some("always") && o.sparse.as_deref().is_some_and(|s| s != "auto") {
@@ -399,6 +401,10 @@ impl Observer for Messages<'_> {
 
     fn made_parent(&mut self, source: &Path, destination: &Path) {
         self.report.made_parent(source, destination);
+    }
+
+    fn wants_debug(&self) -> bool {
+        self.debug
     }
 
     fn data_copied(&mut self, source: &Path, destination: &Path, how: &CopyDebug) {

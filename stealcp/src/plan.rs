@@ -174,8 +174,9 @@ fn plan_one(
             return Err(plan_error(&destination, kind));
         }
         if let Ok(existing) = &existing {
-            // With -i, cp asks first (the copy asks, then refuses on "y").
-            if exact && existing.is_dir() && !options.interactive {
+            // With -i, cp asks first (the copy asks, then refuses on "y"); -n and -u keep the
+            // directory silently (the copy decides, as for any existing destination).
+            if exact && existing.is_dir() && !(options.interactive || options.no_clobber || options.update) {
                 return Err(plan_error(&destination, PlanErrorKind::FileOverDirectory));
             }
             if let Some(backup) = &options.backup

@@ -180,8 +180,15 @@ pub trait Observer {
     /// A regular file's contents were copied this way (after its [`copied`](Observer::copied)
     /// or [`replaced`](Observer::replaced), or after [`attempted`](Observer::attempted) and the
     /// failure of a `--reflink=always` copy): what `cp --debug` prints after the file's `-v`
-    /// line. Not called for links (`-l`, `-s`) or `--attributes-only`. Defaults to nothing.
+    /// line. Not called for links (`-l`, `-s`) or `--attributes-only`, nor at all unless
+    /// [`wants_debug`](Observer::wants_debug). Defaults to nothing.
     fn data_copied(&mut self, _source: &Path, _destination: &Path, _how: &crate::CopyDebug) {}
+    /// Whether to be told how each file's contents were copied
+    /// ([`data_copied`](Observer::data_copied)); asked once per copy. Defaults to `false`, so
+    /// that a copy without `--debug` spends nothing on it.
+    fn wants_debug(&self) -> bool {
+        false
+    }
     /// `--parents` made the directory `destination` on the way to a source, as a copy of
     /// `source` (`cp -v` lists it unquoted). Defaults to nothing.
     fn made_parent(&mut self, _source: &Path, _destination: &Path) {}

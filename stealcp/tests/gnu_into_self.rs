@@ -43,6 +43,16 @@ fn copy_there(dir: &Path) {
     file(dir, "d/x/d/old", "old\n", 0o644);
 }
 
+/// A file where the walk's way into the existing destination goes (`d/y1/y1`): cp refuses
+/// that step, never meets the directory it makes as a source, and copies everything else
+/// with no into-itself stop.
+fn blocked(dir: &Path) {
+    fs::create_dir_all(dir.join("d/y1")).unwrap();
+    file(dir, "d/b2/f", "1\n", 0o644);
+    file(dir, "d/x0", "2\n", 0o644);
+    file(dir, "d/y1/y1", "3\n", 0o644);
+}
+
 /// The cases, on tmpfs (see [`on_tmpfs`]).
 #[test]
 fn merged_into_an_existing_directory_inside_itself_as_cp() {
@@ -65,6 +75,8 @@ fn merged_into_an_existing_directory_inside_itself_as_cp() {
         // -v lists what cp lists, each destination's lines in cp's order.
         same_listing_as_cp(setup, &["-rvT", "d", "d/x"], None);
     }
+    same_as_cp(blocked, &["-rT", "d", "d/y1"]);
+    same_listing_as_cp(blocked, &["-rvT", "d", "d/y1"], None);
     same_as_cp(copy_there, &["-r", "d", "d/x"]);
     same_as_cp(copy_there, &["-a", "d", "d/x/"]);
 

@@ -368,3 +368,51 @@ fn sparse_extents_unwritten_preallocated_extents_with_data() {
         }
     }
 }
+
+/// A bare `-b`/`--backup` after `--backup=numbered` keeps the control named, as in cp.
+#[test]
+fn a_bare_backup_after_a_named_control_keeps_it() {
+    let setup = |dir: &Path| {
+        file(dir, "f", "new\n", 0o644);
+        file(dir, "g", "old\n", 0o644);
+    };
+    for args in [
+        &["--backup=numbered", "-b", "f", "g"][..],
+        &["--backup=numbered", "--backup", "f", "g"],
+        &["-b", "--backup=numbered", "f", "g"],
+    ] {
+        for run in same_as_cp(setup, args) {
+            assert!(run.dir.path().join("g.~1~").exists(), "{args:?}: a numbered backup");
+        }
+    }
+}
+
+/// A file over a directory: `-n` keeps the directory silently, as does `-u` when the directory
+/// is newer (also with `-i`, which then asks nothing); cp's status 0, no message.
+#[test]
+fn a_file_over_a_directory_is_kept_silently_by_n_and_u() {
+    let setup = |dir: &Path| {
+        file(dir, "f", "f\n", 0o644);
+        filetime::set_file_mtime(dir.join("f"), filetime::FileTime::from_unix_time(946_684_800, 0)).unwrap();
+        fs::create_dir_all(dir.join("t/f")).unwrap();
+        fs::create_dir(dir.join("d")).unwrap();
+        file(dir, "s/f", "f\n", 0o644);
+        filetime::set_file_mtime(dir.join("s/f"), filetime::FileTime::from_unix_time(946_684_800, 0)).unwrap();
+        fs::create_dir_all(dir.join("o/s/f")).unwrap();
+    };
+    for args in [
+        &["-n", "f", "t"][..],
+        &["-n", "-T", "f", "d"],
+        &["-u", "f", "t"],
+        &["-u", "-T", "f", "d"],
+        &["-rn", "s", "o"],
+        &["-ru", "s", "o"],
+        &["-in", "f", "t"],
+        &["-iu", "f", "t"],
+    ] {
+        for run in same_as_cp_with(setup, args, Some(b"y\n"), Compare { stdout: true, ..Compare::default() }) {
+            assert_eq!(run.status, Some(0), "{args:?}: {}", run.stderr);
+            assert!(run.dir.path().join("t/f").is_dir(), "{args:?}");
+        }
+    }
+}

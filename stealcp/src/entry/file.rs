@@ -387,13 +387,6 @@ pub(super) fn existing_destination(
             || nix::unistd::faccessat(dir, name, nix::unistd::AccessFlags::W_OK, AtFlags::AT_EACCESS).is_ok();
         Existing::Ask { mode: st.st_mode, writable }
     };
-    if followed.as_ref().is_some_and(|st| kind(st) == SFlag::S_IFDIR) {
-        // cp -i asks first: "n" leaves it (status 0), "y" meets the refusal.
-        if o.interactive && !job.confirmed {
-            return Ok(ask());
-        }
-        return Err(Failure { path: dest.clone(), action: "overwrite directory", error: io::Error::other("") });
-    }
     if o.no_clobber {
         return Ok(Existing::Keep);
     }
@@ -403,6 +396,14 @@ pub(super) fn existing_destination(
         if dest_time >= (source.mtime(), source.mtime_nsec()) {
             return Ok(Existing::Keep);
         }
+    }
+    // A directory is refused after -n and -u have had their say (they keep it silently, as
+    // cp), and after -i has asked: "n" leaves it (status 0), "y" meets the refusal.
+    if followed.as_ref().is_some_and(|st| kind(st) == SFlag::S_IFDIR) {
+        if o.interactive && !job.confirmed {
+            return Ok(ask());
+        }
+        return Err(Failure { path: dest.clone(), action: "overwrite directory", error: io::Error::other("") });
     }
     // cp's same-file rule: another name of the source may be moved away first.
     if let Some(st) = &followed

@@ -70,6 +70,11 @@ where
         }
         let Some((first_source, first)) = first_new_directory(source, destination, 0) else { return };
         let Some(path) = crate::plan::below(&first, source) else { return };
+        if !reachable(destination, &path, self.options) {
+            // The walk is refused on the way in (a file where a directory's copy would go), so
+            // it never meets the copy as a source: an ordinary copy, as cp makes it.
+            return;
+        }
         self.copy_before(&first_source, &first);
         let made = fs::symlink_metadata(&first_source)
             .map_err(|e| crate::error::fail(&first_source, "stat")(e))
@@ -144,6 +149,24 @@ where
 /// `path` without its `.` components (`./d/x` and `d/x` are one path in `Run::made_dirs`).
 pub(super) fn lexical(path: &Path) -> PathBuf {
     path.components().filter(|c| *c != std::path::Component::CurDir).collect()
+}
+
+/// Whether the walk of a copy into `destination` can reach `path` below its source (where it
+/// meets the directory it made first, as a source): no step on the way is copied onto
+/// something that is not a directory (a symlink to one counts only with
+/// `--keep-directory-symlink`, as cp follows it); a missing one the walk makes as it goes.
+fn reachable(destination: &Path, path: &[serde_bytes::ByteBuf], o: &crate::options::CopyOptions) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let mut at = destination.to_path_buf();
+    for step in path.iter().take(path.len().saturating_sub(1)) {
+        at.push(std::ffi::OsStr::from_bytes(step));
+        let meta = if o.keep_directory_symlink { fs::metadata(&at) } else { fs::symlink_metadata(&at) };
+        match meta {
+            Ok(meta) if !meta.is_dir() => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 /// cp's walk of `source` into `destination` (each directory's entries in inode order, depth

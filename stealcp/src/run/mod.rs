@@ -169,6 +169,8 @@ struct Run<'a, E> {
     stagings: Vec<Staging>,
     /// The observer wants totals up front, so the walk reads every file's size.
     totals: bool,
+    /// The observer wants [`Observer::data_copied`] (`--debug`).
+    debug: bool,
 }
 
 impl<'a, E> Run<'a, E>
@@ -179,6 +181,7 @@ where
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let workers = executor.max_workers().max(1);
         let totals = observer.wants_totals();
+        let debug = observer.wants_debug();
         Run {
             executor,
             options,
@@ -207,6 +210,7 @@ where
             split_workers: workers > 1,
             stagings: Vec::new(),
             totals,
+            debug,
         }
     }
 

@@ -41,7 +41,7 @@ where
                         outcome => {
                             self.file_done(job, outcome);
                             // After the file's -v line (and failure), as cp --debug.
-                            if let Some(how) = how {
+                            if let Some(how) = how.filter(|_| self.debug) {
                                 self.observer.data_copied(&job.source, &shown(&self.stagings, &job.destination), &how);
                             }
                         }
@@ -66,7 +66,7 @@ where
                 // No range: the file was cloned whole.
                 let how = self.split_debug.remove(&id).unwrap_or_else(CopyDebug::cloned);
                 self.finish_done(id, outcome);
-                if let (true, Some((source, destination))) = (copied, paths) {
+                if let (true, true, Some((source, destination))) = (self.debug, copied, paths) {
                     self.observer.data_copied(&source, &shown(&self.stagings, &destination), &how);
                 }
             }
