@@ -256,9 +256,11 @@ fn sparse_perf_a_one_tebibyte_hole_is_copied_by_seeking_not_reading() {
     }
     for (_, extra) in configurations().into_iter().filter(|(user, _)| *user == User::Me) {
         let _ = fs::remove_file(dir.path().join("f2"));
+        // Not a speed check: a bound on a hang. Reading 1 TiB of zeros takes several minutes
+        // at memory speed; seeking past it takes milliseconds, even on a loaded debug build.
         let (status, in_time) =
-            stealcp_within(dir.path(), extra, &["--reflink=never", "f", "f2"], Duration::from_secs(10));
-        assert!(in_time, "{extra:?}: 1 TiB of hole took over 10 s: read, not skipped");
+            stealcp_within(dir.path(), extra, &["--reflink=never", "f", "f2"], Duration::from_secs(60));
+        assert!(in_time, "{extra:?}: 1 TiB of hole took over a minute: read, not skipped");
         assert_eq!(status, Some(0), "{extra:?}");
         let copy = fs::metadata(dir.path().join("f2")).unwrap();
         assert_eq!(copy.len(), 1 << 40, "{extra:?}: the size");
