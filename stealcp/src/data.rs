@@ -133,15 +133,14 @@ static PREALLOCATES: Mutex<Vec<(u64, bool)>> = Mutex::new(Vec::new());
 /// gain), and a copy-on-write file system (btrfs) writes new extents anyway. A file system
 /// that cannot be asked counts as one where it does not pay.
 fn preallocation_pays(dst: &File, dst_dev: u64) -> bool {
-    if let Some(&(_, pays)) = PREALLOCATES.lock().iter().find(|(dev, _)| *dev == dst_dev) {
+    use nix::sys::statfs::{EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC, fstatfs};
+    // Held across the one `fstatfs` of a new device: it is quick, and asked once.
+    let mut known = PREALLOCATES.lock();
+    if let Some(&(_, pays)) = known.iter().find(|(dev, _)| *dev == dst_dev) {
         return pays;
     }
-    use nix::sys::statfs::{EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC, fstatfs};
     let pays = fstatfs(dst).is_ok_and(|fs| [EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC].contains(&fs.filesystem_type()));
-    let mut known = PREALLOCATES.lock();
-    if !known.iter().any(|(dev, _)| *dev == dst_dev) {
-        known.push((dst_dev, pays));
-    }
+    known.push((dst_dev, pays));
     pays
 }
 

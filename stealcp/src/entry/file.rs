@@ -377,16 +377,6 @@ pub(super) fn existing_destination(
     } else {
         Some(here)
     };
-    // As cp: the destination as it will be replaced (a symlink itself if it is moved away),
-    // writable if root or if access(2) says so.
-    let moved_away = o.remove_destination || o.backup.is_some();
-    let ask = || {
-        let st = if moved_away { &here } else { followed.as_ref().unwrap_or(&here) };
-        let writable = kind(st) == SFlag::S_IFLNK
-            || nix::unistd::geteuid().is_root()
-            || nix::unistd::faccessat(dir, name, nix::unistd::AccessFlags::W_OK, AtFlags::AT_EACCESS).is_ok();
-        Existing::Ask { mode: st.st_mode, writable }
-    };
     if o.no_clobber {
         return Ok(Existing::Keep);
     }
@@ -398,14 +388,13 @@ pub(super) fn existing_destination(
         }
     }
     // A directory is refused after -n and -u have had their say (they keep it silently, as
-    // cp), and after -i has asked: "n" leaves it (status 0), "y" meets the refusal.
-    if followed.as_ref().is_some_and(|st| kind(st) == SFlag::S_IFDIR) {
-        if o.interactive && !job.confirmed {
-            return Ok(ask());
-        }
+    // cp), and after -i has asked below: "n" leaves it (status 0), "y" meets the refusal.
+    let asking = o.interactive && !job.confirmed;
+    if followed.as_ref().is_some_and(|st| kind(st) == SFlag::S_IFDIR) && !asking {
         return Err(Failure { path: dest.clone(), action: "overwrite directory", error: io::Error::other("") });
     }
     // cp's same-file rule: another name of the source may be moved away first.
+    let moved_away = o.remove_destination || o.backup.is_some();
     if let Some(st) = &followed
         && (st.st_dev, st.st_ino) == (source.dev(), source.ino())
         && !moved_away
@@ -413,8 +402,14 @@ pub(super) fn existing_destination(
         let error = io::Error::other(format!("'{}'", job.source.display()));
         return Err(Failure { path: dest.clone(), action: "same file", error });
     }
-    if o.interactive && !job.confirmed {
-        return Ok(ask());
+    if asking {
+        // As cp: the destination as it will be replaced (a symlink itself if it is moved
+        // away), writable if root or if access(2) says so.
+        let st = if moved_away { &here } else { followed.as_ref().unwrap_or(&here) };
+        let writable = kind(st) == SFlag::S_IFLNK
+            || nix::unistd::geteuid().is_root()
+            || nix::unistd::faccessat(dir, name, nix::unistd::AccessFlags::W_OK, AtFlags::AT_EACCESS).is_ok();
+        return Ok(Existing::Ask { mode: st.st_mode, writable });
     }
     if let Some(backup) = &o.backup {
         let to = make_backup(dest, backup).map_err(fail(dest, "backup"))?;

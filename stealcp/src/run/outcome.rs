@@ -178,8 +178,7 @@ where
                 self.scans.push(ScanCtx { job, ancestors });
             }
         }
-        let keys: Vec<_> = listing.files.iter().map(|file| file.stat.and_then(|s| self.link_key(s))).collect();
-        let found = listing.files.iter().zip(keys).map(|(file, key)| {
+        let found = listing.files.iter().map(|file| {
             // A file the scan did not stat is checked by its worker, which hands it back if
             // it has to be deduplicated or split.
             let job = FileJob {
@@ -197,7 +196,7 @@ where
                 open_as: None,
                 confirmed: false,
             };
-            (job, key)
+            (job, file.stat.and_then(|s| self.link_key(s)))
         });
         let mut found: Vec<_> = found.collect();
         if !self.precopied.is_empty() {
