@@ -145,6 +145,12 @@ fn xattr_class(name: &[u8]) -> XattrClass {
     }
 }
 
+/// The buffer the names of an open file's extended attributes, or one value, are first read
+/// into, on the stack: most files have no such attribute or a few short ones, and the kernel
+/// allocates (for a value, also zeroes) a buffer as large as the one it is given, at every
+/// call. Larger lists and values are read by the `xattr` crate, which asks for their size.
+const SMALL_XATTR: usize = 256;
+
 /// Something whose extended attributes are read or written: an open file, a path followed to
 /// what it names (a directory), or a path not followed (a symlink, a special file).
 #[derive(Debug, Clone, Copy)]
@@ -157,7 +163,18 @@ pub(crate) enum Node<'a> {
 impl Node<'_> {
     fn list(self) -> io::Result<Vec<OsString>> {
         let names = match self {
-            Node::Open(f) => f.list_xattr(),
+            Node::Open(f) => {
+                let mut buf = [0u8; SMALL_XATTR];
+                match rustix::fs::flistxattr(f, &mut buf) {
+                    Ok(len) => {
+                        let names = buf[..len].split(|&b| b == 0).filter(|name| !name.is_empty());
+                        return Ok(names.map(|name| OsStr::from_bytes(name).to_owned()).collect());
+                    }
+                    // More names than fit: the crate asks for their size and reads them.
+                    Err(rustix::io::Errno::RANGE) => f.list_xattr(),
+                    Err(e) => Err(e.into()),
+                }
+            }
             Node::Followed(p) => xattr::list_deref(p),
             Node::Link(p) => xattr::list(p),
         };
@@ -170,7 +187,16 @@ impl Node<'_> {
 
     fn get(self, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
         let value = match self {
-            Node::Open(f) => f.get_xattr(name),
+            Node::Open(f) => {
+                let mut buf = [0u8; SMALL_XATTR];
+                match rustix::fs::fgetxattr(f, name, &mut buf) {
+                    Ok(len) => Ok(Some(buf[..len].to_vec())),
+                    Err(rustix::io::Errno::NODATA) => Ok(None),
+                    // A larger value: the crate asks for its size and reads it.
+                    Err(rustix::io::Errno::RANGE) => f.get_xattr(name),
+                    Err(e) => Err(e.into()),
+                }
+            }
             Node::Followed(p) => xattr::get_deref(p, name),
             Node::Link(p) => xattr::get(p, name),
         };
@@ -278,13 +304,20 @@ pub(crate) fn copy_acls(
     Ok(changed)
 }
 
-/// Whether the directory open as `dir` (an `O_PATH` descriptor) has a default ACL, which
-/// what is created in it inherits: if not, a new file there has no ACL. `true` when that
-/// cannot be told (no `/proc`, an error), so that the caller assumes the worst.
+/// Whether the directory open as `dir` has a default ACL, which what is created in it
+/// inherits: if not, a new file there has no ACL. `true` when that cannot be told (no
+/// `/proc`, an error), so that the caller assumes the worst.
 pub(crate) fn has_default_acl(dir: BorrowedFd<'_>) -> bool {
-    // An O_PATH descriptor takes no fgetxattr; its /proc/self/fd link leads to the very
-    // directory it was opened on, whatever its path names now.
-    has_default_acl_at(Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())))
+    use rustix::io::Errno;
+    // Only the size is asked for: no buffer, in the kernel either.
+    match rustix::fs::fgetxattr_query(dir, ACL_DEFAULT) {
+        Ok(_) => true,
+        Err(Errno::NODATA | Errno::OPNOTSUPP) => false,
+        // An O_PATH descriptor takes no fgetxattr; its /proc/self/fd link leads to the very
+        // directory it was opened on, whatever its path names now.
+        Err(Errno::BADF) => has_default_acl_at(Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd()))),
+        Err(_) => true,
+    }
 }
 
 /// [`has_default_acl`] for the directory `dir` names (followed).
@@ -330,14 +363,44 @@ mod tests {
         );
     }
 
+    /// Names and values that do not fit the first buffer on the stack are read whole.
     #[test]
-    fn a_default_acl_is_seen_through_an_o_path_descriptor() {
+    fn long_xattr_lists_and_values_are_copied_whole() {
+        let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, "").unwrap();
+        fs::write(&b, "").unwrap();
+        let long: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        if let Err(e) = xattr::set(&a, "user.long", &long) {
+            return eprintln!("skipped: no user xattrs here: {e}");
+        }
+        let names: Vec<String> = (0..40).map(|i| format!("user.name-number-{i:03}")).collect();
+        for name in &names {
+            xattr::set(&a, name, name.as_bytes()).unwrap();
+        }
+        let (fa, fb) = (File::open(&a).unwrap(), File::options().write(true).open(&b).unwrap());
+        let listed = copy_xattrs(Node::Open(&fa), Node::Open(&fb), &b, &CopyOptions::archive()).unwrap().unwrap();
+        assert_eq!(listed.len(), names.len() + 1, "every name, though the list is longer than {SMALL_XATTR} bytes");
+        assert_eq!(xattr::get(&b, "user.long").unwrap(), Some(long));
+        for name in &names {
+            assert_eq!(xattr::get(&b, name).unwrap().as_deref(), Some(name.as_bytes()));
+        }
+    }
+
+    /// Through the descriptor itself (opened for reading) and, for an `O_PATH` one, which takes
+    /// no `fgetxattr`, through its `/proc/self/fd` link.
+    #[test]
+    fn a_default_acl_is_seen_through_a_readable_or_an_o_path_descriptor() {
         use nix::fcntl::OFlag;
         use std::os::fd::AsFd;
         let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let fd = nix::fcntl::open(dir.path(), flags, nix::sys::stat::Mode::empty()).unwrap();
+        let open = |how| {
+            nix::fcntl::open(dir.path(), how | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+                .unwrap()
+        };
+        let (fd, readable) = (open(OFlag::O_PATH), open(OFlag::O_RDONLY));
         assert!(!has_default_acl(fd.as_fd()));
+        assert!(!has_default_acl(readable.as_fd()));
         // user::rwx user:65534:r-x group::r-x mask::r-x other::r-x: (tag, perm, id) after the
         // version (an ACL of the mode's entries alone would not be inherited as an ACL).
         let mut acl = 2u32.to_le_bytes().to_vec();
@@ -351,6 +414,7 @@ mod tests {
             return eprintln!("skipped: no ACLs here: {e}");
         }
         assert!(has_default_acl(fd.as_fd()));
+        assert!(has_default_acl(readable.as_fd()));
         let file = dir.path().join("f");
         fs::write(&file, "").unwrap();
         assert!(xattr::get(&file, ACL_ACCESS).unwrap().is_some(), "a new file inherits the default ACL");

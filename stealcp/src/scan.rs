@@ -14,7 +14,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -226,7 +226,7 @@ pub(crate) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
         // not say); a regular file needs nothing more unless totals are wanted.
         match entry.file_type() {
             Ok(kind) if kind.is_file() && !job.stat_files => {
-                out.files.push(Found { name: name.as_bytes().to_vec(), stat: None, dir: None });
+                out.files.push(Found { name: name.into_vec(), stat: None, dir: None });
                 continue;
             }
             Ok(_) => {}
@@ -258,7 +258,7 @@ pub(crate) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
         } else if o.interactive && out.existed && fs::symlink_metadata(job.destination.join(&name)).is_ok() {
             out.ask.push(serde_bytes::ByteBuf::from(name.as_bytes()));
         } else {
-            let destination = job.destination.join(&name);
+            let destination = entry::child(&job.destination, &name);
             let made = if kind.is_symlink() {
                 entry::make_symlink(&entry.path(), &destination, &meta, out.existed, o).map(|m| (m, EntryKind::Symlink))
             } else {

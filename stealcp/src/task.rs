@@ -23,8 +23,9 @@ pub struct CopyTask {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Work {
     Scan(ScanJob),
-    /// Shared with the coordinator, which reports on the same files when the outcomes come.
-    Files(Arc<[FileJob]>),
+    /// Shared with the coordinator, which reports on the same files when the outcomes come
+    /// (a `Vec` behind the `Arc`: made from the batch without copying it).
+    Files(Arc<Vec<FileJob>>),
     Range(RangeJob),
     Finish(FinishJob),
     /// Directories of one depth, whose contents are all in place.
@@ -135,7 +136,7 @@ mod tests {
                 }
             })
             .collect();
-        let task = CopyTask { options: CopyOptions::default(), work: Work::Files(jobs.into()) };
+        let task = CopyTask { options: CopyOptions::default(), work: Work::Files(Arc::new(jobs)) };
         let TaskOutcome(Outcome::Files(outcomes)) = task.run() else { panic!("not a batch outcome") };
         let summary: Vec<String> = outcomes
             .iter()

@@ -4,9 +4,17 @@
 //! This module must never hold anything but constants (it has no imports, so it can be in no
 //! cycle).
 
-/// Tasks in flight per worker: enough to hide a process pool's round trip, few enough that
-/// small files still gather into batches here rather than in the pool's queue.
-pub(crate) const TASKS_PER_WORKER: usize = 4;
+/// Tasks in flight per worker: enough to hide a process pool's round trip, and to keep the
+/// workers busy while the coordinator waits for a CPU of its own (a woken thread may wait a
+/// scheduler tick, 4 ms, while the workers hold both cores: some five batches of small files).
+pub(crate) const TASKS_PER_WORKER: usize = 16;
+/// A batch not yet full is sent only while fewer tasks than this per worker are in flight
+/// (a worker may soon be idle); otherwise small files keep gathering into full batches here.
+pub(crate) const PARTIAL_BATCH_BELOW: usize = 4;
+/// Batches waiting on the coordinator beyond which it sends files before it reads more
+/// directories (about 130k files, some 50 MB): scanning first keeps every worker busy, but
+/// must not hold a whole tree of millions of files in memory.
+pub(crate) const READY_BATCHES_MAX: usize = 2048;
 /// Most files in one batch.
 pub(crate) const FILES_PER_TASK: usize = 64;
 /// Most bytes in one batch: a batch of mid-sized files should not hold one worker for long.

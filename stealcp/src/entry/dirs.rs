@@ -7,7 +7,7 @@
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -33,11 +33,11 @@ impl Dirs {
     pub(super) fn may_inherit_acl(&mut self, destination: &Path) -> bool {
         let dir = parent_of(destination);
         if let Some((known, inherits)) = &self.dst_acl
-            && known == dir
+            && same_spelling(known, dir)
         {
             return *inherits;
         }
-        let inherits = dir_of(&mut self.dst, destination).map_or(true, crate::attributes::has_default_acl);
+        let inherits = dst_dir_of(&mut self.dst, destination).map_or(true, crate::attributes::has_default_acl);
         self.dst_acl = Some((dir.to_path_buf(), inherits));
         inherits
     }
@@ -64,7 +64,7 @@ pub(super) fn name_of(path: &Path) -> Option<&OsStr> {
 /// path. `None` where only a parse gives the answer (a path ending in `/`, `.` or `..`).
 fn split_name(path: &Path) -> Option<(&Path, &OsStr)> {
     let bytes = path.as_os_str().as_bytes();
-    let (dir, name) = match bytes.iter().rposition(|&b| b == b'/') {
+    let (dir, name) = match memchr::memrchr(b'/', bytes) {
         None => (&b"."[..], bytes),
         Some(0) => (&b"/"[..], &bytes[1..]),
         Some(i) => (&bytes[..i], &bytes[i + 1..]),
@@ -75,12 +75,59 @@ fn split_name(path: &Path) -> Option<(&Path, &OsStr)> {
     Some((Path::new(OsStr::from_bytes(dir)), OsStr::from_bytes(name)))
 }
 
+/// `dir` joined with `name`, as [`Path::join`] joins them, with the buffer allocated once at
+/// its final size (`join` copies `dir`, then grows the copy for the name): the walk makes two
+/// such paths for every entry it finds.
+pub(crate) fn child(dir: &Path, name: &OsStr) -> PathBuf {
+    let (d, n) = (dir.as_os_str().as_bytes(), name.as_bytes());
+    if n.first() == Some(&b'/') {
+        return dir.join(name); // an absolute name replaces the directory
+    }
+    let mut out = Vec::with_capacity(d.len() + 1 + n.len());
+    out.extend_from_slice(d);
+    if !d.is_empty() && !d.ends_with(b"/") {
+        out.push(b'/');
+    }
+    out.extend_from_slice(n);
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// Whether `open` and `wanted` are spelled alike: cheaper than comparing [`Path`]s, which
+/// parses both into components. Two spellings of one directory only cost a second `open`.
+fn same_spelling(open: &Path, wanted: &Path) -> bool {
+    open.as_os_str().as_bytes() == wanted.as_os_str().as_bytes()
+}
+
 /// The open directory holding `path` (opened `O_PATH`, only to resolve names from).
 pub(super) fn dir_of<'a>(slot: &'a mut Option<(PathBuf, OwnedFd)>, path: &Path) -> io::Result<BorrowedFd<'a>> {
+    open_dir_of(slot, path, false)
+}
+
+/// The open destination directory holding `path`: opened for reading where it may be, so
+/// that its default ACL is read from the descriptor ([`Dirs::may_inherit_acl`]), else `O_PATH`.
+pub(super) fn dst_dir_of<'a>(slot: &'a mut Option<(PathBuf, OwnedFd)>, path: &Path) -> io::Result<BorrowedFd<'a>> {
+    open_dir_of(slot, path, true)
+}
+
+fn open_dir_of<'a>(
+    slot: &'a mut Option<(PathBuf, OwnedFd)>,
+    path: &Path,
+    readable: bool,
+) -> io::Result<BorrowedFd<'a>> {
     let dir = parent_of(path);
-    if slot.as_ref().is_none_or(|(open, _)| open != dir) {
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        *slot = Some((dir.to_path_buf(), nix::fcntl::open(dir, flags, Mode::empty())?));
+    if slot.as_ref().is_none_or(|(open, _)| !same_spelling(open, dir)) {
+        let flags = OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let only_path = || nix::fcntl::open(dir, flags | OFlag::O_PATH, Mode::empty());
+        let fd = if readable {
+            match nix::fcntl::open(dir, flags | OFlag::O_RDONLY, Mode::empty()) {
+                // A directory we may search but not read (mode 0300) is still one to create in.
+                Err(nix::errno::Errno::EACCES) => only_path()?,
+                opened => opened?,
+            }
+        } else {
+            only_path()?
+        };
+        *slot = Some((dir.to_path_buf(), fd));
     }
     slot.as_ref().map(|(_, fd)| fd.as_fd()).ok_or_else(|| io::Error::other("no directory"))
 }
@@ -88,6 +135,15 @@ pub(super) fn dir_of<'a>(slot: &'a mut Option<(PathBuf, OwnedFd)>, path: &Path) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_path_is_what_join_makes() {
+        for (dir, name) in [("a/b", "c"), ("a/b/", "c"), ("", "c"), ("/", "c"), (".", "c"), ("a", "c/d"), ("a", "/c")] {
+            let (dir, name) = (Path::new(dir), OsStr::new(name));
+            assert_eq!(child(dir, name), dir.join(name), "{dir:?} + {name:?}");
+            assert_eq!(child(dir, name).as_os_str().as_bytes(), dir.join(name).as_os_str().as_bytes());
+        }
+    }
 
     #[test]
     fn names_split_by_bytes_match_the_std_parse() {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
-use super::dirs::{Dirs, dir_of, name_of};
+use super::dirs::{Dirs, dir_of, dst_dir_of, name_of};
 use super::staged::{Naming, Staged, seal};
 use crate::attributes::creation_mode;
 use crate::copy_debug::CopyDebug;
@@ -359,7 +359,7 @@ pub(super) fn existing_destination(
     use nix::sys::stat::{SFlag, fstatat};
     let dest = &job.destination;
     let Some(name) = dest.file_name() else { return Ok(Existing::Absent(None)) };
-    let dir = dir_of(&mut dirs.dst, dest).map_err(fail(dest, "stat"))?;
+    let dir = dst_dir_of(&mut dirs.dst, dest).map_err(fail(dest, "stat"))?;
     let kind = |st: &nix::sys::stat::FileStat| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
     let here = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => st,
@@ -416,7 +416,7 @@ pub(super) fn existing_destination(
         return Ok(Existing::Absent(Some(Displaced::BackedUp(to))));
     }
     let remove = |dirs: &mut Dirs, displaced| -> Result<Existing, Failure> {
-        let dir = dir_of(&mut dirs.dst, dest).map_err(fail(dest, "replace"))?;
+        let dir = dst_dir_of(&mut dirs.dst, dest).map_err(fail(dest, "replace"))?;
         nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
             .map_err(|e| fail(dest, "replace")(e.into()))?;
         Ok(Existing::Absent(Some(displaced)))

@@ -26,7 +26,7 @@ mod split;
 mod staged;
 
 pub(crate) use self::directory::{DirFinish, DirMeta, create_directory, finish_directory};
-pub(crate) use self::dirs::Dirs;
+pub(crate) use self::dirs::{Dirs, child};
 pub(crate) use self::file::{
     FileJob, FileOutcome, HandBackReason, Owner, backup_name, copy_file, path_bytes_opt, reachable_from_workers,
 };

@@ -17,7 +17,7 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use parking_lot::Mutex;
 
-use super::dirs::{Dirs, dir_of, name_of};
+use super::dirs::{Dirs, dst_dir_of, name_of};
 use crate::attributes::{Node, SPECIAL_BITS, copy_acls, copy_xattrs, file_times, set_owner, umask};
 use crate::error::{Failure, fail};
 use crate::options::CopyOptions;
@@ -55,7 +55,7 @@ pub(super) enum Naming {
 impl Staged {
     pub(super) fn create(dirs: &mut Dirs, destination: &Path, dst_dev: u64, mode: u32) -> io::Result<Staged> {
         if !NO_TMPFILE.lock().contains(&dst_dev) {
-            let dir = dir_of(&mut dirs.dst, destination)?;
+            let dir = dst_dir_of(&mut dirs.dst, destination)?;
             let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
             match nix::fcntl::openat(dir, ".", flags, Mode::from_bits_truncate(mode)) {
                 Ok(fd) => return Ok(Staged { file: File::from(fd), name: Naming::Unnamed }),
@@ -72,7 +72,7 @@ impl Staged {
     /// Creates the file under its own name, in a directory nobody sees yet.
     pub(super) fn in_place(dirs: &mut Dirs, destination: &Path, mode: u32) -> io::Result<Staged> {
         let Some(name) = name_of(destination) else { return Err(io::Error::from(io::ErrorKind::InvalidInput)) };
-        let dir = dir_of(&mut dirs.dst, destination)?;
+        let dir = dst_dir_of(&mut dirs.dst, destination)?;
         let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC;
         let fd = nix::fcntl::openat(dir, name, flags, Mode::from_bits_truncate(mode))?;
         Ok(Staged { file: File::from(fd), name: Naming::InPlace(destination.to_path_buf()) })
@@ -120,7 +120,7 @@ impl Drop for Staged {
 fn link_unnamed(file: &File, dirs: &mut Dirs, to: &Path) -> io::Result<()> {
     use nix::fcntl::{AT_FDCWD, AtFlags};
     let Some(name) = name_of(to) else { return Err(io::Error::from(io::ErrorKind::InvalidInput)) };
-    let dir = dir_of(&mut dirs.dst, to)?;
+    let dir = dst_dir_of(&mut dirs.dst, to)?;
     if !NO_EMPTY_PATH_LINK.load(Ordering::Relaxed) {
         match nix::unistd::linkat(file, "", dir, name, AtFlags::AT_EMPTY_PATH) {
             Ok(()) => return Ok(()),

@@ -64,6 +64,7 @@ where
             }
         }
         if !full.is_empty() {
+            self.ready_batches += full.len();
             self.ready.push_back(full);
         }
     }
@@ -95,6 +96,7 @@ where
         while !jobs.is_empty() {
             let part = jobs.split_off((jobs.len() - 1) / per_batch * per_batch);
             self.ready.push_front(VecDeque::from([part]));
+            self.ready_batches += 1;
         }
     }
 

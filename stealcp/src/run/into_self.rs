@@ -137,7 +137,7 @@ where
             return;
         }
         self.precopied.extend(jobs.iter().map(|job| job.destination.clone()));
-        let jobs: Arc<[FileJob]> = Arc::from(jobs);
+        let jobs = Arc::new(jobs);
         let task = CopyTask { options: self.options.clone(), work: Work::Files(Arc::clone(&jobs)) };
         if let Ok(future) = self.executor.submit(task) {
             // Listed, counted and failed as any batch (in cp's order: before everything else).

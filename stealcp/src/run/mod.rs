@@ -1,10 +1,13 @@
 //! The coordinator: runs on the thread that called [`copy`], hands [`CopyTask`]s to
 //! the executor and folds their outcomes into the report.
 //!
-//! It keeps at most `TASKS_PER_WORKER` tasks per worker in flight; the rest waits here, scans
-//! first (they find more work and finish the totals early), then batches and file ranges. A
-//! batch of small files is sent when it is full, or, half full, whenever a worker would
-//! otherwise be idle, so that batching never starves the pool. Tasks report completion through
+//! It keeps at most `TASKS_PER_WORKER` tasks per worker in flight, enough to keep the workers
+//! busy while it waits for a CPU; the rest waits here, scans first (they find more work and
+//! finish the totals early; files first only once very many wait, so that memory stays
+//! bounded), then batches and file ranges. A batch of small files is sent when it is full, or
+//! not yet full whenever few tasks are in flight (a worker may soon be idle), so that batching
+//! never starves the pool. A long listing's scans and full batches go out while the rest of
+//! it is folded in. Tasks report completion through
 //! a done callback that sends the task's id over a channel; the coordinator then takes the
 //! (already finished) future's result. It never blocks on one particular task.
 //!
@@ -57,7 +60,7 @@ use crate::plan::Assignment;
 use crate::report::{CopyReport, Observer, record};
 use crate::scan::ScanJob;
 use crate::task::{CopyTask, TaskOutcome, Work};
-use crate::tuning::TASKS_PER_WORKER;
+use crate::tuning::{PARTIAL_BATCH_BELOW, READY_BATCHES_MAX, TASKS_PER_WORKER};
 
 /// Copies `assignments` (from [`plan`](crate::plan())) with the work running on `executor`.
 ///
@@ -104,7 +107,7 @@ where
 /// What the coordinator remembers about a task in flight.
 enum InFlight {
     Scan(ScanCtx),
-    Files(Arc<[FileJob]>),
+    Files(Arc<Vec<FileJob>>),
     Range(u64),
     Finish(u64),
 }
@@ -118,7 +121,7 @@ struct ScanCtx {
 }
 
 fn files_task(jobs: Vec<FileJob>) -> (Work, InFlight) {
-    let jobs: Arc<[FileJob]> = jobs.into();
+    let jobs = Arc::new(jobs);
     (Work::Files(Arc::clone(&jobs)), InFlight::Files(jobs))
 }
 
@@ -132,6 +135,8 @@ struct Run<'a, E> {
     next_id: u64,
     in_flight: HashMap<u64, (Future<TaskOutcome>, InFlight)>,
     limit: usize,
+    /// A partial batch is sent only while fewer tasks are in flight ([`PARTIAL_BATCH_BELOW`]).
+    partial_below: usize,
     /// Scans waiting to be sent (taken last in, first out: depth first, which keeps this short).
     scans: Vec<ScanCtx>,
     /// Scans of the directory that holds a copy made inside its own source (`scan::IntoSelf`,
@@ -152,6 +157,8 @@ struct Run<'a, E> {
     /// taken from the groups in turn: workers creating files in one directory at the same time
     /// queue up on its lock in the kernel, workers in different directories do not.
     ready: VecDeque<VecDeque<Vec<FileJob>>>,
+    /// How many batches `ready` holds.
+    ready_batches: usize,
     batch: Vec<FileJob>,
     batch_bytes: u64,
     inodes: HashMap<(u64, u64), PathBuf>,
@@ -192,6 +199,7 @@ where
             next_id: 0,
             in_flight: HashMap::new(),
             limit: workers * TASKS_PER_WORKER,
+            partial_below: workers * PARTIAL_BATCH_BELOW,
             scans: Vec::new(),
             last_steps: Vec::new(),
             precreated: HashSet::new(),
@@ -199,6 +207,7 @@ where
             made_dirs: None,
             queued: VecDeque::new(),
             ready: VecDeque::new(),
+            ready_batches: 0,
             batch: Vec::new(),
             batch_bytes: 0,
             inodes: HashMap::new(),
@@ -263,8 +272,25 @@ where
 
     /// Sends waiting work while there is room in flight.
     fn fill(&mut self) -> Result<(), ShutdownError> {
+        self.send_waiting(true)
+    }
+
+    /// Sends what is waiting while an outcome is being folded in, so that workers need not
+    /// wait for the rest of it (the last steps of a copy into itself wait for the drive loop:
+    /// more files may be on their way). The executor's refusal is met again by the drive
+    /// loop's own [`fill`](Run::fill), which gives up then.
+    fn pump(&mut self) {
+        let _ = self.send_waiting(false);
+    }
+
+    fn send_waiting(&mut self, last_steps: bool) -> Result<(), ShutdownError> {
         while self.in_flight.len() < self.limit {
-            let (work, pending) = if let Some(ctx) = self.scans.pop() {
+            // Scans go first: they find more work, so that no worker waits for a directory
+            // to be read (and totals are known sooner). Only once very many files are waiting
+            // here do they go first, so that the memory held for them stays bounded, however
+            // large the tree (not when totals are wanted: those need the whole walk).
+            let files_first = !self.totals && self.ready_batches >= READY_BATCHES_MAX;
+            let (work, pending) = if let Some(ctx) = self.scans.pop_if(|_| !files_first) {
                 (Work::Scan(ctx.job.clone()), InFlight::Scan(ctx))
             } else if let Some(next) = self.queued.pop_front() {
                 next
@@ -273,12 +299,16 @@ where
                 if !group.is_empty() {
                     self.ready.push_back(group);
                 }
+                self.ready_batches -= 1;
                 files_task(jobs)
+            } else if let Some(ctx) = self.scans.pop() {
+                (Work::Scan(ctx.job.clone()), InFlight::Scan(ctx))
             } else if let Some(range) = self.next_range() {
                 range
-            } else if !self.batch.is_empty() {
+            } else if !self.batch.is_empty() && self.in_flight.len() < self.partial_below {
                 files_task(self.take_batch())
-            } else if self.in_flight.is_empty()
+            } else if last_steps
+                && self.in_flight.is_empty()
                 && let Some(ctx) = self.last_steps.pop()
             {
                 (Work::Scan(ctx.job.clone()), InFlight::Scan(ctx))
@@ -321,6 +351,6 @@ where
 
     fn take_batch(&mut self) -> Vec<FileJob> {
         self.batch_bytes = 0;
-        std::mem::take(&mut self.batch)
+        std::mem::replace(&mut self.batch, Vec::with_capacity(crate::tuning::FILES_PER_TASK))
     }
 }

@@ -25,6 +25,11 @@ use crate::report::EntryKind;
 use crate::scan::{Listing, ScanJob};
 use crate::task::CopyTask;
 use crate::task::{Outcome, TaskOutcome};
+use crate::tuning::FILES_PER_TASK;
+
+/// A large directory's files are made into jobs this many at a time, the full batches among
+/// them sent out in between.
+const FILES_PER_PUMP: usize = 4 * FILES_PER_TASK;
 
 impl<'a, E> Run<'a, E>
 where
@@ -129,11 +134,11 @@ where
         let ScanJob { source, destination, meta, in_staging, into_self, .. } = ctx.job;
         for (name, kind, displaced) in listing.made {
             let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&name);
-            self.made(Ok((true, displaced)), kind, &source.join(name), &destination.join(name));
+            self.made(Ok((true, displaced)), kind, &entry::child(&source, name), &entry::child(&destination, name));
         }
         for name in listing.ask {
             let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&name);
-            self.ask_then_make(&source.join(name), &destination.join(name));
+            self.ask_then_make(&entry::child(&source, name), &entry::child(&destination, name));
         }
         if !listing.created {
             return;
@@ -147,7 +152,7 @@ where
         }
         for dir in &listing.subdirs {
             let (Some(meta), Some(stat)) = (dir.dir, dir.stat) else { continue };
-            let child = source.join(dir.name());
+            let child = entry::child(&source, dir.name());
             if self.made_dirs.as_ref().is_some_and(|made| made.contains(&lexical(&child))) {
                 // A copy this run makes, met inside its own source (see `Run::made_dirs`).
                 continue;
@@ -162,7 +167,7 @@ where
                 ancestors = ctx.ancestors.clone();
                 ancestors.push((stat.dev, stat.ino));
             }
-            let destination = destination.join(dir.name());
+            let destination = entry::child(&destination, dir.name());
             if let Some(made) = &mut self.made_dirs
                 && fs::symlink_metadata(&destination).is_err()
             {
@@ -178,32 +183,38 @@ where
                 self.scans.push(ScanCtx { job, ancestors });
             }
         }
-        let found = listing.files.iter().map(|file| {
-            // A file the scan did not stat is checked by its worker, which hands it back if
-            // it has to be deduplicated or split.
-            let job = FileJob {
-                source: source.join(file.name()),
-                destination: destination.join(file.name()),
-                len: file.stat.map(|s| s.len),
-                hand_back_links: file.stat.is_none(),
-                hand_back_large: file.stat.is_none() && self.split_workers,
-                follow: self.options.dereference,
-                check_existing: listing.existed,
-                dst_dev: listing.dst_dev,
-                dst_group: listing.dst_group,
-                in_staging,
-                read_special: self.options.copy_contents,
-                open_as: None,
-                confirmed: false,
-            };
-            (job, file.stat.and_then(|s| self.link_key(s)))
-        });
-        let mut found: Vec<_> = found.collect();
-        if !self.precopied.is_empty() {
-            // Copied before the walk (into_self.rs).
-            found.retain(|(job, _)| !self.precopied.remove(&job.destination));
+        // The subdirectories' scans go out now, before this directory's files are made
+        // into jobs (thousands, for a large one), so that no worker waits for them meanwhile.
+        self.pump();
+        for files in listing.files.chunks(FILES_PER_PUMP) {
+            let found = files.iter().map(|file| {
+                // A file the scan did not stat is checked by its worker, which hands it back if
+                // it has to be deduplicated or split.
+                let job = FileJob {
+                    source: entry::child(&source, file.name()),
+                    destination: entry::child(&destination, file.name()),
+                    len: file.stat.map(|s| s.len),
+                    hand_back_links: file.stat.is_none(),
+                    hand_back_large: file.stat.is_none() && self.split_workers,
+                    follow: self.options.dereference,
+                    check_existing: listing.existed,
+                    dst_dev: listing.dst_dev,
+                    dst_group: listing.dst_group,
+                    in_staging,
+                    read_special: self.options.copy_contents,
+                    open_as: None,
+                    confirmed: false,
+                };
+                (job, file.stat.and_then(|s| self.link_key(s)))
+            });
+            let mut found: Vec<_> = found.collect();
+            if !self.precopied.is_empty() {
+                // Copied before the walk (into_self.rs).
+                found.retain(|(job, _)| !self.precopied.remove(&job.destination));
+            }
+            self.add_found(found);
+            self.pump();
         }
-        self.add_found(found);
         self.directories.push(DirFinish { source, path: destination, meta, existed });
     }
 }
@@ -244,7 +255,7 @@ mod tests {
         let options = CopyOptions::default();
         let mut quiet = crate::Quiet;
         let mut run = Run::new(&pool, &options, &mut quiet);
-        let jobs: Arc<[FileJob]> = (0..9).map(job).collect::<Vec<_>>().into();
+        let jobs = Arc::new((0..9).map(job).collect::<Vec<_>>());
         let outcomes = (0..9)
             .map(|i| {
                 let outcome = if i < 2 {

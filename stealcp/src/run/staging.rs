@@ -21,7 +21,9 @@ pub(super) fn shown<'p>(stagings: &[Staging], path: &'p Path) -> Cow<'p, Path> {
     for s in stagings {
         match bytes.strip_prefix(s.temp.as_os_str().as_bytes()) {
             Some([]) => return Cow::Owned(s.destination.clone()),
-            Some([b'/', rest @ ..]) => return Cow::Owned(s.destination.join(std::ffi::OsStr::from_bytes(rest))),
+            Some([b'/', rest @ ..]) => {
+                return Cow::Owned(crate::entry::child(&s.destination, std::ffi::OsStr::from_bytes(rest)));
+            }
             _ => {}
         }
     }
