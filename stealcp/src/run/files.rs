@@ -8,9 +8,9 @@ use std::collections::VecDeque;
 
 use stealpool::{Executor, Submit};
 
-use super::Run;
 use super::finish::HardLink;
 use super::staging::shown;
+use super::{Group, Run};
 use crate::entry::{FileJob, FileOutcome, HandBackReason};
 use crate::error::Failure;
 use crate::report::{EntryKind, OverwriteQuestion, listed};
@@ -23,13 +23,13 @@ where
     E: Executor + Submit<CopyTask>,
 {
     /// Files found by the walk, each with the (device, inode) to dedup on if it has other
-    /// names: see [`Run::queue_files`].
-    pub(super) fn add_found(&mut self, found: Vec<(FileJob, Option<(u64, u64)>)>) {
+    /// names, from the listing numbered `listing` if they came from one: see [`Run::queue_files`].
+    pub(super) fn add_found(&mut self, found: Vec<(FileJob, Option<(u64, u64)>)>, listing: Option<u64>) {
         let jobs: Vec<FileJob> = found.into_iter().filter_map(|(job, link)| self.dedup(job, link)).collect();
         if self.totals {
             self.observer.found(jobs.len() as u64, jobs.iter().filter_map(|j| j.len).sum());
         }
-        self.queue_files(jobs);
+        self.queue_files(jobs, listing);
     }
 
     /// A file with other names (`link`) is copied once: the first path seen is copied, the
@@ -49,7 +49,10 @@ where
     /// reached through one of this process's descriptors (`/dev/stdin` redirected from a large
     /// file) is copied whole: a worker process opening it by name would get its own
     /// descriptor. (A FIFO or device has no size, so it is never split either.)
-    pub(super) fn queue_files(&mut self, jobs: Vec<FileJob>) {
+    ///
+    /// The full batches join the group of their `listing` (a large directory's files come in
+    /// several parts), so that the groups taken in turn are different directories.
+    pub(super) fn queue_files(&mut self, jobs: Vec<FileJob>, listing: Option<u64>) {
         let mut full = VecDeque::new();
         for job in jobs {
             let splittable = self.split_workers && job.open_as.is_none();
@@ -63,9 +66,15 @@ where
                 full.push_back(self.take_batch());
             }
         }
-        if !full.is_empty() {
-            self.ready_batches += full.len();
-            self.ready.push_back(full);
+        if full.is_empty() {
+            return;
+        }
+        self.ready_batches += full.len();
+        // A listing's group is near the back, if it is still waiting: it went there when its
+        // first part came, and moves only when it is at the front.
+        match self.ready.iter_mut().rev().find(|group| listing.is_some() && group.listing == listing) {
+            Some(group) => group.batches.extend(full),
+            None => self.ready.push_back(Group { listing, batches: full }),
         }
     }
 
@@ -95,7 +104,7 @@ where
         // The last part first, each pushed in front of the one after it, so they go out in order.
         while !jobs.is_empty() {
             let part = jobs.split_off((jobs.len() - 1) / per_batch * per_batch);
-            self.ready.push_front(VecDeque::from([part]));
+            self.ready.push_front(Group { listing: None, batches: VecDeque::from([part]) });
             self.ready_batches += 1;
         }
     }
@@ -110,13 +119,13 @@ where
             HandBackReason::NotRun => self.requeue(vec![job]),
             HandBackReason::HardLinked { dev, ino, len } => {
                 if let Some(job) = self.dedup(checked(len), Some((dev, ino))) {
-                    self.queue_files(vec![job]);
+                    self.queue_files(vec![job], None);
                 }
             }
             HandBackReason::Large { len } => self.split(checked(len), len),
             HandBackReason::Ask { len, mode, writable } => {
                 if self.ask(&job.destination, mode, writable) {
-                    self.queue_files(vec![FileJob { confirmed: true, ..job }]);
+                    self.queue_files(vec![FileJob { confirmed: true, ..job }], None);
                 } else {
                     self.report.unchanged += 1;
                     self.observer.progressed(len);

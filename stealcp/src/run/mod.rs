@@ -125,6 +125,14 @@ fn files_task(jobs: Vec<FileJob>) -> (Work, InFlight) {
     (Work::Files(Arc::clone(&jobs)), InFlight::Files(jobs))
 }
 
+/// Full batches waiting to be sent that came from one directory listing (`listing`, numbered
+/// in the order read), or from no listing (files handed back, each group on its own).
+struct Group {
+    listing: Option<u64>,
+    /// Never empty while in [`Run::ready`].
+    batches: VecDeque<Vec<FileJob>>,
+}
+
 struct Run<'a, E> {
     executor: &'a E,
     options: &'a CopyOptions,
@@ -156,7 +164,9 @@ struct Run<'a, E> {
     /// Full batches waiting to be sent, grouped by the listing (directory) they came from and
     /// taken from the groups in turn: workers creating files in one directory at the same time
     /// queue up on its lock in the kernel, workers in different directories do not.
-    ready: VecDeque<VecDeque<Vec<FileJob>>>,
+    ready: VecDeque<Group>,
+    /// The number of the next directory listing whose files are queued (see [`Group`]).
+    next_listing: u64,
     /// How many batches `ready` holds.
     ready_batches: usize,
     batch: Vec<FileJob>,
@@ -207,6 +217,7 @@ where
             made_dirs: None,
             queued: VecDeque::new(),
             ready: VecDeque::new(),
+            next_listing: 0,
             ready_batches: 0,
             batch: Vec::new(),
             batch_bytes: 0,
@@ -294,12 +305,7 @@ where
                 (Work::Scan(ctx.job.clone()), InFlight::Scan(ctx))
             } else if let Some(next) = self.queued.pop_front() {
                 next
-            } else if let Some(mut group) = self.ready.pop_front() {
-                let jobs = group.pop_front().expect("groups are never empty");
-                if !group.is_empty() {
-                    self.ready.push_back(group);
-                }
-                self.ready_batches -= 1;
+            } else if let Some(jobs) = self.next_batch() {
                 files_task(jobs)
             } else if let Some(ctx) = self.scans.pop() {
                 (Work::Scan(ctx.job.clone()), InFlight::Scan(ctx))
@@ -318,6 +324,17 @@ where
             self.submit(work, pending)?;
         }
         Ok(())
+    }
+
+    /// The next full batch to send, from the groups in turn (see [`Run::ready`]).
+    fn next_batch(&mut self) -> Option<Vec<FileJob>> {
+        let mut group = self.ready.pop_front()?;
+        let jobs = group.batches.pop_front();
+        if !group.batches.is_empty() {
+            self.ready.push_back(group);
+        }
+        self.ready_batches -= usize::from(jobs.is_some());
+        jobs
     }
 
     fn submit(&mut self, work: Work, pending: InFlight) -> Result<(), ShutdownError> {

@@ -186,6 +186,8 @@ where
         // The subdirectories' scans go out now, before this directory's files are made
         // into jobs (thousands, for a large one), so that no worker waits for them meanwhile.
         self.pump();
+        let number = self.next_listing;
+        self.next_listing += 1;
         for files in listing.files.chunks(FILES_PER_PUMP) {
             let found = files.iter().map(|file| {
                 // A file the scan did not stat is checked by its worker, which hands it back if
@@ -212,7 +214,7 @@ where
                 // Copied before the walk (into_self.rs).
                 found.retain(|(job, _)| !self.precopied.remove(&job.destination));
             }
-            self.add_found(found);
+            self.add_found(found, Some(number));
             self.pump();
         }
         self.directories.push(DirFinish { source, path: destination, meta, existed });
@@ -247,6 +249,34 @@ mod tests {
         }
     }
 
+    /// A large directory's files come from its listing in several parts: they join one group,
+    /// so that the batches sent in turn come from different directories (two workers creating
+    /// files in one directory queue up on its lock in the kernel).
+    #[test]
+    fn parts_of_one_listing_join_its_group_and_groups_take_turns() {
+        let pool = ThreadPoolExecutor::new(2);
+        let options = CopyOptions::default();
+        let mut quiet = crate::Quiet;
+        let mut run = Run::new(&pool, &options, &mut quiet);
+        let part = |range: std::ops::Range<usize>, dir: &str| -> Vec<FileJob> {
+            range.map(|i| FileJob { destination: format!("/dst/{dir}/f{i}").into(), ..job(i) }).collect()
+        };
+        let batch = FILES_PER_TASK;
+        run.queue_files(part(0..2 * batch, "a"), Some(0));
+        run.queue_files(part(0..batch, "b"), Some(1));
+        run.queue_files(part(2 * batch..3 * batch, "a"), Some(0));
+        run.queue_files(part(0..batch, "handed-back"), None);
+        let groups: Vec<usize> = run.ready.iter().map(|group| group.batches.len()).collect();
+        assert_eq!(groups, [3, 1, 1], "the third part of a joined its group");
+        assert_eq!(run.ready_batches, 5);
+        // The order in which the batches go out: a group at a time, each in turn.
+        let dirs: Vec<_> = std::iter::from_fn(|| run.next_batch())
+            .map(|jobs| jobs[0].destination.parent().unwrap().to_path_buf())
+            .collect();
+        let dirs: Vec<&str> = dirs.iter().map(|d| d.to_str().unwrap()).collect();
+        assert_eq!(dirs, ["/dst/a", "/dst/b", "/dst/handed-back", "/dst/a", "/dst/a"]);
+    }
+
     /// Files a batch handed back uncopied have unknown sizes: they go out again spread over the
     /// workers, not as one batch that only one worker at a time could take.
     #[test]
@@ -267,9 +297,9 @@ mod tests {
             })
             .collect();
         run.absorb(Ok(TaskOutcome(Outcome::Files(outcomes))), InFlight::Files(jobs));
-        let sizes: Vec<usize> = run.ready.iter().map(|group| group.iter().map(Vec::len).sum()).collect();
+        let sizes: Vec<usize> = run.ready.iter().map(|group| group.batches.iter().map(Vec::len).sum()).collect();
         assert_eq!(sizes, [4, 3], "one batch per worker, next out");
-        let first = &run.ready[0][0][0];
+        let first = &run.ready[0].batches[0][0];
         assert_eq!(first.source, Path::new("/src/f2"), "in their order");
         assert!(first.hand_back_links && first.hand_back_large, "nothing was checked: the checks are still due");
         assert_eq!(run.report.files, 2);

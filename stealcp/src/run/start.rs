@@ -111,7 +111,7 @@ where
             // b D` with b a symlink to a makes D/b a hard link to D/a.
             let followed_file = follow && kind.is_file() && !o.hard_link && !o.symbolic_link;
             let link = if followed_file { Some((meta.dev(), meta.ino())) } else { scan::Stat::new(&meta).link_key() };
-            self.add_found(vec![(job, link)]);
+            self.add_found(vec![(job, link)], None);
         } else if !self.may_replace(destination, Some(&meta)) {
             self.report.unchanged += 1;
         } else if kind.is_symlink() {
