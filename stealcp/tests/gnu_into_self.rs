@@ -53,6 +53,28 @@ fn blocked(dir: &Path) {
     file(dir, "d/y1/y1", "3\n", 0o644);
 }
 
+/// Hard links among the files cp copies before its first directory (`d/a`, `d/h`), and one
+/// of them in a directory copied later (`d/z/l`): kept as links under `-a`, as cp keeps them.
+fn linked_beside(dir: &Path) {
+    file(dir, "d/a", "a\n", 0o644);
+    fs::hard_link(dir.join("d/a"), dir.join("d/h")).unwrap();
+    file(dir, "d/x/inx", "x\n", 0o644);
+    fs::create_dir(dir.join("d/z")).unwrap();
+    fs::hard_link(dir.join("d/a"), dir.join("d/z/l")).unwrap();
+}
+
+/// A symlink to a directory, made before `x` (`d/ln` to `d/far`, made after it), and one to a
+/// file (`d/lf`): under `-L`, the first directory cp's walk makes is `ln`'s copy (without it,
+/// `x`'s), and the second symlink is a file it copies.
+fn symlinked(dir: &Path) {
+    fs::create_dir(dir.join("d")).unwrap();
+    std::os::unix::fs::symlink("far", dir.join("d/ln")).unwrap();
+    file(dir, "d/f", "f\n", 0o644);
+    std::os::unix::fs::symlink("f", dir.join("d/lf")).unwrap();
+    file(dir, "d/x/inx", "x\n", 0o644);
+    file(dir, "d/far/b", "b\n", 0o644);
+}
+
 /// The cases, on tmpfs (see [`on_tmpfs`]).
 #[test]
 fn merged_into_an_existing_directory_inside_itself_as_cp() {
@@ -74,6 +96,14 @@ fn merged_into_an_existing_directory_inside_itself_as_cp() {
         }
         // -v lists what cp lists, each destination's lines in cp's order.
         same_listing_as_cp(setup, &["-rvT", "d", "d/x"], None);
+    }
+    for args in [&["-aT", "d", "d/x"][..], &["-rT", "d", "d/x"]] {
+        same_as_cp(linked_beside, args);
+    }
+    // (Not without -L: cp's copy of `x` would hold the symlinks it made before it, which
+    // stealcp's does not: see `run/into_self.rs`.)
+    for args in [&["-rLT", "d", "d/x"][..], &["-aLT", "d", "d/x"]] {
+        same_as_cp(symlinked, args);
     }
     same_as_cp(blocked, &["-rT", "d", "d/y1"]);
     same_listing_as_cp(blocked, &["-rvT", "d", "d/y1"], None);

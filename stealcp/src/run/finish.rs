@@ -30,10 +30,9 @@ impl<'a, E> Run<'a, E>
 where
     E: Executor + Submit<CopyTask>,
 {
-    /// Hard links, then directories deepest first, each staged one renamed into place once
-    /// finished; returns the report.
-    pub(super) fn finish(mut self) -> CopyReport {
-        for link in std::mem::take(&mut self.hard_links) {
+    /// Makes each of `links` a hard link to the copy of its first name.
+    pub(super) fn make_hard_links(&mut self, links: Vec<HardLink>) {
+        for link in links {
             if !self.may_replace(&link.destination, None) {
                 self.report.unchanged += 1;
                 continue;
@@ -47,6 +46,13 @@ where
                 Err(failure) => self.fail(failure),
             }
         }
+    }
+
+    /// Hard links, then directories deepest first, each staged one renamed into place once
+    /// finished; returns the report.
+    pub(super) fn finish(mut self) -> CopyReport {
+        let links = std::mem::take(&mut self.hard_links);
+        self.make_hard_links(links);
         let mut directories = std::mem::take(&mut self.directories);
         // Deepest first: setting a directory's times must come after everything inside it,
         // and renaming a staged directory (which changes its parent's times) before its parent.

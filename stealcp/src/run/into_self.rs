@@ -68,7 +68,8 @@ where
         {
             return;
         }
-        let Some((first_source, first)) = first_new_directory(source, destination, 0) else { return };
+        let follow = self.options.dereference;
+        let Some((first_source, first)) = first_new_directory(source, destination, follow, 0) else { return };
         let Some(path) = crate::plan::below(&first, source) else { return };
         if !reachable(destination, &path, self.options) {
             // The walk is refused on the way in (a file where a directory's copy would go), so
@@ -76,7 +77,8 @@ where
             return;
         }
         self.copy_before(&first_source, &first);
-        let made = fs::symlink_metadata(&first_source)
+        let meta = if follow { fs::metadata(&first_source) } else { fs::symlink_metadata(&first_source) };
+        let made = meta
             .map_err(|e| crate::error::fail(&first_source, "stat")(e))
             .and_then(|meta| entry::create_directory(&first, &DirMeta::new(&meta)));
         match made {
@@ -114,9 +116,11 @@ where
         let Ok(stop) = fs::symlink_metadata(first_source).map(|m| m.ino()) else { return };
         let Ok(entries) = fs::read_dir(from) else { return };
         let (dst_dev, dst_group) = scan::destination_dir(into);
-        let jobs: Vec<FileJob> = entries
+        let follow = self.options.dereference;
+        let links_before = self.hard_links.len();
+        let found: Vec<(FileJob, Option<(u64, u64)>)> = entries
             .flatten()
-            .filter(|e| e.ino() < stop && e.file_type().is_ok_and(|t| t.is_file()))
+            .filter(|e| e.ino() < stop && is_a(e, follow, fs::FileType::is_file))
             .map(|e| FileJob {
                 source: e.path(),
                 destination: into.join(e.file_name()),
@@ -132,18 +136,43 @@ where
                 open_as: None,
                 confirmed: false,
             })
+            .map(|job| {
+                // Other names of one file are copied once and linked (here, before the first
+                // directory is made, as cp links them), and later names link to this copy.
+                let meta = if follow { fs::metadata(&job.source) } else { fs::symlink_metadata(&job.source) };
+                let key = meta.ok().filter(|m| m.nlink() > 1 || self.links_by_inode()).map(|m| (m.dev(), m.ino()));
+                (job, key)
+            })
             .collect();
-        if jobs.is_empty() {
-            return;
-        }
-        self.precopied.extend(jobs.iter().map(|job| job.destination.clone()));
-        let jobs = Arc::new(jobs);
-        let task = CopyTask { options: self.options.clone(), work: Work::Files(Arc::clone(&jobs)) };
-        if let Ok(future) = self.executor.submit(task) {
+        let jobs: Vec<FileJob> = found.into_iter().filter_map(|(job, key)| self.dedup(job, key)).collect();
+        let linked = self.hard_links[links_before..].iter().map(|link| link.destination.clone());
+        let precopied: Vec<PathBuf> = jobs.iter().map(|job| job.destination.clone()).chain(linked).collect();
+        self.precopied.extend(precopied.iter().cloned());
+        if !jobs.is_empty() {
+            let jobs = Arc::new(jobs);
+            let task = CopyTask { options: self.options.clone(), work: Work::Files(Arc::clone(&jobs)) };
+            let Ok(future) = self.executor.submit(task) else {
+                // Refused (the drive loop gives up on its next submit): the walk must not
+                // leave them out then.
+                self.hard_links.truncate(links_before);
+                for destination in &precopied {
+                    self.precopied.remove(destination);
+                }
+                return;
+            };
             // Listed, counted and failed as any batch (in cp's order: before everything else).
             self.absorb(future.result(), InFlight::Files(jobs));
         }
+        let links = self.hard_links.split_off(links_before);
+        self.make_hard_links(links);
     }
+}
+
+/// Whether the directory entry `e` is of a kind (`is`), as the walk sees it: what a symlink
+/// leads to under `-L` (`follow`), the entry itself otherwise.
+fn is_a(e: &fs::DirEntry, follow: bool, is: fn(&fs::FileType) -> bool) -> bool {
+    let kind = if follow { fs::metadata(e.path()).map(|m| m.file_type()) } else { e.file_type() };
+    kind.is_ok_and(|t| is(&t))
 }
 
 /// `path` without its `.` components (`./d/x` and `d/x` are one path in `Run::made_dirs`).
@@ -171,15 +200,16 @@ fn reachable(destination: &Path, path: &[serde_bytes::ByteBuf], o: &crate::optio
 
 /// cp's walk of `source` into `destination` (each directory's entries in inode order, depth
 /// first, into the directories that exist), up to the first directory it would make: (its
-/// source, its destination). `None` if there is none.
-fn first_new_directory(source: &Path, destination: &Path, depth: usize) -> Option<(PathBuf, PathBuf)> {
+/// source, its destination). `None` if there is none. Under `-L` (`follow`), a symlink to a
+/// directory is one.
+fn first_new_directory(source: &Path, destination: &Path, follow: bool, depth: usize) -> Option<(PathBuf, PathBuf)> {
     if depth > MAX_DEPTH {
         return None;
     }
     let mut dirs: Vec<(u64, std::ffi::OsString)> = fs::read_dir(source)
         .ok()?
         .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| is_a(e, follow, fs::FileType::is_dir))
         .map(|e| (e.ino(), e.file_name()))
         .collect();
     dirs.sort();
@@ -188,7 +218,7 @@ fn first_new_directory(source: &Path, destination: &Path, depth: usize) -> Optio
         match fs::symlink_metadata(&to) {
             Err(_) => return Some((from, to)),
             Ok(meta) if meta.is_dir() => {
-                if let Some(found) = first_new_directory(&from, &to, depth + 1) {
+                if let Some(found) = first_new_directory(&from, &to, follow, depth + 1) {
                     return Some(found);
                 }
             }
