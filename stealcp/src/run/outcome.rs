@@ -277,6 +277,56 @@ mod tests {
         assert_eq!(dirs, ["/dst/a", "/dst/b", "/dst/handed-back", "/dst/a", "/dst/a"]);
     }
 
+    /// However large the tree, the files waiting on the coordinator stay bounded: while
+    /// `READY_BATCHES_MAX` full batches or more wait, files go out before any directory is
+    /// read (each scan finds more); below it, scans go first.
+    #[test]
+    fn files_go_before_scans_once_ready_batches_reach_their_bound() {
+        use crate::entry::DirMeta;
+        use crate::scan::ScanJob;
+        use crate::tuning::READY_BATCHES_MAX;
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("src");
+        fs::create_dir(&source).unwrap();
+        let meta = DirMeta::new(&fs::metadata(&source).unwrap());
+        let scan = |name: &str| ScanCtx {
+            job: ScanJob {
+                source: source.clone(),
+                destination: dir.path().join(name),
+                meta: meta.clone(),
+                in_staging: false,
+                stat_files: false,
+                into_self: None,
+            },
+            ancestors: Vec::new(),
+        };
+        let pool = ThreadPoolExecutor::new(2);
+        let options = CopyOptions::default();
+        // Sources that do not exist: each file fails at once, harmlessly.
+        let missing = |i: usize| FileJob { source: dir.path().join(format!("gone{i}")), ..job(i) };
+        // Ten batches over the bound: ten go out, then one more brings the count below it, then
+        // the scan. Below the bound: the scan first.
+        for (waiting, scan_sent_after) in [(READY_BATCHES_MAX + 10, 11), (READY_BATCHES_MAX - 1, 0)] {
+            let mut quiet = crate::Quiet;
+            let mut run = Run::new(&pool, &options, &mut quiet);
+            run.queue_files((0..waiting * FILES_PER_TASK).map(missing).collect(), Some(0));
+            assert_eq!(run.ready_batches, waiting);
+            run.scans.push(scan(&format!("waiting-{waiting}")));
+            run.fill().unwrap();
+            assert_eq!(run.in_flight.len(), run.limit, "every slot filled");
+            let scans: Vec<u64> =
+                run.in_flight.iter().filter(|(_, (_, p))| matches!(p, InFlight::Scan(_))).map(|(id, _)| *id).collect();
+            assert_eq!(
+                scans,
+                [scan_sent_after],
+                "{waiting} batches waiting: the scan is sent after {scan_sent_after} batches"
+            );
+            run.drive().unwrap();
+            assert!(run.scans.is_empty() && run.ready.is_empty(), "everything went out in the end");
+            assert_eq!((run.report.files, run.report.failures.len()), (0, waiting * FILES_PER_TASK));
+        }
+    }
+
     /// Files a batch handed back uncopied have unknown sizes: they go out again spread over the
     /// workers, not as one batch that only one worker at a time could take.
     #[test]
