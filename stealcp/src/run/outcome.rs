@@ -293,7 +293,7 @@ mod tests {
             job: ScanJob {
                 source: source.clone(),
                 destination: dir.path().join(name),
-                meta: meta.clone(),
+                meta,
                 in_staging: false,
                 stat_files: false,
                 into_self: None,
