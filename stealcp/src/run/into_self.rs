@@ -77,8 +77,7 @@ where
             return;
         }
         self.copy_before(&first_source, &first);
-        let meta = if follow { fs::metadata(&first_source) } else { fs::symlink_metadata(&first_source) };
-        let made = meta
+        let made = stat(&first_source, follow)
             .map_err(|e| crate::error::fail(&first_source, "stat")(e))
             .and_then(|meta| entry::create_directory(&first, &DirMeta::new(&meta)));
         match made {
@@ -120,28 +119,28 @@ where
         let links_before = self.hard_links.len();
         let found: Vec<(FileJob, Option<(u64, u64)>)> = entries
             .flatten()
-            .filter(|e| e.ino() < stop && is_a(e, follow, fs::FileType::is_file))
-            .map(|e| FileJob {
-                source: e.path(),
-                destination: into.join(e.file_name()),
-                len: None,
-                hand_back_links: false,
-                hand_back_large: false,
-                follow: self.options.dereference,
-                check_existing: true,
-                dst_dev,
-                dst_group,
-                in_staging: false,
-                read_special: false,
-                open_as: None,
-                confirmed: false,
-            })
-            .map(|job| {
+            .filter(|e| e.ino() < stop)
+            .filter_map(|e| {
+                let meta = stat(&e.path(), follow).ok().filter(fs::Metadata::is_file)?;
                 // Other names of one file are copied once and linked (here, before the first
                 // directory is made, as cp links them), and later names link to this copy.
-                let meta = if follow { fs::metadata(&job.source) } else { fs::symlink_metadata(&job.source) };
-                let key = meta.ok().filter(|m| m.nlink() > 1 || self.links_by_inode()).map(|m| (m.dev(), m.ino()));
-                (job, key)
+                let key = (meta.nlink() > 1 || self.links_by_inode()).then(|| (meta.dev(), meta.ino()));
+                let job = FileJob {
+                    source: e.path(),
+                    destination: into.join(e.file_name()),
+                    len: None,
+                    hand_back_links: false,
+                    hand_back_large: false,
+                    follow,
+                    check_existing: true,
+                    dst_dev,
+                    dst_group,
+                    in_staging: false,
+                    read_special: false,
+                    open_as: None,
+                    confirmed: false,
+                };
+                Some((job, key))
             })
             .collect();
         let jobs: Vec<FileJob> = found.into_iter().filter_map(|(job, key)| self.dedup(job, key)).collect();
@@ -168,11 +167,16 @@ where
     }
 }
 
-/// Whether the directory entry `e` is of a kind (`is`), as the walk sees it: what a symlink
-/// leads to under `-L` (`follow`), the entry itself otherwise.
-fn is_a(e: &fs::DirEntry, follow: bool, is: fn(&fs::FileType) -> bool) -> bool {
-    let kind = if follow { fs::metadata(e.path()).map(|m| m.file_type()) } else { e.file_type() };
-    kind.is_ok_and(|t| is(&t))
+/// `path` as the walk sees it: what a symlink leads to under `-L` (`follow`), else itself.
+fn stat(path: &Path, follow: bool) -> std::io::Result<fs::Metadata> {
+    if follow { fs::metadata(path) } else { fs::symlink_metadata(path) }
+}
+
+/// Whether the directory entry `e` is a directory as the walk sees it ([`stat`]; without
+/// `-L`, its type from the listing is enough).
+fn is_dir(e: &fs::DirEntry, follow: bool) -> bool {
+    let kind = if follow { stat(&e.path(), true).map(|m| m.file_type()) } else { e.file_type() };
+    kind.is_ok_and(|t| t.is_dir())
 }
 
 /// `path` without its `.` components (`./d/x` and `d/x` are one path in `Run::made_dirs`).
@@ -206,12 +210,8 @@ fn first_new_directory(source: &Path, destination: &Path, follow: bool, depth: u
     if depth > MAX_DEPTH {
         return None;
     }
-    let mut dirs: Vec<(u64, std::ffi::OsString)> = fs::read_dir(source)
-        .ok()?
-        .flatten()
-        .filter(|e| is_a(e, follow, fs::FileType::is_dir))
-        .map(|e| (e.ino(), e.file_name()))
-        .collect();
+    let mut dirs: Vec<(u64, std::ffi::OsString)> =
+        fs::read_dir(source).ok()?.flatten().filter(|e| is_dir(e, follow)).map(|e| (e.ino(), e.file_name())).collect();
     dirs.sort();
     for (_, name) in dirs {
         let (from, to) = (source.join(&name), destination.join(&name));
