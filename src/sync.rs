@@ -10,7 +10,8 @@
 //! reports a timeout; a `Parker` with a deadline times out at once (see `Parker::park`).
 //!
 //! Run the models with
-//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --lib loom`.
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --no-default-features --lib loom`
+//! (they are all in the core, so the optional features only lengthen the build).
 //!
 //! This module must stay a leaf: it depends on nothing else in the crate.
 

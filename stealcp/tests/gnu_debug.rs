@@ -168,9 +168,8 @@ fn device_contents_and_another_file_system_are_read_and_written() {
 fn a_large_file_copied_in_ranges_has_one_line() {
     let with_holes = |dir: &Path| sparse(dir, "big", 65 << 20);
     // 65 MiB of data (no block of zeros): copied by copy_file_range, range by range.
-    let dense = |dir: &Path| {
-        fs::write(dir.join("big"), (0..65u32 << 20).map(|i| (i % 251) as u8 | 1).collect::<Vec<u8>>()).unwrap()
-    };
+    let data = gnu_harness::dense(65 << 20);
+    let dense = |dir: &Path| fs::write(dir.join("big"), &data).unwrap();
     debug_as_cp(with_holes, &["big", "b1"], &[("b1", HOLES)]);
     debug_as_cp(dense, &["big", "b2"], &[("b2", PLAIN)]);
 }

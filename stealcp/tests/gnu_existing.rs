@@ -333,7 +333,7 @@ fn a_backup_that_would_replace_the_source_is_refused() {
 fn a_large_file_split_across_workers_is_written_into_an_existing_destination() {
     let dir = tempfile::tempdir().unwrap();
     // 65 MiB: over the size from which a file is copied in ranges by several workers.
-    let data: Vec<u8> = (0..65u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let data = gnu_harness::dense(65 << 20);
     fs::write(dir.path().join("big"), &data).unwrap();
     file(dir.path(), "dst", "old\n", 0o600);
     fs::hard_link(dir.path().join("dst"), dir.path().join("dst2")).unwrap();
