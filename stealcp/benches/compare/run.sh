@@ -24,6 +24,11 @@ if ! command -v rsync >/dev/null 2>&1; then
   command -v rsync >/dev/null 2>&1 || skipped="${skipped}rsync: not installed and could not be installed;"
 fi
 
+# The corpus gets ACLs (setfacl, from the acl package) beside its xattrs.
+if ! command -v setfacl >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y acl >"$work/acl-install.log" 2>&1 || true
+fi
+
 python=python3
 if [ ! -x "$work/venv/bin/python" ]; then
   python3 -m venv "$work/venv" && "$work/venv/bin/pip" install -q matplotlib >"$work/pip.log" 2>&1 || true
