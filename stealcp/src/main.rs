@@ -383,6 +383,10 @@ impl Observer for Messages<'_> {
         self.report.wants_totals()
     }
 
+    fn wants_entries(&self) -> bool {
+        self.report.wants_entries()
+    }
+
     fn found(&mut self, files: u64, bytes: u64) {
         self.report.found(files, bytes);
     }

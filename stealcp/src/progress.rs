@@ -226,6 +226,11 @@ impl Observer for Report {
         self.shown
     }
 
+    /// Each file is counted for the summary line (shown with progress) or listed (`-v`).
+    fn wants_entries(&self) -> bool {
+        self.shown || self.verbose
+    }
+
     fn found(&mut self, files: u64, bytes: u64) {
         let mut c = self.counts.lock();
         c.total_files += files;

@@ -166,6 +166,14 @@ pub trait Observer {
     fn found(&mut self, _files: u64, _bytes: u64) {}
     /// This many more bytes were copied (or left alone: `no_clobber`, `update`).
     fn progressed(&mut self, _bytes: u64) {}
+    /// Whether to be told of each entry ([`copied`](Observer::copied),
+    /// [`replaced`](Observer::replaced)); asked once per copy. Without, those are not called
+    /// for regular files, and the engine does not make their paths for them (a
+    /// `cp -v` listing, or a count of files, wants them). Defaults to `true`; [`Quiet`] says
+    /// `false`.
+    fn wants_entries(&self) -> bool {
+        true
+    }
     /// One entry is complete.
     fn copied(&mut self, _kind: EntryKind, _source: &Path, _destination: &Path) {}
     /// One entry is complete, and it replaced an existing destination ([`Displaced`] says
@@ -211,6 +219,10 @@ pub struct Quiet;
 
 impl Observer for Quiet {
     fn wants_totals(&self) -> bool {
+        false
+    }
+
+    fn wants_entries(&self) -> bool {
         false
     }
 }

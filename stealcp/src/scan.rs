@@ -3,9 +3,10 @@
 //!
 //! A scan first makes the directory's copy (so that everything the listing leads to has a place
 //! to go), then reads the source directory once. Symlinks and special files are made on the
-//! spot (they are one syscall or two, not worth another task); regular files and
-//! subdirectories go back to the coordinator, which dedups hard links, batches the files and
-//! schedules the subdirectories. A scan never follows a symlink unless `dereference` is set.
+//! spot (they are one syscall or two, not worth another task). The first regular files, a
+//! batch's worth, are copied on the spot too when the coordinator allows it ([`CopyHere`]);
+//! the other files and the subdirectories go back to the coordinator, which dedups hard links,
+//! batches the files and schedules the subdirectories. A scan never follows a symlink unless `dereference` is set.
 //!
 //! A regular file is known by its directory entry's type alone unless [`ScanJob::stat_files`]
 //! asks for its size and links (only an observer that wants totals up front needs them): the
@@ -19,12 +20,14 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use crate::entry::{self, DirMeta};
+use crate::copy_debug::CopyDebug;
+use crate::entry::{self, DirMeta, FileJob, FileOutcome};
 use crate::error::{Failure, fail};
 use crate::options::CopyOptions;
 use crate::path_bytes;
 use crate::publish::remove_stale_temps;
 use crate::report::{Displaced, EntryKind};
+use crate::tuning::{BYTES_PER_TASK, SPLIT_AT};
 
 /// Copy the directory `source` to `destination` and list what is inside.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -42,6 +45,25 @@ pub(crate) struct ScanJob {
     /// stops, as cp's does.
     #[serde(default)]
     pub(crate) into_self: Option<IntoSelf>,
+    /// Copy the first regular files found here, on the worker that listed them (see
+    /// [`CopyHere`]); `None`: every file goes back to the coordinator. Set when the scan is sent.
+    #[serde(default)]
+    pub(crate) copy_here: Option<CopyHere>,
+}
+
+/// How many of a directory's regular files its scan copies itself, right after listing them:
+/// that worker has the names, the directories and their inodes hot in its cache, and the
+/// coordinator makes, sends and frees no job for them (in a tree of small directories, most
+/// files). A file the coordinator must see first is left in the listing (its stat says it has
+/// other names or is large enough to split) or handed back (found so when opened), exactly as
+/// from a batch.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) struct CopyHere {
+    /// Most files to copy here, and at most [`BYTES_PER_TASK`] bytes: the rest go back in the
+    /// listing, to be batched and shared among the workers.
+    pub(crate) files: usize,
+    /// Files of [`SPLIT_AT`] bytes or more are left to be split (more than one worker).
+    pub(crate) split_large: bool,
 }
 
 /// A directory copied into itself, as cp 9 copies it: cp lists each directory in inode order
@@ -162,6 +184,10 @@ pub(crate) struct Listing {
     #[serde(default)]
     pub(crate) ask: Vec<serde_bytes::ByteBuf>,
     pub(crate) failures: Vec<Failure>,
+    /// Regular files copied by the scan ([`ScanJob::copy_here`]), each with its outcome and how
+    /// its contents were copied (`--debug`); not in `files`.
+    #[serde(default)]
+    pub(crate) copied: Vec<(Found, FileOutcome, Option<CopyDebug>)>,
 }
 
 /// A destination directory's device, and its group if new entries inherit it (set-group-ID).
@@ -276,5 +302,132 @@ pub(crate) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
             }
         }
     }
+    if let Some(here) = job.copy_here {
+        copy_here(job, here, o, &mut out);
+    }
     out
+}
+
+/// Copies the first of the listing's regular files on this worker ([`CopyHere`]), moving them
+/// from `files` to `copied`.
+fn copy_here(job: &ScanJob, here: CopyHere, o: &CopyOptions, out: &mut Listing) {
+    let owner = entry::Owner::current();
+    let mut dirs = entry::Dirs::default();
+    let mut bytes = 0;
+    for found in std::mem::take(&mut out.files) {
+        let room = out.copied.len() < here.files && bytes < BYTES_PER_TASK;
+        let coordinator_first =
+            found.stat.is_some_and(|s| (o.preserve_links && s.nlink > 1) || (here.split_large && s.len >= SPLIT_AT));
+        if !room || coordinator_first {
+            out.files.push(found);
+            continue;
+        }
+        let file = file_job(job, &found, out, o, here.split_large);
+        let (outcome, how) = entry::copy_file(&file, o, owner, &mut dirs);
+        if let FileOutcome::Copied(n, _) = outcome {
+            bytes += n;
+        }
+        out.copied.push((found, outcome, how));
+    }
+}
+
+/// The job that copies the regular file `found`, listed by the scan `job` (with what the
+/// scan learned of the destination directory, in `listing`): made on the worker for a file it
+/// copies itself, on the coordinator for the files it batches. A file the scan did not stat is
+/// checked by the worker that opens it, which hands it back if it has to be deduplicated or
+/// (with `split_large`) split.
+pub(crate) fn file_job(job: &ScanJob, found: &Found, listing: &Listing, o: &CopyOptions, split_large: bool) -> FileJob {
+    FileJob {
+        source: entry::child(&job.source, found.name()),
+        destination: entry::child(&job.destination, found.name()),
+        len: found.stat.map(|s| s.len),
+        hand_back_links: found.stat.is_none(),
+        hand_back_large: found.stat.is_none() && split_large,
+        follow: o.dereference,
+        check_existing: listing.existed,
+        dst_dev: listing.dst_dev,
+        dst_group: listing.dst_group,
+        in_staging: job.in_staging,
+        read_special: o.copy_contents,
+        open_as: None,
+        confirmed: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::HandBackReason;
+
+    fn scan_of(src: &std::path::Path, dst: &std::path::Path, files: usize) -> ScanJob {
+        ScanJob {
+            source: src.to_path_buf(),
+            destination: dst.to_path_buf(),
+            meta: DirMeta::new(&fs::metadata(src).unwrap()),
+            in_staging: true,
+            stat_files: false,
+            into_self: None,
+            copy_here: Some(CopyHere { files, split_large: true }),
+        }
+    }
+
+    /// A scan allowed to copy its first files copies that many, whole, and lists the rest for
+    /// the coordinator; a file with another name is handed back uncopied (it must be copied
+    /// once, whichever name is met first).
+    #[test]
+    fn a_scan_copies_its_first_files_and_hands_back_what_the_coordinator_must_see() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        fs::create_dir(&src).unwrap();
+        for i in 0..6 {
+            fs::write(src.join(format!("f{i}")), format!("file {i}")).unwrap();
+        }
+        fs::hard_link(src.join("f0"), src.join("link")).unwrap();
+        let o = CopyOptions::archive();
+        let listing = scan(&scan_of(&src, &dst, 4), &o);
+        assert!(listing.created && listing.failures.is_empty(), "{:?}", listing.failures);
+        assert_eq!(listing.copied.len(), 4, "four files tried here");
+        assert_eq!(listing.files.len(), 3, "the other three listed");
+        let mut copied = 0;
+        for (found, outcome, _) in &listing.copied {
+            let name = found.name();
+            match outcome {
+                FileOutcome::Copied(len, None) => {
+                    copied += 1;
+                    assert_eq!(fs::read(dst.join(name)).unwrap(), fs::read(src.join(name)).unwrap());
+                    assert_eq!(*len, fs::metadata(src.join(name)).unwrap().len());
+                }
+                FileOutcome::HandedBack(HandBackReason::HardLinked { .. }) => {
+                    assert!(name == "f0" || name == "link", "{name:?} has one name");
+                    assert!(!dst.join(name).exists(), "a file handed back is not written");
+                }
+                other => panic!("{name:?}: {other:?}"),
+            }
+        }
+        assert!(copied >= 2);
+        for found in &listing.files {
+            assert!(!dst.join(found.name()).exists(), "{:?} is left to the coordinator", found.name());
+        }
+    }
+
+    /// With the files' stat known (totals), a file with other names or a large one is left in
+    /// the listing, not tried: the coordinator dedups or splits it before anything is copied.
+    #[test]
+    fn with_stat_files_links_and_large_files_are_left_for_the_coordinator() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("plain"), "plain").unwrap();
+        fs::write(src.join("linked"), "linked").unwrap();
+        fs::hard_link(src.join("linked"), src.join("other-name")).unwrap();
+        fs::File::create(src.join("large")).unwrap().set_len(SPLIT_AT).unwrap();
+        let job = ScanJob { stat_files: true, ..scan_of(&src, &dst, 64) };
+        let listing = scan(&job, &CopyOptions::archive());
+        let copied: Vec<_> = listing.copied.iter().map(|(f, ..)| f.name().to_owned()).collect();
+        assert_eq!(copied, ["plain"]);
+        let mut left: Vec<_> = listing.files.iter().map(|f| f.name().to_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["large", "linked", "other-name"]);
+        assert!(!dst.join("large").exists() && !dst.join("linked").exists());
+    }
 }

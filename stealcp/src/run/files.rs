@@ -11,9 +11,10 @@ use stealpool::{Executor, Submit};
 use super::finish::HardLink;
 use super::staging::shown;
 use super::{Group, Run};
+use crate::copy_debug::CopyDebug;
 use crate::entry::{FileJob, FileOutcome, HandBackReason};
 use crate::error::Failure;
-use crate::report::{EntryKind, OverwriteQuestion, listed};
+use crate::report::{Displaced, EntryKind, OverwriteQuestion, listed};
 use crate::task::CopyTask;
 use crate::tuning::{BYTES_PER_TASK, FILES_PER_TASK, SPLIT_AT};
 use std::path::Path;
@@ -84,8 +85,10 @@ where
                 self.report.files += 1;
                 self.report.bytes += bytes;
                 self.observer.progressed(bytes);
-                let destination = shown(&self.stagings, &job.destination);
-                listed(self.observer, EntryKind::File, &job.source, &destination, displaced.as_ref());
+                if self.entries {
+                    let destination = shown(&self.stagings, &job.destination);
+                    listed(self.observer, EntryKind::File, &job.source, &destination, displaced.as_ref());
+                }
             }
             FileOutcome::Unchanged(bytes) => {
                 self.report.unchanged += 1;
@@ -93,6 +96,23 @@ where
             }
             FileOutcome::Failed(failure) => self.file_failed(&job.source, &job.destination, failure),
             FileOutcome::HandedBack(back) => self.handed_back(job.clone(), back),
+        }
+    }
+
+    /// A file copied (and counted): listed, then how its contents were copied (`--debug`).
+    pub(super) fn copied_file(
+        &mut self,
+        source: &Path,
+        destination: &Path,
+        displaced: Option<&Displaced>,
+        how: Option<CopyDebug>,
+    ) {
+        let destination = shown(&self.stagings, destination);
+        if self.entries {
+            listed(self.observer, EntryKind::File, source, &destination, displaced);
+        }
+        if let Some(how) = how.filter(|_| self.debug) {
+            self.observer.data_copied(source, &destination, &how);
         }
     }
 

@@ -7,7 +7,9 @@
 //! bounded), then batches and file ranges. A batch of small files is sent when it is full, or
 //! not yet full whenever few tasks are in flight (a worker may soon be idle), so that batching
 //! never starves the pool. A long listing's scans and full batches go out while the rest of
-//! it is folded in. Tasks report completion through
+//! it is folded in. A scan copies its directory's first files itself, a batch's worth, where
+//! nothing needs the coordinator to see them first ([`Run::scan_task`]): in a tree of small
+//! directories most files never become jobs here. Tasks report completion through
 //! a done callback that sends the task's id over a channel; the coordinator then takes the
 //! (already finished) future's result. It never blocks on one particular task.
 //!
@@ -58,9 +60,9 @@ use crate::error::Failure;
 use crate::options::CopyOptions;
 use crate::plan::Assignment;
 use crate::report::{CopyReport, Observer, record};
-use crate::scan::ScanJob;
+use crate::scan::{CopyHere, ScanJob};
 use crate::task::{CopyTask, TaskOutcome, Work};
-use crate::tuning::{PARTIAL_BATCH_BELOW, READY_BATCHES_MAX, TASKS_PER_WORKER};
+use crate::tuning::{FILES_PER_TASK, PARTIAL_BATCH_BELOW, READY_BATCHES_MAX, TASKS_PER_WORKER};
 
 /// Copies `assignments` (from [`plan`](crate::plan())) with the work running on `executor`.
 ///
@@ -106,7 +108,8 @@ where
 
 /// What the coordinator remembers about a task in flight.
 enum InFlight {
-    Scan(ScanCtx),
+    /// Boxed: by far the largest, and one allocation per directory is nothing beside its listing.
+    Scan(Box<ScanCtx>),
     Files(Arc<Vec<FileJob>>),
     Range(u64),
     Finish(u64),
@@ -188,6 +191,8 @@ struct Run<'a, E> {
     totals: bool,
     /// The observer wants [`Observer::data_copied`] (`--debug`).
     debug: bool,
+    /// The observer wants to hear of each entry ([`Observer::wants_entries`]).
+    entries: bool,
 }
 
 impl<'a, E> Run<'a, E>
@@ -199,6 +204,7 @@ where
         let workers = executor.max_workers().max(1);
         let totals = observer.wants_totals();
         let debug = observer.wants_debug();
+        let entries = observer.wants_entries();
         Run {
             executor,
             options,
@@ -231,6 +237,7 @@ where
             stagings: Vec::new(),
             totals,
             debug,
+            entries,
         }
     }
 
@@ -302,13 +309,13 @@ where
             // large the tree (not when totals are wanted: those need the whole walk).
             let files_first = !self.totals && self.ready_batches >= READY_BATCHES_MAX;
             let (work, pending) = if let Some(ctx) = self.scans.pop_if(|_| !files_first) {
-                (Work::Scan(ctx.job.clone()), InFlight::Scan(ctx))
+                self.scan_task(ctx)
             } else if let Some(next) = self.queued.pop_front() {
                 next
             } else if let Some(jobs) = self.next_batch() {
                 files_task(jobs)
             } else if let Some(ctx) = self.scans.pop() {
-                (Work::Scan(ctx.job.clone()), InFlight::Scan(ctx))
+                self.scan_task(ctx)
             } else if let Some(range) = self.next_range() {
                 range
             } else if !self.batch.is_empty() && self.in_flight.len() < self.partial_below {
@@ -317,13 +324,28 @@ where
                 && self.in_flight.is_empty()
                 && let Some(ctx) = self.last_steps.pop()
             {
-                (Work::Scan(ctx.job.clone()), InFlight::Scan(ctx))
+                self.scan_task(ctx)
             } else {
                 break;
             };
             self.submit(work, pending)?;
         }
         Ok(())
+    }
+
+    /// A scan to send: allowed to copy its first files itself ([`CopyHere`]) unless the
+    /// coordinator must see every file first: totals up front (the observer hears of every
+    /// file as found before any of it is copied), `-L` with `--preserve=links` (every file is
+    /// deduplicated by inode), `-i` (questions are asked here), or a copy into itself (files
+    /// copied before the walk, or directories it must not list).
+    fn scan_task(&self, mut ctx: ScanCtx) -> (Work, InFlight) {
+        let here = !self.stat_files()
+            && !self.options.interactive
+            && self.precopied.is_empty()
+            && self.made_dirs.is_none()
+            && ctx.job.into_self.is_none();
+        ctx.job.copy_here = here.then_some(CopyHere { files: FILES_PER_TASK, split_large: self.split_workers });
+        (Work::Scan(ctx.job.clone()), InFlight::Scan(Box::new(ctx)))
     }
 
     /// The next full batch to send, from the groups in turn (see [`Run::ready`]).

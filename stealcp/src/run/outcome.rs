@@ -18,11 +18,11 @@ use super::into_self::lexical;
 use super::staging::shown;
 use super::{InFlight, ScanCtx};
 use crate::copy_debug::CopyDebug;
-use crate::entry::{self, DirFinish, FileJob, FileOutcome, HandBackReason};
+use crate::entry::{self, DirFinish, FileOutcome, HandBackReason};
 use crate::error::Failure;
 use crate::publish::remove_stale_temps;
 use crate::report::EntryKind;
-use crate::scan::{Listing, ScanJob};
+use crate::scan::{self, Listing, ScanJob};
 use crate::task::CopyTask;
 use crate::task::{Outcome, TaskOutcome};
 use crate::tuning::FILES_PER_TASK;
@@ -37,7 +37,7 @@ where
 {
     pub(super) fn absorb(&mut self, outcome: Result<TaskOutcome, JobError>, pending: InFlight) {
         match (outcome, pending) {
-            (Ok(TaskOutcome(Outcome::Scanned(listing))), InFlight::Scan(ctx)) => self.listing(ctx, listing),
+            (Ok(TaskOutcome(Outcome::Scanned(listing))), InFlight::Scan(ctx)) => self.listing(*ctx, listing),
             (Ok(TaskOutcome(Outcome::Files(outcomes))), InFlight::Files(jobs)) if outcomes.len() == jobs.len() => {
                 let mut not_run = Vec::new();
                 for (job, (outcome, how)) in jobs.iter().zip(outcomes) {
@@ -91,7 +91,14 @@ where
         let failure =
             |path: &Path| Failure { path: path.to_path_buf(), action: "copy job", error: io::Error::other(reason) };
         match pending {
-            InFlight::Scan(ctx) => self.fail(failure(&ctx.job.source)),
+            InFlight::Scan(ctx) => {
+                if ctx.job.copy_here.is_some() {
+                    // The scan may have been copying its first files when it died: as for a
+                    // batch, nothing it left may be published (see `sweep_scan`).
+                    sweep_scan(&ctx.job);
+                }
+                self.fail(failure(&ctx.job.source));
+            }
             InFlight::Files(jobs) => {
                 // Whatever the worker left is removed here, since it cannot do it any more (a
                 // killed process runs no destructor): a file in a staging directory was
@@ -126,33 +133,34 @@ where
         }
     }
 
-    pub(super) fn listing(&mut self, ctx: ScanCtx, listing: Listing) {
-        for failure in listing.failures {
+    pub(super) fn listing(&mut self, ctx: ScanCtx, mut listing: Listing) {
+        for failure in std::mem::take(&mut listing.failures) {
             self.fail(failure);
         }
         self.report.unchanged += listing.unchanged;
-        let ScanJob { source, destination, meta, in_staging, into_self, .. } = ctx.job;
-        for (name, kind, displaced) in listing.made {
+        let job = ctx.job;
+        let (source, destination) = (&job.source, &job.destination);
+        for (name, kind, displaced) in std::mem::take(&mut listing.made) {
             let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&name);
-            self.made(Ok((true, displaced)), kind, &entry::child(&source, name), &entry::child(&destination, name));
+            self.made(Ok((true, displaced)), kind, &entry::child(source, name), &entry::child(destination, name));
         }
-        for name in listing.ask {
+        for name in std::mem::take(&mut listing.ask) {
             let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&name);
-            self.ask_then_make(&entry::child(&source, name), &entry::child(&destination, name));
+            self.ask_then_make(&entry::child(source, name), &entry::child(destination, name));
         }
         if !listing.created {
             return;
         }
         // A directory made before its scan (into_self.rs) is new all the same.
-        let existed = listing.existed && !self.precreated.remove(&destination);
+        let existed = listing.existed && !self.precreated.remove(destination);
         self.report.directories += 1;
         if !existed {
             // As cp -v: a directory is listed when it is made, not when it was there.
-            self.observer.copied(EntryKind::Directory, &source, &shown(&self.stagings, &destination));
+            self.observer.copied(EntryKind::Directory, source, &shown(&self.stagings, destination));
         }
         for dir in &listing.subdirs {
             let (Some(meta), Some(stat)) = (dir.dir, dir.stat) else { continue };
-            let child = entry::child(&source, dir.name());
+            let child = entry::child(source, dir.name());
             if self.made_dirs.as_ref().is_some_and(|made| made.contains(&lexical(&child))) {
                 // A copy this run makes, met inside its own source (see `Run::made_dirs`).
                 continue;
@@ -167,16 +175,23 @@ where
                 ancestors = ctx.ancestors.clone();
                 ancestors.push((stat.dev, stat.ino));
             }
-            let destination = entry::child(&destination, dir.name());
+            let destination = entry::child(destination, dir.name());
             if let Some(made) = &mut self.made_dirs
                 && fs::symlink_metadata(&destination).is_err()
             {
                 made.insert(lexical(&destination));
             }
-            let into_self = into_self.as_ref().and_then(|cut| cut.below(&dir.name));
+            let into_self = job.into_self.as_ref().and_then(|cut| cut.below(&dir.name));
             let last_step = into_self.as_ref().is_some_and(|cut| cut.path.len() == 1);
-            let job =
-                ScanJob { source: child, destination, meta, in_staging, stat_files: self.stat_files(), into_self };
+            let job = ScanJob {
+                source: child,
+                destination,
+                meta,
+                in_staging: job.in_staging,
+                stat_files: self.stat_files(),
+                into_self,
+                copy_here: None,
+            };
             if last_step {
                 self.last_steps.push(ScanCtx { job, ancestors });
             } else {
@@ -186,28 +201,13 @@ where
         // The subdirectories' scans go out now, before this directory's files are made
         // into jobs (thousands, for a large one), so that no worker waits for them meanwhile.
         self.pump();
+        self.copied_here(&job, &mut listing);
         let number = self.next_listing;
         self.next_listing += 1;
         for files in listing.files.chunks(FILES_PER_PUMP) {
             let found = files.iter().map(|file| {
-                // A file the scan did not stat is checked by its worker, which hands it back if
-                // it has to be deduplicated or split.
-                let job = FileJob {
-                    source: entry::child(&source, file.name()),
-                    destination: entry::child(&destination, file.name()),
-                    len: file.stat.map(|s| s.len),
-                    hand_back_links: file.stat.is_none(),
-                    hand_back_large: file.stat.is_none() && self.split_workers,
-                    follow: self.options.dereference,
-                    check_existing: listing.existed,
-                    dst_dev: listing.dst_dev,
-                    dst_group: listing.dst_group,
-                    in_staging,
-                    read_special: self.options.copy_contents,
-                    open_as: None,
-                    confirmed: false,
-                };
-                (job, file.stat.and_then(|s| self.link_key(s)))
+                let link = file.stat.and_then(|s| self.link_key(s));
+                (scan::file_job(&job, file, &listing, self.options, self.split_workers), link)
             });
             let mut found: Vec<_> = found.collect();
             if !self.precopied.is_empty() {
@@ -217,7 +217,61 @@ where
             self.add_found(found, Some(number));
             self.pump();
         }
-        self.directories.push(DirFinish { source, path: destination, meta, existed });
+        self.directories.push(DirFinish { source: job.source, path: job.destination, meta: job.meta, existed });
+    }
+
+    /// The files a scan copied itself ([`ScanJob::copy_here`]), counted as a batch's are; the
+    /// paths are made only where something is said of the file (or it was handed back).
+    fn copied_here(&mut self, job: &ScanJob, listing: &mut Listing) {
+        // Never with totals wanted (see `Run::scan_task`): `found` is not owed for these.
+        let copied = std::mem::take(&mut listing.copied);
+        for (found, outcome, how) in copied {
+            let paths = || (entry::child(&job.source, found.name()), entry::child(&job.destination, found.name()));
+            match outcome {
+                FileOutcome::Copied(bytes, displaced) => {
+                    self.report.files += 1;
+                    self.report.bytes += bytes;
+                    self.observer.progressed(bytes);
+                    if self.entries || self.debug {
+                        let (source, destination) = paths();
+                        self.copied_file(&source, &destination, displaced.as_ref(), how);
+                    }
+                }
+                FileOutcome::Unchanged(bytes) => {
+                    self.report.unchanged += 1;
+                    self.observer.progressed(bytes);
+                }
+                FileOutcome::Failed(failure) => {
+                    let (source, destination) = paths();
+                    self.file_failed(&source, &destination, failure);
+                    if let Some(how) = how.filter(|_| self.debug) {
+                        self.observer.data_copied(&source, &shown(&self.stagings, &destination), &how);
+                    }
+                }
+                FileOutcome::HandedBack(back) => {
+                    let file = scan::file_job(job, &found, listing, self.options, self.split_workers);
+                    self.handed_back(file, back);
+                }
+            }
+        }
+    }
+}
+
+/// Removes what a scan that died ([`ScanJob::copy_here`]) may have left half-written: in a
+/// staging directory, where files are written under their own names, every regular file in
+/// its destination directory (only that scan wrote there: its subdirectories are made by
+/// scans sent once its listing is back, and it never came); elsewhere, the temporary names of
+/// copies not finished.
+fn sweep_scan(job: &ScanJob) {
+    if !job.in_staging {
+        remove_stale_temps(&job.destination);
+        return;
+    }
+    let Ok(entries) = fs::read_dir(&job.destination) else { return };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|kind| kind.is_file()) {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -227,7 +281,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::entry::{FileOutcome, HandBackReason};
+    use crate::entry::{FileJob, FileOutcome, HandBackReason};
     use crate::options::CopyOptions;
     use stealpool::ThreadPoolExecutor;
 
@@ -297,6 +351,7 @@ mod tests {
                 in_staging: false,
                 stat_files: false,
                 into_self: None,
+                copy_here: None,
             },
             ancestors: Vec::new(),
         };
@@ -353,5 +408,38 @@ mod tests {
         assert_eq!(first.source, Path::new("/src/f2"), "in their order");
         assert!(first.hand_back_links && first.hand_back_large, "nothing was checked: the checks are still due");
         assert_eq!(run.report.files, 2);
+    }
+
+    /// A scan that copied files of a new tree's directory and then died (its worker process
+    /// killed): every regular file it may have left half-written there goes, whatever else it
+    /// made stays, and the directory is reported failed.
+    #[test]
+    fn a_scan_that_died_while_copying_leaves_no_file_in_a_staged_directory() {
+        use crate::entry::DirMeta;
+        use crate::scan::CopyHere;
+        let dir = tempfile::tempdir().unwrap();
+        let (source, destination) = (dir.path().join("src"), dir.path().join("staged"));
+        fs::create_dir(&source).unwrap();
+        fs::create_dir_all(destination.join("sub")).unwrap();
+        fs::write(destination.join("half-written"), [0u8; 4096]).unwrap();
+        std::os::unix::fs::symlink("target", destination.join("symlink")).unwrap();
+        let job = ScanJob {
+            source: source.clone(),
+            destination: destination.clone(),
+            meta: DirMeta::new(&fs::metadata(&source).unwrap()),
+            in_staging: true,
+            stat_files: false,
+            into_self: None,
+            copy_here: Some(CopyHere { files: FILES_PER_TASK, split_large: true }),
+        };
+        let pool = ThreadPoolExecutor::new(1);
+        let options = CopyOptions::default();
+        let mut quiet = crate::Quiet;
+        let mut run = Run::new(&pool, &options, &mut quiet);
+        run.task_failed(InFlight::Scan(Box::new(ScanCtx { job, ancestors: Vec::new() })), "the worker process died");
+        assert!(!destination.join("half-written").exists(), "the file it was writing is gone");
+        assert!(destination.join("sub").is_dir() && destination.join("symlink").is_symlink());
+        assert_eq!(run.report.failures.len(), 1);
+        assert_eq!(run.report.failures[0].path, source);
     }
 }

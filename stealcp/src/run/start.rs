@@ -70,6 +70,7 @@ where
                         in_staging: true,
                         stat_files: self.stat_files(),
                         into_self,
+                        copy_here: None,
                     }
                 }
                 _ => ScanJob {
@@ -79,6 +80,7 @@ where
                     in_staging: false,
                     stat_files: self.stat_files(),
                     into_self: None,
+                    copy_here: None,
                 },
             };
             self.scans.push(ScanCtx { job, ancestors });
