@@ -14,7 +14,7 @@ use super::{Group, Run};
 use crate::copy_debug::CopyDebug;
 use crate::entry::{FileJob, FileOutcome, HandBackReason};
 use crate::error::Failure;
-use crate::report::{Displaced, EntryKind, OverwriteQuestion, listed};
+use crate::report::{EntryKind, OverwriteQuestion, listed};
 use crate::task::CopyTask;
 use crate::tuning::{BYTES_PER_TASK, FILES_PER_TASK, SPLIT_AT};
 use std::path::Path;
@@ -79,41 +79,41 @@ where
         }
     }
 
+    /// A file's outcome from a worker, then how its contents were copied (`--debug`: after the
+    /// file's -v line and failure, as cp prints it).
+    pub(super) fn file_finished(&mut self, job: &FileJob, outcome: FileOutcome, how: Option<CopyDebug>) {
+        self.file_done(job, outcome);
+        if let Some(how) = how.filter(|_| self.debug) {
+            self.observer.data_copied(&job.source, &shown(&self.stagings, &job.destination), &how);
+        }
+    }
+
     pub(super) fn file_done(&mut self, job: &FileJob, outcome: FileOutcome) {
         match outcome {
             FileOutcome::Copied(bytes, displaced) => {
-                self.report.files += 1;
-                self.report.bytes += bytes;
-                self.observer.progressed(bytes);
+                self.count_copied(bytes);
                 if self.entries {
                     let destination = shown(&self.stagings, &job.destination);
                     listed(self.observer, EntryKind::File, &job.source, &destination, displaced.as_ref());
                 }
             }
-            FileOutcome::Unchanged(bytes) => {
-                self.report.unchanged += 1;
-                self.observer.progressed(bytes);
-            }
+            FileOutcome::Unchanged(bytes) => self.count_unchanged(bytes),
             FileOutcome::Failed(failure) => self.file_failed(&job.source, &job.destination, failure),
             FileOutcome::HandedBack(back) => self.handed_back(job.clone(), back),
         }
     }
 
-    /// A file copied (and counted): listed, then how its contents were copied (`--debug`).
-    pub(super) fn copied_file(
-        &mut self,
-        source: &Path,
-        destination: &Path,
-        displaced: Option<&Displaced>,
-        how: Option<CopyDebug>,
-    ) {
-        let destination = shown(&self.stagings, destination);
-        if self.entries {
-            listed(self.observer, EntryKind::File, source, &destination, displaced);
-        }
-        if let Some(how) = how.filter(|_| self.debug) {
-            self.observer.data_copied(source, &destination, &how);
-        }
+    /// A regular file copied, `bytes` long.
+    pub(super) fn count_copied(&mut self, bytes: u64) {
+        self.report.files += 1;
+        self.report.bytes += bytes;
+        self.observer.progressed(bytes);
+    }
+
+    /// A regular file left alone (`no_clobber`, `update`), `bytes` long.
+    pub(super) fn count_unchanged(&mut self, bytes: u64) {
+        self.report.unchanged += 1;
+        self.observer.progressed(bytes);
     }
 
     /// Files a batch handed back uncopied: next out (they were due already), spread over the
@@ -147,8 +147,7 @@ where
                 if self.ask(&job.destination, mode, writable) {
                     self.queue_files(vec![FileJob { confirmed: true, ..job }], None);
                 } else {
-                    self.report.unchanged += 1;
-                    self.observer.progressed(len);
+                    self.count_unchanged(len);
                 }
             }
         }

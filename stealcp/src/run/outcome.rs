@@ -43,13 +43,7 @@ where
                 for (job, (outcome, how)) in jobs.iter().zip(outcomes) {
                     match outcome {
                         FileOutcome::HandedBack(HandBackReason::NotRun) => not_run.push(job.clone()),
-                        outcome => {
-                            self.file_done(job, outcome);
-                            // After the file's -v line (and failure), as cp --debug.
-                            if let Some(how) = how.filter(|_| self.debug) {
-                                self.observer.data_copied(&job.source, &shown(&self.stagings, &job.destination), &how);
-                            }
-                        }
+                        outcome => self.file_finished(job, outcome, how),
                     }
                 }
                 self.requeue(not_run);
@@ -226,31 +220,13 @@ where
         // Never with totals wanted (see `Run::scan_task`): `found` is not owed for these.
         let copied = std::mem::take(&mut listing.copied);
         for (found, outcome, how) in copied {
-            let paths = || (entry::child(&job.source, found.name()), entry::child(&job.destination, found.name()));
             match outcome {
-                FileOutcome::Copied(bytes, displaced) => {
-                    self.report.files += 1;
-                    self.report.bytes += bytes;
-                    self.observer.progressed(bytes);
-                    if self.entries || self.debug {
-                        let (source, destination) = paths();
-                        self.copied_file(&source, &destination, displaced.as_ref(), how);
-                    }
-                }
-                FileOutcome::Unchanged(bytes) => {
-                    self.report.unchanged += 1;
-                    self.observer.progressed(bytes);
-                }
-                FileOutcome::Failed(failure) => {
-                    let (source, destination) = paths();
-                    self.file_failed(&source, &destination, failure);
-                    if let Some(how) = how.filter(|_| self.debug) {
-                        self.observer.data_copied(&source, &shown(&self.stagings, &destination), &how);
-                    }
-                }
-                FileOutcome::HandedBack(back) => {
+                // Nothing to say of it: counted without making its paths.
+                FileOutcome::Copied(bytes, None) if !self.entries && !self.debug => self.count_copied(bytes),
+                FileOutcome::Unchanged(bytes) if !self.debug => self.count_unchanged(bytes),
+                outcome => {
                     let file = scan::file_job(job, &found, listing, self.options, self.split_workers);
-                    self.handed_back(file, back);
+                    self.file_finished(&file, outcome, how);
                 }
             }
         }
