@@ -96,8 +96,8 @@ pub fn plan_each(
     }
     let mut out = Vec::with_capacity(sources.len());
     let mut errors = Vec::new();
-    // Destinations taken so far: whether each was made as a symlink.
-    let mut taken: HashMap<PathBuf, bool> = HashMap::new();
+    // Destinations taken so far, and what each was made as.
+    let mut taken: HashMap<PathBuf, Taken> = HashMap::new();
     let mut seen_sources: HashSet<&Path> = HashSet::new();
     for source in sources {
         if !seen_sources.insert(source.as_path()) && !options.parents {
@@ -106,8 +106,8 @@ pub fn plan_each(
             continue;
         }
         match plan_one(source, dest, dest_is_dir, exact, options, &taken) {
-            Ok((assignment, as_symlink)) => {
-                taken.insert(assignment.destination.clone(), as_symlink);
+            Ok((assignment, made_as)) => {
+                taken.insert(assignment.destination.clone(), made_as);
                 out.push(assignment);
             }
             Err(error) => errors.push(error),
@@ -123,8 +123,8 @@ fn plan_one(
     dest_is_dir: bool,
     exact: bool,
     options: &CopyOptions,
-    taken: &HashMap<PathBuf, bool>,
-) -> Result<(Assignment, bool), PlanError> {
+    taken: &HashMap<PathBuf, Taken>,
+) -> Result<(Assignment, Taken), PlanError> {
     let follow = options.follows_arguments();
     let meta = if follow { std::fs::metadata(source) } else { std::fs::symlink_metadata(source) };
     let meta = meta.map_err(|e| plan_error(source, PlanErrorKind::Missing(e)))?;
@@ -135,9 +135,11 @@ fn plan_one(
         parents_destination(source, dest)?
     } else if dest_is_dir {
         match source.file_name() {
-            // `dir/.`, `.` or `..`: cp merges the directory's contents into the target.
-            Some(_) if ends_in_dot(source) => (dest.to_path_buf(), Vec::new()),
+            // `dir/.` or `.`: cp merges the directory's contents into the target, named
+            // `target/.` (so its entries are shown as `target/./name`, as cp shows them).
+            _ if ends_in_dot(source) => (dest.join("."), Vec::new()),
             Some(name) => (dest.join(name), Vec::new()),
+            // `..` or `/`: merged into the target too.
             None => (dest.to_path_buf(), Vec::new()),
         }
     } else {
@@ -165,8 +167,10 @@ fn plan_one(
             }
         }
     } else {
-        if let Some(&as_symlink) = taken.get(&destination) {
-            let kind = if as_symlink && !meta.is_symlink() {
+        // A directory an earlier source makes is there when this one is copied (`copy` runs
+        // overlapping destinations one after the other), which refuses it as cp does.
+        if let Some(&made_as) = taken.get(&destination).filter(|t| **t != Taken::Directory) {
+            let kind = if made_as == Taken::Symlink && !meta.is_symlink() {
                 PlanErrorKind::ThroughJustCreatedSymlink(source.to_path_buf())
             } else {
                 PlanErrorKind::JustCreated(source.to_path_buf())
@@ -189,8 +193,22 @@ fn plan_one(
             }
         }
     }
-    let as_symlink = meta.is_symlink();
-    Ok((Assignment { source: source.to_path_buf(), destination, parents }, as_symlink))
+    let made_as = if meta.is_dir() {
+        Taken::Directory
+    } else if meta.is_symlink() {
+        Taken::Symlink
+    } else {
+        Taken::Other
+    };
+    Ok((Assignment { source: source.to_path_buf(), destination, parents }, made_as))
+}
+
+/// What an earlier source's destination is made as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    Directory,
+    Symlink,
+    Other,
 }
 
 /// Whether copying `source` (whose stat, followed or not as the copy will be, is `meta`) to the
@@ -241,7 +259,10 @@ fn same_entry(a: &Path, b: &Path) -> bool {
 /// tells `cp` to copy the directory's contents rather than the directory.
 pub(crate) fn ends_in_dot(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    let raw = path.as_os_str().as_bytes();
+    let mut raw = path.as_os_str().as_bytes();
+    while let [rest @ .., b'/'] = raw {
+        raw = rest;
+    }
     raw == b"." || raw.ends_with(b"/.")
 }
 

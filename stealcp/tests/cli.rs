@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -602,21 +602,35 @@ fn a_staged_copy_whose_name_was_taken_meanwhile_stays_under_its_temporary_name()
     let src = dir.path().join("src");
     fs::create_dir(&src).unwrap();
     fs::write(src.join("f"), "f").unwrap();
+    // With --copy-contents the copy reads this FIFO inside its staged tree, so it is still
+    // running while another program takes the destination's name.
+    let fifo = src.join("pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let dst = dir.path().join("dst");
-    // Two sources with the same name into one new directory: the second finds the first's
-    // copy in place (cp refuses this too).
-    let other = dir.path().join("other");
-    fs::create_dir_all(other.join("src")).unwrap();
-    fs::write(other.join("src/g"), "g").unwrap();
     fs::create_dir(&dst).unwrap();
-    let out = stealcp(&[os("-r"), os(&src), os(&other.join("src")), os(&dst)]);
+    let taker = {
+        let (fifo, taken) = (fifo.clone(), dst.join("src"));
+        std::thread::spawn(move || {
+            // Opening blocks until the copy opens the FIFO to read it.
+            let mut writer = fs::OpenOptions::new().write(true).open(&fifo)?;
+            fs::write(&taken, "taken meanwhile")?;
+            std::io::Write::write_all(&mut writer, b"through the fifo")
+        })
+    };
+    let out = stealcp(&[os("-r"), os("--copy-contents"), os(&src), os(&dst)]);
+    // Should the copy never have opened the FIFO, this releases the thread (whose write then fails).
+    drop(fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(&fifo));
+    taker.join().unwrap().expect("the copy read the FIFO");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     let staged = err.lines().skip_while(|l| !l.starts_with("stealcp: cannot move the copy into place")).nth(1);
     assert!(staged.is_some_and(|l| l.starts_with("stealcp: the copied tree is at '")), "{err}");
-    let copies: Vec<_> = fs::read_dir(&dst).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert_eq!(copies.len(), 2, "one copy in place, the other under its clearly named temporary name: {copies:?}");
-    assert!(copies.iter().any(|n| n == "src") && copies.iter().any(|n| is_temp(n)), "{copies:?}");
+    assert_eq!(fs::read_to_string(dst.join("src")).unwrap(), "taken meanwhile", "what took the name is kept");
+    let temps: Vec<_> =
+        fs::read_dir(&dst).unwrap().flatten().map(|e| e.path()).filter(|p| is_temp(p.file_name().unwrap())).collect();
+    assert_eq!(temps.len(), 1, "the copy is kept under its clearly named temporary name: {temps:?}");
+    assert_eq!(fs::read_to_string(temps[0].join("pipe")).unwrap(), "through the fifo");
+    assert_eq!(fs::read_to_string(temps[0].join("f")).unwrap(), "f");
 }
 
 #[test]

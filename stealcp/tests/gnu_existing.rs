@@ -186,6 +186,40 @@ fn two_sources_landing_on_one_name() {
 }
 
 #[test]
+fn two_directories_landing_on_one_name_are_merged_one_after_the_other() {
+    let setup = |dir: &Path| {
+        // The first `d/x` is large, the second small: copied side by side, the file would
+        // end up with either, or with a mix of both.
+        fs::create_dir_all(dir.join("m1/d")).unwrap();
+        fs::write(dir.join("m1/d/x"), gnu_harness::dense(4 << 20)).unwrap();
+        file(dir, "m1/d/only1", "1\n", 0o644);
+        file(dir, "m2/d/x", "second\n", 0o600);
+        file(dir, "m2/d/only2", "2\n", 0o644);
+        file(dir, "m3/d", "a file\n", 0o644);
+        fs::create_dir_all(dir.join("dst")).unwrap();
+        fs::create_dir_all(dir.join("pre/d")).unwrap();
+        // Times of their own (for `-a`), which differ between the two trees.
+        for (i, name) in ["m1/d/x", "m1/d/only1", "m2/d/x", "m2/d/only2", "m3/d"].into_iter().enumerate() {
+            let time = filetime::FileTime::from_unix_time(1_251_486_000 + 1000 * i as i64, 0);
+            filetime::set_file_mtime(dir.join(name), time).unwrap();
+        }
+    };
+    // A new destination, then one that exists: cp merges the second tree into the first's
+    // copy, the second's file replacing the first's.
+    same_as_cp(setup, &["-r", "m1/d", "m2/d", "dst"]);
+    same_as_cp(setup, &["-r", "m1/d", "m2/d", "pre"]);
+    let times = Compare { mtimes: true, ..Compare::default() };
+    same_as_cp_with(setup, &["-a", "m1/d", "m2/d", "dst"], None, times);
+    // A directory and a file on one name: whichever comes second is refused.
+    same_as_cp(setup, &["-r", "m1/d", "m3/d", "dst"]);
+    same_as_cp(setup, &["-r", "m3/d", "m1/d", "dst"]);
+    // Contents merged with `dir/.`, listed as cp lists them (`dst/./x`).
+    let listing = Compare { stdout: true, ..Compare::default() };
+    same_as_cp_with(setup, &["-rv", "m1/.", "m2/.", "dst"], None, listing);
+    same_as_cp_with(setup, &["-rv", "m1/d/.", "m2/d/.", "dst"], None, listing);
+}
+
+#[test]
 fn one_bad_argument_does_not_stop_the_others() {
     let setup = |dir: &Path| {
         file(dir, "f", "f\n", 0o644);

@@ -13,7 +13,7 @@ use super::staging::shown;
 use crate::entry::{self, DirFinish};
 use crate::error::Failure;
 use crate::publish::publish_directory;
-use crate::report::{CopyReport, EntryKind, listed, record_left_staged};
+use crate::report::{EntryKind, listed, record_left_staged};
 use crate::task::CopyTask;
 use crate::task::{Outcome, TaskOutcome, Work};
 use crate::tuning::DIRS_WORTH_SHARING;
@@ -49,8 +49,8 @@ where
     }
 
     /// Hard links, then directories deepest first, each staged one renamed into place once
-    /// finished; returns the report.
-    pub(super) fn finish(mut self) -> CopyReport {
+    /// finished (once everything in flight is done).
+    pub(super) fn finish(&mut self) {
         let links = std::mem::take(&mut self.hard_links);
         self.make_hard_links(links);
         let mut directories = std::mem::take(&mut self.directories);
@@ -70,7 +70,6 @@ where
                 }
             }
         }
-        self.report
     }
 
     /// Finishes directories none of which contains another: shared among the workers when

@@ -84,9 +84,8 @@ where
             Ok(false) => {
                 self.watch_made().insert(lexical(&first));
                 self.precreated.insert(first);
-                // cp names `d/.`'s destination `d/x/.`.
-                let shown = if crate::plan::ends_in_dot(source) { destination.join(".") } else { destination.clone() };
-                let cut = IntoSelf { path, source: source.clone(), destination: shown };
+                // (`d/.`'s destination is `d/x/.`, as cp names it: see `plan`.)
+                let cut = IntoSelf { path, source: source.clone(), destination: destination.clone() };
                 self.scans[at].job.into_self = Some(cut);
             }
             // Without its first directory the walk would have no end: refused, as before.

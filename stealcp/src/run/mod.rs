@@ -45,7 +45,7 @@ mod start;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -98,12 +98,46 @@ where
     E: Executor + Submit<CopyTask>,
 {
     let mut run = Run::new(executor, options, observer);
-    for assignment in assignments {
-        run.start(assignment);
-        run.stop_at_first_made_directory(assignment);
+    for wave in waves(assignments) {
+        for assignment in wave {
+            run.start(assignment);
+            run.stop_at_first_made_directory(assignment);
+        }
+        run.drive()?;
+        run.finish();
     }
-    run.drive()?;
-    Ok(run.finish())
+    Ok(run.report)
+}
+
+/// The assignments cut, in order, into runs whose destinations do not overlap (none is, or
+/// is inside, another's): each is copied and finished before the next starts. cp copies its
+/// sources one after the other, so `cp -r x/d y/d o` merges `y/d` into the finished `o/d`,
+/// and a file both write holds `y/d`'s copy; copied side by side, the second tree would
+/// find the first half made, and two workers could write one file at once.
+///
+/// Destinations are compared as written (`.` left out, `..` taken as a name).
+fn waves(assignments: &[Assignment]) -> Vec<&[Assignment]> {
+    let mut waves = Vec::new();
+    let mut start = 0;
+    // The current wave's destinations, and every directory above one of them.
+    let mut taken: HashSet<PathBuf> = HashSet::new();
+    let mut above: HashSet<PathBuf> = HashSet::new();
+    for (i, assignment) in assignments.iter().enumerate() {
+        let destination = into_self::lexical(&assignment.destination);
+        let overlaps = taken.contains(&destination)
+            || above.contains(&destination)
+            || destination.ancestors().skip(1).any(|a| taken.contains(a));
+        if overlaps {
+            waves.push(&assignments[start..i]);
+            start = i;
+            taken.clear();
+            above.clear();
+        }
+        above.extend(destination.ancestors().skip(1).map(Path::to_path_buf));
+        taken.insert(destination);
+    }
+    waves.push(&assignments[start..]);
+    waves
 }
 
 /// What the coordinator remembers about a task in flight.
