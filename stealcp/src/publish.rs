@@ -84,13 +84,18 @@ fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Removes the temporary files and directories that a killed run left in `dir`: those whose
 /// process is gone. (A live process's are left alone: it may be another `stealcp` writing here
-/// right now.) Returns how many were removed.
-pub(crate) fn remove_stale_temps(dir: &Path) -> usize {
+/// right now.) A name that `source`, the directory being copied into `dir`, holds too is
+/// left alone: that is a file of the user's, named like one of ours, which the copy writes
+/// into (or keeps, with `-n` or `-u`) as cp would. Returns how many were removed.
+pub(crate) fn remove_stale_temps(dir: &Path, source: Option<&Path>) -> usize {
     let Ok(entries) = fs::read_dir(dir) else { return 0 };
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(rest) = name.as_bytes().strip_prefix(TEMP_PREFIX.as_bytes()) else { continue };
+        if source.is_some_and(|source| fs::symlink_metadata(source.join(&name)).is_ok()) {
+            continue;
+        }
         let pid = rest.iter().take_while(|b| b.is_ascii_digit()).fold(0i64, |n, b| n * 10 + i64::from(b - b'0'));
         let Ok(pid) = i32::try_from(pid) else { continue };
         if pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH) {

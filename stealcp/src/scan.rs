@@ -134,11 +134,14 @@ pub(crate) struct Stat {
     pub(crate) nlink: u64,
     pub(crate) dev: u64,
     pub(crate) ino: u64,
+    /// Not a regular file: a FIFO or device read like one (`--copy-contents`).
+    pub(crate) special: bool,
 }
 
 impl Stat {
     pub(crate) fn new(meta: &fs::Metadata) -> Self {
-        Stat { len: meta.len(), nlink: meta.nlink(), dev: meta.dev(), ino: meta.ino() }
+        let special = !meta.is_file();
+        Stat { len: meta.len(), nlink: meta.nlink(), dev: meta.dev(), ino: meta.ino(), special }
     }
 
     /// The (device, inode) to dedup on, if other paths may lead to the same file.
@@ -221,7 +224,7 @@ pub(crate) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
             return out;
         }
         // A re-run after a killed run: its temporary files go now.
-        remove_stale_temps(&job.destination);
+        remove_stale_temps(&job.destination, Some(&job.source));
     }
     if job.meta.skip_contents {
         // -x: a mount point, copied empty.
@@ -316,8 +319,11 @@ fn copy_here(job: &ScanJob, here: CopyHere, o: &CopyOptions, out: &mut Listing) 
     let mut bytes = 0;
     for found in std::mem::take(&mut out.files) {
         let room = out.copied.len() < here.files && bytes < BYTES_PER_TASK;
-        let coordinator_first =
-            found.stat.is_some_and(|s| (o.preserve_links && s.nlink > 1) || (here.split_large && s.len >= SPLIT_AT));
+        // A FIFO or device (`--copy-contents`) may block until a writer comes: it never holds
+        // up the scan, whose subdirectories are not sent before it returns.
+        let coordinator_first = found
+            .stat
+            .is_some_and(|s| s.special || (o.preserve_links && s.nlink > 1) || (here.split_large && s.len >= SPLIT_AT));
         if !room || coordinator_first {
             out.files.push(found);
             continue;
@@ -429,5 +435,23 @@ mod tests {
         left.sort();
         assert_eq!(left, ["large", "linked", "other-name"]);
         assert!(!dst.join("large").exists() && !dst.join("linked").exists());
+    }
+
+    /// With `--copy-contents`, a FIFO (read like a file, which blocks until a writer comes)
+    /// is left to a batch: the scan returns, and its subdirectories go out, without a writer.
+    #[test]
+    fn a_fifo_read_for_copy_contents_is_left_for_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("plain"), "plain").unwrap();
+        nix::unistd::mkfifo(&src.join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let o = CopyOptions { recursive: true, copy_contents: true, ..CopyOptions::default() };
+        let listing = scan(&scan_of(&src, &dst, 64), &o);
+        let copied: Vec<_> = listing.copied.iter().map(|(f, ..)| f.name().to_owned()).collect();
+        assert_eq!(copied, ["plain"]);
+        let left: Vec<_> = listing.files.iter().map(|f| f.name().to_owned()).collect();
+        assert_eq!(left, ["pipe"]);
+        assert_eq!(listing.subdirs.len(), 1);
     }
 }

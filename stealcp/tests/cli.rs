@@ -656,6 +656,28 @@ fn stale_temporary_files_are_removed_and_live_ones_kept() {
     assert_eq!(fs::read_to_string(dst.join("src/f")).unwrap(), "f");
 }
 
+#[test]
+fn a_file_of_the_source_named_like_a_stale_temporary_file_is_the_users() {
+    let dir = TempDir::new().unwrap();
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let name = format!("{}{dead_pid}-0-f", stealcp::TEMP_PREFIX);
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    fs::write(src.join(&name), "the source's").unwrap();
+    fs::write(dst.join(&name), "the destination's").unwrap();
+    // As cp: -n keeps what is there (it is not a leftover: the source has that name too) ...
+    let out = stealcp(&[os("-rn"), os(&src.join(".")), os(&dst)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(dst.join(&name)).unwrap(), "the destination's");
+    // ... and without -n the source's copy replaces it.
+    let out = stealcp(&[os("-r"), os(&src.join(".")), os(&dst)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(dst.join(&name)).unwrap(), "the source's");
+}
+
 /// Runs stealcp as an unprivileged user: as `nobody` through `setpriv` when the tests run as
 /// root (root reads and writes through any mode bits), directly otherwise. `None` (with the
 /// reason printed) if that is impossible here.

@@ -105,7 +105,8 @@ where
                         let _ = std::fs::remove_file(&job.destination);
                     } else if let Some(dir) = job.destination.parent().filter(|d| !swept.contains(d)) {
                         swept.push(dir);
-                        remove_stale_temps(if dir.as_os_str().is_empty() { Path::new(".") } else { dir });
+                        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+                        remove_stale_temps(dir, job.source.parent());
                     }
                     self.fail(failure(&job.source));
                 }
@@ -240,7 +241,7 @@ where
 /// copies not finished.
 fn sweep_scan(job: &ScanJob) {
     if !job.in_staging {
-        remove_stale_temps(&job.destination);
+        remove_stale_temps(&job.destination, Some(&job.source));
         return;
     }
     let Ok(entries) = fs::read_dir(&job.destination) else { return };

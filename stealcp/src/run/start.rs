@@ -53,7 +53,7 @@ where
                     // left beside it first.
                     let temp = temp_path(destination);
                     if let Some(parent) = temp.parent() {
-                        remove_stale_temps(if parent.as_os_str().is_empty() { Path::new(".") } else { parent });
+                        remove_stale_temps(if parent.as_os_str().is_empty() { Path::new(".") } else { parent }, None);
                     }
                     self.stagings.push(Staging { temp: temp.clone(), destination: destination.clone() });
                     // `cp -r d d/x`: the walk stops at the copy (made as `temp`), as cp's does.
