@@ -167,4 +167,13 @@ fn new_trees_parents_and_skipped_files() {
         filetime::set_file_mtime(dir.join("s"), filetime::FileTime::from_unix_time(946_684_800, 0)).unwrap();
     };
     same_listing_as_cp(older, &["-vu", "s", "d"], None);
+    // A new directory's line comes before its symlinks' (made by the scan that lists it).
+    let with_symlinks = |dir: &Path| {
+        trees(dir);
+        symlink(dir, "x", "A/l");
+        symlink(dir, "y", "A/sub/l");
+        symlink(dir, "sub", "A/ls");
+    };
+    same_listing_as_cp(with_symlinks, &["-rv", "A", "N"], None);
+    same_listing_as_cp(with_symlinks, &["-av", "A", "B"], None);
 }

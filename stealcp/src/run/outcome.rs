@@ -129,12 +129,22 @@ where
     }
 
     pub(super) fn listing(&mut self, ctx: ScanCtx, mut listing: Listing) {
+        let job = ctx.job;
+        let (source, destination) = (&job.source, &job.destination);
+        // A directory made before its scan (into_self.rs) is new all the same.
+        let existed = listing.existed && !self.precreated.remove(destination);
+        if listing.created {
+            self.report.directories += 1;
+            if !existed {
+                // As cp -v: a directory is listed when it is made (before what it holds), not
+                // when it was there.
+                self.observer.copied(EntryKind::Directory, source, &shown(&self.stagings, destination));
+            }
+        }
         for failure in std::mem::take(&mut listing.failures) {
             self.fail(failure);
         }
         self.report.unchanged += listing.unchanged;
-        let job = ctx.job;
-        let (source, destination) = (&job.source, &job.destination);
         for (name, kind, displaced) in std::mem::take(&mut listing.made) {
             let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&name);
             self.made(Ok((true, displaced)), kind, &entry::child(source, name), &entry::child(destination, name));
@@ -145,13 +155,6 @@ where
         }
         if !listing.created {
             return;
-        }
-        // A directory made before its scan (into_self.rs) is new all the same.
-        let existed = listing.existed && !self.precreated.remove(destination);
-        self.report.directories += 1;
-        if !existed {
-            // As cp -v: a directory is listed when it is made, not when it was there.
-            self.observer.copied(EntryKind::Directory, source, &shown(&self.stagings, destination));
         }
         for dir in &listing.subdirs {
             let (Some(meta), Some(stat)) = (dir.dir, dir.stat) else { continue };

@@ -276,6 +276,26 @@ pub fn listing_by_destination(stdout: &str) -> BTreeMap<String, Vec<String>> {
     out
 }
 
+/// The first `-v` line (as a destination) that comes before the line of a directory above it,
+/// with that directory: cp lists a directory it makes before anything in it.
+pub fn listed_before_its_directory(stdout: &str) -> Option<(String, String)> {
+    // The line on which each destination is first named.
+    let mut first: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, line) in stdout.lines().enumerate() {
+        for destination in listing_by_destination(line).into_keys() {
+            first.entry(destination).or_insert(i);
+        }
+    }
+    first.iter().find_map(|(destination, &at)| {
+        Path::new(destination)
+            .ancestors()
+            .skip(1)
+            .map(|dir| dir.to_string_lossy().into_owned())
+            .find(|dir| first.get(dir).is_some_and(|&dir_at| dir_at > at))
+            .map(|dir| (dir, destination.clone()))
+    })
+}
+
 /// [`same_as_cp_with`] comparing stdout too (`-v`), and then, against one more run of cp as
 /// the same user, each destination's lines in their order ([`listing_by_destination`]).
 pub fn same_listing_as_cp(setup: impl Fn(&Path), args: &[&str], stdin: Option<&[u8]>) -> Vec<Run> {
@@ -284,6 +304,11 @@ pub fn same_listing_as_cp(setup: impl Fn(&Path), args: &[&str], stdin: Option<&[
     // The runs are as each of `users()`, then with worker processes as the current user.
     for (run, user) in runs.iter().zip(users().into_iter().chain([User::Me])) {
         let by_cp = run_one(cp, &setup, args, stdin, user);
+        for (who, stdout) in [("cp", &by_cp.stdout), ("stealcp", &run.stdout)] {
+            if let Some((dir, entry)) = listed_before_its_directory(stdout) {
+                panic!("{args:?}: {who} listed {entry:?} before the directory {dir:?} holding it:\n{stdout}");
+            }
+        }
         assert_eq!(
             listing_by_destination(&run.stdout),
             listing_by_destination(&by_cp.stdout),
