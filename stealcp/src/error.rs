@@ -205,7 +205,10 @@ impl fmt::Display for Failure {
             "verify" => write!(f, "verifying {p}: {e}"),
             "rename into place" => write!(f, "cannot move the copy into place at {p}: {e}"),
             "read symlink" => write!(f, "cannot read symbolic link {p}: {e}"),
-            "create symlink" => write!(f, "cannot create symbolic link {p}: {e}"),
+            "create symlink" => match self.other_path() {
+                Some((other, e)) => write!(f, "cannot create symbolic link {p} to {}: {}", Quoted(other), Reason(e)),
+                None => write!(f, "cannot create symbolic link {p}: {e}"),
+            },
             "replace" => write!(f, "cannot remove {p}: {e}"),
             "backup" => write!(f, "cannot backup {p}: {e}"),
             "create hard link" => match self.other_path() {

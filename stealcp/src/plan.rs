@@ -106,17 +106,20 @@ pub fn plan_each(
             continue;
         }
         match plan_one(source, dest, dest_is_dir, exact, options, &taken) {
-            Ok((assignment, made_as)) => {
+            Ok(Some((assignment, made_as))) => {
                 taken.insert(assignment.destination.clone(), made_as);
                 out.push(assignment);
             }
+            // `-l` onto a name the source already has: nothing to do, as cp.
+            Ok(None) => {}
             Err(error) => errors.push(error),
         }
     }
     Ok((out, errors))
 }
 
-/// One source's destination: the assignment, and whether it will be copied as a symlink.
+/// One source's destination: the assignment, and what it is made as; `None` if there is
+/// nothing to do.
 fn plan_one(
     source: &Path,
     dest: &Path,
@@ -124,7 +127,7 @@ fn plan_one(
     exact: bool,
     options: &CopyOptions,
     taken: &HashMap<PathBuf, Taken>,
-) -> Result<(Assignment, Taken), PlanError> {
+) -> Result<Option<(Assignment, Taken)>, PlanError> {
     let follow = options.follows_arguments();
     let meta = if follow { std::fs::metadata(source) } else { std::fs::symlink_metadata(source) };
     let meta = meta.map_err(|e| plan_error(source, PlanErrorKind::Missing(e)))?;
@@ -188,8 +191,12 @@ fn plan_one(
             {
                 return Err(plan_error(&destination, PlanErrorKind::BackupIsSource(source.to_path_buf())));
             }
-            if same_file(source, &meta, &destination, existing, options) {
-                return Err(plan_error(&destination, PlanErrorKind::SameFile(source.to_path_buf())));
+            match same_file(source, &meta, &destination, options) {
+                SameFile::Proceed => {}
+                SameFile::Refuse => {
+                    return Err(plan_error(&destination, PlanErrorKind::SameFile(source.to_path_buf())));
+                }
+                SameFile::NothingToDo => return Ok(None),
             }
         }
     }
@@ -200,7 +207,7 @@ fn plan_one(
     } else {
         Taken::Other
     };
-    Ok((Assignment { source: source.to_path_buf(), destination, parents }, made_as))
+    Ok(Some((Assignment { source: source.to_path_buf(), destination, parents }, made_as)))
 }
 
 /// What an earlier source's destination is made as.
@@ -211,36 +218,103 @@ enum Taken {
     Other,
 }
 
-/// Whether copying `source` (whose stat, followed or not as the copy will be, is `meta`) to the
-/// existing `destination` (`existing`, not followed) would copy a file onto itself, by `cp`'s
-/// rules: both lead to the same file, unless the destination is only another name of it that
-/// `--remove-destination` or `--backup` moves out of the way first, or a symlink that a
-/// symlink copy replaces. `-l` onto the same file is fine (nothing to do); `-s` fails later
-/// on the existing name.
-fn same_file(
-    source: &Path,
-    meta: &std::fs::Metadata,
-    destination: &Path,
-    existing: &std::fs::Metadata,
-    o: &CopyOptions,
-) -> bool {
+/// What cp decides when a source meets an existing destination that may be the same file.
+#[derive(Debug, PartialEq, Eq)]
+enum SameFile {
+    Proceed,
+    /// `'S' and 'D' are the same file`.
+    Refuse,
+    /// Succeed without doing anything (`-l` onto a name of the source).
+    NothingToDo,
+}
+
+/// cp's rules (coreutils' `same_file_ok`, for a copy) for `source`, whose stat as the copy
+/// sees it (followed or not) is `src`, and its existing `destination`. They keep a copy from
+/// truncating, removing or replacing by a symlink loop the very file it reads, while letting
+/// `--remove-destination`, `--backup`, `-l` and `-s` do what they can do safely.
+fn same_file(source: &Path, src: &std::fs::Metadata, destination: &Path, o: &CopyOptions) -> SameFile {
+    use SameFile::{NothingToDo, Proceed, Refuse};
+    use std::fs::{metadata, symlink_metadata};
     use std::os::unix::fs::MetadataExt;
-    if o.hard_link || o.symbolic_link {
-        return false;
+    if o.no_clobber {
+        // Nothing will be written: no question of sameness.
+        return Proceed;
     }
-    let (Ok(src), Ok(dst)) = (std::fs::metadata(source), std::fs::metadata(destination)) else { return false };
-    if (src.dev(), src.ino()) != (dst.dev(), dst.ino()) {
-        return false;
+    let key = |m: &std::fs::Metadata| (m.dev(), m.ino());
+    let never_follow = !o.follows_arguments();
+    // A regular file may be written through a symlink; anything else, a link made, or a
+    // destination moved away first, meets the destination's own entry.
+    let as_regular = !o.recursive || o.copy_contents;
+    let own_entry = (!src.is_file() && (!as_regular || src.is_dir() || src.is_symlink()))
+        || o.symbolic_link
+        || o.hard_link
+        || o.backup.is_some()
+        || o.remove_destination;
+    let dst = if own_entry { symlink_metadata(destination) } else { metadata(destination) };
+    // Dangling, a loop, or gone: nothing there to be the source.
+    let Ok(dst) = dst else { return Proceed };
+    let same = key(src) == key(&dst);
+    if same && o.hard_link {
+        return NothingToDo;
     }
-    let same_name = same_entry(source, destination);
-    if meta.is_symlink() && existing.is_symlink() && !same_name {
-        // -P: one symlink replaces another, the file they lead to is not touched.
-        return false;
+    let same_name = || same_entry(source, destination);
+    let (src_link, dst_link, same_link) = if never_follow {
+        if src.is_symlink() && dst.is_symlink() {
+            // Two symlinks: one replaces the other, unless they are one entry.
+            return match same_name() {
+                true => Refuse,
+                false if o.backup.is_none() && same => NothingToDo,
+                false => Proceed,
+            };
+        }
+        (src.clone(), dst, same)
+    } else {
+        if !same {
+            return Proceed;
+        }
+        let (Ok(s), Ok(d)) = (symlink_metadata(source), symlink_metadata(destination)) else { return Proceed };
+        if s.is_symlink() && d.is_symlink() && o.remove_destination {
+            return Proceed;
+        }
+        let same_link = key(&s) == key(&d);
+        (s, d, same_link)
+    };
+    if o.backup.is_some() {
+        // The backup keeps the file: fine, unless it would move the source itself away, or
+        // leave a followed source symlink dangling.
+        if !same_link {
+            return if !never_follow && src_link.is_symlink() && !dst_link.is_symlink() { Refuse } else { Proceed };
+        }
+        return if same_name() { Refuse } else { Proceed };
     }
-    // Moving the destination away is no help when the source leads to it through a symlink.
-    let source_is_link = std::fs::symlink_metadata(source).is_ok_and(|m| m.is_symlink());
-    let moved_away = (o.remove_destination || o.backup.is_some()) && !source_is_link;
-    !moved_away || same_name
+    if o.remove_destination && (dst_link.is_symlink() || (same_link && dst_link.nlink() > 1 && !same_name())) {
+        return Proceed;
+    }
+    if !src_link.is_symlink() && !dst_link.is_symlink() {
+        if key(&src_link) != key(&dst_link) {
+            return Proceed;
+        }
+        if o.hard_link {
+            return NothingToDo;
+        }
+    }
+    if o.symbolic_link && dst_link.is_symlink() {
+        return Proceed;
+    }
+    if never_follow {
+        let followed =
+            |m: &std::fs::Metadata, p: &Path| if m.is_symlink() { metadata(p).ok() } else { Some(m.clone()) };
+        let (Some(s), Some(d)) = (followed(&src_link, source), followed(&dst_link, destination)) else {
+            return Proceed;
+        };
+        if key(&s) != key(&d) {
+            return Proceed;
+        }
+        if o.hard_link {
+            return if dst_link.is_symlink() { Proceed } else { NothingToDo };
+        }
+    }
+    Refuse
 }
 
 /// Whether two paths name the same directory entry (not merely the same file).

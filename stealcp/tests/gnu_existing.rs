@@ -147,6 +147,52 @@ fn same_file_is_refused_as_cp_refuses_it() {
     }
 }
 
+/// coreutils' same-file matrix: every pairing of a file, symlinks to it and a hard link, with
+/// every way of replacing, backing up, linking and symlinking (status, messages and the tree,
+/// which must keep the file's contents wherever cp keeps them).
+#[test]
+fn same_file_matrix_as_coreutils_tests_it() {
+    let pairs: [&[&str]; 6] = [
+        &["foo", "symlink"],
+        &["symlink", "foo"],
+        &["foo", "foo"],
+        &["sl1", "sl2"],
+        &["foo", "hardlink"],
+        &["hlsl", "sl2"],
+    ];
+    let options = [
+        "", "-d", "-f", "-df", "--rem", "-b", "-bd", "-bf", "-bdf", "-l", "-dl", "-fl", "-dfl", "-bl", "-bdl", "-bfl",
+        "-bdfl", "-s", "-sf",
+    ];
+    for pair in pairs {
+        let setup = |dir: &Path| {
+            file(dir, "foo", "XYZ\n", 0o644);
+            let has = |name: &str| pair.contains(&name);
+            if has("symlink") {
+                symlink(dir, "foo", "symlink");
+            }
+            if has("hardlink") {
+                fs::hard_link(dir.join("foo"), dir.join("hardlink")).unwrap();
+            }
+            if has("sl1") {
+                symlink(dir, "foo", "sl1");
+            }
+            if has("sl2") {
+                symlink(dir, "foo", "sl2");
+            }
+            if has("hlsl") {
+                fs::hard_link(dir.join("sl2"), dir.join("hlsl")).unwrap();
+            }
+        };
+        for option in options {
+            let mut args: Vec<&str> = vec!["--backup=numbered"].into_iter().filter(|_| option.contains('b')).collect();
+            args.extend(Some(option).filter(|o| !o.is_empty()));
+            args.extend_from_slice(pair);
+            same_as_cp(setup, &args);
+        }
+    }
+}
+
 #[test]
 fn no_dereference_onto_a_symlink_to_the_source_is_refused() {
     // coreutils no-deref-link1.

@@ -300,8 +300,9 @@ fn link_instead(job: &FileJob, o: &CopyOptions, dirs: &mut Dirs) -> Result<FileO
     let mut displaced = None;
     if job.check_existing && fs::symlink_metadata(dest).is_ok() {
         let key = |m: fs::Metadata| (m.dev(), m.ino());
-        if o.hard_link && fs::metadata(dest).map(key).ok() == fs::metadata(source).map(key).ok() {
-            // Already a name of the source: nothing to do, as cp.
+        let source_key = if job.follow { fs::metadata(source) } else { fs::symlink_metadata(source) };
+        if o.hard_link && fs::symlink_metadata(dest).map(key).ok() == source_key.map(key).ok() {
+            // Already a name of what would be linked: nothing to do, as cp.
             return Ok(FileOutcome::Copied(0, None));
         }
         if o.no_clobber {
@@ -320,7 +321,7 @@ fn link_instead(job: &FileJob, o: &CopyOptions, dirs: &mut Dirs) -> Result<FileO
         if source.is_relative() && !in_current_directory(dest) {
             return Err(Failure { path: dest.clone(), action: "relative symlink", error: io::Error::other("") });
         }
-        std::os::unix::fs::symlink(source, dest).map_err(fail(dest, "create symlink"))?;
+        std::os::unix::fs::symlink(source, dest).map_err(fail_with(dest, "create symlink", source))?;
     } else {
         let flags = if job.follow { nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW } else { nix::fcntl::AtFlags::empty() };
         nix::unistd::linkat(nix::fcntl::AT_FDCWD, source, nix::fcntl::AT_FDCWD, dest, flags)
