@@ -330,6 +330,7 @@ fn copy_options(o: &Opts) -> Result<CopyOptions, Usage> {
     c.remove_destination = o.remove_destination;
     c.force = o.force;
     c.copy_contents = o.copy_contents;
+    c.write_through_dangling = std::env::var_os("POSIXLY_CORRECT").is_some();
     c.one_file_system = o.one_file_system;
     c.hard_link = o.link;
     c.symbolic_link = o.symbolic_link;
@@ -425,7 +426,7 @@ impl Observer for Messages<'_> {
     fn failed(&mut self, failure: &Failure) {
         self.report.failed(failure);
         if !self.bar {
-            eprintln!("stealcp: {failure}");
+            eprintln!("{p}: {failure}", p = crate::program());
         }
     }
 
@@ -436,27 +437,46 @@ impl Observer for Messages<'_> {
     fn left_staged(&mut self, destination: &Path, temp: &Path) {
         self.report.left_staged(destination, temp);
         if !self.bar {
-            eprintln!("stealcp: {}", progress::left_staged_line(temp));
+            eprintln!("{p}: {}", progress::left_staged_line(temp), p = crate::program());
         }
     }
+}
+
+/// The name messages begin with: the one this program was run as (`cp` when installed under
+/// that name, so that scripts reading cp's messages read the same words), as GNU cp names
+/// itself; `stealcp` if there is none.
+pub(crate) fn program() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::args_os()
+            .next()
+            .and_then(|arg0| Path::new(&arg0).file_name().map(|name| name.to_string_lossy().into_owned()))
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "stealcp".to_owned())
+    })
 }
 
 fn main() -> ExitCode {
     // cp's abbreviations are written out first (see long_options.rs): clap sees full names.
     let mut args = std::env::args_os();
-    let program = args.next().unwrap_or_else(|| "stealcp".into());
+    let arg0 = args.next().unwrap_or_else(|| "stealcp".into());
     let args = match long_options::expand(args) {
         Ok(args) => args,
         Err(message) => {
-            eprintln!("stealcp: {message}\nTry 'stealcp --help' for more information.");
+            eprintln!("{p}: {message}\nTry '{p} --help' for more information.", p = crate::program());
             return ExitCode::FAILURE;
         }
     };
-    let parsed = Opts::command().try_get_matches_from(std::iter::once(program).chain(args)).and_then(|m| {
-        let mut opts = Opts::from_arg_matches(&m)?;
-        opts.preserve_order = preserve_order(&m);
-        Ok(opts)
-    });
+    // clap's own messages (usage errors, --help) name the program as it was run, too.
+    let parsed = Opts::command()
+        .name(program())
+        .bin_name(program())
+        .try_get_matches_from(std::iter::once(arg0).chain(args))
+        .and_then(|m| {
+            let mut opts = Opts::from_arg_matches(&m)?;
+            opts.preserve_order = preserve_order(&m);
+            Ok(opts)
+        });
     let opts = match parsed {
         Ok(opts) => opts,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
@@ -476,15 +496,15 @@ fn main() -> ExitCode {
         Err(Failed::Usage(Usage(message)))
             if message.starts_with("cannot combine") || message.starts_with("multiple target") =>
         {
-            eprintln!("stealcp: {message}");
+            eprintln!("{p}: {message}", p = crate::program());
             ExitCode::FAILURE
         }
         Err(Failed::Usage(Usage(message))) => {
-            eprintln!("stealcp: {message}\nTry 'stealcp --help' for more information.");
+            eprintln!("{p}: {message}\nTry '{p} --help' for more information.", p = crate::program());
             ExitCode::FAILURE
         }
         Err(Failed::Other(e)) => {
-            eprintln!("stealcp: {e:#}");
+            eprintln!("{p}: {e:#}", p = crate::program());
             ExitCode::FAILURE
         }
     }
@@ -568,12 +588,12 @@ fn run(opts: &Opts) -> Result<bool, Failed> {
     let (sources, mut target) = operands(opts)?;
     backup_copy_of_itself(&sources, &mut target, &mut options);
     if opts.context.is_some() {
-        eprintln!("stealcp: warning: ignoring --context; SELinux contexts are not supported");
+        eprintln!("{p}: warning: ignoring --context; SELinux contexts are not supported", p = crate::program());
     }
     let (plan, errors) = stealcp::plan_each(&sources, &target, &options)?;
     let mut ok = true;
     for error in &errors {
-        eprintln!("stealcp: {error}");
+        eprintln!("{p}: {error}", p = crate::program());
         ok &= error.is_warning();
     }
     if plan.is_empty() {
@@ -601,7 +621,7 @@ fn run(opts: &Opts) -> Result<bool, Failed> {
     };
     shown.finish();
     for skipped in &report.skipped {
-        eprintln!("stealcp: warning: '{}': {}", skipped.path.display(), skipped.reason);
+        eprintln!("{p}: warning: '{}': {}", skipped.path.display(), skipped.reason, p = crate::program());
     }
     // Each failure was printed as it happened (Messages::failed).
     Ok(ok && report.is_success())

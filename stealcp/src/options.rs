@@ -67,6 +67,11 @@ pub struct CopyOptions {
     /// Read FIFOs and devices met while recursing as files (`--copy-contents`), instead of
     /// recreating them.
     pub copy_contents: bool,
+    /// Write through a dangling destination symlink, creating the file it names, as GNU cp
+    /// does when `POSIXLY_CORRECT` is set; otherwise such a destination is refused ("not
+    /// writing through dangling symlink").
+    #[serde(default)]
+    pub write_through_dangling: bool,
     /// Do not descend into directories on other file systems (`-x`): their mount points are
     /// copied as empty directories.
     pub one_file_system: bool,

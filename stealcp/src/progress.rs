@@ -184,7 +184,7 @@ impl Report {
                         }
                         None if last_plain.elapsed() >= PLAIN_EVERY => {
                             last_plain = Instant::now();
-                            eprintln!("stealcp: {}", layout(usize::MAX, c, rate, eta));
+                            eprintln!("{p}: {}", layout(usize::MAX, c, rate, eta), p = crate::program());
                         }
                         None => {}
                     }
@@ -206,7 +206,7 @@ impl Report {
             bar.finish_and_clear();
         }
         if self.shown {
-            eprintln!("stealcp: {}", summary(*self.counts.lock(), self.started.elapsed()));
+            eprintln!("{p}: {}", summary(*self.counts.lock(), self.started.elapsed()), p = crate::program());
         }
     }
 }
@@ -263,13 +263,13 @@ impl Observer for Report {
 
     fn failed(&mut self, failure: &Failure) {
         if let Some(bar) = &self.bar {
-            bar.println(format!("stealcp: {failure}"));
+            bar.println(format!("{p}: {failure}", p = crate::program()));
         }
     }
 
     fn left_staged(&mut self, _destination: &Path, temp: &Path) {
         if let Some(bar) = &self.bar {
-            bar.println(format!("stealcp: {}", left_staged_line(temp)));
+            bar.println(format!("{p}: {}", left_staged_line(temp), p = crate::program()));
         }
     }
 }

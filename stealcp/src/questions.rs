@@ -11,7 +11,7 @@ use stealcp::OverwriteQuestion;
 pub(crate) fn overwrite_prompt(question: &OverwriteQuestion, removes: bool) -> String {
     let d = question.destination.display();
     if question.writable {
-        return format!("stealcp: overwrite '{d}'? ");
+        return format!("{p}: overwrite '{d}'? ", p = crate::program());
     }
     let bits = question.mode & 0o7777;
     let on = |b: u32, c: char| if bits & b != 0 { c } else { '-' };
@@ -36,9 +36,9 @@ pub(crate) fn overwrite_prompt(question: &OverwriteQuestion, removes: bool) -> S
     .into_iter()
     .collect();
     if removes {
-        format!("stealcp: replace '{d}', overriding mode {bits:04o} ({perms})? ")
+        format!("{p}: replace '{d}', overriding mode {bits:04o} ({perms})? ", p = crate::program())
     } else {
-        format!("stealcp: unwritable '{d}' (mode {bits:04o}, {perms}); try anyway? ")
+        format!("{p}: unwritable '{d}' (mode {bits:04o}, {perms}); try anyway? ", p = crate::program())
     }
 }
 
@@ -57,14 +57,14 @@ mod tests {
     #[test]
     fn questions_are_worded_as_by_cp() {
         let q = |mode, writable| OverwriteQuestion { destination: "B/A/x".into(), mode, writable };
-        assert_eq!(overwrite_prompt(&q(0o100644, true), false), "stealcp: overwrite 'B/A/x'? ");
+        assert_eq!(overwrite_prompt(&q(0o100644, true), false), format!("{}: overwrite 'B/A/x'? ", crate::program()));
         assert_eq!(
             overwrite_prompt(&q(0o100444, false), false),
-            "stealcp: unwritable 'B/A/x' (mode 0444, r--r--r--); try anyway? "
+            format!("{}: unwritable 'B/A/x' (mode 0444, r--r--r--); try anyway? ", crate::program())
         );
         assert_eq!(
             overwrite_prompt(&q(0o106555, false), true),
-            "stealcp: replace 'B/A/x', overriding mode 6555 (r-sr-sr-x)? "
+            format!("{}: replace 'B/A/x', overriding mode 6555 (r-sr-sr-x)? ", crate::program())
         );
         assert_eq!(overwrite_prompt(&q(0o105000, false), true).split('(').nth(1), Some("--S-----T)? "));
     }

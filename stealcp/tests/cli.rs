@@ -277,6 +277,50 @@ fn fifos_and_sockets_are_recreated_as_by_cp_a() {
 }
 
 #[test]
+fn messages_name_the_program_as_it_was_run() {
+    let dir = TempDir::new().unwrap();
+    // Installed as `cp` (a symlink), it names itself `cp`, as GNU cp names itself.
+    let cp = dir.path().join("cp");
+    symlink(env!("CARGO_BIN_EXE_stealcp"), &cp).unwrap();
+    let out = Command::new(&cp).arg(dir.path().join("missing")).arg(dir.path().join("x")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("cp: cannot stat '"), "{}", stderr(&out));
+    let out = Command::new(&cp).output().unwrap();
+    assert_eq!(stderr(&out), "cp: missing file operand\nTry 'cp --help' for more information.\n");
+    let out = stealcp(&[os(&dir.path().join("missing")), os(&dir.path().join("x"))]);
+    assert!(stderr(&out).starts_with("stealcp: cannot stat '"), "{}", stderr(&out));
+}
+
+#[test]
+fn posixly_correct_writes_through_a_dangling_symlink_as_cp_does() {
+    let run = |program: &str| {
+        let dir = TempDir::new().unwrap();
+        fs::write(dir.path().join("f"), "hi\n").unwrap();
+        symlink("no-such", dir.path().join("dangle")).unwrap();
+        let out = Command::new(program)
+            .current_dir(dir.path())
+            .env("POSIXLY_CORRECT", "1")
+            .args(["f", "dangle"])
+            .output()
+            .unwrap();
+        let target = fs::read_to_string(dir.path().join("no-such")).ok();
+        (out.status.code(), target, fs::read_link(dir.path().join("dangle")).unwrap())
+    };
+    let ours = run(env!("CARGO_BIN_EXE_stealcp"));
+    assert_eq!(ours, (Some(0), Some("hi\n".to_owned()), PathBuf::from("no-such")), "the target made through the link");
+    if Path::new("/usr/bin/cp").exists() {
+        assert_eq!(ours, run("/usr/bin/cp"), "as cp");
+    }
+    // Without it, refused (see gnu_existing.rs).
+    let dir = TempDir::new().unwrap();
+    fs::write(dir.path().join("f"), "hi\n").unwrap();
+    symlink("no-such", dir.path().join("dangle")).unwrap();
+    let out = stealcp(&[os(&dir.path().join("f")), os(&dir.path().join("dangle"))]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!dir.path().join("no-such").exists());
+}
+
+#[test]
 fn a_fifo_named_without_r_is_read_like_a_file() {
     let dir = TempDir::new().unwrap();
     let fifo = dir.path().join("pipe");

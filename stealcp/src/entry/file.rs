@@ -429,6 +429,15 @@ pub(super) fn existing_destination(
         return remove(dirs, Displaced::Removed);
     }
     let Some(target) = followed else {
+        if o.write_through_dangling {
+            // POSIXLY_CORRECT: the file the symlink names is created through it.
+            let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC;
+            let mode = Mode::from_bits_truncate(o.creation_bits(creation_mode(source), false));
+            let fd = nix::fcntl::openat(dir, name, flags, mode).map_err(|e| fail(dest, "create")(e.into()))?;
+            let file = File::from(fd);
+            let dev = file.metadata().map_err(fail(dest, "stat"))?.dev();
+            return Ok(Existing::Open { file, dev, regular: true });
+        }
         return Err(Failure { path: dest.clone(), action: "dangling symlink", error: io::Error::other("") });
     };
     let regular = kind(&target) == SFlag::S_IFREG;
