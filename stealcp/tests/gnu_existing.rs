@@ -242,6 +242,9 @@ fn two_directories_landing_on_one_name_are_merged_one_after_the_other() {
         file(dir, "m2/d/x", "second\n", 0o600);
         file(dir, "m2/d/only2", "2\n", 0o644);
         file(dir, "m3/d", "a file\n", 0o644);
+        // A hard link from the second tree to the first: `-a` links it to the first's copy,
+        // which the first wave has already renamed into place.
+        fs::hard_link(dir.join("m1/d/only1"), dir.join("m2/d/link")).unwrap();
         fs::create_dir_all(dir.join("dst")).unwrap();
         fs::create_dir_all(dir.join("pre/d")).unwrap();
         // Times of their own (for `-a`), which differ between the two trees.

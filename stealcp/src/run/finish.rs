@@ -59,14 +59,26 @@ where
         // Directories of one depth do not contain each other: they are finished together.
         let depth = |d: &DirFinish| d.path.components().count();
         directories.sort_by_cached_key(|d| std::cmp::Reverse(depth(d)));
+        let mut published = Vec::new();
         for level in directories.chunk_by(|a, b| depth(a) == depth(b)) {
             self.finish_directories(level);
             for dir in level {
                 if let Some(i) = self.stagings.iter().position(|s| s.temp == dir.path) {
                     let staging = self.stagings.remove(i);
-                    if let Err(failure) = publish_directory(&staging.temp, &staging.destination) {
-                        record_left_staged(&mut self.report, self.observer, failure, staging.temp, staging.destination);
+                    match publish_directory(&staging.temp, &staging.destination) {
+                        Ok(()) => published.push(staging),
+                        Err(failure) => {
+                            record_left_staged(&mut self.report, self.observer, failure, staging.temp, staging.destination)
+                        }
                     }
+                }
+            }
+        }
+        // A later wave may link to a file copied in this one: by the name it has now.
+        if !published.is_empty() {
+            for first in self.inodes.values_mut() {
+                if let std::borrow::Cow::Owned(now) = shown(&published, first) {
+                    *first = now;
                 }
             }
         }
