@@ -147,6 +147,24 @@ fn same_file_is_refused_as_cp_refuses_it() {
     }
 }
 
+#[test]
+fn a_link_that_cannot_be_made_leaves_the_destination_as_it_was() {
+    let setup = |dir: &Path| {
+        file(dir, "foo", "a\n", 0o644);
+        file(dir, "d/foo", "PRECIOUS\n", 0o644);
+        file(dir, "s3", "s3\n", 0o644);
+        symlink(dir, "foo", "s1");
+        symlink(dir, "s1", "s2");
+    };
+    // A relative symlink outside the current directory is refused before -f or -b touch d/foo.
+    same_as_cp(setup, &["-sf", "foo", "d"]);
+    same_as_cp(setup, &["-sb", "foo", "d"]);
+    // -l follows s2 to foo: s1 is replaced by a hard link only once that link exists.
+    same_as_cp(setup, &["-lf", "s2", "s1"]);
+    same_as_cp(setup, &["-bl", "s2", "s3"]);
+    same_as_cp(setup, &["-l", "--remove-destination", "s2", "s3"]);
+}
+
 /// coreutils' same-file matrix: every pairing of a file, symlinks to it and a hard link, with
 /// every way of replacing, backing up, linking and symlinking (status, messages and the tree,
 /// which must keep the file's contents wherever cp keeps them).

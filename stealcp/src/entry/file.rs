@@ -294,10 +294,19 @@ fn io_failure(job: &FileJob, error: io::Error) -> Failure {
     }
 }
 
-/// `-l` / `-s`: a hard link to the source, or a symlink to it, instead of a copy.
+/// `-l` / `-s`: a hard link to the source, or a symlink to it, instead of a copy. An existing
+/// destination is replaced only once the link exists (made under a temporary name, then renamed
+/// over it), and a backup is put back if the link cannot be made, as cp does: a link that
+/// fails never costs the destination.
 fn link_instead(job: &FileJob, o: &CopyOptions, dirs: &mut Dirs) -> Result<FileOutcome, Failure> {
     let (dest, source) = (&job.destination, &job.source);
+    let _ = dirs;
+    if o.symbolic_link && source.is_relative() && !in_current_directory(dest) {
+        return Err(Failure { path: dest.clone(), action: "relative symlink", error: io::Error::other("") });
+    }
     let mut displaced = None;
+    let mut backup = None;
+    let mut replace = false;
     if job.check_existing && fs::symlink_metadata(dest).is_ok() {
         let key = |m: fs::Metadata| (m.dev(), m.ino());
         let source_key = if job.follow { fs::metadata(source) } else { fs::symlink_metadata(source) };
@@ -308,24 +317,34 @@ fn link_instead(job: &FileJob, o: &CopyOptions, dirs: &mut Dirs) -> Result<FileO
         if o.no_clobber {
             return Ok(FileOutcome::Unchanged(0));
         }
-        if let Some(backup) = &o.backup {
-            displaced = Some(Displaced::BackedUp(make_backup(dest, backup).map_err(fail(dest, "backup"))?));
+        if let Some(control) = &o.backup {
+            let to = make_backup(dest, control).map_err(fail(dest, "backup"))?;
+            backup = Some(to.clone());
+            displaced = Some(Displaced::BackedUp(to));
         } else if o.force || o.remove_destination {
-            fs::remove_file(dest).map_err(fail(dest, "replace"))?;
+            replace = true;
             // cp -v says so only for --remove-destination (-f replaces the link silently).
             displaced = o.remove_destination.then_some(Displaced::Removed);
         }
     }
-    let _ = dirs;
-    if o.symbolic_link {
-        if source.is_relative() && !in_current_directory(dest) {
-            return Err(Failure { path: dest.clone(), action: "relative symlink", error: io::Error::other("") });
-        }
-        std::os::unix::fs::symlink(source, dest).map_err(fail_with(dest, "create symlink", source))?;
+    let at = if replace { crate::publish::temp_path(dest) } else { dest.clone() };
+    let made = if o.symbolic_link {
+        std::os::unix::fs::symlink(source, &at).map_err(fail_with(dest, "create symlink", source))
     } else {
         let flags = if job.follow { nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW } else { nix::fcntl::AtFlags::empty() };
-        nix::unistd::linkat(nix::fcntl::AT_FDCWD, source, nix::fcntl::AT_FDCWD, dest, flags)
-            .map_err(|e| link_failed(dest, source)(e.into()))?;
+        nix::unistd::linkat(nix::fcntl::AT_FDCWD, source, nix::fcntl::AT_FDCWD, &at, flags)
+            .map_err(|e| link_failed(dest, source)(e.into()))
+    };
+    if let Err(failure) = made {
+        if let Some(backup) = backup {
+            // As cp: the destination comes back from its backup.
+            let _ = fs::rename(backup, dest);
+        }
+        return Err(failure);
+    }
+    if replace && let Err(e) = fs::rename(&at, dest) {
+        let _ = fs::remove_file(&at);
+        return Err(fail(dest, "replace")(e));
     }
     Ok(FileOutcome::Copied(0, displaced))
 }
