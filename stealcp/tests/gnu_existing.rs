@@ -148,6 +148,26 @@ fn same_file_is_refused_as_cp_refuses_it() {
 }
 
 #[test]
+fn two_names_of_one_destination_are_written_one_after_the_other() {
+    let setup = |dir: &Path| {
+        // Each more than one task's worth of bytes, so that they go to different workers:
+        // written at once, the file could end up with a mix of both.
+        fs::create_dir_all(dir.join("a")).unwrap();
+        fs::create_dir_all(dir.join("b")).unwrap();
+        fs::write(dir.join("a/f"), gnu_harness::dense(20 << 20)).unwrap();
+        fs::write(dir.join("b/g"), vec![b'b'; 18 << 20]).unwrap();
+        fs::write(dir.join("b/f"), vec![b'b'; 18 << 20]).unwrap();
+        // Two names of one file, and a directory reached through a symlink.
+        file(dir, "o/f", "old\n", 0o644);
+        fs::hard_link(dir.join("o/f"), dir.join("o/g")).unwrap();
+        file(dir, "p/a/f", "old\n", 0o644);
+        symlink(dir, "a", "p/b");
+    };
+    same_as_cp(setup, &["a/f", "b/g", "o"]);
+    same_as_cp(setup, &["--parents", "a/f", "b/f", "p"]);
+}
+
+#[test]
 fn a_link_that_cannot_be_made_leaves_the_destination_as_it_was() {
     let setup = |dir: &Path| {
         file(dir, "foo", "a\n", 0o644);

@@ -67,9 +67,13 @@ where
                     let staging = self.stagings.remove(i);
                     match publish_directory(&staging.temp, &staging.destination) {
                         Ok(()) => published.push(staging),
-                        Err(failure) => {
-                            record_left_staged(&mut self.report, self.observer, failure, staging.temp, staging.destination)
-                        }
+                        Err(failure) => record_left_staged(
+                            &mut self.report,
+                            self.observer,
+                            failure,
+                            staging.temp,
+                            staging.destination,
+                        ),
                     }
                 }
             }

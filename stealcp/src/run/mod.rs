@@ -115,29 +115,51 @@ where
 /// and a file both write holds `y/d`'s copy; copied side by side, the second tree would
 /// find the first half made, and two workers could write one file at once.
 ///
-/// Destinations are compared as written (`.` left out, `..` taken as a name).
+/// Destinations are compared where they really are: the deepest part of each that exists
+/// with symlinks resolved, and an existing file by its inode (two names of one file are one
+/// destination).
 fn waves(assignments: &[Assignment]) -> Vec<&[Assignment]> {
+    use std::os::unix::fs::MetadataExt;
     let mut waves = Vec::new();
     let mut start = 0;
-    // The current wave's destinations, and every directory above one of them.
+    // The current wave's destinations, every directory above one of them, and the files
+    // they already are.
     let mut taken: HashSet<PathBuf> = HashSet::new();
     let mut above: HashSet<PathBuf> = HashSet::new();
+    let mut files: HashSet<(u64, u64)> = HashSet::new();
     for (i, assignment) in assignments.iter().enumerate() {
-        let destination = into_self::lexical(&assignment.destination);
+        let destination = resolved(&assignment.destination);
+        let file = fs::metadata(&assignment.destination).ok().filter(|m| !m.is_dir()).map(|m| (m.dev(), m.ino()));
         let overlaps = taken.contains(&destination)
             || above.contains(&destination)
-            || destination.ancestors().skip(1).any(|a| taken.contains(a));
+            || destination.ancestors().skip(1).any(|a| taken.contains(a))
+            || file.is_some_and(|f| files.contains(&f));
         if overlaps {
             waves.push(&assignments[start..i]);
             start = i;
             taken.clear();
             above.clear();
+            files.clear();
         }
         above.extend(destination.ancestors().skip(1).map(Path::to_path_buf));
         taken.insert(destination);
+        files.extend(file);
     }
     waves.push(&assignments[start..]);
     waves
+}
+
+/// `path` with its deepest existing part resolved (symlinks followed, `.` and `..` gone) and
+/// the rest as written.
+fn resolved(path: &Path) -> PathBuf {
+    let lexical = into_self::lexical(path);
+    for there in lexical.ancestors() {
+        let real = fs::canonicalize(if there.as_os_str().is_empty() { Path::new(".") } else { there });
+        if let (Ok(real), Ok(rest)) = (real, lexical.strip_prefix(there)) {
+            return if rest.as_os_str().is_empty() { real } else { real.join(rest) };
+        }
+    }
+    lexical
 }
 
 /// What the coordinator remembers about a task in flight.
