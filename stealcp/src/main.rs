@@ -44,6 +44,8 @@ temporary name, and the line after that failure says where:
 Long options may be abbreviated as GNU cp 9.1 takes them (--b is --backup, --pr --preserve,
 --d --dereference); stealcp's own (--backend, --jobs, --progress, --no-progress, --verify,
 --debug, --keep-directory-symlink) only where no cp option begins so (--backe, --pro, --veri).
+Messages begin with the name the program was run as, without its directory (cp when
+installed as cp; GNU cp keeps a directory given in its argv[0]).
 Not supported: -Z/--context (SELinux contexts: this build has no SELinux support; -Z is
 ignored with a warning, as cp does on a kernel without SELinux); --preserve=context (ignored);
 --debug lists what -v lists, each regular file's line followed by how its bytes were
