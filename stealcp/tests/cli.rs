@@ -321,6 +321,38 @@ fn posixly_correct_writes_through_a_dangling_symlink_as_cp_does() {
 }
 
 #[test]
+fn no_clobber_keeps_a_destination_without_opening_a_fifo_source() {
+    let dir = TempDir::new().unwrap();
+    let fifo = dir.path().join("pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    fs::write(dir.path().join("kept"), "kept\n").unwrap();
+    for option in ["-n", "-u"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stealcp"))
+            .args([OsStr::new(option), fifo.as_os_str(), dir.path().join("kept").as_os_str()])
+            .spawn()
+            .unwrap();
+        // As cp: nothing is read, so no writer is needed. Opening the FIFO would block until
+        // one came: after a bound, this test is that writer, and fails.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                drop(fs::OpenOptions::new().write(true).custom_flags(nix::libc::O_NONBLOCK).open(&fifo));
+                break None;
+            }
+            std::thread::yield_now();
+        };
+        let finished = status.is_some();
+        let status = status.unwrap_or_else(|| child.wait().unwrap());
+        assert!(finished, "{option}: the copy opened the FIFO and waited for a writer");
+        assert!(status.success(), "{option}: {status:?}");
+        assert_eq!(fs::read_to_string(dir.path().join("kept")).unwrap(), "kept\n", "{option}");
+    }
+}
+
+#[test]
 fn a_fifo_named_without_r_is_read_like_a_file() {
     let dir = TempDir::new().unwrap();
     let fifo = dir.path().join("pipe");

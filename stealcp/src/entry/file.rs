@@ -155,6 +155,10 @@ fn copy_whole(
     if o.hard_link || o.symbolic_link {
         return link_instead(job, o, dirs);
     }
+    if job.read_special && job.check_existing && (o.no_clobber || o.update) && kept_unopened(job, o) {
+        // Decided before the source is opened: opening a FIFO waits for a writer.
+        return Ok(FileOutcome::Unchanged(0));
+    }
     let (src, meta) = match &job.open_as {
         Some(path) => {
             open_source(path, job.follow, job.read_special).map_err(|f| Failure { path: job.source.clone(), ..f })?
@@ -198,6 +202,16 @@ fn copy_whole(
     let created = (owner.uid, job.dst_group.unwrap_or(owner.gid));
     let sealed = seal(staged, dirs, &src, &meta, &job.destination, Some(created), o)?;
     Ok(FileOutcome::sealed(sealed, len, displaced))
+}
+
+/// `-n`, or `-u` with a destination at least as new: whether a FIFO or device source would be
+/// left alone anyway (cp decides so without opening it).
+fn kept_unopened(job: &FileJob, o: &CopyOptions) -> bool {
+    let path = job.open_as.as_ref().unwrap_or(&job.source);
+    let source = if job.follow { fs::metadata(path) } else { fs::symlink_metadata(path) };
+    let (Ok(source), Ok(dest)) = (source, fs::metadata(&job.destination)) else { return false };
+    !source.is_file()
+        && (o.no_clobber || (o.update && (dest.mtime(), dest.mtime_nsec()) >= (source.mtime(), source.mtime_nsec())))
 }
 
 /// Moves the source's bytes into `out` (empty: new or truncated), until the source's end of
