@@ -447,7 +447,18 @@ mod tests {
         fs::write(src.join("plain"), "plain").unwrap();
         nix::unistd::mkfifo(&src.join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let o = CopyOptions { recursive: true, copy_contents: true, ..CopyOptions::default() };
-        let listing = scan(&scan_of(&src, &dst, 64), &o);
+        let job = scan_of(&src, &dst, 64);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let scanning = std::thread::spawn(move || tx.send(scan(&job, &o)).unwrap());
+        // A scan that opened the FIFO waits for a writer: after a bound this test is that
+        // writer (so that nothing hangs), and fails.
+        let listing = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap_or_else(|_| {
+            use std::os::unix::fs::OpenOptionsExt;
+            let writer = fs::OpenOptions::new().write(true).custom_flags(nix::libc::O_NONBLOCK).open(src.join("pipe"));
+            drop(writer);
+            scanning.join().unwrap();
+            panic!("the scan opened the FIFO and waited for a writer");
+        });
         let copied: Vec<_> = listing.copied.iter().map(|(f, ..)| f.name().to_owned()).collect();
         assert_eq!(copied, ["plain"]);
         let left: Vec<_> = listing.files.iter().map(|f| f.name().to_owned()).collect();
