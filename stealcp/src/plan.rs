@@ -96,8 +96,8 @@ pub fn plan_each(
     }
     let mut out = Vec::with_capacity(sources.len());
     let mut errors = Vec::new();
-    // Destinations taken so far, and what each was made as.
-    let mut taken: HashMap<PathBuf, Taken> = HashMap::new();
+    // Destinations taken so far: what each was made as, and from what.
+    let mut taken: HashMap<PathBuf, (Taken, std::fs::Metadata)> = HashMap::new();
     let mut seen_sources: HashSet<&Path> = HashSet::new();
     for source in sources {
         if !seen_sources.insert(source.as_path()) && !options.parents {
@@ -106,8 +106,11 @@ pub fn plan_each(
             continue;
         }
         match plan_one(source, dest, dest_is_dir, exact, options, &taken) {
-            Ok(Some((assignment, made_as))) => {
-                taken.insert(assignment.destination.clone(), made_as);
+            Ok(Some((assignment, made_as, meta))) => {
+                // A relative `-s` that will be refused makes nothing.
+                if !crate::entry::refused_relative_symlink(source, &assignment.destination, options) {
+                    taken.insert(assignment.destination.clone(), (made_as, meta));
+                }
                 out.push(assignment);
             }
             // `-l` onto a name the source already has: nothing to do, as cp.
@@ -126,8 +129,8 @@ fn plan_one(
     dest_is_dir: bool,
     exact: bool,
     options: &CopyOptions,
-    taken: &HashMap<PathBuf, Taken>,
-) -> Result<Option<(Assignment, Taken)>, PlanError> {
+    taken: &HashMap<PathBuf, (Taken, std::fs::Metadata)>,
+) -> Result<Option<(Assignment, Taken, std::fs::Metadata)>, PlanError> {
     let follow = options.follows_arguments();
     let meta = if follow { std::fs::metadata(source) } else { std::fs::symlink_metadata(source) };
     let meta = meta.map_err(|e| plan_error(source, PlanErrorKind::Missing(e)))?;
@@ -172,8 +175,15 @@ fn plan_one(
     } else {
         // A directory an earlier source makes is there when this one is copied (`copy` runs
         // overlapping destinations one after the other), which refuses it as cp does.
-        if let Some(&made_as) = taken.get(&destination).filter(|t| **t != Taken::Directory) {
-            let kind = if made_as == Taken::Symlink && !meta.is_symlink() {
+        if let Some((made_as, earlier)) = taken.get(&destination).filter(|(t, _)| *t != Taken::Directory) {
+            match just_created(&meta, earlier, options) {
+                JustCreated::Keep => return Ok(None),
+                JustCreated::Replace => {
+                    return Ok(Some((assignment(source, destination, parents), Taken::Other, meta)));
+                }
+                JustCreated::Refuse => {}
+            }
+            let kind = if *made_as == Taken::Symlink && !meta.is_symlink() {
                 PlanErrorKind::ThroughJustCreatedSymlink(source.to_path_buf())
             } else {
                 PlanErrorKind::JustCreated(source.to_path_buf())
@@ -207,7 +217,51 @@ fn plan_one(
     } else {
         Taken::Other
     };
-    Ok(Some((Assignment { source: source.to_path_buf(), destination, parents }, made_as)))
+    Ok(Some((assignment(source, destination, parents), made_as, meta)))
+}
+
+fn assignment(source: &Path, destination: PathBuf, parents: Vec<(PathBuf, PathBuf)>) -> Assignment {
+    Assignment { source: source.to_path_buf(), destination, parents }
+}
+
+/// What cp does with a source whose destination an earlier source on the command line has
+/// just made.
+#[derive(Debug, PartialEq, Eq)]
+enum JustCreated {
+    /// Leave the earlier copy, successfully: `-n`; `-u` and it is not older than this source
+    /// (its time is the earlier source's with `-p` or `-l`, else the time of the copy); `-l` and this
+    /// source is the very file the earlier one linked there.
+    Keep,
+    /// `--backup=numbered`: the earlier copy is backed up and replaced.
+    Replace,
+    /// "will not overwrite just-created" (or "... through just-created symlink").
+    Refuse,
+}
+
+/// cp's order of checks for an existing destination (same file, `-u`, `-n`, then the
+/// just-created rule, which numbered backups are exempt from) applied to the destination an
+/// earlier source (stat `earlier`) makes, before it is made: `copy` runs the two in turn.
+fn just_created(src: &std::fs::Metadata, earlier: &std::fs::Metadata, o: &CopyOptions) -> JustCreated {
+    use std::os::unix::fs::MetadataExt;
+    let same_inode = (src.dev(), src.ino()) == (earlier.dev(), earlier.ino());
+    if o.hard_link && same_inode {
+        return JustCreated::Keep;
+    }
+    if o.update && !src.is_dir() {
+        // A hard link is the earlier source itself.
+        let kept = o.preserve_timestamps || o.hard_link;
+        let made_at = if kept { earlier.modified().ok() } else { Some(std::time::SystemTime::now()) };
+        if made_at.zip(src.modified().ok()).is_some_and(|(made, source)| made >= source) {
+            return JustCreated::Keep;
+        }
+    }
+    if o.no_clobber {
+        return JustCreated::Keep;
+    }
+    match &o.backup {
+        Some(b) if b.control == crate::options::BackupControl::Numbered => JustCreated::Replace,
+        _ => JustCreated::Refuse,
+    }
 }
 
 /// What an earlier source's destination is made as.

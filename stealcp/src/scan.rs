@@ -281,8 +281,13 @@ pub(crate) fn scan(job: &ScanJob, o: &CopyOptions) -> Listing {
                 dir.skip_contents = dir.dev != job.meta.dev;
             }
             out.subdirs.push(found);
-        } else if kind.is_file() || (o.copy_contents && !kind.is_symlink() && !kind.is_socket()) {
-            // --copy-contents: FIFOs and devices are read like files.
+        } else if kind.is_file()
+            || o.hard_link
+            || o.symbolic_link
+            || (o.copy_contents && !kind.is_symlink() && !kind.is_socket())
+        {
+            // --copy-contents: FIFOs and devices are read like files. -l and -s link every
+            // entry that is not a directory, symlinks and FIFOs too, as cp does.
             out.files.push(Found::new(&name, &meta));
         } else if o.interactive && out.existed && fs::symlink_metadata(job.destination.join(&name)).is_ok() {
             out.ask.push(serde_bytes::ByteBuf::from(name.as_bytes()));

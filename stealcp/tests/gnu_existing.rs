@@ -11,7 +11,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use gnu_harness::{Compare, file, same_as_cp, same_as_cp_with, symlink};
+use gnu_harness::{Compare, file, same_as_cp, same_as_cp_with, same_listing_as_cp, symlink};
 
 /// A source `f`, a destination `g` (mode 600, with a second name `g2`), a symlink `sg` to it,
 /// a dangling symlink, a symlink loop, and a directory `d`.
@@ -50,6 +50,12 @@ fn a_dangling_symlink_destination_is_refused_unless_removed() {
     same_as_cp(existing, &["--remove-destination", "f", "dangle"]);
     // A symlink loop: -f removes it (coreutils' thru-dangling).
     same_as_cp(existing, &["-f", "f", "loop"]);
+    // -n, -u and -i look through the symlink and find no file to keep or ask about; with a
+    // backup, the symlink itself is what is kept.
+    for options in [&["-n"][..], &["-u"], &["-i"], &["-nb"], &["-r", "-n"]] {
+        let args: Vec<&str> = options.iter().copied().chain(["f", "dangle"]).collect();
+        same_as_cp(existing, &args);
+    }
 }
 
 #[test]
@@ -267,6 +273,34 @@ fn two_sources_landing_on_one_name() {
     same_as_cp(setup, &["-P", "c/x", "b/x", "dst"]);
     // The same source twice: a warning, copied once, status 0.
     same_as_cp(setup, &["b/x", "b/x", "dst"]);
+}
+
+/// cp meets the second of two sources landing on one name as any existing destination, and
+/// only then refuses it as just created: `-n` keeps the first copy, `-u` keeps it unless it is
+/// older (with `-p` it has the first source's time), `-l` of another name of the same file has
+/// nothing to do, and numbered backups keep both; each with status 0.
+#[test]
+fn the_second_of_two_sources_on_one_name_meets_no_clobber_update_links_and_backups_as_in_cp() {
+    let setup = |dir: &Path| {
+        file(dir, "a/x", "a\n", 0o644);
+        file(dir, "b/x", "b\n", 0o644);
+        fs::create_dir(dir.join("h")).unwrap();
+        fs::hard_link(dir.join("a/x"), dir.join("h/x")).unwrap();
+        // a/x is the older: `-pu` copies b/x over the copy of a/x, which cp refuses.
+        let day = std::time::Duration::from_secs(86_400);
+        for (name, age) in [("a/x", 2 * day), ("b/x", day)] {
+            let when = std::time::SystemTime::now() - age;
+            fs::File::options().write(true).open(dir.join(name)).unwrap().set_modified(when).unwrap();
+        }
+        fs::create_dir(dir.join("dst")).unwrap();
+    };
+    for options in [&["-n"][..], &["-u"], &["-pu"], &["-l"], &["--backup=numbered"], &["-b"], &["-s"], &["-f"]] {
+        for sources in [["a/x", "b/x"], ["a/x", "h/x"]] {
+            let args: Vec<&str> =
+                ["-v"].into_iter().chain(options.iter().copied()).chain(sources).chain(["dst"]).collect();
+            same_listing_as_cp(setup, &args, None);
+        }
+    }
 }
 
 #[test]

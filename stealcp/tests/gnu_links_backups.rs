@@ -120,3 +120,55 @@ fn backup_onto_the_same_file_without_force_is_refused_and_another_name_is_backed
     }
     same_listing_as_cp(same_tree, &["-fbv", "s", "h"], None);
 }
+
+/// `t`: a file, a symlink to it, a dangling symlink, a FIFO and a subdirectory with a symlink.
+fn tree_with_symlinks(dir: &Path) {
+    file(dir, "t/f", "linked\n", 0o644);
+    symlink(dir, "f", "t/l");
+    symlink(dir, "nowhere", "t/d");
+    file(dir, "t/a/g", "deeper\n", 0o600);
+    symlink(dir, "g", "t/a/m");
+    nix::unistd::mkfifo(&dir.join("t/p"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+}
+
+/// Under `-l` or `-s`, cp links every entry that is not a directory, symlinks and FIFOs too:
+/// `cp -al` hard-links a symlink itself (`-P`, `-d`, `-a`), `cp -rl` follows it (and fails on a
+/// dangling one), and `cp -s` makes a symlink to the symlink's own name. The harness compares
+/// link counts, so a symlink made anew instead of linked is a difference.
+#[test]
+fn links_of_symlinks_and_fifos_are_made_as_cp_makes_them() {
+    let cases: [&[&str]; 11] = [
+        &["-al", "t", "o"],
+        &["-rl", "t", "o"],
+        &["-rlP", "t", "o"],
+        &["-rlH", "t", "o"],
+        &["-dl", "t/l", "x"],
+        &["-lP", "t/d", "x"],
+        &["-l", "t/l", "x"],
+        &["-lP", "t/p", "x"],
+        &["-rs", "t", "o"],
+        &["-s", "t/l", "x"],
+        &["-sP", "t/d", "x"],
+    ];
+    for args in cases {
+        for (user, extra) in configurations() {
+            let Some((by_cp, by_us)) = both_runs(&tree_with_symlinks, args, None, user, extra) else {
+                return eprintln!("skipped: /usr/bin/cp is not GNU cp");
+            };
+            let context = format!("{extra:?} {args:?} as {user:?}\ncp:\n{}\nstealcp:\n{}", by_cp.stderr, by_us.stderr);
+            assert_eq!(by_us.status, by_cp.status, "{context}");
+            // `-rs t o` fails once per entry: in the order the workers meet them.
+            let sorted = |mut m: Vec<String>| {
+                m.sort();
+                m
+            };
+            let (ours, theirs) = (messages(&by_us.stderr, "stealcp"), messages(&by_cp.stderr, "/usr/bin/cp"));
+            assert_eq!(sorted(ours), sorted(theirs), "{context}");
+            assert_eq!(snapshot(by_us.dir.path(), false), snapshot(by_cp.dir.path(), false), "{context}");
+        }
+        let verbose: Vec<&str> = std::iter::once("-v").chain(args.iter().copied()).collect();
+        if !args.contains(&"-rs") {
+            same_listing_as_cp(tree_with_symlinks, &verbose, None);
+        }
+    }
+}

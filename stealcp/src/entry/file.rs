@@ -280,6 +280,12 @@ fn in_current_directory(path: &Path) -> bool {
     dir == Path::new(".") || key(Path::new(".")).is_some_and(|here| key(dir) == Some(here))
 }
 
+/// `-s` with a relative source, refused unless the link is made in the current directory (it
+/// would point elsewhere), as cp refuses it.
+pub(crate) fn refused_relative_symlink(source: &Path, dest: &Path, o: &CopyOptions) -> bool {
+    o.symbolic_link && source.is_relative() && !in_current_directory(dest)
+}
+
 /// `--reflink=always` where no clone can be made, worded as cp: `failed to clone 'D' from 'S'`
 /// with the kernel's reason (`FICLONE` refuses another file system first, then anything but
 /// two regular files, then a file system without reflinks).
@@ -315,30 +321,39 @@ fn io_failure(job: &FileJob, error: io::Error) -> Failure {
 fn link_instead(job: &FileJob, o: &CopyOptions, dirs: &mut Dirs) -> Result<FileOutcome, Failure> {
     let (dest, source) = (&job.destination, &job.source);
     let _ = dirs;
-    if o.symbolic_link && source.is_relative() && !in_current_directory(dest) {
+    if refused_relative_symlink(source, dest, o) {
         return Err(Failure { path: dest.clone(), action: "relative symlink", error: io::Error::other("") });
     }
     let mut displaced = None;
     let mut backup = None;
     let mut replace = false;
-    if job.check_existing && fs::symlink_metadata(dest).is_ok() {
-        let key = |m: fs::Metadata| (m.dev(), m.ino());
-        let source_key = if job.follow { fs::metadata(source) } else { fs::symlink_metadata(source) };
-        if o.hard_link && fs::symlink_metadata(dest).map(key).ok() == source_key.map(key).ok() {
+    if job.check_existing
+        && let Ok(existing) = fs::symlink_metadata(dest)
+    {
+        let key = |m: &fs::Metadata| (m.dev(), m.ino());
+        let src = if job.follow { fs::metadata(source) } else { fs::symlink_metadata(source) };
+        if o.hard_link && src.as_ref().is_ok_and(|src| key(src) == key(&existing)) {
             // Already a name of what would be linked: nothing to do, as cp.
             return Ok(FileOutcome::Copied(0, None));
         }
         if o.no_clobber {
             return Ok(FileOutcome::Unchanged(0));
         }
+        // cp removes the destination first for a source it does not follow that is not a
+        // regular file (a symlink replaces a symlink), and, with --preserve=links, for a
+        // destination with other names.
+        let unlink_first = !existing.is_dir()
+            && !o.attributes_only
+            && ((o.preserve_links && existing.nlink() > 1) || (!job.follow && src.is_ok_and(|s| !s.is_file())));
         if let Some(control) = &o.backup {
             let to = make_backup(dest, control).map_err(fail(dest, "backup"))?;
             backup = Some(to.clone());
             displaced = Some(Displaced::BackedUp(to));
-        } else if o.force || o.remove_destination {
+        } else if o.force || o.remove_destination || unlink_first {
             replace = true;
-            // cp -v says so only for --remove-destination (-f replaces the link silently).
-            displaced = o.remove_destination.then_some(Displaced::Removed);
+            // cp -v says so for --remove-destination and its own unlinking (-f replaces the
+            // link silently).
+            displaced = (o.remove_destination || unlink_first).then_some(Displaced::Removed);
         }
     }
     let at = if replace { crate::publish::temp_path(dest) } else { dest.clone() };
@@ -411,10 +426,14 @@ pub(super) fn existing_destination(
     } else {
         Some(here)
     };
-    if o.no_clobber {
+    // cp looks at the destination through a symlink unless it will move it away: a dangling
+    // one is then no file, so -n, -u and -i do not keep it, and writing through it is refused.
+    let moved_away = o.remove_destination || o.backup.is_some();
+    let dangling = followed.is_none() && !moved_away;
+    if o.no_clobber && !dangling {
         return Ok(Existing::Keep);
     }
-    if o.update {
+    if o.update && !dangling {
         let st = followed.as_ref().unwrap_or(&here);
         let dest_time = (st.st_mtime, st.st_mtime_nsec);
         if dest_time >= (source.mtime(), source.mtime_nsec()) {
@@ -423,12 +442,11 @@ pub(super) fn existing_destination(
     }
     // A directory is refused after -n and -u have had their say (they keep it silently, as
     // cp), and after -i has asked below: "n" leaves it (status 0), "y" meets the refusal.
-    let asking = o.interactive && !job.confirmed;
+    let asking = o.interactive && !job.confirmed && !dangling;
     if followed.as_ref().is_some_and(|st| kind(st) == SFlag::S_IFDIR) && !asking {
         return Err(Failure { path: dest.clone(), action: "overwrite directory", error: io::Error::other("") });
     }
     // cp's same-file rule: another name of the source may be moved away first.
-    let moved_away = o.remove_destination || o.backup.is_some();
     if let Some(st) = &followed
         && (st.st_dev, st.st_ino) == (source.dev(), source.ino())
         && !moved_away

@@ -29,6 +29,7 @@ pub(crate) use self::directory::{DirFinish, DirMeta, create_directory, finish_di
 pub(crate) use self::dirs::{Dirs, child};
 pub(crate) use self::file::{
     FileJob, FileOutcome, HandBackReason, Owner, backup_name, copy_file, path_bytes_opt, reachable_from_workers,
+    refused_relative_symlink,
 };
 pub(crate) use self::special::{Made, hard_link, make_special, make_symlink, not_older};
 pub(crate) use self::split::{FinishJob, Prepared, RangeJob, copy_piece, discard, finish_split, prepare_split};

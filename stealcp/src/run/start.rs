@@ -84,9 +84,14 @@ where
                 },
             };
             self.scans.push(ScanCtx { job, ancestors });
-        } else if kind.is_file() || (!kind.is_symlink() && (!o.recursive || o.copy_contents)) {
+        } else if kind.is_file()
+            || o.hard_link
+            || o.symbolic_link
+            || (!kind.is_symlink() && (!o.recursive || o.copy_contents))
+        {
             // A FIFO or device named without -r (or with --copy-contents) is read like a
-            // file, as cp does.
+            // file, as cp does; -l and -s link whatever is not a directory (a symlink itself
+            // unless followed).
             let parent = match destination.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,
                 _ => Path::new("."),

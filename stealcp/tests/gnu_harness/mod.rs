@@ -145,13 +145,14 @@ pub fn snapshot(root: &Path, mtimes: bool) -> BTreeMap<PathBuf, String> {
             }
             format!("dir {mode:o}")
         } else if kind.is_symlink() {
-            format!("symlink -> {:?}", fs::read_link(&path).unwrap())
+            // The link count too: `cp -al` hard-links a symlink (or FIFO) rather than make one.
+            format!("symlink links={} -> {:?}", meta.nlink(), fs::read_link(&path).unwrap())
         } else if kind.is_fifo() {
-            format!("fifo {mode:o}")
+            format!("fifo {mode:o} links={}", meta.nlink())
         } else if kind.is_char_device() || kind.is_block_device() {
-            format!("device {mode:o} {:x}", meta.rdev())
+            format!("device {mode:o} {:x} links={}", meta.rdev(), meta.nlink())
         } else if kind.is_socket() {
-            format!("socket {mode:o}")
+            format!("socket {mode:o} links={}", meta.nlink())
         } else {
             let contents = match large_file_sum(&path, meta.len()) {
                 Some(sum) => Ok(sum),
