@@ -48,8 +48,11 @@ fn a_dangling_symlink_destination_is_refused_unless_removed() {
     same_as_cp(existing, &["f", "dangle"]);
     same_as_cp(existing, &["-f", "f", "dangle"]);
     same_as_cp(existing, &["--remove-destination", "f", "dangle"]);
-    // A symlink loop: -f removes it (coreutils' thru-dangling).
+    // A symlink loop: cannot stat it; -f removes it (coreutils' thru-dangling).
+    same_as_cp(existing, &["f", "loop"]);
+    same_as_cp(existing, &["-r", "f", "loop"]);
     same_as_cp(existing, &["-f", "f", "loop"]);
+    same_as_cp(existing, &["-b", "f", "loop"]);
     // -n, -u and -i look through the symlink and find no file to keep or ask about; with a
     // backup, the symlink itself is what is kept.
     for options in [&["-n"][..], &["-u"], &["-i"], &["-nb"], &["-r", "-n"]] {

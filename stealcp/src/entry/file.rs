@@ -419,8 +419,9 @@ pub(super) fn existing_destination(
         match fstatat(dir, name, AtFlags::empty()) {
             Ok(st) => Some(st),
             Err(Errno::ENOENT) => None,
-            // A symlink loop is no file to write through; opening it fails (-f removes it).
-            Err(Errno::ELOOP) => Some(here),
+            // A symlink loop is no file to write through: cp cannot stat it, unless it is to
+            // be removed (-f, which removes what cannot be opened) or moved away.
+            Err(Errno::ELOOP) if o.force || o.remove_destination || o.backup.is_some() => Some(here),
             Err(e) => return Err(fail(dest, "stat")(e.into())),
         }
     } else {
