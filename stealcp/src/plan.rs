@@ -229,8 +229,8 @@ fn assignment(source: &Path, destination: PathBuf, parents: Vec<(PathBuf, PathBu
 #[derive(Debug, PartialEq, Eq)]
 enum JustCreated {
     /// Leave the earlier copy, successfully: `-n`; `-u` and it is not older than this source
-    /// (its time is the earlier source's with `-p` or `-l`, else the time of the copy); `-l` and this
-    /// source is the very file the earlier one linked there.
+    /// (its time is the earlier source's with `-p` or `-l`, else the time of the copy); `-l`
+    /// and this source is the very file the earlier one linked there.
     Keep,
     /// `--backup=numbered`: the earlier copy is backed up and replaced.
     Replace,

@@ -508,3 +508,25 @@ fn a_large_file_split_across_workers_is_written_into_an_existing_destination() {
     let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 3, "no temporary file left: {names:?}");
 }
+
+/// `-l -u` and `-s -u` keep a destination at least as new as the source, and link over an
+/// older one only with `-f`, as cp (which compares the destination itself, not what a symlink
+/// there names).
+#[test]
+fn update_with_links_keeps_a_destination_at_least_as_new() {
+    let setup = |dir: &Path| {
+        file(dir, "f", "source\n", 0o644);
+        file(dir, "new", "newer\n", 0o644);
+        file(dir, "old", "older\n", 0o644);
+        let day = std::time::Duration::from_secs(86_400);
+        for (name, when) in [("new", std::time::SystemTime::now() + day), ("old", std::time::SystemTime::now() - day)] {
+            fs::File::options().write(true).open(dir.join(name)).unwrap().set_modified(when).unwrap();
+        }
+    };
+    for options in [&["-lu"][..], &["-lfu"], &["-su"], &["-sfu"]] {
+        for dest in ["new", "old"] {
+            let args: Vec<&str> = options.iter().copied().chain(["f", dest]).collect();
+            same_as_cp(setup, &args);
+        }
+    }
+}

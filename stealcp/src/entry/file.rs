@@ -336,7 +336,9 @@ fn link_instead(job: &FileJob, o: &CopyOptions, dirs: &mut Dirs) -> Result<FileO
             // Already a name of what would be linked: nothing to do, as cp.
             return Ok(FileOutcome::Copied(0, None));
         }
-        if o.no_clobber {
+        // -u looks at the destination itself (a link replaces it, never writes through it).
+        let newer = o.update && src.as_ref().is_ok_and(|src| super::special::not_older(&existing, src));
+        if o.no_clobber || newer {
             return Ok(FileOutcome::Unchanged(0));
         }
         // cp removes the destination first for a source it does not follow that is not a
