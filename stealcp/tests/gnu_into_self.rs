@@ -123,6 +123,16 @@ fn merged_into_an_existing_directory_inside_itself_as_cp() {
         file(dir, "d/x/d/old", "old\n", 0o644);
     };
     same_as_cp(merged, &["-r", "d", "other", "d/x"]);
+
+    // An earlier source makes `d/x/x`; the second, `d/x` itself, lands on the same name, is
+    // merged into it, and its walk stops at that copy (cp remembers the first directory made
+    // for each source): no `d/x/x/x`.
+    let earlier = |dir: &Path| {
+        file(dir, "y/x/f", "f\n", 0o644);
+        file(dir, "d/x/g", "g\n", 0o644);
+    };
+    same_as_cp(earlier, &["-r", "y/x", "d/x", "d/x"]);
+    same_as_cp(earlier, &["-a", "y/x", "d/x", "d/x/"]);
 }
 
 /// What cp copies depends on inode numbers (it lists each directory in their order), which on

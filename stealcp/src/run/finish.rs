@@ -78,6 +78,7 @@ where
                 }
             }
         }
+        self.made_earlier.extend(published.iter().map(|s| super::into_self::lexical(&s.destination)));
         // A later wave may link to a file copied in this one: by the name it has now.
         if !published.is_empty() {
             for first in self.inodes.values_mut() {

@@ -68,8 +68,23 @@ where
         {
             return;
         }
+        // A tree an earlier source made inside this one: cp's walk meets it as a source, says
+        // so and does not list it (cp remembers the first directory made for each source).
+        let made_earlier: Vec<PathBuf> = self
+            .made_earlier
+            .iter()
+            .filter(|made| crate::plan::below(made, source).is_some_and(|p| !p.is_empty()))
+            .cloned()
+            .collect();
+        if !made_earlier.is_empty() {
+            self.watch_made().extend(made_earlier.iter().cloned());
+            let error = std::io::Error::other(crate::error::Quoted(destination).to_string());
+            self.fail(Failure { path: source.clone(), action: "into itself", error });
+        }
         let follow = self.options.dereference;
-        let Some((first_source, first)) = first_new_directory(source, destination, follow, 0) else { return };
+        let Some((first_source, first)) = first_new_directory(source, destination, follow, &made_earlier, 0) else {
+            return;
+        };
         let Some(path) = crate::plan::below(&first, source) else { return };
         if !reachable(destination, &path, self.options) {
             // The walk is refused on the way in (a file where a directory's copy would go), so
@@ -204,8 +219,14 @@ fn reachable(destination: &Path, path: &[serde_bytes::ByteBuf], o: &crate::optio
 /// cp's walk of `source` into `destination` (each directory's entries in inode order, depth
 /// first, into the directories that exist), up to the first directory it would make: (its
 /// source, its destination). `None` if there is none. Under `-L` (`follow`), a symlink to a
-/// directory is one.
-fn first_new_directory(source: &Path, destination: &Path, follow: bool, depth: usize) -> Option<(PathBuf, PathBuf)> {
+/// directory is one. The walk does not enter `skip` (trees earlier sources made).
+fn first_new_directory(
+    source: &Path,
+    destination: &Path,
+    follow: bool,
+    skip: &[PathBuf],
+    depth: usize,
+) -> Option<(PathBuf, PathBuf)> {
     if depth > MAX_DEPTH {
         return None;
     }
@@ -214,10 +235,13 @@ fn first_new_directory(source: &Path, destination: &Path, follow: bool, depth: u
     dirs.sort();
     for (_, name) in dirs {
         let (from, to) = (source.join(&name), destination.join(&name));
+        if skip.contains(&lexical(&from)) {
+            continue;
+        }
         match fs::symlink_metadata(&to) {
             Err(_) => return Some((from, to)),
             Ok(meta) if meta.is_dir() => {
-                if let Some(found) = first_new_directory(&from, &to, follow, depth + 1) {
+                if let Some(found) = first_new_directory(&from, &to, follow, skip, depth + 1) {
                     return Some(found);
                 }
             }

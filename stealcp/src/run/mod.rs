@@ -218,6 +218,10 @@ struct Run<'a, E> {
     /// never lists as a source (it may be met inside the source with a lower inode number
     /// than the walk's next step, and a copy of it would be a copy of a copy without end).
     made_dirs: Option<HashSet<PathBuf>>,
+    /// The new trees earlier waves published (`run::waves`), by their final names: the first
+    /// directory cp makes for each of those sources, which a later source's walk never lists
+    /// (`cp -r y/x d/x d/x` stops at the `d/x/x` the first source made, as cp does).
+    made_earlier: Vec<PathBuf>,
     /// Finishing steps of split files waiting to be sent.
     queued: VecDeque<(Work, InFlight)>,
     /// Full batches waiting to be sent, grouped by the listing (directory) they came from and
@@ -277,6 +281,7 @@ where
             precreated: HashSet::new(),
             precopied: HashSet::new(),
             made_dirs: None,
+            made_earlier: Vec::new(),
             queued: VecDeque::new(),
             ready: VecDeque::new(),
             next_listing: 0,
