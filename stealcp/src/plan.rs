@@ -178,17 +178,17 @@ fn plan_one(
         if let Some((made_as, earlier)) = taken.get(&destination).filter(|(t, _)| *t != Taken::Directory) {
             match just_created(&meta, earlier, options) {
                 JustCreated::Keep => return Ok(None),
-                JustCreated::Replace => {
-                    return Ok(Some((assignment(source, destination, parents), Taken::Other, meta)));
+                // The earlier copy is backed up when this one is made.
+                JustCreated::Replace => {}
+                JustCreated::Refuse => {
+                    let kind = if *made_as == Taken::Symlink && !meta.is_symlink() {
+                        PlanErrorKind::ThroughJustCreatedSymlink(source.to_path_buf())
+                    } else {
+                        PlanErrorKind::JustCreated(source.to_path_buf())
+                    };
+                    return Err(plan_error(&destination, kind));
                 }
-                JustCreated::Refuse => {}
             }
-            let kind = if *made_as == Taken::Symlink && !meta.is_symlink() {
-                PlanErrorKind::ThroughJustCreatedSymlink(source.to_path_buf())
-            } else {
-                PlanErrorKind::JustCreated(source.to_path_buf())
-            };
-            return Err(plan_error(&destination, kind));
         }
         if let Ok(existing) = &existing {
             // With -i, cp asks first (the copy asks, then refuses on "y"); -n and -u keep the
@@ -217,11 +217,7 @@ fn plan_one(
     } else {
         Taken::Other
     };
-    Ok(Some((assignment(source, destination, parents), made_as, meta)))
-}
-
-fn assignment(source: &Path, destination: PathBuf, parents: Vec<(PathBuf, PathBuf)>) -> Assignment {
-    Assignment { source: source.to_path_buf(), destination, parents }
+    Ok(Some((Assignment { source: source.to_path_buf(), destination, parents }, made_as, meta)))
 }
 
 /// What cp does with a source whose destination an earlier source on the command line has
