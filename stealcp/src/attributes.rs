@@ -270,8 +270,7 @@ pub(crate) fn copy_xattrs(
 /// Gives `dst` the ACLs of `src` (`preserve_mode`, as `cp -p`): the access ACL and, for a
 /// directory, the default one; an ACL the source does not have is removed from the copy (it
 /// may have inherited one from its new parent), unless `dst_bare` says the copy cannot have
-/// one (see [`has_default_acl`]). Returns whether the copy's ACL changed, in which case its
-/// mode must be set again (an ACL carries the group bits). A file system without ACLs is not
+/// one (see [`has_default_acl`]). Returns what changed ([`AclsCopied`]). A file system without ACLs is not
 /// an error when the source has none to keep. `listed`: the source's names, if
 /// [`copy_xattrs`] listed them (then an ACL not among them is not asked for).
 ///
@@ -283,8 +282,8 @@ pub(crate) fn copy_acls(
     is_dir: bool,
     listed: Option<&[OsString]>,
     dst_bare: bool,
-) -> io::Result<bool> {
-    let mut changed = false;
+) -> io::Result<AclsCopied> {
+    let mut changed = AclsCopied::default();
     let names: &[&str] = if is_dir { &[ACL_ACCESS, ACL_DEFAULT] } else { &[ACL_ACCESS] };
     for name in names {
         let name = OsStr::new(name);
@@ -295,13 +294,25 @@ pub(crate) fn copy_acls(
         match value {
             Some(value) => {
                 dst.set(name, &value)?;
-                changed = true;
+                changed.set = true;
             }
             None if dst_bare => {}
-            None => changed |= dst.remove(name)?,
+            None => changed.removed |= dst.remove(name)?,
         }
     }
     Ok(changed)
+}
+
+/// What [`copy_acls`] did to a copy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct AclsCopied {
+    /// The source's ACL was given to the copy. The kernel then derives the copy's permission
+    /// bits from the access ACL (owner, mask as the group bits, other), which are the
+    /// source's: a copy whose bits were already the source's needs no chmod after it.
+    pub(crate) set: bool,
+    /// An ACL the copy had (inherited) and the source has not was removed: the copy's group
+    /// bits are still that ACL's mask, so its mode must be set again.
+    pub(crate) removed: bool,
 }
 
 /// Whether the directory open as `dir` has a default ACL, which what is created in it

@@ -12,7 +12,7 @@ mod gnu_harness;
 
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -182,6 +182,71 @@ fn acl_kept_by_p_and_attributes_only_not_without_p() {
             assert_eq!(acls(&by_us), acls(&by_cp), "{args:?} as {user:?} {extra:?}: ACLs");
             assert_eq!(gnu_harness::snapshot(by_us.dir.path(), false), gnu_harness::snapshot(by_cp.dir.path(), false));
         }
+    }
+}
+
+/// The modes and ACLs `-a` gives files with ACLs (a mask as wide as the group bits, one
+/// narrower, set-id bits) and files without, into a new tree and into a directory with a
+/// default ACL, under umasks that take no bits, some, and all of group and other: as cp's.
+#[test]
+fn acl_and_mode_of_each_copy_as_cp_under_any_umask() {
+    let Some(cp) = gnu_harness::gnu_cp() else {
+        eprintln!("acl modes skipped: no GNU cp");
+        return;
+    };
+    let probe = tempfile::TempDir::new().unwrap();
+    file(probe.path(), "f", "", 0o644);
+    let acl = |args: &[&str], path: &Path| Command::new("setfacl").args(args).arg(path).output().unwrap();
+    if !Command::new("setfacl")
+        .arg("-m")
+        .arg("user:bin:r")
+        .arg(probe.path().join("f"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("acl modes skipped: no setfacl, or the test directory's file system has no ACLs");
+        return;
+    }
+    let setup = |dir: &Path| {
+        fs::create_dir(dir.join("into")).unwrap();
+        assert!(acl(&["-d", "-m", "user:bin:rwx,group::r-x"], &dir.join("into")).status.success());
+        for mode in [0o644, 0o640, 0o600, 0o664, 0o755, 0o711, 0o2750, 0o4755] {
+            for (name, set) in [("wide", Some("user:bin:rwx")), ("narrow", Some("user:bin:r,mask::r")), ("plain", None)]
+            {
+                let path = dir.join(format!("s/{name}-{mode:o}"));
+                file(dir, &format!("s/{name}-{mode:o}"), "x", mode);
+                if let Some(set) = set {
+                    assert!(acl(&["-m", set], &path).status.success());
+                    // setfacl may widen the group bits to the mask: the mode as wanted again.
+                    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+                }
+            }
+        }
+    };
+    let listing = |dir: &Path| {
+        let mut out = Vec::new();
+        for entry in walk(dir) {
+            let text = Command::new("getfacl").arg("-cp").arg(&entry).output().unwrap();
+            let mode = fs::symlink_metadata(&entry).unwrap().mode() & 0o7777;
+            let rel = entry.strip_prefix(dir).unwrap().display().to_string();
+            out.push(format!("{rel} {mode:o}: {}", String::from_utf8_lossy(&text.stdout)));
+        }
+        out
+    };
+    for umask in ["022", "027", "077", "000"] {
+        let script = format!("umask {umask} && exec \"$0\" \"$@\"");
+        let wrap = ["sh", "-c", script.as_str()];
+        let run = |program: &str| {
+            let dir = tempfile::TempDir::new().unwrap();
+            setup(dir.path());
+            for args in [&["-a", "s", "new"][..], &["-a", "s", "into/s"]] {
+                let (status, stderr) = gnu_harness::run_prepared(dir.path(), &wrap, program, &[], args);
+                assert_eq!(status, Some(0), "{program} {args:?} under umask {umask}: {stderr}");
+            }
+            dir
+        };
+        let (by_cp, by_us) = (run(cp), run(env!("CARGO_BIN_EXE_stealcp")));
+        assert_eq!(listing(by_us.path()), listing(by_cp.path()), "umask {umask}: modes and ACLs");
     }
 }
 

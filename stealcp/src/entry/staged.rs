@@ -175,23 +175,26 @@ pub(super) fn seal(
         note(failure);
         None
     });
-    let mut acl_changed = false;
+    let mut acl_removed = false;
     if o.preserve_mode {
         // A copy made new has an ACL only if its directory passed on a default one: else
         // there is nothing to remove when the source has none.
         let bare = !matches!(staged.name, Naming::Existing) && !dirs.may_inherit_acl(destination);
         match copy_acls(Node::Open(src), Node::Open(out), false, listed.as_deref(), bare) {
-            Ok(changed) => acl_changed = changed,
+            Ok(changed) => acl_removed = changed.removed,
             Err(e) => note(fail(destination, "preserve permissions")(e)),
         }
     }
     // The file was created with the source's bits less the umask: only -p with bits the umask
-    // took, or with set-id and sticky bits (which creation never sets), or an ACL changed (it
-    // carries the group bits), needs a chmod. An existing file written into has its own mode:
-    // -p always sets it.
+    // took, or with set-id and sticky bits (which creation never sets), or an inherited ACL
+    // removed (its mask is still the group bits), needs a chmod. The source's ACL set on a copy
+    // whose bits were already the source's leaves them so: the kernel derives the bits from
+    // the ACL, which are the source's (and a file system keeping the ACL apart from the mode
+    // leaves them as created). An existing file written into has its own mode: -p always
+    // sets it.
     let bits = umask().map(|u| mode & 0o777 & !u).filter(|_| !matches!(staged.name, Naming::Existing));
     if o.preserve_mode
-        && (bits != Some(mode) || acl_changed)
+        && (bits != Some(mode) || acl_removed)
         && let Err(e) = out.set_permissions(Permissions::from_mode(mode))
     {
         note(fail(destination, "preserve mode")(e));
