@@ -231,6 +231,8 @@ impl fmt::Display for Failure {
             },
             "dangling symlink" => write!(f, "not writing through dangling symlink {p}"),
             "same file" => write!(f, "{e} and {p} are the same file"),
+            "just created" => write!(f, "will not overwrite just-created {p} with {e}"),
+            "through just-created symlink" => write!(f, "will not copy {e} through just-created symlink {p}"),
             "into itself" => write!(f, "cannot copy a directory, {p}, into itself, {e}"),
             "relative symlink" => {
                 write!(f, "{}: can make relative symbolic links only in current directory", self.path.display())
@@ -271,6 +273,8 @@ const ACTIONS: &[&str] = &[
     "overwrite non-directory",
     "dangling symlink",
     "same file",
+    "just created",
+    "through just-created symlink",
     "relative symlink",
     "into itself",
 ];

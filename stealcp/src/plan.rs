@@ -23,6 +23,19 @@ pub struct Assignment {
     /// Directories to make first, outermost first, each as a copy of a source directory
     /// (`--parents`; empty otherwise): (source directory, its destination).
     pub parents: Vec<(PathBuf, PathBuf)>,
+    /// With `interactive`, a destination an earlier source has just made: cp asks about it
+    /// as about any existing destination, then refuses it (cp's just-created rule): "n"
+    /// skips the source, "y" meets the refusal. Made only by [`plan_each`].
+    pub(crate) refused_after_asking: Option<Refusal>,
+}
+
+/// How cp refuses a destination an earlier source on the command line has just made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// "will not overwrite just-created 'D' with 'S'".
+    Overwrite,
+    /// "will not copy 'S' through just-created symlink 'D'".
+    ThroughSymlink,
 }
 
 /// Resolves where each source goes, with `cp`'s rules, and rejects bad arguments: the first
@@ -107,8 +120,11 @@ pub fn plan_each(
         }
         match plan_one(source, dest, dest_is_dir, exact, options, &taken) {
             Ok(Some((assignment, made_as, meta))) => {
-                // A relative `-s` that will be refused makes nothing.
-                if !crate::entry::refused_relative_symlink(source, &assignment.destination, options) {
+                // A relative `-s` that will be refused makes nothing, nor does a source whose
+                // destination is refused (the name stays the earlier source's).
+                if !crate::entry::refused_relative_symlink(source, &assignment.destination, options)
+                    && assignment.refused_after_asking.is_none()
+                {
                     taken.insert(assignment.destination.clone(), (made_as, meta));
                 }
                 out.push(assignment);
@@ -181,7 +197,19 @@ fn plan_one(
                 // The earlier copy is backed up when this one is made.
                 JustCreated::Replace => {}
                 JustCreated::Refuse => {
-                    let kind = if *made_as == Taken::Symlink && !meta.is_symlink() {
+                    let through_symlink = *made_as == Taken::Symlink && !meta.is_symlink();
+                    if options.interactive {
+                        // cp asks first: the run asks once the earlier copy is made.
+                        let refusal = if through_symlink { Refusal::ThroughSymlink } else { Refusal::Overwrite };
+                        let assignment = Assignment {
+                            source: source.to_path_buf(),
+                            destination,
+                            parents,
+                            refused_after_asking: Some(refusal),
+                        };
+                        return Ok(Some((assignment, *made_as, earlier.clone())));
+                    }
+                    let kind = if through_symlink {
                         PlanErrorKind::ThroughJustCreatedSymlink(source.to_path_buf())
                     } else {
                         PlanErrorKind::JustCreated(source.to_path_buf())
@@ -217,7 +245,8 @@ fn plan_one(
     } else {
         Taken::Other
     };
-    Ok(Some((Assignment { source: source.to_path_buf(), destination, parents }, made_as, meta)))
+    let assignment = Assignment { source: source.to_path_buf(), destination, parents, refused_after_asking: None };
+    Ok(Some((assignment, made_as, meta)))
 }
 
 /// What cp does with a source whose destination an earlier source on the command line has

@@ -104,3 +104,31 @@ fn files_symlinks_and_hard_links_named_or_found_are_asked_about() {
         same_questions_as_cp(named, &["-i", "s", "s"], input);
     }
 }
+
+/// Two sources landing on one name: cp asks about the name the first just made, then on "y"
+/// refuses ("will not overwrite just-created", or "will not copy ... through just-created
+/// symlink"), on "n" skips it with status 0; a third source on the name is asked about too.
+#[test]
+fn a_name_an_earlier_source_just_made_is_asked_about_then_refused() {
+    let two = |dir: &Path| {
+        file(dir, "d1/x", "1\n", 0o644);
+        file(dir, "d2/x", "2\n", 0o644);
+        file(dir, "d3/x", "3\n", 0o644);
+        symlink(dir, "elsewhere", "d4/x");
+        symlink(dir, "../d3/x", "d5/x");
+        fs::create_dir(dir.join("o")).unwrap();
+    };
+    for input in [NO, YES, b"y\nn\n" as &[u8], b"" as &[u8]] {
+        same_questions_as_cp(two, &["-i", "d1/x", "d2/x", "o"], input);
+        same_questions_as_cp(two, &["-i", "d1/x", "d2/x", "d3/x", "o"], input);
+        same_questions_as_cp(two, &["-iv", "d1/x", "d2/x", "o"], input);
+        // The first makes a symlink, the second would write through it: asked about as the
+        // file it leads to, or refused at once if it leads nowhere.
+        same_questions_as_cp(two, &["-id", "d4/x", "d1/x", "o"], input);
+        same_questions_as_cp(two, &["-id", "d5/x", "d1/x", "o"], input);
+        // Both symlinks, copied as symlinks.
+        same_questions_as_cp(two, &["-id", "d5/x", "d4/x", "o"], input);
+        // Numbered backups are exempt from the rule: asked, then backed up and replaced.
+        same_questions_as_cp(two, &["-i", "--backup=numbered", "d1/x", "d2/x", "o"], input);
+    }
+}

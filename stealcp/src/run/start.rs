@@ -16,7 +16,7 @@ use super::ScanCtx;
 use super::staging::{Staging, shown};
 use crate::entry::{self, DirFinish, DirMeta, FileJob, Made};
 use crate::error::{Failure, fail};
-use crate::plan::Assignment;
+use crate::plan::{Assignment, Refusal};
 use crate::publish::{remove_stale_temps, temp_path};
 use crate::report::{EntryKind, OverwriteQuestion, listed};
 use crate::scan::{self, IntoSelf, ScanJob};
@@ -28,6 +28,9 @@ where
 {
     /// Starts one source named on the command line.
     pub(super) fn start(&mut self, assignment: &Assignment) {
+        if let Some(refusal) = assignment.refused_after_asking {
+            return self.ask_then_refuse(assignment, refusal);
+        }
         let o = self.options;
         // cp gives the directories on the way the source's attributes only if it has to make
         // one of them: where the last is there already, all are used as they are.
@@ -179,6 +182,50 @@ where
             }
             _ => true,
         }
+    }
+
+    /// `interactive`, a destination an earlier source has just made: asked about as cp asks
+    /// (`overwrite 'D'? `), then refused on yes, as cp refuses it; skipped on no. A symlink
+    /// the earlier source made is asked about as what it leads to, and refused without a
+    /// question if it leads nowhere (cp sees no destination there). If the earlier copy made
+    /// nothing (it failed), there is nothing to refuse: copied as usual.
+    fn ask_then_refuse(&mut self, assignment: &Assignment, refusal: Refusal) {
+        let (source, destination) = (&assignment.source, &assignment.destination);
+        let Ok(meta) = fs::symlink_metadata(destination) else {
+            return self.start(&Assignment { refused_after_asking: None, ..assignment.clone() });
+        };
+        let meta = match refusal {
+            Refusal::Overwrite => Some(meta),
+            Refusal::ThroughSymlink => fs::metadata(destination).ok(),
+        };
+        if let Some(meta) = meta {
+            // As cp: a symlink is replaced, not written; else writable if root or if
+            // access(2) says so.
+            let writable = meta.is_symlink()
+                || nix::unistd::geteuid().is_root()
+                || rustix::fs::accessat(
+                    rustix::fs::CWD,
+                    destination,
+                    rustix::fs::Access::WRITE_OK,
+                    rustix::fs::AtFlags::EACCESS,
+                )
+                .is_ok();
+            let question = OverwriteQuestion {
+                destination: shown(&self.stagings, destination).into_owned(),
+                mode: meta.mode(),
+                writable,
+            };
+            if !self.observer.overwrite(&question) {
+                self.report.unchanged += 1;
+                return;
+            }
+        }
+        let action = match refusal {
+            Refusal::Overwrite => "just created",
+            Refusal::ThroughSymlink => "through just-created symlink",
+        };
+        let error = io::Error::other(crate::error::Quoted(source).to_string());
+        self.fail(Failure { path: destination.clone(), action, error });
     }
 
     /// `interactive`: a symlink or special file found by a scan, whose destination exists:
