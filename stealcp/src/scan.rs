@@ -27,7 +27,7 @@ use crate::options::CopyOptions;
 use crate::path_bytes;
 use crate::publish::remove_stale_temps;
 use crate::report::{Displaced, EntryKind};
-use crate::tuning::{BYTES_PER_TASK, SPLIT_AT};
+use crate::tuning::{BYTES_PER_TASK, SCAN_COPIES_BELOW, SPLIT_AT};
 
 /// Copy the directory `source` to `destination` and list what is inside.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -59,8 +59,9 @@ pub(crate) struct ScanJob {
 /// from a batch.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub(crate) struct CopyHere {
-    /// Most files to copy here, and at most [`BYTES_PER_TASK`] bytes: the rest go back in the
-    /// listing, to be batched and shared among the workers.
+    /// Most files to copy here, and at most [`BYTES_PER_TASK`] bytes, each file under
+    /// [`SCAN_COPIES_BELOW`]: the rest go back in the listing (a larger file once opened:
+    /// [`FileJob::hand_back_from`]), to be batched and shared among the workers.
     pub(crate) files: usize,
     /// Files of [`SPLIT_AT`] bytes or more are left to be split (more than one worker).
     pub(crate) split_large: bool,
@@ -333,7 +334,8 @@ fn copy_here(job: &ScanJob, here: CopyHere, o: &CopyOptions, out: &mut Listing) 
             out.files.push(found);
             continue;
         }
-        let file = file_job(job, &found, out, o, here.split_large);
+        let file =
+            FileJob { hand_back_from: Some(SCAN_COPIES_BELOW), ..file_job(job, &found, out, o, here.split_large) };
         let (outcome, how) = entry::copy_file(&file, o, owner, &mut dirs);
         if let FileOutcome::Copied(n, _) = outcome {
             bytes += n;
@@ -362,6 +364,7 @@ pub(crate) fn file_job(job: &ScanJob, found: &Found, listing: &Listing, o: &Copy
         read_special: o.copy_contents,
         open_as: None,
         confirmed: false,
+        hand_back_from: None,
     }
 }
 
@@ -419,6 +422,38 @@ mod tests {
         for found in &listing.files {
             assert!(!dst.join(found.name()).exists(), "{:?} is left to the coordinator", found.name());
         }
+    }
+
+    /// A file of [`SCAN_COPIES_BELOW`] bytes or more is handed back uncopied, its size known,
+    /// so that the coordinator batches it and the scan returns without copying it; the
+    /// smaller ones are copied here.
+    #[test]
+    fn a_scan_hands_back_a_file_too_large_to_copy_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("small"), "small").unwrap();
+        fs::File::create(src.join("mid")).unwrap().set_len(SCAN_COPIES_BELOW).unwrap();
+        fs::File::create(src.join("under")).unwrap().set_len(SCAN_COPIES_BELOW - 1).unwrap();
+        let listing = scan(&scan_of(&src, &dst, 64), &CopyOptions::archive());
+        let mut outcomes: Vec<_> = listing
+            .copied
+            .iter()
+            .map(|(f, outcome, _)| match outcome {
+                FileOutcome::Copied(len, None) => format!("{} copied {len}", f.name().to_string_lossy()),
+                FileOutcome::HandedBack(HandBackReason::Sized { len }) => {
+                    format!("{} handed back {len}", f.name().to_string_lossy())
+                }
+                other => panic!("{:?}: {other:?}", f.name()),
+            })
+            .collect();
+        outcomes.sort();
+        let (mid, under) = (SCAN_COPIES_BELOW, SCAN_COPIES_BELOW - 1);
+        assert_eq!(
+            outcomes,
+            [format!("mid handed back {mid}"), "small copied 5".into(), format!("under copied {under}")]
+        );
+        assert!(!dst.join("mid").exists(), "a file handed back is not written");
     }
 
     /// With the files' stat known (totals), a file with other names or a large one is left in

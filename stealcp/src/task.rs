@@ -117,8 +117,9 @@ mod tests {
         let jobs: Vec<FileJob> = (0..4)
             .map(|i| {
                 let name = format!("f{i}");
-                // 10 MiB of hole each: the byte count is what matters, not the copying.
-                std::fs::File::create(src.join(&name)).unwrap().set_len(10 << 20).unwrap();
+                // Three quarters of a task's share each, all hole: the byte count is what
+                // matters, not the copying.
+                std::fs::File::create(src.join(&name)).unwrap().set_len(BYTES_PER_TASK / 4 * 3).unwrap();
                 FileJob {
                     source: src.join(&name),
                     destination: dst.join(&name),
@@ -133,6 +134,7 @@ mod tests {
                     read_special: false,
                     open_as: None,
                     confirmed: false,
+                    hand_back_from: None,
                 }
             })
             .collect();
@@ -146,8 +148,9 @@ mod tests {
                 other => format!("{other:?}"),
             })
             .collect();
-        // 16 MiB per task: the second file crosses it, the last two wait for another task.
-        assert_eq!(summary, ["copied 10485760", "copied 10485760", "not run", "not run"]);
+        // The second file crosses the task's share, the last two wait for another task.
+        let each = format!("copied {}", BYTES_PER_TASK / 4 * 3);
+        assert_eq!(summary, [each.as_str(), each.as_str(), "not run", "not run"]);
         assert!(!dst.join("f2").exists() && !dst.join("f3").exists());
     }
 }

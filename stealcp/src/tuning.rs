@@ -17,10 +17,15 @@ pub(crate) const PARTIAL_BATCH_BELOW: usize = 4;
 pub(crate) const READY_BATCHES_MAX: usize = 2048;
 /// Most files in one batch.
 pub(crate) const FILES_PER_TASK: usize = 64;
-/// Most bytes in one batch: a batch of mid-sized files should not hold one worker for long.
-/// Where sizes are not known up front, the worker enforces it (the rest of its batch comes
-/// back uncopied).
-pub(crate) const BYTES_PER_TASK: u64 = 16 << 20;
+/// Most bytes in one batch: a batch of mid-sized files should not hold one worker for long
+/// (at 16 MiB, ten 5 MiB files of one directory went out as batches of 4, 4 and 2 to two
+/// workers: a fifth slower than one file per worker in turn). Where sizes are not known up
+/// front, the worker enforces it (the rest of its batch comes back uncopied).
+pub(crate) const BYTES_PER_TASK: u64 = 4 << 20;
+/// A scan copies the files it lists itself only below this size (larger ones go to the
+/// coordinator to be batched, once the scan has returned): two 16 MiB files in one directory
+/// were copied one after the other on the scan's worker, while the other worker had nothing.
+pub(crate) const SCAN_COPIES_BELOW: u64 = 1 << 20;
 /// Files this large are split into ranges of [`RANGE`] copied by several workers at once.
 pub(crate) const SPLIT_AT: u64 = 64 << 20;
 /// The size of one range of a split file.

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Wall-time comparison of stealcp against cp -a, rsync -aAX, xcp and fcp on two corpora.
+"""Wall-time comparison of stealcp against cp -a, rsync -aAX, xcp and fcp on two corpora
+(with each run's CPU time, user plus system, of the copier and its worker processes).
 
 Run through `stealcp/benches/compare/run.sh`, which builds stealcp and installs the other contenders.
 
@@ -35,6 +36,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import shutil
 import stat
 import statistics
@@ -208,6 +210,7 @@ def main():
             return str(outputs / f"run-{next(runs)}")
 
         times = {c: [] for c in cands}
+        cpus = {c: [] for c in cands}
         mismatches = {c: 0 for c in cands}
         # Warm-up: the source into the page cache, and each tool's binary too.
         for c, (argv, _) in cands.items():
@@ -222,9 +225,14 @@ def main():
                 argv, keeps_meta = cands[c]
                 dst = fresh()
                 subprocess.run(["sync"], check=True)
+                # CPU time of the copier and every process it waited for (worker processes):
+                # what the children's usage grew by across this one run.
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 t0 = time.perf_counter()
                 p = subprocess.run(argv(str(src), dst), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 elapsed = time.perf_counter() - t0
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
                 if p.returncode != 0:
                     print(f"   {c}: exit {p.returncode}: {p.stderr.decode(errors='replace')[:300]}", flush=True)
                 got = manifest(dst, keeps_meta)
@@ -234,7 +242,11 @@ def main():
                     ok = {k: v[:3] if v[0] == "file" else v[:2] if v[0] == "link" else v[:1] for k, v in got.items()} == expect_plain
                 mismatches[c] += 0 if ok and p.returncode == 0 else 1
                 times[c].append(elapsed)
-                print(f"   round {r + 1} {c:18} {elapsed:7.3f} s {'ok' if ok else 'OUTPUT DIFFERS'}", flush=True)
+                cpus[c].append(cpu)
+                print(
+                    f"   round {r + 1} {c:18} {elapsed:7.3f} s (CPU {cpu:6.3f} s) {'ok' if ok else 'OUTPUT DIFFERS'}",
+                    flush=True,
+                )
                 if not keep:
                     clear(dst)
         clear(outputs)
@@ -247,6 +259,8 @@ def main():
             "origin": origin,
             "median_s": med,
             "runs_s": times,
+            "median_cpu_s": {c: statistics.median(t) for c, t in cpus.items()},
+            "runs_cpu_s": cpus,
             "mismatched_runs": mismatches,
             "fastest_other": fastest_other,
         }
@@ -272,14 +286,16 @@ def render(results):
             f"**{name} files**: {r['files']} files, {r['mib']} MiB ({r['origin']})",
             "",
             "| contender | median wall time | speed vs cp -a | speed vs fastest other ("
-            + fo + ") | output matched source |",
-            "|---|---|---|---|---|",
+            + fo + ") | median CPU time (user + system) | output matched source |",
+            "|---|---|---|---|---|---|",
         ]
+        cpu = r.get("median_cpu_s", {})
         for c, t in sorted(med.items(), key=lambda kv: kv[1]):
             runs = len(r["runs_s"][c])
             ok = runs - r["mismatched_runs"][c]
+            spent = f"{cpu[c]:.3f} s" if c in cpu else "-"
             lines.append(
-                f"| {c} | {t:.3f} s | {med['cp -a'] / t:.2f}x | {med[fo] / t:.2f}x | {ok}/{runs} |"
+                f"| {c} | {t:.3f} s | {med['cp -a'] / t:.2f}x | {med[fo] / t:.2f}x | {spent} | {ok}/{runs} |"
             )
         lines.append("")
     for s in results["skipped"]:

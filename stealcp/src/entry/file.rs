@@ -67,6 +67,11 @@ pub(crate) struct FileJob {
     /// destination is handed back to be asked about: [`HandBackReason::Ask`]).
     #[serde(default)]
     pub(crate) confirmed: bool,
+    /// Copied by the scan that listed it (`scan::copy_here`): a file of this many bytes or
+    /// more is handed back uncopied ([`HandBackReason::Sized`]), so that a long copy on the
+    /// scan's worker does not hold back the rest of the listing from the other workers.
+    #[serde(default)]
+    pub(crate) hand_back_from: Option<u64>,
 }
 
 /// `Option<PathBuf>` as raw bytes.
@@ -120,6 +125,8 @@ pub(crate) enum HandBackReason {
     HardLinked { dev: u64, ino: u64, len: u64 },
     /// The file is large enough to be split.
     Large { len: u64 },
+    /// The file is larger than its job's [`FileJob::hand_back_from`]: to be batched as usual.
+    Sized { len: u64 },
     /// `interactive`: the destination exists (mode, whether writable) and may be replaced
     /// only if the coordinator's observer says yes.
     Ask { len: u64, mode: u32, writable: bool },
@@ -174,6 +181,9 @@ fn copy_whole(
     }
     if job.hand_back_large && meta.len() >= SPLIT_AT {
         return Ok(FileOutcome::HandedBack(HandBackReason::Large { len: meta.len() }));
+    }
+    if job.hand_back_from.is_some_and(|from| meta.len() >= from) {
+        return Ok(FileOutcome::HandedBack(HandBackReason::Sized { len: meta.len() }));
     }
     let existing = if job.check_existing { existing_destination(job, &meta, o, dirs)? } else { Existing::Absent(None) };
     let mut displaced = None;
@@ -649,6 +659,7 @@ mod tests {
             read_special: false,
             open_as: None,
             confirmed: false,
+            hand_back_from: None,
         };
         let back: FileJob = postcard::from_bytes(&postcard::to_stdvec(&job).unwrap()).unwrap();
         assert_eq!((back.source, back.len, back.dst_dev, back.in_staging), (odd.clone(), Some(7), 3, true));

@@ -133,7 +133,13 @@ where
     /// simply did not come to it.
     pub(super) fn handed_back(&mut self, job: FileJob, back: HandBackReason) {
         // The worker checked links and size: it must not hand the file back again.
-        let checked = |len| FileJob { len: Some(len), hand_back_links: false, hand_back_large: false, ..job.clone() };
+        let checked = |len| FileJob {
+            len: Some(len),
+            hand_back_links: false,
+            hand_back_large: false,
+            hand_back_from: None,
+            ..job.clone()
+        };
         match back {
             // Nothing was checked: it goes out again as it came.
             HandBackReason::NotRun => self.requeue(vec![job]),
@@ -143,6 +149,7 @@ where
                 }
             }
             HandBackReason::Large { len } => self.split(checked(len), len),
+            HandBackReason::Sized { len } => self.queue_files(vec![checked(len)], None),
             HandBackReason::Ask { len, mode, writable } => {
                 if self.ask(&job.destination, mode, writable) {
                     self.queue_files(vec![FileJob { confirmed: true, ..job }], None);

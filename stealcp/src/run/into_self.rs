@@ -153,6 +153,7 @@ where
                     read_special: false,
                     open_as: None,
                     confirmed: false,
+                    hand_back_from: None,
                 };
                 Some((job, key))
             })

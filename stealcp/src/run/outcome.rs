@@ -280,6 +280,7 @@ mod tests {
             read_special: false,
             open_as: None,
             confirmed: false,
+            hand_back_from: None,
         }
     }
 

@@ -115,6 +115,7 @@ where
                 // A worker process opens the coordinator's /dev/stdin, not its own.
                 open_as: entry::reachable_from_workers(source),
                 confirmed: false,
+                hand_back_from: None,
             };
             // cp remembers every file it reaches by following a command-line argument
             // (-H, -L, or no -r), not only those with other names: `cp -H --preserve=links a
