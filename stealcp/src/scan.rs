@@ -27,7 +27,7 @@ use crate::options::CopyOptions;
 use crate::path_bytes;
 use crate::publish::remove_stale_temps;
 use crate::report::{Displaced, EntryKind};
-use crate::tuning::{BYTES_PER_TASK, SCAN_COPIES_BELOW, SPLIT_AT};
+use crate::tuning::{BYTES_PER_TASK, SCAN_COPIES_BELOW};
 
 /// Copy the directory `source` to `destination` and list what is inside.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -63,7 +63,7 @@ pub(crate) struct CopyHere {
     /// [`SCAN_COPIES_BELOW`]: the rest go back in the listing (a larger file once opened:
     /// [`FileJob::hand_back_from`]), to be batched and shared among the workers.
     pub(crate) files: usize,
-    /// Files of [`SPLIT_AT`] bytes or more are left to be split (more than one worker).
+    /// Files of [`SPLIT_AT`](crate::tuning::SPLIT_AT) bytes or more are left to be split (more than one worker).
     pub(crate) split_large: bool,
 }
 
@@ -326,10 +326,11 @@ fn copy_here(job: &ScanJob, here: CopyHere, o: &CopyOptions, out: &mut Listing) 
     for found in std::mem::take(&mut out.files) {
         let room = out.copied.len() < here.files && bytes < BYTES_PER_TASK;
         // A FIFO or device (`--copy-contents`) may block until a writer comes: it never holds
-        // up the scan, whose subdirectories are not sent before it returns.
-        let coordinator_first = found
-            .stat
-            .is_some_and(|s| s.special || (o.preserve_links && s.nlink > 1) || (here.split_large && s.len >= SPLIT_AT));
+        // up the scan, whose subdirectories are not sent before it returns; nor does a file
+        // too large to copy here.
+        // (SCAN_COPIES_BELOW is below SPLIT_AT: a file to split is left too.)
+        let coordinator_first =
+            found.stat.is_some_and(|s| s.special || (o.preserve_links && s.nlink > 1) || s.len >= SCAN_COPIES_BELOW);
         if !room || coordinator_first {
             out.files.push(found);
             continue;
@@ -456,8 +457,8 @@ mod tests {
         assert!(!dst.join("mid").exists(), "a file handed back is not written");
     }
 
-    /// With the files' stat known (totals), a file with other names or a large one is left in
-    /// the listing, not tried: the coordinator dedups or splits it before anything is copied.
+    /// With the files' stat known (totals), a file with other names, one to split or one too
+    /// large to copy here is left in the listing, not tried: the coordinator dedups or splits it before anything is copied.
     #[test]
     fn with_stat_files_links_and_large_files_are_left_for_the_coordinator() {
         let dir = tempfile::tempdir().unwrap();
@@ -466,14 +467,15 @@ mod tests {
         fs::write(src.join("plain"), "plain").unwrap();
         fs::write(src.join("linked"), "linked").unwrap();
         fs::hard_link(src.join("linked"), src.join("other-name")).unwrap();
-        fs::File::create(src.join("large")).unwrap().set_len(SPLIT_AT).unwrap();
+        fs::File::create(src.join("large")).unwrap().set_len(crate::tuning::SPLIT_AT).unwrap();
+        fs::File::create(src.join("mid")).unwrap().set_len(SCAN_COPIES_BELOW).unwrap();
         let job = ScanJob { stat_files: true, ..scan_of(&src, &dst, 64) };
         let listing = scan(&job, &CopyOptions::archive());
         let copied: Vec<_> = listing.copied.iter().map(|(f, ..)| f.name().to_owned()).collect();
         assert_eq!(copied, ["plain"]);
         let mut left: Vec<_> = listing.files.iter().map(|f| f.name().to_owned()).collect();
         left.sort();
-        assert_eq!(left, ["large", "linked", "other-name"]);
+        assert_eq!(left, ["large", "linked", "mid", "other-name"]);
         assert!(!dst.join("large").exists() && !dst.join("linked").exists());
     }
 

@@ -26,6 +26,7 @@ pub(crate) const BYTES_PER_TASK: u64 = 4 << 20;
 /// coordinator to be batched, once the scan has returned): two 16 MiB files in one directory
 /// were copied one after the other on the scan's worker, while the other worker had nothing.
 pub(crate) const SCAN_COPIES_BELOW: u64 = 1 << 20;
+const _: () = assert!(SCAN_COPIES_BELOW < SPLIT_AT, "a file to split is never copied by a scan");
 /// Files this large are split into ranges of [`RANGE`] copied by several workers at once.
 pub(crate) const SPLIT_AT: u64 = 64 << 20;
 /// The size of one range of a split file.
