@@ -7,6 +7,7 @@ use crate::copy_debug::CopyDebug;
 use crate::entry::{self, DirFinish, FileJob, FileOutcome, FinishJob, HandBackReason, RangeJob};
 use crate::error::Failure;
 use crate::options::{CopyOptions, Sparse};
+use crate::report::EntryKind;
 use crate::scan::{self, Listing, ScanJob};
 use crate::tuning::BYTES_PER_TASK;
 use stealpool::Job;
@@ -30,6 +31,8 @@ pub(crate) enum Work {
     Finish(FinishJob),
     /// Directories of one depth, whose contents are all in place.
     Directories(Vec<DirFinish>),
+    /// Symlinks and special files of one directory (more than its scan makes itself).
+    Links(scan::LinksJob),
 }
 
 /// What a [`CopyTask`] produced; read only by [`copy`](crate::copy()).
@@ -45,6 +48,8 @@ pub(crate) enum Outcome {
     Range(Result<u64, Failure>, Option<CopyDebug>),
     Finished(FileOutcome),
     Directories(Vec<Failure>),
+    /// Each name's kind and what became of it, in the job's order.
+    Links(Vec<(EntryKind, Result<entry::Made, Failure>)>),
 }
 
 impl Job for CopyTask {
@@ -54,6 +59,7 @@ impl Job for CopyTask {
         let o = &self.options;
         TaskOutcome(match self.work {
             Work::Scan(job) => Outcome::Scanned(scan::scan(&job, o)),
+            Work::Links(job) => Outcome::Links(scan::make_links(&job, o)),
             Work::Files(jobs) => {
                 let owner = entry::Owner::current();
                 let mut dirs = entry::Dirs::default();

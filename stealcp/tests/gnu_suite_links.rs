@@ -320,3 +320,57 @@ fn a_hard_link_that_cannot_be_made_names_both_paths_as_cp() {
         assert_eq!(by_us.status, by_cp.status, "{extra:?} as {user:?}");
     }
 }
+
+/// A directory with more symlinks than its scan makes itself (the rest go to other workers in
+/// batches, two here), and FIFOs among them: made as cp makes them, into a new tree and over an existing
+/// copy with some names taken (by files and by symlinks), with `-f`, `-n`, `-u` and numbered
+/// backups, listed by `-v` as cp lists them; each symlink keeps its times with `-a`.
+#[test]
+fn many_symlinks_in_one_directory_as_cp() {
+    let setup = |dir: &Path| {
+        file(dir, "A/f", "x", 0o644);
+        for i in 0..400 {
+            symlink(dir, &format!("target{i}"), &format!("A/l{i}"));
+        }
+        for i in 0..3 {
+            nix::unistd::mkfifo(&dir.join(format!("A/p{i}")), nix::sys::stat::Mode::from_bits_truncate(0o640)).unwrap();
+        }
+        for i in (0..400).step_by(7) {
+            file(dir, &format!("B/A/l{i}"), "old\n", 0o644);
+        }
+        for i in (3..400).step_by(11).filter(|i| i % 7 != 0) {
+            symlink(dir, "elsewhere", &format!("B/A/l{i}"));
+        }
+        // Symlinks of their own times, which -a keeps.
+        let old = FileTime::from_unix_time(946_684_800, 0);
+        for i in (0..400).step_by(5) {
+            filetime::set_symlink_file_times(dir.join(format!("A/l{i}")), old, old).unwrap();
+        }
+    };
+    let verbose = gnu_harness::Compare { stdout: true, ..Default::default() };
+    for args in [
+        &["-a", "A", "C"][..],
+        &["-r", "A", "C"],
+        &["-a", "A", "B"],
+        &["-af", "A", "B"],
+        &["-an", "A", "B"],
+        &["-au", "A", "B"],
+        &["-a", "--backup=numbered", "A", "B"],
+        &["-a", "--remove-destination", "A", "B"],
+    ] {
+        same_as_cp(setup, args);
+    }
+    // (Not `--backup=simple` onto the existing copy: cp 9.1 renames the backup of a file it
+    // replaces by a symlink into the source directory, `A/l0~`, while saying `B/A/l0~`, the
+    // bug 9.2 fixed for mv, "backs up d/f to f~"; stealcp keeps it where the message says.)
+    for args in [&["-av", "A", "C"][..], &["-av", "A", "B"], &["-rv", "--backup=numbered", "A", "B"]] {
+        gnu_harness::same_as_cp_with(setup, args, None, verbose);
+    }
+    for run in same_as_cp(setup, &["-a", "A", "C"]) {
+        for i in 0..400 {
+            let time =
+                |p: &str| FileTime::from_last_modification_time(&fs::symlink_metadata(run.dir.path().join(p)).unwrap());
+            assert_eq!(time(&format!("C/l{i}")), time(&format!("A/l{i}")), "l{i}: -a keeps a symlink's time");
+        }
+    }
+}

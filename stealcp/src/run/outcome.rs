@@ -24,12 +24,15 @@ use crate::publish::remove_stale_temps;
 use crate::report::EntryKind;
 use crate::scan::{self, Listing, ScanJob};
 use crate::task::CopyTask;
-use crate::task::{Outcome, TaskOutcome};
+use crate::task::{Outcome, TaskOutcome, Work};
 use crate::tuning::FILES_PER_TASK;
 
 /// A large directory's files are made into jobs this many at a time, the full batches among
 /// them sent out in between.
 const FILES_PER_PUMP: usize = 4 * FILES_PER_TASK;
+
+/// Symlinks and special files in one task (each is a few quick calls).
+const LINKS_PER_TASK: usize = 256;
 
 impl<'a, E> Run<'a, E>
 where
@@ -47,6 +50,12 @@ where
                     }
                 }
                 self.requeue(not_run);
+            }
+            (Ok(TaskOutcome(Outcome::Links(made))), InFlight::Links(job)) if made.len() == job.names.len() => {
+                for (name, (kind, made)) in job.names.iter().zip(made) {
+                    let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name);
+                    self.made(made, kind, &entry::child(&job.source, name), &entry::child(&job.destination, name));
+                }
             }
             (Ok(TaskOutcome(Outcome::Range(result, how))), InFlight::Range(id)) => {
                 // Every range of a file is copied the same way: the first one says how.
@@ -111,6 +120,13 @@ where
                     self.fail(failure(&job.source));
                 }
             }
+            InFlight::Links(job) => {
+                // Each entry is made whole or not at all: nothing to remove.
+                for name in &job.names {
+                    let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name);
+                    self.fail(failure(&entry::child(&job.source, name)));
+                }
+            }
             InFlight::Range(id) => {
                 let source = self.splits.get(&id).map(|s| s.source.clone()).unwrap_or_default();
                 self.range_done(id, Err(failure(&source)));
@@ -152,6 +168,18 @@ where
         for name in std::mem::take(&mut listing.ask) {
             let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&name);
             self.ask_then_make(&entry::child(source, name), &entry::child(destination, name));
+        }
+        // The rest of the directory's symlinks and special files, shared among the workers
+        // (the directory is finished with the others, once the wave's tasks are all done).
+        let links = std::mem::take(&mut listing.links);
+        for names in links.chunks(LINKS_PER_TASK) {
+            let job = scan::LinksJob {
+                source: source.clone(),
+                destination: destination.clone(),
+                names: names.to_vec(),
+                existed: listing.existed,
+            };
+            self.queued.push_back((Work::Links(job.clone()), InFlight::Links(Box::new(job))));
         }
         if !listing.created {
             return;
