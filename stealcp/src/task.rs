@@ -31,8 +31,9 @@ pub(crate) enum Work {
     Finish(FinishJob),
     /// Directories of one depth, whose contents are all in place.
     Directories(Vec<DirFinish>),
-    /// Symlinks and special files of one directory (more than its scan makes itself).
-    Links(scan::LinksJob),
+    /// Symlinks and special files of one directory (more than its scan makes itself), shared
+    /// with the coordinator as a batch is.
+    Links(Arc<scan::LinksJob>),
 }
 
 /// What a [`CopyTask`] produced; read only by [`copy`](crate::copy()).

@@ -169,7 +169,7 @@ enum InFlight {
     Files(Arc<Vec<FileJob>>),
     Range(u64),
     Finish(u64),
-    Links(Box<crate::scan::LinksJob>),
+    Links(Arc<crate::scan::LinksJob>),
 }
 
 /// A directory being scanned.

@@ -8,6 +8,7 @@
 use std::fs;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 use stealpool::JobError;
 
@@ -173,13 +174,13 @@ where
         // (the directory is finished with the others, once the wave's tasks are all done).
         let links = std::mem::take(&mut listing.links);
         for names in links.chunks(LINKS_PER_TASK) {
-            let job = scan::LinksJob {
+            let job = Arc::new(scan::LinksJob {
                 source: source.clone(),
                 destination: destination.clone(),
                 names: names.to_vec(),
                 existed: listing.existed,
-            };
-            self.queued.push_back((Work::Links(job.clone()), InFlight::Links(Box::new(job))));
+            });
+            self.queued.push_back((Work::Links(Arc::clone(&job)), InFlight::Links(job)));
         }
         if !listing.created {
             return;
@@ -286,12 +287,11 @@ fn sweep_scan(job: &ScanJob) {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-    use std::sync::Arc;
 
     use super::*;
     use crate::entry::{FileJob, FileOutcome, HandBackReason};
     use crate::options::CopyOptions;
-    use stealpool::ThreadPoolExecutor;
+    use stealpool::{Job, ThreadPoolExecutor};
 
     fn job(i: usize) -> FileJob {
         FileJob {
@@ -450,5 +450,38 @@ mod tests {
         assert!(destination.join("sub").is_dir() && destination.join("symlink").is_symlink());
         assert_eq!(run.report.failures.len(), 1);
         assert_eq!(run.report.failures[0].path, source);
+    }
+
+    /// A links task's outcome counts each entry as made, left or failed; a links task whose
+    /// worker died fails every entry it held, by its source path.
+    #[test]
+    fn a_links_task_counts_its_entries_and_a_dead_one_fails_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, destination) = (dir.path().join("src"), dir.path().join("dst"));
+        fs::create_dir(&source).unwrap();
+        fs::create_dir(&destination).unwrap();
+        for name in ["a", "b"] {
+            std::os::unix::fs::symlink("target", source.join(name)).unwrap();
+        }
+        let names = ["a", "b", "missing"].map(|n| serde_bytes::ByteBuf::from(n.as_bytes().to_vec())).to_vec();
+        let job = Arc::new(scan::LinksJob {
+            source: source.clone(),
+            destination: destination.clone(),
+            names,
+            existed: false,
+        });
+        let pool = ThreadPoolExecutor::new(1);
+        let options = CopyOptions::archive();
+        let mut quiet = crate::Quiet;
+        let mut run = Run::new(&pool, &options, &mut quiet);
+        let TaskOutcome(outcome) = CopyTask { options: options.clone(), work: Work::Links(Arc::clone(&job)) }.run();
+        run.absorb(Ok(TaskOutcome(outcome)), InFlight::Links(Arc::clone(&job)));
+        assert_eq!(run.report.symlinks, 2);
+        assert!(destination.join("a").is_symlink() && destination.join("b").is_symlink());
+        let failed: Vec<_> = run.report.failures.iter().map(|f| f.path.clone()).collect();
+        assert_eq!(failed, [source.join("missing")], "the entry that vanished fails alone");
+        run.task_failed(InFlight::Links(job), "the worker process died");
+        let failed: Vec<_> = run.report.failures.iter().skip(1).map(|f| f.path.clone()).collect();
+        assert_eq!(failed, [source.join("a"), source.join("b"), source.join("missing")]);
     }
 }
